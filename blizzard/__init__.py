@@ -1,0 +1,12 @@
+"""Blizzard: persistent, replicated data structures.
+
+The layers, bottom up: :mod:`blizzard.pmem` (media, pool, allocator,
+transactions), :mod:`blizzard.replication` (the replicator seam, Raft),
+:mod:`blizzard.structures` (the user-facing data structures).
+"""
+
+from blizzard.exceptions import BlizzardError
+
+__version__ = "0.1.0"
+
+__all__ = ["BlizzardError", "__version__"]

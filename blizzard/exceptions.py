@@ -1,0 +1,71 @@
+"""Every error Blizzard raises on purpose.
+
+Each class also subclasses the builtin a caller would naturally catch
+(``FileNotFoundError``, ``ValueError``, ``MemoryError``...), so code written
+against the standard library keeps working.
+"""
+
+from __future__ import annotations
+
+
+class BlizzardError(Exception):
+    """Base of every error Blizzard raises on purpose."""
+
+
+# --- persistent memory -------------------------------------------------------
+
+
+class PmemUnavailableError(BlizzardError, OSError):
+    """libpmem could not be loaded, so the ``pmem`` durability mode is impossible."""
+
+
+class PoolError(BlizzardError):
+    """Base of the errors about a pool file or its contents."""
+
+
+class PoolNotFoundError(PoolError, FileNotFoundError):
+    """The pool file does not exist."""
+
+
+class PoolExistsError(PoolError, FileExistsError):
+    """``Pool.create`` was asked to create a pool where a file already exists."""
+
+
+class NotAPoolError(PoolError, ValueError):
+    """The file is not a Blizzard pool (wrong magic)."""
+
+
+class PoolLayoutError(PoolError, ValueError):
+    """The pool was created for another layout than the one asked for."""
+
+
+class PoolVersionError(PoolError, ValueError):
+    """The pool's format version is not one this release can read."""
+
+
+class PoolTruncatedError(PoolError, ValueError):
+    """The file is shorter than the pool size its header records."""
+
+
+class PoolCorruptError(PoolError, ValueError):
+    """A checksum or an invariant of the persistent layout does not hold."""
+
+
+class PoolLockedError(PoolError, BlockingIOError):
+    """Another process (or another handle in this one) has the pool open."""
+
+
+class PoolFullError(PoolError, MemoryError):
+    """An allocation did not fit; the transaction was rolled back."""
+
+
+class PoolClosedError(PoolError, ValueError):
+    """The pool was used after ``close()``."""
+
+
+class TransactionError(PoolError, RuntimeError):
+    """A transaction was misused (range out of bounds, bad free, no active tx)."""
+
+
+class InvalidSizeError(PoolError, ValueError):
+    """A pool or allocation size is out of the accepted range."""

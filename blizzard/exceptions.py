@@ -69,3 +69,15 @@ class TransactionError(PoolError, RuntimeError):
 
 class InvalidSizeError(PoolError, ValueError):
     """A pool or allocation size is out of the accepted range."""
+
+
+# --- replication -------------------------------------------------------------
+
+
+class MessageDecodeError(BlizzardError, ValueError):
+    """A Raft message frame is truncated, malformed or of an unknown kind."""
+
+
+class ProposalDroppedError(BlizzardError, RuntimeError):
+    """A Raft proposal was not accepted: no known leader, or a transfer or
+    membership change is in progress. Nothing was appended; retry later."""

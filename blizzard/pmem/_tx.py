@@ -1,0 +1,309 @@
+"""Undo-log transactions.
+
+Protocol (one fence per ``add``, one for the commit, one to retire)::
+
+    add(off, n):  append entry [crc | len | txid | off | old bytes] to the log,
+                  persist it                          -- fence
+                  (the caller then writes the range in place)
+    commit:       flush every touched range (merged), drain   -- fence
+                  txid += 1, persist the log header word     -- fence: retired
+    abort/crash:  copy old bytes back in reverse order, persist, txid += 1
+
+An entry is live when its txid equals the log header's txid and its CRC-32
+matches; entries of earlier transactions carry smaller txids, so retiring a
+transaction is a single 8-byte store. A torn entry fails its CRC, and since
+entries are appended only after the previous one was persisted, nothing
+after a torn entry is live either -- and its range was not yet modified.
+
+Log entry (8-byte aligned)::
+
+    offset | size | field
+    0      | 4    | CRC-32 of bytes [4, 24 + len)
+    4      | 4    | len
+    8      | 8    | txid
+    16     | 8    | off (pool offset of the range)
+    24     | len  | the range's bytes before the transaction
+
+Log header (64 bytes at ``log_off``): word 0 txid, word 1 offset of the first
+overflow segment (0 = none). When an entry does not fit, a segment of whole
+chunks (kind LOG) is taken from the heap and linked; a segment's 64-byte
+header is txid, next segment, capacity. Segments are freed after the
+transaction ends; ones left by a crash are freed at open.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+from zlib import crc32
+
+from blizzard.exceptions import PoolClosedError, TransactionError
+from blizzard.pmem._layout import CHUNK_SIZE, LOG_HEADER_SIZE, align
+
+if TYPE_CHECKING:
+    from blizzard.pmem.pool import Pool
+
+ENTRY_HEADER = struct.Struct("<IIQQ")
+ENTRY_HEADER_SIZE = ENTRY_HEADER.size
+_ENTRY_FIELDS = struct.Struct("<IQQ")  # len, txid, off -- written at +4
+_CRC = struct.Struct("<I")
+SEGMENT_HEADER = struct.Struct("<QQQ")
+SEGMENT_CHUNKS_MIN = 4
+assert ENTRY_HEADER_SIZE == 24
+
+
+class Transaction:
+    """The pool's one transaction object, reused; see :meth:`Pool.transaction`.
+
+    Not thread-safe: a pool is driven by one thread at a time (the
+    replicator's apply loop serialises mutations).
+    """
+
+    __slots__ = (
+        "_alloc", "_buf", "_data_lo", "_depth", "_drain", "_flush", "_frees", "_log_end",
+        "_log_pos", "_log_start", "_next_word", "_persist", "_pool", "_segments", "_size",
+        "_touched", "_txid", "_txid_word", "_u64", "_words",
+    )
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        media = pool.media
+        self._buf = pool.buf
+        self._u64 = pool._u64
+        self._flush = media.flush
+        self._drain = media.drain
+        self._persist = media.persist
+        self._alloc = pool._allocator
+        self._size = pool.size
+        self._data_lo = pool._dir_off  # the header and the log are never added
+        self._txid_word = pool._log_off >> 3
+        self._next_word = self._txid_word + 1
+        self._log_start = pool._log_off + LOG_HEADER_SIZE
+        self._depth = 0
+        self._touched: list[tuple[int, int]] = []
+        self._words: set[int] = set()
+        self._frees: list = []
+        self._segments: list[tuple[int, int]] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self._txid = self._u64[self._txid_word]
+        self._log_pos = self._log_start
+        self._log_end = self._pool._log_off + self._pool._log_size
+        self._touched.clear()
+        self._words.clear()
+        self._frees.clear()
+
+    # -- context manager -----------------------------------------------------------
+
+    def __enter__(self) -> Transaction:
+        if self._depth == 0 and self._pool._closed:
+            raise PoolClosedError("the pool is closed")
+        self._depth += 1
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._depth -= 1
+        if self._depth:
+            return  # nested: the outermost transaction decides
+        if exc_type is None:
+            self._commit()
+        else:
+            self._pool._abort()
+
+    @property
+    def active(self) -> bool:
+        return self._depth > 0
+
+    # -- the undo log ----------------------------------------------------------------
+
+    def add(self, off: int, n: int) -> None:
+        """Snapshot ``[off, off+n)`` so an abort or crash restores it.
+
+        Call before the first store to a range that existed before this
+        transaction (fresh blocks from :meth:`alloc` need none). Costs one
+        persist (a fence) of ``n + 24`` bytes; the range is flushed at commit.
+        """
+        if not self._depth:
+            raise TransactionError("add() outside a transaction")
+        if off < self._data_lo or n <= 0 or off + n > self._size:
+            raise TransactionError(
+                f"range [{off}, {off + n}) is outside the pool's data area "
+                f"[{self._data_lo}, {self._size})")
+        pos = self._log_pos
+        body = pos + ENTRY_HEADER_SIZE
+        end = body + n
+        if end > self._log_end:
+            pos = self._overflow(n)
+            body = pos + ENTRY_HEADER_SIZE
+            end = body + n
+        buf = self._buf
+        buf[body:end] = buf[off:off + n]
+        _ENTRY_FIELDS.pack_into(buf, pos + 4, n, self._txid, off)
+        _CRC.pack_into(buf, pos, crc32(buf[pos + 4:end]))
+        self._persist(pos, end - pos)
+        self._log_pos = (end + 7) & ~7
+        self._touched.append((off, n))
+
+    def write(self, off: int, data: bytes | bytearray | memoryview) -> None:
+        """``add(off, len(data))`` then store ``data`` at ``off``."""
+        n = len(data)
+        self.add(off, n)
+        self._buf[off:off + n] = data
+
+    def _add_word(self, word: int) -> None:
+        """``add`` of one 8-byte word, at most once per transaction."""
+        if word not in self._words:
+            self._words.add(word)
+            self.add(word << 3, 8)
+
+    def _touch(self, off: int, n: int) -> None:
+        """Flush ``[off, off+n)`` at commit (fresh memory: nothing to undo)."""
+        self._touched.append((off, n))
+
+    def _overflow(self, n: int) -> int:
+        """Link a new log segment big enough for an ``n``-byte entry."""
+        need = LOG_HEADER_SIZE + ENTRY_HEADER_SIZE + align(n, 8)
+        chunks = max(SEGMENT_CHUNKS_MIN, -(-need // CHUNK_SIZE))
+        persist = self._persist
+        seg = self._alloc.take_log_chunks(chunks, persist)
+        capacity = chunks * CHUNK_SIZE
+        SEGMENT_HEADER.pack_into(self._buf, seg, self._txid, 0, capacity)
+        persist(seg, SEGMENT_HEADER.size)
+        link = (self._segments[-1][0] + 8) >> 3 if self._segments else self._next_word
+        self._u64[link] = seg
+        persist(link << 3, 8)
+        self._segments.append((seg, chunks))
+        self._log_end = seg + capacity
+        return seg + LOG_HEADER_SIZE
+
+    # -- allocation ------------------------------------------------------------------
+
+    def alloc(self, size: int, *, zero: bool = False) -> int:
+        """Allocate a block of at least ``size`` bytes; returns its offset.
+
+        The block's contents are undefined unless ``zero``; they are flushed
+        at commit, and the block is freed again if the transaction aborts.
+        Raises :class:`PoolFullError` (the transaction then rolls back).
+        """
+        if not self._depth:
+            raise TransactionError("alloc() outside a transaction")
+        off = self._alloc.alloc(self, size)
+        if zero:
+            self._buf[off:off + size] = bytes(size)
+        return off
+
+    def free(self, off: int) -> None:
+        """Free the block at ``off``; reusable once the transaction commits."""
+        if not self._depth:
+            raise TransactionError("free() outside a transaction")
+        self._alloc.free(self, off)
+
+    # -- roots -------------------------------------------------------------------------
+
+    def set_root(self, name: str, off: int, tag: bytes = b"") -> None:
+        """Bind ``name`` to the block at ``off`` (``tag`` says what it is)."""
+        self._pool._directory.set(self, name, off, tag)
+
+    def delete_root(self, name: str) -> None:
+        """Remove the name (the block itself is not freed)."""
+        self._pool._directory.delete(self, name)
+
+    # -- ending ------------------------------------------------------------------------
+
+    def _commit(self) -> None:
+        touched = self._touched
+        flush = self._flush
+        if len(touched) > 1:
+            touched.sort()
+            start, end = touched[0][0], touched[0][0] + touched[0][1]
+            for off, n in touched:
+                if off <= ((end + 63) & ~63):  # same or next cache line: merge
+                    if off + n > end:
+                        end = off + n
+                else:
+                    flush(start, end - start)
+                    start, end = off, off + n
+            flush(start, end - start)
+        elif touched:
+            flush(touched[0][0], touched[0][1])
+        if self._log_pos != self._log_start or self._segments:
+            self._drain()
+            self._retire()
+        elif touched:
+            self._drain()
+        if self._frees:
+            self._alloc.commit_frees(self._frees)
+        self._reset()
+
+    def _retire(self) -> None:
+        """End the transaction in the log: bump txid, then drop overflow segments."""
+        txid = self._txid + 1
+        self._u64[self._txid_word] = txid
+        self._persist(self._txid_word << 3, 8)
+        self._txid = txid
+        if self._segments:
+            persist = self._persist
+            self._u64[self._next_word] = 0
+            persist(self._next_word << 3, 8)
+            for seg, chunks in self._segments:
+                self._alloc.release_log_chunks(seg, chunks, persist)
+            self._segments.clear()
+
+
+def live_entries(pool: Pool) -> list[tuple[int, int, int]]:
+    """The live undo entries ``(entry_pos, off, len)`` in log order."""
+    u64 = pool._u64
+    buf = pool.buf
+    txid_word = pool._log_off >> 3
+    txid = u64[txid_word]
+    entries = []
+    pos = pool._log_off + LOG_HEADER_SIZE
+    end = pool._log_off + pool._log_size
+    link = txid_word + 1
+    seen_segments = 0
+    while True:
+        while pos + ENTRY_HEADER_SIZE <= end:
+            crc, n, entry_txid, off = ENTRY_HEADER.unpack_from(buf, pos)
+            body_end = pos + ENTRY_HEADER_SIZE + n
+            if (entry_txid != txid or body_end > end or off < pool._dir_off
+                    or off + n > pool.size or crc != crc32(buf[pos + 4:body_end])):
+                break
+            entries.append((pos, off, n))
+            pos = (body_end + 7) & ~7
+        seg = u64[link]
+        if not seg or seen_segments >= pool._nchunks:
+            break
+        if (seg < pool._heap_off or (seg - pool._heap_off) % CHUNK_SIZE
+                or seg + LOG_HEADER_SIZE > pool.size):
+            break
+        seg_txid, _, capacity = SEGMENT_HEADER.unpack_from(buf, seg)
+        if seg_txid != txid or seg + capacity > pool.size:
+            break
+        seen_segments += 1
+        pos, end, link = seg + LOG_HEADER_SIZE, seg + capacity, (seg + 8) >> 3
+    return entries
+
+
+def roll_back(pool: Pool) -> int:
+    """Undo the live transaction, if any, and retire it. Returns entries undone.
+
+    Idempotent: a crash during roll back leaves the same live entries, and
+    copying old bytes back twice is harmless.
+    """
+    entries = live_entries(pool)
+    media = pool.media
+    buf = pool.buf
+    txid_word = pool._log_off >> 3
+    for pos, off, n in reversed(entries):
+        body = pos + ENTRY_HEADER_SIZE
+        buf[off:off + n] = buf[body:body + n]
+        media.flush(off, n)
+    if entries:
+        media.drain()
+        pool._u64[txid_word] += 1
+        media.persist(txid_word << 3, 8)
+    if pool._u64[txid_word + 1]:
+        pool._u64[txid_word + 1] = 0
+        media.persist((txid_word + 1) << 3, 8)
+    return len(entries)

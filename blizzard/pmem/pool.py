@@ -1,0 +1,313 @@
+"""Pool: a header, an allocator, undo-log transactions and named roots.
+
+Usage::
+
+    with Pool.create("/dev/shm/demo.pool", 64 << 20, layout="demo") as pool:
+        with pool.transaction() as tx:
+            off = tx.alloc(64)
+            pool.buf[off:off + 5] = b"hello"
+            tx.set_root("greeting", off)
+
+Opening a pool validates the header, then rolls back a transaction that a
+crash interrupted, then rebuilds the volatile indexes -- in that order, so
+nothing ever reads state a crash left half-written. See ``_layout`` for the
+format and ``_tx`` for the log protocol.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid as uuidlib
+from pathlib import Path
+from zlib import crc32
+
+import attrs
+
+from blizzard.exceptions import (
+    InvalidSizeError,
+    NotAPoolError,
+    PoolClosedError,
+    PoolCorruptError,
+    PoolLayoutError,
+    PoolTruncatedError,
+    PoolVersionError,
+)
+from blizzard.pmem import _layout as L
+from blizzard.pmem._alloc import Allocator
+from blizzard.pmem._directory import Directory, Root
+from blizzard.pmem._tx import Transaction, live_entries, roll_back
+from blizzard.pmem.media import DurabilityMode, FileMedia, Media
+
+Target = str | os.PathLike[str] | Media
+
+
+@attrs.frozen
+class PoolStats:
+    """Space in the heap, in bytes.
+
+    ``used`` counts allocated blocks at their rounded size; ``free`` is what
+    could still be allocated (free chunks plus free blocks in runs);
+    ``largest_free_extent`` bounds the largest single allocation.
+    """
+
+    capacity: int
+    used: int
+    free: int
+    largest_free_extent: int
+    roots: int
+
+
+class Pool:
+    """A pool in a Media; create with :meth:`create`, open with :meth:`open`."""
+
+    def __init__(self, media: Media, *, _new: bool = False, layout: str | None = None) -> None:
+        # Use Pool.create / Pool.open.
+        self.media = media
+        self.buf = media.buf
+        self.size = 0
+        self._closed = False
+        try:
+            self._read_header(layout)
+            self._u64 = media.buf[:self.size].cast("Q")
+            self.recovered_entries = roll_back(self)
+            self._allocator = Allocator(self._u64, self.buf, table_off=self._table_off,
+                                        heap_off=self._heap_off, nchunks=self._nchunks)
+            self._free_stale_log_segments()
+            self._directory = Directory(self.buf, self._dir_off, self._dir_entries)
+            self._tx = Transaction(self)
+        except BaseException:
+            self._release_views()
+            media.close()
+            raise
+
+    # -- creating and opening --------------------------------------------------------
+
+    @classmethod
+    def create(cls, target: Target, size: int | None = None, *, layout: str = "blizzard",
+               mode: DurabilityMode = "pmem", log_size: int = L.LOG_SIZE_DEFAULT) -> Pool:
+        """Format a new pool of ``size`` bytes at a path (a new file) or in a Media.
+
+        Raises :class:`PoolExistsError` if the file exists,
+        :class:`InvalidSizeError` for a size below ``POOL_SIZE_MIN``.
+        """
+        layout_raw = _layout_bytes(layout)
+        if log_size < 4096 or log_size % 4096:
+            raise InvalidSizeError(f"log_size must be a multiple of 4096, at least 4096; got {log_size}")
+        if isinstance(target, Media):
+            media = target
+            size = media.size if size is None else size
+            if size > media.size:
+                raise InvalidSizeError(f"pool size {size} exceeds the media's {media.size} bytes")
+            _check_size(size)
+        else:
+            if size is None:
+                raise InvalidSizeError("Pool.create on a path needs a size")
+            _check_size(size)
+            media = FileMedia(target, mode=mode, create_size=size)
+        try:
+            _format(media, size, layout_raw, log_size)
+        except BaseException:
+            media.close()
+            if isinstance(media, FileMedia):
+                media.path.unlink(missing_ok=True)
+            raise
+        return cls(media, _new=True, layout=layout)
+
+    @classmethod
+    def open(cls, target: Target, *, layout: str | None = None,
+             mode: DurabilityMode = "pmem") -> Pool:
+        """Open an existing pool, recovering from an interrupted transaction.
+
+        ``layout``, when given, must match the one the pool was created with.
+        """
+        media = target if isinstance(target, Media) else FileMedia(target, mode=mode)
+        return cls(media, layout=layout)
+
+    def _read_header(self, layout: str | None) -> None:
+        media = self.media
+        where = getattr(media, "path", None) or repr(media)
+        buf = media.buf
+        if media.size < L.HEADER_SIZE:
+            if media.size >= len(L.MAGIC) and bytes(buf[:len(L.MAGIC)]) == L.MAGIC:
+                raise PoolTruncatedError(f"{where}: truncated to {media.size} bytes, inside the header")
+            raise NotAPoolError(f"{where}: not a Blizzard pool ({media.size} bytes, too small)")
+        fields = L.HEADER.unpack_from(buf, 0)
+        (magic, version, checksum, raw_uuid, size, log_off, log_size, dir_off, dir_entries,
+         table_off, heap_off, nchunks, chunk_size, raw_layout, created) = fields
+        if magic != L.MAGIC:
+            raise NotAPoolError(f"{where}: not a Blizzard pool (bad magic {magic!r})")
+        if version != L.FORMAT_VERSION:
+            raise PoolVersionError(
+                f"{where}: pool format version {version}; this release reads version {L.FORMAT_VERSION}")
+        header = bytearray(buf[:L.HEADER_USED])
+        header[L.CRC_OFFSET:L.CRC_OFFSET + 4] = bytes(4)
+        if crc32(header) != checksum:
+            raise PoolCorruptError(f"{where}: header checksum mismatch: the header is corrupt")
+        if media.size < size:
+            raise PoolTruncatedError(
+                f"{where}: truncated: {media.size} bytes, but the pool is {size} bytes")
+        expect = L.plan(size, log_size)
+        if (chunk_size != L.CHUNK_SIZE or (log_off, dir_off, dir_entries, table_off, heap_off, nchunks)
+                != (expect["log_off"], expect["dir_off"], expect["dir_entries"], expect["table_off"],
+                    expect["heap_off"], expect["nchunks"])):
+            raise PoolCorruptError(f"{where}: header regions are inconsistent with the pool size")
+        self.layout = raw_layout.rstrip(b"\0").decode("utf-8", "replace")
+        if layout is not None and layout != self.layout:
+            raise PoolLayoutError(
+                f"{where}: pool has layout {self.layout!r}, expected {layout!r}")
+        self.uuid = uuidlib.UUID(bytes=raw_uuid)
+        self.created_ns = created
+        self.size = size
+        self._log_off, self._log_size = log_off, log_size
+        self._dir_off, self._dir_entries = dir_off, dir_entries
+        self._table_off, self._heap_off, self._nchunks = table_off, heap_off, nchunks
+
+    def _free_stale_log_segments(self) -> None:
+        """Overflow log segments outlive their transaction only across a crash."""
+        logs = self._allocator.rebuild()
+        if logs:
+            persist = self.media.persist
+            for chunk, count in logs:
+                word = (self._table_off >> 3) + chunk
+                self._u64[word] = L.chunk_word(L.KIND_FREE, count)
+                persist(word << 3, 8)
+
+    # -- transactions ------------------------------------------------------------------
+
+    def transaction(self) -> Transaction:
+        """The pool's transaction, as a context manager.
+
+        ``with pool.transaction() as tx:`` -- nested uses join the outermost
+        transaction; an exception escaping the outermost one rolls back
+        everything, else it commits: every touched range flushed (adjacent
+        ranges merged), one fence, then an 8-byte store retires the log.
+        """
+        if self._closed:
+            raise PoolClosedError("the pool is closed")
+        return self._tx
+
+    def _abort(self) -> None:
+        """Roll back the live transaction and rebuild the volatile indexes."""
+        roll_back(self)
+        self._tx._segments.clear()
+        self._free_stale_log_segments()
+        self._directory.reload()
+        self._tx._reset()
+
+    # -- roots ---------------------------------------------------------------------------
+
+    def root(self, name: str) -> Root | None:
+        """The root bound to ``name``, or None."""
+        return self._directory.get(name)
+
+    def roots(self) -> dict[str, Root]:
+        """Every named root, by name."""
+        return self._directory.items()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read(self, off: int, n: int) -> bytes:
+        """A copy of ``[off, off+n)``."""
+        if off < 0 or n < 0 or off + n > self.size:
+            raise ValueError(f"range [{off}, {off + n}) is outside the pool")
+        return bytes(self.buf[off:off + n])
+
+    def usable_size(self, off: int) -> int:
+        """Bytes usable in the allocated block at ``off``."""
+        return self._allocator.usable_size(off)
+
+    def is_allocated(self, off: int) -> bool:
+        return self._allocator.is_allocated(off)
+
+    # -- inspection ----------------------------------------------------------------------
+
+    def stats(self) -> PoolStats:
+        s = self._allocator.stats()
+        return PoolStats(roots=len(self._directory.items()), **s)
+
+    def check(self) -> None:
+        """Verify header, allocator and directory; raise PoolCorruptError if broken."""
+        if self._closed:
+            raise PoolClosedError("the pool is closed")
+        header = bytearray(self.buf[:L.HEADER_USED])
+        checksum = int.from_bytes(header[L.CRC_OFFSET:L.CRC_OFFSET + 4], "little")
+        header[L.CRC_OFFSET:L.CRC_OFFSET + 4] = bytes(4)
+        if crc32(header) != checksum:
+            raise PoolCorruptError("header checksum mismatch")
+        if not self._tx.active and live_entries(self):
+            raise PoolCorruptError("the undo log has live entries outside a transaction")
+        self._allocator.check()
+        self._directory.check(self._allocator.is_allocated)
+
+    @property
+    def path(self) -> Path | None:
+        return getattr(self.media, "path", None)
+
+    # -- closing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the media (and its file lock). Idempotent."""
+        if self._closed:
+            return
+        if self._tx.active:
+            raise PoolClosedError("close() inside a transaction")
+        self._closed = True
+        self._release_views()
+        self.media.close()
+
+    def _release_views(self) -> None:
+        u64 = getattr(self, "_u64", None)
+        if u64 is not None:
+            u64.release()
+            self._u64 = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.size} bytes"
+        return f"<Pool {self.layout!r} {state} in {self.media!r}>"
+
+
+def _layout_bytes(layout: str) -> bytes:
+    raw = layout.encode("utf-8")
+    if not raw or len(raw) > L.LAYOUT_BYTES_MAX:
+        raise ValueError(f"layout name must be 1 to {L.LAYOUT_BYTES_MAX} UTF-8 bytes, got {layout!r}")
+    return raw
+
+
+def _check_size(size: int) -> None:
+    if size < L.POOL_SIZE_MIN or size % 4096:
+        raise InvalidSizeError(
+            f"pool size must be a multiple of 4096 and at least {L.POOL_SIZE_MIN} bytes, got {size}")
+
+
+def _format(media: Media, size: int, layout: bytes, log_size: int) -> None:
+    """Write a fresh pool; the magic is persisted last, so a crash leaves no pool."""
+    p = L.plan(size, log_size)
+    buf = media.buf
+    buf[:p["heap_off"]] = bytes(p["heap_off"])
+    # log header: txid 1, no overflow segment
+    buf[p["log_off"]:p["log_off"] + 8] = (1).to_bytes(8, "little")
+    table = p["table_off"]
+    if p["nchunks"]:
+        buf[table:table + 8] = L.chunk_word(L.KIND_FREE, p["nchunks"]).to_bytes(8, "little")
+    media.persist(L.HEADER_SIZE, p["heap_off"] - L.HEADER_SIZE)
+    header = bytearray(L.HEADER_USED)
+    L.HEADER.pack_into(header, 0, b"\0" * 8, L.FORMAT_VERSION, 0, uuidlib.uuid4().bytes, size,
+                       p["log_off"], p["log_size"], p["dir_off"], p["dir_entries"], table,
+                       p["heap_off"], p["nchunks"], L.CHUNK_SIZE, layout, time.time_ns())
+    header[:8] = L.MAGIC
+    header[L.CRC_OFFSET:L.CRC_OFFSET + 4] = crc32(header).to_bytes(4, "little")
+    buf[8:L.HEADER_USED] = header[8:]
+    media.persist(0, L.HEADER_SIZE)
+    buf[:8] = L.MAGIC
+    media.persist(0, 8)

@@ -1,0 +1,481 @@
+"""Raft values (entries, hard state, snapshots) and messages, with a binary codec.
+
+Every message names its ``source`` and ``target`` node and carries the
+sender's ``term`` (0 for forwarded client requests, which are not bound to a
+term). ``encode`` and ``decode`` are exact inverses: ``decode(encode(m)) == m``
+for every message and ``encode(decode(b)) == b`` for every frame ``decode``
+accepts. Anything else (truncated frames, unknown kinds, booleans other than
+0/1, trailing bytes) raises ``MessageDecodeError``.
+
+Frame layout (little endian)::
+
+    version u8 | kind u8 | source u64 | target u64 | term u64 | body (per kind)
+
+Entries are ``term u64 | index u64 | type u8 | length u32 | data``; a
+snapshot is ``index u64 | term u64 | voters | learners | length u32 | data``
+where a node list is ``count u16 | id u64 ...``.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from typing import Union
+
+import attrs
+
+from blizzard.exceptions import MessageDecodeError
+
+__all__ = [
+    "ConfChange",
+    "ConfChangeType",
+    "ConfState",
+    "Entry",
+    "EntryType",
+    "HardState",
+    "Message",
+    "MessageDecodeError",
+    "MsgApp",
+    "MsgAppResp",
+    "MsgHeartbeat",
+    "MsgHeartbeatResp",
+    "MsgPreVote",
+    "MsgPreVoteResp",
+    "MsgProp",
+    "MsgReadIndex",
+    "MsgReadIndexResp",
+    "MsgSnap",
+    "MsgTimeoutNow",
+    "MsgVote",
+    "MsgVoteResp",
+    "Snapshot",
+    "SnapshotMeta",
+    "decode",
+    "encode",
+]
+
+NONE = 0  # "no node": node ids are >= 1.
+VERSION = 1
+U64_MAX = (1 << 64) - 1
+
+
+class EntryType(enum.IntEnum):
+    NORMAL = 0
+    CONF_CHANGE = 1
+
+
+class ConfChangeType(enum.IntEnum):
+    ADD_NODE = 0
+    REMOVE_NODE = 1
+    ADD_LEARNER = 2
+
+
+@attrs.frozen
+class Entry:
+    """One log entry. ``index`` starts at 1; ``term`` >= 1 for real entries."""
+
+    term: int
+    index: int
+    type: EntryType = EntryType.NORMAL
+    data: bytes = b""
+
+
+@attrs.frozen
+class HardState:
+    """What must be on stable storage before any message is sent."""
+
+    term: int = 0
+    vote: int = NONE
+    commit: int = 0
+
+
+@attrs.frozen
+class ConfState:
+    """The membership: voting nodes and non-voting learners (sorted, disjoint)."""
+
+    voters: tuple[int, ...] = ()
+    learners: tuple[int, ...] = ()
+
+
+@attrs.frozen
+class ConfChange:
+    """The payload of a CONF_CHANGE entry: one server added, removed or demoted."""
+
+    type: ConfChangeType
+    node_id: int
+
+    _S = struct.Struct("<BQ")
+
+    def encode(self) -> bytes:
+        return self._S.pack(self.type, self.node_id)
+
+    @classmethod
+    def decode(cls, data: bytes) -> ConfChange:
+        try:
+            kind, node_id = cls._S.unpack(data)
+            return cls(ConfChangeType(kind), node_id)
+        except (struct.error, ValueError) as error:
+            raise MessageDecodeError(f"bad conf change: {error}") from None
+
+
+@attrs.frozen
+class SnapshotMeta:
+    index: int = 0
+    term: int = 0
+    conf_state: ConfState = ConfState()
+
+
+@attrs.frozen
+class Snapshot:
+    """The state machine as of ``meta.index``, replacing the log up to there."""
+
+    meta: SnapshotMeta = SnapshotMeta()
+    data: bytes = b""
+
+
+# --- messages -----------------------------------------------------------------
+
+
+@attrs.frozen
+class MsgApp:
+    """AppendEntries: ``entries`` follow the entry at (``index``, ``log_term``)."""
+
+    source: int
+    target: int
+    term: int
+    log_term: int
+    index: int
+    entries: tuple[Entry, ...]
+    commit: int
+
+
+@attrs.frozen
+class MsgAppResp:
+    """Ack of ``index`` or, if ``reject``, a hint: the follower's log may match
+    up to ``reject_hint`` whose term is ``log_term`` (fast backtracking)."""
+
+    source: int
+    target: int
+    term: int
+    index: int
+    reject: bool = False
+    reject_hint: int = 0
+    log_term: int = 0
+
+
+@attrs.frozen
+class MsgVote:
+    """RequestVote; ``transfer`` marks a leadership transfer (bypasses the lease)."""
+
+    source: int
+    target: int
+    term: int
+    log_term: int
+    index: int
+    transfer: bool = False
+
+
+@attrs.frozen
+class MsgVoteResp:
+    source: int
+    target: int
+    term: int
+    reject: bool
+
+
+@attrs.frozen
+class MsgPreVote:
+    """A vote request that changes nobody's term: "would you vote for me?"."""
+
+    source: int
+    target: int
+    term: int
+    log_term: int
+    index: int
+    transfer: bool = False
+
+
+@attrs.frozen
+class MsgPreVoteResp:
+    source: int
+    target: int
+    term: int
+    reject: bool
+
+
+@attrs.frozen
+class MsgHeartbeat:
+    """Leader liveness, commit index, and the latest pending ReadIndex context."""
+
+    source: int
+    target: int
+    term: int
+    commit: int
+    context: bytes = b""
+
+
+@attrs.frozen
+class MsgHeartbeatResp:
+    source: int
+    target: int
+    term: int
+    context: bytes = b""
+
+
+@attrs.frozen
+class MsgSnap:
+    """InstallSnapshot: for a follower behind the leader's compacted log."""
+
+    source: int
+    target: int
+    term: int
+    snapshot: Snapshot
+
+
+@attrs.frozen
+class MsgTimeoutNow:
+    """Leadership transfer: the target campaigns at once."""
+
+    source: int
+    target: int
+    term: int
+
+
+@attrs.frozen
+class MsgReadIndex:
+    """A follower forwards a linearizable read request to the leader."""
+
+    source: int
+    target: int
+    term: int
+    context: bytes
+
+
+@attrs.frozen
+class MsgReadIndexResp:
+    """The read index for ``context``: reads are safe once applied >= ``index``."""
+
+    source: int
+    target: int
+    term: int
+    index: int
+    context: bytes
+
+
+@attrs.frozen
+class MsgProp:
+    """A follower forwards proposals (entries without term/index) to the leader."""
+
+    source: int
+    target: int
+    term: int
+    entries: tuple[Entry, ...]
+
+
+Message = Union[
+    MsgApp,
+    MsgAppResp,
+    MsgVote,
+    MsgVoteResp,
+    MsgPreVote,
+    MsgPreVoteResp,
+    MsgHeartbeat,
+    MsgHeartbeatResp,
+    MsgSnap,
+    MsgTimeoutNow,
+    MsgReadIndex,
+    MsgReadIndexResp,
+    MsgProp,
+]
+
+# --- codec --------------------------------------------------------------------
+
+_HEADER = struct.Struct("<BBQQQ")
+_ENTRY = struct.Struct("<QQBI")
+_U8 = struct.Struct("<B")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_APP = struct.Struct("<QQQI")  # log_term, index, commit, entry count
+_APP_RESP = struct.Struct("<QBQQ")  # index, reject, reject_hint, log_term
+_VOTE = struct.Struct("<QQB")  # log_term, index, transfer
+_RESP = struct.Struct("<B")  # reject
+_COMMIT = struct.Struct("<Q")
+_SNAP_META = struct.Struct("<QQ")
+
+_KINDS: tuple[type, ...] = (
+    MsgApp,
+    MsgAppResp,
+    MsgVote,
+    MsgVoteResp,
+    MsgPreVote,
+    MsgPreVoteResp,
+    MsgHeartbeat,
+    MsgHeartbeatResp,
+    MsgSnap,
+    MsgTimeoutNow,
+    MsgReadIndex,
+    MsgReadIndexResp,
+    MsgProp,
+)
+_KIND_OF = {cls: number for number, cls in enumerate(_KINDS)}
+assert len(_KINDS) < 256
+
+
+def _bool(value: int) -> bool:
+    if value > 1:
+        raise MessageDecodeError(f"boolean field holds {value}")
+    return value == 1
+
+
+def _put_bytes(out: list[bytes], data: bytes) -> None:
+    out.append(_U32.pack(len(data)))
+    out.append(data)
+
+
+def _put_entries(out: list[bytes], entries: tuple[Entry, ...]) -> None:
+    pack = _ENTRY.pack
+    for entry in entries:
+        data = entry.data
+        out.append(pack(entry.term, entry.index, entry.type, len(data)))
+        out.append(data)
+
+
+def _put_nodes(out: list[bytes], nodes: tuple[int, ...]) -> None:
+    out.append(_U16.pack(len(nodes)))
+    out.append(struct.pack(f"<{len(nodes)}Q", *nodes))
+
+
+def _put_snapshot(out: list[bytes], snapshot: Snapshot) -> None:
+    meta = snapshot.meta
+    out.append(_SNAP_META.pack(meta.index, meta.term))
+    _put_nodes(out, meta.conf_state.voters)
+    _put_nodes(out, meta.conf_state.learners)
+    _put_bytes(out, snapshot.data)
+
+
+def encode(msg: Message) -> bytes:
+    """Serialise ``msg`` into one frame (see the module docstring)."""
+    kind = _KIND_OF[type(msg)]
+    out = [_HEADER.pack(VERSION, kind, msg.source, msg.target, msg.term)]
+    cls = type(msg)
+    if cls is MsgApp:
+        out.append(_APP.pack(msg.log_term, msg.index, msg.commit, len(msg.entries)))
+        _put_entries(out, msg.entries)
+    elif cls is MsgAppResp:
+        out.append(_APP_RESP.pack(msg.index, msg.reject, msg.reject_hint, msg.log_term))
+    elif cls is MsgVote or cls is MsgPreVote:
+        out.append(_VOTE.pack(msg.log_term, msg.index, msg.transfer))
+    elif cls is MsgVoteResp or cls is MsgPreVoteResp:
+        out.append(_RESP.pack(msg.reject))
+    elif cls is MsgHeartbeat:
+        out.append(_COMMIT.pack(msg.commit))
+        _put_bytes(out, msg.context)
+    elif cls is MsgHeartbeatResp or cls is MsgReadIndex:
+        _put_bytes(out, msg.context)
+    elif cls is MsgSnap:
+        _put_snapshot(out, msg.snapshot)
+    elif cls is MsgReadIndexResp:
+        out.append(_COMMIT.pack(msg.index))
+        _put_bytes(out, msg.context)
+    elif cls is MsgProp:
+        out.append(_U32.pack(len(msg.entries)))
+        _put_entries(out, msg.entries)
+    return b"".join(out)
+
+
+class _Reader:
+    """A cursor over a frame; every read checks the bounds."""
+
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
+        self.pos = 0
+
+    def unpack(self, fmt: struct.Struct) -> tuple:
+        end = self.pos + fmt.size
+        if end > len(self.buf):
+            raise MessageDecodeError("truncated frame")
+        values = fmt.unpack_from(self.buf, self.pos)
+        self.pos = end
+        return values
+
+    def take(self, length: int) -> bytes:
+        end = self.pos + length
+        if end > len(self.buf):
+            raise MessageDecodeError("truncated frame")
+        data = bytes(self.buf[self.pos : end])
+        self.pos = end
+        return data
+
+    def blob(self) -> bytes:
+        (length,) = self.unpack(_U32)
+        return self.take(length)
+
+    def entries(self, count: int) -> tuple[Entry, ...]:
+        # Each entry needs at least a header, so a huge count cannot allocate.
+        if count * _ENTRY.size > len(self.buf) - self.pos:
+            raise MessageDecodeError("truncated frame")
+        out = []
+        for _ in range(count):
+            term, index, kind, length = self.unpack(_ENTRY)
+            if kind > EntryType.CONF_CHANGE:
+                raise MessageDecodeError(f"unknown entry type {kind}")
+            out.append(Entry(term, index, EntryType(kind), self.take(length)))
+        return tuple(out)
+
+    def nodes(self) -> tuple[int, ...]:
+        (count,) = self.unpack(_U16)
+        return self.unpack(struct.Struct(f"<{count}Q"))
+
+    def snapshot(self) -> Snapshot:
+        index, term = self.unpack(_SNAP_META)
+        voters = self.nodes()
+        learners = self.nodes()
+        meta = SnapshotMeta(index, term, ConfState(voters, learners))
+        return Snapshot(meta, self.blob())
+
+
+def decode(frame: bytes) -> Message:
+    """Parse one frame produced by ``encode``; raise ``MessageDecodeError`` otherwise."""
+    if not isinstance(frame, (bytes, bytearray, memoryview)):
+        raise MessageDecodeError(f"expected bytes, got {type(frame).__name__}")
+    reader = _Reader(frame)
+    version, kind, source, target, term = reader.unpack(_HEADER)
+    if version != VERSION:
+        raise MessageDecodeError(f"unknown frame version {version}")
+    if kind >= len(_KINDS):
+        raise MessageDecodeError(f"unknown message kind {kind}")
+    cls = _KINDS[kind]
+    msg: Message
+    if cls is MsgApp:
+        log_term, index, commit, count = reader.unpack(_APP)
+        msg = MsgApp(source, target, term, log_term, index, reader.entries(count), commit)
+    elif cls is MsgAppResp:
+        index, reject, hint, log_term = reader.unpack(_APP_RESP)
+        msg = MsgAppResp(source, target, term, index, _bool(reject), hint, log_term)
+    elif cls is MsgVote or cls is MsgPreVote:
+        log_term, index, transfer = reader.unpack(_VOTE)
+        msg = cls(source, target, term, log_term, index, _bool(transfer))
+    elif cls is MsgVoteResp or cls is MsgPreVoteResp:
+        (reject,) = reader.unpack(_RESP)
+        msg = cls(source, target, term, _bool(reject))
+    elif cls is MsgHeartbeat:
+        (commit,) = reader.unpack(_COMMIT)
+        msg = MsgHeartbeat(source, target, term, commit, reader.blob())
+    elif cls is MsgHeartbeatResp or cls is MsgReadIndex:
+        msg = cls(source, target, term, reader.blob())
+    elif cls is MsgSnap:
+        msg = MsgSnap(source, target, term, reader.snapshot())
+    elif cls is MsgTimeoutNow:
+        msg = MsgTimeoutNow(source, target, term)
+    elif cls is MsgReadIndexResp:
+        (index,) = reader.unpack(_COMMIT)
+        msg = MsgReadIndexResp(source, target, term, index, reader.blob())
+    else:
+        assert cls is MsgProp
+        (count,) = reader.unpack(_U32)
+        msg = MsgProp(source, target, term, reader.entries(count))
+    if reader.pos != len(frame):
+        raise MessageDecodeError(f"{len(frame) - reader.pos} trailing bytes")
+    return msg

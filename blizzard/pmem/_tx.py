@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 ENTRY_HEADER = struct.Struct("<IIQQ")
 ENTRY_HEADER_SIZE = ENTRY_HEADER.size
 _ENTRY_FIELDS = struct.Struct("<IQQ")  # len, txid, off -- written at +4
-_CRC = struct.Struct("<I")
+_pack_fields = _ENTRY_FIELDS.pack  # the CRC covers these bytes, then the old range
+_pack_header = ENTRY_HEADER.pack_into
 SEGMENT_HEADER = struct.Struct("<QQQ")
 SEGMENT_CHUNKS_MIN = 4
 assert ENTRY_HEADER_SIZE == 24
@@ -60,9 +61,9 @@ class Transaction:
     """
 
     __slots__ = (
-        "_alloc", "_buf", "_data_lo", "_depth", "_drain", "_flush", "_frees", "_log_end",
-        "_log_pos", "_log_start", "_next_word", "_persist", "_pool", "_segments", "_size",
-        "_touched", "_txid", "_txid_word", "_u64", "_words",
+        "_alloc", "_base", "_buf", "_data_lo", "_depth", "_drain", "_flush", "_frees",
+        "_log_end", "_log_pos", "_log_start", "_next_word", "_persist", "_pool", "_segments",
+        "_size", "_touched", "_txid", "_txid_word", "_u64", "_words",
     )
 
     def __init__(self, pool: Pool) -> None:
@@ -70,9 +71,14 @@ class Transaction:
         media = pool.media
         self._buf = pool.buf
         self._u64 = pool._u64
-        self._flush = media.flush
-        self._drain = media.drain
-        self._persist = media.persist
+        # flush/persist take base + offset: the C functions themselves when
+        # the media flushes through libpmem, else the media's methods (base 0).
+        native = media.native()
+        if native is not None:
+            self._base, self._flush, self._drain, self._persist = native
+        else:
+            self._base = 0
+            self._flush, self._drain, self._persist = media.flush, media.drain, media.persist
         self._alloc = pool._allocator
         self._size = pool.size
         self._data_lo = pool._dir_off  # the header and the log are never added
@@ -87,12 +93,14 @@ class Transaction:
         self._reset()
 
     def _reset(self) -> None:
+        """Forget the ended transaction (after commit, abort or open)."""
         self._txid = self._u64[self._txid_word]
         self._log_pos = self._log_start
         self._log_end = self._pool._log_off + self._pool._log_size
         self._touched.clear()
         self._words.clear()
         self._frees.clear()
+        self._segments.clear()
 
     # -- context manager -----------------------------------------------------------
 
@@ -137,11 +145,11 @@ class Transaction:
             pos = self._overflow(n)
             body = pos + ENTRY_HEADER_SIZE
             end = body + n
-        buf = self._buf
-        buf[body:end] = buf[off:off + n]
-        _ENTRY_FIELDS.pack_into(buf, pos + 4, n, self._txid, off)
-        _CRC.pack_into(buf, pos, crc32(buf[pos + 4:end]))
-        self._persist(pos, end - pos)
+        old = self._buf[off:off + n]
+        _pack_header(self._buf, pos, crc32(old, crc32(_pack_fields(n, self._txid, off))),
+                     n, self._txid, off)
+        self._buf[body:end] = old
+        self._persist(self._base + pos, end - pos)
         self._log_pos = (end + 7) & ~7
         self._touched.append((off, n))
 
@@ -165,7 +173,7 @@ class Transaction:
         """Link a new log segment big enough for an ``n``-byte entry."""
         need = LOG_HEADER_SIZE + ENTRY_HEADER_SIZE + align(n, 8)
         chunks = max(SEGMENT_CHUNKS_MIN, -(-need // CHUNK_SIZE))
-        persist = self._persist
+        persist = self._pool.media.persist
         seg = self._alloc.take_log_chunks(chunks, persist)
         capacity = chunks * CHUNK_SIZE
         SEGMENT_HEADER.pack_into(self._buf, seg, self._txid, 0, capacity)
@@ -212,7 +220,17 @@ class Transaction:
     # -- ending ------------------------------------------------------------------------
 
     def _commit(self) -> None:
+        """Flush every touched range, fence, retire the log.
+
+        The last flush is a persist (flush + fence in one call), which saves
+        a C call per transaction.
+        """
         touched = self._touched
+        if self._log_pos == self._log_start and not self._segments:
+            # Nothing was logged, so nothing was allocated or modified in place.
+            assert not touched and not self._frees
+            return
+        base = self._base
         flush = self._flush
         if len(touched) > 1:
             touched.sort()
@@ -222,33 +240,35 @@ class Transaction:
                     if off + n > end:
                         end = off + n
                 else:
-                    flush(start, end - start)
+                    flush(base + start, end - start)
                     start, end = off, off + n
-            flush(start, end - start)
-        elif touched:
-            flush(touched[0][0], touched[0][1])
-        if self._log_pos != self._log_start or self._segments:
-            self._drain()
-            self._retire()
-        elif touched:
-            self._drain()
+        else:
+            start, end = touched[0][0], touched[0][0] + touched[0][1]
+        self._persist(base + start, end - start)
+        self._retire()
         if self._frees:
             self._alloc.commit_frees(self._frees)
-        self._reset()
+            self._frees.clear()
+        touched.clear()
+        self._log_pos = self._log_start
+        if self._words:
+            self._words.clear()
 
     def _retire(self) -> None:
         """End the transaction in the log: bump txid, then drop overflow segments."""
         txid = self._txid + 1
-        self._u64[self._txid_word] = txid
-        self._persist(self._txid_word << 3, 8)
+        word = self._txid_word
+        self._u64[word] = txid
+        self._persist(self._base + (word << 3), 8)
         self._txid = txid
         if self._segments:
-            persist = self._persist
+            persist = self._pool.media.persist
             self._u64[self._next_word] = 0
             persist(self._next_word << 3, 8)
             for seg, chunks in self._segments:
                 self._alloc.release_log_chunks(seg, chunks, persist)
             self._segments.clear()
+            self._log_end = self._pool._log_off + self._pool._log_size
 
 
 def live_entries(pool: Pool) -> list[tuple[int, int, int]]:

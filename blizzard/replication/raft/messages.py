@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import Union
 
 import attrs
 
@@ -272,21 +271,21 @@ class MsgProp:
     entries: tuple[Entry, ...]
 
 
-Message = Union[
-    MsgApp,
-    MsgAppResp,
-    MsgVote,
-    MsgVoteResp,
-    MsgPreVote,
-    MsgPreVoteResp,
-    MsgHeartbeat,
-    MsgHeartbeatResp,
-    MsgSnap,
-    MsgTimeoutNow,
-    MsgReadIndex,
-    MsgReadIndexResp,
-    MsgProp,
-]
+Message = (
+    MsgApp
+    | MsgAppResp
+    | MsgVote
+    | MsgVoteResp
+    | MsgPreVote
+    | MsgPreVoteResp
+    | MsgHeartbeat
+    | MsgHeartbeatResp
+    | MsgSnap
+    | MsgTimeoutNow
+    | MsgReadIndex
+    | MsgReadIndexResp
+    | MsgProp
+)
 
 # --- codec --------------------------------------------------------------------
 

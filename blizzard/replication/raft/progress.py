@@ -51,6 +51,11 @@ class Inflights:
         while queue and queue[0] <= index:
             queue.popleft()
 
+    def free_first_one(self) -> None:
+        """Make room for one more message (a heartbeat proved the follower alive)."""
+        if self._queue:
+            self._queue.popleft()
+
     def full(self) -> bool:
         return len(self._queue) >= self.inflight_max
 

@@ -81,9 +81,7 @@ def joint_committed_index(
     incoming: Collection[int], outgoing: Collection[int], acked: Mapping[int, int]
 ) -> int:
     """Committed index of a joint config: the smaller of the two halves'."""
-    return min(
-        majority_committed_index(incoming, acked), majority_committed_index(outgoing, acked)
-    )
+    return min(majority_committed_index(incoming, acked), majority_committed_index(outgoing, acked))
 
 
 def joint_vote_result(

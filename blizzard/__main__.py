@@ -1,0 +1,5 @@
+import sys
+
+from blizzard.cli import main
+
+sys.exit(main())

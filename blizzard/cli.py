@@ -1,0 +1,196 @@
+"""The ``blizzard`` command.
+
+    blizzard demo                       create, write, reopen and verify a pool
+    blizzard pool create|info|check P   manage pool files
+    blizzard bench pool|structures|raft-core [...]   benchmarks
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+
+from blizzard.exceptions import BlizzardError
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+BENCHMARKS = {
+    "pool": "blizzard.bench.pool",
+    "structures": "blizzard.bench.structures",
+    "raft-core": "blizzard.bench.raft_core",
+}
+
+
+def parse_size(text: str) -> int:
+    """``"64M"`` -> 67108864. Units K, M, G, T are powers of 1024."""
+    match = _SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 4096, 64M, 1G)")
+    return int(match.group(1)) * _UNITS[match.group(2).upper()]
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+# -- pool ---------------------------------------------------------------------------
+
+
+def _cmd_pool_create(args: argparse.Namespace) -> int:
+    from blizzard.pmem import Pool
+
+    with Pool.create(args.path, args.size, layout=args.layout, mode=args.mode) as pool:
+        print(f"created {args.path}: {_human(pool.size)}, layout {pool.layout!r}, uuid {pool.uuid}")
+    return 0
+
+
+def _cmd_pool_info(args: argparse.Namespace) -> int:
+    from blizzard.pmem import Pool
+
+    with Pool.open(args.path, mode=args.mode) as pool:
+        stats = pool.stats()
+        rows = [
+            ("path", str(args.path)),
+            ("layout", pool.layout),
+            ("uuid", str(pool.uuid)),
+            ("size", _human(pool.size)),
+            ("capacity", _human(stats.capacity)),
+            ("used", _human(stats.used)),
+            ("free", _human(stats.free)),
+            ("largest free extent", _human(stats.largest_free_extent)),
+            ("durability", pool.media.durability),
+            ("recovered", f"{pool.recovered_entries} undo entries rolled back at open"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        for key, value in rows:
+            print(f"{key:<{width}}  {value}")
+        roots = pool.roots()
+        print(f"{'roots':<{width}}  {len(roots)}")
+        for name, root in roots.items():
+            tag = root.tag.decode("ascii", "replace")
+            print(f"  {name:<{width}}  offset {root.off}  tag {tag!r}  {pool.usable_size(root.off)} bytes")
+    return 0
+
+
+def _cmd_pool_check(args: argparse.Namespace) -> int:
+    from blizzard.pmem import Pool
+
+    with Pool.open(args.path, mode=args.mode) as pool:
+        pool.check()
+        print(f"{args.path}: ok ({_human(pool.stats().used)} used of {_human(pool.size)})")
+    return 0
+
+
+# -- demo ------------------------------------------------------------------------------
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from blizzard.pmem import Pool
+
+    path = args.path or f"/dev/shm/blizzard-demo-{os.getpid()}.pool"
+    count = args.records
+    try:
+        started = time.perf_counter()
+        with Pool.create(path, 64 << 20, layout="demo", mode=args.mode) as pool:
+            with pool.transaction() as tx:
+                table = tx.alloc(8 * count, zero=True)
+                tx.set_root("records", table, b"demo")
+            for i in range(count):
+                with pool.transaction() as tx:
+                    record = f"record {i:06d}".encode()
+                    off = tx.alloc(len(record))
+                    pool.buf[off:off + len(record)] = record
+                    tx.write(table + 8 * i, off.to_bytes(8, "little"))
+            elapsed = time.perf_counter() - started
+            print(f"wrote {count} records in {count + 1} transactions "
+                  f"({count / elapsed:,.0f} tx/s) to {path}")
+        with Pool.open(path, layout="demo", mode=args.mode) as pool:
+            table = pool.root("records").off
+            for i in range(count):
+                off = int.from_bytes(pool.read(table + 8 * i, 8), "little")
+                expect = f"record {i:06d}".encode()
+                if pool.read(off, len(expect)) != expect:
+                    print(f"record {i} is wrong after reopening", file=sys.stderr)
+                    return 1
+            pool.check()
+            stats = pool.stats()
+            print(f"reopened: {count} records verified, check() passed")
+            print(f"pool: {_human(stats.capacity)} capacity, {_human(stats.used)} used, "
+                  f"{_human(stats.free)} free, largest free extent "
+                  f"{_human(stats.largest_free_extent)}; durability: {pool.media.durability}")
+    finally:
+        if not args.keep and os.path.exists(path):
+            os.unlink(path)
+    return 0
+
+
+# -- bench ----------------------------------------------------------------------------
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    module = importlib.import_module(BENCHMARKS[args.which])
+    return module.main(args.rest)
+
+
+# -- entry point ---------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="blizzard", description="Persistent, replicated data structures.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="create a pool, write, reopen, verify, print stats")
+    demo.add_argument("--path", help="pool file (default: a new file under /dev/shm)")
+    demo.add_argument("--records", type=int, default=10_000)
+    demo.add_argument("--mode", default="pmem", choices=("pmem", "msync", "none"))
+    demo.add_argument("--keep", action="store_true", help="keep the pool file afterwards")
+    demo.set_defaults(func=_cmd_demo)
+
+    pool = sub.add_parser("pool", help="create, inspect or check a pool file")
+    pool_sub = pool.add_subparsers(dest="pool_command", required=True)
+    create = pool_sub.add_parser("create", help="create a new pool file")
+    create.add_argument("path")
+    create.add_argument("--size", type=parse_size, default=parse_size("64M"))
+    create.add_argument("--layout", default="blizzard")
+    create.set_defaults(func=_cmd_pool_create)
+    info = pool_sub.add_parser("info", help="header, space and roots of a pool")
+    info.add_argument("path")
+    info.set_defaults(func=_cmd_pool_info)
+    check = pool_sub.add_parser("check", help="verify a pool's allocator and directory")
+    check.add_argument("path")
+    check.set_defaults(func=_cmd_pool_check)
+    for p in (create, info, check):
+        p.add_argument("--mode", default="pmem", choices=("pmem", "msync", "none"),
+                       help="durability mode (default pmem)")
+
+    bench = sub.add_parser("bench", help="run a benchmark (pass --help after its name)")
+    bench.add_argument("which", choices=sorted(BENCHMARKS))
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options")
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except BlizzardError as exc:
+        print(f"blizzard: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

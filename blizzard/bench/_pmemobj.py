@@ -19,6 +19,7 @@ cache lines through libpmem like Blizzard's ``pmem`` mode does.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -268,7 +269,9 @@ class ReferenceProcess:
     def __init__(self, path: str, size: int, *, timeout: float = 120.0) -> None:
         self.path = path
         self.timeout = timeout
-        self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
+        # a file, not a pipe: nobody reads stderr until the child has died
+        self._stderr = tempfile.TemporaryFile(  # noqa: SIM115 -- closed in close()
+            mode="w+", encoding="utf-8", errors="replace")
         env = dict(os.environ, **FORCE_ENV)
         # the child must import this package even when it is not installed
         root = str(Path(__file__).resolve().parents[2])
@@ -330,10 +333,8 @@ class ReferenceProcess:
                 proc.wait()
         for stream in (proc.stdin, proc.stdout):
             if stream is not None and not stream.closed:
-                try:
+                with contextlib.suppress(OSError):
                     stream.close()
-                except OSError:
-                    pass
         self._stderr.close()
         Path(self.path).unlink(missing_ok=True)  # in case the child died
 

@@ -59,10 +59,9 @@ def machine() -> dict[str, object]:
     }
 
 
-def command_line(argv: Sequence[str] | None = None) -> str:
+def command_line(launcher: str, args: Sequence[str]) -> str:
     """The command that produced a report, quoted so it can be pasted back."""
-    args = sys.argv if argv is None else [sys.argv[0], *argv]
-    return " ".join(shlex.quote(a) for a in args)
+    return " ".join([launcher, *(shlex.quote(a) for a in args)])
 
 
 class Progress:

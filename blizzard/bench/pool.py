@@ -309,10 +309,9 @@ def format_results(results: list[Result]) -> str:
     """The results table, the targets verdict and the notes, as plain text."""
     rows = []
     for op in OPS:
-        for r in (r for r in results if r.op == op):
+        for i, r in enumerate(r for r in results if r.op == op):
             rows.append([
-                OP_LABELS[op] if not rows or rows[-1][0] != OP_LABELS[op] and
-                all(row[0] != OP_LABELS[op] for row in rows) else "",
+                "" if i else OP_LABELS[op],
                 SUBJECT_LABELS[r.subject],
                 _report.rate(r.median) if r.median else "skipped",
                 _report.rate(r.min) if r.min else "-",
@@ -368,13 +367,23 @@ def targets(results: list[Result]) -> list[str]:
 def to_json(results: list[Result], argv: list[str] | None, params: dict) -> dict:
     return {
         "benchmark": "pool",
-        "command": _report.command_line(argv),
+        "command": command_line(argv),
         "machine": _report.machine(),
         "params": params,
         "targets": {"rate": TARGET_RATE, "max_slowdown_vs_libpmemobj": TARGET_SLOWDOWN},
         "results": [asdict(r) for r in results],
         "notes": NOTES,
     }
+
+
+def command_line(argv: list[str] | None) -> str:
+    """How this run was started, in a form that can be pasted back."""
+    if argv is not None:
+        return _report.command_line("blizzard bench pool", argv)
+    launcher = sys.argv[0]
+    if Path(launcher).name == "pool.py":
+        launcher = "python -m blizzard.bench.pool"
+    return _report.command_line(launcher, sys.argv[1:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -406,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     m = _report.machine()
     print(f"blizzard bench pool: {args.ops:,} tx x {args.repeats} repeats per subject and op")
     print(f"machine: {m['cpu']}, {m['cores']} cores, {m['python']}, {m['os']}")
-    print(f"command: {_report.command_line(argv)}")
+    print(f"command: {command_line(argv)}")
     print()
     print(format_results(results))
     if args.json:

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from time import perf_counter_ns
+from time import perf_counter_ns, thread_time_ns
 from typing import Any
 
 LIBRARY_NAME = "libpmemobj.so.1"
@@ -134,15 +134,15 @@ class Reference:
             lib.pmemobj_tx_end()
         raise RuntimeError(f"{what} failed: {msg}")
 
-    def run(self, op: str, n: int) -> int:
-        """Run ``n`` transactions of ``op``; returns the elapsed nanoseconds."""
+    def run(self, op: str, n: int) -> tuple[int, int]:
+        """Run ``n`` transactions of ``op``; returns (wall, thread CPU) nanoseconds."""
         if op == "add":
             return self._run_add(n)
         if op == "alloc":
             return self._run_alloc(n)
         raise ValueError(f"unknown op {op!r}")
 
-    def _run_add(self, n: int) -> int:
+    def _run_add(self, n: int) -> tuple[int, int]:
         lib, NULL = self.lib, self.ffi.NULL
         begin, add = lib.pmemobj_tx_begin, lib.pmemobj_tx_add_range_direct
         commit, end = lib.pmemobj_tx_commit, lib.pmemobj_tx_end
@@ -151,7 +151,7 @@ class Reference:
         pa, pb = self.base + a, self.base + b
         a_end, b_end = a + 16, b + 16
         data = DATA16
-        t0 = perf_counter_ns()
+        t0, c0 = perf_counter_ns(), thread_time_ns()
         for _ in range(n):
             # the second NULL is the variadic list's TX_PARAM_NONE (0)
             if begin(pop, NULL, NULL):
@@ -165,9 +165,9 @@ class Reference:
             commit()
             if end():
                 self._fail("pmemobj_tx_end")
-        return perf_counter_ns() - t0
+        return perf_counter_ns() - t0, thread_time_ns() - c0
 
-    def _run_alloc(self, n: int) -> int:
+    def _run_alloc(self, n: int) -> tuple[int, int]:
         lib, NULL = self.lib, self.ffi.NULL
         begin, alloc = lib.pmemobj_tx_begin, lib.pmemobj_tx_alloc
         commit, end = lib.pmemobj_tx_commit, lib.pmemobj_tx_end
@@ -175,7 +175,7 @@ class Reference:
         data = DATA64
         allocated = self._allocated
         keep = allocated.append
-        t0 = perf_counter_ns()
+        t0, c0 = perf_counter_ns(), thread_time_ns()
         for _ in range(n):
             if begin(pop, NULL, NULL):
                 self._fail("pmemobj_tx_begin")
@@ -187,7 +187,7 @@ class Reference:
             if end():
                 self._fail("pmemobj_tx_end")
             keep(off)
-        return perf_counter_ns() - t0
+        return perf_counter_ns() - t0, thread_time_ns() - c0
 
     def reset(self) -> None:
         """Free what the alloc op allocated (untimed), so repeats start alike."""
@@ -240,7 +240,8 @@ def serve(path: str, size: int) -> int:
                 cmd = req.get("cmd")
                 try:
                     if cmd == "run":
-                        _send({"ns": ref.run(req["op"], int(req["n"]))})
+                        wall, cpu = ref.run(req["op"], int(req["n"]))
+                        _send({"ns": wall, "cpu_ns": cpu})
                     elif cmd == "reset":
                         ref.reset()
                         _send({"ok": True})
@@ -312,8 +313,9 @@ class ReferenceProcess:
             pass  # _recv reports why the child is gone
         return self._recv()
 
-    def run(self, op: str, n: int) -> int:
-        return int(self._call(cmd="run", op=op, n=n)["ns"])
+    def run(self, op: str, n: int) -> tuple[int, int]:
+        reply = self._call(cmd="run", op=op, n=n)
+        return int(reply["ns"]), int(reply["cpu_ns"])
 
     def reset(self) -> None:
         self._call(cmd="reset")

@@ -132,6 +132,4 @@ class Network:
         return leaders[0] if len(leaders) == 1 else None
 
     def data_applied(self, node_id: int) -> list[bytes]:
-        return [
-            e.data for e in self.applied[node_id] if e.type == EntryType.NORMAL and e.data
-        ]
+        return [e.data for e in self.applied[node_id] if e.type == EntryType.NORMAL and e.data]

@@ -7,8 +7,13 @@ need=()
 for pkg in libpmem1 libpmemobj1; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
-python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+# A C compiler and Python's headers build the undo log's optional C hot path
+# (without them the install still works, with the slower pure-Python path).
+command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+include=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null || true)
+[ -f "$include/Python.h" ] || need+=(python3-dev)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing Debian packages: ${need[*]} (run as root, or install them)" >&2

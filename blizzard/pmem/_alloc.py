@@ -284,6 +284,9 @@ class Allocator:
             return owner, slot
         if off != self._heap_off + owner.chunk * CHUNK_SIZE:
             raise TransactionError(f"offset {off} is not the start of a block")
+        if self._u64[self._table_word + owner.chunk] & 0xFF != KIND_EXTENT:
+            # freed earlier in this transaction: the index catches up at commit
+            raise TransactionError(f"offset {off} is not an allocated block (double free?)")
         return owner, 0
 
     def free(self, tx: Transaction, off: int) -> None:

@@ -66,8 +66,8 @@ class Directory:
 
     def set(self, tx: Transaction, name: str, off: int, tag: bytes) -> None:
         raw = encode_name(name)
-        if not isinstance(tag, bytes) or len(tag) > TAG_BYTES_MAX:
-            raise ValueError(f"root tag must be at most {TAG_BYTES_MAX} bytes, got {tag!r}")
+        if not isinstance(tag, bytes) or len(tag) > TAG_BYTES_MAX or b"\0" in tag:
+            raise ValueError(f"root tag must be at most {TAG_BYTES_MAX} bytes without NUL, got {tag!r}")
         if not tx._alloc.is_allocated(off):
             raise TransactionError(f"root {name!r}: offset {off} is not an allocated block")
         found = self._index.get(name)

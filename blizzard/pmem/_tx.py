@@ -39,65 +39,47 @@ from zlib import crc32
 
 from blizzard.exceptions import PoolClosedError, TransactionError
 from blizzard.pmem._layout import CHUNK_SIZE, LOG_HEADER_SIZE, align
+from blizzard.pmem._undolog import ENTRY_HEADER, ENTRY_HEADER_SIZE, make_undo_log
 
 if TYPE_CHECKING:
     from blizzard.pmem.pool import Pool
 
-ENTRY_HEADER = struct.Struct("<IIQQ")
-ENTRY_HEADER_SIZE = ENTRY_HEADER.size
-_ENTRY_FIELDS = struct.Struct("<IQQ")  # len, txid, off -- written at +4
-_pack_fields = _ENTRY_FIELDS.pack  # the CRC covers these bytes, then the old range
-_pack_header = ENTRY_HEADER.pack_into
 SEGMENT_HEADER = struct.Struct("<QQQ")
 SEGMENT_CHUNKS_MIN = 4
-assert ENTRY_HEADER_SIZE == 24
 
 
 class Transaction:
     """The pool's one transaction object, reused; see :meth:`Pool.transaction`.
 
+    The log's hot path (append an entry, commit) lives in ``_undolog``; this
+    class adds nesting, allocation, frees, roots and overflow segments.
     Not thread-safe: a pool is driven by one thread at a time (the
     replicator's apply loop serialises mutations).
     """
 
-    __slots__ = (
-        "_alloc", "_base", "_buf", "_data_lo", "_depth", "_drain", "_flush", "_frees",
-        "_log_end", "_log_pos", "_log_start", "_next_word", "_persist", "_pool", "_segments",
-        "_size", "_touched", "_txid", "_txid_word", "_u64", "_words",
-    )
+    __slots__ = ("_alloc", "_buf", "_depth", "_frees", "_log", "_log_add", "_log_touch",
+                 "_next_word", "_pool", "_segments", "_u64", "_words")
 
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
-        media = pool.media
         self._buf = pool.buf
         self._u64 = pool._u64
-        # flush/persist take base + offset: the C functions themselves when
-        # the media flushes through libpmem, else the media's methods (base 0).
-        native = media.native()
-        if native is not None:
-            self._base, self._flush, self._drain, self._persist = native
-        else:
-            self._base = 0
-            self._flush, self._drain, self._persist = media.flush, media.drain, media.persist
         self._alloc = pool._allocator
-        self._size = pool.size
-        self._data_lo = pool._dir_off  # the header and the log are never added
-        self._txid_word = pool._log_off >> 3
-        self._next_word = self._txid_word + 1
-        self._log_start = pool._log_off + LOG_HEADER_SIZE
+        self._next_word = (pool._log_off >> 3) + 1
+        self._log = make_undo_log(
+            pool.media, size=pool.size, data_lo=pool._dir_off,  # header and log: never added
+            log_start=pool._log_off + LOG_HEADER_SIZE, area_end=pool._log_off + pool._log_size,
+            txid_off=pool._log_off)
+        self._log_add = self._log.add
+        self._log_touch = self._log.touch
         self._depth = 0
-        self._touched: list[tuple[int, int]] = []
         self._words: set[int] = set()
         self._frees: list = []
         self._segments: list[tuple[int, int]] = []
-        self._reset()
 
     def _reset(self) -> None:
-        """Forget the ended transaction (after commit, abort or open)."""
-        self._txid = self._u64[self._txid_word]
-        self._log_pos = self._log_start
-        self._log_end = self._pool._log_off + self._pool._log_size
-        self._touched.clear()
+        """Forget the ended transaction (after an abort)."""
+        self._log.reset()
         self._words.clear()
         self._frees.clear()
         self._segments.clear()
@@ -134,24 +116,15 @@ class Transaction:
         """
         if not self._depth:
             raise TransactionError("add() outside a transaction")
-        if off < self._data_lo or n <= 0 or off + n > self._size:
-            raise TransactionError(
-                f"range [{off}, {off + n}) is outside the pool's data area "
-                f"[{self._data_lo}, {self._size})")
-        pos = self._log_pos
-        body = pos + ENTRY_HEADER_SIZE
-        end = body + n
-        if end > self._log_end:
-            pos = self._overflow(n)
-            body = pos + ENTRY_HEADER_SIZE
-            end = body + n
-        old = self._buf[off:off + n]
-        _pack_header(self._buf, pos, crc32(old, crc32(_pack_fields(n, self._txid, off))),
-                     n, self._txid, off)
-        self._buf[body:end] = old
-        self._persist(self._base + pos, end - pos)
-        self._log_pos = (end + 7) & ~7
-        self._touched.append((off, n))
+        done = self._log_add(off, n)
+        if done != 1:
+            if done < 0:
+                raise TransactionError(
+                    f"range [{off}, {off + n}) is outside the pool's data area "
+                    f"[{self._pool._dir_off}, {self._pool.size})")
+            self._overflow(n)
+            done = self._log_add(off, n)
+            assert done == 1, done
 
     def write(self, off: int, data: bytes | bytearray | memoryview) -> None:
         """``add(off, len(data))`` then store ``data`` at ``off``."""
@@ -167,23 +140,22 @@ class Transaction:
 
     def _touch(self, off: int, n: int) -> None:
         """Flush ``[off, off+n)`` at commit (fresh memory: nothing to undo)."""
-        self._touched.append((off, n))
+        self._log_touch(off, n)
 
-    def _overflow(self, n: int) -> int:
+    def _overflow(self, n: int) -> None:
         """Link a new log segment big enough for an ``n``-byte entry."""
         need = LOG_HEADER_SIZE + ENTRY_HEADER_SIZE + align(n, 8)
         chunks = max(SEGMENT_CHUNKS_MIN, -(-need // CHUNK_SIZE))
         persist = self._pool.media.persist
         seg = self._alloc.take_log_chunks(chunks, persist)
         capacity = chunks * CHUNK_SIZE
-        SEGMENT_HEADER.pack_into(self._buf, seg, self._txid, 0, capacity)
+        SEGMENT_HEADER.pack_into(self._buf, seg, self._log.txid, 0, capacity)
         persist(seg, SEGMENT_HEADER.size)
         link = (self._segments[-1][0] + 8) >> 3 if self._segments else self._next_word
         self._u64[link] = seg
         persist(link << 3, 8)
         self._segments.append((seg, chunks))
-        self._log_end = seg + capacity
-        return seg + LOG_HEADER_SIZE
+        self._log.move_to(seg + LOG_HEADER_SIZE, seg + capacity)
 
     # -- allocation ------------------------------------------------------------------
 
@@ -211,56 +183,21 @@ class Transaction:
 
     def set_root(self, name: str, off: int, tag: bytes = b"") -> None:
         """Bind ``name`` to the block at ``off`` (``tag`` says what it is)."""
+        if not self._depth:
+            raise TransactionError("set_root() outside a transaction")
         self._pool._directory.set(self, name, off, tag)
 
     def delete_root(self, name: str) -> None:
         """Remove the name (the block itself is not freed)."""
+        if not self._depth:
+            raise TransactionError("delete_root() outside a transaction")
         self._pool._directory.delete(self, name)
 
     # -- ending ------------------------------------------------------------------------
 
     def _commit(self) -> None:
-        """Flush every touched range, fence, retire the log.
-
-        The last flush is a persist (flush + fence in one call), which saves
-        a C call per transaction.
-        """
-        touched = self._touched
-        if self._log_pos == self._log_start and not self._segments:
-            # Nothing was logged, so nothing was allocated or modified in place.
-            assert not touched and not self._frees
-            return
-        base = self._base
-        flush = self._flush
-        if len(touched) > 1:
-            touched.sort()
-            start, end = touched[0][0], touched[0][0] + touched[0][1]
-            for off, n in touched:
-                if off <= ((end + 63) & ~63):  # same or next cache line: merge
-                    if off + n > end:
-                        end = off + n
-                else:
-                    flush(base + start, end - start)
-                    start, end = off, off + n
-        else:
-            start, end = touched[0][0], touched[0][0] + touched[0][1]
-        self._persist(base + start, end - start)
-        self._retire()
-        if self._frees:
-            self._alloc.commit_frees(self._frees)
-            self._frees.clear()
-        touched.clear()
-        self._log_pos = self._log_start
-        if self._words:
-            self._words.clear()
-
-    def _retire(self) -> None:
-        """End the transaction in the log: bump txid, then drop overflow segments."""
-        txid = self._txid + 1
-        word = self._txid_word
-        self._u64[word] = txid
-        self._persist(self._base + (word << 3), 8)
-        self._txid = txid
+        """Flush touched ranges, fence, retire; then drop segments, reuse frees."""
+        self._log.commit()
         if self._segments:
             persist = self._pool.media.persist
             self._u64[self._next_word] = 0
@@ -268,7 +205,14 @@ class Transaction:
             for seg, chunks in self._segments:
                 self._alloc.release_log_chunks(seg, chunks, persist)
             self._segments.clear()
-            self._log_end = self._pool._log_off + self._pool._log_size
+        if self._frees:
+            self._alloc.commit_frees(self._frees)
+            self._frees.clear()
+        if self._words:
+            self._words.clear()
+
+    def _release(self) -> None:
+        self._log.release()
 
 
 def live_entries(pool: Pool) -> list[tuple[int, int, int]]:

@@ -77,12 +77,14 @@ class Media:
         """Release the buffer; the Media is unusable afterwards."""
         _release(self.buf)
 
-    def native(self) -> tuple[int, Callable, Callable, Callable] | None:
-        """``(base address, flush, drain, persist)`` taking absolute addresses.
+    def native(self) -> tuple[int, int, int] | None:
+        """Addresses of C functions ``(flush, drain, persist)`` for hot paths.
 
-        Hot paths call these C functions directly (``flush(base + off, n)``),
-        saving a Python frame per flush. None unless the Media flushes through
-        libpmem itself; a wrapper returns None, so it always sees every call.
+        ``flush(addr, n)`` and ``persist(addr, n)`` take absolute addresses
+        in ``buf``; an address of 0 means "nothing to do". C code (the undo
+        log) calls them directly instead of going through Python. None when
+        flushing needs Python (msync, the crash simulator, any wrapper, which
+        must see every call).
         """
         return None
 
@@ -125,6 +127,9 @@ class DramMedia(Media):
 
     def persist(self, off: int, n: int) -> None:
         pass
+
+    def native(self) -> tuple[int, int, int]:
+        return (0, 0, 0)
 
     def close(self) -> None:
         if self.buf is None:
@@ -197,6 +202,7 @@ class FileMedia(Media):
             self._pending: list[tuple[int, int]] = []
             self.durability = "msync: durable on any filesystem that honours msync"
         else:
+            self._native = (0, 0, 0)
             self.flush = _noop2  # type: ignore[method-assign]
             self.drain = _noop0  # type: ignore[method-assign]
             self.persist = _noop2  # type: ignore[method-assign]
@@ -249,10 +255,11 @@ class FileMedia(Media):
         self.flush = flush  # type: ignore[method-assign]
         self.drain = pmem_drain  # type: ignore[method-assign]
         self.persist = persist  # type: ignore[method-assign]
-        self._native = (base, pmem_flush, pmem_drain, pmem_persist)
+        self._native = tuple(int(ffi.cast("uintptr_t", f))
+                             for f in (pmem_flush, pmem_drain, pmem_persist))
         self.is_pmem = bool(lib.pmem_is_pmem(base, self.size)) if self.size else False
 
-    def native(self) -> tuple[int, Callable, Callable, Callable] | None:
+    def native(self) -> tuple[int, int, int] | None:
         return getattr(self, "_native", None)
 
     # -- msync mode ----------------------------------------------------------
@@ -270,8 +277,8 @@ class FileMedia(Media):
         pending.clear()
 
     def persist(self, off: int, n: int) -> None:
-        start = off & ~(PAGE_SIZE - 1)
-        self._map.flush(start, off + n - start)
+        self._pending.append((off, n))
+        self.drain()  # persist orders earlier flushes too
 
     # -- closing -------------------------------------------------------------
 

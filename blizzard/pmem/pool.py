@@ -100,10 +100,12 @@ class Pool:
             if size > media.size:
                 raise InvalidSizeError(f"pool size {size} exceeds the media's {media.size} bytes")
             _check_size(size)
+            _check_plan(size, log_size)
         else:
             if size is None:
                 raise InvalidSizeError("Pool.create on a path needs a size")
             _check_size(size)
+            _check_plan(size, log_size)
             media = FileMedia(target, mode=mode, create_size=size)
         try:
             _format(media, size, layout_raw, log_size)
@@ -199,37 +201,43 @@ class Pool:
 
     def root(self, name: str) -> Root | None:
         """The root bound to ``name``, or None."""
+        self._check_open()
         return self._directory.get(name)
 
     def roots(self) -> dict[str, Root]:
         """Every named root, by name."""
+        self._check_open()
         return self._directory.items()
 
     # -- reading -------------------------------------------------------------------------
 
     def read(self, off: int, n: int) -> bytes:
         """A copy of ``[off, off+n)``."""
+        self._check_open()
         if off < 0 or n < 0 or off + n > self.size:
             raise ValueError(f"range [{off}, {off + n}) is outside the pool")
         return bytes(self.buf[off:off + n])
 
     def usable_size(self, off: int) -> int:
         """Bytes usable in the allocated block at ``off``."""
+        self._check_open()
         return self._allocator.usable_size(off)
 
     def is_allocated(self, off: int) -> bool:
+        """Whether ``off`` is the start of an allocated block."""
+        self._check_open()
         return self._allocator.is_allocated(off)
 
     # -- inspection ----------------------------------------------------------------------
 
     def stats(self) -> PoolStats:
+        self._check_open()
         s = self._allocator.stats()
         return PoolStats(roots=len(self._directory.items()), **s)
 
     def check(self) -> None:
         """Verify header, allocator and directory; raise PoolCorruptError if broken."""
-        if self._closed:
-            raise PoolClosedError("the pool is closed")
+        self._check_open()
         header = bytearray(self.buf[:L.HEADER_USED])
         checksum = int.from_bytes(header[L.CRC_OFFSET:L.CRC_OFFSET + 4], "little")
         header[L.CRC_OFFSET:L.CRC_OFFSET + 4] = bytes(4)
@@ -257,6 +265,9 @@ class Pool:
         self.media.close()
 
     def _release_views(self) -> None:
+        tx = getattr(self, "_tx", None)
+        if tx is not None:
+            tx._release()
         u64 = getattr(self, "_u64", None)
         if u64 is not None:
             u64.release()
@@ -265,6 +276,10 @@ class Pool:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PoolClosedError("the pool is closed")
 
     def __enter__(self) -> Pool:
         return self
@@ -288,6 +303,12 @@ def _check_size(size: int) -> None:
     if size < L.POOL_SIZE_MIN or size % 4096:
         raise InvalidSizeError(
             f"pool size must be a multiple of 4096 and at least {L.POOL_SIZE_MIN} bytes, got {size}")
+
+
+def _check_plan(size: int, log_size: int) -> None:
+    if L.plan(size, log_size)["nchunks"] < 1:
+        raise InvalidSizeError(
+            f"a {size}-byte pool leaves no room for a heap after a {log_size}-byte log")
 
 
 def _format(media: Media, size: int, layout: bytes, log_size: int) -> None:

@@ -1,0 +1,26 @@
+"""Every program in examples/ runs and prints what it promises."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXPECTED = {
+    "pool_basics.py": "counter = 1000",
+}
+
+
+def test_every_example_has_an_expectation():
+    assert {p.name for p in EXAMPLES.glob("*.py")} >= set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_runs(name, tmp_path):
+    result = subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True,
+                            text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert EXPECTED[name] in result.stdout

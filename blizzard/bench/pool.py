@@ -36,6 +36,7 @@ from pathlib import Path
 from time import perf_counter_ns, thread_time_ns
 
 from blizzard.bench import _pmemobj, _report
+from blizzard.exceptions import PmemUnavailableError
 from blizzard.pmem import DramMedia, FileMedia, Pool, RecordingMedia
 
 OPS = ("add", "alloc")
@@ -229,7 +230,7 @@ def run(ops: int = DEFAULT_OPS, *, repeats: int = DEFAULT_REPEATS, warmup: int |
         for s in subjects:
             try:
                 opened[s] = _open(s, directory, size)
-            except _pmemobj.Unavailable as exc:
+            except (_pmemobj.Unavailable, PmemUnavailableError) as exc:
                 _note(results, s, f"skipped: {exc}")
             except RuntimeError as exc:
                 _note(results, s, f"failed: {exc}")
@@ -276,7 +277,7 @@ def run(ops: int = DEFAULT_OPS, *, repeats: int = DEFAULT_REPEATS, warmup: int |
             if ref is not None and ref.median and r.median:
                 r.ratio = r.median / ref.median
                 r.cpu_ratio = r.cpu_median / ref.cpu_median
-    if "blizzard-pmem" in subjects:
+    if results.get((OPS[0], "blizzard-pmem")) and results[OPS[0], "blizzard-pmem"].rates:
         for op in OPS:
             r = results[op, "blizzard-pmem"]
             r.flush_calls_per_tx, r.lines_per_tx, r.fences_per_tx = count_flushes(

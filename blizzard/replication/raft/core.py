@@ -300,10 +300,12 @@ class Raft:
         committed: tuple[Entry, ...] = ()
         if log.committed > log.applied:
             committed = tuple(log.entries(log.applied + 1, log.committed + 1))
+            # Set before applying: a membership change may advance the commit
+            # index, and what it newly commits belongs to the next Ready.
+            log.applied = committed[-1].index
             for entry in committed:
                 if entry.type is _CONF_CHANGE:
                     self._apply_conf_change(entry)
-            log.applied = log.committed
         ready = Ready(
             soft_state=self._soft_state(),
             hard_state=None if hard_state == self._prev_hard_state else hard_state,

@@ -138,7 +138,7 @@ class SimResult:
 class _Node:
     """A node's driver: its storage (durable), core and state machine (volatile)."""
 
-    __slots__ = ("core", "id", "kv", "reads", "role", "seen", "storage")
+    __slots__ = ("applied", "core", "id", "kv", "reads", "role", "seen", "storage")
 
     def __init__(self, node_id: int, storage: MemoryStorage) -> None:
         self.id = node_id
@@ -148,6 +148,7 @@ class _Node:
         self.seen: set[int] = set()
         self.reads: dict[bytes, list] = {}  # context -> [operation index, read index or None]
         self.role = Role.FOLLOWER
+        self.applied = 0  # index the state machine reflects
 
 
 class Simulator:
@@ -309,6 +310,7 @@ class Simulator:
             node.kv, node.seen = pickle.loads(snapshot.data)
         else:
             node.kv, node.seen = {}, set()
+        node.applied = snapshot.meta.index
         config = Config(
             id=node.id,
             election_tick=ELECTION_TICK,
@@ -398,8 +400,14 @@ class Simulator:
         # 3. apply
         if ready.snapshot is not None:
             node.kv, node.seen = pickle.loads(ready.snapshot.data)
+            node.applied = ready.snapshot.meta.index
         for entry in ready.committed_entries:
+            if entry.index != node.applied + 1:
+                raise SafetyViolation("apply order", f"node {node.id} skips to {entry.index}")
+            node.applied = entry.index
             self._apply(node, entry)
+        if node.applied != core.log.applied:
+            raise SafetyViolation("apply order", f"node {node.id} core and state machine differ")
         for state in ready.read_states:
             pending = node.reads.get(state.context)
             if pending is not None:

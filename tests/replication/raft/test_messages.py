@@ -1,0 +1,126 @@
+"""The codec: exact round trips, and a clear error for every bad frame."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from blizzard.exceptions import BlizzardError
+from blizzard.replication.raft import messages as m
+from blizzard.replication.raft.messages import MessageDecodeError, decode, encode
+
+u64 = st.integers(0, m.U64_MAX)
+small = st.integers(0, 1 << 20)
+blob = st.binary(max_size=64)
+nodes = st.lists(u64, max_size=5).map(tuple)
+
+entries = st.lists(
+    st.builds(m.Entry, small, small, st.sampled_from(m.EntryType), blob), max_size=6
+).map(tuple)
+snapshots = st.builds(
+    m.Snapshot, st.builds(m.SnapshotMeta, u64, u64, st.builds(m.ConfState, nodes, nodes)), blob
+)
+
+
+messages = st.one_of(
+    st.builds(m.MsgApp, u64, u64, u64, u64, u64, entries, u64),
+    st.builds(m.MsgAppResp, u64, u64, u64, u64, st.booleans(), u64, u64),
+    st.builds(m.MsgVote, u64, u64, u64, u64, u64, st.booleans()),
+    st.builds(m.MsgPreVote, u64, u64, u64, u64, u64, st.booleans()),
+    st.builds(m.MsgVoteResp, u64, u64, u64, st.booleans()),
+    st.builds(m.MsgPreVoteResp, u64, u64, u64, st.booleans()),
+    st.builds(m.MsgHeartbeat, u64, u64, u64, u64, blob),
+    st.builds(m.MsgHeartbeatResp, u64, u64, u64, blob),
+    st.builds(m.MsgSnap, u64, u64, u64, snapshots),
+    st.builds(m.MsgTimeoutNow, u64, u64, u64),
+    st.builds(m.MsgReadIndex, u64, u64, u64, blob),
+    st.builds(m.MsgReadIndexResp, u64, u64, u64, u64, blob),
+    st.builds(m.MsgProp, u64, u64, u64, entries),
+)
+
+
+@given(messages)
+def test_round_trip(msg):
+    """decode(encode(m)) == m, and encoding the result gives the same bytes."""
+    frame = encode(msg)
+    back = decode(frame)
+    assert back == msg
+    assert type(back) is type(msg)
+    assert encode(back) == frame
+
+
+@given(messages, st.data())
+def test_every_truncation_is_rejected(msg, data):
+    """A frame cut anywhere before its end raises MessageDecodeError."""
+    frame = encode(msg)
+    cut = data.draw(st.integers(0, len(frame) - 1))
+    with pytest.raises(MessageDecodeError):
+        decode(frame[:cut])
+
+
+@given(messages, st.binary(min_size=1, max_size=8))
+def test_trailing_bytes_are_rejected(msg, extra):
+    with pytest.raises(MessageDecodeError, match="trailing"):
+        decode(encode(msg) + extra)
+
+
+@given(st.binary(max_size=200))
+def test_random_bytes_decode_exactly_or_raise(frame):
+    """Whatever decode accepts re-encodes to the very same bytes."""
+    try:
+        msg = decode(frame)
+    except MessageDecodeError:
+        return
+    assert encode(msg) == frame
+
+
+@given(messages, st.data())
+def test_corrupted_frames_decode_exactly_or_raise(msg, data):
+    frame = bytearray(encode(msg))
+    position = data.draw(st.integers(0, len(frame) - 1))
+    frame[position] = data.draw(st.integers(0, 255))
+    try:
+        back = decode(bytes(frame))
+    except MessageDecodeError:
+        return
+    assert encode(back) == bytes(frame)
+
+
+def test_unknown_version_kind_and_bad_fields():
+    good = encode(m.MsgVoteResp(1, 2, 3, True))
+    with pytest.raises(MessageDecodeError, match="version"):
+        decode(b"\x09" + good[1:])
+    with pytest.raises(MessageDecodeError, match="kind"):
+        decode(good[:1] + b"\xff" + good[2:])
+    with pytest.raises(MessageDecodeError, match="boolean"):
+        decode(good[:-1] + b"\x02")
+    entry = encode(m.MsgProp(1, 2, 0, (m.Entry(1, 1, m.EntryType.NORMAL, b"x"),)))
+    position = len(entry) - 1 - 4 - 1  # the entry's type byte
+    with pytest.raises(MessageDecodeError, match="entry type"):
+        decode(entry[:position] + b"\x07" + entry[position + 1 :])
+    with pytest.raises(MessageDecodeError, match="expected bytes"):
+        decode("not bytes")  # type: ignore[arg-type]
+
+
+def test_huge_counts_do_not_allocate():
+    """An entry count far beyond the frame's length is rejected up front."""
+    frame = struct.pack("<BBQQQ", m.VERSION, 12, 1, 2, 0) + struct.pack("<I", 0xFFFFFFFF)
+    with pytest.raises(MessageDecodeError, match="truncated"):
+        decode(frame)
+
+
+def test_error_is_catchable_as_value_error():
+    assert issubclass(MessageDecodeError, ValueError)
+    assert issubclass(MessageDecodeError, BlizzardError)
+
+
+def test_conf_change_round_trip_and_errors():
+    change = m.ConfChange(m.ConfChangeType.ADD_LEARNER, 7)
+    assert m.ConfChange.decode(change.encode()) == change
+    with pytest.raises(MessageDecodeError):
+        m.ConfChange.decode(b"\x09" + b"\x00" * 8)
+    with pytest.raises(MessageDecodeError):
+        m.ConfChange.decode(b"\x00")

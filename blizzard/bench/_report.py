@@ -41,7 +41,7 @@ def rate(x: float) -> str:
 
 
 def machine() -> dict[str, object]:
-    """What a figure depends on: CPU model, cores, Python, OS."""
+    """What a figure depends on: CPU model, cores, Python, OS, and how busy it is now."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -51,8 +51,13 @@ def machine() -> dict[str, object]:
                     break
     except OSError:
         pass
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except OSError:
+        load = None
     return {
         "cpu": cpu,
+        "load_1min": load,
         "cores": os.cpu_count(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "os": f"{platform.system()} {platform.release()}",

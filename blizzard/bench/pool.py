@@ -423,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="exit 1 if blizzard-pmem misses a target")
     args = parser.parse_args(argv)
     subjects = tuple(s for s in args.subjects.split(",") if s)
+    before = _report.machine()
     try:
         results = run(args.ops, repeats=args.repeats, warmup=args.warmup, directory=args.dir,
                       subjects=subjects, progress=not args.quiet)
@@ -431,13 +432,20 @@ def main(argv: list[str] | None = None) -> int:
     m = _report.machine()
     print(f"blizzard bench pool: {args.ops:,} tx x {args.repeats} repeats per subject and op")
     print(f"machine: {m['cpu']}, {m['cores']} cores, {m['python']}, {m['os']}")
+    print(f"load average (1 min): {before['load_1min']} at start, {m['load_1min']} at end")
+    busy = max(before["load_1min"] or 0, m["load_1min"] or 0) > 0.5 * (m["cores"] or 1)
+    if busy:
+        print("warning: the machine was busy with other work; wall-clock rates are depressed "
+              "-- compare the ratios and the cpu columns")
     print(f"command: {command_line(argv)}")
     print()
     print(format_results(results))
     if args.json:
         params = {"ops": args.ops, "repeats": args.repeats, "warmup": args.warmup,
                   "dir": args.dir, "subjects": list(subjects)}
-        Path(args.json).write_text(json.dumps(to_json(results, argv, params), indent=2) + "\n")
+        data = to_json(results, argv, params)
+        data["machine_at_start"] = before
+        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
     if args.check and any("MISSED" in t for t in targets(results)):
         return 1
     return 0

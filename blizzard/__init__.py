@@ -5,8 +5,8 @@ transactions), :mod:`blizzard.replication` (the replicator seam, Raft),
 :mod:`blizzard.structures` (the user-facing data structures).
 """
 
-from blizzard.exceptions import BlizzardError
+from blizzard.exceptions import BlizzardError, Empty
 
 __version__ = "0.1.0"
 
-__all__ = ["BlizzardError", "__version__"]
+__all__ = ["BlizzardError", "Empty", "__version__"]

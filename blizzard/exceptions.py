@@ -81,3 +81,36 @@ class MessageDecodeError(BlizzardError, ValueError):
 class ProposalDroppedError(BlizzardError, RuntimeError):
     """A Raft proposal was not accepted: no known leader, or a transfer or
     membership change is in progress. Nothing was appended; retry later."""
+
+
+# --- structures --------------------------------------------------------------
+
+import queue as _queue  # noqa: E402  (only to subclass queue.Empty below)
+
+
+class OpDecodeError(BlizzardError, ValueError):
+    """An Op record is truncated, has trailing bytes, or is malformed."""
+
+
+class OpVersionError(OpDecodeError):
+    """An Op record carries a format version this release cannot read."""
+
+
+class StructureKindError(BlizzardError, TypeError):
+    """A name is bound to a structure of another kind (a queue opened as a map)."""
+
+
+class CodecMismatchError(BlizzardError, ValueError):
+    """A structure was opened with codecs other than the ones it was created with."""
+
+
+class StructureCorruptError(PoolCorruptError):
+    """A structure's persistent layout breaks one of its invariants."""
+
+
+class Empty(BlizzardError, _queue.Empty):
+    """``get`` or ``peek`` on an empty :class:`~blizzard.structures.PQueue`."""
+
+
+class ReplicatorStoppedError(BlizzardError, RuntimeError):
+    """An Op was submitted to a replicator that has been stopped."""

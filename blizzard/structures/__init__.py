@@ -1,0 +1,13 @@
+"""User-facing persistent structures: PHashMap, PQueue.
+
+Each mutation is an Op (``ops``) applied by the pool's registry
+(``registry``) through a replicator; keys and values pass through codecs
+(``codecs``).
+"""
+
+from blizzard.structures.codecs import Codec, get_codec
+from blizzard.structures.hashmap import PHashMap
+from blizzard.structures.queue import PQueue
+from blizzard.structures.registry import Registry, registry_for
+
+__all__ = ["Codec", "PHashMap", "PQueue", "Registry", "get_codec", "registry_for"]

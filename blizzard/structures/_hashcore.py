@@ -1,0 +1,715 @@
+"""The persistent hash table behind PHashMap: linear hashing over slotted pages.
+
+Layout version 1. A map is a header block, a two-level directory of bucket
+pointers, and bucket pages (4 KiB blocks), each bucket a chain of pages.
+
+Header block (the structure's root; tag ``phashmap``)::
+
+    offset | size   | field
+    0      | 8      | magic b"BLZHMAP1"
+    8      | 8      | count: live entries
+    16     | 8      | applied: index of the last Op applied to this map
+    24     | 8      | nbuckets (>= 1): level L = floor(log2 nbuckets),
+           |        |   split pointer s = nbuckets - 2**L
+    32     | 32     | reserved, zero
+    64     | 16     | key codec name (UTF-8, NUL padded)
+    80     | 16     | value codec name
+    96     | 32     | reserved, zero
+    128    | 8*1024 | top: offsets of directory segments (0 = none)
+
+Directory segment: 1024 u64 page offsets; bucket ``b`` is word ``b % 1024``
+of segment ``b // 1024``.
+
+Bucket page (4096 bytes)::
+
+    offset | size  | field
+    0      | 8     | next: offset of the bucket's next (overflow) page, 0 = last
+    8      | 8     | reserved, zero
+    16     | 8*32  | slots: u64 = h32 | pos << 32; 0 = empty. h32 is the key's
+           |       |   CRC-32, pos the entry's offset in the page (>= 272)
+    272    | 3824  | entry heap
+
+Entry (8-byte aligned in the heap)::
+
+    0      | 4     | klen
+    4      | 4     | vlen, or 0xFFFFFFFF: the value is in its own block
+    8      | klen  | key
+    8+klen | vlen  | value -- or u64 value length, u64 offset of its block
+
+Invariants: bucket(h32) of every entry is the bucket whose chain holds it
+(bucket(h) = h mod 2**(L+1) if h mod 2**L < s else h mod 2**L); keys are
+unique; entries of one page do not overlap; count == live slots.
+
+Why it is shaped so:
+
+* Growth is linear hashing: when the load passes ``LOAD_SPLIT`` entries per
+  bucket, one bucket (the split pointer's) is split, inside the same
+  transaction as the insert -- bounded work, never a stop-the-world rehash.
+  Deletes merge the last bucket back below ``LOAD_MERGE``.
+* An insert writes its entry into the page's *free* heap (bytes no
+  committed slot references, so no undo entry is needed; the range is
+  flushed and the commit's fence makes it durable) and then undo-logs and
+  sets one 8-byte slot. With the header's [count, applied, nbuckets] that
+  is two undo entries per put, and no allocation.
+* An update writes the new entry the same way and repoints the slot; the
+  old entry becomes dead heap. Dead heap is reclaimed by compaction: the
+  page's live entries are copied into a fresh page, which replaces it.
+* The next free heap byte of a page (``_tops``) is volatile, recomputed from
+  the slots the first time a page is touched after open or abort; it only
+  grows otherwise, so a transaction never overwrites an entry that a roll
+  back could make live again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+from zlib import crc32
+
+from blizzard.exceptions import OpDecodeError, StructureCorruptError
+from blizzard.pmem import Transaction
+from blizzard.structures.ops import OpCode
+
+if TYPE_CHECKING:
+    from blizzard.structures.registry import Registry
+
+TAG = b"phashmap"
+MAGIC = b"BLZHMAP1"
+TOP_OFF = 128
+TOP_MAX = 1024
+SEG_SLOTS = 1024
+SEG_BYTES = SEG_SLOTS * 8
+HEADER_BYTES = TOP_OFF + TOP_MAX * 8
+BUCKETS_MAX = TOP_MAX * SEG_SLOTS
+PAGE_BYTES = 4096
+SLOTS = 32
+SLOTS_OFF = 16
+HEAP_START = SLOTS_OFF + SLOTS * 8
+INLINE_MAX = 1024  # entries above this keep their value in a block of its own
+KEY_BYTES_MAX = INLINE_MAX - 24 - 8
+LOAD_SPLIT = 24  # entries per bucket before a split
+LOAD_MERGE = 8  # entries per bucket below which the last bucket merges back
+EXT = 0xFFFFFFFF
+assert HEAP_START + INLINE_MAX <= PAGE_BYTES
+assert LOAD_MERGE * 2 < LOAD_SPLIT < SLOTS
+assert SEG_SLOTS & (SEG_SLOTS - 1) == 0
+
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+_HDR = struct.Struct("<II")
+_EXT = struct.Struct("<QQ")
+_HOT = struct.Struct("<QQQ")  # count, applied, nbuckets at +8
+_SLOTS = struct.Struct(f"<{SLOTS}Q")
+_ZERO_HEAD = bytes(HEAP_START)
+_NOT_FOUND = None
+
+
+def entry_size(klen: int, vlen: int) -> int:
+    """Heap bytes for an entry (inline, or a stub pointing at a value block)."""
+    if 8 + klen + vlen <= INLINE_MAX:
+        return (8 + klen + vlen + 7) & ~7
+    return (24 + klen + 7) & ~7
+
+
+class HashCore:
+    """Apply side and read side of one persistent hash map."""
+
+    opgroup = 1
+    tag = TAG
+
+    def __init__(self, registry: Registry, name: str, header_off: int) -> None:
+        self.registry = registry
+        self.pool = registry.pool
+        self.buf = self.pool.buf
+        self.media = self.pool.media
+        self.name = name
+        self.header_off = header_off
+        self.dead = False
+        buf = self.buf
+        if bytes(buf[header_off:header_off + 8]) != MAGIC:
+            raise StructureCorruptError(f"map {name!r}: bad magic in its header block")
+        self.key_codec = bytes(buf[header_off + 64:header_off + 80]).rstrip(b"\0").decode()
+        self.value_codec = bytes(buf[header_off + 80:header_off + 96]).rstrip(b"\0").decode()
+        self.reload()
+
+    # -- creating and loading ----------------------------------------------------------
+
+    @classmethod
+    def create(cls, registry: Registry, tx: Transaction, name: str, key_codec: str,
+               value_codec: str) -> HashCore:
+        buf = registry.pool.buf
+        off = tx.alloc(HEADER_BYTES, zero=True)
+        buf[off:off + 8] = MAGIC
+        buf[off + 64:off + 64 + len(key_codec)] = key_codec.encode()
+        buf[off + 80:off + 80 + len(value_codec)] = value_codec.encode()
+        seg = tx.alloc(SEG_BYTES, zero=True)
+        page = _new_page(tx, buf)
+        _U64.pack_into(buf, seg, page)
+        _U64.pack_into(buf, off + TOP_OFF, seg)
+        _U64.pack_into(buf, off + 24, 1)
+        tx.set_root(name, off, TAG)
+        return cls(registry, name, off)
+
+    @classmethod
+    def open(cls, registry: Registry, name: str, off: int) -> HashCore:
+        return cls(registry, name, off)
+
+    def reload(self) -> None:
+        """Rebuild the volatile index (bucket pages, masks, count) from the pool."""
+        buf = self.buf
+        off = self.header_off
+        self.count, self._applied, nbuckets = _HOT.unpack_from(buf, off + 8)
+        self.segs = [s for s in struct.unpack_from(f"<{TOP_MAX}Q", buf, off + TOP_OFF) if s]
+        pages: list[int] = []
+        for seg in self.segs:
+            want = min(SEG_SLOTS, nbuckets - len(pages))
+            if want <= 0:
+                break
+            pages.extend(struct.unpack_from(f"<{want}Q", buf, seg))
+        self.pages = pages
+        self._set_buckets(nbuckets)
+        self._tops: dict[int, int] = {}
+        self._gen = -1
+
+    def _set_buckets(self, nbuckets: int) -> None:
+        self.nbuckets = nbuckets
+        level = nbuckets.bit_length() - 1
+        self.lo_mask = (1 << level) - 1
+        self.hi_mask = (2 << level) - 1
+        self.split = nbuckets - (1 << level)
+
+    def kill(self) -> None:
+        """The map was dropped (or rolled back out of existence): look empty."""
+        self.dead = True
+        self.count = 0
+        self.pages = [0]
+        self._set_buckets(1)
+
+    @property
+    def applied(self) -> int:
+        return self._applied
+
+    # -- reading -----------------------------------------------------------------------
+
+    def bucket(self, h: int) -> int:
+        b = h & self.lo_mask
+        return h & self.hi_mask if b < self.split else b
+
+    def find(self, kb: bytes, h: int) -> tuple[int, int, int] | None:
+        """``(page, slot byte index, entry offset)`` of key ``kb``, or None."""
+        buf = self.buf
+        hb = _U32.pack(h)
+        b = h & self.lo_mask
+        if b < self.split:
+            b = h & self.hi_mask
+        page = self.pages[b]
+        klen = len(kb)
+        while page:
+            raw = buf[page:page + HEAP_START].tobytes()
+            i = raw.find(hb, SLOTS_OFF)
+            while i >= 0:
+                if not i & 7:
+                    e = page + int.from_bytes(raw[i + 4:i + 8], "little")
+                    if (e != page and _HDR.unpack_from(buf, e)[0] == klen
+                            and buf[e + 8:e + 8 + klen] == kb):
+                        return page, i, e
+                i = raw.find(hb, i + 1)
+            page = int.from_bytes(raw[:8], "little")
+        return None
+
+    def get(self, kb: bytes) -> bytes | None:
+        """The value stored under ``kb``, or None. Cost: one page read per chain page."""
+        buf = self.buf
+        h = crc32(kb)
+        hb = _U32.pack(h)
+        b = h & self.lo_mask
+        if b < self.split:
+            b = h & self.hi_mask
+        page = self.pages[b]
+        klen = len(kb)
+        while page:
+            raw = buf[page:page + HEAP_START].tobytes()
+            i = raw.find(hb, SLOTS_OFF)
+            while i >= 0:
+                if not i & 7:
+                    e = page + int.from_bytes(raw[i + 4:i + 8], "little")
+                    k, v = _HDR.unpack_from(buf, e)
+                    ke = e + 8 + k
+                    if k == klen and e != page and buf[e + 8:ke] == kb:
+                        if v != EXT:
+                            return buf[ke:ke + v].tobytes()
+                        vlen, block = _EXT.unpack_from(buf, ke)
+                        return buf[block:block + vlen].tobytes()
+                i = raw.find(hb, i + 1)
+            page = int.from_bytes(raw[:8], "little")
+        return None
+
+    def _value(self, e: int) -> bytes:
+        buf = self.buf
+        k, v = _HDR.unpack_from(buf, e)
+        ke = e + 8 + k
+        if v != EXT:
+            return buf[ke:ke + v].tobytes()
+        vlen, block = _EXT.unpack_from(buf, ke)
+        return buf[block:block + vlen].tobytes()
+
+    def chain(self, b: int) -> list[int]:
+        pages = []
+        page = self.pages[b]
+        while page:
+            pages.append(page)
+            page = _U64.unpack_from(self.buf, page)[0]
+        return pages
+
+    def live(self, page: int) -> Iterator[tuple[int, int, int]]:
+        """``(slot index, h32, entry offset)`` of every live slot of ``page``."""
+        slots = _SLOTS.unpack_from(self.buf, page + SLOTS_OFF)
+        for i, s in enumerate(slots):
+            if s:
+                yield i, s & 0xFFFFFFFF, page + (s >> 32)
+
+    def items_raw(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every ``(key, value)`` as bytes, bucket by bucket."""
+        buf = self.buf
+        for b in range(self.nbuckets):
+            for page in self.chain(b):
+                for _, _, e in list(self.live(page)):
+                    k = _HDR.unpack_from(buf, e)[0]
+                    yield buf[e + 8:e + 8 + k].tobytes(), self._value(e)
+
+    def keys_raw(self) -> Iterator[bytes]:
+        buf = self.buf
+        for b in range(self.nbuckets):
+            for page in self.chain(b):
+                for _, _, e in list(self.live(page)):
+                    k = _HDR.unpack_from(buf, e)[0]
+                    yield buf[e + 8:e + 8 + k].tobytes()
+
+    def dump(self) -> Iterator[tuple[bytes, ...]]:
+        return self.items_raw()
+
+    # -- applying ----------------------------------------------------------------------
+
+    def apply(self, tx: Transaction, index: int, code: int, record: bytes, start: int) -> Any:
+        """Apply one Op; validates the record before touching anything."""
+        if code == OpCode.MAP_PUT:
+            size = len(record)
+            if start + 4 > size:
+                raise OpDecodeError("MAP_PUT truncated inside its key length")
+            klen = _U32.unpack_from(record, start)[0]
+            ks = start + 4
+            if ks + klen > size:
+                raise OpDecodeError("MAP_PUT key runs past the record's end")
+            if klen > KEY_BYTES_MAX:
+                raise OpDecodeError(f"MAP_PUT key of {klen} bytes exceeds {KEY_BYTES_MAX}")
+            self._hot(tx)
+            self.put(tx, record[ks:ks + klen], memoryview(record)[ks + klen:])
+            result = None
+        elif code == OpCode.MAP_DELETE or code == OpCode.MAP_POP:
+            kb = record[start:]
+            self._hot(tx)
+            old = self.delete(tx, kb, code == OpCode.MAP_POP)
+            result = old if code == OpCode.MAP_POP else old is not None
+        elif code == OpCode.MAP_CLEAR:
+            if start != len(record):
+                raise OpDecodeError("MAP_CLEAR takes no arguments")
+            self._hot(tx)
+            self.clear(tx)
+            result = None
+        else:
+            raise OpDecodeError(f"opcode {code:#x} does not apply to a map")
+        _HOT.pack_into(self.buf, self.header_off + 8, self.count, index, self.nbuckets)
+        self._applied = index
+        return result
+
+    def _hot(self, tx: Transaction) -> None:
+        """Undo-log [count, applied, nbuckets] once per transaction."""
+        gen = self.registry.txgen
+        if self._gen != gen:
+            self._gen = gen
+            tx.add(self.header_off + 8, 24)
+
+    def _top(self, page: int) -> int:
+        """Next free heap offset of ``page`` (computed on first touch, then cached)."""
+        top = self._tops.get(page)
+        if top is None:
+            buf = self.buf
+            top = HEAP_START
+            for _, _, e in self.live(page):
+                k, v = _HDR.unpack_from(buf, e)
+                end = e - page + (entry_size(k, v) if v != EXT else (24 + k + 7) & ~7)
+                if end > top:
+                    top = end
+            self._tops[page] = top
+        return top
+
+    def _write_entry(self, tx: Transaction, at: int, kb: bytes, vb, block: int) -> int:
+        """Store an entry at ``at`` (free heap); returns its size. Flushed, not logged."""
+        buf = self.buf
+        klen = len(kb)
+        ke = at + 8 + klen
+        if block:
+            _HDR.pack_into(buf, at, klen, EXT)
+            buf[at + 8:ke] = kb
+            _EXT.pack_into(buf, ke, len(vb), block)
+            n = ke + 16 - at
+        else:
+            vlen = len(vb)
+            _HDR.pack_into(buf, at, klen, vlen)
+            buf[at + 8:ke] = kb
+            buf[ke:ke + vlen] = vb
+            n = ke + vlen - at
+        self.media.flush(at, n)
+        return (n + 7) & ~7
+
+    def _set_slot(self, tx: Transaction, page: int, i: int, value: int) -> None:
+        """Undo-log and store slot byte index ``i`` of ``page``."""
+        if page not in self._tops:
+            self._top(page)  # before the first change: see the module docstring
+        tx.add(page + i, 8)
+        _U64.pack_into(self.buf, page + i, value)
+
+    def put(self, tx: Transaction, kb: bytes, vb) -> None:
+        """Insert or replace. Cost: 2 undo entries; a split now and then."""
+        h = crc32(kb)
+        klen = len(kb)
+        vlen = len(vb)
+        block = 0
+        if 8 + klen + vlen > INLINE_MAX:
+            block = tx.alloc(vlen)
+            self.buf[block:block + vlen] = vb
+        need = (8 + klen + vlen + 7) & ~7 if not block else (24 + klen + 7) & ~7
+        found = self.find(kb, h)
+        if found is not None:
+            page, i, e = found
+            old_block = self._block_of(e)
+            top = self._top(page)
+            if top + need <= PAGE_BYTES:
+                self._tops[page] = top + self._write_entry(tx, page + top, kb, vb, block)
+                self._set_slot(tx, page, i, h | (top << 32))
+            else:
+                self._set_slot(tx, page, i, 0)
+                self.count -= 1
+                self._insert(tx, self.bucket(h), h, kb, vb, block, need)
+                self.count += 1
+            if old_block:
+                self.registry.frees.append(old_block)
+            return
+        self._insert(tx, self.bucket(h), h, kb, vb, block, need)
+        self.count += 1
+        if self.count > LOAD_SPLIT * self.nbuckets and self.nbuckets < BUCKETS_MAX:
+            self._split(tx)
+
+    def _block_of(self, e: int) -> int:
+        k, v = _HDR.unpack_from(self.buf, e)
+        return _EXT.unpack_from(self.buf, e + 8 + k)[1] if v == EXT else 0
+
+    def _insert(self, tx: Transaction, b: int, h: int, kb: bytes, vb, block: int,
+                need: int) -> None:
+        """Place a new entry in bucket ``b``'s chain: free space, compaction or a new page."""
+        u64_slots = _SLOTS.unpack_from
+        buf = self.buf
+        prev = 0
+        page = self.pages[b]
+        while page:
+            slots = u64_slots(buf, page + SLOTS_OFF)
+            if 0 in slots:
+                top = self._top(page)
+                if top + need <= PAGE_BYTES:
+                    i = SLOTS_OFF + 8 * slots.index(0)
+                    self._tops[page] = top + self._write_entry(tx, page + top, kb, vb, block)
+                    self._set_slot(tx, page, i, h | (top << 32))
+                    return
+                live = sum(self._size_at(page + (s >> 32)) for s in slots if s)
+                if HEAP_START + live + need <= PAGE_BYTES:
+                    page = self._compact(tx, b, prev, page)
+                    top = self._top(page)
+                    i = SLOTS_OFF + 8 * slots.index(0)
+                    self._tops[page] = top + self._write_entry(tx, page + top, kb, vb, block)
+                    self._set_slot(tx, page, i, h | (top << 32))
+                    return
+            prev = page
+            page = _U64.unpack_from(buf, page)[0]
+        page = _new_page(tx, buf)
+        top = HEAP_START + self._write_entry(tx, page + HEAP_START, kb, vb, block)
+        _U64.pack_into(buf, page + SLOTS_OFF, h | (HEAP_START << 32))
+        self._tops[page] = top
+        self._link(tx, b, prev, page)
+
+    def _size_at(self, e: int) -> int:
+        k, v = _HDR.unpack_from(self.buf, e)
+        return (24 + k + 7) & ~7 if v == EXT else (8 + k + v + 7) & ~7
+
+    def _link(self, tx: Transaction, b: int, prev: int, page: int) -> None:
+        """Make ``page`` follow ``prev`` in bucket ``b``'s chain (or head it)."""
+        if prev:
+            tx.add(prev, 8)
+            _U64.pack_into(self.buf, prev, page)
+        else:
+            self._set_dir(tx, b, page)
+
+    def _set_dir(self, tx: Transaction, b: int, page: int) -> None:
+        word = self.segs[b // SEG_SLOTS] + 8 * (b % SEG_SLOTS)
+        tx.add(word, 8)
+        _U64.pack_into(self.buf, word, page)
+        if b == len(self.pages):
+            self.pages.append(page)
+        else:
+            self.pages[b] = page
+
+    def _compact(self, tx: Transaction, b: int, prev: int, page: int) -> int:
+        """Replace ``page`` by a fresh copy holding only its live entries."""
+        buf = self.buf
+        fresh = _new_page(tx, buf)
+        top = HEAP_START
+        buf[fresh:fresh + 8] = buf[page:page + 8]
+        for i, h, e in list(self.live(page)):
+            n = self._size_at(e)
+            buf[fresh + top:fresh + top + n] = buf[e:e + n]
+            _U64.pack_into(buf, fresh + SLOTS_OFF + 8 * i, h | (top << 32))
+            top += n
+        self._tops[fresh] = top
+        self._link(tx, b, prev, fresh)
+        self._tops.pop(page, None)
+        self.registry.frees.append(page)
+        return fresh
+
+    def delete(self, tx: Transaction, kb: bytes, want_value: bool) -> bytes | None:
+        """Remove ``kb``; returns its value (or ``b""`` when not wanted), None if absent."""
+        h = crc32(kb)
+        found = self.find(kb, h)
+        if found is None:
+            return None
+        page, i, e = found
+        old = self._value(e) if want_value else b""
+        block = self._block_of(e)
+        self._set_slot(tx, page, i, 0)
+        if block:
+            self.registry.frees.append(block)
+        self.count -= 1
+        b = self.bucket(h)
+        if page != self.pages[b] and not any(_SLOTS.unpack_from(self.buf, page + SLOTS_OFF)):
+            self._unlink(tx, b, page)
+        if self.count < LOAD_MERGE * (self.nbuckets - 1) and self.nbuckets > 1:
+            self._merge(tx)
+        return old
+
+    def _unlink(self, tx: Transaction, b: int, page: int) -> None:
+        """Drop an empty overflow page from bucket ``b``'s chain."""
+        chain = self.chain(b)
+        at = chain.index(page)
+        nxt = _U64.unpack_from(self.buf, page)[0]
+        assert at > 0, "the first page of a chain is never unlinked"
+        self._link(tx, b, chain[at - 1], nxt)
+        self._tops.pop(page, None)
+        self.registry.frees.append(page)
+
+    # -- growing and shrinking ------------------------------------------------------------
+
+    def _entries(self, b: int) -> list[tuple[int, int]]:
+        """``(h32, entry offset)`` of every entry in bucket ``b``'s chain."""
+        return [(h, e) for page in self.chain(b) for _, h, e in self.live(page)]
+
+    def _build(self, tx: Transaction, entries: list[tuple[int, int]]) -> int:
+        """Copy ``entries`` into a fresh chain of pages; returns its first page."""
+        buf = self.buf
+        first = page = _new_page(tx, buf)
+        top = HEAP_START
+        slot = 0
+        for h, e in entries:
+            n = self._size_at(e)
+            if slot == SLOTS or top + n > PAGE_BYTES:
+                self._tops[page] = top
+                nxt = _new_page(tx, buf)
+                _U64.pack_into(buf, page, nxt)
+                page, top, slot = nxt, HEAP_START, 0
+            buf[page + top:page + top + n] = buf[e:e + n]
+            _U64.pack_into(buf, page + SLOTS_OFF + 8 * slot, h | (top << 32))
+            top += n
+            slot += 1
+        self._tops[page] = top
+        return first
+
+    def _free_chain(self, tx: Transaction, b: int) -> None:
+        for page in self.chain(b):
+            self._tops.pop(page, None)
+            self.registry.frees.append(page)
+
+    def _split(self, tx: Transaction) -> None:
+        """Split the split pointer's bucket s into s and s + 2**L."""
+        s = self.split
+        new = self.nbuckets
+        mask = self.hi_mask
+        entries = self._entries(s)
+        stay = [(h, e) for h, e in entries if h & mask == s]
+        move = [(h, e) for h, e in entries if h & mask != s]
+        if new % SEG_SLOTS == 0:
+            seg = tx.alloc(SEG_BYTES, zero=True)
+            top_word = self.header_off + TOP_OFF + 8 * (new // SEG_SLOTS)
+            tx.add(top_word, 8)
+            _U64.pack_into(self.buf, top_word, seg)
+            self.segs.append(seg)
+        first_stay = self._build(tx, stay)
+        first_move = self._build(tx, move)
+        self._free_chain(tx, s)
+        self._set_dir(tx, s, first_stay)
+        self._set_dir(tx, new, first_move)
+        self._set_buckets(new + 1)
+
+    def _merge(self, tx: Transaction) -> None:
+        """Undo the last split: bucket nbuckets-1 rejoins its buddy."""
+        last = self.nbuckets - 1
+        self._set_buckets(last)
+        buddy = last & self.lo_mask  # last == 2**L + s after the decrement
+        entries = self._entries(buddy) + self._entries(last)
+        first = self._build(tx, entries)
+        self._free_chain(tx, buddy)
+        self._free_chain(tx, last)
+        self._set_dir(tx, buddy, first)
+        self._set_dir(tx, last, 0)
+        self.pages.pop()
+        if last % SEG_SLOTS == 0:
+            top_word = self.header_off + TOP_OFF + 8 * (last // SEG_SLOTS)
+            tx.add(top_word, 8)
+            _U64.pack_into(self.buf, top_word, 0)
+            self.registry.frees.append(self.segs.pop())
+
+    def clear(self, tx: Transaction) -> None:
+        """Free every page, value block and segment but the first; one empty bucket."""
+        for b in range(self.nbuckets):
+            for page in self.chain(b):
+                for _, _, e in list(self.live(page)):
+                    block = self._block_of(e)
+                    if block:
+                        self.registry.frees.append(block)
+            self._free_chain(tx, b)
+        for t in range(len(self.segs) - 1, 0, -1):
+            top_word = self.header_off + TOP_OFF + 8 * t
+            tx.add(top_word, 8)
+            _U64.pack_into(self.buf, top_word, 0)
+            self.registry.frees.append(self.segs.pop())
+        seg = self.segs[0]
+        n = 8 * min(self.nbuckets, SEG_SLOTS)
+        tx.add(seg, n)
+        self.buf[seg:seg + n] = bytes(n)
+        self.pages = []
+        self._set_dir(tx, 0, _new_page(tx, self.buf))
+        self._tops[self.pages[0]] = HEAP_START
+        self.count = 0
+        self._set_buckets(1)
+
+    def destroy(self, tx: Transaction) -> None:
+        """Free every block of the map, header included (DROP)."""
+        self.clear(tx)
+        self.registry.frees.append(self.pages[0])
+        self.registry.frees.append(self.segs[0])
+        self.registry.frees.append(self.header_off)
+
+    def load(self, tx: Transaction, items: list[tuple[bytes, ...]]) -> None:
+        """Bulk insert (snapshot restore) inside ``tx``."""
+        for key, value in items:
+            self.put(tx, key, value)
+        _HOT.pack_into(self.buf, self.header_off + 8, self.count, 0, self.nbuckets)
+
+    # -- checking ------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Walk the whole layout; raise StructureCorruptError on any broken invariant."""
+        pool = self.pool
+        buf = self.buf
+        off = self.header_off
+        name = self.name
+
+        def fail(msg: str) -> None:
+            raise StructureCorruptError(f"map {name!r}: {msg}")
+
+        if bytes(buf[off:off + 8]) != MAGIC:
+            fail("bad magic")
+        count, applied, nbuckets = _HOT.unpack_from(buf, off + 8)
+        if (count, applied, nbuckets) != (self.count, self._applied, self.nbuckets):
+            fail(f"header (count, applied, nbuckets) = {(count, applied, nbuckets)}, memory has "
+                 f"{(self.count, self._applied, self.nbuckets)}")
+        if not 1 <= nbuckets <= BUCKETS_MAX:
+            fail(f"nbuckets {nbuckets} out of range")
+        tops = struct.unpack_from(f"<{TOP_MAX}Q", buf, off + TOP_OFF)
+        nsegs = -(-nbuckets // SEG_SLOTS)
+        if any(tops[nsegs:]) or not all(tops[:nsegs]) or list(tops[:nsegs]) != self.segs:
+            fail(f"directory top table disagrees with {nbuckets} buckets")
+        for seg in self.segs:
+            if not pool.is_allocated(seg):
+                fail(f"segment {seg} is not allocated")
+        seen_pages: set[int] = set()
+        live = 0
+        keys: set[bytes] = set()
+        for b in range(nbuckets):
+            word = self.segs[b // SEG_SLOTS] + 8 * (b % SEG_SLOTS)
+            page = _U64.unpack_from(buf, word)[0]
+            if page != self.pages[b]:
+                fail(f"bucket {b}: directory says page {page}, memory {self.pages[b]}")
+            first = True
+            while page:
+                if page in seen_pages:
+                    fail(f"page {page} is in two chains (or a chain loops)")
+                seen_pages.add(page)
+                if not pool.is_allocated(page) or pool.usable_size(page) < PAGE_BYTES:
+                    fail(f"bucket {b}: page {page} is not an allocated {PAGE_BYTES}-byte block")
+                used = self._check_page(b, page, keys, fail)
+                if not used and not first:
+                    fail(f"bucket {b}: empty overflow page {page}")
+                live += used
+                first = False
+                page = _U64.unpack_from(buf, page)[0]
+        # every bucket pointer beyond nbuckets in the last segment must be clear
+        last_seg = self.segs[-1]
+        rest = struct.unpack_from(f"<{SEG_SLOTS}Q", buf, last_seg)[(nbuckets - 1) % SEG_SLOTS + 1:]
+        if any(rest):
+            fail("directory holds pages past the last bucket")
+        if live != count:
+            fail(f"count is {count} but {live} entries are live")
+
+    def _check_page(self, b: int, page: int, keys: set[bytes], fail) -> int:
+        buf = self.buf
+        spans = []
+        used = 0
+        top = HEAP_START
+        for _, h, e in self.live(page):
+            pos = e - page
+            if not HEAP_START <= pos <= PAGE_BYTES - 8 or pos & 7:
+                fail(f"page {page}: entry position {pos} outside the heap")
+            k, v = _HDR.unpack_from(buf, e)
+            n = self._size_at(e)
+            if pos + n > PAGE_BYTES:
+                fail(f"page {page}: entry at {pos} runs past the page")
+            key = buf[e + 8:e + 8 + k].tobytes()
+            if crc32(key) != h:
+                fail(f"page {page}: slot hash {h:#x} is not the key's CRC-32")
+            if self.bucket(h) != b:
+                fail(f"key {key!r:.40} is in bucket {b}, belongs in {self.bucket(h)}")
+            if key in keys:
+                fail(f"key {key!r:.40} appears twice")
+            keys.add(key)
+            if v == EXT:
+                vlen, block = _EXT.unpack_from(buf, e + 8 + k)
+                if vlen + 8 + k <= INLINE_MAX:
+                    fail(f"key {key!r:.40}: a small value stored out of line")
+                if not self.pool.is_allocated(block) or self.pool.usable_size(block) < vlen:
+                    fail(f"key {key!r:.40}: value block {block} is not allocated")
+            spans.append((pos, pos + n))
+            top = max(top, pos + n)
+            used += 1
+        spans.sort()
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            if start < end:
+                fail(f"page {page}: entries overlap")
+        cached = self._tops.get(page)
+        if cached is not None and cached < top:
+            fail(f"page {page}: free heap starts at {cached}, below a live entry ending at {top}")
+        return used
+
+
+def _new_page(tx: Transaction, buf) -> int:
+    page = tx.alloc(PAGE_BYTES)
+    buf[page:page + HEAP_START] = _ZERO_HEAD
+    return page

@@ -1,0 +1,336 @@
+"""The persistent FIFO behind PQueue: a linked list of chunks of entries.
+
+Layout version 1. Header block (the structure's root; tag ``pqueue``)::
+
+    offset | size | field
+    0      | 8    | magic b"BLZPQUE1"
+    8      | 8    | count: entries in the queue
+    16     | 8    | applied: index of the last Op applied to this queue
+    24     | 8    | head chunk offset
+    32     | 8    | head position: offset in the head chunk of the first entry
+    40     | 8    | tail chunk offset
+    48     | 8    | tail position: where the next entry goes in the tail chunk
+    56     | 8    | reserved, zero
+    64     | 16   | key codec name (unused: "bytes")
+    80     | 16   | value codec name
+    96     | 32   | reserved, zero
+
+Chunk (4096-byte block)::
+
+    0      | 8    | next chunk offset (0 in the tail chunk)
+    8      | 8    | end: offset past its last entry (set when the next is linked)
+    16     | ...  | entries
+
+Entry (8-byte aligned): u32 length | u32 flags | value, padded to 8. With
+flag 1 (EXT) the value lives in a block of its own and the entry holds
+u64 length | u64 block offset.
+
+Invariants: walking from (head chunk, head position) to (tail chunk, tail
+position) meets exactly ``count`` entries; every chunk before the tail
+holds at least one unread entry past the head position; ``count == 0``
+implies head == tail.
+
+Why: an enqueue writes its entry into the tail chunk's free space (nothing
+references it yet: no undo entry, just a flush) and then undo-logs the
+header's hot range [count .. tail position] -- one undo entry. A dequeue
+undo-logs the same range. A chunk is allocated every ~50 small entries and
+freed when the head leaves it; when the queue empties, a later transaction
+rewinds both positions to the start of the chunk, so a steady put/get
+workload never allocates. Positions are rewound only by a transaction that
+did not itself consume the entries being overwritten (see ``_empty_gen``),
+so a roll back never resurrects an overwritten entry.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from blizzard.exceptions import OpDecodeError, StructureCorruptError
+from blizzard.pmem import Transaction
+from blizzard.structures.ops import OpCode
+
+if TYPE_CHECKING:
+    from blizzard.structures.registry import Registry
+
+TAG = b"pqueue"
+MAGIC = b"BLZPQUE1"
+HEADER_BYTES = 128
+CHUNK_BYTES = 4096
+CHUNK_HEAD = 16
+INLINE_MAX = 1024
+FLAG_EXT = 1
+assert CHUNK_HEAD + INLINE_MAX + 8 <= CHUNK_BYTES
+
+_HOT = struct.Struct("<QQQQQQ")  # count, applied, head, head_pos, tail, tail_pos at +8
+_HDR = struct.Struct("<II")
+_EXT = struct.Struct("<QQ")
+_U64 = struct.Struct("<Q")
+_LINK = struct.Struct("<QQ")
+
+
+class QueueCore:
+    """Apply side and read side of one persistent queue."""
+
+    opgroup = 2
+    tag = TAG
+
+    def __init__(self, registry: Registry, name: str, header_off: int) -> None:
+        self.registry = registry
+        self.pool = registry.pool
+        self.buf = self.pool.buf
+        self.media = self.pool.media
+        self.name = name
+        self.header_off = header_off
+        self.dead = False
+        buf = self.buf
+        if bytes(buf[header_off:header_off + 8]) != MAGIC:
+            raise StructureCorruptError(f"queue {name!r}: bad magic in its header block")
+        self.key_codec = bytes(buf[header_off + 64:header_off + 80]).rstrip(b"\0").decode()
+        self.value_codec = bytes(buf[header_off + 80:header_off + 96]).rstrip(b"\0").decode()
+        self.reload()
+
+    @classmethod
+    def create(cls, registry: Registry, tx: Transaction, name: str, key_codec: str,
+               value_codec: str) -> QueueCore:
+        buf = registry.pool.buf
+        off = tx.alloc(HEADER_BYTES, zero=True)
+        buf[off:off + 8] = MAGIC
+        buf[off + 64:off + 64 + len(key_codec)] = key_codec.encode()
+        buf[off + 80:off + 80 + len(value_codec)] = value_codec.encode()
+        chunk = _new_chunk(tx, buf)
+        _HOT.pack_into(buf, off + 8, 0, 0, chunk, CHUNK_HEAD, chunk, CHUNK_HEAD)
+        tx.set_root(name, off, TAG)
+        return cls(registry, name, off)
+
+    @classmethod
+    def open(cls, registry: Registry, name: str, off: int) -> QueueCore:
+        return cls(registry, name, off)
+
+    def reload(self) -> None:
+        (self.count, self._applied, self.head, self.head_pos, self.tail,
+         self.tail_pos) = _HOT.unpack_from(self.buf, self.header_off + 8)
+        self._gen = -1
+        self._empty_gen = -1
+
+    def kill(self) -> None:
+        self.dead = True
+        self.count = 0
+
+    @property
+    def applied(self) -> int:
+        return self._applied
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _read(self, chunk: int, pos: int) -> tuple[bytes, int, int]:
+        """(value, entry size, EXT block or 0) of the entry at ``chunk + pos``."""
+        buf = self.buf
+        e = chunk + pos
+        n, flags = _HDR.unpack_from(buf, e)
+        if flags & FLAG_EXT:
+            vlen, block = _EXT.unpack_from(buf, e + 8)
+            return buf[block:block + vlen].tobytes(), 24, block
+        return buf[e + 8:e + 8 + n].tobytes(), (8 + n + 7) & ~7, 0
+
+    def peek(self) -> bytes | None:
+        if not self.count:
+            return None
+        return self._read(self.head, self.head_pos)[0]
+
+    def positions(self) -> Iterator[tuple[int, int]]:
+        """``(chunk, position)`` of every entry, head to tail."""
+        buf = self.buf
+        chunk, pos = self.head, self.head_pos
+        for _ in range(self.count):
+            if chunk != self.tail:
+                nxt, end = _LINK.unpack_from(buf, chunk)
+                if pos >= end:
+                    chunk, pos = nxt, CHUNK_HEAD
+            yield chunk, pos
+            n, flags = _HDR.unpack_from(buf, chunk + pos)
+            pos += 24 if flags & FLAG_EXT else (8 + n + 7) & ~7
+
+    def values(self) -> Iterator[bytes]:
+        for chunk, pos in self.positions():
+            yield self._read(chunk, pos)[0]
+
+    def dump(self) -> Iterator[tuple[bytes, ...]]:
+        return ((v,) for v in self.values())
+
+    # -- applying ----------------------------------------------------------------------
+
+    def apply(self, tx: Transaction, index: int, code: int, record: bytes, start: int) -> Any:
+        if code == OpCode.QUEUE_PUT:
+            self._hot(tx)
+            self.put(tx, memoryview(record)[start:])
+            result = None
+        elif code == OpCode.QUEUE_GET:
+            if start != len(record):
+                raise OpDecodeError("QUEUE_GET takes no arguments")
+            self._hot(tx)
+            result = self.get(tx)
+        elif code == OpCode.QUEUE_CLEAR:
+            if start != len(record):
+                raise OpDecodeError("QUEUE_CLEAR takes no arguments")
+            self._hot(tx)
+            self.clear(tx)
+            result = None
+        else:
+            raise OpDecodeError(f"opcode {code:#x} does not apply to a queue")
+        self._applied = index
+        _HOT.pack_into(self.buf, self.header_off + 8, self.count, index, self.head, self.head_pos,
+                       self.tail, self.tail_pos)
+        return result
+
+    def _hot(self, tx: Transaction) -> None:
+        gen = self.registry.txgen
+        if self._gen != gen:
+            self._gen = gen
+            tx.add(self.header_off + 8, 48)
+
+    def put(self, tx: Transaction, value) -> None:
+        """Append. Cost: the header's undo entry; a chunk every ~50 small entries."""
+        buf = self.buf
+        vlen = len(value)
+        if not self.count and self._empty_gen != self.registry.txgen:
+            # empty since an earlier transaction: rewind, the chunk's entries are all consumed
+            self.head_pos = self.tail_pos = CHUNK_HEAD
+        block = 0
+        if 8 + vlen > INLINE_MAX:
+            block = tx.alloc(vlen)
+            buf[block:block + vlen] = value
+            need = 24
+        else:
+            need = (8 + vlen + 7) & ~7
+        tail, pos = self.tail, self.tail_pos
+        if pos + need > CHUNK_BYTES:
+            fresh = _new_chunk(tx, buf)
+            if self.count:
+                tx.add(tail, 16)
+                _LINK.pack_into(buf, tail, fresh, pos)
+            else:  # emptied earlier in this transaction: the old tail has nothing unread
+                self.registry.frees.append(tail)
+                self.head, self.head_pos = fresh, CHUNK_HEAD
+            self.tail = tail = fresh
+            pos = CHUNK_HEAD
+        e = tail + pos
+        if block:
+            _HDR.pack_into(buf, e, vlen & 0xFFFFFFFF, FLAG_EXT)
+            _EXT.pack_into(buf, e + 8, vlen, block)
+            self.media.flush(e, 24)
+        else:
+            _HDR.pack_into(buf, e, vlen, 0)
+            buf[e + 8:e + 8 + vlen] = value
+            self.media.flush(e, 8 + vlen)
+        self.tail_pos = pos + need
+        self.count += 1
+
+    def get(self, tx: Transaction) -> bytes | None:
+        """Pop the head entry; None when empty. Cost: the header's undo entry."""
+        if not self.count:
+            return None
+        head = self.head
+        value, size, block = self._read(head, self.head_pos)
+        if block:
+            self.registry.frees.append(block)
+        self.head_pos += size
+        self.count -= 1
+        if head != self.tail:
+            nxt, end = _LINK.unpack_from(self.buf, head)
+            if self.head_pos >= end:
+                self.registry.frees.append(head)
+                self.head, self.head_pos = nxt, CHUNK_HEAD
+        if not self.count:
+            self._empty_gen = self.registry.txgen
+        return value
+
+    def clear(self, tx: Transaction) -> None:
+        """Drop every entry: free value blocks and every chunk but the tail."""
+        buf = self.buf
+        for chunk, pos in list(self.positions()):
+            flags = _HDR.unpack_from(buf, chunk + pos)[1]
+            if flags & FLAG_EXT:
+                self.registry.frees.append(_EXT.unpack_from(buf, chunk + pos + 8)[1])
+        chunk = self.head
+        while chunk != self.tail:
+            nxt = _U64.unpack_from(buf, chunk)[0]
+            self.registry.frees.append(chunk)
+            chunk = nxt
+        self.head, self.head_pos = self.tail, self.tail_pos
+        self.count = 0
+        self._empty_gen = self.registry.txgen
+
+    def destroy(self, tx: Transaction) -> None:
+        self.clear(tx)
+        self.registry.frees.append(self.tail)
+        self.registry.frees.append(self.header_off)
+
+    def load(self, tx: Transaction, items: list[tuple[bytes, ...]]) -> None:
+        for (value,) in items:
+            self.put(tx, value)
+        _HOT.pack_into(self.buf, self.header_off + 8, self.count, 0, self.head, self.head_pos,
+                       self.tail, self.tail_pos)
+
+    # -- checking ------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Walk head to tail; raise StructureCorruptError on any broken invariant."""
+        pool = self.pool
+        buf = self.buf
+
+        def fail(msg: str) -> None:
+            raise StructureCorruptError(f"queue {self.name!r}: {msg}")
+
+        if bytes(buf[self.header_off:self.header_off + 8]) != MAGIC:
+            fail("bad magic")
+        hot = _HOT.unpack_from(buf, self.header_off + 8)
+        mine = (self.count, self._applied, self.head, self.head_pos, self.tail, self.tail_pos)
+        if hot != mine:
+            fail(f"header {hot} disagrees with memory {mine}")
+        count, _, head, head_pos, tail, tail_pos = hot
+        if not CHUNK_HEAD <= tail_pos <= CHUNK_BYTES or not CHUNK_HEAD <= head_pos <= CHUNK_BYTES:
+            fail(f"positions {head_pos}, {tail_pos} outside a chunk")
+        if count == 0 and head != tail:
+            fail("empty, but head and tail chunks differ")
+        chunk, pos, seen, chunks = head, head_pos, 0, 0
+        while True:
+            if not pool.is_allocated(chunk) or pool.usable_size(chunk) < CHUNK_BYTES:
+                fail(f"chunk {chunk} is not an allocated {CHUNK_BYTES}-byte block")
+            chunks += 1
+            if chunks > pool.size // CHUNK_BYTES:
+                fail("the chunk list loops")
+            end = tail_pos if chunk == tail else _LINK.unpack_from(buf, chunk)[1]
+            if not pos <= end <= CHUNK_BYTES:
+                fail(f"chunk {chunk}: end {end} before position {pos} or past the chunk")
+            if chunk != tail and pos >= end:
+                fail(f"chunk {chunk} before the tail holds no unread entry")
+            while pos < end:
+                n, flags = _HDR.unpack_from(buf, chunk + pos)
+                if flags & ~FLAG_EXT:
+                    fail(f"chunk {chunk}: entry at {pos} has unknown flags {flags:#x}")
+                if flags & FLAG_EXT:
+                    vlen, block = _EXT.unpack_from(buf, chunk + pos + 8)
+                    if vlen + 8 <= INLINE_MAX or not pool.is_allocated(block) \
+                            or pool.usable_size(block) < vlen:
+                        fail(f"chunk {chunk}: entry at {pos} has a bad value block")
+                    pos += 24
+                else:
+                    pos += (8 + n + 7) & ~7
+                seen += 1
+            if pos != end:
+                fail(f"chunk {chunk}: entries overrun the end {end}")
+            if chunk == tail:
+                break
+            chunk, pos = _U64.unpack_from(buf, chunk)[0], CHUNK_HEAD
+            if not chunk:
+                fail("the chunk list ends before the tail")
+        if seen != count:
+            fail(f"count is {count} but {seen} entries lie between head and tail")
+
+
+def _new_chunk(tx: Transaction, buf) -> int:
+    chunk = tx.alloc(CHUNK_BYTES)
+    buf[chunk:chunk + CHUNK_HEAD] = bytes(CHUNK_HEAD)
+    return chunk

@@ -1,0 +1,184 @@
+"""Op records: every mutating call on a structure, as compact versioned bytes.
+
+An Op is what the replicator ships and the state machine applies; a
+structure never mutates itself. Format version 1 (little-endian)::
+
+    offset | size | field
+    0      | 1    | version (1)
+    1      | 1    | opcode (OpCode)
+    2      | 1    | n: length of the structure name (0..48)
+    3      | 1    | reserved, 0
+    4      | 4    | a: length of the arguments
+    8      | n    | structure name, UTF-8
+    8 + n  | a    | arguments: every field but the last is a u32 length
+                    followed by its bytes; the last field takes the rest
+
+A record is exactly ``8 + n + a`` bytes long, so truncation and trailing
+garbage are both detected. The number of argument fields is fixed per
+opcode (``ARITY``). Decoding is the exact inverse of encoding.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from typing import NamedTuple
+
+from blizzard.exceptions import OpDecodeError, OpVersionError
+
+OP_VERSION = 1
+HEAD = struct.Struct("<BBBxI")
+HEAD_SIZE = HEAD.size
+U32 = struct.Struct("<I")
+NAME_BYTES_MAX = 48
+ARGS_BYTES_MAX = (1 << 32) - 1
+assert HEAD_SIZE == 8
+
+
+class OpCode(enum.IntEnum):
+    """Which operation; the high nibble says which kind of structure."""
+
+    CREATE = 0x01  # args: kind, key codec, value codec
+    DROP = 0x02  # args: none
+    MAP_PUT = 0x10  # args: key, value
+    MAP_DELETE = 0x11  # args: key; result: True if the key was there
+    MAP_POP = 0x12  # args: key; result: the old value or None
+    MAP_CLEAR = 0x13  # args: none
+    QUEUE_PUT = 0x20  # args: value
+    QUEUE_GET = 0x21  # args: none; result: the value or None when empty
+    QUEUE_CLEAR = 0x22  # args: none
+
+
+#: Number of argument fields per opcode.
+ARITY: dict[int, int] = {
+    OpCode.CREATE: 3, OpCode.DROP: 0,
+    OpCode.MAP_PUT: 2, OpCode.MAP_DELETE: 1, OpCode.MAP_POP: 1, OpCode.MAP_CLEAR: 0,
+    OpCode.QUEUE_PUT: 1, OpCode.QUEUE_GET: 0, OpCode.QUEUE_CLEAR: 0,
+}
+
+
+class Op(NamedTuple):
+    """A decoded Op; ``repr`` is valid Python, so failing tests replay."""
+
+    name: str
+    code: OpCode
+    args: tuple[bytes, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"Op({self.name!r}, OpCode.{self.code.name}, {self.args!r})"
+
+
+def name_bytes(name: str) -> bytes:
+    """The UTF-8 name, validated (1..48 bytes, no NUL) -- the pool's root-name rule."""
+    if not isinstance(name, str):
+        raise TypeError(f"structure names are str, got {type(name).__name__}")
+    raw = name.encode("utf-8")
+    if len(raw) > NAME_BYTES_MAX or b"\0" in raw:
+        raise ValueError(
+            f"structure name {name!r} must be at most {NAME_BYTES_MAX} UTF-8 bytes, no NUL")
+    return raw
+
+
+def encode(op: Op) -> bytes:
+    """The record for ``op``; raises ValueError for a wrong number of fields."""
+    raw = name_bytes(op.name)
+    code = OpCode(op.code)
+    args = op.args
+    if len(args) != ARITY[code]:
+        raise ValueError(f"{code.name} takes {ARITY[code]} argument fields, got {len(args)}")
+    parts = []
+    for i, field in enumerate(args):
+        if not isinstance(field, bytes | bytearray | memoryview):
+            raise TypeError(f"Op arguments are bytes, got {type(field).__name__}")
+        if i < len(args) - 1:
+            parts.append(U32.pack(len(field)))
+        parts.append(bytes(field))
+    body = b"".join(parts)
+    if len(body) > ARGS_BYTES_MAX:
+        raise ValueError(f"Op arguments of {len(body)} bytes exceed {ARGS_BYTES_MAX}")
+    return HEAD.pack(OP_VERSION, code, len(raw), len(body)) + raw + body
+
+
+def decode_head(record: bytes) -> tuple[int, int, int]:
+    """``(opcode, name_end, args_start)`` after validating version and length."""
+    size = len(record)
+    if size < HEAD_SIZE:
+        raise OpDecodeError(f"Op record truncated: {size} bytes, the header alone is {HEAD_SIZE}")
+    version, code, n, a = HEAD.unpack_from(record, 0)
+    if version != OP_VERSION:
+        raise OpVersionError(
+            f"Op record version {version}; this release reads version {OP_VERSION}")
+    if HEAD_SIZE + n + a != size:
+        what = "truncated" if HEAD_SIZE + n + a > size else "has trailing bytes"
+        raise OpDecodeError(f"Op record {what}: {size} bytes, header says {HEAD_SIZE + n + a}")
+    return code, HEAD_SIZE + n, HEAD_SIZE + n
+
+
+def split_args(record: bytes | memoryview, start: int, count: int) -> list[bytes]:
+    """The ``count`` argument fields of ``record`` from ``start``."""
+    fields = []
+    size = len(record)
+    pos = start
+    for _ in range(count - 1):
+        if pos + 4 > size:
+            raise OpDecodeError("Op record truncated inside an argument length")
+        (n,) = U32.unpack_from(record, pos)
+        pos += 4
+        if pos + n > size:
+            raise OpDecodeError(f"Op argument of {n} bytes runs past the record's end")
+        fields.append(bytes(record[pos:pos + n]))
+        pos += n
+    if count:
+        fields.append(bytes(record[pos:]))
+    elif pos != size:
+        raise OpDecodeError("Op record has arguments its opcode does not take")
+    return fields
+
+
+def decode(record: bytes) -> Op:
+    """The Op in ``record``; :class:`OpDecodeError` if it is not a valid v1 record."""
+    record = bytes(record)
+    code, name_end, args_start = decode_head(record)
+    try:
+        opcode = OpCode(code)
+    except ValueError:
+        raise OpDecodeError(f"unknown opcode {code:#x}") from None
+    try:
+        name = record[HEAD_SIZE:name_end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise OpDecodeError("Op structure name is not UTF-8") from None
+    if len(record[HEAD_SIZE:name_end]) > NAME_BYTES_MAX:
+        raise OpDecodeError(f"Op structure name longer than {NAME_BYTES_MAX} bytes")
+    return Op(name, opcode, tuple(split_args(record, args_start, ARITY[opcode])))
+
+
+class Encoder:
+    """Pre-built headers for one structure's hot Ops, so encoding is a pack and a join.
+
+    ``map_put(key, value)`` and friends return the same bytes as
+    ``encode(Op(name, ...))``, with no intermediate objects.
+    """
+
+    __slots__ = ("_name", "_put1", "_put2")
+
+    def __init__(self, name: str) -> None:
+        raw = name_bytes(name)
+        self._name = raw
+        n = len(raw)
+        # header + name + (for two-field ops) the first field's length
+        self._put2 = struct.Struct(f"<BBBxI{n}sI")
+        self._put1 = struct.Struct(f"<BBBxI{n}s")
+
+    def two(self, code: int, first: bytes, rest: bytes) -> bytes:
+        """A two-field Op (MAP_PUT)."""
+        k = len(first)
+        return (self._put2.pack(OP_VERSION, code, len(self._name), 4 + k + len(rest),
+                                self._name, k) + first + rest)
+
+    def one(self, code: int, field: bytes) -> bytes:
+        """A one-field Op (MAP_DELETE, MAP_POP, QUEUE_PUT)."""
+        return self._put1.pack(OP_VERSION, code, len(self._name), len(field), self._name) + field
+
+    def zero(self, code: int) -> bytes:
+        """An Op without arguments (QUEUE_GET, clears, DROP)."""
+        return self._put1.pack(OP_VERSION, code, len(self._name), 0, self._name)

@@ -1,0 +1,152 @@
+"""PQueue: a persistent, replicated FIFO queue.
+
+Every ``put`` and ``get`` is an Op applied by the pool's registry in one
+transaction; ``peek``, ``len`` and iteration read the pool directly. The
+layout (linked chunks of entries) is documented in
+:mod:`blizzard.structures._queuecore`.
+
+>>> from blizzard.pmem import DramMedia, Pool
+>>> pool = Pool.create(DramMedia(4 << 20))
+>>> jobs = PQueue(pool, "jobs", value_codec=str)
+>>> jobs.put("a"); jobs.put("b")
+>>> jobs.get(), len(jobs), list(jobs)
+('a', 1, ['b'])
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from blizzard.exceptions import Empty
+from blizzard.pmem import Pool
+from blizzard.replication.base import Replicator
+from blizzard.structures._queuecore import TAG, QueueCore
+from blizzard.structures.codecs import CodecLike, get_codec
+from blizzard.structures.ops import Encoder, OpCode
+from blizzard.structures.registry import register_kind, registry_for
+
+register_kind(TAG, QueueCore.create, QueueCore.open)
+
+_PUT = int(OpCode.QUEUE_PUT)
+_GET = int(OpCode.QUEUE_GET)
+_CLEAR = int(OpCode.QUEUE_CLEAR)
+POLL_INTERVAL_MAX = 0.05  # seconds between polls of a blocking get
+
+
+class PQueue:
+    """A FIFO queue that lives in a pool, bound to ``name``; opens or creates it.
+
+    ``value_codec`` (``bytes`` by default) is fixed at creation. Values may
+    be of any size the pool can hold (large ones get a block of their own).
+
+    Costs: ``put`` and ``get`` are one Op and one transaction with one undo
+    entry each (plus an allocation or a free every ~50 small entries); both
+    O(1). ``peek`` and ``len`` read without fences.
+    """
+
+    def __init__(self, pool: Pool, name: str, *, value_codec: CodecLike = None,
+                 replicator: Replicator | None = None, linearizable: bool = False) -> None:
+        registry = registry_for(pool)
+        self._replicator = replicator if replicator is not None else registry.replicator
+        core = registry.open_structure(
+            name, TAG, None, None if value_codec is None else get_codec(value_codec).name,
+            self._replicator, ("bytes", "bytes"))
+        if not isinstance(core, QueueCore):
+            raise TypeError(f"{name!r} is not a queue")
+        self._core = core
+        self.name = name
+        self.pool = pool
+        codec = get_codec(core.value_codec)
+        self.value_codec = codec
+        self._venc = codec.encode
+        self._vdec = codec.decode
+        encoder = Encoder(name)
+        self._get_op = encoder.zero(_GET)
+        self._one = encoder.one
+        self._clear_op = encoder.zero(_CLEAR)
+        self._submit = self._replicator.submit
+        self._barrier = self._replicator.read_barrier if linearizable else None
+
+    def put(self, item: Any) -> None:
+        """Append ``item`` at the tail (never blocks: the queue is unbounded)."""
+        self._submit(self._one(_PUT, self._venc(item)))
+
+    put_nowait = put
+
+    def get(self, block: bool = False, timeout: float | None = None) -> Any:
+        """Remove and return the head item.
+
+        Raises :class:`blizzard.Empty` if the queue is empty -- at once by
+        default, or after ``timeout`` seconds (forever if None) with
+        ``block=True``, polling for items other threads put.
+        """
+        raw = self._submit(self._get_op)
+        if raw is not None:
+            return self._vdec(raw)
+        if not block:
+            raise Empty(f"queue {self.name!r} is empty")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.0005
+        while True:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Empty(f"queue {self.name!r} is still empty after {timeout} s")
+            if deadline is not None:
+                pause = min(pause, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)
+            pause = min(max(pause, 0.0005) * 2, POLL_INTERVAL_MAX)
+            if self._core.count:
+                raw = self._submit(self._get_op)
+                if raw is not None:
+                    return self._vdec(raw)
+
+    def get_nowait(self) -> Any:
+        """``get()`` without waiting: :class:`blizzard.Empty` if empty."""
+        raw = self._submit(self._get_op)
+        if raw is None:
+            raise Empty(f"queue {self.name!r} is empty")
+        return self._vdec(raw)
+
+    def peek(self) -> Any:
+        """The head item, left in place; :class:`blizzard.Empty` if empty."""
+        if self._barrier is not None:
+            self._barrier()
+        raw = self._core.peek()
+        if raw is None:
+            raise Empty(f"queue {self.name!r} is empty")
+        return self._vdec(raw)
+
+    def __len__(self) -> int:
+        if self._barrier is not None:
+            self._barrier()
+        return self._core.count
+
+    qsize = __len__
+
+    def empty(self) -> bool:
+        return not len(self)
+
+    def __bool__(self) -> bool:
+        return bool(len(self))
+
+    def __iter__(self) -> Iterator[Any]:
+        """Items head to tail, without removing them; do not mutate while iterating."""
+        vdec = self._vdec
+        for raw in self._core.values():
+            yield vdec(raw)
+
+    def clear(self) -> None:
+        """Remove every item (one Op)."""
+        self._submit(self._clear_op)
+
+    def check(self) -> None:
+        """Walk the persistent layout and verify every invariant (O(n))."""
+        self._core.check()
+
+    @property
+    def replicator(self) -> Replicator:
+        return self._replicator
+
+    def __repr__(self) -> str:
+        return f"<PQueue {self.name!r} len={len(self)} {self.value_codec.name}>"

@@ -1,0 +1,401 @@
+"""The registry: a pool's StateMachine, dispatching each Op to its structure.
+
+One registry per open pool (:func:`registry_for`). It finds the structures
+through the pool's named roots (the root's tag says the kind) and applies
+Ops: each batch in one pool transaction.
+
+``last_applied`` without an extra undo entry per Op: every structure's
+header carries ``applied``, the index of the last Op applied to it, updated
+in the same undo-logged range as its count. Ops that touch no structure
+(CREATE, DROP, invalid Ops) stamp the registry's own record. Since Ops are
+applied in index order and each transaction is atomic, after any crash
+``last_applied == max(registry.applied, every structure's applied)`` and
+every Op up to it was applied exactly once.
+
+Registry record (root ``blizzard.registry``, tag ``registry``), version 1::
+
+    offset | size | field
+    0      | 8    | magic b"BLZREG01"
+    8      | 8    | applied: index of the last Op that touched no structure
+    16     | 48   | reserved, zero
+"""
+
+from __future__ import annotations
+
+import struct
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from blizzard.exceptions import (
+    CodecMismatchError,
+    OpDecodeError,
+    PoolClosedError,
+    StructureCorruptError,
+    StructureKindError,
+)
+from blizzard.pmem import Pool, Transaction
+from blizzard.replication.base import Replicator
+from blizzard.replication.local import LocalReplicator
+from blizzard.structures import ops
+from blizzard.structures.ops import HEAD, OP_VERSION, OpCode
+
+REGISTRY_ROOT = "blizzard.registry"
+REGISTRY_TAG = b"registry"
+REGISTRY_MAGIC = b"BLZREG01"
+REGISTRY_SIZE = 64
+SNAPSHOT_MAGIC = b"BLZSNAP1"
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+
+
+class Core(Protocol):
+    """The apply side of one structure (shared by every handle on it)."""
+
+    name: str
+    tag: bytes
+    header_off: int
+    key_codec: str
+    value_codec: str
+    opgroup: int  # the high nibble of the opcodes it takes
+
+    @property
+    def applied(self) -> int: ...
+    def apply(self, tx: Transaction, index: int, code: int, record: bytes, start: int) -> Any: ...
+    def reload(self) -> None: ...
+    def kill(self) -> None: ...
+    def destroy(self, tx: Transaction) -> None: ...
+    def check(self) -> None: ...
+    def dump(self) -> Iterator[tuple[bytes, ...]]: ...
+    def load(self, tx: Transaction, items: list[tuple[bytes, ...]]) -> None: ...
+
+
+#: tag -> (create(registry, tx, name, key codec, value codec), open(registry, name, off))
+KINDS: dict[bytes, tuple[Callable[..., Core], Callable[..., Core]]] = {}
+
+
+def register_kind(tag: bytes, create: Callable[..., Core], open_: Callable[..., Core]) -> None:
+    """Make structures tagged ``tag`` known to every registry (done at import)."""
+    KINDS[tag] = (create, open_)
+
+
+class Registry:
+    """The StateMachine of one pool: its structures, by name.
+
+    Not thread-safe on its own; replicators serialise ``apply``.
+    """
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.buf = pool.buf
+        self._transaction = pool.transaction
+        self.txgen = 0  # bumped per transaction: cores undo-log their header once per batch
+        root = pool.root(REGISTRY_ROOT)
+        if root is None:
+            with pool.transaction() as tx:
+                off = tx.alloc(REGISTRY_SIZE, zero=True)
+                self.buf[off:off + 8] = REGISTRY_MAGIC
+                tx.set_root(REGISTRY_ROOT, off, REGISTRY_TAG)
+            root = pool.root(REGISTRY_ROOT)
+        if root.tag != REGISTRY_TAG or bytes(self.buf[root.off:root.off + 8]) != REGISTRY_MAGIC:
+            raise StructureCorruptError(f"root {REGISTRY_ROOT!r} is not a Blizzard registry record")
+        self._off = root.off
+        self._cores: dict[bytes, Core] = {}
+        self._applied = 0
+        self._local: LocalReplicator | None = None
+        # Blocks freed by the Ops of the running batch, handed to tx.free at its end, after
+        # every allocation: works around the allocator reusing a block freed earlier in the
+        # same transaction (see /tmp/blizzard-pmem-bugs.md).
+        self.frees: list[int] = []
+        self._load_cores()
+
+    # -- volatile state -------------------------------------------------------------
+
+    def _load_cores(self) -> None:
+        old = self._cores
+        cores: dict[bytes, Core] = {}
+        applied = _U64.unpack_from(self.buf, self._off + 8)[0]
+        for name, root in self.pool.roots().items():
+            kind = KINDS.get(root.tag)
+            if kind is None or name == REGISTRY_ROOT:
+                continue
+            raw = name.encode()
+            core = old.pop(raw, None)
+            if core is not None and core.header_off == root.off and core.tag == root.tag:
+                core.reload()
+            else:
+                if core is not None:
+                    core.kill()
+                core = kind[1](self, name, root.off)
+            cores[raw] = core
+            applied = max(applied, core.applied)
+        for core in old.values():
+            core.kill()
+        self._cores = cores
+        self._applied = applied
+
+    @property
+    def last_applied(self) -> int:
+        return self._applied
+
+    def core(self, name: str) -> Core | None:
+        """The structure named ``name``, or None."""
+        return self._cores.get(name.encode())
+
+    def names(self) -> list[str]:
+        return sorted(raw.decode() for raw in self._cores)
+
+    @property
+    def replicator(self) -> LocalReplicator:
+        """The pool's default replicator (local, created on first use)."""
+        if self._local is None:
+            self._local = LocalReplicator(self)
+        return self._local
+
+    # -- applying -------------------------------------------------------------------
+
+    def apply_one(self, index: int, record: bytes) -> Any:
+        """Apply one Op in its own transaction (the LocalReplicator's fast path)."""
+        if index <= self._applied:
+            return None
+        self.txgen += 1
+        try:
+            with self._transaction() as tx:
+                result = self._apply(tx, index, record)
+                if self.frees:
+                    self._free_pending(tx)
+        except BaseException:
+            self._after_abort()
+            raise
+        self._applied = index
+        return result
+
+    def apply(self, batch: list[tuple[int, bytes]]) -> list[Any]:
+        """Apply committed entries in one transaction; see the StateMachine contract."""
+        results: list[Any] = []
+        applied = self._applied
+        self.txgen += 1
+        try:
+            with self._transaction() as tx:
+                for index, record in batch:
+                    if index <= applied:
+                        results.append(None)
+                        continue
+                    results.append(self._apply(tx, index, record))
+                    applied = index
+                if self.frees:
+                    self._free_pending(tx)
+        except BaseException:
+            self._after_abort()
+            raise
+        self._applied = applied
+        return results
+
+    def _apply(self, tx: Transaction, index: int, record: bytes) -> Any:
+        try:
+            size = len(record)
+            if size < 8:
+                ops.decode_head(record)  # raises the precise error
+            version, code, n, a = HEAD.unpack_from(record, 0)
+            if version != OP_VERSION or 8 + n + a != size:
+                ops.decode_head(record)
+            core = self._cores.get(record[8:8 + n])
+            if core is not None and code >> 4 == core.opgroup:
+                return core.apply(tx, index, code, record, 8 + n)
+            if code == OpCode.CREATE:
+                result = self._create(tx, record, 8 + n, 8 + n)
+            elif code == OpCode.DROP:
+                result = self._drop(tx, record, 8 + n)
+            elif core is None:
+                raise OpDecodeError(
+                    f"Op {code:#x} for structure {bytes(record[8:8 + n])!r}, which does not exist")
+            else:
+                raise OpDecodeError(f"opcode {code:#x} does not apply to a {core.tag.decode()}")
+        except OpDecodeError as exc:
+            result = exc
+        self._stamp(tx, index)
+        return result
+
+    def _free_pending(self, tx: Transaction) -> None:
+        frees = self.frees
+        for off in frees:
+            tx.free(off)
+        frees.clear()
+
+    def _stamp(self, tx: Transaction, index: int) -> None:
+        tx.add(self._off + 8, 8)
+        _U64.pack_into(self.buf, self._off + 8, index)
+
+    def _create(self, tx: Transaction, record: bytes, name_end: int, start: int) -> Any:
+        if len(record[8:name_end]) == 0:
+            raise OpDecodeError("CREATE without a structure name")
+        tag, key_codec, value_codec = ops.split_args(record, start, 3)
+        try:
+            name = bytes(record[8:name_end]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise OpDecodeError("structure name is not UTF-8") from None
+        existing = self._cores.get(name.encode())
+        if existing is not None:
+            return _compatible(existing, tag, key_codec.decode(), value_codec.decode())
+        if tag not in KINDS:
+            raise OpDecodeError(f"CREATE of unknown structure kind {tag!r}")
+        if self.pool.root(name) is not None:
+            return StructureKindError(f"{name!r} is already a root of the pool, not a structure")
+        core = KINDS[tag][0](self, tx, name, key_codec.decode(), value_codec.decode())
+        self._cores[name.encode()] = core
+        return None
+
+    def _drop(self, tx: Transaction, record: bytes, name_end: int) -> Any:
+        raw = bytes(record[8:name_end])
+        core = self._cores.get(raw)
+        if core is None:
+            return KeyError(raw.decode("utf-8", "replace"))
+        core.destroy(tx)
+        tx.delete_root(core.name)
+        del self._cores[raw]
+        core.kill()
+        return None
+
+    def _after_abort(self) -> None:
+        """The transaction rolled back: rebuild every volatile index from the pool."""
+        self.frees.clear()
+        if not self.pool.closed:
+            self._load_cores()
+
+    # -- structure management -------------------------------------------------------
+
+    def open_structure(self, name: str, tag: bytes, key_codec: str | None, value_codec: str | None,
+                       replicator: Replicator, default_codecs: tuple[str, str]) -> Core:
+        """Open ``name``, creating it (through ``replicator``) if it does not exist."""
+        core = self.core(name)
+        if core is None:
+            kc = key_codec or default_codecs[0]
+            vc = value_codec or default_codecs[1]
+            op = ops.encode(ops.Op(name, OpCode.CREATE, (tag, kc.encode(), vc.encode())))
+            replicator.submit(op)
+            core = self.core(name)
+            if core is None:
+                raise StructureKindError(f"creating {name!r} did not take effect")
+        error = _compatible(core, tag, key_codec, value_codec)
+        if error is not None:
+            raise error
+        return core
+
+    def drop(self, name: str, replicator: Replicator | None = None) -> None:
+        """Remove structure ``name`` and free its memory (an Op, so it replicates)."""
+        (replicator or self.replicator).submit(ops.encode(ops.Op(name, OpCode.DROP)))
+
+    # -- snapshots --------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """Every structure and ``last_applied``, as bytes (a full copy, O(n)).
+
+        Format: magic, u64 last_applied, u32 count, then per structure its
+        name, tag and codecs (u32-length-prefixed), u64 item count and the
+        items, each a u32 field count and u32-length-prefixed fields.
+        """
+        parts = [SNAPSHOT_MAGIC, _U64.pack(self._applied), _U32.pack(len(self._cores))]
+        for raw, core in sorted(self._cores.items()):
+            items = list(core.dump())
+            for field in (raw, core.tag, core.key_codec.encode(), core.value_codec.encode()):
+                parts += (_U32.pack(len(field)), field)
+            parts.append(_U64.pack(len(items)))
+            for item in items:
+                parts.append(_U32.pack(len(item)))
+                for field in item:
+                    parts += (_U32.pack(len(field)), field)
+        return b"".join(parts)
+
+    def restore(self, data: bytes) -> None:
+        """Replace every structure by the snapshot's, in one transaction."""
+        applied, structures = _parse_snapshot(data)
+        self.txgen += 1
+        try:
+            with self._transaction() as tx:
+                for raw, core in list(self._cores.items()):
+                    core.destroy(tx)
+                    tx.delete_root(core.name)
+                    del self._cores[raw]
+                    core.kill()
+                for name, tag, key_codec, value_codec, items in structures:
+                    if tag not in KINDS:
+                        raise OpDecodeError(f"snapshot holds a structure of unknown kind {tag!r}")
+                    core = KINDS[tag][0](self, tx, name, key_codec, value_codec)
+                    core.load(tx, items)
+                    self._cores[name.encode()] = core
+                self._stamp(tx, applied)
+                self._free_pending(tx)
+        except BaseException:
+            self._after_abort()
+            raise
+        self._load_cores()
+        self._applied = applied
+
+    # -- checking ---------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Check the pool and every structure; and that ``last_applied`` is consistent."""
+        self.pool.check()
+        applied = _U64.unpack_from(self.buf, self._off + 8)[0]
+        for core in self._cores.values():
+            core.check()
+            applied = max(applied, core.applied)
+        if applied != self._applied:
+            raise StructureCorruptError(
+                f"last_applied is {self._applied} in memory, {applied} in the pool")
+
+
+def _compatible(core: Core, tag: bytes, key_codec: str | None, value_codec: str | None):
+    """None if ``core`` matches what the caller asked for, else the error to raise."""
+    if core.tag != tag:
+        return StructureKindError(
+            f"{core.name!r} is a {core.tag.decode()}, not a {tag.decode()}")
+    for what, asked, have in (("key", key_codec, core.key_codec),
+                              ("value", value_codec, core.value_codec)):
+        if asked is not None and asked != have:
+            return CodecMismatchError(
+                f"{core.name!r} was created with {what} codec {have!r}, not {asked!r}")
+    return None
+
+
+def _parse_snapshot(data: bytes):
+    view = memoryview(data)
+    if bytes(view[:8]) != SNAPSHOT_MAGIC:
+        raise OpDecodeError("not a Blizzard snapshot (bad magic)")
+    pos = 8
+
+    def take(n: int) -> memoryview:
+        nonlocal pos
+        if pos + n > len(view):
+            raise OpDecodeError("snapshot truncated")
+        piece = view[pos:pos + n]
+        pos += n
+        return piece
+
+    def field() -> bytes:
+        return bytes(take(_U32.unpack(take(4))[0]))
+
+    applied = _U64.unpack(take(8))[0]
+    structures = []
+    for _ in range(_U32.unpack(take(4))[0]):
+        name, tag, key_codec, value_codec = (field() for _ in range(4))
+        items = []
+        for _ in range(_U64.unpack(take(8))[0]):
+            items.append(tuple(field() for _ in range(_U32.unpack(take(4))[0])))
+        structures.append((name.decode(), tag, key_codec.decode(), value_codec.decode(), items))
+    if pos != len(view):
+        raise OpDecodeError("snapshot has trailing bytes")
+    return applied, structures
+
+
+_registries: weakref.WeakKeyDictionary[Pool, Registry] = weakref.WeakKeyDictionary()
+
+
+def registry_for(pool: Pool) -> Registry:
+    """The registry (StateMachine) of ``pool``: one per open pool, made on first use."""
+    if pool.closed:
+        raise PoolClosedError("the pool is closed")
+    registry = _registries.get(pool)
+    if registry is None:
+        registry = _registries[pool] = Registry(pool)
+    return registry

@@ -1,0 +1,125 @@
+"""The registry as a StateMachine: exactly-once apply, batches, snapshots, bad Ops."""
+
+from __future__ import annotations
+
+import pytest
+
+from blizzard.exceptions import OpDecodeError, PoolFullError, StructureKindError
+from blizzard.pmem import DramMedia, Pool
+from blizzard.replication.base import StateMachine
+from blizzard.structures import PHashMap, PQueue, ops, registry_for
+from blizzard.structures.ops import Op, OpCode
+
+
+def fresh():
+    pool = Pool.create(DramMedia(16 << 20))
+    return pool, registry_for(pool)
+
+
+def create(name: str, tag: bytes = b"phashmap") -> bytes:
+    return ops.encode(Op(name, OpCode.CREATE, (tag, b"bytes", b"bytes")))
+
+
+def put(name: str, k: bytes, v: bytes) -> bytes:
+    return ops.encode(Op(name, OpCode.MAP_PUT, (k, v)))
+
+
+def test_registry_is_a_state_machine():
+    pool, reg = fresh()
+    assert isinstance(reg, StateMachine)
+    assert registry_for(pool) is reg
+
+
+def test_batches_apply_in_one_transaction_and_replays_are_skipped():
+    pool, reg = fresh()
+    batch = [(1, create("m")), (2, put("m", b"a", b"1")), (3, put("m", b"b", b"2"))]
+    assert reg.apply(batch) == [None, None, None]
+    assert reg.last_applied == 3
+    # a replay after a crash: entries at or below last_applied are skipped
+    pop = ops.encode(Op("m", OpCode.MAP_POP, (b"b",)))
+    assert reg.apply([(2, put("m", b"a", b"X")), (4, pop)]) == [None, b"2"]
+    m = PHashMap(pool, "m")
+    assert dict(m.items()) == {b"a": b"1"}
+    reg.check()
+
+
+def test_last_applied_survives_reopen():
+    """last_applied is the max of the registry's and every structure's stamp."""
+    media = DramMedia(16 << 20)
+    pool = Pool.create(media)
+    m = PHashMap(pool, "m")
+    q = PQueue(pool, "q")
+    m[b"k"] = b"v"
+    q.put(b"x")
+    m[b"k2"] = b"v"
+    reg = registry_for(pool)
+    assert reg.last_applied == 5
+    image = bytes(pool.buf)
+    pool.close()
+    again = Pool.open(DramMedia.from_bytes(image))
+    assert registry_for(again).last_applied == 5
+    registry_for(again).check()
+
+
+def test_invalid_ops_are_results_and_still_count():
+    _, reg = fresh()
+    results = reg.apply([(1, b"\x01junk"), (2, put("nope", b"k", b"v")),
+                         (3, create("m")), (4, ops.encode(Op("m", OpCode.QUEUE_GET))),
+                         (5, create("m", b"pqueue")), (6, create("x", b"unknown"))])
+    assert isinstance(results[0], OpDecodeError) and "truncated" in str(results[0])
+    assert isinstance(results[1], OpDecodeError) and "does not exist" in str(results[1])
+    assert results[2] is None
+    assert isinstance(results[3], OpDecodeError) and "does not apply" in str(results[3])
+    assert isinstance(results[4], StructureKindError)
+    assert isinstance(results[5], OpDecodeError)
+    assert reg.last_applied == 6
+    reg.check()
+
+
+def test_an_exception_rolls_the_whole_batch_back():
+    pool = Pool.create(DramMedia(2 << 20))
+    reg = registry_for(pool)
+    reg.apply([(1, create("m")), (2, put("m", b"a", b"1"))])
+    with pytest.raises(PoolFullError):
+        reg.apply([(3, put("m", b"b", b"2")), (4, put("m", b"big", bytes(8 << 20)))])
+    assert reg.last_applied == 2
+    m = PHashMap(pool, "m")
+    assert dict(m.items()) == {b"a": b"1"}
+    reg.check()
+    m[b"c"] = b"3"  # and it keeps working
+    reg.check()
+
+
+def test_snapshot_restore_round_trip():
+    pool, reg = fresh()
+    m = PHashMap(pool, "m", key_codec=str, value_codec=int)
+    q = PQueue(pool, "q")
+    for i in range(300):
+        m[str(i)] = i
+        q.put(b"%d" % i)
+    data = reg.snapshot()
+    other_pool, other = fresh()
+    PHashMap(other_pool, "gone")[b"x"] = b"y"
+    other.restore(data)
+    assert other.last_applied == reg.last_applied
+    assert other.names() == ["m", "q"]
+    m2 = PHashMap(other_pool, "m")
+    assert dict(m2.items()) == dict(m.items())
+    assert list(PQueue(other_pool, "q")) == list(q)
+    other.check()
+    assert other.snapshot() == data
+    with pytest.raises(OpDecodeError):
+        other.restore(data[:-1])
+
+
+def test_drop_frees_everything():
+    pool, reg = fresh()
+    before = pool.stats().used
+    m = PHashMap(pool, "m")
+    for i in range(500):
+        m[b"%d" % i] = bytes(2000)
+    reg.drop("m")
+    assert reg.core("m") is None and pool.root("m") is None
+    assert pool.stats().used == before
+    assert len(m) == 0
+    reg.check()

@@ -158,7 +158,7 @@ class _Crash(Exception):
 def _acceptable(recovered: tuple, before: MemoryStorage, after: MemoryStorage) -> bool:
     """The recovered log is the state before, or a prefix of the state after that
     keeps every entry the operation did not replace."""
-    first, last, entries, snapshot, (hs, conf) = recovered
+    first, last, entries, snapshot, (hs, _conf) = recovered
     if snapshot == after.snapshot() and snapshot != before.snapshot():
         target = after
     elif snapshot == before.snapshot():
@@ -168,11 +168,12 @@ def _acceptable(recovered: tuple, before: MemoryStorage, after: MemoryStorage) -
     if hs not in (before.hard_state(), after.hard_state()):
         # the commit index may be clamped to the recovered log
         candidates = [h for h in (before.hard_state(), after.hard_state())
-                      if (h.term, h.vote) == (hs.term, hs.vote) and hs.commit == min(h.commit, last)]
+                      if (h.term, h.vote) == (hs.term, hs.vote)
+                      and hs.commit == min(h.commit, last)]
         if not candidates:
             return False
     for model in ([target] if target else [before, after]):
-        m_first, m_last, m_entries, _, _ = _state(model)
+        m_first, _, m_entries, _, _ = _state(model)
         if first != m_first or entries != m_entries[:len(entries)]:
             continue
         b_entries = _state(before)[2]

@@ -106,16 +106,23 @@ def check_register(operations: list[Operation], *, states_max: int = 1_000_000) 
 
 
 def _candidates(ops: list[Operation], mask: int) -> list[int]:
-    """Operations that may come next: invoked before the earliest pending return."""
+    """Operations that may come next: invoked before the earliest pending return.
+
+    One pass from the first unlinearized operation: ``ops`` is sorted by
+    invoke time and an operation's return follows its invoke, so once an
+    invoke passes the earliest return seen so far, nothing later qualifies.
+    """
+    first = ((~mask) & (mask + 1)).bit_length() - 1  # lowest unlinearized position
     earliest_return = math.inf
-    for position, op in enumerate(ops):
-        if not mask >> position & 1 and op.ret < earliest_return:
-            earliest_return = op.ret
     found = []
-    for position, op in enumerate(ops):
+    for position in range(first, len(ops)):
+        op = ops[position]
         if op.invoke > earliest_return:
-            break  # sorted by invoke: nothing later qualifies
+            break
         if not mask >> position & 1:
             found.append(position)
+            if op.ret < earliest_return:
+                earliest_return = op.ret
+    found = [position for position in found if ops[position].invoke <= earliest_return]
     found.reverse()  # pop() then tries the earliest invoked first
     return found

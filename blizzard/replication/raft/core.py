@@ -19,8 +19,10 @@ by counting replicas (section 5.4.2), earlier ones commit with them.
 from __future__ import annotations
 
 import enum
+import operator
 import random
 from collections.abc import Callable, Iterable
+from itertools import count, repeat
 
 import attrs
 
@@ -50,6 +52,7 @@ from blizzard.replication.raft.messages import (
     MsgVoteResp,
     Snapshot,
     SnapshotMeta,
+    new_entry,
 )
 from blizzard.replication.raft.progress import Progress, ProgressState
 from blizzard.replication.raft.raftlog import RaftLog
@@ -58,6 +61,7 @@ from blizzard.replication.raft.storage import CompactedError, Storage
 
 __all__ = ["Config", "ProposalDroppedError", "Raft", "Ready", "Role", "SoftState"]
 
+_type_of = operator.itemgetter(2)  # Entry.type
 _NORMAL = EntryType.NORMAL
 _CONF_CHANGE = EntryType.CONF_CHANGE
 _REPLICATE = ProgressState.REPLICATE
@@ -279,21 +283,31 @@ class Raft:
     def has_ready(self) -> bool:
         self._flush_broadcast()
         log = self.log
-        return bool(
-            self.msgs
-            or log.unstable
-            or log.pending_snapshot is not None
-            or log.committed > log.applied
-            or self.read_states
-            or self._hard_state() != self._prev_hard_state
-            or self._soft_state() != self._prev_soft_state
+        if self.msgs or log.unstable or log.committed > log.applied or self.read_states:
+            return True
+        hard = self._prev_hard_state
+        soft = self._prev_soft_state
+        return (
+            log.pending_snapshot is not None
+            or self.term != hard.term
+            or self.vote != hard.vote
+            or log.committed != hard.commit
+            or self.lead != soft.leader
+            or self.role != soft.role
         )
 
     def ready(self) -> Ready:
         """Collect the work accumulated since the last ``advance``."""
         self._flush_broadcast()
         log = self.log
-        hard_state = self._hard_state()
+        previous = self._prev_hard_state
+        hard_state = None
+        if (
+            self.term != previous.term
+            or self.vote != previous.vote
+            or log.committed != previous.commit
+        ):
+            hard_state = self._hard_state()
         snapshot = log.pending_snapshot
         if snapshot is not None:
             log.applied = snapshot.meta.index
@@ -303,12 +317,16 @@ class Raft:
             # Set before applying: a membership change may advance the commit
             # index, and what it newly commits belongs to the next Ready.
             log.applied = committed[-1].index
-            for entry in committed:
-                if entry.type is _CONF_CHANGE:
-                    self._apply_conf_change(entry)
+            if _CONF_CHANGE in map(_type_of, committed):  # scanned in C: usually absent
+                for entry in committed:
+                    if entry.type is _CONF_CHANGE:
+                        self._apply_conf_change(entry)
+        soft_state = self._prev_soft_state
+        if self.lead != soft_state.leader or self.role != soft_state.role:
+            soft_state = self._soft_state()
         ready = Ready(
-            soft_state=self._soft_state(),
-            hard_state=None if hard_state == self._prev_hard_state else hard_state,
+            soft_state=soft_state,
+            hard_state=hard_state,
             entries=tuple(log.unstable),
             snapshot=snapshot,
             messages=tuple(self.msgs),
@@ -581,7 +599,7 @@ class Raft:
         log = self.log
         term = self.term
         index = log.last_index()
-        entries = [Entry(term, index := index + 1, kind, data) for data in items]
+        entries = list(map(new_entry, zip(repeat(term), count(index + 1), repeat(kind), items)))
         if entries:
             log.append(entries)
             self._bcast_pending = True

@@ -359,7 +359,7 @@ class Simulator:
         copies = 2 if rates.duplicate and rng.random() < rates.duplicate else 1
         for _ in range(copies):
             self._sequence += 1
-            deliver_at = self.now + rng.randint(1, rates.delay_max)
+            deliver_at = self.now + 1 + int(rng.random() * rates.delay_max)
             heapq.heappush(self._queue, (deliver_at, self._sequence, m))
 
     def _deliver_due(self) -> None:

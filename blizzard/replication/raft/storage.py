@@ -13,6 +13,7 @@ lives at ``_entries[i - _entries[0].index]``.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -174,13 +175,18 @@ class MemoryStorage:
         return other
 
 
+ENTRY_OVERHEAD = 24  # bytes counted per entry besides its data (term, index, type)
+_data_of = operator.itemgetter(3)
+
+
 def limit_size(entries: list[Entry], bytes_max: int) -> list[Entry]:
     """The longest prefix of ``entries`` within ``bytes_max`` (at least one entry)."""
-    if not entries:
-        return entries
+    count = len(entries)
+    if count * ENTRY_OVERHEAD + sum(map(len, map(_data_of, entries))) <= bytes_max:
+        return entries  # the common case, summed without a Python-level loop
     total = 0
     for count, entry in enumerate(entries):
-        total += len(entry.data) + 24
+        total += len(entry.data) + ENTRY_OVERHEAD
         if total > bytes_max and count > 0:
             return entries[:count]
     return entries

@@ -1,0 +1,52 @@
+"""The Transport interface: what the node driver needs from a network.
+
+Raft tolerates lost, duplicated and reordered messages, so a transport
+promises little: ``send`` never blocks and may drop (a full outbox is
+back-pressure, counted in the stats, never unbounded memory); frames that
+arrive are handed to the receiver callback whole, in the order each peer's
+connection delivered them. Payloads are opaque bytes: the driver encodes and
+decodes Raft messages itself, so a DPDK transport drops in unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import attrs
+
+Receiver = Callable[[int, bytes], None]
+
+
+@attrs.define
+class TransportStats:
+    """Counters since start; a transport exposes one of these as ``stats``."""
+
+    frames_sent: int = 0
+    bytes_sent: int = 0
+    frames_received: int = 0
+    bytes_received: int = 0
+    frames_dropped: int = 0  # outbox full or peer unknown
+    writes: int = 0  # socket writes: frames_sent / writes is the batching factor
+    connects: int = 0
+    refused: int = 0  # inbound connections refused (bad handshake, TLS, cluster id)
+    bad_frames: int = 0  # oversized or malformed input
+
+
+class Transport(Protocol):
+    """Carries frames between the nodes of one cluster."""
+
+    node_id: int
+    stats: TransportStats
+
+    def set_receiver(self, receiver: Receiver) -> None:
+        """``receiver(source_node_id, payload)`` is called for every frame that arrives."""
+
+    async def start(self) -> None:
+        """Listen, and begin connecting to peers (in the background)."""
+
+    async def stop(self) -> None:
+        """Close every connection; pending frames are dropped."""
+
+    def send(self, target: int, payload: bytes) -> bool:
+        """Queue ``payload`` for ``target``; False if it was dropped. Never blocks."""

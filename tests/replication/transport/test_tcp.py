@@ -5,6 +5,7 @@ other clusters, peers without the TLS certificate)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -151,7 +152,7 @@ def test_bad_input_is_refused_and_the_node_keeps_serving(caplog):
 
 def test_a_receiver_error_does_not_kill_the_connection(caplog):
     async def main():
-        nodes, inbox = cluster(2)
+        nodes, _ = cluster(2)
         calls = []
 
         def receiver(src, payload):
@@ -206,7 +207,8 @@ def test_mutual_tls(pki, caplog):
         bare = ssl.create_default_context(cafile=str(pki / "ca.pem"))
         bare.check_hostname = False
         # a certificate the cluster CA did not sign
-        _, stranger = tls_contexts(ca_file=str(pki / "ca.pem"), cert_file=str(pki / "evil-node.pem"),
+        _, stranger = tls_contexts(ca_file=str(pki / "ca.pem"),
+                                   cert_file=str(pki / "evil-node.pem"),
                                    key_file=str(pki / "evil-node.key"))
         for ctx in (bare, stranger):
             with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):

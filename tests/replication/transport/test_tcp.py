@@ -5,7 +5,6 @@ other clusters, peers without the TLS certificate)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import ssl

@@ -22,6 +22,9 @@ from blizzard.replication.raft.storage import MemoryStorage
 
 __all__ = ["main", "run_once"]
 
+COMPACT_EVERY_ROUNDS = 256
+COMPACT_KEEP = 4096  # entries kept behind the applied index, for slow followers
+
 
 def _cluster(nodes: int) -> tuple[list[Raft], list[MemoryStorage]]:
     ids = tuple(range(1, nodes + 1))
@@ -57,8 +60,12 @@ def _round(cores: list[Raft], storages: list[MemoryStorage], by_id: dict[int, Ra
     return applied
 
 
-def run_once(*, entries: int = 200_000, batch: int = 64, nodes: int = 3) -> float:
-    """Commit ``entries`` entries; return entries per second (leader applied)."""
+def run_once(*, entries: int = 200_000, batch: int = 64, nodes: int = 3) -> tuple[float, float]:
+    """Commit ``entries`` entries; return entries per second of (wall time, CPU time).
+
+    The CPU-time rate is the robust one on a shared machine: it does not count
+    the time other processes held the core.
+    """
     cores, storages = _cluster(nodes)
     by_id = {core.id: core for core in cores}
     leader = cores[0]
@@ -70,13 +77,25 @@ def run_once(*, entries: int = 200_000, batch: int = 64, nodes: int = 3) -> floa
     target = leader.log.committed + entries
     proposed = 0
     start = time.perf_counter()
+    start_cpu = time.thread_time()
+    rounds = 0
     while leader.log.applied < target:
         if proposed < entries:
             leader.propose_batch(payloads)
             proposed += batch
         _round(cores, storages, by_id)
+        rounds += 1
+        if rounds % COMPACT_EVERY_ROUNDS == 0:
+            # As a deployment would: snapshot and drop the applied prefix, so
+            # the in-memory log (and the garbage collector's work) stays bounded.
+            for core in cores:
+                index = core.log.applied - COMPACT_KEEP
+                if index > core.log.storage.first_index():
+                    core.compact(index, b"")
     elapsed = time.perf_counter() - start
-    return (leader.log.applied - (target - entries)) / elapsed
+    elapsed_cpu = time.thread_time() - start_cpu
+    done = leader.log.applied - (target - entries)
+    return done / elapsed, done / elapsed_cpu
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,15 +106,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args(argv)
     run_once(entries=args.entries // 10, batch=args.batch, nodes=args.nodes)  # warm-up
-    rates = [
-        run_once(entries=args.entries, batch=args.batch, nodes=args.nodes)
-        for _ in range(args.runs)
+    results = [
+        run_once(entries=args.entries, batch=args.batch, nodes=args.nodes) for _ in range(args.runs)
     ]
     print(
-        f"raft core, {args.nodes} nodes, batches of {args.batch}:"
-        f" min {min(rates):,.0f}  median {statistics.median(rates):,.0f}"
-        f"  max {max(rates):,.0f} entries/s ({args.runs} runs of {args.entries:,} entries)"
+        f"raft core, {args.nodes} nodes, batches of {args.batch},"
+        f" {args.runs} runs of {args.entries:,} entries (entries/s):"
     )
+    for label, rates in (
+        ("CPU time", [r[1] for r in results]),
+        ("wall time", [r[0] for r in results]),
+    ):
+        print(
+            f"  {label:>9}: min {min(rates):,.0f}  median {statistics.median(rates):,.0f}"
+            f"  max {max(rates):,.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ other clusters, peers without the TLS certificate)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -110,10 +111,8 @@ async def _raw(port: int, data: bytes, read: bool = True) -> bytes:
     await writer.drain()
     reply = b""
     if read:
-        try:
+        with contextlib.suppress(TimeoutError):
             reply = await asyncio.wait_for(reader.read(100), 5)
-        except TimeoutError:
-            pass
     writer.close()
     return reply
 

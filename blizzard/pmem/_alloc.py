@@ -178,7 +178,7 @@ class Allocator:
                 run = runs[-1]
                 free = run.free
                 if free is None:
-                    free = run.free = self._free_slots(run)
+                    free = run.free = self._free_slots(run, tx._frees)
                 if free:
                     break
                 runs.pop()
@@ -232,11 +232,18 @@ class Allocator:
         self._list(run)
         return run
 
-    def _free_slots(self, run: Run) -> list[int]:
-        """Free slot numbers of a run, highest first (so pop() takes the lowest)."""
+    def _free_slots(self, run: Run, pending: list[tuple[Run | Extent, int]]) -> list[int]:
+        """Free slot numbers of a run, highest first (so pop() takes the lowest).
+
+        Slots freed by the live transaction (``pending``) have their bit clear
+        already but become reusable only at commit, so they are left out.
+        """
         cls = run.cls
         base = run.bitmap_word << 3
         bits = int.from_bytes(self._buf[base:base + cls.bitmap_words * 8], "little")
+        for owner, slot in pending:
+            if owner is run:
+                bits |= 1 << slot
         return [slot for slot in range(cls.nblocks - 1, -1, -1) if not (bits >> slot) & 1]
 
     def take_log_chunks(self, count: int, persist) -> int:

@@ -55,3 +55,19 @@ def test_misuse_is_refused():
         with pytest.raises(TransactionError, match="not an allocated block"):
             tx.free(pool.size - 64)
     pool.check()
+
+
+def test_a_block_freed_in_a_transaction_is_not_reused_by_it():
+    """Frees become reusable at commit, also when a run's free list is built lazily."""
+    pool = Pool.create(DramMedia(4 << 20))
+    with pool.transaction() as tx:
+        a = tx.alloc(4096)
+        tx.alloc(4096)
+    pool = Pool.open(DramMedia.from_bytes(bytes(pool.buf)))  # free lists rebuilt lazily
+    with pool.transaction() as tx:
+        tx.free(a)
+        assert tx.alloc(4096) != a
+    pool.check()
+    with pool.transaction() as tx:
+        assert tx.alloc(4096) == a  # reusable after the commit
+    pool.check()

@@ -167,6 +167,12 @@ class Raft:
         self._prev_soft_state = SoftState(NONE, Role.FOLLOWER)
         self._step: Callable[[Message], None] = self._step_follower
         self._tick: Callable[[], None] = self._tick_election
+        if self.log.applied > snapshot_index:
+            # The state machine already holds entries past the snapshot: their
+            # membership changes will not be handed out again, so replay them.
+            for entry in storage.entries(snapshot_index + 1, self.log.applied + 1):
+                if entry.type is _CONF_CHANGE:
+                    self._apply_conf_change(entry)
         self._become_follower(self.term, NONE)
 
     def __repr__(self) -> str:

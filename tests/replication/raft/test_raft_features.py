@@ -3,10 +3,12 @@ transfer, snapshots, membership changes, learners, batching and pipelining."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from blizzard.exceptions import ProposalDroppedError
-from blizzard.replication.raft.core import Role
+from blizzard.replication.raft.core import Config, Raft, Role
 from blizzard.replication.raft.messages import (
     ConfChange,
     ConfChangeType,
@@ -343,3 +345,18 @@ def test_single_node_cluster_commits_alone():
     net.stabilize()
     assert net.data_applied(1) == [b"solo"]
     assert net.read_states[1][0].context == b"r"
+
+
+def test_restart_with_a_persistent_state_machine_keeps_membership():
+    """A driver whose state machine survived (Config.applied) gets no replay of
+    applied entries, so the core rebuilds the membership from the log itself."""
+    net = Network(3)
+    leader = net.elect(1)
+    leader.propose_conf_change(ConfChange(ConfChangeType.REMOVE_NODE, 3))
+    net.stabilize()
+    applied = net.nodes[2].log.applied
+    storage = net.storages[2]
+    node = Raft(Config(id=2, applied=applied), storage, random.Random(5))
+    assert node.voters == {1, 2}
+    assert node.log.applied == applied
+    assert not node.ready().committed_entries

@@ -641,6 +641,8 @@ class Raft:
         MsgApps as the inflight window allows; return whether any was sent."""
         progress = self.prs[target]
         log = self.log
+        if not send_if_empty and progress.next > log.last_index():
+            return False  # caught up: the common case on every acknowledgement
         config = self.config
         sent = False
         while not progress.is_paused():

@@ -25,14 +25,15 @@ Bucket page (4096 bytes)::
     offset | size  | field
     0      | 8     | next: offset of the bucket's next (overflow) page, 0 = last
     8      | 8     | reserved, zero
-    16     | 8*32  | slots: u64 = h32 | pos << 32; 0 = empty. h32 is the key's
-           |       |   CRC-32, pos the entry's offset in the page (>= 272)
+    16     | 8*32  | slots: u64 = h32 | pos << 32 | n << 48; 0 = empty. h32 is
+           |       |   the key's CRC-32, pos the entry's offset in the page
+           |       |   (>= 272), n its exact length if inline, else 0
     272    | 3824  | entry heap
 
 Entry (8-byte aligned in the heap)::
 
-    0      | 4     | klen
-    4      | 4     | vlen, or 0xFFFFFFFF: the value is in its own block
+    0      | 4     | vlen, or 0xFFFFFFFF: the value is in its own block
+    4      | 4     | klen
     8      | klen  | key
     8+klen | vlen  | value -- or u64 value length, u64 offset of its block
 
@@ -102,6 +103,7 @@ _HDR = struct.Struct("<II")
 _EXT = struct.Struct("<QQ")
 _HOT = struct.Struct("<QQQ")  # count, applied, nbuckets at +8
 _SLOTS = struct.Struct(f"<{SLOTS}Q")
+POS_MASK = 0xFFFF << 32
 _ZERO_HEAD = bytes(HEAP_START)
 _NOT_FOUND = None
 
@@ -198,57 +200,63 @@ class HashCore:
         return h & self.hi_mask if b < self.split else b
 
     def find(self, kb: bytes, h: int) -> tuple[int, int, int] | None:
-        """``(page, slot byte index, entry offset)`` of key ``kb``, or None."""
+        """``(page, slot byte index in the page, slot)`` of key ``kb``, or None."""
         buf = self.buf
         hb = _U32.pack(h)
         b = h & self.lo_mask
         if b < self.split:
             b = h & self.hi_mask
         page = self.pages[b]
-        klen = len(kb)
+        prefix = _U32.pack(len(kb)) + kb
         while page:
             raw = buf[page:page + HEAP_START].tobytes()
             i = raw.find(hb, SLOTS_OFF)
             while i >= 0:
                 if not i & 7:
-                    e = page + int.from_bytes(raw[i + 4:i + 8], "little")
-                    if (e != page and _HDR.unpack_from(buf, e)[0] == klen
-                            and buf[e + 8:e + 8 + klen] == kb):
-                        return page, i, e
+                    s = _U64.unpack_from(raw, i)[0]
+                    e = page + ((s >> 32) & 0xFFFF)
+                    if e != page and buf[e + 4:e + 8 + len(kb)].tobytes() == prefix:
+                        return page, i, s
                 i = raw.find(hb, i + 1)
-            page = int.from_bytes(raw[:8], "little")
+            page = _U64.unpack_from(raw, 0)[0]
         return None
 
     def get(self, kb: bytes) -> bytes | None:
-        """The value stored under ``kb``, or None. Cost: one page read per chain page."""
+        """The value stored under ``kb``, or None. Cost: one page read per chain page.
+
+        The slot gives the entry's position and exact length, so a hit reads
+        the slot array and the entry with one copy each; ``prefix`` (klen +
+        key) checks length and key in one comparison.
+        """
         buf = self.buf
         h = crc32(kb)
-        hb = _U32.pack(h)
         b = h & self.lo_mask
         if b < self.split:
             b = h & self.hi_mask
         page = self.pages[b]
-        klen = len(kb)
+        hb = _U32.pack(h)
+        prefix = _U32.pack(len(kb)) + kb
         while page:
             raw = buf[page:page + HEAP_START].tobytes()
             i = raw.find(hb, SLOTS_OFF)
             while i >= 0:
                 if not i & 7:
-                    e = page + int.from_bytes(raw[i + 4:i + 8], "little")
-                    k, v = _HDR.unpack_from(buf, e)
-                    ke = e + 8 + k
-                    if k == klen and e != page and buf[e + 8:ke] == kb:
-                        if v != EXT:
-                            return buf[ke:ke + v].tobytes()
-                        vlen, block = _EXT.unpack_from(buf, ke)
-                        return buf[block:block + vlen].tobytes()
+                    s = _U64.unpack_from(raw, i)[0]
+                    e = page + ((s >> 32) & 0xFFFF)
+                    n = s >> 48
+                    if n:
+                        entry = buf[e:e + n].tobytes()
+                        if entry.startswith(prefix, 4):
+                            return entry[len(prefix) + 4:]
+                    elif e != page and buf[e + 4:e + 4 + len(prefix)].tobytes() == prefix:
+                        return self._value(e)
                 i = raw.find(hb, i + 1)
-            page = int.from_bytes(raw[:8], "little")
+            page = _U64.unpack_from(raw, 0)[0]
         return None
 
     def _value(self, e: int) -> bytes:
         buf = self.buf
-        k, v = _HDR.unpack_from(buf, e)
+        v, k = _HDR.unpack_from(buf, e)
         ke = e + 8 + k
         if v != EXT:
             return buf[ke:ke + v].tobytes()
@@ -264,11 +272,11 @@ class HashCore:
         return pages
 
     def live(self, page: int) -> Iterator[tuple[int, int, int]]:
-        """``(slot index, h32, entry offset)`` of every live slot of ``page``."""
+        """``(slot index, slot, entry offset)`` of every live slot of ``page``."""
         slots = _SLOTS.unpack_from(self.buf, page + SLOTS_OFF)
         for i, s in enumerate(slots):
             if s:
-                yield i, s & 0xFFFFFFFF, page + (s >> 32)
+                yield i, s, page + ((s >> 32) & 0xFFFF)
 
     def items_raw(self) -> Iterator[tuple[bytes, bytes]]:
         """Every ``(key, value)`` as bytes, bucket by bucket."""
@@ -276,7 +284,7 @@ class HashCore:
         for b in range(self.nbuckets):
             for page in self.chain(b):
                 for _, _, e in list(self.live(page)):
-                    k = _HDR.unpack_from(buf, e)[0]
+                    k = _HDR.unpack_from(buf, e)[1]
                     yield buf[e + 8:e + 8 + k].tobytes(), self._value(e)
 
     def keys_raw(self) -> Iterator[bytes]:
@@ -284,7 +292,7 @@ class HashCore:
         for b in range(self.nbuckets):
             for page in self.chain(b):
                 for _, _, e in list(self.live(page)):
-                    k = _HDR.unpack_from(buf, e)[0]
+                    k = _HDR.unpack_from(buf, e)[1]
                     yield buf[e + 8:e + 8 + k].tobytes()
 
     def dump(self) -> Iterator[tuple[bytes, ...]]:
@@ -338,31 +346,30 @@ class HashCore:
             buf = self.buf
             top = HEAP_START
             for _, _, e in self.live(page):
-                k, v = _HDR.unpack_from(buf, e)
+                v, k = _HDR.unpack_from(buf, e)
                 end = e - page + (entry_size(k, v) if v != EXT else (24 + k + 7) & ~7)
                 if end > top:
                     top = end
             self._tops[page] = top
         return top
 
-    def _write_entry(self, tx: Transaction, at: int, kb: bytes, vb, block: int) -> int:
-        """Store an entry at ``at`` (free heap); returns its size. Flushed, not logged."""
+    def _write_entry(self, at: int, kb: bytes, vb, block: int) -> None:
+        """Store an entry at ``at`` (free heap): flushed now, durable at the commit's fence,
+        never undo-logged (no committed slot references free heap)."""
         buf = self.buf
         klen = len(kb)
         ke = at + 8 + klen
         if block:
-            _HDR.pack_into(buf, at, klen, EXT)
+            _HDR.pack_into(buf, at, EXT, klen)
             buf[at + 8:ke] = kb
             _EXT.pack_into(buf, ke, len(vb), block)
-            n = ke + 16 - at
+            self.media.flush(at, ke + 16 - at)
         else:
             vlen = len(vb)
-            _HDR.pack_into(buf, at, klen, vlen)
+            _HDR.pack_into(buf, at, vlen, klen)
             buf[at + 8:ke] = kb
             buf[ke:ke + vlen] = vb
-            n = ke + vlen - at
-        self.media.flush(at, n)
-        return (n + 7) & ~7
+            self.media.flush(at, ke + vlen - at)
 
     def _set_slot(self, tx: Transaction, page: int, i: int, value: int) -> None:
         """Undo-log and store slot byte index ``i`` of ``page``."""
@@ -375,38 +382,45 @@ class HashCore:
         """Insert or replace. Cost: 2 undo entries; a split now and then."""
         h = crc32(kb)
         klen = len(kb)
-        vlen = len(vb)
+        n = 8 + klen + len(vb)
         block = 0
-        if 8 + klen + vlen > INLINE_MAX:
+        if n > INLINE_MAX:
+            vlen = len(vb)
             block = tx.alloc(vlen)
             self.buf[block:block + vlen] = vb
-        need = (8 + klen + vlen + 7) & ~7 if not block else (24 + klen + 7) & ~7
+            n = 0
+            need = (24 + klen + 7) & ~7
+        else:
+            need = (n + 7) & ~7
+        tag = h | (n << 48)
         found = self.find(kb, h)
         if found is not None:
-            page, i, e = found
-            old_block = self._block_of(e)
-            top = self._top(page)
+            page, i, old = found
+            old_block = 0 if old >> 48 else self._block_of(page + ((old >> 32) & 0xFFFF))
+            top = self._tops.get(page)
+            if top is None:
+                top = self._top(page)
             if top + need <= PAGE_BYTES:
-                self._tops[page] = top + self._write_entry(tx, page + top, kb, vb, block)
-                self._set_slot(tx, page, i, h | (top << 32))
+                self._write_entry(page + top, kb, vb, block)
+                self._tops[page] = top + need
+                tx.add(page + i, 8)
+                _U64.pack_into(self.buf, page + i, tag | (top << 32))
             else:
                 self._set_slot(tx, page, i, 0)
-                self.count -= 1
-                self._insert(tx, self.bucket(h), h, kb, vb, block, need)
-                self.count += 1
+                self._insert(tx, self.bucket(h), tag, kb, vb, block, need)
             if old_block:
                 self.registry.frees.append(old_block)
             return
-        self._insert(tx, self.bucket(h), h, kb, vb, block, need)
+        self._insert(tx, self.bucket(h), tag, kb, vb, block, need)
         self.count += 1
         if self.count > LOAD_SPLIT * self.nbuckets and self.nbuckets < BUCKETS_MAX:
             self._split(tx)
 
     def _block_of(self, e: int) -> int:
-        k, v = _HDR.unpack_from(self.buf, e)
+        v, k = _HDR.unpack_from(self.buf, e)
         return _EXT.unpack_from(self.buf, e + 8 + k)[1] if v == EXT else 0
 
-    def _insert(self, tx: Transaction, b: int, h: int, kb: bytes, vb, block: int,
+    def _insert(self, tx: Transaction, b: int, tag: int, kb: bytes, vb, block: int,
                 need: int) -> None:
         """Place a new entry in bucket ``b``'s chain: free space, compaction or a new page."""
         u64_slots = _SLOTS.unpack_from
@@ -417,29 +431,29 @@ class HashCore:
             slots = u64_slots(buf, page + SLOTS_OFF)
             if 0 in slots:
                 top = self._top(page)
-                if top + need <= PAGE_BYTES:
-                    i = SLOTS_OFF + 8 * slots.index(0)
-                    self._tops[page] = top + self._write_entry(tx, page + top, kb, vb, block)
-                    self._set_slot(tx, page, i, h | (top << 32))
-                    return
-                live = sum(self._size_at(page + (s >> 32)) for s in slots if s)
-                if HEAP_START + live + need <= PAGE_BYTES:
+                if top + need > PAGE_BYTES:
+                    live = sum(self._size_at(page + ((s >> 32) & 0xFFFF)) for s in slots if s)
+                    if HEAP_START + live + need > PAGE_BYTES:
+                        prev = page
+                        page = _U64.unpack_from(buf, page)[0]
+                        continue
                     page = self._compact(tx, b, prev, page)
                     top = self._top(page)
-                    i = SLOTS_OFF + 8 * slots.index(0)
-                    self._tops[page] = top + self._write_entry(tx, page + top, kb, vb, block)
-                    self._set_slot(tx, page, i, h | (top << 32))
-                    return
+                i = SLOTS_OFF + 8 * slots.index(0)
+                self._write_entry(page + top, kb, vb, block)
+                self._tops[page] = top + need
+                self._set_slot(tx, page, i, tag | (top << 32))
+                return
             prev = page
             page = _U64.unpack_from(buf, page)[0]
         page = _new_page(tx, buf)
-        top = HEAP_START + self._write_entry(tx, page + HEAP_START, kb, vb, block)
-        _U64.pack_into(buf, page + SLOTS_OFF, h | (HEAP_START << 32))
-        self._tops[page] = top
+        self._write_entry(page + HEAP_START, kb, vb, block)
+        _U64.pack_into(buf, page + SLOTS_OFF, tag | (HEAP_START << 32))
+        self._tops[page] = HEAP_START + need
         self._link(tx, b, prev, page)
 
     def _size_at(self, e: int) -> int:
-        k, v = _HDR.unpack_from(self.buf, e)
+        v, k = _HDR.unpack_from(self.buf, e)
         return (24 + k + 7) & ~7 if v == EXT else (8 + k + v + 7) & ~7
 
     def _link(self, tx: Transaction, b: int, prev: int, page: int) -> None:
@@ -468,7 +482,7 @@ class HashCore:
         for i, h, e in list(self.live(page)):
             n = self._size_at(e)
             buf[fresh + top:fresh + top + n] = buf[e:e + n]
-            _U64.pack_into(buf, fresh + SLOTS_OFF + 8 * i, h | (top << 32))
+            _U64.pack_into(buf, fresh + SLOTS_OFF + 8 * i, (h & ~POS_MASK) | (top << 32))
             top += n
         self._tops[fresh] = top
         self._link(tx, b, prev, fresh)
@@ -482,7 +496,8 @@ class HashCore:
         found = self.find(kb, h)
         if found is None:
             return None
-        page, i, e = found
+        page, i, slot = found
+        e = page + ((slot >> 32) & 0xFFFF)
         old = self._value(e) if want_value else b""
         block = self._block_of(e)
         self._set_slot(tx, page, i, 0)
@@ -526,7 +541,7 @@ class HashCore:
                 _U64.pack_into(buf, page, nxt)
                 page, top, slot = nxt, HEAP_START, 0
             buf[page + top:page + top + n] = buf[e:e + n]
-            _U64.pack_into(buf, page + SLOTS_OFF + 8 * slot, h | (top << 32))
+            _U64.pack_into(buf, page + SLOTS_OFF + 8 * slot, (h & ~POS_MASK) | (top << 32))
             top += n
             slot += 1
         self._tops[page] = top
@@ -678,11 +693,15 @@ class HashCore:
             pos = e - page
             if not HEAP_START <= pos <= PAGE_BYTES - 8 or pos & 7:
                 fail(f"page {page}: entry position {pos} outside the heap")
-            k, v = _HDR.unpack_from(buf, e)
+            v, k = _HDR.unpack_from(buf, e)
             n = self._size_at(e)
             if pos + n > PAGE_BYTES:
                 fail(f"page {page}: entry at {pos} runs past the page")
             key = buf[e + 8:e + 8 + k].tobytes()
+            n_slot = h >> 48
+            h &= 0xFFFFFFFF
+            if n_slot != (8 + k + v if v != EXT else 0):
+                fail(f"page {page}: slot length {n_slot} disagrees with the entry")
             if crc32(key) != h:
                 fail(f"page {page}: slot hash {h:#x} is not the key's CRC-32")
             if self.bucket(h) != b:

@@ -22,7 +22,7 @@ from blizzard.pmem import Pool
 from blizzard.replication.base import Replicator
 from blizzard.structures import _hashcore
 from blizzard.structures._hashcore import KEY_BYTES_MAX, TAG, HashCore
-from blizzard.structures.codecs import CodecLike, get_codec
+from blizzard.structures.codecs import BYTES, CodecLike, get_codec
 from blizzard.structures.ops import Encoder, OpCode
 from blizzard.structures.registry import register_kind, registry_for
 
@@ -33,6 +33,10 @@ _DELETE = int(OpCode.MAP_DELETE)
 _POP = int(OpCode.MAP_POP)
 _CLEAR = int(OpCode.MAP_CLEAR)
 _MISSING = object()
+
+
+class _NoType:
+    """Matches no key's type: codecs other than bytes always run."""
 
 
 class PHashMap(MutableMapping):
@@ -73,6 +77,11 @@ class PHashMap(MutableMapping):
         self._venc = vc.encode
         self._vdec = vc.decode
         self._encoder = Encoder(name)
+        self._put_op = self._encoder.two
+        # bytes codecs are the identity on bytes: the hot paths skip their calls
+        self._kraw = bytes if kc is BYTES else _NoType
+        self._vraw = vc is BYTES
+        self._vraw_type = bytes if vc is BYTES else _NoType
         self._submit = self._replicator.submit
         self._get = core.get
         self._barrier = self._replicator.read_barrier if linearizable else None
@@ -80,18 +89,23 @@ class PHashMap(MutableMapping):
     # -- reads ---------------------------------------------------------------------------
 
     def __getitem__(self, key: Any) -> Any:
+        # bytes keys skip the codec call: this is the hot read path
+        kb = key if type(key) is self._kraw else self._kenc(key)
         if self._barrier is not None:
             self._barrier()
-        raw = self._get(self._kenc(key))
+        raw = self._get(kb)
         if raw is None:
             raise KeyError(key)
-        return self._vdec(raw)
+        return raw if self._vraw else self._vdec(raw)
 
     def get(self, key: Any, default: Any = None) -> Any:
+        kb = key if type(key) is self._kraw else self._kenc(key)
         if self._barrier is not None:
             self._barrier()
-        raw = self._get(self._kenc(key))
-        return default if raw is None else self._vdec(raw)
+        raw = self._get(kb)
+        if raw is None:
+            return default
+        return raw if self._vraw else self._vdec(raw)
 
     def __contains__(self, key: object) -> bool:
         if self._barrier is not None:
@@ -121,10 +135,11 @@ class PHashMap(MutableMapping):
     # -- writes (each one Op) --------------------------------------------------------------
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        kb = self._kenc(key)
+        kb = key if type(key) is self._kraw else self._kenc(key)
         if len(kb) > KEY_BYTES_MAX:
             raise ValueError(f"keys are at most {KEY_BYTES_MAX} bytes encoded, got {len(kb)}")
-        self._submit(self._encoder.two(_PUT, kb, self._venc(value)))
+        self._submit(self._put_op(_PUT, kb, value if type(value) is self._vraw_type
+                                  else self._venc(value)))
 
     def __delitem__(self, key: Any) -> None:
         if not self._submit(self._encoder.one(_DELETE, self._kenc(key))):

@@ -4,6 +4,8 @@ cache lines surviving, recovers to the state before or after that Op, with
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -50,10 +52,8 @@ def run(build, op, contents, open_, k: int | None, chooser):
             raise Crash
 
     media.fence_hook = hook
-    try:
+    with contextlib.suppress(Crash):
         op(handle)
-    except Crash:
-        pass
     media.fence_hook = None
     if k is None:
         return media.fences - fences, contents(handle)
@@ -185,10 +185,8 @@ def queue_open(pool):
 
 
 def _get(q):
-    try:
+    with contextlib.suppress(Empty):
         q.get()
-    except Empty:
-        pass
 
 
 QUEUE_OPS = {

@@ -1,0 +1,1 @@
+"""Clusters: TOML configuration, the embedded Raft replicator, server and client."""

@@ -1,0 +1,263 @@
+"""Cluster configuration: one TOML file describes the whole cluster.
+
+Example::
+
+    cluster_id = "demo"
+    data_dir = "/dev/shm/blizzard-demo"    # node N keeps its pools in data_dir/nodeN/
+    pool_size = "256M"                     # the structures' pool, per node
+    log_pool_size = "256M"                 # the Raft log's pool, per node
+    durability = "pmem"                    # pmem | msync | none
+
+    [raft]
+    tick_ms = 10
+    election_ticks = 10
+    heartbeat_ticks = 1
+    snapshot_entries = 100000
+
+    [tls]                                  # optional: mutual TLS between nodes
+    ca = "ca.pem"
+    cert = "node.pem"
+    key = "node.key"
+
+    [[nodes]]
+    id = 1
+    raft = "127.0.0.1:7001"                # Raft traffic between nodes
+    client = "127.0.0.1:7101"              # the client protocol (blizzard serve)
+
+Loading validates everything and names the bad field and why
+(:class:`ConfigError`); relative paths are relative to the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from blizzard.exceptions import BlizzardError
+
+DURABILITY_MODES = ("pmem", "msync", "none")
+TRANSPORTS = ("tcp",)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+class ConfigError(BlizzardError, ValueError):
+    """A cluster configuration is invalid; the message names the field."""
+
+
+def _size(field: str, value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    elif isinstance(value, str):
+        text = value.strip().upper().removesuffix("IB").removesuffix("B")
+        unit = text[-1] if text and text[-1] in _UNITS else ""
+        number = text[:-1] if unit else text
+        if not number.isdigit():
+            raise ConfigError(f"{field}: {value!r} is not a size (examples: 4096, '256M', '1G')")
+        n = int(number) * _UNITS[unit]
+    else:
+        raise ConfigError(f"{field}: expected a size, got {type(value).__name__}")
+    if n < (1 << 20) or n % 4096:
+        raise ConfigError(f"{field}: {value!r} must be at least 1M and a multiple of 4096 bytes")
+    return n
+
+
+def _address(field: str, value: Any) -> tuple[str, int]:
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f"{field}: expected \"host:port\", got {value!r}")
+    host, _, port = value.rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{field}: port must be 0-65535, got {port!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _int(field: str, value: Any, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{field}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+@attrs.frozen
+class NodeConfig:
+    id: int
+    raft: tuple[str, int]
+    client: tuple[str, int] | None
+
+
+@attrs.frozen
+class RaftConfig:
+    tick_ms: int = 10
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    snapshot_entries: int = 100_000
+
+
+@attrs.frozen
+class TlsConfig:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@attrs.frozen
+class ClusterConfig:
+    """A validated cluster description; see the module docstring."""
+
+    cluster_id: str
+    nodes: tuple[NodeConfig, ...]
+    data_dir: Path
+    pool_size: int = 256 << 20
+    log_pool_size: int = 256 << 20
+    durability: str = "pmem"
+    transport: str = "tcp"
+    raft: RaftConfig = RaftConfig()
+    tls: TlsConfig | None = None
+    source: Path | None = None
+
+    def node(self, node_id: int) -> NodeConfig:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise ConfigError(f"node {node_id} is not in the cluster (nodes: "
+                          f"{', '.join(str(n.id) for n in self.nodes)})")
+
+    def node_dir(self, node_id: int) -> Path:
+        return self.data_dir / f"node{node_id}"
+
+    @property
+    def raft_peers(self) -> dict[int, tuple[str, int]]:
+        return {n.id: n.raft for n in self.nodes}
+
+    @property
+    def client_addresses(self) -> dict[int, tuple[str, int]]:
+        return {n.id: n.client for n in self.nodes if n.client is not None}
+
+
+def load(path: str | os.PathLike[str]) -> ClusterConfig:
+    """Read and validate a cluster TOML file."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return parse(raw, base=path.parent, source=path)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def parse(raw: dict[str, Any], *, base: Path = Path("."), source: Path | None = None
+          ) -> ClusterConfig:
+    """Validate a config already parsed from TOML (a dict)."""
+    known = {"cluster_id", "nodes", "data_dir", "pool_size", "log_pool_size", "durability",
+             "transport", "raft", "tls"}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{key}: unknown setting (known: {', '.join(sorted(known))})")
+    cluster_id = raw.get("cluster_id", "blizzard")
+    if not isinstance(cluster_id, str) or not 0 < len(cluster_id.encode()) <= 255:
+        raise ConfigError(f"cluster_id: expected a non-empty string, got {cluster_id!r}")
+    nodes_raw = raw.get("nodes")
+    if not isinstance(nodes_raw, list) or not nodes_raw:
+        raise ConfigError("nodes: expected at least one [[nodes]] table")
+    nodes = []
+    for i, node in enumerate(nodes_raw):
+        where = f"nodes[{i}]"
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: expected a table")
+        for key in node:
+            if key not in ("id", "raft", "client"):
+                raise ConfigError(f"{where}.{key}: unknown setting (known: id, raft, client)")
+        if "id" not in node:
+            raise ConfigError(f"{where}.id: missing")
+        node_id = _int(f"{where}.id", node["id"], 1)
+        if "raft" not in node:
+            raise ConfigError(f"{where}.raft: missing (the node's Raft address, host:port)")
+        client = _address(f"{where}.client", node["client"]) if "client" in node else None
+        nodes.append(NodeConfig(node_id, _address(f"{where}.raft", node["raft"]), client))
+    ids = [n.id for n in nodes]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"nodes: duplicate node ids in {ids}")
+    addresses = [n.raft for n in nodes] + [n.client for n in nodes if n.client]
+    taken = [a for a in addresses if a[1] != 0]
+    if len(set(taken)) != len(taken):
+        raise ConfigError("nodes: two addresses are the same")
+    durability = raw.get("durability", "pmem")
+    if durability not in DURABILITY_MODES:
+        raise ConfigError(f"durability: must be one of {', '.join(DURABILITY_MODES)}, "
+                          f"got {durability!r}")
+    transport = raw.get("transport", "tcp")
+    if transport not in TRANSPORTS:
+        raise ConfigError(f"transport: must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+    raft = _raft(raw.get("raft", {}))
+    tls = None
+    if "tls" in raw:
+        t = raw["tls"]
+        if not isinstance(t, dict) or set(t) != {"ca", "cert", "key"}:
+            raise ConfigError("tls: expected a table with exactly ca, cert and key")
+        tls = TlsConfig(*(_path(base, f"tls.{k}", t[k], must_exist=True)
+                          for k in ("ca", "cert", "key")))
+    data_dir = _path(base, "data_dir", raw.get("data_dir", "/dev/shm/blizzard"))
+    return ClusterConfig(
+        cluster_id=cluster_id, nodes=tuple(nodes), data_dir=data_dir,
+        pool_size=_size("pool_size", raw.get("pool_size", "256M")),
+        log_pool_size=_size("log_pool_size", raw.get("log_pool_size", "256M")),
+        durability=durability, transport=transport, raft=raft, tls=tls, source=source)
+
+
+def _raft(raw: Any) -> RaftConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("raft: expected a table")
+    fields = {f.name: f for f in attrs.fields(RaftConfig)}
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(f"raft.{key}: unknown setting (known: {', '.join(fields)})")
+    values = {k: _int(f"raft.{k}", v, 1) for k, v in raw.items()}
+    config = RaftConfig(**values)
+    if config.election_ticks <= config.heartbeat_ticks:
+        raise ConfigError(f"raft.election_ticks ({config.election_ticks}) must exceed "
+                          f"raft.heartbeat_ticks ({config.heartbeat_ticks})")
+    return config
+
+
+def _path(base: Path, field: str, value: Any, *, must_exist: bool = False) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{field}: expected a path, got {value!r}")
+    path = Path(value)
+    if not path.is_absolute():
+        path = base / path
+    if must_exist and not path.exists():
+        raise ConfigError(f"{field}: {path} does not exist")
+    return path
+
+
+def local_cluster(n: int, data_dir: str | os.PathLike[str], *, base_port: int,
+                  cluster_id: str = "local", **settings: Any) -> ClusterConfig:
+    """A cluster of ``n`` nodes on 127.0.0.1 (tests, benchmarks, ``cluster up``)."""
+    raw = {"cluster_id": cluster_id, "data_dir": str(data_dir), **settings,
+           "nodes": [{"id": i, "raft": f"127.0.0.1:{base_port + 2 * (i - 1)}",
+                      "client": f"127.0.0.1:{base_port + 2 * (i - 1) + 1}"}
+                     for i in range(1, n + 1)]}
+    return parse(raw)
+
+
+def dump(config: ClusterConfig) -> str:
+    """The TOML text of ``config`` (what ``cluster up`` writes)."""
+    lines = [f'cluster_id = "{config.cluster_id}"', f'data_dir = "{config.data_dir}"',
+             f"pool_size = {config.pool_size}", f"log_pool_size = {config.log_pool_size}",
+             f'durability = "{config.durability}"', f'transport = "{config.transport}"', "",
+             "[raft]"]
+    lines += [f"{f.name} = {getattr(config.raft, f.name)}" for f in attrs.fields(RaftConfig)]
+    if config.tls is not None:
+        lines += ["", "[tls]", f'ca = "{config.tls.ca}"', f'cert = "{config.tls.cert}"',
+                  f'key = "{config.tls.key}"']
+    for node in config.nodes:
+        lines += ["", "[[nodes]]", f"id = {node.id}", f'raft = "{node.raft[0]}:{node.raft[1]}"']
+        if node.client:
+            lines.append(f'client = "{node.client[0]}:{node.client[1]}"')
+    return "\n".join(lines) + "\n"

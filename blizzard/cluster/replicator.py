@@ -1,0 +1,247 @@
+"""RaftReplicator: this process is one node of a Raft cluster (embedded use).
+
+::
+
+    rep = RaftReplicator("cluster.toml", node_id=1)     # opens the node's pools, joins
+    users = PHashMap(rep.pool, "users", replicator=rep)
+    users[b"k"] = b"v"      # returns once committed by a quorum and applied here
+
+The node runs on an asyncio loop in a background thread. A call from any
+thread becomes a session envelope ``(client id, seq, op)`` handed to the loop;
+if the attempt is lost (no leader yet, a leader change, a slow quorum) it is
+retried with the *same* envelope until ``request_timeout_s``, and the session
+table applies it at most once. Writes on a follower are forwarded to the
+leader by the Raft core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from blizzard.cluster import config as configmod
+from blizzard.cluster.config import ClusterConfig
+from blizzard.exceptions import BlizzardError, ProposalDroppedError, ReplicatorStoppedError
+from blizzard.pmem import Pool
+from blizzard.replication.base import Replicator
+from blizzard.replication.node import RaftNode
+from blizzard.replication.raft.messages import ConfState
+from blizzard.replication.raft.pmem_storage import PmemStorage
+from blizzard.replication.sessions import SessionStateMachine, wrap
+from blizzard.replication.transport.tcp import TcpTransport, tls_contexts
+from blizzard.structures.registry import registry_for
+
+ATTEMPT_TIMEOUT_S = 1.0
+REQUEST_TIMEOUT_S = 30.0
+RETRY_BACKOFF_S = 0.02
+
+
+class RequestTimeoutError(BlizzardError, TimeoutError):
+    """A request was not committed within its deadline (no quorum reachable?)."""
+
+
+def open_node_pools(config: ClusterConfig, node_id: int) -> tuple[Pool, Pool]:
+    """The node's structures pool and Raft log pool, created on first use."""
+    directory = config.node_dir(node_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    pools = []
+    for name, size, layout in (("data.pool", config.pool_size, "blizzard.data"),
+                               ("log.pool", config.log_pool_size, "blizzard.raftlog")):
+        path = directory / name
+        if path.exists():
+            pools.append(Pool.open(path, layout=layout, mode=config.durability))
+        else:
+            pools.append(Pool.create(path, size, layout=layout, mode=config.durability))
+    return pools[0], pools[1]
+
+
+class RaftReplicator(Replicator):
+    """A :class:`Replicator` backed by a Raft cluster this process belongs to."""
+
+    def __init__(self, config: ClusterConfig | str | os.PathLike[str], node_id: int, *,
+                 start: bool = True, request_timeout_s: float = REQUEST_TIMEOUT_S,
+                 seed: int | None = None) -> None:
+        if not isinstance(config, ClusterConfig):
+            config = configmod.load(Path(config))
+        config.node(node_id)  # validates the id
+        self.config = config
+        self.node_id = node_id
+        self.request_timeout_s = request_timeout_s
+        self.pool, self.log_pool = open_node_pools(config, node_id)
+        self.state_machine = SessionStateMachine(registry_for(self.pool), self.pool)
+        voters = tuple(sorted(n.id for n in config.nodes))
+        self.storage = PmemStorage(self.log_pool, conf_state=ConfState(voters))
+        self._client = int.from_bytes(os.urandom(8), "little") or 1
+        self._seq = itertools.count(1)
+        self._seed = seed
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.node: RaftNode | None = None
+        self.submitted = 0
+        if start:
+            self.start()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def _transport(self) -> TcpTransport:
+        config = self.config
+        server_ssl = client_ssl = None
+        if config.tls is not None:
+            server_ssl, client_ssl = tls_contexts(ca_file=str(config.tls.ca),
+                                                  cert_file=str(config.tls.cert),
+                                                  key_file=str(config.tls.key))
+        return TcpTransport(self.node_id, config.raft_peers, cluster_id=config.cluster_id,
+                            server_ssl=server_ssl, client_ssl=client_ssl, seed=self._seed)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        started = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._run, args=(started,),
+                                        name=f"blizzard-node-{self.node_id}", daemon=True)
+        self._thread.start()
+        started.result()  # re-raises a failure to start (say, the port is taken)
+
+    def _run(self, started: concurrent.futures.Future) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        raft = self.config.raft
+        self.node = RaftNode(self.node_id, storage=self.storage,
+                             state_machine=self.state_machine, transport=self._transport(),
+                             tick_s=raft.tick_ms / 1000, election_tick=raft.election_ticks,
+                             heartbeat_tick=raft.heartbeat_ticks,
+                             snapshot_entries=raft.snapshot_entries, seed=self._seed)
+        try:
+            loop.run_until_complete(self.node.start())
+        except BaseException as exc:
+            started.set_exception(exc)
+            loop.close()
+            return
+        started.set_result(None)
+        loop.run_forever()
+        loop.run_until_complete(self.node.stop())
+        loop.close()
+
+    def stop(self) -> None:
+        """Leave the cluster (this node stops) and close the pools."""
+        if self._thread is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._thread = None
+        self.pool.close()
+        self.log_pool.close()
+
+    # -- requests ------------------------------------------------------------------------
+
+    def submit_async(self, op: bytes) -> concurrent.futures.Future:
+        """Replicate ``op``; the future holds its result once applied on this node."""
+        if self._thread is None:
+            raise ReplicatorStoppedError("the replicator is stopped")
+        result: concurrent.futures.Future = concurrent.futures.Future()
+        envelope = wrap(self._client, next(self._seq), op)
+        self.submitted += 1
+        loop = self._loop
+        loop.call_soon_threadsafe(self._attempt, envelope, result,
+                                  loop.time() + self.request_timeout_s)
+        return result
+
+    def submit(self, op: bytes) -> Any:
+        value = self.submit_async(op).result()
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+    def _attempt(self, envelope: bytes, result: concurrent.futures.Future, deadline: float) -> None:
+        """On the loop: propose, and retry the same envelope until ``deadline``."""
+        loop = self._loop
+        if result.done():
+            return
+        if loop.time() > deadline:
+            result.set_exception(RequestTimeoutError(
+                f"not committed within {self.request_timeout_s} s (is a quorum reachable?)"))
+            return
+        try:
+            future = self.node.propose(envelope)
+        except ProposalDroppedError:
+            loop.call_later(RETRY_BACKOFF_S, self._attempt, envelope, result, deadline)
+            return
+        timer = loop.call_later(ATTEMPT_TIMEOUT_S, self._attempt, envelope, result, deadline)
+
+        def done(f: asyncio.Future) -> None:
+            if result.done():
+                return
+            if f.cancelled() or f.exception() is not None:
+                timer.cancel()
+                loop.call_later(RETRY_BACKOFF_S, self._attempt, envelope, result, deadline)
+                return
+            timer.cancel()
+            result.set_result(f.result())
+
+        future.add_done_callback(done)
+
+    def read_barrier(self) -> None:
+        """Wait until this node has applied everything committed before the call."""
+        if self._thread is None:
+            raise ReplicatorStoppedError("the replicator is stopped")
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        loop = self._loop
+        loop.call_soon_threadsafe(self._read_attempt, done, loop.time() + self.request_timeout_s)
+        done.result()
+
+    def _read_attempt(self, done: concurrent.futures.Future, deadline: float) -> None:
+        loop = self._loop
+        if loop.time() > deadline:
+            done.set_exception(RequestTimeoutError("read barrier timed out"))
+            return
+        future = self.node.read_barrier()
+        timer = loop.call_later(ATTEMPT_TIMEOUT_S, self._read_attempt, done, deadline)
+
+        def finished(f: asyncio.Future) -> None:
+            if done.done():
+                return
+            timer.cancel()
+            if f.cancelled() or f.exception() is not None:
+                loop.call_later(RETRY_BACKOFF_S, self._read_attempt, done, deadline)
+            else:
+                done.set_result(None)
+
+        future.add_done_callback(finished)
+
+    # -- inspection -------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        status = self.status()
+        status.update(backend="raft", submitted=self.submitted,
+                      last_applied=self.state_machine.last_applied)
+        return status
+
+    def status(self) -> dict[str, Any]:
+        """The node's role, term, indexes, log size and peers' progress."""
+        if self._thread is None:
+            return {"node": self.node_id, "role": "stopped"}
+        future = asyncio.run_coroutine_threadsafe(self._status(), self._loop)
+        return future.result()
+
+    async def _status(self) -> dict[str, Any]:
+        return self.node.status()
+
+    def wait_for_leader(self, timeout_s: float = 10.0) -> int:
+        """Block until a leader is known; returns its id."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            leader = self.status().get("leader", 0)
+            if leader:
+                return leader
+            time.sleep(0.01)
+        raise RequestTimeoutError(f"no leader within {timeout_s} s")
+
+    def __repr__(self) -> str:
+        return f"<RaftReplicator node {self.node_id} of {self.config.cluster_id!r}>"

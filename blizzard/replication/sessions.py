@@ -1,0 +1,298 @@
+"""Client sessions: a retried Op is applied exactly once, across restarts too.
+
+Every Raft entry carries an envelope ``version u8 | client id u64 | seq u64 |
+op``. The :class:`SessionStateMachine` wraps the pool's state machine: an Op
+whose ``seq`` is at or below the last one applied for its client is not
+applied again; the caller gets the result recorded the first time (for the
+latest ``seq``) or :class:`StaleRequestError` (for an older one). The table
+of clients and the Ops' effects change in the same pool transaction, so a
+crash can never separate them. Client id 0 means "no session".
+
+The table is bounded (``capacity`` clients, hashed, ``PROBE_MAX`` slots
+probed); when full, the least recent of the probed slots is reused -- the
+session of a client silent for that long expires, as in Raft's thesis
+(section 6.3).
+
+Persistent layout (root ``blizzard.sessions``, tag ``sessions``), version 1::
+
+    offset | size | field
+    0      | 8    | magic b"BLZSES01"
+    8      | 8    | applied: last index applied through this table
+    16     | 8    | capacity (slots)
+    64     | 48*n | slots: client u64 | seq u64 | result length u32 | kind u8 |
+           |      |        pad 3 | result (<= 24 bytes inline, else a block offset)
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, NamedTuple
+
+from blizzard import exceptions
+from blizzard.exceptions import BlizzardError
+from blizzard.pmem import Pool
+from blizzard.replication.base import StateMachine
+
+ENVELOPE = struct.Struct("<BQQ")
+ENVELOPE_VERSION = 1
+ROOT = "blizzard.sessions"
+TAG = b"sessions"
+MAGIC = b"BLZSES01"
+_HEADER = struct.Struct("<8sQQ")
+_SLOT = struct.Struct("<QQIB3x24s")
+SLOT_SIZE = 48
+HEADER_SIZE = 64
+CAPACITY_DEFAULT = 4096
+PROBE_MAX = 8
+INLINE_MAX = 24
+SNAPSHOT_MAGIC = b"BLZSSN01"
+_SNAP_SESSION = struct.Struct("<QQBI")
+assert _SLOT.size == SLOT_SIZE
+
+
+class StaleRequestError(BlizzardError, RuntimeError):
+    """A retry of a request older than the client's latest: its result is gone."""
+
+
+class EnvelopeError(BlizzardError, ValueError):
+    """A Raft entry that is not a session envelope."""
+
+
+def wrap(client: int, seq: int, op: bytes) -> bytes:
+    """The entry data for ``op`` submitted by ``client`` as request ``seq``."""
+    return ENVELOPE.pack(ENVELOPE_VERSION, client, seq) + op
+
+
+# -- results as bytes --------------------------------------------------------------------
+
+_NONE, _TRUE, _FALSE, _INT, _BYTES, _STR, _ERROR = range(7)
+
+
+def encode_result(value: Any) -> tuple[int, bytes]:
+    """(kind, bytes) for the results Ops produce; anything else is refused."""
+    if value is None:
+        return _NONE, b""
+    if value is True:
+        return _TRUE, b""
+    if value is False:
+        return _FALSE, b""
+    if isinstance(value, int):
+        return _INT, value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _BYTES, bytes(value)
+    if isinstance(value, str):
+        return _STR, value.encode("utf-8")
+    if isinstance(value, BaseException):
+        return _ERROR, f"{type(value).__name__}\0{value}".encode("utf-8", "replace")
+    raise TypeError(f"cannot record a result of type {type(value).__name__}")
+
+
+def decode_result(kind: int, data: bytes) -> Any:
+    if kind == _NONE:
+        return None
+    if kind in (_TRUE, _FALSE):
+        return kind == _TRUE
+    if kind == _INT:
+        return int.from_bytes(data, "little", signed=True)
+    if kind == _BYTES:
+        return data
+    if kind == _STR:
+        return data.decode("utf-8")
+    if kind == _ERROR:
+        name, _, message = data.decode("utf-8", "replace").partition("\0")
+        cls = getattr(exceptions, name, None)
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            cls = BlizzardError
+        return cls(message)
+    raise EnvelopeError(f"unknown result kind {kind}")
+
+
+class _Duplicate(NamedTuple):
+    """Placeholder for a duplicate's result until the batch is applied."""
+
+    client: int
+    seq: int
+    same_batch: int | None  # position of the original in this batch, if there
+
+
+class SessionStateMachine:
+    """A :class:`StateMachine` that applies enveloped Ops at most once per (client, seq)."""
+
+    def __init__(self, inner: StateMachine, pool: Pool, *,
+                 capacity: int = CAPACITY_DEFAULT) -> None:
+        self._inner = inner
+        self._pool = pool
+        self._buf = pool.buf
+        root = pool.root(ROOT)
+        if root is None:
+            with pool.transaction() as tx:
+                off = tx.alloc(HEADER_SIZE + capacity * SLOT_SIZE, zero=True)
+                _HEADER.pack_into(self._buf, off, MAGIC, 0, capacity)
+                tx.set_root(ROOT, off, TAG)
+            root = pool.root(ROOT)
+        if root.tag != TAG:
+            raise EnvelopeError(f"root {ROOT!r} holds {root.tag!r}, not a session table")
+        magic, self._applied, self._capacity = _HEADER.unpack_from(self._buf, root.off)
+        if magic != MAGIC:
+            raise exceptions.PoolCorruptError(f"session table has magic {magic!r}")
+        self._off = root.off
+        self._slots = root.off + HEADER_SIZE
+
+    @property
+    def last_applied(self) -> int:
+        return max(self._applied, self._inner.last_applied)
+
+    def snapshot(self) -> bytes:
+        """``magic | applied u64 | sessions u32 | (client, seq, kind, len, result)... | inner``.
+
+        Sessions travel with the state, so a retry that spans an
+        InstallSnapshot is still recognised.
+        """
+        parts = [SNAPSHOT_MAGIC, b"", b""]
+        count = 0
+        for i in range(self._capacity):
+            client = int.from_bytes(self._buf[self._slots + i * SLOT_SIZE:][:8], "little")
+            if client:
+                seq, kind, data = self._lookup(client)
+                parts.append(_SNAP_SESSION.pack(client, seq, kind, len(data)) + data)
+                count += 1
+        parts[1] = self.last_applied.to_bytes(8, "little")
+        parts[2] = count.to_bytes(4, "little")
+        parts.append(self._inner.snapshot())
+        return b"".join(parts)
+
+    def restore(self, data: bytes) -> None:
+        """Replace sessions and state by a :meth:`snapshot`, in one transaction."""
+        if data[:8] != SNAPSHOT_MAGIC:
+            raise EnvelopeError("not a session snapshot")
+        applied = int.from_bytes(data[8:16], "little")
+        count = int.from_bytes(data[16:20], "little")
+        pos = 20
+        sessions = []
+        for _ in range(count):
+            client, seq, kind, n = _SNAP_SESSION.unpack_from(data, pos)
+            pos += _SNAP_SESSION.size
+            sessions.append((client, seq, decode_result(kind, data[pos:pos + n])))
+            pos += n
+        buf = self._buf
+        with self._pool.transaction() as tx:
+            for i in range(self._capacity):
+                slot = self._slots + i * SLOT_SIZE
+                _, _, length, _, inline = _SLOT.unpack_from(buf, slot)
+                if length > INLINE_MAX:
+                    tx.free(int.from_bytes(inline[:8], "little"))
+            tx.add(self._slots, self._capacity * SLOT_SIZE)
+            buf[self._slots:self._slots + self._capacity * SLOT_SIZE] = bytes(
+                self._capacity * SLOT_SIZE)
+            for client, seq, result in sessions:
+                self._record(tx, client, seq, result)
+            self._inner.restore(data[pos:])
+            tx.write(self._off + 8, applied.to_bytes(8, "little"))
+        self._applied = applied
+
+    # -- applying --------------------------------------------------------------------------
+
+    def apply(self, batch: list[tuple[int, bytes]]) -> list[Any]:
+        """Apply a batch of enveloped entries in one transaction."""
+        if not batch:
+            return []
+        results: list[Any] = [None] * len(batch)
+        fresh: list[tuple[int, bytes]] = []
+        fresh_at: list[int] = []
+        owners: list[tuple[int, int, int]] = []  # (position in batch, client, seq)
+        latest: dict[int, tuple[int, int]] = {}  # client -> (seq, position) within this batch
+        last_applied = self.last_applied
+        for position, (index, data) in enumerate(batch):
+            if index <= last_applied or not data:
+                continue  # a replay, or the leader's empty entry
+            try:
+                version, client, seq = ENVELOPE.unpack_from(data, 0)
+                if version != ENVELOPE_VERSION:
+                    raise EnvelopeError(f"envelope version {version}")
+            except (struct.error, EnvelopeError) as exc:
+                results[position] = EnvelopeError(
+                    f"entry {index} is not a session envelope: {exc}")
+                continue
+            if client:
+                seen = latest.get(client)
+                done_seq = seen[0] if seen else self._lookup(client)[0]
+                if seq <= done_seq:
+                    original = seen[1] if seen and seen[0] == seq else None
+                    results[position] = _Duplicate(client, seq, original)
+                    continue
+                latest[client] = (seq, position)
+                owners.append((position, client, seq))
+            fresh.append((index, data[ENVELOPE.size:]))
+            fresh_at.append(position)
+        with self._pool.transaction() as tx:
+            inner_results = self._inner.apply(fresh) if fresh else []
+            for position, result in zip(fresh_at, inner_results, strict=True):
+                results[position] = result
+            for position, client, seq in owners:
+                if latest[client][0] == seq:
+                    self._record(tx, client, seq, results[position])
+            tx.write(self._off + 8, batch[-1][0].to_bytes(8, "little"))
+        self._applied = batch[-1][0]
+        for position, result in enumerate(results):
+            if type(result) is _Duplicate:
+                results[position] = self._duplicate(result, results)
+        return results
+
+    def _duplicate(self, dup: _Duplicate, results: list[Any]) -> Any:
+        if dup.same_batch is not None:
+            return results[dup.same_batch]
+        client, seq = dup.client, dup.seq
+        done_seq, kind, data = self._lookup(client)
+        if seq == done_seq:
+            return decode_result(kind, data)
+        return StaleRequestError(f"request {seq} of client {client:#x} is older than its latest "
+                                 f"({done_seq}); it was applied, its result is gone")
+
+    # -- the table -------------------------------------------------------------------------
+
+    def _probe(self, client: int) -> range:
+        start = client % self._capacity
+        return range(start, start + min(PROBE_MAX, self._capacity))
+
+    def _lookup(self, client: int) -> tuple[int, int, bytes]:
+        """(last seq, result kind, result bytes) for ``client``; seq 0 if unknown."""
+        buf = self._buf
+        for i in self._probe(client):
+            pos = self._slots + (i % self._capacity) * SLOT_SIZE
+            slot_client, seq, length, kind, inline = _SLOT.unpack_from(buf, pos)
+            if slot_client == client:
+                if length <= INLINE_MAX:
+                    return seq, kind, inline[:length]
+                off = int.from_bytes(inline[:8], "little")
+                return seq, kind, bytes(buf[off:off + length])
+        return 0, _NONE, b""
+
+    def _record(self, tx, client: int, seq: int, result: Any) -> None:
+        buf = self._buf
+        target = None
+        oldest = None
+        for i in self._probe(client):
+            pos = self._slots + (i % self._capacity) * SLOT_SIZE
+            slot_client, slot_seq, length, _, inline = _SLOT.unpack_from(buf, pos)
+            if slot_client == client or slot_client == 0:
+                target = (pos, length, inline)
+                break
+            if oldest is None or slot_seq < oldest[3]:
+                oldest = (pos, length, inline, slot_seq)
+        if target is None:
+            target = oldest[:3]  # evict the least recent session among the probed
+        pos, old_length, old_inline = target
+        if old_length > INLINE_MAX:
+            tx.free(int.from_bytes(old_inline[:8], "little"))
+        try:
+            kind, data = encode_result(result)
+        except TypeError:
+            kind, data = _NONE, b""
+        if len(data) <= INLINE_MAX:
+            inline = data
+        else:
+            block = tx.alloc(len(data))
+            buf[block:block + len(data)] = data
+            inline = block.to_bytes(8, "little")
+        tx.add(pos, SLOT_SIZE)
+        _SLOT.pack_into(buf, pos, client, seq, len(data), kind, inline)

@@ -1,0 +1,77 @@
+"""Cluster TOML: loads into validated attrs classes; every bad field is named."""
+
+from __future__ import annotations
+
+import pytest
+
+from blizzard.cluster.config import ConfigError, dump, load, parse
+
+GOOD = """
+cluster_id = "demo"
+data_dir = "data"
+pool_size = "64M"
+durability = "msync"
+
+[raft]
+tick_ms = 5
+election_ticks = 20
+
+[[nodes]]
+id = 1
+raft = "127.0.0.1:7001"
+client = "127.0.0.1:7101"
+
+[[nodes]]
+id = 2
+raft = "127.0.0.1:7002"
+"""
+
+
+def test_load_good(tmp_path):
+    path = tmp_path / "cluster.toml"
+    path.write_text(GOOD)
+    config = load(path)
+    assert config.cluster_id == "demo" and config.pool_size == 64 << 20
+    assert config.data_dir == tmp_path / "data"  # relative to the file
+    assert config.raft.tick_ms == 5 and config.raft.heartbeat_ticks == 1
+    assert config.raft_peers == {1: ("127.0.0.1", 7001), 2: ("127.0.0.1", 7002)}
+    assert config.client_addresses == {1: ("127.0.0.1", 7101)}
+    assert config.node_dir(2) == tmp_path / "data" / "node2"
+    again = tmp_path / "again.toml"
+    again.write_text(dump(config))
+    assert load(again).nodes == config.nodes
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"nodes": []}, "nodes: expected at least one"),
+    ({"nodes": [{"id": 1}]}, "nodes[0].raft: missing"),
+    ({"nodes": [{"id": 0, "raft": "h:1"}]}, "nodes[0].id: expected an integer >= 1"),
+    ({"nodes": [{"id": 1, "raft": "h:1"}, {"id": 1, "raft": "h:2"}]}, "duplicate node ids"),
+    ({"nodes": [{"id": 1, "raft": "nowhere"}]}, "nodes[0].raft: expected \"host:port\""),
+    ({"nodes": [{"id": 1, "raft": "h:99999"}]}, "port must be 0-65535"),
+    ({"nodes": [{"id": 1, "raft": "h:1", "colour": "red"}]}, "nodes[0].colour: unknown"),
+    ({"pool_size": "lots"}, "pool_size: 'lots' is not a size"),
+    ({"pool_size": 1000}, "pool_size: 1000 must be at least 1M"),
+    ({"durability": "maybe"}, "durability: must be one of"),
+    ({"transport": "pigeon"}, "transport: must be one of"),
+    ({"raft": {"election_ticks": 1}}, "raft.election_ticks (1) must exceed"),
+    ({"raft": {"tick_ms": "fast"}}, "raft.tick_ms: expected an integer"),
+    ({"raft": {"speed": 1}}, "raft.speed: unknown setting"),
+    ({"tls": {"ca": "x"}}, "tls: expected a table with exactly ca, cert and key"),
+    ({"tls": {"ca": "x", "cert": "y", "key": "z"}}, "tls.ca:"),
+    ({"wat": 1}, "wat: unknown setting"),
+])
+def test_bad_fields_are_named(change, message):
+    raw = {"nodes": [{"id": 1, "raft": "127.0.0.1:7001"}], **change}
+    with pytest.raises(ConfigError) as err:
+        parse(raw)
+    assert message in str(err.value)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("nodes = [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(bad)

@@ -1,0 +1,108 @@
+"""RaftReplicator: three nodes in one process, on loopback TCP, real pools.
+
+(Multi-process clusters with SIGKILL are tested in test_processes.py.)
+"""
+
+from __future__ import annotations
+
+import time
+
+from blizzard.cluster.replicator import RaftReplicator
+from blizzard.structures import PHashMap, PQueue
+
+
+def _wait(predicate, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def _contents(rep: RaftReplicator, name: str) -> dict:
+    rep.read_barrier()
+    return dict(PHashMap(rep.pool, name, replicator=rep).items())
+
+
+def test_writes_on_any_node_reach_every_replica(cluster_config):
+    reps = {i: RaftReplicator(cluster_config, i, seed=i) for i in (1, 2, 3)}
+    try:
+        leader = reps[1].wait_for_leader()
+        follower = next(i for i in reps if i != leader)
+        on_follower = PHashMap(reps[follower].pool, "users", replicator=reps[follower])
+        for i in range(50):
+            on_follower[f"k{i}".encode()] = f"v{i}".encode()  # forwarded to the leader
+        on_leader = PHashMap(reps[leader].pool, "users", replicator=reps[leader])
+        del on_leader[b"k0"]
+        queue = PQueue(reps[leader].pool, "jobs", replicator=reps[leader])
+        for i in range(10):
+            queue.put(f"job{i}".encode())
+        assert queue.get() == b"job0"
+        expected = {f"k{i}".encode(): f"v{i}".encode() for i in range(1, 50)}
+        for rep in reps.values():
+            assert _contents(rep, "users") == expected
+            assert list(PQueue(rep.pool, "jobs", replicator=rep)) == [
+                f"job{i}".encode() for i in range(1, 10)]
+            rep.pool.check()
+        status = reps[leader].status()
+        assert status["role"] == "leader" and set(status["match"]) == {1, 2, 3}
+    finally:
+        for rep in reps.values():
+            rep.stop()
+
+
+def test_leader_loss_then_restart_from_its_pools(cluster_config):
+    reps = {i: RaftReplicator(cluster_config, i, seed=i) for i in (1, 2, 3)}
+    try:
+        leader = reps[1].wait_for_leader()
+        m = PHashMap(reps[leader].pool, "m", replicator=reps[leader])
+        for i in range(20):
+            m[b"a%d" % i] = b"1"
+        reps[leader].stop()
+        survivors = [i for i in reps if i != leader]
+        _wait(lambda: reps[survivors[0]].status()["leader"] not in (0, leader))
+        m2 = PHashMap(reps[survivors[0]].pool, "m", replicator=reps[survivors[0]])
+        for i in range(20):
+            m2[b"b%d" % i] = b"2"
+        reps[leader] = RaftReplicator(cluster_config, leader, seed=leader + 10)  # same pool files
+        expected = {**{b"a%d" % i: b"1" for i in range(20)}, **{b"b%d" % i: b"2" for i in range(20)}}
+        _wait(lambda: reps[leader].status()["applied"] >= reps[survivors[0]].status()["commit"])
+        for rep in reps.values():
+            assert _contents(rep, "m") == expected
+    finally:
+        for rep in reps.values():
+            rep.stop()
+
+
+def test_a_retried_request_is_applied_once(cluster_config):
+    """The same envelope proposed twice (a client retry) pops the queue once."""
+    from blizzard.replication.sessions import wrap
+    from blizzard.structures import ops
+
+    reps = {i: RaftReplicator(cluster_config, i, seed=i) for i in (1, 2, 3)}
+    try:
+        leader = reps[1].wait_for_leader()
+        rep = reps[leader]
+        queue = PQueue(rep.pool, "q", replicator=rep)
+        for item in (b"first", b"second"):
+            queue.put(item)
+        pop = ops.encode(ops.Op("q", ops.OpCode.QUEUE_GET, ()))
+        envelope = wrap(12345, 1, pop)
+        import asyncio
+
+        async def twice():
+            a = rep.node.propose(envelope)
+            b = rep.node.propose(envelope)
+            return await a, await b
+
+        first, again = asyncio.run_coroutine_threadsafe(twice(), rep._loop).result(10)
+        assert first == again == b"first"
+        later = asyncio.run_coroutine_threadsafe(_propose(rep, envelope), rep._loop).result(10)
+        assert later == b"first"  # the recorded result, not a second pop
+        assert list(queue) == [b"second"]
+    finally:
+        for r in reps.values():
+            r.stop()
+
+
+async def _propose(rep, envelope):
+    return await rep.node.propose(envelope)

@@ -64,7 +64,8 @@ def test_leader_loss_then_restart_from_its_pools(cluster_config):
         for i in range(20):
             m2[b"b%d" % i] = b"2"
         reps[leader] = RaftReplicator(cluster_config, leader, seed=leader + 10)  # same pool files
-        expected = {**{b"a%d" % i: b"1" for i in range(20)}, **{b"b%d" % i: b"2" for i in range(20)}}
+        expected = {b"a%d" % i: b"1" for i in range(20)}
+        expected.update({b"b%d" % i: b"2" for i in range(20)})
         _wait(lambda: reps[leader].status()["applied"] >= reps[survivors[0]].status()["commit"])
         for rep in reps.values():
             assert _contents(rep, "m") == expected

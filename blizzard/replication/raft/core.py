@@ -244,11 +244,17 @@ class Raft:
         """Replace the log up to ``index`` (<= applied) with a snapshot holding
         ``data``, the state machine as of ``index``."""
         log = self.log
-        assert index <= log.applied, "can only compact applied entries"
-        assert index <= log.stable_last_index()
+        if index > log.applied or index > log.stable_last_index():
+            raise ValueError(f"cannot compact to {index}: only applied, persisted entries")
+        if index < log.first_index():
+            return log.storage.snapshot()  # already compacted that far
         meta = SnapshotMeta(index, log.term(index), self._conf_state_at(index))
         snapshot = Snapshot(meta, data)
         log.storage.compact(snapshot)
+        # Forget membership history the snapshot made unreachable.
+        history = self._conf_history
+        while len(history) > 1 and history[1][0] <= index:
+            del history[0]
         return snapshot
 
     def step(self, m: Message) -> None:
@@ -763,7 +769,10 @@ class Raft:
         log = self.log
         if log.term(log.committed) != self.term:
             # Until an entry of this term commits, our commit index may lag.
-            self._reads_waiting_commit.append((source, context))
+            if len(self._reads_waiting_commit) < self.config.read_pending_max:
+                self._reads_waiting_commit.append((source, context))
+            elif source == self.id:
+                raise ProposalDroppedError("too many reads are pending")
             return
         if self.voters == {self.id}:
             self._respond_read(source, log.committed, context)
@@ -771,6 +780,8 @@ class Raft:
         if self._read_only.add(log.committed, source, context):
             self._read_only.ack(self.id, context)
             self._bcast_heartbeat(context)
+        elif source == self.id and len(self._read_only) >= self.config.read_pending_max:
+            raise ProposalDroppedError("too many reads are pending")
 
     def _respond_read(self, source: int, index: int, context: bytes) -> None:
         if source == self.id:

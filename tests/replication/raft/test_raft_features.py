@@ -360,3 +360,25 @@ def test_restart_with_a_persistent_state_machine_keeps_membership():
     assert node.voters == {1, 2}
     assert node.log.applied == applied
     assert not node.ready().committed_entries
+
+
+def test_compaction_limits():
+    """Compacting past what is applied is refused; compacting twice is harmless."""
+    net = Network(3)
+    leader = net.elect(1)
+    leader.propose(b"x")
+    net.stabilize()
+    with pytest.raises(ValueError, match="cannot compact"):
+        leader.compact(leader.log.applied + 1, b"")
+    first = leader.compact(2, b"s")
+    assert leader.compact(1, b"older") == first
+
+
+def test_pending_reads_are_bounded():
+    net = Network(3, read_pending_max=2)
+    leader = net.elect(1)
+    net.isolate(1)
+    leader.read_index(b"a")
+    leader.read_index(b"b")
+    with pytest.raises(ProposalDroppedError, match="too many"):
+        leader.read_index(b"c")

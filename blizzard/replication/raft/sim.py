@@ -19,9 +19,9 @@ Checked as it runs (``SafetyViolation`` names the property):
   logs are identical up to there);
 - leader completeness: a new leader's log holds every entry applied so far;
 - state machine safety: every node applies the same entry at each index;
-- no acknowledged put is lost, and the client history (puts acknowledged
-  when applied, ReadIndex reads served once applied >= the read index) is
-  linearizable.
+- no acknowledged put is lost (checked on every member once converged);
+- the client history (puts acknowledged when first applied, ReadIndex reads
+  served once applied >= the read index) is linearizable.
 
 The driver obeys the ``Ready`` contract exactly: persist (a node's
 ``MemoryStorage`` holds only what it persisted, and is all that survives a
@@ -247,6 +247,7 @@ class Simulator:
                 for op in missing:  # a client retry: the state machine dedups it
                     self._client_put(self._random_live(), op_id=op)
             if not missing and tick % 10 == 0 and self._converged():
+                self._check_nothing_lost()
                 return tick
         raise LivenessFailure(
             f"not converged after {self.liveness_ticks_max} ticks:"
@@ -529,6 +530,17 @@ class Simulator:
             if seen[0] != entry.data:
                 raise SafetyViolation("log matching", f"entry {entry.index} data differs")
             previous_term = entry.term
+
+    def _check_nothing_lost(self) -> None:
+        """Every acknowledged put is in every converged member's state machine."""
+        leader = self._leader()
+        assert leader is not None
+        for member in leader.voters | leader.learners:
+            lost = self._acknowledged - self.nodes[member].seen
+            if lost:
+                raise SafetyViolation(
+                    "acknowledged write lost", f"node {member} lacks ops {sorted(lost)[:10]}"
+                )
 
     def _check_linearizable(self) -> None:
         if not check_history(self._history):

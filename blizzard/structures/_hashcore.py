@@ -393,9 +393,30 @@ class HashCore:
         else:
             need = (n + 7) & ~7
         tag = h | (n << 48)
-        found = self.find(kb, h)
-        if found is not None:
-            page, i, old = found
+        # find(kb, h), inline: this is the hot write path
+        buf = self.buf
+        hb = _U32.pack(h)
+        b = h & self.lo_mask
+        if b < self.split:
+            b = h & self.hi_mask
+        page = self.pages[b]
+        prefix = _U32.pack(klen) + kb
+        found = False
+        while page:
+            raw = buf[page:page + HEAP_START].tobytes()
+            i = raw.find(hb, SLOTS_OFF)
+            while i >= 0:
+                if not i & 7:
+                    old = _U64.unpack_from(raw, i)[0]
+                    e = page + ((old >> 32) & 0xFFFF)
+                    if e != page and buf[e + 4:e + 8 + klen].tobytes() == prefix:
+                        found = True
+                        break
+                i = raw.find(hb, i + 1)
+            if found:
+                break
+            page = _U64.unpack_from(raw, 0)[0]
+        if found:
             old_block = 0 if old >> 48 else self._block_of(page + ((old >> 32) & 0xFFFF))
             top = self._tops.get(page)
             if top is None:
@@ -407,11 +428,11 @@ class HashCore:
                 _U64.pack_into(self.buf, page + i, tag | (top << 32))
             else:
                 self._set_slot(tx, page, i, 0)
-                self._insert(tx, self.bucket(h), tag, kb, vb, block, need)
+                self._insert(tx, b, tag, kb, vb, block, need)
             if old_block:
                 self.registry.frees.append(old_block)
             return
-        self._insert(tx, self.bucket(h), tag, kb, vb, block, need)
+        self._insert(tx, b, tag, kb, vb, block, need)
         self.count += 1
         if self.count > LOAD_SPLIT * self.nbuckets and self.nbuckets < BUCKETS_MAX:
             self._split(tx)

@@ -61,7 +61,15 @@ def open_node_pools(config: ClusterConfig, node_id: int) -> tuple[Pool, Pool]:
 
 
 class RaftReplicator(Replicator):
-    """A :class:`Replicator` backed by a Raft cluster this process belongs to."""
+    """A :class:`Replicator` backed by a Raft cluster this process belongs to.
+
+    Structures bound to it read linearizably by default (a ReadIndex round
+    before each read; pass ``linearizable=False`` to a structure for fast,
+    possibly stale local reads), and hold ``read_lock`` while reading, since
+    the node applies Ops on its own thread.
+    """
+
+    linearizable_default = True
 
     def __init__(self, config: ClusterConfig | str | os.PathLike[str], node_id: int, *,
                  start: bool = True, request_timeout_s: float = REQUEST_TIMEOUT_S,
@@ -78,6 +86,9 @@ class RaftReplicator(Replicator):
         self.storage = PmemStorage(self.log_pool, conf_state=ConfState(voters))
         self._client = int.from_bytes(os.urandom(8), "little") or 1
         self._seq = itertools.count(1)
+        self._submit_lock = threading.Lock()
+        self.read_lock = threading.Lock()
+        self._inbox: list[tuple[bytes, concurrent.futures.Future]] = []
         self._seed = seed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -115,7 +126,8 @@ class RaftReplicator(Replicator):
                              state_machine=self.state_machine, transport=self._transport(),
                              tick_s=raft.tick_ms / 1000, election_tick=raft.election_ticks,
                              heartbeat_tick=raft.heartbeat_ticks,
-                             snapshot_entries=raft.snapshot_entries, seed=self._seed)
+                             snapshot_entries=raft.snapshot_entries,
+                             apply_lock=self.read_lock, seed=self._seed)
         try:
             loop.run_until_complete(self.node.start())
         except BaseException as exc:
@@ -140,16 +152,30 @@ class RaftReplicator(Replicator):
     # -- requests ------------------------------------------------------------------------
 
     def submit_async(self, op: bytes) -> concurrent.futures.Future:
-        """Replicate ``op``; the future holds its result once applied on this node."""
+        """Replicate ``op``; the future holds its result once applied on this node.
+
+        Submissions from any thread go through a queue the loop drains in one
+        turn, so a burst of writers costs one wake-up of the loop, not one each.
+        """
         if self._thread is None:
             raise ReplicatorStoppedError("the replicator is stopped")
         result: concurrent.futures.Future = concurrent.futures.Future()
-        envelope = wrap(self._client, next(self._seq), op)
-        self.submitted += 1
-        loop = self._loop
-        loop.call_soon_threadsafe(self._attempt, envelope, result,
-                                  loop.time() + self.request_timeout_s)
+        with self._submit_lock:
+            envelope = wrap(self._client, next(self._seq), op)
+            self.submitted += 1
+            self._inbox.append((envelope, result))
+            wake = len(self._inbox) == 1
+        if wake:
+            self._loop.call_soon_threadsafe(self._drain_inbox)
         return result
+
+    def _drain_inbox(self) -> None:
+        with self._submit_lock:
+            batch = list(self._inbox)
+            self._inbox.clear()
+        deadline = self._loop.time() + self.request_timeout_s
+        for envelope, result in batch:
+            self._attempt(envelope, result, deadline)
 
     def submit(self, op: bytes) -> Any:
         value = self.submit_async(op).result()

@@ -58,6 +58,14 @@ class Replicator(abc.ABC):
     ``asyncio.wrap_future``).
     """
 
+    #: Held while Ops are applied, when that happens on another thread than
+    #: the caller's (a Raft node's loop): structures hold it around local
+    #: reads so a read never sees half an apply. None: no other thread applies.
+    read_lock: Any = None
+    #: Whether structures bound to this replicator pass ``read_barrier`` before
+    #: every read unless told otherwise.
+    linearizable_default: bool = False
+
     @abc.abstractmethod
     def submit(self, op: bytes) -> Any:
         """Apply ``op`` once it is committed; return its result.

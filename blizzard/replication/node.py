@@ -23,6 +23,7 @@ session table makes the retry harmless).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
@@ -59,13 +60,14 @@ class RaftNode:
     def __init__(self, node_id: int, *, storage, state_machine: StateMachine,
                  transport: Transport, tick_s: float = 0.01, election_tick: int = 10,
                  heartbeat_tick: int = 1, snapshot_entries: int = SNAPSHOT_ENTRIES_DEFAULT,
-                 seed: int | None = None) -> None:
+                 apply_lock: Any = None, seed: int | None = None) -> None:
         self.node_id = node_id
         self.storage = storage
         self.state_machine = state_machine
         self.transport = transport
         self.tick_s = tick_s
         self.snapshot_entries = snapshot_entries
+        self._apply_lock = apply_lock if apply_lock is not None else contextlib.nullcontext()
         applied = state_machine.last_applied
         snapshot = storage.snapshot()
         if applied < snapshot.meta.index:
@@ -221,6 +223,10 @@ class RaftNode:
             self.storage.save(rd.hard_state, rd.entries)
 
     def _apply(self, rd) -> None:
+        with self._apply_lock:
+            self._apply_locked(rd)
+
+    def _apply_locked(self, rd) -> None:
         if rd.snapshot is not None:
             self.state_machine.restore(rd.snapshot.data)
             self.applied = rd.snapshot.meta.index

@@ -253,3 +253,49 @@ def test_batch_crash(map_setup, queue_setup, batch, data):
         return Both()
 
     verify(build, op, contents, open_, None, data, ops_in_flight=len(batch))
+
+
+# -- creating and dropping structures -----------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["create", "drop"])
+@crash_settings
+@given(n=st.integers(0, 40), data=st.data())
+def test_create_and_drop_crash(kind, n, data):
+    """A crash while creating or dropping a structure leaves it whole or absent."""
+    def build(pool):
+        m = PHashMap(pool, "old")
+        for i in range(n):
+            m[b"%d" % i] = b"x" * 50
+        return pool
+
+    def op(pool):
+        if kind == "create":
+            PQueue(pool, "new")
+        else:
+            registry_for(pool).drop("old")
+
+    def contents(pool):
+        registry = registry_for(pool)
+        return {name: dict(registry.core(name).items_raw()) if name == "old" else []
+                for name in registry.names()}
+
+    class Opened:
+        def __init__(self, pool):
+            self.pool = pool
+
+        def check(self):
+            registry_for(self.pool).check()
+
+    def open_(pool):
+        return Opened(pool)
+
+    def model(before):
+        after = dict(before)
+        if kind == "create":
+            after["new"] = []
+        else:
+            after.pop("old")
+        return after
+
+    verify(build, op, lambda p: contents(p.pool if isinstance(p, Opened) else p), open_, model,
+           data)

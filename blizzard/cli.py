@@ -3,6 +3,8 @@
     blizzard demo                       create, write, reopen and verify a pool
     blizzard pool create|info|check P   manage pool files
     blizzard bench pool|structures|raft-core [...]   benchmarks
+    blizzard serve --config C --node N  run one cluster node (Raft + client protocol)
+    blizzard cluster up|down|status     a local cluster of `serve` processes
 """
 
 from __future__ import annotations
@@ -142,6 +144,75 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return module.main(args.rest)
 
 
+# -- serve / cluster ---------------------------------------------------------------
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from blizzard.cluster.server import serve, setup_logging
+
+    setup_logging(args.node)
+    return serve(args.config, args.node)
+
+
+def _cmd_cluster_up(args: argparse.Namespace) -> int:
+    from blizzard.cluster import config as configmod
+    from blizzard.cluster.server import start_cluster
+
+    if args.config:
+        path = args.config
+    else:
+        directory = os.path.abspath(args.dir or "/dev/shm/blizzard-cluster")
+        path = os.path.join(directory, "cluster.toml")
+        if not os.path.exists(path):
+            os.makedirs(directory, exist_ok=True)
+            config = configmod.local_cluster(args.nodes, directory, base_port=args.base_port,
+                                             pool_size=args.pool_size,
+                                             log_pool_size=args.pool_size)
+            with open(path, "w") as f:
+                f.write(configmod.dump(config))
+    pids, leader = start_cluster(path, timeout_s=args.timeout)
+    config = configmod.load(path)
+    for node_id, pid in sorted(pids.items()):
+        host, port = config.node(node_id).client
+        print(f"node {node_id}: pid {pid}, client {host}:{port}, "
+              f"log {config.node_dir(node_id)}.log")
+    print(f"cluster up: {len(pids)} nodes, leader node {leader}")
+    print(f"config: {os.path.abspath(path)}")
+    return 0
+
+
+def _cmd_cluster_down(args: argparse.Namespace) -> int:
+    from blizzard.cluster.server import stop_cluster
+
+    stopped, killed = stop_cluster(args.config, grace_s=args.grace)
+    print(f"cluster down: {stopped} nodes stopped"
+          + (f" ({killed} with SIGKILL after {args.grace} s)" if killed else ""))
+    return 0
+
+
+def _cmd_cluster_status(args: argparse.Namespace) -> int:
+    from blizzard.client import connect
+
+    with connect(args.config, timeout_s=5.0) as client:
+        statuses = client.status()
+    columns = ("node", "role", "term", "leader", "commit", "applied", "log", "match", "ops/s")
+    rows = []
+    for key, status in sorted(statuses.items(), key=lambda kv: str(kv[0])):
+        if "term" not in status:
+            rows.append((str(key), status.get("role", "?"), *["-"] * 7))
+            continue
+        match = status.get("match")
+        rows.append((str(status["node"]), status["role"], str(status["term"]),
+                     str(status["leader"]), str(status["commit"]), str(status["applied"]),
+                     str(status["log_entries"]),
+                     " ".join(f"{p}:{m}" for p, m in sorted(match.items())) if match else "-",
+                     f"{status['ops_per_s']:.0f}"))
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    for row in (columns, *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0 if all("term" in s for s in statuses.values()) else 1
+
+
 # -- entry point ---------------------------------------------------------------------
 
 
@@ -177,6 +248,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("which", choices=sorted(BENCHMARKS))
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options")
     bench.set_defaults(func=_cmd_bench)
+
+    serve = sub.add_parser("serve", help="run one node of a cluster (Raft + client protocol)")
+    serve.add_argument("--config", required=True, help="the cluster's TOML file")
+    serve.add_argument("--node", type=int, required=True, help="this node's id")
+    serve.set_defaults(func=_cmd_serve)
+
+    cluster = sub.add_parser("cluster", help="start, stop or inspect a local cluster")
+    cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
+    up = cluster_sub.add_parser("up", help="start one `blizzard serve` process per node")
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--dir", help="data directory (default /dev/shm/blizzard-cluster)")
+    up.add_argument("--base-port", type=int, default=7001)
+    up.add_argument("--config", help="an existing cluster TOML (else one is written)")
+    up.add_argument("--pool-size", default="64M", help="each node's pools (new configs)")
+    up.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a leader")
+    up.set_defaults(func=_cmd_cluster_up)
+    down = cluster_sub.add_parser("down", help="stop the cluster's processes")
+    down.add_argument("--grace", type=float, default=10.0,
+                      help="seconds between SIGTERM and SIGKILL")
+    status = cluster_sub.add_parser("status", help="a table of every node's Raft state")
+    for p in (down, status):
+        p.add_argument("--config", required=True, help="the cluster's TOML file")
+    down.set_defaults(func=_cmd_cluster_down)
+    status.set_defaults(func=_cmd_cluster_status)
     return parser
 
 

@@ -1,0 +1,451 @@
+"""``blizzard serve``: one cluster node plus the client-protocol server.
+
+The client server runs on the node's own asyncio loop (the
+:class:`RaftReplicator`'s thread), so a READ touches the pool on the same
+thread that applies committed entries: no locks, no torn reads. Every request
+is its own task, so a connection may pipeline many requests; the responses go
+back as they complete, paired by request id.
+
+* SUBMIT proposes the client's own envelope ``wrap(client, seq, op)``
+  through the node (a follower forwards it to the leader) and retries the
+  same envelope until the request deadline; the session table applies it
+  once however many times it reaches the log. A request that cannot commit
+  in time is answered NOT_READY, and the client tries elsewhere.
+* READ waits for a read barrier (ReadIndex), then reads the local pool;
+  with the STALE flag it reads at once.
+* A malformed request gets an ERROR response; a frame over the size limit,
+  or a connection closed mid-frame, closes that connection. Either way one
+  warning line says what and from whom, and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from blizzard.cluster import config as configmod
+from blizzard.cluster import protocol as proto
+from blizzard.cluster.config import ClusterConfig
+from blizzard.cluster.protocol import Kind, ReadKind, Request, Response, Status
+from blizzard.cluster.replicator import RaftReplicator
+from blizzard.exceptions import BlizzardError, ProposalDroppedError, StructureKindError
+from blizzard.replication.sessions import wrap
+from blizzard.structures import _hashcore, _queuecore, ops
+from blizzard.structures.registry import registry_for
+
+log = logging.getLogger("blizzard.server")
+
+REQUEST_TIMEOUT_S = 5.0
+ATTEMPT_TIMEOUT_S = 1.0
+RETRY_BACKOFF_S = 0.02
+IN_FLIGHT_MAX = 1024  # requests per connection being served at once
+PAGE_ITEMS_MAX = 10_000
+PAGE_BYTES_MAX = 4 << 20
+
+
+class NoSuchStructureError(BlizzardError, KeyError):
+    """A READ named a structure the node does not hold."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class _NotReady(Exception):
+    """Answer NOT_READY: the same request may succeed later or elsewhere."""
+
+
+class ClientServer:
+    """The client-protocol listener of one node; lives on the node's loop."""
+
+    def __init__(self, replicator: RaftReplicator, address: tuple[str, int], *,
+                 frame_bytes_max: int = proto.FRAME_BYTES_MAX,
+                 request_timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+        self.replicator = replicator
+        self.address = address
+        self.frame_bytes_max = frame_bytes_max
+        self.request_timeout_s = request_timeout_s
+        self.node_id = replicator.node_id
+        self.registry = registry_for(replicator.pool)
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.StreamWriter] = set()
+        self._stopping = False
+        self.requests = 0
+        self.refused = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        host, port = self.address
+        self._server = await asyncio.start_server(self._connection, host, port)
+        self.address = self._server.sockets[0].getsockname()[:2]
+        log.info("node %d: serving clients on %s:%d", self.node_id, *self.address)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._connections):
+            writer.close()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+
+    # -- connections ----------------------------------------------------------------------
+
+    async def _connection(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        where = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self._connections.add(writer)
+        slots = asyncio.Semaphore(IN_FLIGHT_MAX)
+        tasks: set[asyncio.Task] = set()
+        limit = self.frame_bytes_max
+        try:
+            while True:
+                try:
+                    head = await reader.readexactly(4)
+                except asyncio.IncompleteReadError as exc:
+                    if exc.partial:
+                        log.warning("node %d: client %s closed the connection inside a frame's "
+                                    "length prefix", self.node_id, where)
+                    break
+                (size,) = proto.FRAME.unpack(head)
+                if size > limit:
+                    self.refused += 1
+                    log.warning("node %d: closing the connection from %s: frame of %d bytes "
+                                "exceeds the limit of %d", self.node_id, where, size, limit)
+                    self._send(writer, Response(0, Status.ERROR, proto.encode_error(
+                        proto.ProtocolError(f"frame of {size} bytes exceeds the limit of "
+                                            f"{limit}; closing the connection"))))
+                    with contextlib.suppress(ConnectionError):
+                        await writer.drain()
+                    break
+                try:
+                    body = await reader.readexactly(size)
+                except asyncio.IncompleteReadError as exc:
+                    log.warning("node %d: client %s closed the connection mid-frame (%d of %d "
+                                "bytes)", self.node_id, where, len(exc.partial), size)
+                    break
+                try:
+                    request = proto.decode_request(body)
+                except proto.ProtocolError as exc:
+                    self.refused += 1
+                    log.warning("node %d: malformed request from %s: %s", self.node_id, where, exc)
+                    self._send(writer, Response(proto.peek_request_id(body) or 0, Status.ERROR,
+                                                proto.encode_error(exc)))
+                    continue
+                await slots.acquire()
+                task = asyncio.get_running_loop().create_task(self._serve(request, writer))
+                tasks.add(task)
+                task.add_done_callback(lambda t: (tasks.discard(t), slots.release()))
+                if writer.transport.get_write_buffer_size() > limit:
+                    await writer.drain()  # a client that does not read its responses waits
+        except (ConnectionError, OSError) as exc:
+            log.info("node %d: connection from %s lost: %s", self.node_id, where, exc)
+        finally:
+            for task in tasks:
+                task.cancel()
+            self._connections.discard(writer)
+            writer.close()
+
+    def _send(self, writer: asyncio.StreamWriter, response: Response) -> None:
+        if not writer.is_closing():
+            writer.write(proto.encode_response(response))
+
+    async def _serve(self, request: Request, writer: asyncio.StreamWriter) -> None:
+        self.requests += 1
+        try:
+            if self._stopping:
+                raise _NotReady("the node is shutting down")
+            payload = await self._handle(request)
+            response = Response(request.request_id, Status.OK, payload)
+        except _NotReady as exc:
+            response = Response(request.request_id, Status.NOT_READY,
+                                proto.encode_not_ready(self._leader(), str(exc)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the client's problem, not the server's: answer and go on
+            if not isinstance(exc, BlizzardError | LookupError | ValueError | TypeError):
+                log.exception("node %d: request %d failed", self.node_id, request.request_id)
+            response = Response(request.request_id, Status.ERROR, proto.encode_error(exc))
+        self._send(writer, response)
+
+    def _leader(self) -> int:
+        node = self.replicator.node
+        return node.raft.lead if node is not None else 0
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def _handle(self, request: Request) -> bytes:
+        if request.kind == Kind.SUBMIT:
+            if not request.client or not request.seq:
+                raise proto.ProtocolError("SUBMIT needs a client id and a seq (both non-zero)")
+            ops.decode_head(request.payload)  # refuse garbage before it reaches the log
+            envelope = wrap(request.client, request.seq, request.payload)
+            return proto.encode_value(await self._submit(envelope))
+        if request.kind == Kind.READ:
+            read = proto.decode_read(request.payload)
+            if not request.flags & proto.STALE:
+                await self._barrier()
+            return self._read(read)
+        return proto.encode_json(self.status())
+
+    async def _submit(self, envelope: bytes) -> Any:
+        loop = asyncio.get_running_loop()
+        node = self.replicator.node
+        deadline = loop.time() + self.request_timeout_s
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._stopping:
+                raise _NotReady(f"not committed within {self.request_timeout_s} s "
+                                f"(leader: {self._leader() or 'unknown'})")
+            try:
+                future = node.propose(envelope)
+            except ProposalDroppedError:
+                await asyncio.sleep(RETRY_BACKOFF_S)
+                continue
+            try:
+                return await asyncio.wait_for(asyncio.shield(future),
+                                              min(ATTEMPT_TIMEOUT_S, remaining))
+            except TimeoutError:
+                continue
+            except ProposalDroppedError:
+                await asyncio.sleep(RETRY_BACKOFF_S)
+
+    async def _barrier(self) -> None:
+        loop = asyncio.get_running_loop()
+        node = self.replicator.node
+        deadline = loop.time() + self.request_timeout_s
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._stopping:
+                raise _NotReady(f"read barrier not confirmed within {self.request_timeout_s} s "
+                                f"(leader: {self._leader() or 'unknown'})")
+            try:
+                await asyncio.wait_for(node.read_barrier(), min(ATTEMPT_TIMEOUT_S, remaining))
+                return
+            except TimeoutError:
+                continue
+            except ProposalDroppedError:
+                await asyncio.sleep(RETRY_BACKOFF_S)
+
+    def _core(self, name: str, tag: bytes):
+        core = self.registry.core(name)
+        if core is None:
+            raise NoSuchStructureError(f"no structure named {name!r} on node {self.node_id}")
+        if core.tag != tag:
+            raise StructureKindError(f"{name!r} is a {core.tag.decode()}, not a {tag.decode()}")
+        return core
+
+    def _read(self, read: proto.ReadArgs) -> bytes:
+        """Serve one READ from the local pool (on the loop thread, between applies)."""
+        kind, name, args = read
+        if kind == ReadKind.CHECK:
+            self.registry.check()
+            return proto.encode_value(True)
+        if kind == ReadKind.NAMES:
+            return proto.encode_json({n: self.registry.core(n).tag.decode()
+                                      for n in self.registry.names()})
+        if kind in (ReadKind.MAP_GET, ReadKind.MAP_CONTAINS, ReadKind.MAP_LEN,
+                    ReadKind.MAP_ITEMS, ReadKind.MAP_KEYS):
+            core = self._core(name, _hashcore.TAG)
+            if kind == ReadKind.MAP_GET:
+                return proto.encode_value(core.get(args))
+            if kind == ReadKind.MAP_CONTAINS:
+                return proto.encode_value(core.get(args) is not None)
+            if kind == ReadKind.MAP_LEN:
+                return proto.encode_value(core.count)
+            return _map_page(core, *proto.decode_page_args(args), kind == ReadKind.MAP_ITEMS)
+        core = self._core(name, _queuecore.TAG)
+        if kind == ReadKind.QUEUE_PEEK:
+            return proto.encode_value(core.peek())
+        if kind == ReadKind.QUEUE_LEN:
+            return proto.encode_value(core.count)
+        return _queue_page(core, *proto.decode_page_args(args))
+
+    def status(self) -> dict[str, Any]:
+        status = self.replicator.node.status()
+        status.update(pid=os.getpid(), client=f"{self.address[0]}:{self.address[1]}",
+                      requests=self.requests, refused=self.refused,
+                      connections=len(self._connections))
+        return status
+
+
+def _map_page(core, cursor: int, limit: int, with_values: bool) -> bytes:
+    """Whole buckets from ``cursor`` until ``limit`` items or PAGE_BYTES_MAX."""
+    limit = max(1, min(limit, PAGE_ITEMS_MAX))
+    fields: list[bytes] = []
+    size = items = 0
+    b = cursor
+    buf = core.buf
+    header = _hashcore._HDR
+    while b < core.nbuckets and items < limit and size < PAGE_BYTES_MAX:
+        for page in core.chain(b):
+            for _, _, e in list(core.live(page)):
+                k = header.unpack_from(buf, e)[1]
+                key = buf[e + 8:e + 8 + k].tobytes()
+                fields.append(key)
+                size += len(key)
+                if with_values:
+                    value = core._value(e)
+                    fields.append(value)
+                    size += len(value)
+                items += 1
+        b += 1
+    return proto.encode_page(b if b < core.nbuckets else proto.END, fields)
+
+
+def _queue_page(core, cursor: int, limit: int) -> bytes:
+    """Values from position ``cursor`` (counted from the head) on."""
+    limit = max(1, min(limit, PAGE_ITEMS_MAX))
+    fields: list[bytes] = []
+    size = 0
+    for i, value in enumerate(core.values()):
+        if i < cursor:
+            continue
+        if len(fields) >= limit or size >= PAGE_BYTES_MAX:
+            return proto.encode_page(i, fields)
+        fields.append(value)
+        size += len(value)
+    return proto.encode_page(proto.END, fields)
+
+
+# -- the process --------------------------------------------------------------------------
+
+
+def setup_logging(node_id: int, level: int = logging.INFO) -> None:
+    """One stderr line per event, tagged with the node id."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        f"%(asctime)s node {node_id} %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def serve(config: ClusterConfig | str | os.PathLike[str], node_id: int, *,
+          stop: threading.Event | None = None) -> int:
+    """Run node ``node_id`` and its client server until SIGTERM/SIGINT (or ``stop``)."""
+    if not isinstance(config, ClusterConfig):
+        config = configmod.load(config)
+    node = config.node(node_id)
+    if node.client is None:
+        raise configmod.ConfigError(f"nodes[id={node_id}].client: missing (blizzard serve needs "
+                                    "the client address)")
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: stop.set())
+    replicator = RaftReplicator(config, node_id)
+    server = ClientServer(replicator, node.client)
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(), replicator._loop).result()
+    except BaseException:
+        replicator.stop()
+        raise
+    log.info("node %d: up (pid %d, raft %s:%d, data %s)", node_id, os.getpid(), *node.raft,
+             config.node_dir(node_id))
+    while not stop.wait(0.5):
+        pass
+    log.info("node %d: shutting down", node_id)
+    with contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(server.stop(), replicator._loop).result(5)
+    replicator.stop()
+    log.info("node %d: stopped", node_id)
+    return 0
+
+
+# -- local clusters of `blizzard serve` processes (``blizzard cluster up/down``) ------------
+
+PIDS_FILE = "pids.json"
+
+
+def _pids_path(config: ClusterConfig) -> Path:
+    return config.data_dir / PIDS_FILE
+
+
+def serving(pid: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) ``blizzard serve`` process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z" and b"serve" in cmdline
+
+
+def start_node(config: ClusterConfig, node_id: int) -> subprocess.Popen:
+    """Start ``blizzard serve`` for one node, in its own session, logging to
+    ``data_dir/node<id>.log``."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    with open(f"{config.node_dir(node_id)}.log", "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "blizzard", "serve", "--config", str(config.source),
+             "--node", str(node_id)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+
+
+def start_cluster(path: str | os.PathLike[str], *, timeout_s: float = 30.0
+                  ) -> tuple[dict[int, int], int]:
+    """Start every node of the cluster at ``path``; ``(pids by node id, leader id)``
+    once a leader is elected. The PIDs are recorded in ``data_dir/pids.json``."""
+    from blizzard.cluster.client import ClusterUnavailableError, connect
+
+    config = configmod.load(path)
+    record = _pids_path(config)
+    if record.exists():
+        running = {int(k): v for k, v in json.loads(record.read_text()).items() if serving(v)}
+        if running:
+            raise BlizzardError(f"the cluster already runs (pids {running} in {record}); "
+                                "stop it with `blizzard cluster down` first")
+    processes = {n.id: start_node(config, n.id) for n in config.nodes}
+    pids = {i: p.pid for i, p in processes.items()}
+    record.write_text(json.dumps(pids))
+    deadline = time.monotonic() + timeout_s
+    with connect(str(config.source), timeout_s=2.0) as client:
+        while True:
+            dead = [i for i, p in processes.items() if p.poll() is not None]
+            if dead:
+                raise BlizzardError(f"node {dead[0]} exited at start (code "
+                                    f"{processes[dead[0]].returncode}); see "
+                                    f"{config.node_dir(dead[0])}.log")
+            try:
+                leader = client.wait_for_leader(min(1.0, max(0.0, deadline - time.monotonic())))
+                return pids, leader
+            except ClusterUnavailableError:
+                if time.monotonic() > deadline:
+                    raise ClusterUnavailableError(
+                        f"no leader elected within {timeout_s} s; see the logs in "
+                        f"{config.data_dir}") from None
+
+
+def stop_cluster(path: str | os.PathLike[str], *, grace_s: float = 10.0) -> tuple[int, int]:
+    """SIGTERM every recorded node, SIGKILL those still up after ``grace_s``;
+    ``(nodes stopped, of which killed)``."""
+    config = configmod.load(path)
+    record = _pids_path(config)
+    if not record.exists():
+        raise BlizzardError(f"no {record}: was the cluster started with `blizzard cluster up`?")
+    pids = [pid for pid in json.loads(record.read_text()).values() if serving(pid)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(serving(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed = [pid for pid in pids if serving(pid)]
+    for pid in killed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    record.unlink()
+    return len(pids), len(killed)

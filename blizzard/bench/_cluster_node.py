@@ -1,0 +1,260 @@
+"""One Blizzard Raft node for ``blizzard bench cluster``: a JSON command loop.
+
+``python -m blizzard.bench._cluster_node CONFIG NODE_ID`` makes this process
+one node of the cluster (a :class:`RaftReplicator`), prints ``{"ready": ...}``
+and then answers one JSON line on stdout per command line on stdin:
+
+``status``                the node's Raft status (role, leader, indexes);
+``load N WINDOW PREFIX``  N puts of 16-byte keys (``PREFIX`` + a counter) and
+                          64-byte values, through ``submit_async`` with at most
+                          WINDOW requests in flight; returns ops and seconds;
+``latency N PREFIX [S]``  N synchronous puts one after another (at most S
+                          seconds); returns p50/p99/mean in microseconds;
+``count``                 read barrier, then the map's length;
+``profile_start``         cProfile on the calling thread and the Raft loop's;
+``profile_stop PATH``     stop it, dump the merged stats to PATH;
+``quit``                  leave the cluster and exit.
+
+The load generator runs here, in the node's own process: this is the
+embedded use, where the application lives beside its replica. Nothing but
+protocol lines goes to stdout; logging goes to stderr.
+
+The helpers :func:`serve`, :func:`summarize`, :func:`make_key` and
+:func:`windowed` are shared with the PySyncObj node.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+KEY_BYTES = 16
+VALUE_BYTES = 64
+VALUE = bytes(range(VALUE_BYTES))
+MAP_NAME = "bench"
+
+
+def make_key(prefix: str, i: int) -> bytes:
+    """A 16-byte key: the prefix, then ``i`` zero-padded to fill."""
+    head = prefix.encode()
+    return head + b"%0*d" % (KEY_BYTES - len(head), i)
+
+
+def summarize(samples_ns: list[int]) -> dict[str, float]:
+    """p50 / p99 / mean / max in microseconds, and the sample count."""
+    if not samples_ns:
+        return {"n": 0}
+    ordered = sorted(samples_ns)
+    n = len(ordered)
+
+    def pct(p: float) -> float:
+        return ordered[min(n - 1, int(p * n))] / 1000
+
+    return {"n": n, "p50_us": pct(0.50), "p99_us": pct(0.99),
+            "mean_us": statistics.fmean(ordered) / 1000, "max_us": ordered[-1] / 1000}
+
+
+def windowed(n: int, window: int, start: Callable[[int, Callable[[Any], None]], None],
+             timeout_s: float) -> dict[str, Any]:
+    """Issue ``n`` asynchronous requests with at most ``window`` outstanding.
+
+    ``start(i, done)`` issues request ``i`` and arranges for ``done(error)`` to
+    be called once it completes (``error`` None on success), from any thread.
+    """
+    slots = threading.Semaphore(window)
+    lock = threading.Lock()
+    errors: list[str] = []  # the first few, for the report
+    failed = [0]
+
+    def done(error: Any) -> None:
+        if error is not None:
+            with lock:
+                failed[0] += 1
+                if len(errors) < 5:
+                    errors.append(repr(error))
+        slots.release()
+
+    t0 = time.perf_counter()
+    deadline = t0 + timeout_s
+    for i in range(n):
+        if not slots.acquire(timeout=max(0.0, deadline - time.perf_counter())):
+            raise TimeoutError(f"request {i} of {n}: window not freed within {timeout_s} s")
+        start(i, done)
+    for _ in range(window):  # wait for the tail
+        if not slots.acquire(timeout=max(0.0, deadline - time.perf_counter())):
+            raise TimeoutError(f"the last requests did not complete within {timeout_s} s")
+    seconds = time.perf_counter() - t0
+    return {"ops": n - failed[0], "failed": failed[0], "seconds": seconds, "errors": errors}
+
+
+def sync_latency(n: int, put: Callable[[int], None], max_seconds: float) -> dict[str, Any]:
+    """Time ``put(i)`` for i < n, stopping early after ``max_seconds``."""
+    samples = []
+    clock = time.perf_counter_ns
+    stop = clock() + int(max_seconds * 1e9)
+    for i in range(n):
+        t = clock()
+        put(i)
+        end = clock()
+        samples.append(end - t)
+        if end > stop:
+            break
+    return summarize(samples)
+
+
+def serve(handlers: dict[str, Callable[..., Any]], ready: dict[str, Any]) -> int:
+    """The command loop: one JSON reply per line read, until ``quit`` or EOF."""
+    out = sys.stdout
+
+    def reply(obj: Any) -> None:
+        out.write(json.dumps(obj) + "\n")
+        out.flush()
+
+    reply({"ready": True, **ready})
+    for line in sys.stdin:
+        words = line.split()
+        if not words:
+            continue
+        cmd, args = words[0], words[1:]
+        if cmd == "quit":
+            try:
+                handlers["quit"]()
+            finally:
+                reply({"ok": True, "bye": True})
+            return 0
+        handler = handlers.get(cmd)
+        if handler is None:
+            reply({"ok": False, "error": f"unknown command {cmd!r}"})
+            continue
+        try:
+            reply({"ok": True, **handler(*args)})
+        except Exception as exc:  # report, keep serving
+            traceback.print_exc()
+            reply({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+    handlers["quit"]()
+    return 0
+
+
+class _Profiler:
+    """cProfile on the command thread and on the replicator's asyncio thread."""
+
+    def __init__(self, loop) -> None:
+        import cProfile
+
+        self.loop = loop
+        self.main = cProfile.Profile()
+        self.raft = cProfile.Profile()
+
+    def _on_loop(self, fn: Callable[[], None]) -> None:
+        done = threading.Event()
+
+        def call() -> None:
+            fn()
+            done.set()
+
+        self.loop.call_soon_threadsafe(call)
+        if not done.wait(10):
+            raise TimeoutError("the Raft loop did not answer")
+
+    def start(self) -> None:
+        self._on_loop(self.raft.enable)
+        self.main.enable()
+
+    def stop(self, path: str) -> None:
+        import pstats
+
+        self.main.disable()
+        self._on_loop(self.raft.disable)
+        self.main.dump_stats(path + ".main")
+        self.raft.dump_stats(path + ".raft")
+        stats = pstats.Stats(path + ".main")
+        stats.add(path + ".raft")
+        stats.dump_stats(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m blizzard.bench._cluster_node CONFIG NODE_ID", file=sys.stderr)
+        return 2
+    import logging
+
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    from blizzard.cluster.replicator import RaftReplicator
+    from blizzard.structures import PHashMap
+    from blizzard.structures.ops import Encoder, OpCode
+
+    node_id = int(argv[1])
+    rep = RaftReplicator(argv[0], node_id)
+    state: dict[str, Any] = {}
+
+    def the_map() -> PHashMap:
+        if "map" not in state:
+            rep.wait_for_leader(30)
+            state["map"] = PHashMap(rep.pool, MAP_NAME, replicator=rep)
+        return state["map"]
+
+    def status() -> dict[str, Any]:
+        return {"status": rep.status()}
+
+    def load(n: str, window: str, prefix: str, timeout_s: str = "600") -> dict[str, Any]:
+        the_map()
+        count = int(n)
+        keys = [make_key(prefix, i) for i in range(count)]
+        put = Encoder(MAP_NAME).two
+        code = int(OpCode.MAP_PUT)
+        submit = rep.submit_async
+
+        def start(i: int, done: Callable[[Any], None]) -> None:
+            def finished(f) -> None:
+                exc = f.exception()
+                if exc is None and isinstance(f.result(), BaseException):
+                    exc = f.result()
+                done(exc)
+
+            submit(put(code, keys[i], VALUE)).add_done_callback(finished)
+
+        t = time.process_time()
+        result = windowed(count, int(window), start, float(timeout_s))
+        result["cpu_seconds"] = time.process_time() - t
+        return result
+
+    def latency(n: str, prefix: str, max_seconds: str = "60") -> dict[str, Any]:
+        m = the_map()
+        keys = [make_key(prefix, i) for i in range(int(n))]
+
+        def put(i: int) -> None:
+            m[keys[i]] = VALUE
+
+        return sync_latency(len(keys), put, float(max_seconds))
+
+    def count() -> dict[str, Any]:
+        m = the_map()
+        rep.read_barrier()
+        return {"count": len(m)}
+
+    def profile_start() -> dict[str, Any]:
+        state["profiler"] = _Profiler(rep._loop)
+        state["profiler"].start()
+        return {}
+
+    def profile_stop(path: str) -> dict[str, Any]:
+        state.pop("profiler").stop(path)
+        return {"path": path}
+
+    def quit_() -> None:
+        rep.stop()
+
+    handlers = {"status": status, "load": load, "latency": latency, "count": count,
+                "profile_start": profile_start, "profile_stop": profile_stop, "quit": quit_}
+    return serve(handlers, {"node": node_id, "system": "blizzard"})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

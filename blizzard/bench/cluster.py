@@ -1,0 +1,679 @@
+"""``blizzard bench cluster``: replicated PHashMap puts, against local and PySyncObj.
+
+The workload is PHashMap puts of 16-byte keys and 64-byte values. Systems,
+all measured in the same run so their ratios mean something on a shared
+machine:
+
+* ``blizzard-leader``   -- a 3-node Blizzard Raft cluster over loopback TCP,
+  one process per node (:mod:`._cluster_node`), pools on /dev/shm in
+  ``pmem`` mode; the load generator runs inside the leader's process (the
+  embedded use: the application lives beside its replica);
+* ``blizzard-follower`` -- the same cluster, load from a follower's process:
+  every write is forwarded to the leader;
+* ``blizzard-local``    -- the same PHashMap on a FileMedia pool under
+  /dev/shm (``pmem`` mode) with the default LocalReplicator, in this process;
+* ``pysyncobj``         -- PySyncObj 0.3.x, 3 ``SyncObj`` processes with a
+  ``ReplDict`` on loopback, its defaults (:mod:`._pysyncobj_node`);
+* ``pysyncobj-nobatch`` -- the same with ``appendEntriesUseBatch=False``.
+
+For each: throughput with a window of ``--window`` asynchronous requests in
+flight, after a short warm-up, and the latency of synchronous puts issued one
+after another (p50 / p99). CPU time of every process of the cluster during
+the throughput run is read from /proc (``cpu us/op``: summed over the nodes).
+
+Every process runs in its own process group and is killed, and every file
+under the run's /dev/shm directory removed, whatever happens.
+
+Usage: ``python -m blizzard.bench.cluster [--ops N] [--quick] [--json PATH]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import blizzard
+from blizzard.bench import _report
+from blizzard.bench._cluster_node import MAP_NAME, VALUE, make_key, summarize
+
+SYSTEMS = ("blizzard-leader", "blizzard-follower", "blizzard-local", "pysyncobj",
+           "pysyncobj-nobatch")
+LABELS = {
+    "blizzard-leader": "blizzard raft, load on leader",
+    "blizzard-follower": "blizzard raft, load on follower",
+    "blizzard-local": "blizzard local (no replication)",
+    "pysyncobj": "pysyncobj defaults",
+    "pysyncobj-nobatch": "pysyncobj appendEntriesUseBatch=False",
+}
+DEFAULT_OPS = 50_000
+DEFAULT_WINDOW = 2000
+DEFAULT_LATENCY_OPS = 2000
+QUICK_OPS = 3000
+QUICK_LATENCY_OPS = 300
+LATENCY_MAX_S = 5.0  # a synchronous-put run stops after this long (PySyncObj: ~100 ms each)
+TARGET_VS_PYSYNCOBJ = 4.0
+TARGET_VS_LOCAL = 0.5
+TARGET_P50_US = 1000.0
+START_TIMEOUT_S = 60.0
+REPLY_TIMEOUT_S = 600.0
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Result:
+    """One system: throughput of the windowed run and sync-put latency.
+
+    ``cpu_us_per_op`` is the CPU time of every process of the system during
+    the throughput run, per op, summed (``cpu_by_process`` keeps them apart:
+    the load's process first). ``note`` says why a system was skipped or
+    failed, or how it was configured.
+    """
+
+    system: str
+    ops: int = 0
+    seconds: float | None = None
+    rate: float | None = None
+    window: int | None = None
+    failed: int = 0
+    latency: dict[str, float] = field(default_factory=dict)
+    cpu_us_per_op: float | None = None
+    cpu_by_process: list[float] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def p50_us(self) -> float | None:
+        return self.latency.get("p50_us")
+
+    @property
+    def p99_us(self) -> float | None:
+        return self.latency.get("p99_us")
+
+
+class RunError(RuntimeError):
+    """A node process failed; the message carries the tail of its stderr."""
+
+
+# -- processes --------------------------------------------------------------------------
+
+
+def _child_env() -> dict[str, str]:
+    """The environment for a child: this blizzard importable, output unbuffered."""
+    env = dict(os.environ)
+    root = str(Path(blizzard.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class NodeProcess:
+    """A child speaking the JSON line protocol of :mod:`._cluster_node`."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 -- closed in kill()
+        self.proc = subprocess.Popen(
+            [sys.executable, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self._log, start_new_session=True, text=True, env=_child_env())
+        self.pid = self.proc.pid
+        self._replies: queue.Queue = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True,
+                                        name=f"bench-reader-{name}")
+        self._reader.start()
+        self.hello = self._reply(START_TIMEOUT_S, "start")
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self._replies.put(line)
+        self._replies.put(None)
+
+    def _stderr_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return "\n".join(text[-lines:])
+
+    def _reply(self, timeout: float, what: str) -> dict[str, Any]:
+        try:
+            line = self._replies.get(timeout=timeout)
+        except queue.Empty:
+            raise RunError(f"{self.name}: no answer to {what!r} within {timeout:.0f} s") from None
+        if line is None:
+            self.proc.wait(5)
+            raise RunError(f"{self.name}: exited ({self.proc.returncode}) during {what!r}:\n"
+                           f"{self._stderr_tail()}")
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise RunError(f"{self.name}: unexpected output {line!r}") from None
+
+    def call(self, command: str, timeout: float = REPLY_TIMEOUT_S) -> dict[str, Any]:
+        try:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise RunError(f"{self.name}: gone before {command!r}:\n"
+                           f"{self._stderr_tail()}") from None
+        reply = self._reply(timeout, command)
+        if not reply.get("ok"):
+            raise RunError(f"{self.name}: {command!r} failed: {reply.get('error')}\n"
+                           f"{self._stderr_tail()}")
+        return reply
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process so far, from /proc."""
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+    def kill(self) -> None:
+        """Ask it to quit, then kill its process group whatever it answered."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+                self.proc.wait(3)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                stream.close()
+        self._log.close()
+
+
+def free_port_block(n: int) -> int:
+    """A base port with ``n`` free consecutive ports from it (best effort)."""
+    for _ in range(100):
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        base = probe.getsockname()[1]
+        probe.close()
+        if base + n >= 65535:
+            continue
+        socks = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                s.bind(("127.0.0.1", port))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RunError("no block of free ports on 127.0.0.1")
+
+
+def _wait(predicate, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise RunError(f"{what}: not reached within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def _measure(nodes: list[NodeProcess], load_node: NodeProcess, command: str,
+             result: Result) -> None:
+    """Run a throughput command on ``load_node``, recording rate and CPU per op."""
+    order = [load_node, *(n for n in nodes if n is not load_node)]
+    before = [n.cpu_seconds() for n in order]
+    reply = load_node.call(command)
+    after = [n.cpu_seconds() for n in order]
+    result.ops = reply["ops"]
+    result.failed = reply["failed"]
+    result.seconds = reply["seconds"]
+    result.rate = reply["ops"] / reply["seconds"] if reply["seconds"] > 0 else None
+    if reply["errors"]:
+        result.note = (result.note + "; " if result.note else "") + \
+            f"{reply['failed']} failed, e.g. {reply['errors'][0]}"
+    if result.ops:
+        result.cpu_by_process = [round((a - b) * 1e6 / result.ops, 1)
+                                 for a, b in zip(after, before, strict=True)]
+        result.cpu_us_per_op = round(sum(result.cpu_by_process), 1)
+
+
+# -- the systems -----------------------------------------------------------------------
+
+
+def _pool_bytes(entries: int) -> int:
+    """Room for ``entries`` map entries at half occupancy plus slack, in 4 KiB units."""
+    return ((64 << 20) + entries * 400 + 4095) // 4096 * 4096
+
+
+def bench_local(workdir: Path, ops: int, latency_ops: int, warmup: int) -> Result:
+    """PHashMap with the LocalReplicator on FileMedia (pmem mode), in this process."""
+    from blizzard.pmem import Pool
+    from blizzard.structures import PHashMap
+
+    result = Result("blizzard-local", note="FileMedia pmem, LocalReplicator, one put per call")
+    path = workdir / "local.pool"
+    pool = Pool.create(path, _pool_bytes(ops + latency_ops + warmup), mode="pmem")
+    try:
+        m = PHashMap(pool, MAP_NAME)
+        for key in [make_key("w", i) for i in range(warmup)]:
+            m[key] = VALUE
+        keys = [make_key("t", i) for i in range(ops)]
+        setitem = m.__setitem__
+        cpu = time.process_time()
+        t0 = time.perf_counter()
+        for key in keys:
+            setitem(key, VALUE)
+        seconds = time.perf_counter() - t0
+        cpu = time.process_time() - cpu
+        result.ops, result.seconds, result.rate = ops, seconds, ops / seconds
+        result.cpu_us_per_op = round(cpu * 1e6 / ops, 1)
+        result.cpu_by_process = [result.cpu_us_per_op]
+        samples = []
+        clock = time.perf_counter_ns
+        for key in [make_key("l", i) for i in range(latency_ops)]:
+            t = clock()
+            setitem(key, VALUE)
+            samples.append(clock() - t)
+        result.latency = summarize(samples)
+        if len(m) != ops + latency_ops + warmup:
+            raise RunError(f"local map holds {len(m)} entries, expected "
+                           f"{ops + latency_ops + warmup}")
+    finally:
+        pool.close()
+        path.unlink(missing_ok=True)
+    return result
+
+
+def bench_blizzard(workdir: Path, ops: int, latency_ops: int, warmup: int, window: int,
+                   follower: bool, nodes: list[NodeProcess],
+                   profile_dir: Path | None = None, step=None) -> list[Result]:
+    """A 3-node Blizzard cluster, one process per node; load on the leader, then a follower."""
+    from blizzard.cluster.config import dump, local_cluster
+
+    follower_ops = ops // 2
+    entries = warmup + ops + latency_ops + (follower_ops + latency_ops if follower else 0)
+    config = local_cluster(3, workdir / "raft", base_port=free_port_block(6),
+                           cluster_id="bench", pool_size=_pool_bytes(entries),
+                           log_pool_size=128 << 20, durability="pmem")
+    config_path = workdir / "cluster.toml"
+    config_path.write_text(dump(config))
+    for n in config.nodes:
+        nodes.append(NodeProcess(f"blizzard node {n.id}", [
+            "-m", "blizzard.bench._cluster_node", str(config_path), str(n.id)],
+            workdir / f"blizzard-node{n.id}.log"))
+
+    def leader() -> int:
+        leaders = {n.call("status")["status"]["leader"] for n in nodes}
+        return leaders.pop() if len(leaders) == 1 and 0 not in leaders else 0
+
+    lead = _wait(leader, START_TIMEOUT_S, "a leader known to every Blizzard node")
+    by_id = {n.hello["node"]: n for n in nodes}
+    on_leader = by_id[lead]
+    on_follower = next(n for i, n in sorted(by_id.items()) if i != lead)
+    results = []
+    if step:
+        step(f"blizzard: warm-up, {warmup:,} puts on the leader (node {lead})")
+    on_leader.call(f"load {warmup} {window} w")
+    if step:
+        step(f"blizzard: {ops:,} puts on the leader, window {window}")
+    r = Result("blizzard-leader", window=window,
+               note=f"3 processes, TCP loopback, pmem pools, load in node {lead}'s process")
+    _measure(nodes, on_leader, f"load {ops} {window} t", r)
+    if step:
+        step(f"blizzard: {latency_ops:,} synchronous puts on the leader")
+    r.latency = _latency(on_leader.call(f"latency {latency_ops} l {LATENCY_MAX_S}"))
+    results.append(r)
+    if follower:
+        fid = on_follower.hello["node"]
+        if step:
+            step(f"blizzard: {follower_ops:,} puts on a follower (node {fid}), window {window}")
+        r = Result("blizzard-follower", window=window,
+                   note=f"node {fid} forwards every write to the leader")
+        _measure(nodes, on_follower, f"load {follower_ops} {window} f", r)
+        if step:
+            step(f"blizzard: {latency_ops:,} synchronous puts on a follower")
+        r.latency = _latency(on_follower.call(f"latency {latency_ops} g {LATENCY_MAX_S}"))
+        results.append(r)
+    expected = entries  # every put used a fresh key
+    counts = {n.hello["node"]: n.call("count")["count"] for n in nodes}
+    if set(counts.values()) != {expected}:
+        raise RunError(f"replicas disagree or lost puts: counts {counts}, expected {expected}")
+    if profile_dir is not None:
+        if step:
+            step("blizzard: profiled run (cProfile on the leader and a follower)")
+        _profile(nodes, on_leader, on_follower, profile_dir, ops, window)
+    return results
+
+
+def _profile(nodes: list[NodeProcess], on_leader: NodeProcess, on_follower: NodeProcess,
+             profile_dir: Path, ops: int, window: int) -> None:
+    profile_dir.mkdir(parents=True, exist_ok=True)
+    for n in (on_leader, on_follower):
+        n.call("profile_start")
+    on_leader.call(f"load {ops} {window} p")
+    for n, role in ((on_leader, "leader"), (on_follower, "follower")):
+        n.call(f"profile_stop {profile_dir.resolve() / f'{role}.pstats'}")
+
+
+def _latency(reply: dict[str, Any]) -> dict[str, float]:
+    return {k: reply[k] for k in ("n", "p50_us", "p99_us", "mean_us", "max_us") if k in reply}
+
+
+def pysyncobj_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        import pysyncobj  # noqa: F401
+    except ImportError:
+        return None
+    try:
+        return version("pysyncobj")
+    except Exception:
+        return "?"
+
+
+def bench_pysyncobj(workdir: Path, conf: str, ops: int, latency_ops: int, warmup: int,
+                    window: int, nodes: list[NodeProcess], step=None) -> Result:
+    """A 3-node PySyncObj cluster of ReplDicts, load on the leader."""
+    system = "pysyncobj" if conf == "default" else f"pysyncobj-{conf}"
+    version = pysyncobj_version()
+    if version is None:
+        return Result(system, note="skipped: pysyncobj is not installed (pip install pysyncobj)")
+    base = free_port_block(3)
+    addresses = [f"127.0.0.1:{base + i}" for i in range(3)]
+    for i, address in enumerate(addresses):
+        peers = [a for a in addresses if a != address]
+        nodes.append(NodeProcess(f"pysyncobj node {i + 1}", [
+            "-m", "blizzard.bench._pysyncobj_node", conf, address, *peers],
+            workdir / f"pysyncobj-{conf}-node{i + 1}.log"))
+
+    def leader() -> NodeProcess | None:
+        status = [n.call("status")["status"] for n in nodes]
+        leads = [n for n, s in zip(nodes, status, strict=True) if s["is_leader"]]
+        if len(leads) == 1 and all(s["ready"] and s["leader"] for s in status):
+            return leads[0]
+        return None
+
+    on_leader = _wait(leader, START_TIMEOUT_S, "a ready PySyncObj leader")
+    what = "defaults" if conf == "default" else "appendEntriesUseBatch=False"
+    r = Result(system, window=window,
+               note=f"pysyncobj {version}, {what}, ReplDict, in-memory journal (its default)")
+    if step:
+        step(f"pysyncobj ({what}): warm-up, {warmup:,} sets on the leader")
+    on_leader.call(f"load {warmup} {window} w")
+    if step:
+        step(f"pysyncobj ({what}): {ops:,} sets on the leader, window {window}")
+    _measure(nodes, on_leader, f"load {ops} {window} t", r)
+    if step:
+        step(f"pysyncobj ({what}): up to {latency_ops:,} synchronous sets "
+             f"(at most {LATENCY_MAX_S:.0f} s)")
+    r.latency = _latency(on_leader.call(f"latency {latency_ops} l {LATENCY_MAX_S}"))
+    return r
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def run(ops: int = DEFAULT_OPS, *, window: int = DEFAULT_WINDOW,
+        latency_ops: int = DEFAULT_LATENCY_OPS, warmup: int | None = None,
+        systems: tuple[str, ...] = SYSTEMS, directory: str | os.PathLike[str] = "/dev/shm",
+        profile_dir: str | os.PathLike[str] | None = None,
+        progress: bool = False) -> list[Result]:
+    """Measure each system in ``systems``; one :class:`Result` each, in that order.
+
+    A PySyncObj system that is not installed gets a Result with no rate and
+    a ``note``. Every child process is killed and the run's directory under
+    ``directory`` removed before this returns or raises.
+    """
+    if ops < 1 or window < 1 or latency_ops < 1:
+        raise ValueError("ops, window and latency_ops must be at least 1")
+    unknown = set(systems) - set(SYSTEMS)
+    if unknown:
+        raise ValueError(f"unknown systems {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
+    warmup = max(500, min(ops // 10, 5000)) if warmup is None else warmup
+    steps = (("blizzard-local" in systems)
+             + 3 * bool({"blizzard-leader", "blizzard-follower"} & set(systems))
+             + 2 * ("blizzard-follower" in systems) + (profile_dir is not None)
+             + 3 * ("pysyncobj" in systems) + 3 * ("pysyncobj-nobatch" in systems))
+    meter = _report.Progress(steps) if progress else None
+    step = meter.step if meter else None
+    workdir = Path(tempfile.mkdtemp(prefix="blizzard-bench-cluster-", dir=directory))
+    results: dict[str, Result] = {}
+    nodes: list[NodeProcess] = []
+    try:
+        if "blizzard-local" in systems:
+            if step:
+                step(f"local: {ops:,} puts, then {latency_ops:,} timed one by one")
+            results["blizzard-local"] = bench_local(workdir, ops, latency_ops, warmup)
+        if {"blizzard-leader", "blizzard-follower"} & set(systems):
+            try:
+                for r in bench_blizzard(workdir, ops, latency_ops, warmup, window,
+                                        "blizzard-follower" in systems, nodes,
+                                        Path(profile_dir) if profile_dir else None, step):
+                    results[r.system] = r
+            finally:
+                _kill_all(nodes)
+        for conf, system in (("default", "pysyncobj"), ("nobatch", "pysyncobj-nobatch")):
+            if system in systems:
+                try:
+                    results[system] = bench_pysyncobj(workdir, conf, ops, latency_ops, warmup,
+                                                      window, nodes, step)
+                finally:
+                    _kill_all(nodes)
+    finally:
+        _kill_all(nodes)
+        shutil.rmtree(workdir, ignore_errors=True)
+        if meter:
+            meter.finish()
+    return [results[s] for s in systems if s in results]
+
+
+def _kill_all(nodes: list[NodeProcess]) -> None:
+    """Kill every node (each in turn, whatever the others do) and forget them."""
+    while nodes:
+        node = nodes.pop()
+        try:
+            node.kill()
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.killpg(node.pid, signal.SIGKILL)
+            raise
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
+def ratios(results: list[Result]) -> dict[str, float | None]:
+    """The figures the targets are about, from this run's results."""
+    by = {r.system: r for r in results}
+
+    def rate(system: str) -> float | None:
+        r = by.get(system)
+        return r.rate if r is not None and r.rate else None
+
+    ours = rate("blizzard-leader")
+    out: dict[str, float | None] = {}
+    for system in ("pysyncobj", "pysyncobj-nobatch"):
+        ref = rate(system)
+        out[f"leader_vs_{system}"] = ours / ref if ours and ref else None
+    local = rate("blizzard-local")
+    out["leader_vs_local"] = ours / local if ours and local else None
+    follower = rate("blizzard-follower")
+    out["follower_vs_local"] = follower / local if follower and local else None
+    leader = by.get("blizzard-leader")
+    out["leader_p50_us"] = leader.p50_us if leader is not None else None
+    return out
+
+
+def targets(results: list[Result]) -> list[str]:
+    """One line per target: the figure, the target, met or MISSED."""
+    q = ratios(results)
+    lines = []
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    if q["leader_vs_pysyncobj"] is not None:
+        x = q["leader_vs_pysyncobj"]
+        lines.append(f"replicated / pysyncobj (defaults) throughput: {x:.2f}x "
+                     f"(target >= {TARGET_VS_PYSYNCOBJ:.0f}x: {verdict(x >= TARGET_VS_PYSYNCOBJ)})")
+    if q["leader_vs_pysyncobj-nobatch"] is not None:
+        x = q["leader_vs_pysyncobj-nobatch"]
+        lines.append(f"replicated / pysyncobj (no batching) throughput: {x:.2f}x "
+                     f"(same target: {verdict(x >= TARGET_VS_PYSYNCOBJ)})")
+    if q["leader_vs_local"] is not None:
+        x = q["leader_vs_local"]
+        lines.append(f"replicated / local throughput: {x:.0%} "
+                     f"(target >= {TARGET_VS_LOCAL:.0%}: {verdict(x >= TARGET_VS_LOCAL)})")
+    if q["leader_p50_us"] is not None:
+        x = q["leader_p50_us"]
+        lines.append(f"replicated synchronous put p50: {x / 1000:.2f} ms "
+                     f"(target <= {TARGET_P50_US / 1000:.0f} ms: {verdict(x <= TARGET_P50_US)})")
+    return lines
+
+
+def _ms(us: float | None) -> str:
+    return "-" if us is None else f"{us / 1000:.2f}"
+
+
+def format_results(results: list[Result]) -> str:
+    rows = []
+    for r in results:
+        rows.append([
+            LABELS[r.system],
+            _report.rate(r.rate) if r.rate else "skipped",
+            r.window or "-",
+            _ms(r.p50_us), _ms(r.p99_us),
+            "-" if r.cpu_us_per_op is None else f"{r.cpu_us_per_op:.0f}",
+            " + ".join(f"{x:.0f}" for x in r.cpu_by_process) or "-",
+        ])
+    header = ["system", "puts/s", "window", "sync p50 ms", "sync p99 ms", "cpu us/op",
+              "cpu us/op by process"]
+    out = [_report.table(header, rows)]
+    lines = targets(results)
+    if lines:
+        out += ["", "targets (this run):", *("  " + t for t in lines)]
+    notes = [f"{LABELS[r.system]}: {r.note}" for r in results if r.note]
+    out += ["", "notes:", *("  " + n for n in notes + NOTES)]
+    return "\n".join(out)
+
+
+NOTES = [
+    "puts/s: 16-byte keys, 64-byte values, with 'window' asynchronous requests in flight, "
+    "issued from inside the process named; sync p50/p99: one synchronous put after another.",
+    "cpu us/op by process: the load's process first, then the other nodes; a 3-node "
+    "cluster on 2 cores cannot go faster than ~2e6 / (sum) puts/s.",
+    "blizzard persists its Raft log and maps to /dev/shm pools (pmem mode: cache-line "
+    "flushes + fences); pysyncobj keeps its log in memory by default and never fsyncs.",
+]
+
+
+def to_json(results: list[Result], argv: list[str] | None, params: dict,
+            before: dict) -> dict:
+    return {
+        "benchmark": "cluster",
+        "command": command_line(argv),
+        "machine": _report.machine(),
+        "machine_at_start": before,
+        "params": params,
+        "targets": {"vs_pysyncobj": TARGET_VS_PYSYNCOBJ, "vs_local": TARGET_VS_LOCAL,
+                    "p50_us": TARGET_P50_US},
+        "ratios": ratios(results),
+        "results": [{**asdict(r), "label": LABELS[r.system]} for r in results],
+        "notes": NOTES,
+    }
+
+
+def command_line(argv: list[str] | None) -> str:
+    if argv is not None:
+        return _report.command_line("blizzard bench cluster", argv)
+    launcher = sys.argv[0]
+    if Path(launcher).name == "cluster.py":
+        launcher = "python -m blizzard.bench.cluster"
+    return _report.command_line(launcher, sys.argv[1:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the report; 0 unless ``--check`` finds a miss."""
+    parser = argparse.ArgumentParser(
+        prog="blizzard bench cluster",
+        description="Replicated PHashMap puts (3-node Blizzard Raft on loopback) against "
+                    "the local PHashMap and PySyncObj.")
+    parser.add_argument("--ops", type=int, default=None,
+                        help=f"puts per throughput run (default {DEFAULT_OPS:,}; "
+                             f"--quick: {QUICK_OPS:,}); the follower run does half")
+    parser.add_argument("--latency-ops", type=int, default=None,
+                        help=f"synchronous puts timed one by one (default "
+                             f"{DEFAULT_LATENCY_OPS:,}; --quick: {QUICK_LATENCY_OPS}; "
+                             f"at most {LATENCY_MAX_S:.0f} s each)")
+    parser.add_argument("--window", type=int, default=DEFAULT_WINDOW,
+                        help=f"asynchronous requests in flight (default {DEFAULT_WINDOW})")
+    parser.add_argument("--quick", action="store_true", help="a short run (a few seconds)")
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help=f"comma-separated, from {','.join(SYSTEMS)}")
+    parser.add_argument("--dir", default="/dev/shm",
+                        help="where the pools go (default /dev/shm, tmpfs)")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="after the measured runs, one more leader run under cProfile "
+                             "on the leader and a follower; pstats files go to DIR")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    args = parser.parse_args(argv)
+    ops = args.ops or (QUICK_OPS if args.quick else DEFAULT_OPS)
+    latency_ops = args.latency_ops or (QUICK_LATENCY_OPS if args.quick else DEFAULT_LATENCY_OPS)
+    systems = tuple(s for s in args.systems.split(",") if s)
+    before = _report.machine()
+    try:
+        results = run(ops, window=args.window, latency_ops=latency_ops, systems=systems,
+                      directory=args.dir, profile_dir=args.profile, progress=not args.quiet)
+    except ValueError as exc:
+        parser.error(str(exc))
+    m = _report.machine()
+    print(f"blizzard bench cluster: {ops:,} puts per throughput run, window {args.window}, "
+          f"{latency_ops:,} synchronous puts")
+    print(f"machine: {m['cpu']}, {m['cores']} cores, {m['python']}, {m['os']}")
+    print(f"load average (1 min): {before['load_1min']} at start, {m['load_1min']} at end")
+    if max(before["load_1min"] or 0, m["load_1min"] or 0) > 0.5 * (m["cores"] or 1):
+        print("warning: the machine was busy with other work; absolute rates are depressed "
+              "-- compare the ratios, measured in the same run")
+    print(f"command: {command_line(argv)}")
+    print()
+    print(format_results(results))
+    if args.profile:
+        print()
+        print(f"profiles: {args.profile}/leader.pstats, {args.profile}/follower.pstats "
+              "(python -m pstats FILE)")
+    if args.json:
+        params = {"ops": ops, "latency_ops": latency_ops, "window": args.window,
+                  "systems": list(systems), "dir": args.dir, "quick": args.quick}
+        Path(args.json).write_text(
+            json.dumps(to_json(results, argv, params, before), indent=2) + "\n")
+    if args.check and any("MISSED" in t for t in targets(results)):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The cluster benchmark runs, reports sane figures and leaves nothing behind.
+
+Small runs only: these check the harness (processes, protocol, cleanup), not
+the speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from blizzard.bench import _cluster_node, cluster
+from blizzard.pmem import _libpmem
+
+pytestmark = pytest.mark.skipif(not _libpmem.available(), reason="libpmem1 not installed")
+
+HAVE_PYSYNCOBJ = cluster.pysyncobj_version() is not None
+
+
+@pytest.fixture
+def shm_dir():
+    """A private directory under /dev/shm, so cleanup can be checked exactly."""
+    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    d = Path(tempfile.mkdtemp(prefix="blizzard-bench-test-", dir=base))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _node_processes() -> list[int]:
+    """Pids of benchmark node processes still alive (children of any process)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and (b"blizzard.bench._cluster_node" in cmd
+                             or b"blizzard.bench._pysyncobj_node" in cmd):
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_run_quick(shm_dir):
+    before = set(_node_processes())
+    results = cluster.run(300, window=100, latency_ops=30, warmup=100, directory=shm_dir)
+    by = {r.system: r for r in results}
+    assert list(by) == list(cluster.SYSTEMS)
+    for system in ("blizzard-leader", "blizzard-follower", "blizzard-local"):
+        r = by[system]
+        assert r.rate > 0 and r.failed == 0, (system, r.note)
+        assert r.ops == (150 if system == "blizzard-follower" else 300)
+        assert r.latency["n"] == 30
+        assert 0 < r.p50_us <= r.p99_us
+    assert len(by["blizzard-leader"].cpu_by_process) == 3
+    for system in ("pysyncobj", "pysyncobj-nobatch"):
+        r = by[system]
+        if HAVE_PYSYNCOBJ:
+            assert r.rate > 0 and r.failed == 0 and r.p50_us > 0, (system, r.note)
+        else:
+            assert r.rate is None and "skipped" in r.note
+    q = cluster.ratios(results)
+    assert q["leader_vs_local"] > 0 and q["leader_p50_us"] > 0
+    assert (q["leader_vs_pysyncobj"] is not None) == HAVE_PYSYNCOBJ
+    text = cluster.format_results(results)
+    assert "blizzard raft, load on leader" in text and "targets (this run)" in text
+    assert set(_node_processes()) <= before  # every node process is gone
+    assert list(shm_dir.iterdir()) == []  # the run's directory is removed
+
+
+def test_main_writes_json(shm_dir, capsys):
+    out = shm_dir.parent / f"{shm_dir.name}.json"
+    argv = ["--ops", "200", "--latency-ops", "20", "--window", "50", "--quiet",
+            "--systems", "blizzard-leader,blizzard-local", "--dir", str(shm_dir),
+            "--json", str(out)]
+    try:
+        assert cluster.main(argv) == 0
+        data = json.loads(out.read_text())
+    finally:
+        out.unlink(missing_ok=True)
+    assert data["machine"]["cores"] >= 1 and "load_1min" in data["machine_at_start"]
+    assert [r["system"] for r in data["results"]] == ["blizzard-leader", "blizzard-local"]
+    assert data["ratios"]["leader_vs_local"] > 0
+    assert "--ops 200" in data["command"]
+    printed = capsys.readouterr().out
+    assert "load average" in printed and "puts/s" in printed
+    assert list(shm_dir.iterdir()) == []
+
+
+def test_cleanup_after_a_failure(shm_dir, monkeypatch):
+    """A node that dies mid-run: the error names it, and nothing is left behind."""
+    before = set(_node_processes())
+
+    def broken_latency(reply):
+        raise cluster.RunError("injected failure")
+
+    monkeypatch.setattr(cluster, "_latency", broken_latency)
+    with pytest.raises(cluster.RunError, match="injected"):
+        cluster.run(100, window=20, latency_ops=5, warmup=10, directory=shm_dir,
+                    systems=("blizzard-leader",))
+    assert set(_node_processes()) <= before
+    assert list(shm_dir.iterdir()) == []
+
+
+def test_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="unknown systems"):
+        cluster.run(10, systems=("etcd",))
+    with pytest.raises(ValueError):
+        cluster.run(0)
+
+
+def test_helpers():
+    assert len(_cluster_node.make_key("ab", 7)) == _cluster_node.KEY_BYTES
+    assert _cluster_node.make_key("ab", 7) == b"ab00000000000007"
+    s = _cluster_node.summarize([1000 * i for i in range(1, 101)])
+    assert s["n"] == 100 and s["p50_us"] == 51 and s["p99_us"] == 100
+    assert _cluster_node.summarize([]) == {"n": 0}
+    assert os.sysconf("SC_CLK_TCK") > 0

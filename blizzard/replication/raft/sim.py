@@ -62,6 +62,7 @@ _PUT = struct.Struct("<QH")  # op id, key; the value written is the op id
 KEYS_MAX = 4
 ELECTION_TICK = 10
 HEARTBEAT_TICK = 2
+READ_TIMEOUT_TICKS = 5 * ELECTION_TICK  # a client abandons a read after this long
 
 
 class SafetyViolation(AssertionError):
@@ -146,7 +147,8 @@ class _Node:
         self.core: Raft | None = None
         self.kv: dict[int, int] = {}
         self.seen: set[int] = set()
-        self.reads: dict[bytes, list] = {}  # context -> [operation index, read index or None]
+        # context -> [history position, read index or None, step the client gives up]
+        self.reads: dict[bytes, list] = {}
         self.role = Role.FOLLOWER
         self.applied = 0  # index the state machine reflects
 
@@ -160,7 +162,7 @@ class Simulator:
         *,
         steps: int = 2000,
         nodes: int = 3,
-        liveness_ticks_max: int = 2000,
+        liveness_ticks_max: int = 1000,
         log: Callable[[str], None] | None = None,
     ) -> None:
         assert nodes >= 1
@@ -441,9 +443,18 @@ class Simulator:
             self._history[position] = attrs.evolve(self._history[position], ret=self._tick())
 
     def _serve_reads(self, node: _Node, applied: int) -> None:
-        done = [ctx for ctx, (_, index) in node.reads.items() if index is not None]
+        now = self.now
+        done = [
+            ctx
+            for ctx, (_, index, deadline) in node.reads.items()
+            if index is not None or deadline < now
+        ]
         for context in done:
-            position, index = node.reads[context]
+            position, index, deadline = node.reads[context]
+            if deadline < now:
+                # The client gave up: an unanswered read, left out of the history.
+                del node.reads[context]
+                continue
             if index > applied:
                 continue
             del node.reads[context]
@@ -484,7 +495,7 @@ class Simulator:
             node.core.read_index(context)
         except ProposalDroppedError:
             return
-        node.reads[context] = [len(self._history), None]
+        node.reads[context] = [len(self._history), None, self.now + READ_TIMEOUT_TICKS]
         self._history.append(Operation(GET, key, None, self._tick()))
 
     # --- checks ------------------------------------------------------------

@@ -26,7 +26,6 @@ table's rule. :meth:`Client.submit_many` pipelines: it keeps up to
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import itertools
 import os
@@ -39,11 +38,9 @@ from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from blizzard import exceptions
 from blizzard.cluster import protocol as proto
-from blizzard.cluster.protocol import Kind, ReadKind, Request, Response, Status
+from blizzard.cluster.protocol import Kind, ReadKind, RemoteError, Request, Response, Status
 from blizzard.exceptions import BlizzardError, Empty
-from blizzard.replication import sessions
 from blizzard.structures import ops
 from blizzard.structures.codecs import CodecLike, get_codec
 from blizzard.structures.ops import OpCode
@@ -67,22 +64,8 @@ class ClusterUnavailableError(BlizzardError, TimeoutError):
     """No node completed the request before the client's deadline."""
 
 
-class RemoteError(BlizzardError):
-    """A server-side error of a class this client does not know."""
-
-
 def _error(payload: bytes) -> BaseException:
-    name, message = proto.decode_error(payload)
-    from blizzard.cluster import server
-
-    for where in (exceptions, proto, sessions, server):
-        cls = getattr(where, name, None)
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            return cls(message)
-    cls = getattr(builtins, name, None)
-    if isinstance(cls, type) and issubclass(cls, Exception):
-        return cls(message)
-    return RemoteError(f"{name}: {message}")
+    return proto.make_error(*proto.decode_error(payload))
 
 
 def _address(value: str | tuple[str, int]) -> tuple[str, int]:

@@ -36,12 +36,15 @@ during a scan may repeat a key, never hide one.
 
 from __future__ import annotations
 
+import builtins
 import enum
 import json
 import struct
 from typing import Any, NamedTuple
 
+from blizzard import exceptions
 from blizzard.exceptions import BlizzardError
+from blizzard.replication import sessions
 from blizzard.replication.sessions import decode_result, encode_result
 
 VERSION = 1
@@ -62,6 +65,17 @@ STALE = 1
 
 class ProtocolError(BlizzardError, ValueError):
     """A frame that is not a valid request or response of this protocol."""
+
+
+class NoSuchStructureError(BlizzardError, KeyError):
+    """A READ named a structure the node does not hold."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class RemoteError(BlizzardError):
+    """A server-side error of a class this side does not know."""
 
 
 class Kind(enum.IntEnum):
@@ -211,10 +225,28 @@ def encode_value(value: Any) -> bytes:
     return bytes((kind,)) + data
 
 
+_ERROR_KIND = encode_result(BlizzardError())[0]
+
+
 def decode_value(payload: bytes) -> Any:
+    """A result; an error result becomes an exception instance (not raised)."""
     if not payload:
         raise ProtocolError("empty result payload")
+    if payload[0] == _ERROR_KIND:
+        return make_error(*decode_error(payload[1:]))
     return decode_result(payload[0], payload[1:])
+
+
+def make_error(name: str, message: str) -> BaseException:
+    """The exception a peer named: Blizzard's own classes, then builtin ones."""
+    for where in (exceptions, sessions):
+        cls = getattr(where, name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            return cls(message)
+    cls = globals().get(name) or getattr(builtins, name, None)
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        return cls(message)
+    return RemoteError(f"{name}: {message}")
 
 
 def encode_page(cursor: int, fields: list[bytes]) -> bytes:

@@ -36,7 +36,14 @@ from typing import Any
 from blizzard.cluster import config as configmod
 from blizzard.cluster import protocol as proto
 from blizzard.cluster.config import ClusterConfig
-from blizzard.cluster.protocol import Kind, ReadKind, Request, Response, Status
+from blizzard.cluster.protocol import (
+    Kind,
+    NoSuchStructureError,
+    ReadKind,
+    Request,
+    Response,
+    Status,
+)
 from blizzard.cluster.replicator import RaftReplicator
 from blizzard.exceptions import BlizzardError, ProposalDroppedError, StructureKindError
 from blizzard.replication.sessions import wrap
@@ -51,13 +58,6 @@ RETRY_BACKOFF_S = 0.02
 IN_FLIGHT_MAX = 1024  # requests per connection being served at once
 PAGE_ITEMS_MAX = 10_000
 PAGE_BYTES_MAX = 4 << 20
-
-
-class NoSuchStructureError(BlizzardError, KeyError):
-    """A READ named a structure the node does not hold."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 class _NotReady(Exception):

@@ -869,6 +869,7 @@ class Raft:
                     inflight_max=self.config.inflight_max,
                 )
                 self.prs[member] = progress
+                self._bcast_pending = True  # start probing the newcomer
             progress.is_learner = member in learners
         for member in list(self.prs):
             if member not in voters and member not in learners:
@@ -879,5 +880,4 @@ class Raft:
         if self._lead_transferee not in voters:
             self._lead_transferee = NONE
         if self._maybe_commit():
-            self._bcast_pending = True
-        self._bcast_pending = True
+            self._bcast_pending = True  # a smaller quorum may commit more

@@ -30,6 +30,7 @@ class Network:
         self.storages: dict[int, MemoryStorage] = {}
         self.applied: dict[int, list[Entry]] = {}
         self.read_states: dict[int, list] = {}
+        self.restored: dict[int, list] = {}  # snapshot metas installed, per node
         self.queue: list[Message] = []
         self.cut_links: set[tuple[int, int]] = set()
         self.dropped_types: set[type] = set()
@@ -43,6 +44,7 @@ class Network:
         self.storages[node_id] = storage
         self.applied[node_id] = []
         self.read_states[node_id] = []
+        self.restored[node_id] = []
         return node
 
     def restart(self, node_id: int) -> Raft:
@@ -83,6 +85,7 @@ class Network:
         applied = self.applied[node_id]
         if ready.snapshot is not None:
             applied[:] = [Entry(0, 0)] * ready.snapshot.meta.index  # placeholders
+            self.restored[node_id].append(ready.snapshot.meta)
         for entry in ready.committed_entries:
             assert entry.index == len(applied) + 1
             applied.append(entry)

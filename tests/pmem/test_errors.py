@@ -312,12 +312,14 @@ def test_bad_log_size(log_size):
         Pool.create(DramMedia(POOL_SIZE), log_size=log_size)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a log_size larger than the pool gives a raw "
-                   "memoryview ValueError from _format instead of InvalidSizeError")
-def test_log_size_larger_than_pool():
-    """A log that does not fit in the pool is InvalidSizeError, not a crash in _format."""
-    with pytest.raises(InvalidSizeError):
+def test_log_size_larger_than_pool(shm_dir):
+    """A log that leaves no heap is InvalidSizeError (regression: bug 3), and no file is left."""
+    with pytest.raises(InvalidSizeError, match="no room for a heap"):
         Pool.create(DramMedia(L.POOL_SIZE_MIN), log_size=L.POOL_SIZE_MIN)
+    path = shm_dir / "p.pool"
+    with pytest.raises(InvalidSizeError, match="no room for a heap"):
+        Pool.create(path, L.POOL_SIZE_MIN, log_size=L.POOL_SIZE_MIN - 8192)
+    assert not path.exists()
 
 
 def test_bad_media_sizes():
@@ -362,6 +364,7 @@ def test_alloc_larger_than_pool_is_pool_full():
     (b"bytes", b"", TypeError, "root names are str"),
     (7, b"", TypeError, "root names are str"),
     ("ok", b"123456789", ValueError, "at most 8 bytes"),
+    ("ok", b"a\0", ValueError, "without NUL"),
     ("ok", "str-tag", ValueError, "root tag"),
 ])
 def test_bad_root_names_and_tags(name, tag, error, fragment):
@@ -402,19 +405,16 @@ def test_root_misuse():
     pool.check()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a tag with trailing NUL bytes is returned as given "
-                   "until the directory is reloaded (abort/reopen), then stripped")
-def test_root_tag_with_trailing_nul_is_stable():
-    """pool.root() gives the same tag before and after an unrelated abort."""
+@pytest.mark.parametrize("tag", [b"t\0", b"\0", b"a\0b"])
+def test_root_tag_with_nul_is_refused(tag):
+    """Tags with NUL bytes are refused, since the directory strips NUL padding
+    (regression: bug 4, such tags changed after a reload)."""
     pool = Pool.create(DramMedia(POOL_SIZE))
     with pool.transaction() as tx:
         off = tx.alloc(16)
-        tx.set_root("r", off, b"t\0")
-    first = pool.root("r")
-    with pytest.raises(RuntimeError), pool.transaction() as tx:
-        tx.alloc(16)
-        raise RuntimeError("abort")
-    assert pool.root("r") == first
+    with pytest.raises(ValueError, match="without NUL"), pool.transaction() as tx:
+        tx.set_root("r", off, tag)
+    assert pool.root("r") is None
 
 
 # --- transaction misuse ---------------------------------------------------------------
@@ -477,10 +477,8 @@ def test_double_free_of_extent_across_transactions():
     pool.check()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an extent freed twice in one transaction is not "
-                   "detected; the commit corrupts the free index and stats().used")
 def test_double_free_of_extent_in_one_transaction():
-    """Freeing the same extent twice in one transaction is TransactionError."""
+    """Freeing the same extent twice in one transaction is TransactionError (regression: bug 1)."""
     pool = Pool.create(DramMedia(POOL_SIZE))
     with pool.transaction() as tx:
         off = tx.alloc(100_000)
@@ -492,10 +490,8 @@ def test_double_free_of_extent_in_one_transaction():
         pool.check()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: set_root accepts an extent freed earlier in the "
-                   "same transaction; the commit leaves a dangling root")
 def test_root_to_extent_freed_in_same_transaction():
-    """A root cannot be bound to a block this transaction already freed."""
+    """A root cannot be bound to a block this transaction already freed (regression: bug 2)."""
     pool = Pool.create(DramMedia(POOL_SIZE))
     with pool.transaction() as tx:
         off = tx.alloc(100_000)
@@ -560,11 +556,10 @@ def test_close_inside_a_transaction_is_refused():
     pool.check()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: read/usable_size/is_allocated after close raise a "
-                   "raw memoryview ValueError; root()/roots()/stats() return stale data")
 @pytest.mark.parametrize("call", ["read", "usable_size", "is_allocated", "root", "roots", "stats"])
 def test_closed_pool_refuses_reads(call):
-    """Reading a closed pool is PoolClosedError, never stale data or a raw memoryview error."""
+    """Reading a closed pool is PoolClosedError, never stale data or a raw memoryview
+    error (regression: bug 5)."""
     pool = Pool.create(DramMedia(POOL_SIZE))
     with pool.transaction() as tx:
         off = tx.alloc(16)

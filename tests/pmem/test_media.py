@@ -66,11 +66,9 @@ def test_file_media_msync_close_drains(tmp_path):
     assert path.read_bytes()[:5] == b"abcde"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: FileMedia msync persist() msyncs only its own range "
-                   "and leaves earlier flushes pending, though persist = flush + drain")
 def test_file_media_msync_persist_drains_earlier_flushes(tmp_path):
     """persist() is flush + drain: it also makes earlier flushes durable (white-box:
-    nothing is left pending)."""
+    nothing is left pending; regression: bug 6)."""
     media = FileMedia(tmp_path / "m", mode="msync", create_size=4 * PAGE_SIZE)
     try:
         media.buf[0:4] = b"AAAA"

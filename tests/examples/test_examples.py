@@ -11,6 +11,7 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXPECTED = {
     "pool_basics.py": "counter = 1000",
+    "cluster_client.py": "users: 100 entries, ada born 1815",
 }
 
 

@@ -1,0 +1,94 @@
+"""``blizzard cluster up / status / down`` and ``blizzard serve``, for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from blizzard.client import connect
+from blizzard.cluster.server import serving
+from tests.cluster.conftest import free_port_block
+
+
+def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "blizzard", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def data_dir():
+    directory = Path(tempfile.mkdtemp(prefix="blizzard-test-", dir="/dev/shm"))
+    try:
+        yield directory
+    finally:
+        pids = directory / "pids.json"
+        if pids.exists():
+            for pid in json.loads(pids.read_text()).values():
+                if serving(pid):
+                    os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_cluster_up_status_down(data_dir):
+    up = _run("cluster", "up", "--nodes", "3", "--dir", str(data_dir),
+              "--base-port", str(free_port_block(6)), "--pool-size", "16M")
+    assert up.returncode == 0, up.stderr
+    config = data_dir / "cluster.toml"
+    assert "cluster up: 3 nodes, leader node" in up.stdout
+    assert f"config: {config}" in up.stdout
+    pids = json.loads((data_dir / "pids.json").read_text())
+    assert sorted(pids) == ["1", "2", "3"] and all(serving(p) for p in pids.values())
+
+    with connect(config) as client:
+        client.hashmap("m")[b"k"] = b"v"
+
+    status = _run("cluster", "status", "--config", str(config))
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0].split() == ["node", "role", "term", "leader", "commit", "applied", "log",
+                                "match", "ops/s"]
+    roles = sorted(line.split()[1] for line in lines[1:])
+    assert roles == ["follower", "follower", "leader"]
+
+    again = _run("cluster", "up", "--dir", str(data_dir))
+    assert again.returncode == 1 and "already runs" in again.stderr
+
+    down = _run("cluster", "down", "--config", str(config))
+    assert down.returncode == 0, down.stderr
+    assert "cluster down: 3 nodes stopped" in down.stdout
+    assert not any(serving(p) for p in pids.values())
+    assert "node 1: stopped" in (data_dir / "node1.log").read_text()  # a graceful exit
+
+    status = _run("cluster", "status", "--config", str(config))
+    assert status.returncode == 1 and status.stdout.count("unreachable") == 3
+
+    # Up again from the same directory: the nodes reopen their pools.
+    up = _run("cluster", "up", "--dir", str(data_dir))
+    assert up.returncode == 0, up.stderr
+    with connect(config) as client:
+        assert client.hashmap("m")[b"k"] == b"v"
+    down = _run("cluster", "down", "--config", str(config), "--grace", "0")
+    assert down.returncode == 0, down.stderr
+    assert "with SIGKILL after 0.0 s" in down.stdout
+
+    gone = _run("cluster", "down", "--config", str(config))
+    assert gone.returncode == 1 and "was the cluster started" in gone.stderr
+
+
+def test_serve_refuses_bad_configs(tmp_path):
+    missing = _run("serve", "--config", str(tmp_path / "nope.toml"), "--node", "1")
+    assert missing.returncode == 1 and "no such config file" in missing.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[nodes]]\nid = 1\nraft = "127.0.0.1:1"\n')
+    wrong_node = _run("serve", "--config", str(bad), "--node", "5")
+    assert wrong_node.returncode == 1 and "node 5 is not in the cluster" in wrong_node.stderr
+    no_client = _run("serve", "--config", str(bad), "--node", "1")
+    assert no_client.returncode == 1 and "client: missing" in no_client.stderr

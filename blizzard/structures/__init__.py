@@ -1,13 +1,14 @@
-"""User-facing persistent structures: PHashMap, PQueue.
+"""User-facing persistent structures: PHashMap, PQueue, PBPlusTree.
 
 Each mutation is an Op (``ops``) applied by the pool's registry
 (``registry``) through a replicator; keys and values pass through codecs
 (``codecs``).
 """
 
+from blizzard.structures.bptree import PBPlusTree
 from blizzard.structures.codecs import Codec, get_codec
 from blizzard.structures.hashmap import PHashMap
 from blizzard.structures.queue import PQueue
 from blizzard.structures.registry import Registry, registry_for
 
-__all__ = ["Codec", "PHashMap", "PQueue", "Registry", "get_codec", "registry_for"]
+__all__ = ["Codec", "PBPlusTree", "PHashMap", "PQueue", "Registry", "get_codec", "registry_for"]

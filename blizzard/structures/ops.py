@@ -47,6 +47,13 @@ class OpCode(enum.IntEnum):
     QUEUE_PUT = 0x20  # args: value
     QUEUE_GET = 0x21  # args: none; result: the value or None when empty
     QUEUE_CLEAR = 0x22  # args: none
+    # ordered maps (PBPlusTree, PSkipList): one group, the structure's name picks the core
+    ORD_PUT = 0x30  # args: key, value
+    ORD_DELETE = 0x31  # args: key; result: True if the key was there
+    ORD_POP = 0x32  # args: key; result: the old value or None
+    ORD_CLEAR = 0x33  # args: none
+    ORD_POPITEM = 0x34  # args: index (i64 LE); result: (key, value), or an IndexError
+    ORD_INIT = 0x3F  # args: parameters (u64 LE); only on a fresh, never-written structure
 
 
 #: Number of argument fields per opcode.
@@ -54,6 +61,8 @@ ARITY: dict[int, int] = {
     OpCode.CREATE: 3, OpCode.DROP: 0,
     OpCode.MAP_PUT: 2, OpCode.MAP_DELETE: 1, OpCode.MAP_POP: 1, OpCode.MAP_CLEAR: 0,
     OpCode.QUEUE_PUT: 1, OpCode.QUEUE_GET: 0, OpCode.QUEUE_CLEAR: 0,
+    OpCode.ORD_PUT: 2, OpCode.ORD_DELETE: 1, OpCode.ORD_POP: 1, OpCode.ORD_CLEAR: 0,
+    OpCode.ORD_POPITEM: 1, OpCode.ORD_INIT: 1,
 }
 
 

@@ -1,0 +1,952 @@
+"""The persistent B+tree behind PBPlusTree: wide slotted nodes, values in linked leaves.
+
+Layout version 1. Header block (the structure's root; tag ``pbptree``)::
+
+    offset | size | field
+    0      | 8    | magic b"BLZBPT01"
+    8      | 8    | count: live entries
+    16     | 8    | applied: index of the last Op applied to this tree
+    24     | 8    | root: offset of the root node
+    32     | 8    | height: levels, 1 = the root is a leaf
+    40     | 4    | fanout: most entries per node (FANOUT_MIN..FANOUT_MAX)
+    44     | 4    | node_bytes: size of every node block
+    48     | 16   | reserved, zero
+    64     | 16   | key codec name (UTF-8, NUL padded)
+    80     | 16   | value codec name
+    96     | 32   | reserved, zero
+
+Node (``node_bytes`` block, the same for leaves and internal nodes)::
+
+    offset | size        | field
+    0      | 1           | kind: 1 leaf, 2 internal
+    1      | 1           | reserved, zero
+    2      | 2           | n: live entries
+    4      | 4           | reserved, zero
+    8      | 8           | next: the next leaf in key order (0 = last; internal: 0)
+    16     | 2*fanout    | slots: u16 offset in the node of each entry, in key order
+    heap   | ...         | entry heap, from heap = align8(16 + 2*fanout)
+
+Entry (unaligned, in a node's heap)::
+
+    0      | 4     | vlen, or 0xFFFFFFFF: the value is in a block of its own
+    4      | 4     | klen (<= KEY_BYTES_MAX)
+    8      | klen  | key
+    8+klen | vlen  | value -- or u64 value length, u64 offset of its block;
+           |       |   in an internal node: u64 child offset (vlen = 8)
+
+Invariants (``check``): keys strictly increase within a node and across the
+leaf chain; entry i > 0 of an internal node holds the separator s_i: every
+key below child i is >= s_i and every key below child i-1 is < s_i (the key
+of entry 0 is not used); every leaf is at depth height-1; the leaf chain
+from the leftmost leaf visits every leaf in key order; every non-root node
+is at least a third full (3n >= fanout or 3 * live bytes >= heap bytes); an
+internal root has >= 2 children; count == entries in the leaves.
+
+Why it is shaped so:
+
+* An insert or update writes the entry into the free heap past ``top``
+  (nothing references it: no undo entry, a flush) and undo-logs the node's
+  header and slot array -- at most 16 + 2*fanout bytes -- and the header's
+  hot fields: two undo entries, no allocation.
+* ``top`` is volatile, recomputed from the live entries on first touch and
+  only grown afterwards, so a transaction never overwrites an entry that a
+  roll back could make live again. When the heap is exhausted the node is
+  copied (compacted) into a fresh block; splits, merges and borrows also
+  build fresh blocks and patch the parent in place (one 8-byte child
+  pointer, new entries past its top, its slot array), and the previous
+  leaf's ``next`` pointer: each operation is one bounded transaction.
+* Reads bisect decoded key lists cached per node (``_nodes``), dropped on
+  reload; the pool stays authoritative -- values are always read from it,
+  and ``check`` compares every cached list against the pool.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from blizzard.exceptions import OpDecodeError, StructureCorruptError
+from blizzard.pmem import Transaction
+from blizzard.structures.ops import OpCode
+
+if TYPE_CHECKING:
+    from blizzard.structures.registry import Registry
+
+TAG = b"pbptree"
+MAGIC = b"BLZBPT01"
+LAYOUT_VERSION = 1
+HEADER_BYTES = 128
+FANOUT_DEFAULT = 64
+FANOUT_MIN = 4
+FANOUT_MAX = 256
+KEY_BYTES_MAX = 256
+VALUE_INLINE_MAX = 128  # larger values live in a block of their own
+ENTRY_MAX = 8 + KEY_BYTES_MAX + VALUE_INLINE_MAX
+ENTRY_BYTES_TYPICAL = 112  # heap bytes per slot: room for 16-byte keys, 64-byte values, updates
+NODE_HEAD = 16
+LEAF = 1
+INTERNAL = 2
+EXT = 0xFFFFFFFF
+HEIGHT_MAX = 32
+
+_U64 = struct.Struct("<Q")
+_U16 = struct.Struct("<H")
+_HDR = struct.Struct("<II")
+_EXT = struct.Struct("<QQ")
+_HOT = struct.Struct("<QQQQ")  # count, applied, root, height at +8
+_NODE = struct.Struct("<BBHIQ")  # kind, 0, n, 0, next
+_PARAMS = struct.Struct("<II")  # fanout, node_bytes at +40
+_I64 = struct.Struct("<q")
+
+
+def heap_start(fanout: int) -> int:
+    return (NODE_HEAD + 2 * fanout + 7) & ~7
+
+
+def node_bytes_for(fanout: int) -> int:
+    """Block size of a node: slots plus a heap holding at least four largest entries."""
+    heap = max(fanout * ENTRY_BYTES_TYPICAL, 4 * ENTRY_MAX)
+    return (heap_start(fanout) + heap + 63) & ~63
+
+
+assert node_bytes_for(FANOUT_MAX) <= 32 * 1024 < 1 << 16  # one small block; u16 slots reach it
+assert node_bytes_for(FANOUT_MIN) - heap_start(FANOUT_MIN) >= 4 * ENTRY_MAX
+
+
+def leaf_blob(kb: bytes, vb, block: int) -> bytes:
+    """The bytes of a leaf entry (``block``: the value's own block, 0 = inline)."""
+    if block:
+        return _HDR.pack(EXT, len(kb)) + kb + _EXT.pack(len(vb), block)
+    return _HDR.pack(len(vb), len(kb)) + kb + vb
+
+
+def inner_blob(kb: bytes, child: int) -> bytes:
+    return _HDR.pack(8, len(kb)) + kb + _U64.pack(child)
+
+
+class BPTreeCore:
+    """Apply side and read side of one persistent B+tree."""
+
+    opgroup = 3
+    tag = TAG
+
+    def __init__(self, registry: Registry, name: str, header_off: int) -> None:
+        self.registry = registry
+        self.pool = registry.pool
+        self.buf = self.pool.buf
+        self.media = self.pool.media
+        self.name = name
+        self.header_off = header_off
+        self.dead = False
+        buf = self.buf
+        if bytes(buf[header_off:header_off + 8]) != MAGIC:
+            raise StructureCorruptError(f"B+tree {name!r}: bad magic in its header block")
+        self.key_codec = bytes(buf[header_off + 64:header_off + 80]).rstrip(b"\0").decode()
+        self.value_codec = bytes(buf[header_off + 80:header_off + 96]).rstrip(b"\0").decode()
+        self.reload()
+
+    # -- creating and loading ----------------------------------------------------------
+
+    @classmethod
+    def create(cls, registry: Registry, tx: Transaction, name: str, key_codec: str,
+               value_codec: str) -> BPTreeCore:
+        buf = registry.pool.buf
+        off = tx.alloc(HEADER_BYTES, zero=True)
+        buf[off:off + 8] = MAGIC
+        buf[off + 64:off + 64 + len(key_codec)] = key_codec.encode()
+        buf[off + 80:off + 80 + len(value_codec)] = value_codec.encode()
+        nbytes = node_bytes_for(FANOUT_DEFAULT)
+        _PARAMS.pack_into(buf, off + 40, FANOUT_DEFAULT, nbytes)
+        root = tx.alloc(nbytes)
+        _NODE.pack_into(buf, root, LEAF, 0, 0, 0, 0)
+        _HOT.pack_into(buf, off + 8, 0, 0, root, 1)
+        tx.set_root(name, off, TAG)
+        return cls(registry, name, off)
+
+    @classmethod
+    def open(cls, registry: Registry, name: str, off: int) -> BPTreeCore:
+        return cls(registry, name, off)
+
+    def reload(self) -> None:
+        """Rebuild the volatile state (header fields, caches) from the pool."""
+        buf = self.buf
+        self.count, self._applied, self.root, self.height = _HOT.unpack_from(
+            buf, self.header_off + 8)
+        self.fanout, self.node_bytes = _PARAMS.unpack_from(buf, self.header_off + 40)
+        if not FANOUT_MIN <= self.fanout <= FANOUT_MAX or self.node_bytes != node_bytes_for(
+                self.fanout) or not 1 <= self.height <= HEIGHT_MAX:
+            raise StructureCorruptError(
+                f"B+tree {self.name!r}: bad parameters fanout={self.fanout} "
+                f"node_bytes={self.node_bytes} height={self.height}")
+        self.heap = heap_start(self.fanout)
+        self.heap_bytes = self.node_bytes - self.heap
+        # node offset -> (keys, ptrs): leaves cache keys only (ptrs None), internal nodes
+        # keys (entry 0's read as b"") and children
+        self._nodes: dict[int, tuple[list[bytes], list[int] | None]] = {}
+        self._tops: dict[int, int] = {}
+        self._gen = -1
+
+    def kill(self) -> None:
+        """The tree was dropped (or rolled back out of existence): look empty."""
+        self.dead = True
+        self.count = 0
+        self.height = 1
+        self.root = 0
+        self._nodes = {0: ([], None)}
+
+    @property
+    def applied(self) -> int:
+        return self._applied
+
+    # -- reading nodes -------------------------------------------------------------------
+
+    def _load(self, node: int) -> tuple[list[bytes], list[int] | None]:
+        """Decode (and cache) the keys, and for internal nodes the children, of ``node``."""
+        buf = self.buf
+        kind, _, n, _, _ = _NODE.unpack_from(buf, node)
+        slots = struct.unpack_from(f"<{n}H", buf, node + NODE_HEAD)
+        keys = []
+        hdr = _HDR.unpack_from
+        for s in slots:
+            e = node + s
+            k = hdr(buf, e)[1]
+            keys.append(buf[e + 8:e + 8 + k].tobytes())
+        if kind == LEAF:
+            entry = (keys, None)
+        else:
+            ptrs = [_U64.unpack_from(buf, node + s + 8 + len(kb))[0]
+                    for s, kb in zip(slots, keys, strict=True)]
+            if keys:
+                keys[0] = b""
+            entry = (keys, ptrs)
+        self._nodes[node] = entry
+        return entry
+
+    def _entry(self, node: int, i: int) -> int:
+        """Absolute offset of entry ``i`` of ``node``."""
+        return node + _U16.unpack_from(self.buf, node + NODE_HEAD + 2 * i)[0]
+
+    def _value_at(self, e: int) -> bytes:
+        buf = self.buf
+        v, k = _HDR.unpack_from(buf, e)
+        ke = e + 8 + k
+        if v != EXT:
+            return buf[ke:ke + v].tobytes()
+        vlen, block = _EXT.unpack_from(buf, ke)
+        return buf[block:block + vlen].tobytes()
+
+    def _block_at(self, e: int) -> int:
+        v, k = _HDR.unpack_from(self.buf, e)
+        return _EXT.unpack_from(self.buf, e + 8 + k)[1] if v == EXT else 0
+
+    def _size_at(self, e: int) -> int:
+        v, k = _HDR.unpack_from(self.buf, e)
+        return 8 + k + (16 if v == EXT else v)
+
+    def _next(self, leaf: int) -> int:
+        return _U64.unpack_from(self.buf, leaf + 8)[0]
+
+    def _blobs(self, node: int) -> list[tuple[bytes, bytes]]:
+        """Every entry of ``node`` as ``(key, entry bytes)``, in order (keys as stored)."""
+        buf = self.buf
+        n = _NODE.unpack_from(buf, node)[2]
+        out = []
+        for s in struct.unpack_from(f"<{n}H", buf, node + NODE_HEAD):
+            e = node + s
+            v, k = _HDR.unpack_from(buf, e)
+            size = 8 + k + (16 if v == EXT else v)
+            out.append((buf[e + 8:e + 8 + k].tobytes(), buf[e:e + size].tobytes()))
+        return out
+
+    def _live_bytes(self, node: int) -> int:
+        buf = self.buf
+        n = _NODE.unpack_from(buf, node)[2]
+        return sum(self._size_at(node + s)
+                   for s in struct.unpack_from(f"<{n}H", buf, node + NODE_HEAD))
+
+    def _top(self, node: int) -> int:
+        """Next free heap offset of ``node`` (computed on first touch, then only grown)."""
+        top = self._tops.get(node)
+        if top is None:
+            buf = self.buf
+            n = _NODE.unpack_from(buf, node)[2]
+            top = self.heap
+            for s in struct.unpack_from(f"<{n}H", buf, node + NODE_HEAD):
+                end = s + self._size_at(node + s)
+                if end > top:
+                    top = end
+            self._tops[node] = top
+        return top
+
+    def _underfull(self, node: int, n: int) -> bool:
+        return 3 * n < self.fanout and 3 * self._live_bytes(node) < self.heap_bytes
+
+    # -- searching -----------------------------------------------------------------------
+
+    def find_leaf(self, kb: bytes) -> int:
+        """The leaf whose key range holds ``kb``. Cost: height cached bisects."""
+        nodes = self._nodes
+        node = self.root
+        for _ in range(self.height - 1):
+            c = nodes.get(node) or self._load(node)
+            node = c[1][bisect_right(c[0], kb) - 1]
+        return node
+
+    def _path(self, kb: bytes) -> list[list[int]]:
+        """``[node, child index]`` from the root down to the leaf (leaf index: -1)."""
+        nodes = self._nodes
+        node = self.root
+        path = []
+        for _ in range(self.height - 1):
+            c = nodes.get(node) or self._load(node)
+            i = bisect_right(c[0], kb) - 1
+            path.append([node, i])
+            node = c[1][i]
+        path.append([node, -1])
+        return path
+
+    def get(self, kb: bytes) -> bytes | None:
+        """The value under ``kb``, or None. Cost: height bisects over cached keys, one read."""
+        nodes = self._nodes
+        node = self.root
+        for _ in range(self.height - 1):
+            c = nodes.get(node) or self._load(node)
+            node = c[1][bisect_right(c[0], kb) - 1]
+        keys = (nodes.get(node) or self._load(node))[0]
+        i = bisect_left(keys, kb)
+        if i < len(keys) and keys[i] == kb:
+            buf = self.buf
+            e = node + _U16.unpack_from(buf, node + NODE_HEAD + 2 * i)[0]
+            v, k = _HDR.unpack_from(buf, e)
+            if v != EXT:
+                return buf[e + 8 + k:e + 8 + k + v].tobytes()
+            return self._value_at(e)
+        return None
+
+    def _leftmost(self) -> int:
+        node = self.root
+        for _ in range(self.height - 1):
+            node = (self._nodes.get(node) or self._load(node))[1][0]
+        return node
+
+    def _leaf_keys(self, leaf: int) -> list[bytes]:
+        return (self._nodes.get(leaf) or self._load(leaf))[0]
+
+    def leaves(self, reverse: bool = False, start: bytes | None = None) -> Iterator[int]:
+        """Leaves in key order (or reversed) from the one holding ``start`` (or the end)."""
+        if not reverse:
+            leaf = self.find_leaf(start) if start is not None else self._leftmost()
+            while leaf:
+                yield leaf
+                leaf = self._next(leaf)
+            return
+        # backwards: a stack of [node, index] (the chain only links forwards)
+        nodes = self._nodes
+        stack = []
+        node = self.root
+        for _ in range(self.height - 1):
+            keys, ptrs = nodes.get(node) or self._load(node)
+            i = len(ptrs) - 1 if start is None else bisect_right(keys, start) - 1
+            stack.append([node, i])
+            node = ptrs[i]
+        yield node
+        while stack:
+            top = stack[-1]
+            if top[1] == 0:
+                stack.pop()
+                continue
+            top[1] -= 1
+            node = (nodes.get(top[0]) or self._load(top[0]))[1][top[1]]
+            for _ in range(self.height - 1 - len(stack)):
+                ptrs = (nodes.get(node) or self._load(node))[1]
+                stack.append([node, len(ptrs) - 1])
+                node = ptrs[-1]
+            yield node
+
+    def items_range(self, lo: bytes | None, hi: bytes | None, lo_incl: bool, hi_incl: bool,
+                    reverse: bool, values: bool = True) -> Iterator[tuple[bytes, bytes | None]]:
+        """``(key, value)`` with lo <(=) key <(=) hi, in order. Cost: one leaf walk.
+
+        Keys and slot positions of one leaf are copied before it is yielded
+        from; mutating the tree while iterating gives unspecified results.
+        """
+        buf = self.buf
+        hdr = _HDR.unpack_from
+        start = hi if reverse else lo
+        for leaf in self.leaves(reverse, start):
+            keys = self._leaf_keys(leaf)
+            n = len(keys)
+            slots = struct.unpack_from(f"<{n}H", buf, leaf + NODE_HEAD)
+            if not reverse:
+                i = 0 if lo is None else (bisect_left(keys, lo) if lo_incl
+                                          else bisect_right(keys, lo))
+                j = n if hi is None else (bisect_right(keys, hi) if hi_incl
+                                          else bisect_left(keys, hi))
+                for x in range(i, j):
+                    kb = keys[x]
+                    if values:
+                        e = leaf + slots[x]
+                        v, k = hdr(buf, e)
+                        yield kb, (buf[e + 8 + k:e + 8 + k + v].tobytes() if v != EXT
+                                   else self._value_at(e))
+                    else:
+                        yield kb, None
+                if j < n:
+                    return
+            else:
+                j = n if hi is None else (bisect_right(keys, hi) if hi_incl
+                                          else bisect_left(keys, hi))
+                i = 0 if lo is None else (bisect_left(keys, lo) if lo_incl
+                                          else bisect_right(keys, lo))
+                for x in range(j - 1, i - 1, -1):
+                    kb = keys[x]
+                    yield kb, self._value_at(leaf + slots[x]) if values else None
+                if i > 0:
+                    return
+
+    def item_at(self, index: int) -> tuple[bytes, bytes]:
+        """The ``index``-th item (negative from the end). Cost: O(height + |index| / fanout)."""
+        if index >= 0:
+            if index >= self.count:
+                raise IndexError("index out of range")
+            for leaf in self.leaves():
+                keys = self._leaf_keys(leaf)
+                if index < len(keys):
+                    return keys[index], self._value_at(self._entry(leaf, index))
+                index -= len(keys)
+        else:
+            if -index > self.count:
+                raise IndexError("index out of range")
+            index = -index - 1
+            for leaf in self.leaves(reverse=True):
+                keys = self._leaf_keys(leaf)
+                if index < len(keys):
+                    i = len(keys) - 1 - index
+                    return keys[i], self._value_at(self._entry(leaf, i))
+                index -= len(keys)
+        raise StructureCorruptError(f"B+tree {self.name!r}: count disagrees with the leaves")
+
+    def rank(self, kb: bytes, right: bool) -> int:
+        """Number of keys < ``kb`` (<= with ``right``). Cost: O(n / fanout) leaf visits."""
+        total = 0
+        target = self.find_leaf(kb)
+        for leaf in self.leaves():
+            keys = self._leaf_keys(leaf)
+            if leaf == target:
+                return total + (bisect_right(keys, kb) if right else bisect_left(keys, kb))
+            total += len(keys)
+        return total
+
+    def dump(self) -> Iterator[tuple[bytes, ...]]:
+        return self.items_range(None, None, True, True, False)
+
+    # -- applying ----------------------------------------------------------------------
+
+    def apply(self, tx: Transaction, index: int, code: int, record: bytes, start: int) -> Any:
+        """Apply one Op; validates the record before touching anything."""
+        if code == OpCode.ORD_PUT:
+            size = len(record)
+            if start + 4 > size:
+                raise OpDecodeError("ORD_PUT truncated inside its key length")
+            klen = struct.unpack_from("<I", record, start)[0]
+            ks = start + 4
+            if ks + klen > size:
+                raise OpDecodeError("ORD_PUT key runs past the record's end")
+            if klen > KEY_BYTES_MAX:
+                raise OpDecodeError(f"ORD_PUT key of {klen} bytes exceeds {KEY_BYTES_MAX}")
+            self._hot(tx)
+            self.put(tx, bytes(record[ks:ks + klen]), memoryview(record)[ks + klen:])
+            result = None
+        elif code == OpCode.ORD_DELETE or code == OpCode.ORD_POP:
+            kb = bytes(record[start:])
+            self._hot(tx)
+            old = self.delete(tx, kb) if len(kb) <= KEY_BYTES_MAX else None
+            result = old if code == OpCode.ORD_POP else old is not None
+        elif code == OpCode.ORD_POPITEM:
+            if len(record) - start != 8:
+                raise OpDecodeError("ORD_POPITEM takes an 8-byte index")
+            i = _I64.unpack_from(record, start)[0]
+            self._hot(tx)
+            if not -self.count <= i < self.count:
+                result = IndexError("popitem(): index out of range" if self.count
+                                    else "popitem(): the map is empty")
+            else:
+                kb = self.item_at(i)[0]
+                result = (kb, self.delete(tx, kb))
+        elif code == OpCode.ORD_CLEAR:
+            if start != len(record):
+                raise OpDecodeError("ORD_CLEAR takes no arguments")
+            self._hot(tx)
+            self.clear(tx)
+            result = None
+        elif code == OpCode.ORD_INIT:
+            if len(record) - start != 8:
+                raise OpDecodeError("ORD_INIT takes an 8-byte parameter")
+            fanout = _U64.unpack_from(record, start)[0]
+            if not FANOUT_MIN <= fanout <= FANOUT_MAX:
+                raise OpDecodeError(f"fanout {fanout} outside {FANOUT_MIN}..{FANOUT_MAX}")
+            self._hot(tx)
+            result = self._init(tx, fanout)
+        else:
+            raise OpDecodeError(f"opcode {code:#x} does not apply to a B+tree")
+        _HOT.pack_into(self.buf, self.header_off + 8, self.count, index, self.root, self.height)
+        self._applied = index
+        return result
+
+    def _hot(self, tx: Transaction) -> None:
+        """Undo-log [count, applied, root, height] once per transaction."""
+        gen = self.registry.txgen
+        if self._gen != gen:
+            self._gen = gen
+            tx.add(self.header_off + 8, 32)
+
+    def _init(self, tx: Transaction, fanout: int) -> Any:
+        """Set the fanout of a tree no Op has touched yet; else an error result."""
+        if fanout == self.fanout:
+            return None
+        if self._applied != 0 or self.count != 0:
+            return ValueError(f"B+tree {self.name!r} has fanout {self.fanout}; "
+                              "the fanout is fixed once the tree has been written")
+        nbytes = node_bytes_for(fanout)
+        tx.add(self.header_off + 40, 8)
+        _PARAMS.pack_into(self.buf, self.header_off + 40, fanout, nbytes)
+        self.registry.frees.append(self.root)
+        self._nodes.pop(self.root, None)
+        self.fanout, self.node_bytes = fanout, nbytes
+        self.heap = heap_start(fanout)
+        self.heap_bytes = nbytes - self.heap
+        self.root = self._build(tx, LEAF, [], 0)
+        return None
+
+    # -- building and patching nodes -----------------------------------------------------
+
+    def _build(self, tx: Transaction, kind: int, entries: list[tuple[bytes, bytes]],
+               nxt: int) -> int:
+        """A fresh node holding ``entries`` (``(key, entry bytes)``); cached."""
+        buf = self.buf
+        node = tx.alloc(self.node_bytes)
+        n = len(entries)
+        assert n <= self.fanout
+        _NODE.pack_into(buf, node, kind, 0, n, 0, nxt)
+        pos = self.heap
+        slots = []
+        for _, blob in entries:
+            slots.append(pos)
+            buf[node + pos:node + pos + len(blob)] = blob
+            pos += len(blob)
+        assert pos <= self.node_bytes
+        struct.pack_into(f"<{n}H", buf, node + NODE_HEAD, *slots)
+        self._tops[node] = pos
+        keys = [kb for kb, _ in entries]
+        if kind == LEAF:
+            self._nodes[node] = (keys, None)
+        else:
+            ptrs = [_U64.unpack_from(blob, len(blob) - 8)[0] for _, blob in entries]
+            if keys:
+                keys[0] = b""
+            self._nodes[node] = (keys, ptrs)
+        return node
+
+    def _fits(self, entries: list[tuple[bytes, bytes]]) -> bool:
+        return (len(entries) <= self.fanout
+                and sum(len(b) for _, b in entries) <= self.heap_bytes)
+
+    def _halves(self, entries: list[tuple[bytes, bytes]]) -> list[list[tuple[bytes, bytes]]]:
+        """Split into two nodes' worth, minimising the fuller one's load."""
+        fanout, heap = self.fanout, self.heap_bytes
+        sizes = [len(b) for _, b in entries]
+        total = sum(sizes)
+        n = len(entries)
+        best, at, left = None, 1, 0
+        for s in range(1, n):
+            left += sizes[s - 1]
+            load = max(s * heap, left * fanout, (n - s) * heap, (total - left) * fanout)
+            if best is None or load < best:
+                best, at = load, s
+        halves = [entries[:at], entries[at:]]
+        assert all(self._fits(h) for h in halves), "a split half does not fit a node"
+        return halves
+
+    def _free_node(self, node: int) -> None:
+        self._nodes.pop(node, None)
+        self._tops.pop(node, None)
+        self.registry.frees.append(node)
+
+    def _pred_leaf(self, path: list[list[int]], d: int, i: int) -> int:
+        """The leaf before the subtree of child ``i`` of the node at depth ``d`` (0: none)."""
+        nodes = self._nodes
+        for dd in range(d, -1, -1):
+            node = path[dd][0]
+            idx = i if dd == d else path[dd][1]
+            if idx > 0:
+                c = (nodes.get(node) or self._load(node))[1][idx - 1]
+                for _ in range(dd + 1, self.height - 1):
+                    c = (nodes.get(c) or self._load(c))[1][-1]
+                return c
+        return 0
+
+    def _relink(self, tx: Transaction, pred: int, leaf: int) -> None:
+        """Point ``pred.next`` at ``leaf`` (the leftmost leaf has no pred: nothing to do)."""
+        if pred:
+            tx.add(pred + 8, 8)
+            _U64.pack_into(self.buf, pred + 8, leaf)
+
+    def _replace(self, tx: Transaction, path: list[list[int]], d: int,
+                 entries: list[tuple[bytes, bytes]]) -> None:
+        """Replace the node at depth ``d`` by fresh node(s) holding ``entries``."""
+        old = path[d][0]
+        leaf = d == self.height - 1
+        kind = LEAF if leaf else INTERNAL
+        groups = [entries] if self._fits(entries) else self._halves(entries)
+        pred = self._pred_leaf(path, d - 1, path[d - 1][1]) if leaf and d > 0 else 0
+        nxt = self._next(old) if leaf else 0
+        made = []
+        for group in reversed(groups):
+            nxt = self._build(tx, kind, group, nxt if leaf else 0)
+            made.append(nxt)
+        made.reverse()
+        if leaf:
+            self._relink(tx, pred, made[0])
+        self._free_node(old)
+        if d == 0:
+            if len(made) == 1:
+                self.root = made[0]
+                if not leaf and len(entries) == 1:
+                    self._collapse()
+            else:
+                self.root = self._build(tx, INTERNAL, [
+                    (b"", inner_blob(b"", made[0])),
+                    (groups[1][0][0], inner_blob(groups[1][0][0], made[1]))], 0)
+                self.height += 1
+                assert self.height <= HEIGHT_MAX
+            return
+        children = [(None, made[0])] + [(g[0][0], c) for g, c in zip(groups[1:], made[1:],
+                                                                    strict=True)]
+        self._parent_replace(tx, path, d - 1, path[d - 1][1], path[d - 1][1] + 1, children)
+        if len(made) == 1 and self._underfull(made[0], len(entries)):
+            path[d][0] = made[0]
+            self._rebalance(tx, path, d)
+
+    def _collapse(self) -> None:
+        """The internal root has one child: that child becomes the root."""
+        old = self.root
+        self.root = (self._nodes.get(old) or self._load(old))[1][0]
+        self.height -= 1
+        self._free_node(old)
+
+    def _parent_replace(self, tx: Transaction, path: list[list[int]], d: int, i: int, j: int,
+                        children: list[tuple[bytes | None, int]]) -> None:
+        """In the node at depth ``d``, replace children ``i..j-1`` by ``children``.
+
+        The first new child keeps entry ``i``'s separator (its pointer is
+        patched in place); the others are ``(separator, child)`` entries
+        written past the heap top. Falls back to rewriting the node.
+        """
+        buf = self.buf
+        node = path[d][0]
+        keys, ptrs = self._nodes.get(node) or self._load(node)
+        n = len(ptrs)
+        extra = [inner_blob(k, c) for k, c in children[1:]]
+        new_n = n - (j - i) + len(children)
+        need = sum(len(b) for b in extra)
+        top = self._top(node)
+        if new_n <= self.fanout and top + need <= self.node_bytes:
+            e = self._entry(node, i)
+            klen = _HDR.unpack_from(buf, e)[1]
+            tx.add(e + 8 + klen, 8)
+            _U64.pack_into(buf, e + 8 + klen, children[0][1])
+            slots = list(struct.unpack_from(f"<{n}H", buf, node + NODE_HEAD))
+            fresh = []
+            for blob in extra:
+                buf[node + top:node + top + len(blob)] = blob
+                self.media.flush(node + top, len(blob))
+                fresh.append(top)
+                top += len(blob)
+            self._tops[node] = top
+            slots[i + 1:j] = fresh
+            tx.add(node, NODE_HEAD + 2 * max(n, new_n))
+            struct.pack_into("<H", buf, node + 2, new_n)
+            struct.pack_into(f"<{new_n}H", buf, node + NODE_HEAD, *slots)
+            keys[i + 1:j] = [k for k, _ in children[1:]]
+            ptrs[i:j] = [c for _, c in children]
+            if d == 0:
+                if new_n == 1:
+                    self._collapse()
+            elif self._underfull(node, new_n):
+                self._rebalance(tx, path, d)
+            return
+        entries = self._blobs(node)
+        first_key = entries[i][0]
+        entries[i:j] = [(first_key, inner_blob(first_key, children[0][1]))] + [
+            (k, b) for (k, _), b in zip(children[1:], extra, strict=True)]
+        self._replace(tx, path, d, entries)
+
+    def _rebalance(self, tx: Transaction, path: list[list[int]], d: int) -> None:
+        """The node at depth ``d`` is under a third full: merge with or borrow from a sibling."""
+        parent, pi = path[d - 1]
+        pkeys, pptrs = self._nodes.get(parent) or self._load(parent)
+        li = pi - 1 if pi > 0 else pi
+        assert li + 1 < len(pptrs), "a non-root node has a sibling"
+        left, right = pptrs[li], pptrs[li + 1]
+        leaf = d == self.height - 1
+        el, er = self._blobs(left), self._blobs(right)
+        if not leaf:
+            # right's first entry carries no separator of its own: it takes the parent's
+            sep = pkeys[li + 1]
+            er[0] = (sep, inner_blob(sep, _U64.unpack_from(er[0][1], len(er[0][1]) - 8)[0]))
+        both = el + er
+        kind = LEAF if leaf else INTERNAL
+        pred = self._pred_leaf(path, d - 1, li) if leaf else 0
+        nxt = self._next(right) if leaf else 0
+        self._free_node(left)
+        self._free_node(right)
+        if self._fits(both):
+            merged = self._build(tx, kind, both, nxt)
+            if leaf:
+                self._relink(tx, pred, merged)
+            self._parent_replace(tx, path, d - 1, li, li + 2, [(None, merged)])
+            return
+        a, b = self._halves(both)
+        nb = self._build(tx, kind, b, nxt)
+        na = self._build(tx, kind, a, nb if leaf else 0)
+        if leaf:
+            self._relink(tx, pred, na)
+        self._parent_replace(tx, path, d - 1, li, li + 2, [(None, na), (b[0][0], nb)])
+
+    # -- the operations ----------------------------------------------------------------
+
+    def _new_blob(self, tx: Transaction, kb: bytes, vb) -> bytes:
+        vlen = len(vb)
+        if vlen <= VALUE_INLINE_MAX:
+            return _HDR.pack(vlen, len(kb)) + kb + vb
+        block = tx.alloc(vlen)
+        self.buf[block:block + vlen] = vb
+        return leaf_blob(kb, vb, block)
+
+    def put(self, tx: Transaction, kb: bytes, vb) -> None:
+        """Insert or replace. Cost: 2 undo entries; now and then a bounded split."""
+        buf = self.buf
+        path = self._path(kb)
+        leaf = path[-1][0]
+        keys = (self._nodes.get(leaf) or self._load(leaf))[0]
+        n = len(keys)
+        i = bisect_left(keys, kb)
+        found = i < n and keys[i] == kb
+        blob = self._new_blob(tx, kb, vb)
+        size = len(blob)
+        top = self._tops.get(leaf)
+        if top is None:
+            top = self._top(leaf)
+        slot_at = leaf + NODE_HEAD + 2 * i
+        if found:
+            old = self._entry(leaf, i)
+            block = self._block_at(old)
+            if block:
+                self.registry.frees.append(block)
+            if top + size <= self.node_bytes:
+                buf[leaf + top:leaf + top + size] = blob
+                self.media.flush(leaf + top, size)
+                self._tops[leaf] = top + size
+                tx.add(slot_at, 2)
+                _U16.pack_into(buf, slot_at, top)
+                if len(path) > 1 and 3 * n < self.fanout and self._underfull(leaf, n):
+                    self._rebalance(tx, path, len(path) - 1)
+                return
+            entries = self._blobs(leaf)
+            entries[i] = (kb, blob)
+            self._replace(tx, path, len(path) - 1, entries)
+            return
+        self.count += 1
+        if n < self.fanout and top + size <= self.node_bytes:
+            buf[leaf + top:leaf + top + size] = blob
+            self.media.flush(leaf + top, size)
+            self._tops[leaf] = top + size
+            tx.add(leaf, NODE_HEAD + 2 * (n + 1))
+            buf[slot_at + 2:leaf + NODE_HEAD + 2 * (n + 1)] = (
+                buf[slot_at:leaf + NODE_HEAD + 2 * n].tobytes())
+            _U16.pack_into(buf, slot_at, top)
+            _U16.pack_into(buf, leaf + 2, n + 1)
+            keys.insert(i, kb)
+            return
+        entries = self._blobs(leaf)
+        entries.insert(i, (kb, blob))
+        self._replace(tx, path, len(path) - 1, entries)
+
+    def delete(self, tx: Transaction, kb: bytes) -> bytes | None:
+        """Remove ``kb``; its value, or None if absent. Cost: 2 undo entries; now and then
+        a merge or borrow with a sibling."""
+        buf = self.buf
+        path = self._path(kb)
+        leaf = path[-1][0]
+        keys = (self._nodes.get(leaf) or self._load(leaf))[0]
+        n = len(keys)
+        i = bisect_left(keys, kb)
+        if i >= n or keys[i] != kb:
+            return None
+        if leaf not in self._tops:
+            self._top(leaf)  # before the first change: see the module docstring
+        e = self._entry(leaf, i)
+        old = self._value_at(e)
+        block = self._block_at(e)
+        if block:
+            self.registry.frees.append(block)
+        slot_at = leaf + NODE_HEAD + 2 * i
+        end = leaf + NODE_HEAD + 2 * n
+        tx.add(leaf, NODE_HEAD + 2 * n)
+        buf[slot_at:end - 2] = buf[slot_at + 2:end].tobytes()
+        _U16.pack_into(buf, leaf + 2, n - 1)
+        del keys[i]
+        self.count -= 1
+        if len(path) > 1 and 3 * (n - 1) < self.fanout and self._underfull(leaf, n - 1):
+            self._rebalance(tx, path, len(path) - 1)
+        return old
+
+    def _all_nodes(self) -> Iterator[tuple[int, int]]:
+        """``(node, depth)`` of every node, parents before children."""
+        stack = [(self.root, 0)]
+        while stack:
+            node, d = stack.pop()
+            yield node, d
+            if d < self.height - 1:
+                ptrs = (self._nodes.get(node) or self._load(node))[1]
+                stack.extend((c, d + 1) for c in ptrs)
+
+    def clear(self, tx: Transaction) -> None:
+        """Free every node and value block; one empty leaf root."""
+        frees = self.registry.frees
+        for node, d in list(self._all_nodes()):
+            if d == self.height - 1:
+                n = _NODE.unpack_from(self.buf, node)[2]
+                for s in struct.unpack_from(f"<{n}H", self.buf, node + NODE_HEAD):
+                    block = self._block_at(node + s)
+                    if block:
+                        frees.append(block)
+            self._free_node(node)
+        self.root = self._build(tx, LEAF, [], 0)
+        self.height = 1
+        self.count = 0
+
+    def destroy(self, tx: Transaction) -> None:
+        """Free every block of the tree, header included (DROP)."""
+        self.clear(tx)
+        self._free_node(self.root)
+        self.registry.frees.append(self.header_off)
+
+    def load(self, tx: Transaction, items: list[tuple[bytes, ...]]) -> None:
+        """Bulk insert (snapshot restore) inside ``tx``."""
+        self._gen = self.registry.txgen  # a fresh header: nothing to undo-log
+        for key, value in items:
+            self.put(tx, key, value)
+        _HOT.pack_into(self.buf, self.header_off + 8, self.count, 0, self.root, self.height)
+
+    # -- checking ------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Walk the whole tree; raise StructureCorruptError on any broken invariant. O(n)."""
+        pool, buf, name = self.pool, self.buf, self.name
+
+        def fail(msg: str) -> None:
+            raise StructureCorruptError(f"B+tree {name!r}: {msg}")
+
+        off = self.header_off
+        if bytes(buf[off:off + 8]) != MAGIC:
+            fail("bad magic")
+        hot = _HOT.unpack_from(buf, off + 8)
+        if hot != (self.count, self._applied, self.root, self.height):
+            fail(f"header (count, applied, root, height) = {hot}, memory has "
+                 f"{(self.count, self._applied, self.root, self.height)}")
+        if _PARAMS.unpack_from(buf, off + 40) != (self.fanout, self.node_bytes):
+            fail("fanout / node_bytes disagree with memory")
+        leaves: list[int] = []
+        seen: set[int] = set()
+        total = 0
+        # (node, depth, lo, hi): keys below must be in [lo, hi)
+        stack: list[tuple[int, int, bytes | None, bytes | None]] = [
+            (self.root, 0, None, None)]
+        while stack:
+            node, d, lo, hi = stack.pop()
+            if node in seen:
+                fail(f"node {node} reached twice")
+            seen.add(node)
+            if not pool.is_allocated(node) or pool.usable_size(node) < self.node_bytes:
+                fail(f"node {node} is not an allocated {self.node_bytes}-byte block")
+            kind, _, n, _, nxt = _NODE.unpack_from(buf, node)
+            leaf = d == self.height - 1
+            if kind != (LEAF if leaf else INTERNAL):
+                fail(f"node {node} at depth {d} has kind {kind}")
+            if n > self.fanout:
+                fail(f"node {node} holds {n} > fanout {self.fanout} entries")
+            if node != self.root and not (3 * n >= self.fanout
+                                          or 3 * self._live_bytes(node) >= self.heap_bytes):
+                fail(f"node {node} is under a third full ({n} entries)")
+            if node == self.root and not leaf and n < 2:
+                fail(f"internal root has {n} children")
+            entries = self._blobs(node)
+            slots = struct.unpack_from(f"<{n}H", buf, node + NODE_HEAD)
+            spans = sorted((s, s + len(b)) for s, (_, b) in zip(slots, entries, strict=True))
+            for a, b in itertools.pairwise(spans):
+                if b[0] < a[1]:
+                    fail(f"node {node}: entries overlap")
+            if spans and (spans[0][0] < self.heap or spans[-1][1] > self.node_bytes):
+                fail(f"node {node}: an entry lies outside the heap")
+            top = self._tops.get(node)
+            if top is not None and spans and top < spans[-1][1]:
+                fail(f"node {node}: cached heap top {top} below a live entry")
+            keys = [k for k, _ in entries]
+            for k in keys:
+                if len(k) > KEY_BYTES_MAX:
+                    fail(f"node {node}: key of {len(k)} bytes")
+            check_keys = keys if leaf else keys[1:]
+            if any(a >= b for a, b in itertools.pairwise(check_keys)):
+                fail(f"node {node}: keys out of order")
+            for k in check_keys:
+                if (lo is not None and k < lo) or (hi is not None and k >= hi):
+                    fail(f"node {node}: key {k!r:.40} outside its parent's range")
+            cached = self._nodes.get(node)
+            if leaf:
+                if cached is not None and (cached[0] != keys or cached[1] is not None):
+                    fail(f"leaf {node}: cached keys differ from the pool")
+                for _, blob in entries:
+                    v, k = _HDR.unpack_from(blob, 0)
+                    if v == EXT:
+                        vlen, block = _EXT.unpack_from(blob, 8 + k)
+                        if vlen <= VALUE_INLINE_MAX:
+                            fail(f"leaf {node}: a small value stored out of line")
+                        if not pool.is_allocated(block) or pool.usable_size(block) < vlen:
+                            fail(f"leaf {node}: value block {block} is not allocated")
+                    elif v > VALUE_INLINE_MAX:
+                        fail(f"leaf {node}: an inline value of {v} bytes")
+                total += n
+                leaves.append(node)
+                continue
+            if nxt:
+                fail(f"internal node {node} has a next pointer")
+            children = [_U64.unpack_from(b, len(b) - 8)[0] for _, b in entries]
+            for _, b in entries:
+                if _HDR.unpack_from(b, 0)[0] != 8:
+                    fail(f"internal node {node}: an entry is not a child pointer")
+            if cached is not None and (cached[0] != [b"", *keys[1:]] or cached[1] != children):
+                fail(f"internal node {node}: cached entries differ from the pool")
+            bounds = [lo, *keys[1:], hi]
+            # push right to left so leaves come off the stack in key order
+            for c in range(n - 1, -1, -1):
+                stack.append((children[c], d + 1, bounds[c], bounds[c + 1]))
+        if total != self.count:
+            fail(f"count is {self.count} but the leaves hold {total} entries")
+        chain = []
+        leaf = leaves[0] if leaves else 0
+        while leaf and len(chain) <= len(leaves):
+            chain.append(leaf)
+            leaf = self._next(leaf)
+        if chain != leaves:
+            fail("the leaf chain does not visit the leaves in key order")
+        last_keys = [self._blobs(x) for x in leaves]
+        flat = [k for entries in last_keys for k, _ in entries]
+        if any(a >= b for a, b in itertools.pairwise(flat)):
+            fail("keys out of order across leaves")
+        for node in self._nodes:
+            if node not in seen:
+                fail(f"node {node} is cached but not in the tree")

@@ -1,0 +1,168 @@
+"""PBPlusTree: behaviour, splits and merges, and a stateful test against SortedDict."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import settings
+from sortedcontainers import SortedDict
+
+from blizzard.exceptions import CodecMismatchError, StructureCorruptError, StructureKindError
+from blizzard.pmem import DramMedia, Pool
+from blizzard.structures import PBPlusTree, PHashMap, registry_for
+from blizzard.structures import _bptreecore as B
+from tests.structures.ordered_machine import make_machine
+
+
+def new_pool(size: int = 16 << 20) -> Pool:
+    return Pool.create(DramMedia(size))
+
+
+def test_mapping_and_ordered_api():
+    """The MutableMapping surface behaves like SortedDict, keys in natural order."""
+    t = PBPlusTree(new_pool(), "t", key_codec=str, value_codec="msgpack")
+    for word in ["pear", "apple", "fig", "kiwi", "banana"]:
+        t[word] = {"len": len(word)}
+    assert list(t) == sorted(t) == ["apple", "banana", "fig", "kiwi", "pear"]
+    assert t.peekitem(0) == ("apple", {"len": 5}) and t.peekitem() == ("pear", {"len": 4})
+    assert list(t.irange("b", "kiwi", inclusive=(True, False))) == ["banana", "fig"]
+    assert list(t.irange("c", reverse=True)) == ["pear", "kiwi", "fig"]
+    assert t.bisect_left("fig") == 2 and t.bisect_right("fig") == 3 and t.index("kiwi") == 3
+    assert t.popitem() == ("pear", {"len": 4}) and t.popitem(0) == ("apple", {"len": 5})
+    assert t.pop("fig") == {"len": 3} and t.pop("fig", None) is None
+    with pytest.raises(KeyError):
+        del t["zz"]
+    t.clear()
+    assert len(t) == 0 and list(t) == []
+    with pytest.raises(IndexError):
+        t.popitem()
+    with pytest.raises(IndexError):
+        t.peekitem(0)
+    t.check()
+
+
+def test_int_keys_sort_numerically():
+    t = PBPlusTree(new_pool(), "t", key_codec=int, value_codec=int, fanout=4)
+    ks = [0, -1, 1, 255, 256, -256, -257, 2**64, -(2**64), 7]
+    for k in ks:
+        t[k] = k
+    assert list(t) == sorted(ks)
+    t.check()
+
+
+def test_codecs_fanout_and_kind_are_fixed():
+    pool = new_pool()
+    t = PBPlusTree(pool, "t", key_codec=int, fanout=8)
+    t[1] = b"x"
+    again = PBPlusTree(pool, "t")
+    assert again.fanout == 8 and again[1] == b"x"
+    with pytest.raises(CodecMismatchError):
+        PBPlusTree(pool, "t", key_codec=str)
+    with pytest.raises(ValueError, match="fanout"):
+        PBPlusTree(pool, "t", fanout=16)
+    with pytest.raises(ValueError, match="ordered key codec"):
+        PBPlusTree(pool, "u", key_codec="msgpack")
+    PHashMap(pool, "h")
+    with pytest.raises(StructureKindError):
+        PBPlusTree(pool, "h")
+    with pytest.raises(ValueError, match="at most"):
+        PBPlusTree(pool, "b")[b"k" * (B.KEY_BYTES_MAX + 1)] = b""
+
+
+def test_splits_and_merges_keep_every_invariant():
+    """Sequential and random inserts grow the tree; deleting everything shrinks it
+    back to one leaf and frees the nodes."""
+    pool = new_pool(64 << 20)
+    t = PBPlusTree(pool, "t", key_codec=int, fanout=4)
+    used0 = pool.stats().used
+    for i in range(300):
+        t[i] = b"v" * (i % 50)
+    assert t.stats()["height"] >= 4
+    t.check()
+    order = list(range(300))
+    random.Random(1).shuffle(order)
+    for n, i in enumerate(order):
+        del t[i]
+        if n % 37 == 0:
+            t.check()
+    t.check()
+    assert t.stats() == {"count": 0, "height": 1, "nodes": 1, "fanout": 4,
+                         "node_bytes": B.node_bytes_for(4)}
+    assert pool.stats().used <= used0 + 4096
+
+
+def test_large_values_and_keys():
+    t = PBPlusTree(new_pool(64 << 20), "t", fanout=4)
+    sizes = [0, B.VALUE_INLINE_MAX, B.VALUE_INLINE_MAX + 1, 5000, 1 << 20]
+    for i, n in enumerate(sizes):
+        t[b"k" * (B.KEY_BYTES_MAX - 1) + b"%d" % i] = bytes([i]) * n
+    for i, n in enumerate(sizes):
+        assert t[b"k" * (B.KEY_BYTES_MAX - 1) + b"%d" % i] == bytes([i]) * n
+    t.check()
+
+
+def test_updates_reuse_space():
+    """Rewriting the same keys compacts nodes instead of growing the pool."""
+    pool = new_pool()
+    t = PBPlusTree(pool, "t", fanout=16)
+    for round_ in range(50):
+        for k in range(40):
+            t[b"%03d" % k] = bytes([round_]) * 60
+    t.check()
+    assert pool.stats().used < 256 << 10
+
+
+def test_check_detects_corruption():
+    pool = new_pool()
+    t = PBPlusTree(pool, "t", fanout=4)
+    for i in range(20):
+        t[b"%02d" % i] = b"v"
+    core = t._core
+    leaf = core._leftmost()
+    e = core._entry(leaf, 0)
+    pool.buf[e + 8:e + 10] = b"99"  # a key out of order
+    with pytest.raises(StructureCorruptError):
+        core.reload()
+        t.check()
+
+
+def test_snapshot_restore_round_trip():
+    pool = new_pool()
+    t = PBPlusTree(pool, "t", key_codec=int, fanout=5)
+    for i in range(100):
+        t[i * 3] = b"%d" % i
+    data = registry_for(pool).snapshot()
+    other = new_pool()
+    registry_for(other).restore(data)
+    u = PBPlusTree(other, "t")
+    assert list(u.items()) == list(t.items())
+    u.check()
+
+
+def test_against_sorted_dict_randomised():
+    """A seeded random walk of every operation (replay: change SEED)."""
+    seed = 7
+    rnd = random.Random(seed)
+    t = PBPlusTree(new_pool(32 << 20), "t", fanout=5)
+    m = SortedDict()
+    for _ in range(3000):
+        k = b"%03d" % rnd.randrange(400)
+        r = rnd.random()
+        if r < 0.55:
+            v = bytes([rnd.randrange(256)]) * rnd.choice([0, 9, 100, 200])
+            t[k] = v
+            m[k] = v
+        elif r < 0.9:
+            assert t.pop(k, None) == m.pop(k, None)
+        elif m:
+            i = rnd.randrange(-len(m), len(m))
+            assert t.popitem(i) == m.popitem(i), f"seed {seed}"
+    t.check()
+    assert list(t.items()) == list(m.items())
+
+
+BPTreeMachine = make_machine(
+    lambda pool, create: PBPlusTree(pool, "t", key_codec=int, fanout=4 if create else None))
+TestBPTreeMachine = BPTreeMachine.TestCase
+TestBPTreeMachine.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)

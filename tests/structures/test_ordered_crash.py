@@ -1,0 +1,92 @@
+"""Crash consistency of the ordered maps: an Op crashed at any fence, with any subset of
+unflushed lines surviving, recovers to the state before or after it (``check()``
+passing), with ``last_applied`` saying which.
+
+Fanout 4 and up to ~60 keys in the set-up make the Op in flight split or merge
+nodes (and grow or shrink the tree's height) often.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from blizzard.structures import PBPlusTree
+from tests.structures.test_crash import crash_settings, verify
+
+keys = st.one_of(st.binary(min_size=1, max_size=2), st.sampled_from([b"00", b"01", b"30", b"59"]))
+values = st.one_of(st.binary(max_size=40), st.binary(min_size=129, max_size=400))
+
+
+@st.composite
+def setups(draw):
+    """Puts (sequential keys fill nodes) then a few random puts and deletes."""
+    n = draw(st.integers(0, 60))
+    step = draw(st.sampled_from([1, 2, 3]))
+    ops = [(b"%02d" % i, b"v" * draw(st.sampled_from([0, 30, 90])))
+           for i in range(0, n, step)]
+    ops += draw(st.lists(st.tuples(keys, st.one_of(st.none(), values)), max_size=12))
+    return ops
+
+
+def builder(make, setup):
+    def build(pool):
+        m = make(pool, True)
+        for k, v in setup:
+            if v is None:
+                m.pop(k, None)
+            else:
+                m[k] = v
+        return m
+    return build
+
+
+def contents(m):
+    return list(m.items_bytes())
+
+
+def _popitem(index):
+    def op(m):
+        # on an empty map the Op still applies (and consumes an index): it returns IndexError
+        with contextlib.suppress(IndexError):
+            m.popitem(index)
+    return op
+
+
+def _model_popitem(index):
+    def model(items):
+        if not items:
+            return items
+        items = list(items)
+        del items[index]
+        return items
+    return model
+
+
+OPS = {
+    "put": (lambda k, v: lambda m: m.__setitem__(k, v),
+            lambda k, v: lambda items: sorted({**dict(items), k: v}.items())),
+    "delete": (lambda k, v: lambda m: m.pop(k, None),
+               lambda k, v: lambda items: [(x, y) for x, y in items if x != k]),
+    "popitem_first": (lambda k, v: _popitem(0), lambda k, v: _model_popitem(0)),
+    "popitem_last": (lambda k, v: _popitem(-1), lambda k, v: _model_popitem(-1)),
+    "clear": (lambda k, v: lambda m: m.clear(), lambda k, v: lambda items: []),
+}
+
+STRUCTURES = {
+    "bptree": lambda pool, create: PBPlusTree(pool, "t", fanout=4 if create else None),
+}
+
+
+@pytest.mark.parametrize("structure", sorted(STRUCTURES))
+@pytest.mark.parametrize("kind", sorted(OPS))
+@crash_settings
+@given(setup=setups(), key=keys, value=values, data=st.data())
+def test_ordered_op_crash(structure, kind, setup, key, value, data):
+    make = STRUCTURES[structure]
+    op, model = OPS[kind]
+    verify(builder(make, setup), op(key, value), contents,
+           lambda pool: make(pool, False), model(key, value), data)

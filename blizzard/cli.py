@@ -2,7 +2,7 @@
 
     blizzard demo                       create, write, reopen and verify a pool
     blizzard pool create|info|check P   manage pool files
-    blizzard bench pool|structures|raft-core [...]   benchmarks
+    blizzard bench pool|structures|ordered|raft-core|cluster [...]   benchmarks
     blizzard serve --config C --node N  run one cluster node (Raft + client protocol)
     blizzard cluster up|down|status     a local cluster of `serve` processes
 """
@@ -25,7 +25,9 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 BENCHMARKS = {
     "pool": "blizzard.bench.pool",
     "structures": "blizzard.bench.structures",
+    "ordered": "blizzard.bench.ordered",
     "raft-core": "blizzard.bench.raft_core",
+    "cluster": "blizzard.bench.cluster",
 }
 
 

@@ -17,7 +17,7 @@ from blizzard.structures import PHashMap, PQueue, registry_for
 from blizzard.structures import _hashcore as H
 
 MEDIA_BYTES = 2 << 20
-crash_settings = settings(max_examples=25, deadline=None,
+crash_settings = settings(max_examples=40, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -187,11 +190,29 @@ class HashMapMachine(RuleBasedStateMachine):
 
     def teardown(self):
         self.pool.close()
-        import shutil
-
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
 TestHashMapMachine = HashMapMachine.TestCase
-TestHashMapMachine.settings = __import__("hypothesis").settings(max_examples=40,
-                                                                stateful_step_count=30)
+TestHashMapMachine.settings = settings(max_examples=40, stateful_step_count=30)
+
+
+def test_directory_segments_come_and_go(monkeypatch):
+    """With tiny directory segments, growth allocates many and shrinking frees them."""
+    monkeypatch.setattr(H, "SEG_SLOTS", 4)
+    monkeypatch.setattr(H, "SEG_BYTES", 32)
+    pool = new_pool(64 << 20)
+    m = PHashMap(pool, "m", key_codec=int)
+    for i in range(3000):
+        m[i] = b"%d" % i
+        if i % 500 == 0:
+            m.check()
+    assert len(m._core.segs) == -(-m._core.nbuckets // 4) > 20
+    m.check()
+    for i in range(3000):
+        del m[i]
+        if i % 500 == 0:
+            m.check()
+    assert m._core.nbuckets == 1 and len(m._core.segs) == 1
+    m.check()
+    registry_for(pool).check()

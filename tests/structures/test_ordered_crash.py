@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blizzard.structures import PBPlusTree
+from blizzard.structures import PBPlusTree, PSkipList
 from tests.structures.test_crash import crash_settings, verify
 
 keys = st.one_of(st.binary(min_size=1, max_size=2), st.sampled_from([b"00", b"01", b"30", b"59"]))
@@ -78,6 +78,7 @@ OPS = {
 
 STRUCTURES = {
     "bptree": lambda pool, create: PBPlusTree(pool, "t", fanout=4 if create else None),
+    "skiplist": lambda pool, create: PSkipList(pool, "s", seed=5 if create else None),
 }
 
 

@@ -1,0 +1,174 @@
+"""PSkipList: behaviour, deterministic towers, and a stateful test against SortedDict."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import settings
+from sortedcontainers import SortedDict
+
+from blizzard.exceptions import StructureCorruptError, StructureKindError
+from blizzard.pmem import DramMedia, Pool
+from blizzard.structures import PBPlusTree, PSkipList, registry_for
+from blizzard.structures import _skiplistcore as S
+from tests.structures.ordered_machine import make_machine
+
+
+def new_pool(size: int = 16 << 20) -> Pool:
+    return Pool.create(DramMedia(size))
+
+
+def towers(s: PSkipList) -> list[tuple[bytes, int]]:
+    core = s._core
+    out = []
+    x = core._next(core.head)
+    while x:
+        out.append((core._key(x), S._NODE.unpack_from(core.buf, x)[0]))
+        x = core._next(x)
+    return out
+
+
+def test_mapping_and_ordered_api():
+    s = PSkipList(new_pool(), "s", key_codec=int, value_codec=str)
+    for k in [5, -3, 12, 0, 99]:
+        s[k] = f"v{k}"
+    assert list(s) == [-3, 0, 5, 12, 99] and list(reversed(s)) == [99, 12, 5, 0, -3]
+    assert s.peekitem(0) == (-3, "v-3") and s.peekitem() == (99, "v99")
+    assert s.peekitem(2) == (5, "v5") and s.peekitem(-2) == (12, "v12")
+    assert list(s.irange(0, 12, inclusive=(False, True))) == [5, 12]
+    assert s.bisect_left(5) == 2 and s.bisect_right(5) == 3
+    assert s.popitem() == (99, "v99") and s.popitem(0) == (-3, "v-3")
+    s[5] = "same length"
+    s[5] = "a different length"
+    assert s[5] == "a different length" and len(s) == 3
+    s.check()
+    s.clear()
+    assert len(s) == 0 and list(s) == []
+    with pytest.raises(IndexError):
+        s.popitem()
+    s.check()
+
+
+def test_towers_are_deterministic_across_replicas_and_restarts(shm_dir):
+    """Two pools fed the same Ops build identical towers, including across a reopen."""
+    ops = [(b"%04d" % random.Random(3).randrange(10_000 + i), i % 3) for i in range(400)]
+    path = shm_dir / "a.pool"
+    a_pool = Pool.create(path, 8 << 20, mode="none")
+    a = PSkipList(a_pool, "s", seed=42)
+    b = PSkipList(new_pool(), "s", seed=42)
+    c = PSkipList(new_pool(), "s", seed=43)
+    for n, (k, op) in enumerate(ops):
+        for s in (a, b, c):
+            if op == 2:
+                s.pop(k, None)
+            else:
+                s[k] = b"v"
+        if n == 200:
+            a_pool.close()
+            a_pool = Pool.open(path, mode="none")
+            a = PSkipList(a_pool, "s", seed=42)
+    assert towers(a) == towers(b)
+    assert [k for k, _ in towers(c)] == [k for k, _ in towers(a)]
+    assert towers(c) != towers(a)
+    assert a._core.rng == b._core.rng
+    a.check()
+    a_pool.close()
+
+
+def test_tower_heights_follow_a_quarter():
+    hs = [S.height_of(S.splitmix64(i)[1]) for i in range(40_000)]
+    share = sum(h > 1 for h in hs) / len(hs)
+    assert 0.23 < share < 0.27
+    assert max(hs) <= S.LEVEL_MAX
+
+
+def test_search_cost_grows_as_log_n():
+    """Links followed per lookup stay within a small multiple of log4 n."""
+    s = PSkipList(new_pool(64 << 20), "s", key_codec=int)
+    for i in range(5000):
+        s[(i * 7919) % 5000] = b""
+    core = s._core
+    reads = 0
+    orig = core._key
+
+    def counting(node):
+        nonlocal reads
+        reads += 1
+        return orig(node)
+
+    core._keys.clear()
+    core._key = counting
+    core._keys = {}  # every key comes through _key
+    for k in range(0, 5000, 50):
+        assert s.get(k) == b""
+        core._keys.clear()
+    assert reads / 100 < 12 * 6.2  # log4(5000) ~ 6.1
+
+
+def test_kind_and_key_limits():
+    pool = new_pool()
+    PBPlusTree(pool, "t")
+    with pytest.raises(StructureKindError):
+        PSkipList(pool, "t")
+    with pytest.raises(ValueError, match="at most"):
+        PSkipList(pool, "s")[b"k" * (S.KEY_BYTES_MAX + 1)] = b""
+    s = PSkipList(pool, "s")
+    s[b"big"] = b"x" * (S.VALUE_INLINE_MAX + 1)
+    s[b"huge"] = b"y" * (1 << 20)
+    assert s[b"big"] == b"x" * (S.VALUE_INLINE_MAX + 1) and len(s[b"huge"]) == 1 << 20
+    s[b"huge"] = b"small"
+    s.check()
+
+
+def test_check_detects_corruption():
+    s = PSkipList(new_pool(), "s")
+    for i in range(30):
+        s[b"%02d" % i] = b"v"
+    core = s._core
+    x = core._next(core._next(core.head))
+    h, klen, _ = S._NODE.unpack_from(core.buf, x)
+    ks = x + S.NODE_HEAD + 8 * h
+    core.buf[ks:ks + 2] = b"99"
+    core.reload()
+    with pytest.raises(StructureCorruptError):
+        s.check()
+
+
+def test_snapshot_restore_round_trip():
+    pool = new_pool()
+    s = PSkipList(pool, "s", key_codec=int)
+    for i in range(100):
+        s[i * 3] = b"%d" % i
+    other = new_pool()
+    registry_for(other).restore(registry_for(pool).snapshot())
+    u = PSkipList(other, "s")
+    assert list(u.items()) == list(s.items())
+    u.check()
+
+
+def test_against_sorted_dict_randomised():
+    seed = 11
+    rnd = random.Random(seed)
+    s = PSkipList(new_pool(32 << 20), "s")
+    m = SortedDict()
+    for _ in range(3000):
+        k = b"%03d" % rnd.randrange(400)
+        r = rnd.random()
+        if r < 0.55:
+            v = bytes([rnd.randrange(256)]) * rnd.choice([0, 9, 100, 5000])
+            s[k] = v
+            m[k] = v
+        elif r < 0.9:
+            assert s.pop(k, None) == m.pop(k, None)
+        elif m:
+            i = rnd.choice([0, -1, rnd.randrange(-len(m), len(m))])
+            assert s.popitem(i) == m.popitem(i), f"seed {seed}"
+    s.check()
+    assert list(s.items()) == list(m.items())
+
+
+SkipListMachine = make_machine(
+    lambda pool, create: PSkipList(pool, "s", key_codec=int, seed=7 if create else None))
+TestSkipListMachine = SkipListMachine.TestCase
+TestSkipListMachine.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)

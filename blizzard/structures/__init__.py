@@ -1,4 +1,4 @@
-"""User-facing persistent structures: PHashMap, PQueue, PBPlusTree.
+"""User-facing persistent structures: PHashMap, PQueue, PBPlusTree, PSkipList.
 
 Each mutation is an Op (``ops``) applied by the pool's registry
 (``registry``) through a replicator; keys and values pass through codecs
@@ -10,5 +10,7 @@ from blizzard.structures.codecs import Codec, get_codec
 from blizzard.structures.hashmap import PHashMap
 from blizzard.structures.queue import PQueue
 from blizzard.structures.registry import Registry, registry_for
+from blizzard.structures.skiplist import PSkipList
 
-__all__ = ["Codec", "PBPlusTree", "PHashMap", "PQueue", "Registry", "get_codec", "registry_for"]
+__all__ = ["Codec", "PBPlusTree", "PHashMap", "PQueue", "PSkipList",
+           "Registry", "get_codec", "registry_for"]

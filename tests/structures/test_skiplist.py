@@ -127,7 +127,7 @@ def test_check_detects_corruption():
         s[b"%02d" % i] = b"v"
     core = s._core
     x = core._next(core._next(core.head))
-    h, klen, _ = S._NODE.unpack_from(core.buf, x)
+    h = S._NODE.unpack_from(core.buf, x)[0]
     ks = x + S.NODE_HEAD + 8 * h
     core.buf[ks:ks + 2] = b"99"
     core.reload()

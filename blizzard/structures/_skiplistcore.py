@@ -1,0 +1,553 @@
+"""The persistent skiplist behind PSkipList: one block per entry, towers of links.
+
+Layout version 1. Header block (the structure's root; tag ``pskiplst``)::
+
+    offset | size      | field
+    0      | 8         | magic b"BLZSKL01"
+    8      | 8         | count: live entries
+    16     | 8         | applied: index of the last Op applied to this skiplist
+    24     | 8         | level: towers in use (1..LEVEL_MAX); head links above are 0
+    32     | 8         | rng: state of the splitmix64 generator drawing tower heights
+    40     | 24        | reserved, zero
+    64     | 16        | key codec name (UTF-8, NUL padded)
+    80     | 16        | value codec name
+    96     | 32        | reserved, zero
+    128    | 8*32      | head: the first node of each level (0 = none)
+
+Node (a block of its own)::
+
+    offset | size  | field
+    0      | 1     | height h (1..LEVEL_MAX)
+    1      | 3     | reserved, zero
+    4      | 4     | klen (<= KEY_BYTES_MAX)
+    8      | 4     | vlen, or 0xFFFFFFFF: the value is in a block of its own
+    12     | 4     | reserved, zero
+    16     | 8*h   | next: the following node at each level 0..h-1 (0 = none)
+    16+8h  | klen  | key
+    ...    | vlen  | value -- or u64 value length, u64 offset of its block
+
+Invariants (``check``): every level is sorted by key, strictly; each node
+of level l+1 is on level l (towers are contiguous); level 0 holds ``count``
+nodes; ``level`` is 1 or the highest level with a node.
+
+Why it is shaped so:
+
+* Tower heights come from a generator whose state is in the header (and in
+  the same undo-logged range as ``count``): replicas applying the same Ops
+  build the same towers, and so does a restart. P(height > h) = 4**-h.
+* An insert writes its node into a fresh block (no undo entry) and then
+  patches one 8-byte link per level of its tower (1.33 on average) -- each
+  an undo entry -- plus the header. A delete patches the same links and
+  frees the block. An update of the same length rewrites the value in place;
+  otherwise a new node of the same height replaces the old one.
+* Searching caches each node's key (``_keys``, dropped on reload); links and
+  values are always read from the pool.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from blizzard.exceptions import OpDecodeError, StructureCorruptError
+from blizzard.pmem import Transaction
+from blizzard.structures.ops import OpCode
+
+if TYPE_CHECKING:
+    from blizzard.structures.registry import Registry
+
+TAG = b"pskiplst"
+MAGIC = b"BLZSKL01"
+LAYOUT_VERSION = 1
+LEVEL_MAX = 32
+HEAD_OFF = 128
+HEADER_BYTES = HEAD_OFF + 8 * LEVEL_MAX
+KEY_BYTES_MAX = 1024
+VALUE_INLINE_MAX = 4096
+SEED_DEFAULT = 0x5EED_B122_A4D5_0001
+EXT = 0xFFFFFFFF
+NODE_HEAD = 16
+_MASK = (1 << 64) - 1
+
+_U64 = struct.Struct("<Q")
+_I64 = struct.Struct("<q")
+_NODE = struct.Struct("<BxxxII")  # height, klen, vlen
+_EXT = struct.Struct("<QQ")
+_HOT = struct.Struct("<QQQQ")  # count, applied, level, rng at +8
+
+
+def splitmix64(state: int) -> tuple[int, int]:
+    """``(new state, output)`` of splitmix64: deterministic, seeded by the pool."""
+    state = (state + 0x9E3779B97F4A7C15) & _MASK
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return state, z ^ (z >> 31)
+
+
+def height_of(z: int) -> int:
+    """Tower height from a random word: P(height > h) = 4**-h."""
+    h = 1
+    while z & 3 == 0 and h < LEVEL_MAX:
+        h += 1
+        z >>= 2
+    return h
+
+
+class SkipListCore:
+    """Apply side and read side of one persistent skiplist."""
+
+    opgroup = 3
+    tag = TAG
+
+    def __init__(self, registry: Registry, name: str, header_off: int) -> None:
+        self.registry = registry
+        self.pool = registry.pool
+        self.buf = self.pool.buf
+        self.media = self.pool.media
+        self.name = name
+        self.header_off = header_off
+        # the head behaves as a node whose links start at HEAD_OFF: link l of x is at
+        # x + NODE_HEAD + 8 * l for the head and every node alike
+        self.head = header_off + HEAD_OFF - NODE_HEAD
+        self.dead = False
+        buf = self.buf
+        if bytes(buf[header_off:header_off + 8]) != MAGIC:
+            raise StructureCorruptError(f"skiplist {name!r}: bad magic in its header block")
+        self.key_codec = bytes(buf[header_off + 64:header_off + 80]).rstrip(b"\0").decode()
+        self.value_codec = bytes(buf[header_off + 80:header_off + 96]).rstrip(b"\0").decode()
+        self.reload()
+
+    # -- creating and loading ----------------------------------------------------------
+
+    @classmethod
+    def create(cls, registry: Registry, tx: Transaction, name: str, key_codec: str,
+               value_codec: str) -> SkipListCore:
+        buf = registry.pool.buf
+        off = tx.alloc(HEADER_BYTES, zero=True)
+        buf[off:off + 8] = MAGIC
+        buf[off + 64:off + 64 + len(key_codec)] = key_codec.encode()
+        buf[off + 80:off + 80 + len(value_codec)] = value_codec.encode()
+        _HOT.pack_into(buf, off + 8, 0, 0, 1, SEED_DEFAULT)
+        tx.set_root(name, off, TAG)
+        return cls(registry, name, off)
+
+    @classmethod
+    def open(cls, registry: Registry, name: str, off: int) -> SkipListCore:
+        return cls(registry, name, off)
+
+    def reload(self) -> None:
+        """Rebuild the volatile state (header fields, key cache) from the pool."""
+        self.count, self._applied, self.level, self.rng = _HOT.unpack_from(
+            self.buf, self.header_off + 8)
+        if not 1 <= self.level <= LEVEL_MAX:
+            raise StructureCorruptError(f"skiplist {self.name!r}: level {self.level}")
+        self._keys: dict[int, bytes] = {}
+        self._gen = -1
+
+    def kill(self) -> None:
+        """The skiplist was dropped (or rolled back out of existence): look empty."""
+        self.dead = True
+        self.count = 0
+        self.level = 1
+        self.buf = memoryview(bytearray(HEADER_BYTES + 64))
+        self.head = HEAD_OFF - NODE_HEAD
+
+    @property
+    def applied(self) -> int:
+        return self._applied
+
+    @property
+    def seed_state(self) -> int:
+        return self.rng
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _key(self, node: int) -> bytes:
+        key = self._keys.get(node)
+        if key is None:
+            h, klen, _ = _NODE.unpack_from(self.buf, node)
+            ks = node + NODE_HEAD + 8 * h
+            key = self._keys[node] = self.buf[ks:ks + klen].tobytes()
+        return key
+
+    def _value(self, node: int) -> bytes:
+        buf = self.buf
+        h, klen, vlen = _NODE.unpack_from(buf, node)
+        vs = node + NODE_HEAD + 8 * h + klen
+        if vlen != EXT:
+            return buf[vs:vs + vlen].tobytes()
+        n, block = _EXT.unpack_from(buf, vs)
+        return buf[block:block + n].tobytes()
+
+    def _block(self, node: int) -> int:
+        buf = self.buf
+        h, klen, vlen = _NODE.unpack_from(buf, node)
+        return _EXT.unpack_from(buf, node + NODE_HEAD + 8 * h + klen)[1] if vlen == EXT else 0
+
+    def _next(self, node: int, level: int = 0) -> int:
+        return _U64.unpack_from(self.buf, node + NODE_HEAD + 8 * level)[0]
+
+    def _preds(self, kb: bytes) -> list[int]:
+        """For each level, the last node (or the head) with a key < ``kb``."""
+        buf = self.buf
+        unpack = _U64.unpack_from
+        keys = self._keys
+        load = self._key
+        x = self.head
+        preds = [x] * self.level
+        for lvl in range(self.level - 1, -1, -1):
+            at = NODE_HEAD + 8 * lvl
+            nxt = unpack(buf, x + at)[0]
+            while nxt:
+                k = keys.get(nxt) or load(nxt)
+                if k >= kb:
+                    break
+                x = nxt
+                nxt = unpack(buf, x + at)[0]
+            preds[lvl] = x
+        return preds
+
+    def _lower(self, kb: bytes, strict: bool) -> int:
+        """The first node with key >= ``kb`` (> with ``strict``), or 0."""
+        buf = self.buf
+        unpack = _U64.unpack_from
+        keys = self._keys
+        load = self._key
+        x = self.head
+        for lvl in range(self.level - 1, -1, -1):
+            at = NODE_HEAD + 8 * lvl
+            nxt = unpack(buf, x + at)[0]
+            while nxt:
+                k = keys.get(nxt) or load(nxt)
+                if k > kb or (k == kb and not strict):
+                    break
+                x = nxt
+                nxt = unpack(buf, x + at)[0]
+        return unpack(buf, x + NODE_HEAD)[0]
+
+    def _before(self, kb: bytes | None, inclusive: bool) -> int:
+        """The last node with key < ``kb`` (<= with ``inclusive``; None: the last node), or 0."""
+        buf = self.buf
+        unpack = _U64.unpack_from
+        load = self._key
+        x = self.head
+        for lvl in range(self.level - 1, -1, -1):
+            at = NODE_HEAD + 8 * lvl
+            nxt = unpack(buf, x + at)[0]
+            while nxt:
+                if kb is not None:
+                    k = load(nxt)
+                    if k > kb or (k == kb and not inclusive):
+                        break
+                x = nxt
+                nxt = unpack(buf, x + at)[0]
+        return 0 if x == self.head else x
+
+    def get(self, kb: bytes) -> bytes | None:
+        """The value under ``kb``, or None. Cost: O(log n) expected link reads."""
+        buf = self.buf
+        unpack = _U64.unpack_from
+        keys = self._keys
+        load = self._key
+        x = self.head
+        for lvl in range(self.level - 1, -1, -1):
+            at = NODE_HEAD + 8 * lvl
+            nxt = unpack(buf, x + at)[0]
+            while nxt:
+                k = keys.get(nxt) or load(nxt)
+                if k >= kb:
+                    if k == kb:
+                        return self._value(nxt)
+                    break
+                x = nxt
+                nxt = unpack(buf, x + at)[0]
+        return None
+
+    def items_range(self, lo: bytes | None, hi: bytes | None, lo_incl: bool, hi_incl: bool,
+                    reverse: bool, values: bool = True) -> Iterator[tuple[bytes, bytes | None]]:
+        """``(key, value)`` with lo <(=) key <(=) hi. Forwards: one search, then level-0
+        links; backwards: one O(log n) search per item (there are no back links)."""
+        if not reverse:
+            x = self._next(self.head) if lo is None else self._lower(lo, not lo_incl)
+            while x:
+                kb = self._key(x)
+                if hi is not None and (kb > hi or (kb == hi and not hi_incl)):
+                    return
+                yield kb, self._value(x) if values else None
+                x = self._next(x)
+            return
+        x = self._before(hi, hi_incl)
+        while x:
+            kb = self._key(x)
+            if lo is not None and (kb < lo or (kb == lo and not lo_incl)):
+                return
+            yield kb, self._value(x) if values else None
+            x = self._before(kb, False)
+
+    def item_at(self, index: int) -> tuple[bytes, bytes]:
+        """The ``index``-th item. Cost: O(log n) for -1, else O(index) level-0 links."""
+        n = self.count
+        if not -n <= index < n:
+            raise IndexError("index out of range")
+        if index == -1:
+            x = self._before(None, True)
+        else:
+            if index < 0:
+                index += n
+            x = self._next(self.head)
+            for _ in range(index):
+                x = self._next(x)
+        return self._key(x), self._value(x)
+
+    def rank(self, kb: bytes, right: bool) -> int:
+        """Number of keys < ``kb`` (<= with ``right``). Cost: O(n) level-0 links."""
+        total = 0
+        x = self._next(self.head)
+        while x:
+            k = self._key(x)
+            if k > kb or (k == kb and not right):
+                break
+            total += 1
+            x = self._next(x)
+        return total
+
+    def dump(self) -> Iterator[tuple[bytes, ...]]:
+        return self.items_range(None, None, True, True, False)
+
+    # -- applying ----------------------------------------------------------------------
+
+    def apply(self, tx: Transaction, index: int, code: int, record: bytes, start: int) -> Any:
+        """Apply one Op; validates the record before touching anything."""
+        if code == OpCode.ORD_PUT:
+            size = len(record)
+            if start + 4 > size:
+                raise OpDecodeError("ORD_PUT truncated inside its key length")
+            klen = struct.unpack_from("<I", record, start)[0]
+            ks = start + 4
+            if ks + klen > size:
+                raise OpDecodeError("ORD_PUT key runs past the record's end")
+            if klen > KEY_BYTES_MAX:
+                raise OpDecodeError(f"ORD_PUT key of {klen} bytes exceeds {KEY_BYTES_MAX}")
+            self._hot(tx)
+            self.put(tx, bytes(record[ks:ks + klen]), memoryview(record)[ks + klen:])
+            result = None
+        elif code == OpCode.ORD_DELETE or code == OpCode.ORD_POP:
+            kb = bytes(record[start:])
+            self._hot(tx)
+            old = self.delete(tx, kb)
+            result = old if code == OpCode.ORD_POP else old is not None
+        elif code == OpCode.ORD_POPITEM:
+            if len(record) - start != 8:
+                raise OpDecodeError("ORD_POPITEM takes an 8-byte index")
+            i = _I64.unpack_from(record, start)[0]
+            self._hot(tx)
+            if not -self.count <= i < self.count:
+                result = IndexError("popitem(): index out of range" if self.count
+                                    else "popitem(): the map is empty")
+            else:
+                kb = self.item_at(i)[0]
+                result = (kb, self.delete(tx, kb))
+        elif code == OpCode.ORD_CLEAR:
+            if start != len(record):
+                raise OpDecodeError("ORD_CLEAR takes no arguments")
+            self._hot(tx)
+            self.clear(tx)
+            result = None
+        elif code == OpCode.ORD_INIT:
+            if len(record) - start != 8:
+                raise OpDecodeError("ORD_INIT takes an 8-byte parameter")
+            seed = _U64.unpack_from(record, start)[0]
+            self._hot(tx)
+            if self._applied != 0 or self.count != 0:
+                result = ValueError(f"skiplist {self.name!r}: the seed is fixed once the "
+                                    "skiplist has been written")
+            else:
+                self.rng = seed
+                result = None
+        else:
+            raise OpDecodeError(f"opcode {code:#x} does not apply to a skiplist")
+        _HOT.pack_into(self.buf, self.header_off + 8, self.count, index, self.level, self.rng)
+        self._applied = index
+        return result
+
+    def _hot(self, tx: Transaction) -> None:
+        """Undo-log [count, applied, level, rng] once per transaction."""
+        gen = self.registry.txgen
+        if self._gen != gen:
+            self._gen = gen
+            tx.add(self.header_off + 8, 32)
+
+    def _new_node(self, tx: Transaction, h: int, kb: bytes, vb) -> int:
+        """A fresh node (links zero) holding ``kb`` and ``vb``."""
+        buf = self.buf
+        klen, vlen = len(kb), len(vb)
+        inline = vlen <= VALUE_INLINE_MAX
+        ks = NODE_HEAD + 8 * h
+        node = tx.alloc(ks + klen + (vlen if inline else 16))
+        _NODE.pack_into(buf, node, h, klen, vlen if inline else EXT)
+        buf[node + 8 + 4:node + ks] = bytes(4 + 8 * h)
+        buf[node + ks:node + ks + klen] = kb
+        if inline:
+            buf[node + ks + klen:node + ks + klen + vlen] = vb
+        else:
+            block = tx.alloc(vlen)
+            buf[block:block + vlen] = vb
+            _EXT.pack_into(buf, node + ks + klen, vlen, block)
+        self._keys[node] = kb
+        return node
+
+    def _link(self, tx: Transaction, x: int, lvl: int, target: int) -> None:
+        at = x + NODE_HEAD + 8 * lvl
+        tx.add(at, 8)
+        _U64.pack_into(self.buf, at, target)
+
+    def put(self, tx: Transaction, kb: bytes, vb) -> None:
+        """Insert or replace. Cost: one block, 1.33 link undo entries on average, the header."""
+        buf = self.buf
+        preds = self._preds(kb)
+        x = self._next(preds[0])
+        if x and self._key(x) == kb:
+            h, klen, vlen = _NODE.unpack_from(buf, x)
+            if vlen == len(vb) and vlen != EXT:
+                if vlen:
+                    vs = x + NODE_HEAD + 8 * h + klen
+                    tx.add(vs, vlen)
+                    buf[vs:vs + vlen] = vb
+                return
+            block = self._block(x)
+            if block:
+                self.registry.frees.append(block)
+            node = self._new_node(tx, h, kb, vb)
+            buf[node + NODE_HEAD:node + NODE_HEAD + 8 * h] = buf[
+                x + NODE_HEAD:x + NODE_HEAD + 8 * h].tobytes()
+            for lvl in range(h):
+                self._link(tx, preds[lvl], lvl, node)
+            self._keys.pop(x, None)
+            self.registry.frees.append(x)
+            return
+        self.rng, z = splitmix64(self.rng)
+        h = height_of(z)
+        node = self._new_node(tx, h, kb, vb)
+        if h > self.level:
+            preds += [self.head] * (h - self.level)
+            self.level = h
+        for lvl in range(h):
+            nxt = self._next(preds[lvl], lvl)
+            _U64.pack_into(buf, node + NODE_HEAD + 8 * lvl, nxt)
+            self._link(tx, preds[lvl], lvl, node)
+        self.count += 1
+
+    def delete(self, tx: Transaction, kb: bytes) -> bytes | None:
+        """Remove ``kb``; its value, or None. Cost: 1.33 link undo entries on average."""
+        preds = self._preds(kb)
+        x = self._next(preds[0])
+        if not x or self._key(x) != kb:
+            return None
+        old = self._value(x)
+        h = _NODE.unpack_from(self.buf, x)[0]
+        for lvl in range(h):
+            self._link(tx, preds[lvl], lvl, self._next(x, lvl))
+        block = self._block(x)
+        if block:
+            self.registry.frees.append(block)
+        self._keys.pop(x, None)
+        self.registry.frees.append(x)
+        self.count -= 1
+        while self.level > 1 and not self._next(self.head, self.level - 1):
+            self.level -= 1
+        return old
+
+    def clear(self, tx: Transaction) -> None:
+        """Free every node and value block; empty head."""
+        frees = self.registry.frees
+        x = self._next(self.head)
+        while x:
+            block = self._block(x)
+            if block:
+                frees.append(block)
+            frees.append(x)
+            x = self._next(x)
+        at = self.head + NODE_HEAD
+        tx.add(at, 8 * LEVEL_MAX)
+        self.buf[at:at + 8 * LEVEL_MAX] = bytes(8 * LEVEL_MAX)
+        self._keys.clear()
+        self.count = 0
+        self.level = 1
+
+    def destroy(self, tx: Transaction) -> None:
+        """Free every block of the skiplist, header included (DROP)."""
+        self.clear(tx)
+        self.registry.frees.append(self.header_off)
+
+    def load(self, tx: Transaction, items: list[tuple[bytes, ...]]) -> None:
+        """Bulk insert (snapshot restore) inside ``tx``."""
+        self._gen = self.registry.txgen  # a fresh header: nothing to undo-log
+        for key, value in items:
+            self.put(tx, key, value)
+        _HOT.pack_into(self.buf, self.header_off + 8, self.count, 0, self.level, self.rng)
+
+    # -- checking ------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Walk every level; raise StructureCorruptError on any broken invariant. O(n)."""
+        pool, buf, name = self.pool, self.buf, self.name
+
+        def fail(msg: str) -> None:
+            raise StructureCorruptError(f"skiplist {name!r}: {msg}")
+
+        off = self.header_off
+        if bytes(buf[off:off + 8]) != MAGIC:
+            fail("bad magic")
+        hot = _HOT.unpack_from(buf, off + 8)
+        if hot != (self.count, self._applied, self.level, self.rng):
+            fail(f"header (count, applied, level, rng) = {hot}, memory has "
+                 f"{(self.count, self._applied, self.level, self.rng)}")
+        below: set[int] | None = None
+        for lvl in range(LEVEL_MAX):
+            nodes = []
+            x = self._next(self.head, lvl)
+            prev_key = None
+            while x:
+                if len(nodes) > self.count:
+                    fail(f"level {lvl} is longer than count (a cycle?)")
+                if not pool.is_allocated(x):
+                    fail(f"level {lvl}: node {x} is not an allocated block")
+                h, klen, vlen = _NODE.unpack_from(buf, x)
+                if not lvl < h <= LEVEL_MAX:
+                    fail(f"level {lvl}: node {x} has height {h}")
+                if klen > KEY_BYTES_MAX:
+                    fail(f"node {x}: key of {klen} bytes")
+                ks = x + NODE_HEAD + 8 * h
+                size = ks - x + klen + (16 if vlen == EXT else vlen)
+                if pool.usable_size(x) < size:
+                    fail(f"node {x} overruns its block")
+                key = buf[ks:ks + klen].tobytes()
+                cached = self._keys.get(x)
+                if cached is not None and cached != key:
+                    fail(f"node {x}: cached key differs from the pool")
+                if prev_key is not None and key <= prev_key:
+                    fail(f"level {lvl}: keys out of order")
+                if below is not None and x not in below:
+                    fail(f"level {lvl}: node {x} is not on level {lvl - 1}")
+                if lvl == 0 and vlen == EXT:
+                    n, block = _EXT.unpack_from(buf, ks + klen)
+                    if n <= VALUE_INLINE_MAX:
+                        fail(f"node {x}: a small value stored out of line")
+                    if not pool.is_allocated(block) or pool.usable_size(block) < n:
+                        fail(f"node {x}: value block {block} is not allocated")
+                prev_key = key
+                nodes.append(x)
+                x = self._next(x, lvl)
+            if lvl == 0 and len(nodes) != self.count:
+                fail(f"count is {self.count} but level 0 holds {len(nodes)} nodes")
+            if lvl >= self.level and nodes:
+                fail(f"level {lvl} holds nodes above the level in use ({self.level})")
+            if lvl == self.level - 1 and lvl > 0 and not nodes:
+                fail(f"level in use is {self.level} but its top level is empty")
+            below = set(nodes)
+            if lvl == 0:
+                for node in self._keys:
+                    if node not in below:
+                        fail(f"node {node} is cached but not in the skiplist")

@@ -1,6 +1,6 @@
 """The ``blizzard`` command.
 
-    blizzard demo                       create, write, reopen and verify a pool
+    blizzard demo                       pool, structures, a 3-node cluster: end to end
     blizzard pool create|info|check P   manage pool files
     blizzard bench pool|structures|ordered|raft-core|cluster [...]   benchmarks
     blizzard serve --config C --node N  run one cluster node (Raft + client protocol)
@@ -14,7 +14,6 @@ import importlib
 import os
 import re
 import sys
-import time
 from collections.abc import Sequence
 
 from blizzard.exceptions import BlizzardError
@@ -82,7 +81,8 @@ def _cmd_pool_info(args: argparse.Namespace) -> int:
         print(f"{'roots':<{width}}  {len(roots)}")
         for name, root in roots.items():
             tag = root.tag.decode("ascii", "replace")
-            print(f"  {name:<{width}}  offset {root.off}  tag {tag!r}  {pool.usable_size(root.off)} bytes")
+            size = pool.usable_size(root.off)
+            print(f"  {name:<{width}}  offset {root.off}  tag {tag!r}  {size} bytes")
     return 0
 
 
@@ -99,43 +99,10 @@ def _cmd_pool_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from blizzard.pmem import Pool
+    from blizzard import demo
 
-    path = args.path or f"/dev/shm/blizzard-demo-{os.getpid()}.pool"
-    count = args.records
-    try:
-        started = time.perf_counter()
-        with Pool.create(path, 64 << 20, layout="demo", mode=args.mode) as pool:
-            with pool.transaction() as tx:
-                table = tx.alloc(8 * count, zero=True)
-                tx.set_root("records", table, b"demo")
-            for i in range(count):
-                with pool.transaction() as tx:
-                    record = f"record {i:06d}".encode()
-                    off = tx.alloc(len(record))
-                    pool.buf[off:off + len(record)] = record
-                    tx.write(table + 8 * i, off.to_bytes(8, "little"))
-            elapsed = time.perf_counter() - started
-            print(f"wrote {count} records in {count + 1} transactions "
-                  f"({count / elapsed:,.0f} tx/s) to {path}")
-        with Pool.open(path, layout="demo", mode=args.mode) as pool:
-            table = pool.root("records").off
-            for i in range(count):
-                off = int.from_bytes(pool.read(table + 8 * i, 8), "little")
-                expect = f"record {i:06d}".encode()
-                if pool.read(off, len(expect)) != expect:
-                    print(f"record {i} is wrong after reopening", file=sys.stderr)
-                    return 1
-            pool.check()
-            stats = pool.stats()
-            print(f"reopened: {count} records verified, check() passed")
-            print(f"pool: {_human(stats.capacity)} capacity, {_human(stats.used)} used, "
-                  f"{_human(stats.free)} free, largest free extent "
-                  f"{_human(stats.largest_free_extent)}; durability: {pool.media.durability}")
-    finally:
-        if not args.keep and os.path.exists(path):
-            os.unlink(path)
-    return 0
+    return demo.run(records=args.records, writes=args.writes, mode=args.mode,
+                    directory=args.dir, keep=args.keep)
 
 
 # -- bench ----------------------------------------------------------------------------
@@ -219,14 +186,16 @@ def _cmd_cluster_status(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="blizzard", description="Persistent, replicated data structures.")
+    parser = argparse.ArgumentParser(prog="blizzard",
+                                     description="Persistent, replicated data structures.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="create a pool, write, reopen, verify, print stats")
-    demo.add_argument("--path", help="pool file (default: a new file under /dev/shm)")
-    demo.add_argument("--records", type=int, default=10_000)
+    demo = sub.add_parser("demo", help="pool, structures and a 3-node cluster, end to end")
+    demo.add_argument("--dir", help="working directory (default: a new one under /dev/shm)")
+    demo.add_argument("--records", type=int, default=10_000, help="pool records to write")
+    demo.add_argument("--writes", type=int, default=500, help="replicated puts")
     demo.add_argument("--mode", default="pmem", choices=("pmem", "msync", "none"))
-    demo.add_argument("--keep", action="store_true", help="keep the pool file afterwards")
+    demo.add_argument("--keep", action="store_true", help="keep the files afterwards")
     demo.set_defaults(func=_cmd_demo)
 
     pool = sub.add_parser("pool", help="create, inspect or check a pool file")

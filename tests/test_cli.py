@@ -23,12 +23,17 @@ def test_parse_size():
         parse_size("lots")
 
 
-def test_demo_writes_reopens_and_verifies(tmp_path):
-    path = tmp_path / "demo.pool"
-    result = _run("demo", "--records", "500", "--path", str(path), "--mode", "msync")
+def test_demo_runs_end_to_end():
+    """Pool, structures and a 3-node cluster; the working directory is removed."""
+    import os
+
+    work = f"/dev/shm/blizzard-test-demo-{os.getpid()}"
+    result = _run("demo", "--records", "500", "--writes", "50", "--dir", work)
     assert result.returncode == 0, result.stderr
     assert "500 records verified" in result.stdout
-    assert not path.exists()
+    assert "all 3 replicas hold the same 150 keys" in result.stdout
+    assert "demo: all checks passed" in result.stdout
+    assert not os.path.exists(work)
 
 
 def test_pool_create_info_check(tmp_path, capsys):

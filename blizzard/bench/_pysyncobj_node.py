@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
     from pysyncobj.batteries import ReplDict
 
+    reasons = {v: k for k, v in vars(FAIL_REASON).items() if isinstance(v, int)}
     d = ReplDict()
     conf = SyncObjConf(**CONFIGS[argv[0]])
     obj = SyncObj(argv[1], argv[2:], conf=conf, consumers=[d])
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def start(i: int, done: Callable[[Any], None]) -> None:
             def callback(result: Any, error: Any) -> None:
-                done(None if error == FAIL_REASON.SUCCESS else f"FAIL_REASON {error}")
+                done(None if error == FAIL_REASON.SUCCESS
+                     else f"FAIL_REASON.{reasons.get(error, error)}")
 
             dset(keys[i], VALUE, callback=callback)
 

@@ -44,10 +44,20 @@ def keys_for(n: int) -> list[bytes]:
     return [b"%016d" % i for i in range(n)]
 
 
-def timed(fn: Callable[[], None], ops: int) -> float:
-    """ops per second of ``fn`` (which performs ``ops`` operations)."""
-    start = time.perf_counter()
+#: CPU seconds per op of the last ``timed`` blizzard measurements, by operation name.
+CPU: dict[str, float] = {}
+
+
+def timed(fn: Callable[[], None], ops: int, name: str | None = None) -> float:
+    """Wall-clock ops per second of ``fn`` (which performs ``ops`` operations).
+
+    With ``name``, also records CPU seconds per op in ``CPU``: on a shared
+    machine the CPU time is the steadier figure.
+    """
+    start, cpu = time.perf_counter(), time.thread_time()
     fn()
+    if name is not None:
+        CPU[name] = (time.thread_time() - cpu) / ops
     return ops / (time.perf_counter() - start)
 
 
@@ -67,9 +77,9 @@ def bench_blizzard(workdir: Path, size: int, ops: int, mode: str) -> dict[str, f
         getitem = m.__getitem__
         delitem = m.__delitem__
         probe = [keys[i] for i in random.Random(1).choices(range(size), k=max(ops, size))]
-        out = {"put": timed(lambda: [setitem(k, value) for k in keys], size)}
-        out["get"] = timed(lambda: [getitem(k) for k in probe], len(probe))
-        out["delete"] = timed(lambda: [delitem(k) for k in keys], size)
+        out = {"put": timed(lambda: [setitem(k, value) for k in keys], size, "put")}
+        out["get"] = timed(lambda: [getitem(k) for k in probe], len(probe), "get")
+        out["delete"] = timed(lambda: [delitem(k) for k in keys], size, "delete")
         q = PQueue(pool, "q")
         for _ in range(size):
             q.put(value)
@@ -80,7 +90,7 @@ def bench_blizzard(workdir: Path, size: int, ops: int, mode: str) -> dict[str, f
                 put(value)
                 get()
 
-        out["queue put+get"] = timed(pairs, ops)
+        out["queue put+get"] = timed(pairs, ops, "queue put+get")
         return out
     finally:
         pool.close()
@@ -201,7 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     else:
                         refs[name] = result
             for op, ops_s in ours.items():
-                row = [f"{size:,}", op, rate(ops_s), f"{1e6 / ops_s:.2f}"]
+                row = [f"{size:,}", op, rate(ops_s), f"{1e6 / ops_s:.2f}",
+                       f"{CPU[op] * 1e6:.2f}", rate(1 / CPU[op])]
                 for name in ("dict", "lmdb", "pynvm"):
                     value = refs.get(name, {}).get(op)
                     row.append(rate(value) if value else "-")
@@ -215,9 +226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     launcher = "python -m blizzard.bench.structures"
     print(f"command: {command_line(launcher, list(argv if argv is not None else sys.argv[1:]))}")
     print()
-    print(table(["size", "operation", "blizzard ops/s", "us/op", "dict ops/s", "lmdb ops/s",
-                 "pynvm ops/s"], rows))
+    print(table(["size", "operation", "blizzard ops/s", "us/op", "cpu us/op", "ops/cpu-s",
+                 "dict ops/s", "lmdb ops/s", "pynvm ops/s"], rows))
     print()
+    print("ops/s and us/op are wall clock; cpu us/op is this thread's CPU time per op, "
+          "steadier on a busy machine (see load_1min)")
     print("targets: " + ", ".join(f"{op} >= {rate(v)} ops/s" for op, v in TARGETS.items()))
     if "pynvm" not in " ".join(notes):
         print(f"pynvm: PersistentDict, str keys/values, at most {args.pynvm_ops:,} ops per cell")

@@ -100,6 +100,13 @@ _HOT = struct.Struct("<QQQQ")  # count, applied, root, height at +8
 _NODE = struct.Struct("<BBHIQ")  # kind, 0, n, 0, next
 _PARAMS = struct.Struct("<II")  # fanout, node_bytes at +40
 _I64 = struct.Struct("<q")
+_U32 = struct.Struct("<I")
+_ORD_PUT = int(OpCode.ORD_PUT)
+_ORD_DELETE = int(OpCode.ORD_DELETE)
+_ORD_POP = int(OpCode.ORD_POP)
+_ORD_POPITEM = int(OpCode.ORD_POPITEM)
+_ORD_CLEAR = int(OpCode.ORD_CLEAR)
+_ORD_INIT = int(OpCode.ORD_INIT)
 
 
 def heap_start(fanout: int) -> int:
@@ -188,6 +195,16 @@ class BPTreeCore:
         self._nodes: dict[int, tuple[list[bytes], list[int] | None]] = {}
         self._tops: dict[int, int] = {}
         self._gen = -1
+
+    @property
+    def height(self) -> int:
+        return self._height
+
+    @height.setter
+    def height(self, value: int) -> None:
+        # the hot loops iterate over a prebuilt range of the internal levels
+        self._height = value
+        self._inner_levels = range(value - 1)
 
     def kill(self) -> None:
         """The tree was dropped (or rolled back out of existence): look empty."""
@@ -312,10 +329,14 @@ class BPTreeCore:
         """The value under ``kb``, or None. Cost: height bisects over cached keys, one read."""
         nodes = self._nodes
         node = self.root
-        for _ in range(self.height - 1):
-            c = nodes.get(node) or self._load(node)
-            node = c[1][bisect_right(c[0], kb) - 1]
-        keys = (nodes.get(node) or self._load(node))[0]
+        try:
+            for _ in self._inner_levels:
+                keys, ptrs = nodes[node]
+                node = ptrs[bisect_right(keys, kb) - 1]
+            keys = nodes[node][0]
+        except KeyError:  # a node not cached yet: load the path, then the fast way
+            self._leaf_keys(self.find_leaf(kb))
+            return self.get(kb)
         i = bisect_left(keys, kb)
         if i < len(keys) and keys[i] == kb:
             buf = self.buf
@@ -375,37 +396,33 @@ class BPTreeCore:
         """
         buf = self.buf
         hdr = _HDR.unpack_from
+        size = self.node_bytes
         start = hi if reverse else lo
         for leaf in self.leaves(reverse, start):
             keys = self._leaf_keys(leaf)
             n = len(keys)
-            slots = struct.unpack_from(f"<{n}H", buf, leaf + NODE_HEAD)
-            if not reverse:
-                i = 0 if lo is None else (bisect_left(keys, lo) if lo_incl
-                                          else bisect_right(keys, lo))
-                j = n if hi is None else (bisect_right(keys, hi) if hi_incl
-                                          else bisect_left(keys, hi))
-                for x in range(i, j):
-                    kb = keys[x]
-                    if values:
-                        e = leaf + slots[x]
-                        v, k = hdr(buf, e)
-                        yield kb, (buf[e + 8 + k:e + 8 + k + v].tobytes() if v != EXT
-                                   else self._value_at(e))
-                    else:
-                        yield kb, None
-                if j < n:
-                    return
-            else:
-                j = n if hi is None else (bisect_right(keys, hi) if hi_incl
-                                          else bisect_left(keys, hi))
-                i = 0 if lo is None else (bisect_left(keys, lo) if lo_incl
-                                          else bisect_right(keys, lo))
-                for x in range(j - 1, i - 1, -1):
-                    kb = keys[x]
-                    yield kb, self._value_at(leaf + slots[x]) if values else None
-                if i > 0:
-                    return
+            i = 0 if lo is None else (bisect_left(keys, lo) if lo_incl
+                                      else bisect_right(keys, lo))
+            j = n if hi is None else (bisect_right(keys, hi) if hi_incl
+                                      else bisect_left(keys, hi))
+            if i < j:
+                if values:
+                    # one copy of the node, then bytes slices: cheaper than a view per value
+                    raw = buf[leaf:leaf + size].tobytes()
+                    vals = []
+                    for s in struct.unpack_from(f"<{j - i}H", raw, NODE_HEAD + 2 * i):
+                        v, k = hdr(raw, s)
+                        vals.append(raw[s + 8 + k:s + 8 + k + v] if v != EXT
+                                    else self._value_at(leaf + s))
+                else:
+                    vals = [None] * (j - i)
+                if reverse:
+                    vals.reverse()
+                    yield from zip(keys[j - 1:i - 1 if i else None:-1], vals, strict=True)
+                else:
+                    yield from zip(keys[i:j], vals, strict=True)
+            if (j < n) if not reverse else (i > 0):
+                return
 
     def item_at(self, index: int) -> tuple[bytes, bytes]:
         """The ``index``-th item (negative from the end). Cost: O(height + |index| / fanout)."""
@@ -447,11 +464,11 @@ class BPTreeCore:
 
     def apply(self, tx: Transaction, index: int, code: int, record: bytes, start: int) -> Any:
         """Apply one Op; validates the record before touching anything."""
-        if code == OpCode.ORD_PUT:
+        if code == _ORD_PUT:
             size = len(record)
             if start + 4 > size:
                 raise OpDecodeError("ORD_PUT truncated inside its key length")
-            klen = struct.unpack_from("<I", record, start)[0]
+            klen = _U32.unpack_from(record, start)[0]
             ks = start + 4
             if ks + klen > size:
                 raise OpDecodeError("ORD_PUT key runs past the record's end")
@@ -460,12 +477,12 @@ class BPTreeCore:
             self._hot(tx)
             self.put(tx, bytes(record[ks:ks + klen]), memoryview(record)[ks + klen:])
             result = None
-        elif code == OpCode.ORD_DELETE or code == OpCode.ORD_POP:
+        elif code in (_ORD_DELETE, _ORD_POP):
             kb = bytes(record[start:])
             self._hot(tx)
             old = self.delete(tx, kb) if len(kb) <= KEY_BYTES_MAX else None
-            result = old if code == OpCode.ORD_POP else old is not None
-        elif code == OpCode.ORD_POPITEM:
+            result = old if code == _ORD_POP else old is not None
+        elif code == _ORD_POPITEM:
             if len(record) - start != 8:
                 raise OpDecodeError("ORD_POPITEM takes an 8-byte index")
             i = _I64.unpack_from(record, start)[0]
@@ -476,13 +493,13 @@ class BPTreeCore:
             else:
                 kb = self.item_at(i)[0]
                 result = (kb, self.delete(tx, kb))
-        elif code == OpCode.ORD_CLEAR:
+        elif code == _ORD_CLEAR:
             if start != len(record):
                 raise OpDecodeError("ORD_CLEAR takes no arguments")
             self._hot(tx)
             self.clear(tx)
             result = None
-        elif code == OpCode.ORD_INIT:
+        elif code == _ORD_INIT:
             if len(record) - start != 8:
                 raise OpDecodeError("ORD_INIT takes an 8-byte parameter")
             fanout = _U64.unpack_from(record, start)[0]
@@ -729,13 +746,24 @@ class BPTreeCore:
     def put(self, tx: Transaction, kb: bytes, vb) -> None:
         """Insert or replace. Cost: 2 undo entries; now and then a bounded split."""
         buf = self.buf
-        path = self._path(kb)
-        leaf = path[-1][0]
-        keys = (self._nodes.get(leaf) or self._load(leaf))[0]
+        nodes = self._nodes
+        leaf = self.root
+        try:
+            for _ in self._inner_levels:
+                keys, ptrs = nodes[leaf]
+                leaf = ptrs[bisect_right(keys, kb) - 1]
+            keys = nodes[leaf][0]
+        except KeyError:
+            leaf = self.find_leaf(kb)
+            keys = self._leaf_keys(leaf)
         n = len(keys)
         i = bisect_left(keys, kb)
         found = i < n and keys[i] == kb
-        blob = self._new_blob(tx, kb, vb)
+        vlen = len(vb)
+        if vlen <= VALUE_INLINE_MAX:
+            blob = _HDR.pack(vlen, len(kb)) + kb + vb
+        else:
+            blob = self._new_blob(tx, kb, vb)
         size = len(blob)
         top = self._tops.get(leaf)
         if top is None:
@@ -752,28 +780,29 @@ class BPTreeCore:
                 self._tops[leaf] = top + size
                 tx.add(slot_at, 2)
                 _U16.pack_into(buf, slot_at, top)
-                if len(path) > 1 and 3 * n < self.fanout and self._underfull(leaf, n):
-                    self._rebalance(tx, path, len(path) - 1)
+                if self.height > 1 and 3 * n < self.fanout and self._underfull(leaf, n):
+                    self._rebalance(tx, self._path(kb), self.height - 1)
                 return
             entries = self._blobs(leaf)
             entries[i] = (kb, blob)
-            self._replace(tx, path, len(path) - 1, entries)
+            self._replace(tx, self._path(kb), self.height - 1, entries)
             return
         self.count += 1
         if n < self.fanout and top + size <= self.node_bytes:
             buf[leaf + top:leaf + top + size] = blob
             self.media.flush(leaf + top, size)
             self._tops[leaf] = top + size
-            tx.add(leaf, NODE_HEAD + 2 * (n + 1))
-            buf[slot_at + 2:leaf + NODE_HEAD + 2 * (n + 1)] = (
-                buf[slot_at:leaf + NODE_HEAD + 2 * n].tobytes())
+            end = leaf + NODE_HEAD + 2 * n
+            tx.add(leaf, end + 2 - leaf)
+            if i < n:
+                buf[slot_at + 2:end + 2] = buf[slot_at:end].tobytes()
             _U16.pack_into(buf, slot_at, top)
             _U16.pack_into(buf, leaf + 2, n + 1)
             keys.insert(i, kb)
             return
         entries = self._blobs(leaf)
         entries.insert(i, (kb, blob))
-        self._replace(tx, path, len(path) - 1, entries)
+        self._replace(tx, self._path(kb), self.height - 1, entries)
 
     def delete(self, tx: Transaction, kb: bytes) -> bytes | None:
         """Remove ``kb``; its value, or None if absent. Cost: 2 undo entries; now and then

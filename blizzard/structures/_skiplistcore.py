@@ -72,6 +72,13 @@ _MASK = (1 << 64) - 1
 
 _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
+_U32 = struct.Struct("<I")
+_ORD_PUT = int(OpCode.ORD_PUT)
+_ORD_DELETE = int(OpCode.ORD_DELETE)
+_ORD_POP = int(OpCode.ORD_POP)
+_ORD_POPITEM = int(OpCode.ORD_POPITEM)
+_ORD_CLEAR = int(OpCode.ORD_CLEAR)
+_ORD_INIT = int(OpCode.ORD_INIT)
 _NODE = struct.Struct("<BxxxII")  # height, klen, vlen
 _EXT = struct.Struct("<QQ")
 _HOT = struct.Struct("<QQQQ")  # count, applied, level, rng at +8
@@ -320,11 +327,11 @@ class SkipListCore:
 
     def apply(self, tx: Transaction, index: int, code: int, record: bytes, start: int) -> Any:
         """Apply one Op; validates the record before touching anything."""
-        if code == OpCode.ORD_PUT:
+        if code == _ORD_PUT:
             size = len(record)
             if start + 4 > size:
                 raise OpDecodeError("ORD_PUT truncated inside its key length")
-            klen = struct.unpack_from("<I", record, start)[0]
+            klen = _U32.unpack_from(record, start)[0]
             ks = start + 4
             if ks + klen > size:
                 raise OpDecodeError("ORD_PUT key runs past the record's end")
@@ -333,12 +340,12 @@ class SkipListCore:
             self._hot(tx)
             self.put(tx, bytes(record[ks:ks + klen]), memoryview(record)[ks + klen:])
             result = None
-        elif code == OpCode.ORD_DELETE or code == OpCode.ORD_POP:
+        elif code in (_ORD_DELETE, _ORD_POP):
             kb = bytes(record[start:])
             self._hot(tx)
             old = self.delete(tx, kb)
-            result = old if code == OpCode.ORD_POP else old is not None
-        elif code == OpCode.ORD_POPITEM:
+            result = old if code == _ORD_POP else old is not None
+        elif code == _ORD_POPITEM:
             if len(record) - start != 8:
                 raise OpDecodeError("ORD_POPITEM takes an 8-byte index")
             i = _I64.unpack_from(record, start)[0]
@@ -349,13 +356,13 @@ class SkipListCore:
             else:
                 kb = self.item_at(i)[0]
                 result = (kb, self.delete(tx, kb))
-        elif code == OpCode.ORD_CLEAR:
+        elif code == _ORD_CLEAR:
             if start != len(record):
                 raise OpDecodeError("ORD_CLEAR takes no arguments")
             self._hot(tx)
             self.clear(tx)
             result = None
-        elif code == OpCode.ORD_INIT:
+        elif code == _ORD_INIT:
             if len(record) - start != 8:
                 raise OpDecodeError("ORD_INIT takes an 8-byte parameter")
             seed = _U64.unpack_from(record, start)[0]

@@ -139,11 +139,14 @@ class SimResult:
 class _Node:
     """A node's driver: its storage (durable), core and state machine (volatile)."""
 
-    __slots__ = ("applied", "core", "id", "kv", "reads", "role", "seen", "storage")
+    __slots__ = ("applied", "core", "durable_state", "id", "kv", "reads", "role", "seen", "storage")
 
-    def __init__(self, node_id: int, storage: MemoryStorage) -> None:
+    def __init__(self, node_id: int, storage: MemoryStorage, *, durable_state: bool) -> None:
         self.id = node_id
         self.storage = storage
+        # Whether the state machine survives crashes (as the pmem structures
+        # do, with last_applied in the same transaction as the effects).
+        self.durable_state = durable_state
         self.core: Raft | None = None
         self.kv: dict[int, int] = {}
         self.seen: set[int] = set()
@@ -177,7 +180,10 @@ class Simulator:
         ids = tuple(range(1, nodes + 1))
         self.ids = ids
         conf = ConfState(ids, ())
-        self.nodes = {node_id: _Node(node_id, MemoryStorage(conf)) for node_id in ids}
+        self.nodes = {
+            node_id: _Node(node_id, MemoryStorage(conf), durable_state=self.rng.random() < 0.5)
+            for node_id in ids
+        }
         self.now = 0
         self._clock = 0  # orders history events within a step
         self._sequence = 0
@@ -302,24 +308,33 @@ class Simulator:
                     self._blocked.add((b, a))
 
     def _crash(self, node: _Node) -> None:
-        """Lose everything volatile: the core, the state machine, pending reads."""
+        """Lose everything volatile: the core, pending reads, and the state
+        machine unless it is durable."""
         node.core = None
         node.reads.clear()
+        if not node.durable_state:
+            node.kv, node.seen, node.applied = {}, set(), -1
 
     def _start(self, node: _Node) -> None:
-        """(Re)start from the node's storage: exactly what it had persisted."""
-        snapshot = node.storage.snapshot()
-        if snapshot.data:
-            node.kv, node.seen = pickle.loads(snapshot.data)
-        else:
-            node.kv, node.seen = {}, set()
-        node.applied = snapshot.meta.index
+        """(Re)start from the node's storage: exactly what it had persisted.
+
+        A volatile state machine restarts from the stored snapshot and has the
+        log re-applied; a durable one resumes where it was (``Config.applied``).
+        """
+        if node.applied < 0 or not node.durable_state:
+            snapshot = node.storage.snapshot()
+            if snapshot.data:
+                node.kv, node.seen = pickle.loads(snapshot.data)
+            else:
+                node.kv, node.seen = {}, set()
+            node.applied = snapshot.meta.index
         config = Config(
             id=node.id,
             election_tick=ELECTION_TICK,
             heartbeat_tick=HEARTBEAT_TICK,
             entries_per_msg_max=8,
             inflight_max=4,
+            applied=node.applied,
         )
         node.core = Raft(config, node.storage, random.Random(self.rng.getrandbits(32)))
         node.role = Role.FOLLOWER

@@ -54,6 +54,10 @@ class Storage(Protocol):
         """The persisted hard state and the membership as of the snapshot."""
         ...
 
+    def hard_state(self) -> HardState:
+        """The persisted term, vote and commit index."""
+        ...
+
     def entries(self, lo: int, hi: int, bytes_max: int | None = None) -> list[Entry]:
         """Entries ``[lo, hi)``; at least one if ``lo < hi``, then up to ``bytes_max``."""
         ...

@@ -47,6 +47,7 @@ Why it is shaped so:
 from __future__ import annotations
 
 import struct
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,7 @@ SEED_DEFAULT = 0x5EED_B122_A4D5_0001
 EXT = 0xFFFFFFFF
 NODE_HEAD = 16
 _MASK = (1 << 64) - 1
+TALL = 2  # towers at least this high are indexed in DRAM (a quarter of the nodes)
 
 _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
@@ -100,6 +102,69 @@ def height_of(z: int) -> int:
         h += 1
         z >>= 2
     return h
+
+
+class _TallIndex:
+    """The keys and nodes of the tall towers, sorted, as lists of at most 2 * LOAD:
+    O(log n) bisects, inserts moving at most 2 * LOAD references (volatile)."""
+
+    LOAD = 256
+
+    def __init__(self, pairs: list[tuple[bytes, int]]) -> None:
+        load = self.LOAD
+        self._keys = [[k for k, _ in pairs[i:i + load]] for i in range(0, len(pairs), load)]
+        self._nodes = [[x for _, x in pairs[i:i + load]] for i in range(0, len(pairs), load)]
+        self._maxes = [chunk[-1] for chunk in self._keys]
+
+    def before(self, kb: bytes) -> int:
+        """The node of the greatest key < ``kb``, or 0."""
+        maxes = self._maxes
+        i = bisect_left(maxes, kb)
+        if i == len(maxes):
+            return self._nodes[-1][-1] if maxes else 0
+        j = bisect_left(self._keys[i], kb)
+        if j:
+            return self._nodes[i][j - 1]
+        return self._nodes[i - 1][-1] if i else 0
+
+    def set(self, kb: bytes, node: int) -> None:
+        maxes = self._maxes
+        if not maxes:
+            self._keys.append([kb])
+            self._nodes.append([node])
+            maxes.append(kb)
+            return
+        i = min(bisect_left(maxes, kb), len(maxes) - 1)
+        keys, nodes = self._keys[i], self._nodes[i]
+        j = bisect_left(keys, kb)
+        if j < len(keys) and keys[j] == kb:
+            nodes[j] = node
+            return
+        keys.insert(j, kb)
+        nodes.insert(j, node)
+        maxes[i] = keys[-1]
+        if len(keys) > 2 * self.LOAD:
+            half = self.LOAD
+            self._keys[i:i + 1] = [keys[:half], keys[half:]]
+            self._nodes[i:i + 1] = [nodes[:half], nodes[half:]]
+            maxes[i:i + 1] = [keys[half - 1], keys[-1]]
+
+    def remove(self, kb: bytes) -> None:
+        maxes = self._maxes
+        i = bisect_left(maxes, kb)
+        keys, nodes = self._keys[i], self._nodes[i]
+        j = bisect_left(keys, kb)
+        assert keys[j] == kb, "removing a key the tall index does not hold"
+        del keys[j]
+        del nodes[j]
+        if keys:
+            maxes[i] = keys[-1]
+        else:
+            del self._keys[i], self._nodes[i], maxes[i]
+
+    def items(self) -> Iterator[tuple[bytes, int]]:
+        for keys, nodes in zip(self._keys, self._nodes, strict=True):
+            yield from zip(keys, nodes, strict=True)
 
 
 class SkipListCore:
@@ -151,6 +216,7 @@ class SkipListCore:
         if not 1 <= self.level <= LEVEL_MAX:
             raise StructureCorruptError(f"skiplist {self.name!r}: level {self.level}")
         self._keys: dict[int, bytes] = {}
+        self._tall: _TallIndex | None = None  # built on first use
         self._gen = -1
 
     def kill(self) -> None:
@@ -160,6 +226,8 @@ class SkipListCore:
         self.level = 1
         self.buf = memoryview(bytearray(HEADER_BYTES + 64))
         self.head = HEAD_OFF - NODE_HEAD
+        self._keys = {}
+        self._tall = _TallIndex([])
 
     @property
     def applied(self) -> int:
@@ -216,60 +284,97 @@ class SkipListCore:
             preds[lvl] = x
         return preds
 
+    def _index(self) -> _TallIndex:
+        """The volatile index of tall towers (key -> node): level 1 of the pool, in DRAM."""
+        tall = self._tall
+        if tall is None:
+            pairs = []
+            x = self._next(self.head, TALL - 1)
+            while x:
+                pairs.append((self._key(x), x))
+                x = self._next(x, TALL - 1)
+            tall = self._tall = _TallIndex(pairs)
+        return tall
+
+    def _start(self, kb: bytes) -> int:
+        """The last tall node with a key < ``kb`` (or the head): where level 0 is searched
+        from, and the level-1 predecessor of ``kb``. Cost: one bisect."""
+        tall = self._tall
+        if tall is None:
+            tall = self._index()
+        return tall.before(kb) or self.head
+
     def _lower(self, kb: bytes, strict: bool) -> int:
         """The first node with key >= ``kb`` (> with ``strict``), or 0."""
         buf = self.buf
         unpack = _U64.unpack_from
         keys = self._keys
         load = self._key
-        x = self.head
-        for lvl in range(self.level - 1, -1, -1):
-            at = NODE_HEAD + 8 * lvl
-            nxt = unpack(buf, x + at)[0]
-            while nxt:
-                k = keys.get(nxt) or load(nxt)
-                if k > kb or (k == kb and not strict):
-                    break
-                x = nxt
-                nxt = unpack(buf, x + at)[0]
-        return unpack(buf, x + NODE_HEAD)[0]
+        nxt = unpack(buf, self._start(kb) + NODE_HEAD)[0]
+        while nxt:
+            k = keys.get(nxt) or load(nxt)
+            if k > kb or (k == kb and not strict):
+                return nxt
+            nxt = unpack(buf, nxt + NODE_HEAD)[0]
+        return 0
 
     def _before(self, kb: bytes | None, inclusive: bool) -> int:
         """The last node with key < ``kb`` (<= with ``inclusive``; None: the last node), or 0."""
         buf = self.buf
         unpack = _U64.unpack_from
         load = self._key
-        x = self.head
-        for lvl in range(self.level - 1, -1, -1):
-            at = NODE_HEAD + 8 * lvl
-            nxt = unpack(buf, x + at)[0]
-            while nxt:
-                if kb is not None:
-                    k = load(nxt)
-                    if k > kb or (k == kb and not inclusive):
-                        break
-                x = nxt
+        if kb is None:
+            x = self.head
+            for lvl in range(self.level - 1, -1, -1):
+                at = NODE_HEAD + 8 * lvl
                 nxt = unpack(buf, x + at)[0]
+                while nxt:
+                    x = nxt
+                    nxt = unpack(buf, x + at)[0]
+        else:
+            x = self._start(kb)
+            nxt = unpack(buf, x + NODE_HEAD)[0]
+            while nxt:
+                k = load(nxt)
+                if k > kb or (k == kb and not inclusive):
+                    break
+                x = nxt
+                nxt = unpack(buf, x + NODE_HEAD)[0]
         return 0 if x == self.head else x
 
-    def get(self, kb: bytes) -> bytes | None:
-        """The value under ``kb``, or None. Cost: O(log n) expected link reads."""
+    def _find(self, kb: bytes) -> tuple[int, int]:
+        """``(level-0 predecessor of kb, the node holding kb or 0)``."""
         buf = self.buf
         unpack = _U64.unpack_from
         keys = self._keys
         load = self._key
-        x = self.head
-        for lvl in range(self.level - 1, -1, -1):
-            at = NODE_HEAD + 8 * lvl
-            nxt = unpack(buf, x + at)[0]
-            while nxt:
-                k = keys.get(nxt) or load(nxt)
-                if k >= kb:
-                    if k == kb:
-                        return self._value(nxt)
-                    break
-                x = nxt
-                nxt = unpack(buf, x + at)[0]
+        x = self._start(kb)
+        nxt = unpack(buf, x + NODE_HEAD)[0]
+        while nxt:
+            k = keys.get(nxt) or load(nxt)
+            if k >= kb:
+                return x, nxt if k == kb else 0
+            x = nxt
+            nxt = unpack(buf, x + NODE_HEAD)[0]
+        return x, 0
+
+    def get(self, kb: bytes) -> bytes | None:
+        """The value under ``kb``, or None. Cost: a bisect over the tall towers, then
+        about 3 level-0 links (expected)."""
+        buf = self.buf
+        unpack = _U64.unpack_from
+        keys = self._keys
+        load = self._key
+        tall = self._tall
+        if tall is None:
+            tall = self._index()
+        x = tall.before(kb) or self.head
+        nxt = unpack(buf, x + NODE_HEAD)[0]
+        while nxt:
+            k = keys.get(nxt) or load(nxt)
+            if k >= kb:
+                return self._value(nxt) if k == kb else None
+            nxt = unpack(buf, nxt + NODE_HEAD)[0]
         return None
 
     def items_range(self, lo: bytes | None, hi: bytes | None, lo_incl: bool, hi_incl: bool,
@@ -410,12 +515,18 @@ class SkipListCore:
         tx.add(at, 8)
         _U64.pack_into(self.buf, at, target)
 
+    def _preds_for(self, kb: bytes, height: int, pred0: int) -> list[int]:
+        """Predecessors of ``kb`` on levels 0..height-1; the tall index answers levels 0
+        and 1, taller towers (1 in 16) search from the head."""
+        if height <= TALL:
+            return [pred0, self._start(kb)][:height]
+        return self._preds(kb)
+
     def put(self, tx: Transaction, kb: bytes, vb) -> None:
         """Insert or replace. Cost: one block, 1.33 link undo entries on average, the header."""
         buf = self.buf
-        preds = self._preds(kb)
-        x = self._next(preds[0])
-        if x and self._key(x) == kb:
+        pred0, x = self._find(kb)
+        if x:
             h, klen, vlen = _NODE.unpack_from(buf, x)
             if vlen == len(vb) and vlen != EXT:
                 if vlen:
@@ -423,6 +534,7 @@ class SkipListCore:
                     tx.add(vs, vlen)
                     buf[vs:vs + vlen] = vb
                 return
+            preds = self._preds_for(kb, h, pred0)
             block = self._block(x)
             if block:
                 self.registry.frees.append(block)
@@ -433,29 +545,36 @@ class SkipListCore:
                 self._link(tx, preds[lvl], lvl, node)
             self._keys.pop(x, None)
             self.registry.frees.append(x)
+            if h >= TALL:
+                self._index().set(kb, node)
             return
         self.rng, z = splitmix64(self.rng)
         h = height_of(z)
+        preds = self._preds_for(kb, h, pred0)
         node = self._new_node(tx, h, kb, vb)
         if h > self.level:
-            preds += [self.head] * (h - self.level)
+            preds += [self.head] * (h - len(preds))
             self.level = h
         for lvl in range(h):
             nxt = self._next(preds[lvl], lvl)
             _U64.pack_into(buf, node + NODE_HEAD + 8 * lvl, nxt)
             self._link(tx, preds[lvl], lvl, node)
+        if h >= TALL:
+            self._index().set(kb, node)
         self.count += 1
 
     def delete(self, tx: Transaction, kb: bytes) -> bytes | None:
         """Remove ``kb``; its value, or None. Cost: 1.33 link undo entries on average."""
-        preds = self._preds(kb)
-        x = self._next(preds[0])
-        if not x or self._key(x) != kb:
+        pred0, x = self._find(kb)
+        if not x:
             return None
         old = self._value(x)
         h = _NODE.unpack_from(self.buf, x)[0]
+        preds = self._preds_for(kb, h, pred0)
         for lvl in range(h):
             self._link(tx, preds[lvl], lvl, self._next(x, lvl))
+        if h >= TALL:
+            self._index().remove(kb)
         block = self._block(x)
         if block:
             self.registry.frees.append(block)
@@ -480,6 +599,7 @@ class SkipListCore:
         tx.add(at, 8 * LEVEL_MAX)
         self.buf[at:at + 8 * LEVEL_MAX] = bytes(8 * LEVEL_MAX)
         self._keys.clear()
+        self._tall = _TallIndex([])
         self.count = 0
         self.level = 1
 
@@ -553,6 +673,10 @@ class SkipListCore:
                 fail(f"level {lvl} holds nodes above the level in use ({self.level})")
             if lvl == self.level - 1 and lvl > 0 and not nodes:
                 fail(f"level in use is {self.level} but its top level is empty")
+            if lvl == TALL - 1 and self._tall is not None and list(self._tall.items()) != [
+                    (buf[x + NODE_HEAD + 8 * _NODE.unpack_from(buf, x)[0]:][
+                        :_NODE.unpack_from(buf, x)[1]].tobytes(), x) for x in nodes]:
+                fail(f"the DRAM index of tall towers differs from level {lvl}")
             below = set(nodes)
             if lvl == 0:
                 for node in self._keys:

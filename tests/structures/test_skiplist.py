@@ -147,7 +147,11 @@ def test_snapshot_restore_round_trip():
     u.check()
 
 
-def test_against_sorted_dict_randomised():
+@pytest.mark.parametrize("load", [2, S._TallIndex.LOAD])
+def test_against_sorted_dict_randomised(load, monkeypatch):
+    """A seeded random walk; a tiny chunk size makes the DRAM index of tall towers
+    split and drop chunks all the time."""
+    monkeypatch.setattr(S._TallIndex, "LOAD", load)
     seed = 11
     rnd = random.Random(seed)
     s = PSkipList(new_pool(32 << 20), "s")

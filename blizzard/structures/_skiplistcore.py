@@ -40,8 +40,15 @@ Why it is shaped so:
   an undo entry -- plus the header. A delete patches the same links and
   frees the block. An update of the same length rewrites the value in place;
   otherwise a new node of the same height replaces the old one.
-* Searching caches each node's key (``_keys``, dropped on reload); links and
-  values are always read from the pool.
+* Searching starts from a DRAM index of the tall towers (height >= 2: a
+  quarter of the nodes, the contents of level 1), chunked sorted lists
+  bisected in O(log n); from the last tall node below the key, level 0 is
+  followed for about 3 links. Inserts and deletes of towers no higher than
+  2 get both their predecessors from it; taller towers (1 in 16) search
+  from the head. The index and each node's key (``_keys``) are volatile
+  caches, dropped on reload or abort and rebuilt from the pool on first
+  use; links and values are always read from the pool, and ``check``
+  compares the index with level 1.
 """
 
 from __future__ import annotations

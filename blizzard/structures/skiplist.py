@@ -34,8 +34,9 @@ class PSkipList(OrderedMap):
     heights; it is fixed by the first write. ``replicator`` and
     ``linearizable`` as for :class:`~blizzard.structures.PHashMap`.
 
-    Costs (n keys; expected): ``s[k]`` O(log n) link reads (about 4 log4 n),
-    no fences; ``s[k] = v`` / ``del s[k]`` one Op, one transaction: a block
+    Costs (n keys; expected): ``s[k]`` a bisect over a DRAM index of the
+    tall towers (a quarter of the keys) then about 3 level-0 link reads, no
+    fences; ``s[k] = v`` / ``del s[k]`` one Op, one transaction: a block
     allocated or freed and 1.33 link undo entries on average, plus the
     header; forward iteration and ``irange`` follow level-0 links;
     ``peekitem(0)`` O(1), ``peekitem(-1)`` and ``popitem()`` O(log n);

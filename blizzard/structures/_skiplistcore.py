@@ -389,13 +389,27 @@ class SkipListCore:
         """``(key, value)`` with lo <(=) key <(=) hi. Forwards: one search, then level-0
         links; backwards: one O(log n) search per item (there are no back links)."""
         if not reverse:
+            buf = self.buf
+            unpack = _U64.unpack_from
+            node_head = _NODE.unpack_from
+            keys = self._keys
             x = self._next(self.head) if lo is None else self._lower(lo, not lo_incl)
             while x:
-                kb = self._key(x)
+                # inline: one header read gives the key and the value (a scan's hot loop)
+                h, klen, vlen = node_head(buf, x)
+                ks = x + NODE_HEAD + 8 * h
+                kb = keys.get(x)
+                if kb is None:
+                    kb = buf[ks:ks + klen].tobytes()
                 if hi is not None and (kb > hi or (kb == hi and not hi_incl)):
                     return
-                yield kb, self._value(x) if values else None
-                x = self._next(x)
+                if not values:
+                    yield kb, None
+                elif vlen != EXT:
+                    yield kb, buf[ks + klen:ks + klen + vlen].tobytes()
+                else:
+                    yield kb, self._value(x)
+                x = unpack(buf, x + NODE_HEAD)[0]
             return
         x = self._before(hi, hi_incl)
         while x:

@@ -312,6 +312,8 @@ _RESP = struct.Struct("<B")  # reject
 _COMMIT = struct.Struct("<Q")
 _SNAP_META = struct.Struct("<QQ")
 
+_ENTRY_TYPES = tuple(EntryType)  # indexed by the wire value
+assert all(kind == position for position, kind in enumerate(_ENTRY_TYPES))
 _KINDS: tuple[type, ...] = (
     MsgApp,
     MsgAppResp,
@@ -414,7 +416,7 @@ class _Reader:
         end = self.pos + length
         if end > len(self.buf):
             raise MessageDecodeError("truncated frame")
-        data = bytes(self.buf[self.pos : end])
+        data = self.buf[self.pos : end]
         self.pos = end
         return data
 
@@ -426,12 +428,27 @@ class _Reader:
         # Each entry needs at least a header, so a huge count cannot allocate.
         if count * _ENTRY.size > len(self.buf) - self.pos:
             raise MessageDecodeError("truncated frame")
+        # The hot path of a receiving transport: locals, no method calls per entry.
+        buf = self.buf
+        end = len(buf)
+        pos = self.pos
+        unpack_from = _ENTRY.unpack_from
+        header = _ENTRY.size
+        types = _ENTRY_TYPES
         out = []
+        append = out.append
         for _ in range(count):
-            term, index, kind, length = self.unpack(_ENTRY)
-            if kind > EntryType.CONF_CHANGE:
+            if pos + header > end:
+                raise MessageDecodeError("truncated frame")
+            term, index, kind, length = unpack_from(buf, pos)
+            pos += header
+            if kind >= len(types):
                 raise MessageDecodeError(f"unknown entry type {kind}")
-            out.append(Entry(term, index, EntryType(kind), self.take(length)))
+            if pos + length > end:
+                raise MessageDecodeError("truncated frame")
+            append(new_entry((term, index, types[kind], buf[pos : pos + length])))
+            pos += length
+        self.pos = pos
         return tuple(out)
 
     def nodes(self) -> tuple[int, ...]:
@@ -450,7 +467,7 @@ def decode(frame: bytes) -> Message:
     """Parse one frame produced by ``encode``; raise ``MessageDecodeError`` otherwise."""
     if not isinstance(frame, (bytes, bytearray, memoryview)):
         raise MessageDecodeError(f"expected bytes, got {type(frame).__name__}")
-    reader = _Reader(frame)
+    reader = _Reader(bytes(frame))  # slices of bytes are bytes: no copy per field
     version, kind, source, target, term = reader.unpack(_HEADER)
     if version != VERSION:
         raise MessageDecodeError(f"unknown frame version {version}")

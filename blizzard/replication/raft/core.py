@@ -62,6 +62,7 @@ from blizzard.replication.raft.storage import CompactedError, Storage
 __all__ = ["Config", "ProposalDroppedError", "Raft", "Ready", "Role", "SoftState"]
 
 _type_of = operator.itemgetter(2)  # Entry.type
+_data_of = operator.itemgetter(3)  # Entry.data
 _NORMAL = EntryType.NORMAL
 _CONF_CHANGE = EntryType.CONF_CHANGE
 _REPLICATE = ProgressState.REPLICATE
@@ -85,6 +86,7 @@ class Config:
     bytes_per_msg_max: int = 1 << 20
     inflight_max: int = 64
     read_pending_max: int = 4096
+    uncommitted_bytes_max: int = 64 << 20  # a leader refuses proposals beyond this
     pre_vote: bool = True
     check_quorum: bool = True
     applied: int = 0  # where the driver's state machine resumes after a restart
@@ -196,6 +198,9 @@ class Raft:
         """Propose several entries at once; they travel in the same MsgApps."""
         if self.role == Role.LEADER:
             self._check_accepting()
+            items = items if isinstance(items, (list, tuple)) else list(items)
+            if not self._admit(sum(map(len, items))):
+                raise ProposalDroppedError("too many uncommitted bytes: followers are behind")
             self._append_data(items, _NORMAL)
             return
         if self.lead == NONE:
@@ -387,6 +392,7 @@ class Raft:
         self._votes = {}
         self._pending_conf_index = 0
         self._bcast_pending = False
+        self._uncommitted_bytes = 0
         self._read_only.clear()
         self._reads_waiting_commit = []
         next_index = self.log.last_index() + 1
@@ -616,6 +622,15 @@ class Raft:
             log.append(entries)
             self._bcast_pending = True
 
+    def _admit(self, size: int) -> bool:
+        """Count ``size`` more uncommitted bytes, unless over the bound. One
+        proposal is always admitted when nothing is uncommitted, however big."""
+        total = self._uncommitted_bytes
+        if total and total + size > self.config.uncommitted_bytes_max:
+            return False
+        self._uncommitted_bytes = total + size
+        return True
+
     def _handle_forwarded_proposal(self, m: MsgProp) -> None:
         if self._lead_transferee != NONE or self.id not in self.prs:
             return  # dropped; the proposer retries
@@ -627,7 +642,7 @@ class Raft:
                 else:
                     self._append_data((entry.data,), _CONF_CHANGE)
                     self._pending_conf_index = self.log.last_index()
-            else:
+            elif self._admit(len(entry.data)):
                 self._append_data((entry.data,), _NORMAL)
 
     def _flush_broadcast(self) -> None:
@@ -712,6 +727,10 @@ class Raft:
         if index <= log.committed or log.term(index) != self.term:
             return False
         first_in_term = log.term(log.committed) != self.term
+        if self._uncommitted_bytes:
+            newly = log.entries(log.committed + 1, index + 1)
+            released = sum(map(len, map(_data_of, newly)))
+            self._uncommitted_bytes = max(0, self._uncommitted_bytes - released)
         log.committed = index
         if first_in_term and self._reads_waiting_commit:
             waiting = self._reads_waiting_commit

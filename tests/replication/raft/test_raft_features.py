@@ -382,3 +382,21 @@ def test_pending_reads_are_bounded():
     leader.read_index(b"b")
     with pytest.raises(ProposalDroppedError, match="too many"):
         leader.read_index(b"c")
+
+
+def test_uncommitted_bytes_are_bounded():
+    """A leader whose followers are unreachable stops accepting proposals
+    instead of growing its log without bound; commits make room again."""
+    net = Network(3, uncommitted_bytes_max=100)
+    leader = net.elect(1)
+    net.isolate(1)
+    leader.propose(b"x" * 60)
+    leader.propose(b"y" * 40)
+    with pytest.raises(ProposalDroppedError, match="uncommitted"):
+        leader.propose(b"z")
+    net.stabilize()
+    net.recover()
+    net.tick(1, 2)
+    net.stabilize()
+    assert net.data_applied(2) == [b"x" * 60, b"y" * 40]
+    leader.propose(b"z" * 100)

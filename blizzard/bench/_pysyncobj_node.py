@@ -14,8 +14,8 @@ loop as :mod:`blizzard.bench._cluster_node`:
 
 CONF is ``default`` (PySyncObj's defaults: batched AppendEntries every
 ``appendEntriesPeriod`` = 0.1 s, in-memory journal, compaction every 5000
-entries) or ``nobatch`` (``appendEntriesUseBatch=False``: each command is
-sent at once).
+entries), ``nobatch`` (``appendEntriesUseBatch=False``: each command is
+sent at once) or ``nocompact`` (defaults, but no log compaction).
 """
 
 from __future__ import annotations
@@ -30,14 +30,16 @@ from blizzard.bench._cluster_node import VALUE, make_key, serve, sync_latency, w
 CONFIGS = {
     "default": {},
     "nobatch": {"appendEntriesUseBatch": False},
+    # its compaction pickles the whole state (in a forked child) every 5000 entries
+    "nocompact": {"logCompactionMinEntries": 1 << 62, "logCompactionMinTime": 1 << 62},
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 2 or argv[0] not in CONFIGS:
-        print("usage: python -m blizzard.bench._pysyncobj_node default|nobatch SELF PEER...",
-              file=sys.stderr)
+        print("usage: python -m blizzard.bench._pysyncobj_node "
+              f"{'|'.join(CONFIGS)} SELF PEER...", file=sys.stderr)
         return 2
     from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
     from pysyncobj.batteries import ReplDict

@@ -51,10 +51,11 @@ def _node_processes() -> list[int]:
 def test_run_quick(shm_dir):
     before = set(_node_processes())
     # a tolerant election timeout: a leader change on a busy machine is not what this tests
+    systems = tuple(s for s in cluster.SYSTEMS if s != "pysyncobj-nocompact")  # time
     results = cluster.run(300, window=100, latency_ops=30, warmup=100, directory=shm_dir,
-                          raft={"election_ticks": 50})
+                          raft={"election_ticks": 50}, systems=systems)
     by = {r.system: r for r in results}
-    assert list(by) == list(cluster.SYSTEMS)
+    assert list(by) == list(systems)
     assert by["blizzard-local"].lost == 0 and by["blizzard-local"].failed == 0
     for system in ("blizzard-leader", "blizzard-follower", "blizzard-local"):
         r = by[system]

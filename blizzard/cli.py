@@ -120,7 +120,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from blizzard.cluster.server import serve, setup_logging
 
     setup_logging(args.node)
-    return serve(args.config, args.node)
+    try:
+        return serve(args.config, args.node)
+    except OSError as exc:  # a port taken, a data directory not writable
+        print(f"blizzard: error: node {args.node} cannot start: {exc}", file=sys.stderr)
+        return 1
 
 
 def _cmd_cluster_up(args: argparse.Namespace) -> int:

@@ -13,7 +13,9 @@
 
 Any node serves any request (a follower forwards writes to the leader, and
 reads wait for a ReadIndex barrier unless ``stale=True``), so the client
-talks to whichever node answers. On a connection error, a timeout or a
+talks to whichever node answers, and moves to the leader once it knows
+where that is (every response names the leader; node ids map to addresses
+through the config, or :meth:`Client.status`). On a connection error, a timeout or a
 NOT_READY answer it moves to the next node and sends the *same* request,
 with the same (client id, seq): the cluster's session table applies a
 write once however often it is retried.
@@ -129,7 +131,7 @@ class Client:
 
     def __init__(self, addresses: Sequence[str | tuple[str, int]], *,
                  timeout_s: float = TIMEOUT_S, reply_timeout_s: float = REPLY_TIMEOUT_S,
-                 failover: bool = True) -> None:
+                 failover: bool = True, node_ids: Sequence[int] | None = None) -> None:
         if not addresses:
             raise ValueError("no node addresses")
         self.addresses = [_address(a) for a in addresses]
@@ -142,6 +144,9 @@ class Client:
         self._preferred = random.randrange(len(self.addresses))
         self._all: list[_Connection] = []
         self._all_lock = threading.Lock()
+        # node id -> index in addresses, to follow the leader hint of responses
+        self._index_of: dict[int, int] = (
+            {node_id: i for i, node_id in enumerate(node_ids)} if node_ids else {})
 
     # -- structures ----------------------------------------------------------------------
 
@@ -209,11 +214,11 @@ class Client:
                 last = f"{self._where(local)}: {exc}"
                 self._drop(local)
             else:
-                if response.status == Status.OK:
-                    self._preferred = local.index
+                if response.status != Status.NOT_READY:
+                    self._follow(local, response.leader)
+                    if response.status == Status.ERROR:
+                        raise _error(response.payload)
                     return response.payload
-                if response.status == Status.ERROR:
-                    raise _error(response.payload)
                 _, message = proto.decode_not_ready(response.payload)
                 last = f"{self._where(local)}: not ready: {message}"
                 self._drop(local)
@@ -222,6 +227,19 @@ class Client:
                     f"no node completed the request within {self.timeout_s} s (last: {last})")
             time.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _follow(self, local, leader: int) -> None:
+        """Talk to ``leader`` from the next request on, if it is known and elsewhere."""
+        index = self._index_of.get(leader)
+        if self.failover and index is not None and index != local.index:
+            if local.conn is not None:
+                local.conn.close()
+                with self._all_lock:
+                    if local.conn in self._all:
+                        self._all.remove(local.conn)
+                local.conn = None
+            local.index = index
+        self._preferred = local.index
 
     def _where(self, local) -> str:
         host, port = self.addresses[local.index]
@@ -341,6 +359,8 @@ class Client:
                 response = conn.recv()
                 status = proto.decode_json(response.payload)
                 statuses[status.get("node", f"{host}:{port}")] = status
+                if "node" in status:
+                    self._index_of[status["node"]] = self.addresses.index((host, port))
             except (OSError, proto.ProtocolError, ValueError) as exc:
                 statuses[f"{host}:{port}"] = {"role": "unreachable", "error": str(exc)}
             finally:
@@ -543,9 +563,9 @@ def connect(target: str | os.PathLike[str] | Sequence[str | tuple[str, int]], **
             from blizzard.cluster import config as configmod
 
             config = configmod.load(text)
-            addresses = list(config.client_addresses.values())
-            if not addresses:
+            nodes = config.client_addresses
+            if not nodes:
                 raise configmod.ConfigError(f"{text}: no node has a client address")
-            return Client(addresses, **options)
+            return Client(list(nodes.values()), node_ids=list(nodes), **options)
         return Client([text], **options)
     return Client(list(target), **options)

@@ -7,7 +7,7 @@ request id pairs them up. Little endian throughout::
     frame    : length u32 | body                      (length <= FRAME_BYTES_MAX)
     request  : version u8 | kind u8 | flags u8 | pad u8 | request id u64 |
                client id u64 | seq u64 | payload
-    response : version u8 | status u8 | pad u16 | request id u64 | payload
+    response : version u8 | status u8 | leader u16 | request id u64 | payload
 
 Request kinds and their payloads:
 
@@ -27,6 +27,9 @@ STATUS), ``ERROR`` (payload: ``class name \\0 message``; the request was
 refused or failed, retrying will not help), ``NOT_READY`` (payload: ``leader
 hint u64 | message``; no leader, no quorum within the deadline, or shutting
 down -- retry the same request, here or on another node).
+
+Every response names the leader the node knows of (0: none), so a client
+can move to the leader and save writes the follower's forwarding hop.
 
 A page (the ``*_ITEMS``/``*_KEYS`` reads) is ``next cursor u64 | count u32 |
 fields``, each field ``length u32 | bytes``; a cursor of :data:`END` means
@@ -50,7 +53,7 @@ from blizzard.replication.sessions import decode_result, encode_result
 VERSION = 1
 FRAME = struct.Struct("<I")
 REQUEST = struct.Struct("<BBBxQQQ")
-RESPONSE = struct.Struct("<BBxxQ")
+RESPONSE = struct.Struct("<BBHQ")
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 _PAGE = struct.Struct("<QI")
@@ -121,6 +124,7 @@ class Response(NamedTuple):
     request_id: int
     status: int
     payload: bytes = b""
+    leader: int = 0  # the node id of the leader, as far as the answering node knows
 
 
 class ReadArgs(NamedTuple):
@@ -164,21 +168,22 @@ def peek_request_id(body: bytes) -> int | None:
 
 
 def encode_response(response: Response) -> bytes:
-    body = RESPONSE.pack(VERSION, response.status, response.request_id) + response.payload
+    leader = response.leader if 0 <= response.leader <= 0xFFFF else 0
+    body = RESPONSE.pack(VERSION, response.status, leader, response.request_id) + response.payload
     return FRAME.pack(len(body)) + body
 
 
 def decode_response(body: bytes) -> Response:
     if len(body) < RESPONSE.size:
         raise ProtocolError(f"response of {len(body)} bytes; the header alone is {RESPONSE.size}")
-    version, status, request_id = RESPONSE.unpack_from(body, 0)
+    version, status, leader, request_id = RESPONSE.unpack_from(body, 0)
     if version != VERSION:
         raise ProtocolError(f"protocol version {version}; this client speaks {VERSION}")
     try:
         status = Status(status)
     except ValueError:
         raise ProtocolError(f"unknown response status {status}") from None
-    return Response(request_id, status, bytes(body[RESPONSE.size:]))
+    return Response(request_id, status, bytes(body[RESPONSE.size:]), leader)
 
 
 # -- payloads ----------------------------------------------------------------------------

@@ -168,16 +168,17 @@ class ClientServer:
             if self._stopping:
                 raise _NotReady("the node is shutting down")
             payload = await self._handle(request)
-            response = Response(request.request_id, Status.OK, payload)
+            response = Response(request.request_id, Status.OK, payload, self._leader())
         except _NotReady as exc:
             response = Response(request.request_id, Status.NOT_READY,
-                                proto.encode_not_ready(self._leader(), str(exc)))
+                                proto.encode_not_ready(self._leader(), str(exc)), self._leader())
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the client's problem, not the server's: answer and go on
             if not isinstance(exc, BlizzardError | LookupError | ValueError | TypeError):
                 log.exception("node %d: request %d failed", self.node_id, request.request_id)
-            response = Response(request.request_id, Status.ERROR, proto.encode_error(exc))
+            response = Response(request.request_id, Status.ERROR, proto.encode_error(exc),
+                                self._leader())
         self._send(writer, response)
 
     def _leader(self) -> int:
@@ -416,17 +417,25 @@ def start_cluster(path: str | os.PathLike[str], *, timeout_s: float = 30.0
         while True:
             dead = [i for i, p in processes.items() if p.poll() is not None]
             if dead:
+                for p in processes.values():
+                    if p.poll() is None:
+                        p.terminate()
+                log_path = f"{config.node_dir(dead[0])}.log"
+                tail = Path(log_path).read_text(errors="replace").strip().splitlines()[-1:]
                 raise BlizzardError(f"node {dead[0]} exited at start (code "
-                                    f"{processes[dead[0]].returncode}); see "
-                                    f"{config.node_dir(dead[0])}.log")
-            try:
-                leader = client.wait_for_leader(min(1.0, max(0.0, deadline - time.monotonic())))
-                return pids, leader
-            except ClusterUnavailableError:
-                if time.monotonic() > deadline:
-                    raise ClusterUnavailableError(
-                        f"no leader elected within {timeout_s} s; see the logs in "
-                        f"{config.data_dir}") from None
+                                    f"{processes[dead[0]].returncode}): "
+                                    f"{tail[0] if tail else '(no output)'} (see {log_path}); "
+                                    "the other nodes were stopped")
+            statuses = client.status()
+            leaders = {s.get("leader") for s in statuses.values()}
+            if len(statuses) == len(processes) and len(leaders) == 1 and \
+                    all(s.get("leader") for s in statuses.values()):
+                return pids, leaders.pop()
+            if time.monotonic() > deadline:
+                raise ClusterUnavailableError(
+                    f"not every node is up and agreeing on a leader within {timeout_s} s; "
+                    f"see the logs in {config.data_dir}")
+            time.sleep(0.05)
 
 
 def stop_cluster(path: str | os.PathLike[str], *, grace_s: float = 10.0) -> tuple[int, int]:

@@ -12,6 +12,7 @@ import math
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -22,12 +23,39 @@ import pytest
 
 from blizzard.client import Client, connect
 from blizzard.cluster import config as configmod
+from blizzard.cluster.protocol import Kind
 from blizzard.cluster.server import start_node
-from blizzard.exceptions import Empty
+from blizzard.exceptions import BlizzardError, Empty
 from blizzard.replication.linearizability import GET, PUT, Operation, check_history
 from tests.cluster.conftest import free_port_block
 
 SNAPSHOT_ENTRIES = 200
+
+
+def port_block(n: int) -> int:
+    """A base port with ``n`` free ports, *below* the ephemeral range: a node
+    restarted on its ports must not find one taken by some outgoing connection
+    (which ``free_port_block``'s ports, from the ephemeral range, may be)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(100):
+        base = rng.randrange(10_000, max(10_001, low - n))
+        socks = []
+        try:
+            for port in range(base, base + n):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    return free_port_block(n)
 
 
 class ProcessCluster:
@@ -36,7 +64,7 @@ class ProcessCluster:
     def __init__(self, n: int = 3) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="blizzard-test-", dir="/dev/shm"))
         config = configmod.local_cluster(
-            n, self.dir, base_port=free_port_block(2 * n), pool_size="16M", log_pool_size="16M",
+            n, self.dir, base_port=port_block(2 * n), pool_size="16M", log_pool_size="16M",
             raft={"tick_ms": 10, "election_ticks": 10, "snapshot_entries": SNAPSHOT_ENTRIES})
         self.path = self.dir / "cluster.toml"
         self.path.write_text(configmod.dump(config))
@@ -44,12 +72,39 @@ class ProcessCluster:
         self.procs: dict[int, subprocess.Popen] = {}
         self.ids = [node.id for node in self.config.nodes]
 
-    def start(self, node_id: int) -> None:
+    def start(self, node_id: int, *, wait: bool = True) -> None:
         self.procs[node_id] = start_node(self.config, node_id)
+        if wait:
+            self.await_start(node_id)
 
     def start_all(self) -> None:
         for node_id in self.ids:
-            self.start(node_id)
+            self.start(node_id, wait=False)
+        for node_id in self.ids:
+            self.await_start(node_id)
+
+    def await_start(self, node_id: int, timeout: float = 60.0) -> None:
+        """Until the node answers. A start that failed only because a port was
+        briefly taken is retried; any other failure fails the test."""
+        deadline = time.monotonic() + timeout
+        for _ in range(5):
+            proc = self.procs[node_id]
+            while proc.poll() is None:
+                try:
+                    with Client([self.config.node(node_id).client], failover=False,
+                                timeout_s=0.2) as c:
+                        c._call(Kind.STATUS, b"")
+                    return
+                except (OSError, BlizzardError):
+                    assert time.monotonic() < deadline, f"node {node_id} did not start\n" \
+                        + self.diagnosis()
+                    time.sleep(0.05)
+            tail = self.log(node_id)[-3000:]
+            assert "address already in use" in tail.lower(), \
+                f"node {node_id} exited at start:\n{tail}"
+            time.sleep(0.5)
+            self.procs[node_id] = start_node(self.config, node_id)
+        raise AssertionError(f"node {node_id}: its ports stayed taken")
 
     def kill(self, node_id: int, sig: int = signal.SIGKILL) -> None:
         proc = self.procs.pop(node_id)
@@ -63,8 +118,11 @@ class ProcessCluster:
         """A client bound to one node only (no failover), for its local state."""
         return Client([self.config.node(node_id).client], failover=False, timeout_s=10.0)
 
+    def _log_path(self, node_id: int) -> str:
+        return f"{self.config.node_dir(node_id)}.log"
+
     def log(self, node_id: int) -> str:
-        return Path(f"{self.config.node_dir(node_id)}.log").read_text()
+        return Path(self._log_path(node_id)).read_text()
 
     def status(self) -> dict:
         with self.client(timeout_s=5.0) as c:
@@ -79,7 +137,7 @@ class ProcessCluster:
                 if (len(leaders) == 1 and not leaders & {0, *not_in}
                         and any(s["role"] == "leader" for s in up)):
                     return leaders.pop()
-                assert time.monotonic() < deadline, f"no leader: {up}"
+                assert time.monotonic() < deadline, f"no leader: {up}\n{self.diagnosis()}"
                 time.sleep(0.05)
 
     def wait_converged(self, timeout: float = 60.0) -> dict:
@@ -92,8 +150,21 @@ class ProcessCluster:
             if len(status) == len(self.ids) and len(applied) == 1 and applied == commits \
                     and None not in applied:
                 return status
-            assert time.monotonic() < deadline, f"replicas did not converge: {status}"
+            assert time.monotonic() < deadline, \
+                f"replicas did not converge: {status}\n{self.diagnosis()}"
             time.sleep(0.1)
+
+    def diagnosis(self) -> str:
+        """Which processes exited, and the end of every node's log."""
+        lines = [f"node {i}: exited with {p.returncode}" for i, p in self.procs.items()
+                 if p.poll() is not None]
+        for node_id in self.ids:
+            try:
+                tail = self.log(node_id).splitlines()[-15:]
+            except OSError:
+                tail = ["(no log)"]
+            lines += [f"--- node {node_id} log", *tail]
+        return "\n".join(lines)
 
     def close(self) -> None:
         for proc in self.procs.values():
@@ -226,10 +297,12 @@ class Load:
                 time.sleep(0.01)
 
 
-def wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition",
+             cluster: ProcessCluster | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert time.monotonic() < deadline, f"{what} not reached in time"
+        assert time.monotonic() < deadline, \
+            f"{what} not reached in time\n{cluster.diagnosis() if cluster else ''}"
         time.sleep(0.02)
 
 
@@ -255,7 +328,8 @@ def test_leader_killed_mid_load_then_restarted(cluster):
         before = load.acknowledged()
         new_leader = cluster.wait_for_leader(not_in=(leader,))
         assert new_leader != leader
-        wait_for(lambda: load.acknowledged() >= before + 100, what="writes after the failover")
+        wait_for(lambda: load.acknowledged() >= before + 100, what="writes after the failover",
+                 cluster=cluster)
         cluster.start(leader)
         wait_for(lambda: load.acknowledged() >= before + 200, what="writes after the restart")
     assert len(load.history) > 50 and load.consumed
@@ -282,7 +356,7 @@ def test_followers_restarted_one_catching_up_from_a_snapshot(cluster):
             return status["first_index"] > last_applied_of_second + SNAPSHOT_ENTRIES // 2
 
         last_applied_of_second = max(s.get("applied", 0) for s in cluster.status().values())
-        wait_for(compacted_past_second, what="the leader compacting its log")
+        wait_for(compacted_past_second, what="the leader compacting its log", cluster=cluster)
         assert load.acknowledged() > down_at
         cluster.start(second)
         wait_for(lambda: load.acknowledged() >= down_at + 100, what="writes after the restart")
@@ -299,10 +373,18 @@ def test_a_client_fails_over_when_its_node_dies(cluster):
     client = Client(addresses, timeout_s=30.0)
     client._preferred = 0
     with client:
-        m = client.hashmap("kv")
+        try:
+            m = client.hashmap("kv")
+        except Exception as exc:
+            raise AssertionError(cluster.diagnosis()) from exc
         m[b"a"] = b"1"
         assert m[b"a"] == b"1"
         assert dict(m.scan()) == {b"a": b"1"}
+        # Once it knows which address is which node, it follows the leader hint.
+        leader = cluster.wait_for_leader()
+        client.status()
+        m[b"b"] = b"2"
+        assert client._local.index == cluster.ids.index(leader)
     cluster.start(victim)
     kv, _ = assert_replicas_identical(cluster)
-    assert kv == {b"a": b"1"}
+    assert kv == {b"a": b"1", b"b": b"2"}

@@ -38,7 +38,7 @@ def test_request_and_response_round_trip():
     request = Request(Kind.SUBMIT, 7, 0xDEADBEEF, 42, b"op bytes", proto.STALE)
     assert proto.decode_request(_body(proto.encode_request(request))) == request
     for status in Status:
-        response = Response(2**64 - 1, status, b"\x00payload")
+        response = Response(2**64 - 1, status, b"\x00payload", 3)
         assert proto.decode_response(_body(proto.encode_response(response))) == response
 
 

@@ -91,3 +91,44 @@ def test_ordered_op_crash(structure, kind, setup, key, value, data):
     op, model = OPS[kind]
     verify(builder(make, setup), op(key, value), contents,
            lambda pool: make(pool, False), model(key, value), data)
+
+
+# -- B+tree: an Op in flight that certainly splits, or certainly merges / borrows -----------
+
+def _leaves(core):
+    return [(leaf, core._leaf_keys(leaf)) for leaf in core.leaves()]
+
+
+def _split_op(value):
+    """Insert into the first full leaf (its first key + NUL lands inside it)."""
+    def op(m):
+        core = m._core
+        full = [keys for _, keys in _leaves(core) if len(keys) == core.fanout]
+        m[full[0][0] + b"\0" if full else b"zz"] = value
+    return op
+
+
+def _merge_op(m):
+    """Delete from the first leaf that the delete leaves under a third full."""
+    core = m._core
+    if core.height > 1:
+        for _, keys in _leaves(core):
+            if keys and 3 * (len(keys) - 1) < core.fanout:
+                del m[keys[0]]
+                return
+    m.pop(b"00", None)
+
+
+@pytest.mark.parametrize("path", ["split", "merge"])
+@crash_settings
+@given(n=st.integers(5, 60), step=st.sampled_from([1, 2, 3]), size=st.sampled_from([0, 30, 200]),
+       value=values, data=st.data())
+def test_bptree_split_and_merge_crash(path, n, step, size, value, data):
+    make = STRUCTURES["bptree"]
+    setup = [(b"%02d" % i, b"v" * size) for i in range(0, n, step)]
+    if path == "split":  # fillers between the keys: most leaves end up full
+        setup += [(b"%02d5" % i, b"f") for i in range(0, n, 2)]
+    else:  # deletes: leaves of every fill
+        setup += [(b"%02d" % i, None) for i in range(1, n, 4)]
+    op = _split_op(value) if path == "split" else _merge_op
+    verify(builder(make, setup), op, contents, lambda pool: make(pool, False), None, data)

@@ -23,10 +23,13 @@ import pytest
 
 from blizzard.client import Client, connect
 from blizzard.cluster import config as configmod
+from blizzard.cluster import protocol
 from blizzard.cluster.protocol import Kind
 from blizzard.cluster.server import start_node
 from blizzard.exceptions import BlizzardError, Empty
 from blizzard.replication.linearizability import GET, PUT, Operation, check_history
+from blizzard.structures import ops
+from blizzard.structures.ops import OpCode
 from tests.cluster.conftest import free_port_block
 
 SNAPSHOT_ENTRIES = 200
@@ -338,13 +341,15 @@ def test_leader_killed_mid_load_then_restarted(cluster):
 
 
 def test_followers_restarted_one_catching_up_from_a_snapshot(cluster):
-    """A follower killed and restarted catches up from the log; one restarted after
-    the leader compacted its log past the follower's position gets a snapshot."""
+    """A follower stopped (SIGTERM, a graceful exit under load) and restarted catches
+    up from the log; one SIGKILLed and restarted after the leader compacted its log
+    past the follower's position gets a snapshot."""
     leader = cluster.wait_for_leader()
     first, second = (i for i in cluster.ids if i != leader)
     with Load(cluster, seed=2) as load:
         wait_for(lambda: load.acknowledged() >= 50, what="50 writes")
-        cluster.kill(first)
+        cluster.kill(first, signal.SIGTERM)
+        assert f"node {first}: stopped" in cluster.log(first)
         wait_for(lambda: load.acknowledged() >= 100, what="writes with a follower down")
         cluster.start(first)
         wait_for(lambda: load.acknowledged() >= 150, what="writes after the restart")
@@ -388,3 +393,20 @@ def test_a_client_fails_over_when_its_node_dies(cluster):
     cluster.start(victim)
     kv, _ = assert_replicas_identical(cluster)
     assert kv == {b"a": b"1", b"b": b"2"}
+
+
+def test_a_request_retried_on_another_node_is_applied_once(cluster):
+    """The same (client id, seq) sent to every node in turn -- what a client does
+    when it fails over -- pops the queue once; every node answers the same."""
+    with cluster.client() as client:
+        jobs = client.queue("jobs")
+        jobs.put_many([b"first"])
+        jobs.put(b"second")
+    pop = ops.encode(ops.Op("jobs", OpCode.QUEUE_GET))
+    answers = []
+    for node_id in cluster.ids:
+        with cluster.node_client(node_id) as c:
+            answers.append(protocol.decode_value(c._call(Kind.SUBMIT, pop, client=4242, seq=1)))
+    assert answers == [b"first"] * len(cluster.ids)
+    _, queued = assert_replicas_identical(cluster)
+    assert queued == [b"second"]

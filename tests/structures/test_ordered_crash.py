@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from blizzard.structures import PBPlusTree, PSkipList
 from tests.structures.test_crash import crash_settings, verify
 
-keys = st.one_of(st.binary(min_size=1, max_size=2), st.sampled_from([b"00", b"01", b"30", b"59"]))
+keys = st.one_of(st.binary(min_size=1, max_size=2), st.sampled_from([b"00", b"01", b"30", b"59"]),
+                 st.binary(min_size=150, max_size=256))  # long keys: splits by bytes
 values = st.one_of(st.binary(max_size=40), st.binary(min_size=129, max_size=400))
 
 

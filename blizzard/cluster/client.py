@@ -198,6 +198,8 @@ class Client:
     def _call(self, kind: Kind, payload: bytes, *, client: int = 0, seq: int = 0,
               flags: int = 0) -> bytes:
         """Send one request until a node answers OK or ERROR; retries reuse (client, seq)."""
+        if len(payload) + proto.REQUEST.size > proto.FRAME_BYTES_MAX:
+            proto.encode_request(Request(kind, 0, client, seq, payload, flags))  # raises
         local = self._thread_state()
         deadline = time.monotonic() + self.timeout_s
         backoff = BACKOFF_MIN_S
@@ -209,6 +211,8 @@ class Client:
                 conn.send(proto.encode_request(request))
                 response = conn.recv()
                 while response.request_id != request.request_id:
+                    if response.request_id == 0 and response.status == Status.ERROR:
+                        break  # the server could not read the request at all
                     response = conn.recv()  # a late answer to an abandoned request
             except (OSError, proto.ProtocolError) as exc:
                 last = f"{self._where(local)}: {exc}"

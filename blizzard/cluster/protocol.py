@@ -145,6 +145,9 @@ def encode_request(request: Request) -> bytes:
     """The whole frame (length prefix included) for ``request``."""
     body = REQUEST.pack(VERSION, request.kind, request.flags, request.request_id,
                         request.client, request.seq) + request.payload
+    if len(body) > FRAME_BYTES_MAX:
+        raise ValueError(f"a request of {len(body)} bytes exceeds the protocol's frame limit "
+                         f"of {FRAME_BYTES_MAX} bytes")
     return FRAME.pack(len(body)) + body
 
 

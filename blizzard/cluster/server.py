@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -307,15 +308,16 @@ def _map_page(core, cursor: int, limit: int, with_values: bool) -> bytes:
 
 
 def _queue_page(core, cursor: int, limit: int) -> bytes:
-    """Values from position ``cursor`` (counted from the head) on."""
+    """Values from position ``cursor`` (counted from the head) on; skipping to the
+    cursor walks entry headers only."""
     limit = max(1, min(limit, PAGE_ITEMS_MAX))
     fields: list[bytes] = []
     size = 0
-    for i, value in enumerate(core.values()):
-        if i < cursor:
-            continue
+    read = core._read
+    for i, (chunk, pos) in enumerate(itertools.islice(core.positions(), cursor, None), cursor):
         if len(fields) >= limit or size >= PAGE_BYTES_MAX:
             return proto.encode_page(i, fields)
+        value = read(chunk, pos)[0]
         fields.append(value)
         size += len(value)
     return proto.encode_page(proto.END, fields)

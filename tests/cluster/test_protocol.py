@@ -290,3 +290,22 @@ def test_the_map_and_queue_proxies(node):
 
         with pytest.raises(StructureKindError):
             client.queue("users")
+
+
+def test_scans_page_through_everything_and_big_requests_are_refused(node):
+    with node.client() as client:
+        queue = client.queue("paged-q")
+        queue.put_many([])
+        for i in range(7):
+            queue.put(b"%d" % i)
+        for limit in (1, 2, 3, 100):
+            assert list(client.pages(ReadKind.QUEUE_ITEMS, "paged-q", limit=limit)) == [
+                b"%d" % i for i in range(7)]
+        m = client.hashmap("paged-m")
+        m.update({b"k%d" % i: b"v%d" % i for i in range(50)})
+        for limit in (1, 7, 1000):
+            keys = list(client.pages(ReadKind.MAP_KEYS, "paged-m", limit=limit))
+            assert sorted(keys) == sorted(b"k%d" % i for i in range(50))
+        with pytest.raises(ValueError, match="frame limit"):
+            m[b"big"] = b"x" * proto.FRAME_BYTES_MAX
+        assert len(m) == 50

@@ -11,11 +11,16 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blizzard.structures import PBPlusTree, PSkipList
-from tests.structures.test_crash import crash_settings, verify
+from tests.structures.test_crash import verify
+
+# our own budget (12 crash tests): independent of the PHashMap/PQueue crash tests' settings
+crash_settings = settings(max_examples=25, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow,
+                                                 HealthCheck.data_too_large])
 
 keys = st.one_of(st.binary(min_size=1, max_size=2), st.sampled_from([b"00", b"01", b"30", b"59"]),
                  st.binary(min_size=150, max_size=256))  # long keys: splits by bytes

@@ -484,11 +484,15 @@ class RemoteHashMap(_Remote, MutableMapping):
         self.client.submit(self._encoder.zero(OpCode.MAP_CLEAR))
 
     def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
-        """Put many pairs, pipelined (see :meth:`Client.submit_many`)."""
+        """Put many pairs, pipelined (see :meth:`Client.submit_many`).
+
+        Pipelined writes may apply in any order, so a key given twice is sent
+        once, with its last value (what a sequential update would leave).
+        """
         pairs = other.items() if hasattr(other, "items") else other
         kenc, venc, two = self.key_codec.encode, self.value_codec.encode, self._encoder.two
-        records = [two(OpCode.MAP_PUT, kenc(k), venc(v))
-                   for k, v in itertools.chain(pairs, kwargs.items())]
+        last = {kenc(k): v for k, v in itertools.chain(pairs, kwargs.items())}
+        records = [two(OpCode.MAP_PUT, kb, venc(v)) for kb, v in last.items()]
         for result in self.client.submit_many(records):
             if isinstance(result, BaseException):
                 raise result

@@ -309,3 +309,5 @@ def test_scans_page_through_everything_and_big_requests_are_refused(node):
         with pytest.raises(ValueError, match="frame limit"):
             m[b"big"] = b"x" * proto.FRAME_BYTES_MAX
         assert len(m) == 50
+        m.update([(b"dup", b"1"), (b"dup", b"2")])  # the last value wins, as sequentially
+        assert m[b"dup"] == b"2" and len(m) == 51

@@ -45,10 +45,11 @@ Why it is shaped so:
   bisected in O(log n); from the last tall node below the key, level 0 is
   followed for about 3 links. Inserts and deletes of towers no higher than
   2 get both their predecessors from it; taller towers (1 in 16) search
-  from the head. The index and each node's key (``_keys``) are volatile
-  caches, dropped on reload or abort and rebuilt from the pool on first
-  use; links and values are always read from the pool, and ``check``
-  compares the index with level 1.
+  from the head. Keys are read from the nodes themselves (they share cache
+  lines with the links being followed). The index is volatile, dropped on
+  reload or abort and rebuilt from the pool on first use; links, keys and
+  values are always read from the pool, and ``check`` compares the index
+  with level 1.
 """
 
 from __future__ import annotations
@@ -222,7 +223,6 @@ class SkipListCore:
             self.buf, self.header_off + 8)
         if not 1 <= self.level <= LEVEL_MAX:
             raise StructureCorruptError(f"skiplist {self.name!r}: level {self.level}")
-        self._keys: dict[int, bytes] = {}
         self._tall: _TallIndex | None = None  # built on first use
         self._gen = -1
 
@@ -233,7 +233,6 @@ class SkipListCore:
         self.level = 1
         self.buf = memoryview(bytearray(HEADER_BYTES + 64))
         self.head = HEAD_OFF - NODE_HEAD
-        self._keys = {}
         self._tall = _TallIndex([])
 
     @property
@@ -247,12 +246,11 @@ class SkipListCore:
     # -- reading -----------------------------------------------------------------------
 
     def _key(self, node: int) -> bytes:
-        key = self._keys.get(node)
-        if key is None:
-            h, klen, _ = _NODE.unpack_from(self.buf, node)
-            ks = node + NODE_HEAD + 8 * h
-            key = self._keys[node] = self.buf[ks:ks + klen].tobytes()
-        return key
+        # read from the node, not a DRAM cache: the key shares cache lines with the links
+        # the search reads anyway, where a dict of a million keys misses twice
+        h, klen, _ = _NODE.unpack_from(self.buf, node)
+        ks = node + NODE_HEAD + 8 * h
+        return self.buf[ks:ks + klen].tobytes()
 
     def _value(self, node: int) -> bytes:
         buf = self.buf
@@ -275,7 +273,6 @@ class SkipListCore:
         """For each level, the last node (or the head) with a key < ``kb``."""
         buf = self.buf
         unpack = _U64.unpack_from
-        keys = self._keys
         load = self._key
         x = self.head
         preds = [x] * self.level
@@ -283,7 +280,7 @@ class SkipListCore:
             at = NODE_HEAD + 8 * lvl
             nxt = unpack(buf, x + at)[0]
             while nxt:
-                k = keys.get(nxt) or load(nxt)
+                k = load(nxt)
                 if k >= kb:
                     break
                 x = nxt
@@ -315,11 +312,10 @@ class SkipListCore:
         """The first node with key >= ``kb`` (> with ``strict``), or 0."""
         buf = self.buf
         unpack = _U64.unpack_from
-        keys = self._keys
         load = self._key
         nxt = unpack(buf, self._start(kb) + NODE_HEAD)[0]
         while nxt:
-            k = keys.get(nxt) or load(nxt)
+            k = load(nxt)
             if k > kb or (k == kb and not strict):
                 return nxt
             nxt = unpack(buf, nxt + NODE_HEAD)[0]
@@ -353,12 +349,11 @@ class SkipListCore:
         """``(level-0 predecessor of kb, the node holding kb or 0)``."""
         buf = self.buf
         unpack = _U64.unpack_from
-        keys = self._keys
         load = self._key
         x = self._start(kb)
         nxt = unpack(buf, x + NODE_HEAD)[0]
         while nxt:
-            k = keys.get(nxt) or load(nxt)
+            k = load(nxt)
             if k >= kb:
                 return x, nxt if k == kb else 0
             x = nxt
@@ -367,20 +362,25 @@ class SkipListCore:
 
     def get(self, kb: bytes) -> bytes | None:
         """The value under ``kb``, or None. Cost: a bisect over the tall towers, then
-        about 3 level-0 links (expected)."""
+        about 3 level-0 nodes read (expected)."""
         buf = self.buf
         unpack = _U64.unpack_from
-        keys = self._keys
-        load = self._key
+        node_head = _NODE.unpack_from
         tall = self._tall
         if tall is None:
             tall = self._index()
         x = tall.before(kb) or self.head
         nxt = unpack(buf, x + NODE_HEAD)[0]
         while nxt:
-            k = keys.get(nxt) or load(nxt)
+            h, klen, vlen = node_head(buf, nxt)
+            ks = nxt + NODE_HEAD + 8 * h
+            k = buf[ks:ks + klen].tobytes()
             if k >= kb:
-                return self._value(nxt) if k == kb else None
+                if k != kb:
+                    return None
+                if vlen != EXT:
+                    return buf[ks + klen:ks + klen + vlen].tobytes()
+                return self._value(nxt)
             nxt = unpack(buf, nxt + NODE_HEAD)[0]
         return None
 
@@ -392,15 +392,12 @@ class SkipListCore:
             buf = self.buf
             unpack = _U64.unpack_from
             node_head = _NODE.unpack_from
-            keys = self._keys
             x = self._next(self.head) if lo is None else self._lower(lo, not lo_incl)
             while x:
                 # inline: one header read gives the key and the value (a scan's hot loop)
                 h, klen, vlen = node_head(buf, x)
                 ks = x + NODE_HEAD + 8 * h
-                kb = keys.get(x)
-                if kb is None:
-                    kb = buf[ks:ks + klen].tobytes()
+                kb = buf[ks:ks + klen].tobytes()
                 if hi is not None and (kb > hi or (kb == hi and not hi_incl)):
                     return
                 if not values:
@@ -528,7 +525,6 @@ class SkipListCore:
             block = tx.alloc(vlen)
             buf[block:block + vlen] = vb
             _EXT.pack_into(buf, node + ks + klen, vlen, block)
-        self._keys[node] = kb
         return node
 
     def _link(self, tx: Transaction, x: int, lvl: int, target: int) -> None:
@@ -564,7 +560,6 @@ class SkipListCore:
                 x + NODE_HEAD:x + NODE_HEAD + 8 * h].tobytes()
             for lvl in range(h):
                 self._link(tx, preds[lvl], lvl, node)
-            self._keys.pop(x, None)
             self.registry.frees.append(x)
             if h >= TALL:
                 self._index().set(kb, node)
@@ -599,7 +594,6 @@ class SkipListCore:
         block = self._block(x)
         if block:
             self.registry.frees.append(block)
-        self._keys.pop(x, None)
         self.registry.frees.append(x)
         self.count -= 1
         while self.level > 1 and not self._next(self.head, self.level - 1):
@@ -619,7 +613,6 @@ class SkipListCore:
         at = self.head + NODE_HEAD
         tx.add(at, 8 * LEVEL_MAX)
         self.buf[at:at + 8 * LEVEL_MAX] = bytes(8 * LEVEL_MAX)
-        self._keys.clear()
         self._tall = _TallIndex([])
         self.count = 0
         self.level = 1
@@ -672,9 +665,6 @@ class SkipListCore:
                 if pool.usable_size(x) < size:
                     fail(f"node {x} overruns its block")
                 key = buf[ks:ks + klen].tobytes()
-                cached = self._keys.get(x)
-                if cached is not None and cached != key:
-                    fail(f"node {x}: cached key differs from the pool")
                 if prev_key is not None and key <= prev_key:
                     fail(f"level {lvl}: keys out of order")
                 if below is not None and x not in below:
@@ -699,7 +689,3 @@ class SkipListCore:
                         :_NODE.unpack_from(buf, x)[1]].tobytes(), x) for x in nodes]:
                 fail(f"the DRAM index of tall towers differs from level {lvl}")
             below = set(nodes)
-            if lvl == 0:
-                for node in self._keys:
-                    if node not in below:
-                        fail(f"node {node} is cached but not in the skiplist")

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                            "is_leader": bool(obj._isLeader()), "ready": bool(obj.isReady()),
                            "self": argv[1]}}
 
-    def load(n: str, window: str, prefix: str, timeout_s: str = "600") -> dict[str, Any]:
+    def load(n: str, window: str, prefix: str, stall_s: str = "20") -> dict[str, Any]:
         count = int(n)
         keys = [make_key(prefix, i) for i in range(count)]
         dset = d.set
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             dset(keys[i], VALUE, callback=callback)
 
         t = time.process_time()
-        result = windowed(count, int(window), start, float(timeout_s))
+        result = windowed(count, int(window), start, float(stall_s))
         result["cpu_seconds"] = time.process_time() - t
         return result
 

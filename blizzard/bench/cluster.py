@@ -72,7 +72,8 @@ TARGET_VS_PYSYNCOBJ = 4.0
 TARGET_VS_LOCAL = 0.5
 TARGET_P50_US = 1000.0
 START_TIMEOUT_S = 60.0
-REPLY_TIMEOUT_S = 600.0
+REPLY_TIMEOUT_S = 900.0
+STALL_S = 15.0  # a throughput run stops when no request completes for this long
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -82,10 +83,11 @@ class Result:
 
     ``cpu_us_per_op`` is the CPU time of every process of the system during
     the throughput run, per op, summed (``cpu_by_process`` keeps them apart:
-    the load's process first). ``failed`` counts requests that completed with
-    an error; ``lost`` the puts (windowed and synchronous) the map did not
-    grow by -- anything but 0 is a bug. ``note`` says why a system was
-    skipped or failed, how it was configured, and any loss or leader change.
+    the load's process first). ``failed`` counts requests that completed
+    with an error or never did (``unanswered``, and ``not_issued`` after a
+    stall); ``lost`` the puts (windowed and synchronous) the map did not grow
+    by -- anything but 0 is a bug. ``note`` says why a system was skipped or
+    failed, how it was configured, and any loss or leader change.
     """
 
     system: str
@@ -98,6 +100,8 @@ class Result:
     cpu_us_per_op: float | None = None
     cpu_by_process: list[float] = field(default_factory=list)
     lost: int | None = None
+    unanswered: int = 0
+    not_issued: int = 0
     note: str = ""
 
     @property
@@ -250,10 +254,15 @@ def _measure(nodes: list[NodeProcess], load_node: NodeProcess, command: str,
     """Run a throughput command on ``load_node``, recording rate and CPU per op."""
     order = [load_node, *(n for n in nodes if n is not load_node)]
     before = [n.cpu_seconds() for n in order]
-    reply = load_node.call(command)
+    reply = load_node.call(f"{command} {STALL_S}")
     after = [n.cpu_seconds() for n in order]
     result.ops = reply["ops"]
-    result.failed = reply["failed"]
+    result.failed = reply["failed"] + reply["unanswered"] + reply["not_issued"]
+    result.unanswered, result.not_issued = reply["unanswered"], reply["not_issued"]
+    if reply["unanswered"] or reply["not_issued"]:
+        result.note += (f"; STALLED: nothing completed for {STALL_S:.0f} s, "
+                        f"{reply['unanswered']} requests never answered, "
+                        f"{reply['not_issued']} not issued")
     result.seconds = reply["seconds"]
     result.rate = reply["ops"] / reply["seconds"] if reply["seconds"] > 0 else None
     if reply["errors"]:
@@ -370,7 +379,7 @@ def bench_blizzard(workdir: Path, ops: int, latency_ops: int, warmup: int, windo
         result.latency = _latency(node.call(f"latency {latency_ops} {tag}l {LATENCY_MAX_S}"))
         # every put used a fresh key: the map grew by exactly the puts acknowledged
         grown = node.call("count")["count"] - count
-        result.lost = n + result.latency.get("n", 0) - grown
+        result.lost = n - result.not_issued + result.latency.get("n", 0) - grown
         if result.lost:
             result.note += (f"; LOST WRITES: {result.lost} puts not applied "
                             f"({result.failed} acknowledged with an error)")
@@ -626,7 +635,7 @@ def format_results(results: list[Result]) -> str:
 NOTES = [
     "puts/s: 16-byte keys, 64-byte values, with 'window' asynchronous requests in flight, "
     "issued from inside the process named; sync p50/p99: one synchronous put after another.",
-    "failed: requests that completed with an error; lost: puts missing from the map "
+    "failed: requests that completed with an error or never did; lost: puts missing from the map "
     "afterwards (blizzard: counted on the replica; anything but 0 is a bug).",
     "cpu us/op by process: the load's process first, then the other nodes; a 3-node "
     "cluster on 2 cores cannot go faster than ~2e6 / (sum) puts/s.",

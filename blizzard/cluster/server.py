@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import itertools
 import json
 import logging
@@ -349,6 +350,7 @@ def serve(config: ClusterConfig | str | os.PathLike[str], node_id: int, *,
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: stop.set())
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it stuck?
     replicator = RaftReplicator(config, node_id)
     server = ClientServer(replicator, node.client)
     try:

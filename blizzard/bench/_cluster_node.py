@@ -107,18 +107,26 @@ def windowed(n: int, window: int, start: Callable[[int, Callable[[Any], None]], 
 
 
 def sync_latency(n: int, put: Callable[[int], None], max_seconds: float) -> dict[str, Any]:
-    """Time ``put(i)`` for i < n, stopping early after ``max_seconds``."""
+    """Time ``put(i)`` for i < n, stopping early after ``max_seconds`` or an error."""
     samples = []
     clock = time.perf_counter_ns
     stop = clock() + int(max_seconds * 1e9)
+    error = None
     for i in range(n):
         t = clock()
-        put(i)
+        try:
+            put(i)
+        except Exception as exc:  # the figure so far is still worth reporting
+            error = f"{type(exc).__name__}: {exc}"
+            break
         end = clock()
         samples.append(end - t)
         if end > stop:
             break
-    return summarize(samples)
+    out: dict[str, Any] = summarize(samples)
+    if error is not None:
+        out["error"] = error
+    return out
 
 
 def serve(handlers: dict[str, Callable[..., Any]], ready: dict[str, Any]) -> int:

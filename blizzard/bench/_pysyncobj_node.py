@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         dset = d.set
 
         def put(i: int) -> None:
-            dset(keys[i], VALUE, sync=True, timeout=30)
+            dset(keys[i], VALUE, sync=True, timeout=10)
 
         return sync_latency(len(keys), put, float(max_seconds))
 

@@ -96,7 +96,7 @@ class Result:
     rate: float | None = None
     window: int | None = None
     failed: int = 0
-    latency: dict[str, float] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
     cpu_us_per_op: float | None = None
     cpu_by_process: list[float] = field(default_factory=list)
     lost: int | None = None
@@ -377,6 +377,8 @@ def bench_blizzard(workdir: Path, ops: int, latency_ops: int, warmup: int, windo
         if step:
             step(f"blizzard: {latency_ops:,} synchronous puts on {where}")
         result.latency = _latency(node.call(f"latency {latency_ops} {tag}l {LATENCY_MAX_S}"))
+        if "error" in result.latency:
+            result.note += f"; a synchronous put failed: {result.latency['error']}"
         # every put used a fresh key: the map grew by exactly the puts acknowledged
         grown = node.call("count")["count"] - count
         result.lost = n - result.not_issued + result.latency.get("n", 0) - grown
@@ -414,8 +416,9 @@ def _profile(on_leader: NodeProcess, on_follower: NodeProcess, profile_dir: Path
         n.call(f"profile_stop {profile_dir.resolve() / f'{role}.pstats'}")
 
 
-def _latency(reply: dict[str, Any]) -> dict[str, float]:
-    return {k: reply[k] for k in ("n", "p50_us", "p99_us", "mean_us", "max_us") if k in reply}
+def _latency(reply: dict[str, Any]) -> dict[str, Any]:
+    return {k: reply[k] for k in ("n", "p50_us", "p99_us", "mean_us", "max_us", "error")
+            if k in reply}
 
 
 def pysyncobj_version() -> str | None:
@@ -471,6 +474,8 @@ def bench_pysyncobj(workdir: Path, conf: str, ops: int, latency_ops: int, warmup
              f"(at most {LATENCY_MAX_S:.0f} s)")
     on_leader = _wait(leader, START_TIMEOUT_S, "a ready PySyncObj leader")  # may have moved
     r.latency = _latency(on_leader.call(f"latency {latency_ops} l {LATENCY_MAX_S}"))
+    if "error" in r.latency:
+        r.note += f"; a synchronous set failed: {r.latency['error']}"
     last = on_leader.call("status")["status"]["leader"]
     if last != first:
         r.note += f"; the leader changed during the run ({first} -> {last})"
@@ -528,6 +533,8 @@ def run(ops: int = DEFAULT_OPS, *, window: int = DEFAULT_WINDOW,
                 try:
                     results[system] = bench_pysyncobj(workdir, conf, ops, latency_ops, warmup,
                                                       window, nodes, step)
+                except RunError as exc:  # the reference failing is a result, not a crash
+                    results[system] = Result(system, note=f"failed: {exc}".splitlines()[0])
                 finally:
                     _kill_all(nodes)
     finally:

@@ -23,7 +23,6 @@ Registry record (root ``blizzard.registry``, tag ``registry``), version 1::
 from __future__ import annotations
 
 import struct
-import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -404,14 +403,18 @@ def _parse_snapshot(data: bytes):
     return applied, structures
 
 
-_registries: weakref.WeakKeyDictionary[Pool, Registry] = weakref.WeakKeyDictionary()
+#: The attribute of a Pool that holds its registry. Kept on the pool itself (a cycle the
+#: garbage collector breaks), not in a WeakKeyDictionary: a registry refers to its pool, so
+#: as a dictionary value it would keep its key, the pool and its media, alive forever.
+_ATTRIBUTE = "_blizzard_registry"
 
 
 def registry_for(pool: Pool) -> Registry:
     """The registry (StateMachine) of ``pool``: one per open pool, made on first use."""
     if pool.closed:
         raise PoolClosedError("the pool is closed")
-    registry = _registries.get(pool)
+    registry = getattr(pool, _ATTRIBUTE, None)
     if registry is None:
-        registry = _registries[pool] = Registry(pool)
+        registry = Registry(pool)
+        setattr(pool, _ATTRIBUTE, registry)
     return registry

@@ -5,6 +5,7 @@ cache lines surviving, recovers to the state before or after that Op, with
 from __future__ import annotations
 
 import contextlib
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,8 +18,14 @@ from blizzard.structures import PHashMap, PQueue, registry_for
 from blizzard.structures import _hashcore as H
 
 MEDIA_BYTES = 2 << 20
-crash_settings = settings(max_examples=40, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# BLIZZARD_CRASH_EXAMPLES=500 BLIZZARD_CRASH_RANDOM=1 pytest tests/structures/test_crash.py
+# runs a longer, non-derandomized hunt.
+crash_settings = settings(
+    max_examples=int(os.environ.get("BLIZZARD_CRASH_EXAMPLES", "40")),
+    derandomize=not os.environ.get("BLIZZARD_CRASH_RANDOM"),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 class Crash(Exception):

@@ -10,7 +10,7 @@ codec, so the byte order the core sorts by is the keys' natural order.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, MutableMapping
+from collections.abc import ItemsView, Iterator, MutableMapping, ValuesView
 from typing import Any
 
 from blizzard.pmem import Pool
@@ -32,6 +32,24 @@ _MISSING = object()
 
 class _NoType:
     """Matches no key's type: codecs other than bytes always run."""
+
+
+class _ItemsView(ItemsView):
+    """``items()`` in key order, read leaf by leaf (not one lookup per key)."""
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        return self._mapping.irange_items()
+
+    def __reversed__(self) -> Iterator[tuple[Any, Any]]:
+        return self._mapping.irange_items(reverse=True)
+
+
+class _ValuesView(ValuesView):
+    """``values()`` in key order."""
+
+    def __iter__(self) -> Iterator[Any]:
+        for _, value in self._mapping.irange_items():
+            yield value
 
 
 class OrderedMap(MutableMapping):
@@ -152,6 +170,13 @@ class OrderedMap(MutableMapping):
         kdec, vdec = self._kdec, self._vdec
         for kb, vb in self._core.items_range(lo, hi, inclusive[0], inclusive[1], reverse):
             yield kdec(kb), vdec(vb)
+
+    def items(self) -> _ItemsView:
+        """A view of ``(key, value)`` pairs in key order (a scan, not n lookups)."""
+        return _ItemsView(self)
+
+    def values(self) -> _ValuesView:
+        return _ValuesView(self)
 
     def items_bytes(self) -> Iterator[tuple[bytes, bytes]]:
         """Raw ``(key, value)`` bytes in key order, without codecs."""

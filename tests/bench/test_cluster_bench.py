@@ -31,8 +31,9 @@ def shm_dir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def _node_processes() -> list[int]:
-    """Pids of benchmark node processes still alive (children of any process)."""
+def _node_processes(marker: str) -> list[int]:
+    """Pids of benchmark node processes still alive whose command line names
+    ``marker`` (this test's directory: other runs on the machine don't count)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -42,14 +43,15 @@ def _node_processes() -> list[int]:
             state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
         except OSError:
             continue
-        if state != "Z" and (b"blizzard.bench._cluster_node" in cmd
-                             or b"blizzard.bench._pysyncobj_node" in cmd):
+        ours = marker.encode() in cmd
+        if ours and state != "Z" and (b"blizzard.bench._cluster_node" in cmd
+                                      or b"blizzard.bench._pysyncobj_node" in cmd):
             pids.append(int(entry.name))
     return pids
 
 
 def test_run_quick(shm_dir):
-    before = set(_node_processes())
+    before = set(_node_processes(str(shm_dir)))
     # a tolerant election timeout: a leader change on a busy machine is not what this tests
     systems = tuple(s for s in cluster.SYSTEMS if s != "pysyncobj-nocompact")  # time
     results = cluster.run(300, window=100, latency_ops=30, warmup=100, directory=shm_dir,
@@ -75,7 +77,7 @@ def test_run_quick(shm_dir):
     assert (q["leader_vs_pysyncobj"] is not None) == HAVE_PYSYNCOBJ
     text = cluster.format_results(results)
     assert "blizzard raft, load on leader" in text and "targets (this run)" in text
-    assert set(_node_processes()) <= before  # every node process is gone
+    assert set(_node_processes(str(shm_dir))) <= before  # every node process is gone
     assert list(shm_dir.iterdir()) == []  # the run's directory is removed
 
 
@@ -100,7 +102,7 @@ def test_main_writes_json(shm_dir, capsys):
 
 def test_cleanup_after_a_failure(shm_dir, monkeypatch):
     """A node that dies mid-run: the error names it, and nothing is left behind."""
-    before = set(_node_processes())
+    before = set(_node_processes(str(shm_dir)))
 
     def broken_latency(reply):
         raise cluster.RunError("injected failure")
@@ -109,7 +111,7 @@ def test_cleanup_after_a_failure(shm_dir, monkeypatch):
     with pytest.raises(cluster.RunError, match="injected"):
         cluster.run(100, window=20, latency_ops=5, warmup=10, directory=shm_dir,
                     systems=("blizzard-leader",))
-    assert set(_node_processes()) <= before
+    assert set(_node_processes(str(shm_dir))) <= before
     assert list(shm_dir.iterdir()) == []
 
 

@@ -166,3 +166,24 @@ BPTreeMachine = make_machine(
     lambda pool, create: PBPlusTree(pool, "t", key_codec=int, fanout=4 if create else None))
 TestBPTreeMachine = BPTreeMachine.TestCase
 TestBPTreeMachine.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)
+
+
+def test_drop_frees_every_block_of_both_ordered_maps():
+    """DROP (an Op) frees nodes, value blocks and headers; the name can be reused."""
+    from blizzard.structures import PSkipList
+
+    pool = new_pool(32 << 20)
+    registry = registry_for(pool)
+    used0 = pool.stats().used
+    t, s = PBPlusTree(pool, "t", fanout=4), PSkipList(pool, "s")
+    for i in range(300):
+        t[b"%04d" % i] = b"x" * (i % 300)
+        s[b"%04d" % i] = b"y" * (i % 5000)
+    registry.drop("t")
+    registry.drop("s")
+    registry.check()
+    assert len(t) == 0 and list(s) == []
+    assert pool.stats().used - used0 <= 64  # the registry's own record
+    again = PBPlusTree(pool, "t")
+    again[b"a"] = b"b"
+    assert list(again.items()) == [(b"a", b"b")] and again.fanout == B.FANOUT_DEFAULT

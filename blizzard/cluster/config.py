@@ -10,7 +10,7 @@ Example::
 
     [raft]
     tick_ms = 10
-    election_ticks = 10
+    election_ticks = 30
     heartbeat_ticks = 1
     snapshot_entries = 100000
 
@@ -89,8 +89,11 @@ class NodeConfig:
 
 @attrs.frozen
 class RaftConfig:
+    """Timing: an election timeout of ``tick_ms * election_ticks`` (300 ms by
+    default: Python nodes on a busy machine can pause for tens of ms)."""
+
     tick_ms: int = 10
-    election_ticks: int = 10
+    election_ticks: int = 30
     heartbeat_ticks: int = 1
     snapshot_entries: int = 100_000
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import itertools
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -37,6 +37,7 @@ from blizzard.replication.transport.tcp import TcpTransport, tls_contexts
 from blizzard.structures.registry import registry_for
 
 ATTEMPT_TIMEOUT_S = 1.0
+SWEEP_S = 0.05
 REQUEST_TIMEOUT_S = 30.0
 RETRY_BACKOFF_S = 0.02
 
@@ -84,11 +85,13 @@ class RaftReplicator(Replicator):
         self.state_machine = SessionStateMachine(registry_for(self.pool), self.pool)
         voters = tuple(sorted(n.id for n in config.nodes))
         self.storage = PmemStorage(self.log_pool, conf_state=ConfState(voters))
-        self._client = int.from_bytes(os.urandom(8), "little") or 1
-        self._seq = itertools.count(1)
         self._submit_lock = threading.Lock()
         self.read_lock = threading.Lock()
-        self._inbox: list[tuple[bytes, concurrent.futures.Future]] = []
+        self._inbox: list = []  # (op, deliver) from any thread, drained by the loop
+        self._lanes: list[list[int]] = []  # idle [client id, next seq]; loop thread only
+        self._inflight: dict[tuple[int, int], list] = {}  # key -> [envelope, deliver,
+        #                                                   deadline, last attempt, lane]
+        self._sweeper: asyncio.TimerHandle | None = None
         self._seed = seed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -136,80 +139,147 @@ class RaftReplicator(Replicator):
             return
         started.set_result(None)
         loop.run_forever()
+        self._fail_pending(ReplicatorStoppedError("the replicator stopped"))
         loop.run_until_complete(self.node.stop())
         loop.close()
+
+    def _fail_pending(self, error: BaseException) -> None:
+        """Answer every request not yet answered (on the loop thread, at stop)."""
+        with self._submit_lock:
+            waiting, self._inbox = self._inbox, []
+        for _, deliver in waiting:
+            deliver(None, error)
+        for request in self._inflight.values():
+            request[1](None, error)
+        self._inflight.clear()
 
     def stop(self) -> None:
         """Leave the cluster (this node stops) and close the pools."""
         if self._thread is None:
             return
+        thread, self._thread = self._thread, None  # new requests are refused from here
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._thread = None
+        thread.join()
         self.pool.close()
         self.log_pool.close()
 
     # -- requests ------------------------------------------------------------------------
 
+    # -- requests ------------------------------------------------------------------------
+    #
+    # Every request in flight owns a *lane*: a session (client id) with its
+    # own sequence numbers, at most one request at a time. Sequence numbers
+    # of one lane are therefore applied in order, and a retry after a leader
+    # change can never be mistaken for an old request (which a single session
+    # with many requests in flight would do: a lower seq retried after a
+    # higher one was applied looks stale). Lanes are reused, so their number
+    # is the peak concurrency, and the session table bounds it.
+
     def submit_async(self, op: bytes) -> concurrent.futures.Future:
         """Replicate ``op``; the future holds its result once applied on this node.
 
-        Submissions from any thread go through a queue the loop drains in one
-        turn, so a burst of writers costs one wake-up of the loop, not one each.
+        An Op whose result is an exception (say, popping an empty queue)
+        completes the future with that exception.
         """
-        if self._thread is None:
-            raise ReplicatorStoppedError("the replicator is stopped")
-        result: concurrent.futures.Future = concurrent.futures.Future()
-        with self._submit_lock:
-            envelope = wrap(self._client, next(self._seq), op)
-            self.submitted += 1
-            self._inbox.append((envelope, result))
-            wake = len(self._inbox) == 1
-        if wake:
-            self._loop.call_soon_threadsafe(self._drain_inbox)
-        return result
+        future: concurrent.futures.Future = concurrent.futures.Future()
 
-    def _drain_inbox(self) -> None:
-        with self._submit_lock:
-            batch = list(self._inbox)
-            self._inbox.clear()
-        deadline = self._loop.time() + self.request_timeout_s
-        for envelope, result in batch:
-            self._attempt(envelope, result, deadline)
+        def deliver(value: Any, error: BaseException | None) -> None:
+            if error is None and not isinstance(value, BaseException):
+                future.set_result(value)
+            else:
+                future.set_exception(error if error is not None else value)
+
+        self._enqueue(op, deliver)
+        return future
 
     def submit(self, op: bytes) -> Any:
-        value = self.submit_async(op).result()
+        """Replicate ``op`` and return its result (raising it if it is an exception)."""
+        waiter = threading.Lock()
+        waiter.acquire()
+        box: list = []
+
+        def deliver(value: Any, error: BaseException | None) -> None:
+            box.append((value, error))
+            waiter.release()
+
+        self._enqueue(op, deliver)
+        if not waiter.acquire(timeout=self.request_timeout_s + 10):
+            raise RequestTimeoutError("the node's loop did not answer")
+        value, error = box[0]
+        if error is not None:
+            raise error
         if isinstance(value, BaseException):
             raise value
         return value
 
-    def _attempt(self, envelope: bytes, result: concurrent.futures.Future, deadline: float) -> None:
-        """On the loop: propose, and retry the same envelope until ``deadline``."""
-        loop = self._loop
-        if result.done():
-            return
-        if loop.time() > deadline:
-            result.set_exception(RequestTimeoutError(
-                f"not committed within {self.request_timeout_s} s (is a quorum reachable?)"))
-            return
-        try:
-            future = self.node.propose(envelope)
-        except ProposalDroppedError:
-            loop.call_later(RETRY_BACKOFF_S, self._attempt, envelope, result, deadline)
-            return
-        timer = loop.call_later(ATTEMPT_TIMEOUT_S, self._attempt, envelope, result, deadline)
+    def _enqueue(self, op: bytes, deliver) -> None:
+        """Hand a request to the loop: one wake-up for a whole burst of callers."""
+        if self._thread is None:
+            raise ReplicatorStoppedError("the replicator is stopped")
+        with self._submit_lock:
+            self.submitted += 1
+            self._inbox.append((op, deliver))
+            wake = len(self._inbox) == 1
+        if wake:
+            self._loop.call_soon_threadsafe(self._drain_inbox)
 
-        def done(f: asyncio.Future) -> None:
-            if result.done():
-                return
-            if f.cancelled() or f.exception() is not None:
-                timer.cancel()
-                loop.call_later(RETRY_BACKOFF_S, self._attempt, envelope, result, deadline)
-                return
-            timer.cancel()
-            result.set_result(f.result())
+    def _drain_inbox(self) -> None:
+        with self._submit_lock:
+            batch, self._inbox = self._inbox, []
+        now = self._loop.time()
+        deadline = now + self.request_timeout_s
+        lanes = self._lanes
+        inflight = self._inflight
+        submit = self.node.submit
+        for op, deliver in batch:
+            lane = lanes.pop() if lanes else [self._new_client(), 1]
+            envelope = wrap(lane[0], lane[1], op)
+            key = (lane[0], lane[1])
+            inflight[key] = [envelope, deliver, deadline, now, lane]
+            try:
+                submit(envelope, self._settled)
+            except ProposalDroppedError:
+                inflight[key][3] = now - ATTEMPT_TIMEOUT_S + RETRY_BACKOFF_S
+        if self._sweeper is None and inflight:
+            self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
 
-        future.add_done_callback(done)
+    def _new_client(self) -> int:
+        return int.from_bytes(os.urandom(8), "little") or 1
+
+    def _settled(self, key: tuple[int, int], value: Any, error: BaseException | None) -> None:
+        """The node's callback: applied (``error`` None) or dropped (retry soon)."""
+        request = self._inflight.get(key)
+        if request is None:
+            return
+        if error is not None:
+            request[3] = self._loop.time() - ATTEMPT_TIMEOUT_S + RETRY_BACKOFF_S
+            return
+        del self._inflight[key]
+        lane = request[4]
+        lane[1] += 1
+        self._lanes.append(lane)
+        request[1](value, None)
+
+    def _sweep(self) -> None:
+        """Retry attempts that went unanswered; fail requests past their deadline."""
+        self._sweeper = None
+        now = self._loop.time()
+        node = self.node
+        for key, request in list(self._inflight.items()):
+            envelope, deliver, deadline, sent, lane = request
+            if now > deadline:
+                del self._inflight[key]
+                node.forget(key)
+                lane[1] += 1  # the entry may still commit later; the lane moves on
+                self._lanes.append(lane)
+                deliver(None, RequestTimeoutError(
+                    f"not committed within {self.request_timeout_s} s (is a quorum reachable?)"))
+            elif now - sent >= ATTEMPT_TIMEOUT_S:
+                request[3] = now
+                with contextlib.suppress(ProposalDroppedError):
+                    node.submit(envelope, self._settled)  # same envelope: applied at most once
+        if self._inflight:
+            self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
 
     def read_barrier(self) -> None:
         """Wait until this node has applied everything committed before the call."""

@@ -41,13 +41,28 @@ from blizzard.replication.transport.base import Transport
 
 log = logging.getLogger("blizzard.node")
 
-PROPOSALS_PER_TURN_MAX = 4096
+# Bounded so one turn (persist + send + apply) stays well inside an election
+# timeout even on a busy machine.
+PROPOSALS_PER_TURN_MAX = 512
 PENDING_PROPOSALS_MAX = 100_000
 SNAPSHOT_ENTRIES_DEFAULT = 100_000
 
 
 class NotLeaderError(ProposalDroppedError):
     """No leader is known right now; retry shortly."""
+
+
+def _settle(waiter, key: tuple[int, int], result: Any, error: BaseException | None) -> None:
+    """Deliver an outcome to a future (``propose``) or a ``(callback,)`` (``submit``)."""
+    if waiter is None:
+        return
+    if type(waiter) is tuple:
+        waiter[0](key, result, error)
+    elif not waiter.done():
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(result)
 
 
 class RaftNode:
@@ -82,7 +97,7 @@ class RaftNode:
                         applied=applied)
         self.raft = Raft(config, storage, random.Random(seed if seed is not None else node_id))
         self._proposals: deque[bytes] = deque()
-        self._waiting: dict[tuple[int, int], asyncio.Future] = {}
+        self._waiting: dict[tuple[int, int], Any] = {}  # key -> Future or (callback,)
         self._reads: dict[bytes, asyncio.Future] = {}
         self._reads_at: list[tuple[int, asyncio.Future]] = []
         self._read_ids = itertools.count(1)
@@ -114,10 +129,13 @@ class RaftNode:
             self._wake.set()
             await self._task
         await self.transport.stop()
-        for future in [*self._waiting.values(), *self._reads.values(),
-                       *(f for _, f in self._reads_at)]:
+        stopped = ProposalDroppedError("the node stopped")
+        for key, waiter in list(self._waiting.items()):
+            _settle(waiter, key, None, stopped)
+        self._waiting.clear()
+        for future in [*self._reads.values(), *(f for _, f in self._reads_at)]:
             if not future.done():
-                future.set_exception(ProposalDroppedError("the node stopped"))
+                future.set_exception(stopped)
 
     def _tick(self) -> None:
         if not self._running:
@@ -149,17 +167,33 @@ class RaftNode:
 
         Resubmitting the same envelope (a retry) reuses the pending future.
         """
-        client, seq = ENVELOPE.unpack_from(data, 0)[1:]
-        key = (client, seq)
+        key = tuple(ENVELOPE.unpack_from(data, 0)[1:])
         future = self._waiting.get(key)
-        if future is None or future.done():
-            if len(self._proposals) >= PENDING_PROPOSALS_MAX:
-                raise ProposalDroppedError("too many pending proposals")
+        if future is None or (type(future) is not tuple and future.done()):
             future = asyncio.get_running_loop().create_future()
-            self._waiting[key] = future
+        self._queue(key, data, future)
+        return future
+
+    def submit(self, data: bytes, callback) -> None:
+        """Queue an enveloped entry; ``callback(key, result, error)`` runs on this
+        loop when it is applied here (``error`` None), or when the proposal is
+        dropped for want of a leader (``error`` a :class:`NotLeaderError`).
+
+        The cheap form of :meth:`propose`: no future per entry.
+        """
+        key = tuple(ENVELOPE.unpack_from(data, 0)[1:])
+        self._queue(key, data, (callback,))
+
+    def forget(self, key: tuple[int, int]) -> None:
+        """Stop waiting for the entry of ``key`` (its requester gave up)."""
+        self._waiting.pop(key, None)
+
+    def _queue(self, key: tuple[int, int], data: bytes, waiter) -> None:
+        if len(self._proposals) >= PENDING_PROPOSALS_MAX:
+            raise ProposalDroppedError("too many pending proposals")
+        self._waiting[key] = waiter
         self._proposals.append(data)
         self._wake.set()
-        return future
 
     def read_barrier(self) -> asyncio.Future:
         """Resolves once this node has applied everything committed before the call."""
@@ -212,9 +246,8 @@ class RaftNode:
     def _fail(self, batch: Sequence[bytes], exc: Exception) -> None:
         error = NotLeaderError(str(exc))
         for data in batch:
-            future = self._waiting.pop(tuple(ENVELOPE.unpack_from(data, 0)[1:]), None)
-            if future is not None and not future.done():
-                future.set_exception(error)
+            key = tuple(ENVELOPE.unpack_from(data, 0)[1:])
+            _settle(self._waiting.pop(key, None), key, None, error)
 
     def _persist(self, rd) -> None:
         if rd.snapshot is not None:
@@ -242,9 +275,10 @@ class RaftNode:
                 unpack = ENVELOPE.unpack_from
                 for (_, data), result in zip(batch, results, strict=True):
                     if data:
-                        future = waiting.pop(tuple(unpack(data, 0)[1:]), None)
-                        if future is not None and not future.done():
-                            future.set_result(result)
+                        key = tuple(unpack(data, 0)[1:])
+                        waiter = waiting.pop(key, None)
+                        if waiter is not None:
+                            _settle(waiter, key, result, None)
             self.applied = committed[-1].index
         for state in rd.read_states:
             future = self._reads.pop(state.context, None)

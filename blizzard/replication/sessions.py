@@ -8,7 +8,7 @@ latest ``seq``) or :class:`StaleRequestError` (for an older one). The table
 of clients and the Ops' effects change in the same pool transaction, so a
 crash can never separate them. Client id 0 means "no session".
 
-The table is bounded (``capacity`` clients, hashed, ``PROBE_MAX`` slots
+The table is bounded (``capacity`` sessions, 16384 by default, hashed, ``PROBE_MAX`` slots
 probed); when full, the least recent of the probed slots is reused -- the
 session of a client silent for that long expires, as in Raft's thesis
 (section 6.3).
@@ -42,7 +42,7 @@ _HEADER = struct.Struct("<8sQQ")
 _SLOT = struct.Struct("<QQIB3x24s")
 SLOT_SIZE = 48
 HEADER_SIZE = 64
-CAPACITY_DEFAULT = 4096
+CAPACITY_DEFAULT = 16384
 PROBE_MAX = 8
 INLINE_MAX = 24
 SNAPSHOT_MAGIC = b"BLZSSN01"

@@ -125,13 +125,15 @@ class RaftReplicator(Replicator):
         loop = asyncio.new_event_loop()
         self._loop = loop
         raft = self.config.raft
-        self.node = RaftNode(self.node_id, storage=self.storage,
-                             state_machine=self.state_machine, transport=self._transport(),
-                             tick_s=raft.tick_ms / 1000, election_tick=raft.election_ticks,
-                             heartbeat_tick=raft.heartbeat_ticks,
-                             snapshot_entries=raft.snapshot_entries,
-                             apply_lock=self.read_lock, seed=self._seed)
         try:
+            # RaftNode() may fail too (finishing a snapshot install can fill the pool):
+            # inside the try, so start() re-raises instead of waiting forever.
+            self.node = RaftNode(self.node_id, storage=self.storage,
+                                 state_machine=self.state_machine, transport=self._transport(),
+                                 tick_s=raft.tick_ms / 1000, election_tick=raft.election_ticks,
+                                 heartbeat_tick=raft.heartbeat_ticks,
+                                 snapshot_entries=raft.snapshot_entries,
+                                 apply_lock=self.read_lock, seed=self._seed)
             loop.run_until_complete(self.node.start())
         except BaseException as exc:
             started.set_exception(exc)

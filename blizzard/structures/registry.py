@@ -104,8 +104,8 @@ class Registry:
         self._applied = 0
         self._local: LocalReplicator | None = None
         # Blocks freed by the Ops of the running batch, handed to tx.free at its end, after
-        # every allocation: works around the allocator reusing a block freed earlier in the
-        # same transaction (see /tmp/blizzard-pmem-bugs.md).
+        # every allocation: the allocator once reused a block freed earlier in the same
+        # transaction (fixed since); this keeps the structures independent of that detail.
         self.frees: list[int] = []
         self._load_cores()
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from blizzard.pmem import Pool
 from blizzard.replication.base import Replicator
+from blizzard.structures._locking import locked_reads
 from blizzard.structures.codecs import BYTES, CodecLike, get_codec
 from blizzard.structures.ops import Encoder, OpCode
 from blizzard.structures.registry import registry_for
@@ -62,7 +63,7 @@ class OrderedMap(MutableMapping):
 
     def __init__(self, pool: Pool, name: str, *, key_codec: CodecLike = None,
                  value_codec: CodecLike = None, replicator: Replicator | None = None,
-                 linearizable: bool = False, param: int | None = None) -> None:
+                 linearizable: bool | None = None, param: int | None = None) -> None:
         registry = registry_for(pool)
         self._replicator = replicator if replicator is not None else registry.replicator
         if key_codec is not None and not get_codec(key_codec).ordered:
@@ -75,7 +76,8 @@ class OrderedMap(MutableMapping):
             self._replicator, ("bytes", "bytes"))
         if not isinstance(core, self._core_type):
             raise TypeError(f"{name!r} is not a {self._kind}")
-        self._core = core
+        # with a replicator that applies on another thread, reads hold its lock
+        self._core = core = locked_reads(core, self._replicator.read_lock)
         self.name = name
         self.pool = pool
         kc = get_codec(core.key_codec)
@@ -91,6 +93,8 @@ class OrderedMap(MutableMapping):
         self._vraw_type = bytes if vc is BYTES else _NoType
         self._submit = self._replicator.submit
         self._get = core.get
+        if linearizable is None:
+            linearizable = self._replicator.linearizable_default
         self._barrier = self._replicator.read_barrier if linearizable else None
         if param is not None and param != self._param():
             # a parameter is set by an Op of its own, accepted only before the first write

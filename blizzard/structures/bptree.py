@@ -52,7 +52,7 @@ class PBPlusTree(OrderedMap):
 
     def __init__(self, pool: Pool, name: str, *, key_codec: CodecLike = None,
                  value_codec: CodecLike = None, fanout: int | None = None,
-                 replicator: Replicator | None = None, linearizable: bool = False) -> None:
+                 replicator: Replicator | None = None, linearizable: bool | None = None) -> None:
         super().__init__(pool, name, key_codec=key_codec, value_codec=value_codec,
                          replicator=replicator, linearizable=linearizable, param=fanout)
 

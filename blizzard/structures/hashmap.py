@@ -22,6 +22,7 @@ from blizzard.pmem import Pool
 from blizzard.replication.base import Replicator
 from blizzard.structures import _hashcore
 from blizzard.structures._hashcore import KEY_BYTES_MAX, TAG, HashCore
+from blizzard.structures._locking import locked_reads
 from blizzard.structures.codecs import BYTES, CodecLike, get_codec
 from blizzard.structures.ops import Encoder, OpCode
 from blizzard.structures.registry import register_kind, registry_for
@@ -46,7 +47,8 @@ class PHashMap(MutableMapping):
     ``"msgpack"``) are fixed at creation and stored in the pool; reopening
     needs neither. ``replicator`` picks the backend (the pool's
     :class:`~blizzard.replication.local.LocalReplicator` by default);
-    ``linearizable=True`` makes every read pass the replicator's read barrier.
+    ``linearizable=True`` makes every read pass the replicator's read barrier;
+    the default (None) lets the replicator decide (Raft: yes, local: no need).
 
     Costs: ``m[k]`` reads one page (more on an overflow chain) and no
     fences; ``m[k] = v`` is one Op and one transaction with two undo entries
@@ -56,7 +58,7 @@ class PHashMap(MutableMapping):
 
     def __init__(self, pool: Pool, name: str, *, key_codec: CodecLike = None,
                  value_codec: CodecLike = None, replicator: Replicator | None = None,
-                 linearizable: bool = False) -> None:
+                 linearizable: bool | None = None) -> None:
         registry = registry_for(pool)
         self._replicator = replicator if replicator is not None else registry.replicator
         core = registry.open_structure(
@@ -66,7 +68,8 @@ class PHashMap(MutableMapping):
             self._replicator, ("bytes", "bytes"))
         if not isinstance(core, HashCore):
             raise TypeError(f"{name!r} is not a hash map")
-        self._core = core
+        # with a replicator that applies on another thread, reads hold its lock
+        self._core = core = locked_reads(core, self._replicator.read_lock)
         self.name = name
         self.pool = pool
         kc = get_codec(core.key_codec)
@@ -84,6 +87,8 @@ class PHashMap(MutableMapping):
         self._vraw_type = bytes if vc is BYTES else _NoType
         self._submit = self._replicator.submit
         self._get = core.get
+        if linearizable is None:
+            linearizable = self._replicator.linearizable_default
         self._barrier = self._replicator.read_barrier if linearizable else None
 
     # -- reads ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any
 from blizzard.exceptions import Empty
 from blizzard.pmem import Pool
 from blizzard.replication.base import Replicator
+from blizzard.structures._locking import locked_reads
 from blizzard.structures._queuecore import TAG, QueueCore
 from blizzard.structures.codecs import CodecLike, get_codec
 from blizzard.structures.ops import Encoder, OpCode
@@ -47,7 +48,7 @@ class PQueue:
     """
 
     def __init__(self, pool: Pool, name: str, *, value_codec: CodecLike = None,
-                 replicator: Replicator | None = None, linearizable: bool = False) -> None:
+                 replicator: Replicator | None = None, linearizable: bool | None = None) -> None:
         registry = registry_for(pool)
         self._replicator = replicator if replicator is not None else registry.replicator
         core = registry.open_structure(
@@ -55,7 +56,8 @@ class PQueue:
             self._replicator, ("bytes", "bytes"))
         if not isinstance(core, QueueCore):
             raise TypeError(f"{name!r} is not a queue")
-        self._core = core
+        # with a replicator that applies on another thread, reads hold its lock
+        self._core = core = locked_reads(core, self._replicator.read_lock)
         self.name = name
         self.pool = pool
         codec = get_codec(core.value_codec)
@@ -67,6 +69,8 @@ class PQueue:
         self._one = encoder.one
         self._clear_op = encoder.zero(_CLEAR)
         self._submit = self._replicator.submit
+        if linearizable is None:
+            linearizable = self._replicator.linearizable_default
         self._barrier = self._replicator.read_barrier if linearizable else None
 
     def put(self, item: Any) -> None:

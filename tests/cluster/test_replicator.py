@@ -149,3 +149,52 @@ def test_many_requests_in_flight_survive_a_leader_change(cluster_config):
     finally:
         for r in reps.values():
             r.stop()
+
+
+def test_reads_on_another_thread_while_the_node_applies(cluster_config):
+    """An application thread reads (point gets, scans, len) while the node's
+    thread applies a stream of writes: no read fails or sees a torn value."""
+    import threading
+
+    from blizzard.structures import PBPlusTree, ops
+
+    reps = {i: RaftReplicator(cluster_config, i, seed=i) for i in (1, 2, 3)}
+    try:
+        leader = reps[1].wait_for_leader()
+        follower = next(i for i in reps if i != leader)
+        writer = PBPlusTree(reps[leader].pool, "t", replicator=reps[leader], fanout=8)
+        reader = PBPlusTree(reps[follower].pool, "t", replicator=reps[follower],
+                            linearizable=False)
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def read_loop():
+            try:
+                while not stop.is_set():
+                    for key, value in reader.items():
+                        assert value == key * 2, (key, value)
+                    reader.get(b"k0001")
+                    len(reader)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        import sys
+
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # switch threads often: make a torn read likely
+        thread = threading.Thread(target=read_loop)
+        thread.start()
+        futures = [writer.replicator.submit_async(
+            writer._put_op(int(ops.OpCode.ORD_PUT), b"k%04d" % i, b"k%04d" % i * 2))
+            for i in range(2000)]
+        for future in futures:
+            future.result(timeout=60)
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(switch)
+        assert not errors, errors[0]
+        reps[follower].read_barrier()
+        assert len(reader) == 2000
+    finally:
+        for rep in reps.values():
+            rep.stop()

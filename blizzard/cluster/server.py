@@ -360,14 +360,23 @@ def serve(config: ClusterConfig | str | os.PathLike[str], node_id: int, *,
         raise
     log.info("node %d: up (pid %d, raft %s:%d, data %s)", node_id, os.getpid(), *node.raft,
              config.node_dir(node_id))
+    code = 0
     while not stop.wait(0.5):
-        pass
+        # A node whose Raft loop died (say, the pool filled up while applying) must
+        # not keep answering as if it were a member: exit, so clients go elsewhere.
+        raft_loop = replicator.node._task
+        if raft_loop is not None and raft_loop.done():
+            log.error("node %d: the Raft loop stopped (%s); exiting", node_id,
+                      raft_loop.exception() if not raft_loop.cancelled() else "cancelled")
+            code = 1
+            break
     log.info("node %d: shutting down", node_id)
     with contextlib.suppress(Exception):
         asyncio.run_coroutine_threadsafe(server.stop(), replicator._loop).result(5)
-    replicator.stop()
+    with contextlib.suppress(Exception):
+        replicator.stop()
     log.info("node %d: stopped", node_id)
-    return 0
+    return code
 
 
 # -- local clusters of `blizzard serve` processes (``blizzard cluster up/down``) ------------

@@ -64,10 +64,10 @@ def port_block(n: int) -> int:
 class ProcessCluster:
     """A cluster of ``blizzard serve`` processes this test owns (and kills)."""
 
-    def __init__(self, n: int = 3) -> None:
+    def __init__(self, n: int = 3, *, pool_size: str = "16M") -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="blizzard-test-", dir="/dev/shm"))
         config = configmod.local_cluster(
-            n, self.dir, base_port=port_block(2 * n), pool_size="16M", log_pool_size="16M",
+            n, self.dir, base_port=port_block(2 * n), pool_size=pool_size, log_pool_size="16M",
             raft={"tick_ms": 10, "election_ticks": 10, "snapshot_entries": SNAPSHOT_ENTRIES})
         self.path = self.dir / "cluster.toml"
         self.path.write_text(configmod.dump(config))
@@ -410,3 +410,4 @@ def test_a_request_retried_on_another_node_is_applied_once(cluster):
     assert answers == [b"first"] * len(cluster.ids)
     _, queued = assert_replicas_identical(cluster)
     assert queued == [b"second"]
+

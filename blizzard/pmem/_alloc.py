@@ -66,8 +66,9 @@ class Extent:
 
 
 class Allocator:
-    def __init__(self, u64: memoryview, buf: memoryview, *, table_off: int, heap_off: int,
-                 nchunks: int) -> None:
+    def __init__(
+        self, u64: memoryview, buf: memoryview, *, table_off: int, heap_off: int, nchunks: int
+    ) -> None:
         self._u64 = u64
         self._buf = buf
         self._table_word = table_off >> 3
@@ -96,8 +97,9 @@ class Allocator:
             kind, size_class, count = split_chunk_word(u64[table + chunk])
             if count < 1 or chunk + count > n:
                 raise PoolCorruptError(
-                    f"chunk {chunk}: header claims {count} chunks, heap has {n - chunk} left")
-            if kind == KIND_FREE or kind == KIND_LOG:
+                    f"chunk {chunk}: header claims {count} chunks, heap has {n - chunk} left"
+                )
+            if kind in (KIND_FREE, KIND_LOG):
                 if kind == KIND_LOG:
                     logs.append((chunk, count))
                 self._insert_free(chunk, count)
@@ -111,7 +113,7 @@ class Allocator:
                     raise PoolCorruptError(f"chunk {chunk}: run of unknown size class {size_class}")
                 cls = SIZE_CLASSES[size_class]
                 base = self._heap_off + chunk * CHUNK_SIZE
-                bits = self._buf[base:base + cls.bitmap_words * 8]
+                bits = self._buf[base : base + cls.bitmap_words * 8]
                 used = int.from_bytes(bits, "little").bit_count()
                 if used > cls.nblocks:
                     raise PoolCorruptError(f"chunk {chunk}: bitmap marks blocks past the run's end")
@@ -163,7 +165,8 @@ class Allocator:
         largest = max((length for _, length in self._free), default=0) * CHUNK_SIZE
         raise PoolFullError(
             f"pool full: cannot allocate {what}; largest free extent is {largest} bytes "
-            f"of {self._nchunks * CHUNK_SIZE} (the transaction was rolled back)")
+            f"of {self._nchunks * CHUNK_SIZE} (the transaction was rolled back)"
+        )
 
     # -- allocation (inside a transaction) -------------------------------------------
 
@@ -196,7 +199,9 @@ class Allocator:
             self._used_bytes += cls.size
             return off
         if size > ALLOC_SIZE_MAX:
-            raise InvalidSizeError(f"allocation of {size} bytes exceeds the {ALLOC_SIZE_MAX}-byte maximum")
+            raise InvalidSizeError(
+                f"allocation of {size} bytes exceeds the {ALLOC_SIZE_MAX}-byte maximum"
+            )
         count = -(-size // CHUNK_SIZE)
         chunk = self._claim(tx, count, chunk_word(KIND_EXTENT, count), f"{size} bytes")
         extent = Extent(chunk, count)
@@ -219,11 +224,15 @@ class Allocator:
         return start
 
     def _new_run(self, tx: Transaction, cls: SizeClass) -> Run:
-        chunk = self._claim(tx, cls.chunks, chunk_word(KIND_RUN, cls.chunks, cls.index),
-                            f"a run of {cls.size}-byte blocks")
+        chunk = self._claim(
+            tx,
+            cls.chunks,
+            chunk_word(KIND_RUN, cls.chunks, cls.index),
+            f"a run of {cls.size}-byte blocks",
+        )
         base = self._heap_off + chunk * CHUNK_SIZE
         nbytes = cls.bitmap_words * 8
-        self._buf[base:base + nbytes] = bytes(nbytes)  # fresh chunks: no undo needed
+        self._buf[base : base + nbytes] = bytes(nbytes)  # fresh chunks: no undo needed
         tx._touch(base, nbytes)
         run = Run(cls, chunk, base, 0)
         run.free = list(range(cls.nblocks - 1, -1, -1))
@@ -240,7 +249,7 @@ class Allocator:
         """
         cls = run.cls
         base = run.bitmap_word << 3
-        bits = int.from_bytes(self._buf[base:base + cls.bitmap_words * 8], "little")
+        bits = int.from_bytes(self._buf[base : base + cls.bitmap_words * 8], "little")
         for owner, slot in pending:
             if owner is run:
                 bits |= 1 << slot
@@ -277,7 +286,7 @@ class Allocator:
         """The owner of the block starting at ``off``, and its slot (0 for extents)."""
         rel = off - self._heap_off
         chunk = rel // CHUNK_SIZE
-        owner = self._owner[chunk] if 0 <= rel and chunk < self._nchunks else None
+        owner = self._owner[chunk] if rel >= 0 and chunk < self._nchunks else None
         if owner is None:
             raise TransactionError(f"offset {off} is not an allocated block")
         if type(owner) is Run:
@@ -384,16 +393,19 @@ class Allocator:
                 if type(owner) is not Run or owner.chunk != chunk or owner.cls is not cls:
                     raise PoolCorruptError(f"chunk {chunk}: run index disagrees")
                 base = owner.bitmap_word << 3
-                bits = int.from_bytes(self._buf[base:base + cls.bitmap_words * 8], "little")
+                bits = int.from_bytes(self._buf[base : base + cls.bitmap_words * 8], "little")
                 if bits >> cls.nblocks:
                     raise PoolCorruptError(f"chunk {chunk}: bitmap bits past the last block")
                 if bits.bit_count() != owner.used:
                     raise PoolCorruptError(
-                        f"chunk {chunk}: bitmap has {bits.bit_count()} blocks, index {owner.used}")
+                        f"chunk {chunk}: bitmap has {bits.bit_count()} blocks, index {owner.used}"
+                    )
                 if owner.free is not None:
                     expect = [s for s in range(cls.nblocks) if not (bits >> s) & 1]
                     if sorted(owner.free) != expect:
-                        raise PoolCorruptError(f"chunk {chunk}: free slot list disagrees with bitmap")
+                        raise PoolCorruptError(
+                            f"chunk {chunk}: free slot list disagrees with bitmap"
+                        )
                 if owner.used < cls.nblocks and not owner.listed:
                     raise PoolCorruptError(f"chunk {chunk}: run with free blocks is not listed")
                 used += owner.used * cls.size

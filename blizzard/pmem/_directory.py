@@ -30,7 +30,8 @@ def encode_name(name: str) -> bytes:
     raw = name.encode("utf-8")
     if not raw or len(raw) > NAME_BYTES_MAX or b"\0" in raw:
         raise ValueError(
-            f"root name {name!r} must be 1 to {NAME_BYTES_MAX} UTF-8 bytes without NUL")
+            f"root name {name!r} must be 1 to {NAME_BYTES_MAX} UTF-8 bytes without NUL"
+        )
     return raw
 
 
@@ -67,7 +68,9 @@ class Directory:
     def set(self, tx: Transaction, name: str, off: int, tag: bytes) -> None:
         raw = encode_name(name)
         if not isinstance(tag, bytes) or len(tag) > TAG_BYTES_MAX or b"\0" in tag:
-            raise ValueError(f"root tag must be at most {TAG_BYTES_MAX} bytes without NUL, got {tag!r}")
+            raise ValueError(
+                f"root tag must be at most {TAG_BYTES_MAX} bytes without NUL, got {tag!r}"
+            )
         if not tx._alloc.is_allocated(off):
             raise TransactionError(f"root {name!r}: offset {off} is not an allocated block")
         found = self._index.get(name)
@@ -91,11 +94,13 @@ class Directory:
         slot = found[0]
         pos = self._off + slot * DIR_ENTRY_SIZE
         tx.add(pos, DIR_ENTRY_SIZE)
-        self._buf[pos:pos + DIR_ENTRY_SIZE] = bytes(DIR_ENTRY_SIZE)
+        self._buf[pos : pos + DIR_ENTRY_SIZE] = bytes(DIR_ENTRY_SIZE)
         del self._index[name]
         self._empty.append(slot)
 
     def check(self, is_allocated) -> None:
         for name, (_, root) in self._index.items():
             if not is_allocated(root.off):
-                raise PoolCorruptError(f"root {name!r} points at {root.off}, not an allocated block")
+                raise PoolCorruptError(
+                    f"root {name!r} points at {root.off}, not an allocated block"
+                )

@@ -89,9 +89,15 @@ def plan(size: int, log_size: int) -> dict[str, int]:
     while nchunks and align(table_off + nchunks * 8, 4096) + nchunks * CHUNK_SIZE > size:
         nchunks -= 1
     heap_off = align(table_off + nchunks * 8, 4096)
-    return {"log_off": log_off, "log_size": log_size, "dir_off": dir_off,
-            "dir_entries": DIR_ENTRIES, "table_off": table_off, "heap_off": heap_off,
-            "nchunks": nchunks}
+    return {
+        "log_off": log_off,
+        "log_size": log_size,
+        "dir_off": dir_off,
+        "dir_entries": DIR_ENTRIES,
+        "table_off": table_off,
+        "heap_off": heap_off,
+        "nchunks": nchunks,
+    }
 
 
 # --- size classes -------------------------------------------------------------

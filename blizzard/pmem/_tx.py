@@ -57,8 +57,20 @@ class Transaction:
     replicator's apply loop serialises mutations).
     """
 
-    __slots__ = ("_alloc", "_buf", "_depth", "_frees", "_log", "_log_add", "_log_touch",
-                 "_next_word", "_pool", "_segments", "_u64", "_words")
+    __slots__ = (
+        "_alloc",
+        "_buf",
+        "_depth",
+        "_frees",
+        "_log",
+        "_log_add",
+        "_log_touch",
+        "_next_word",
+        "_pool",
+        "_segments",
+        "_u64",
+        "_words",
+    )
 
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
@@ -67,9 +79,13 @@ class Transaction:
         self._alloc = pool._allocator
         self._next_word = (pool._log_off >> 3) + 1
         self._log = make_undo_log(
-            pool.media, size=pool.size, data_lo=pool._dir_off,  # header and log: never added
-            log_start=pool._log_off + LOG_HEADER_SIZE, area_end=pool._log_off + pool._log_size,
-            txid_off=pool._log_off)
+            pool.media,
+            size=pool.size,
+            data_lo=pool._dir_off,  # header and log: never added
+            log_start=pool._log_off + LOG_HEADER_SIZE,
+            area_end=pool._log_off + pool._log_size,
+            txid_off=pool._log_off,
+        )
         self._log_add = self._log.add
         self._log_touch = self._log.touch
         self._depth = 0
@@ -121,7 +137,8 @@ class Transaction:
             if done < 0:
                 raise TransactionError(
                     f"range [{off}, {off + n}) is outside the pool's data area "
-                    f"[{self._pool._dir_off}, {self._pool.size})")
+                    f"[{self._pool._dir_off}, {self._pool.size})"
+                )
             self._overflow(n)
             done = self._log_add(off, n)
             assert done == 1, done
@@ -130,7 +147,7 @@ class Transaction:
         """``add(off, len(data))`` then store ``data`` at ``off``."""
         n = len(data)
         self.add(off, n)
-        self._buf[off:off + n] = data
+        self._buf[off : off + n] = data
 
     def _add_word(self, word: int) -> None:
         """``add`` of one 8-byte word, at most once per transaction."""
@@ -170,7 +187,7 @@ class Transaction:
             raise TransactionError("alloc() outside a transaction")
         off = self._alloc.alloc(self, size)
         if zero:
-            self._buf[off:off + size] = bytes(size)
+            self._buf[off : off + size] = bytes(size)
         return off
 
     def free(self, off: int) -> None:
@@ -230,16 +247,24 @@ def live_entries(pool: Pool) -> list[tuple[int, int, int]]:
         while pos + ENTRY_HEADER_SIZE <= end:
             crc, n, entry_txid, off = ENTRY_HEADER.unpack_from(buf, pos)
             body_end = pos + ENTRY_HEADER_SIZE + n
-            if (entry_txid != txid or body_end > end or off < pool._dir_off
-                    or off + n > pool.size or crc != crc32(buf[pos + 4:body_end])):
+            if (
+                entry_txid != txid
+                or body_end > end
+                or off < pool._dir_off
+                or off + n > pool.size
+                or crc != crc32(buf[pos + 4 : body_end])
+            ):
                 break
             entries.append((pos, off, n))
             pos = (body_end + 7) & ~7
         seg = u64[link]
         if not seg or seen_segments >= pool._nchunks:
             break
-        if (seg < pool._heap_off or (seg - pool._heap_off) % CHUNK_SIZE
-                or seg + LOG_HEADER_SIZE > pool.size):
+        if (
+            seg < pool._heap_off
+            or (seg - pool._heap_off) % CHUNK_SIZE
+            or seg + LOG_HEADER_SIZE > pool.size
+        ):
             break
         seg_txid, _, capacity = SEGMENT_HEADER.unpack_from(buf, seg)
         if seg_txid != txid or seg + capacity > pool.size:
@@ -261,7 +286,7 @@ def roll_back(pool: Pool) -> int:
     txid_word = pool._log_off >> 3
     for pos, off, n in reversed(entries):
         body = pos + ENTRY_HEADER_SIZE
-        buf[off:off + n] = buf[body:body + n]
+        buf[off : off + n] = buf[body : body + n]
         media.flush(off, n)
     if entries:
         media.drain()

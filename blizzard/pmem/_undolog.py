@@ -41,12 +41,34 @@ assert ENTRY_HEADER_SIZE == 24
 class PyUndoLog:
     """Pure-Python undo log; flushes through the media's own methods."""
 
-    __slots__ = ("_area_end", "_buf", "_data_lo", "_drain", "_end", "_flush", "_log_start",
-                 "_persist", "_ranges", "_size", "_txid_off", "pos", "txid")
+    __slots__ = (
+        "_area_end",
+        "_buf",
+        "_data_lo",
+        "_drain",
+        "_end",
+        "_flush",
+        "_log_start",
+        "_persist",
+        "_ranges",
+        "_size",
+        "_txid_off",
+        "pos",
+        "txid",
+    )
 
-    def __init__(self, buf: memoryview, size: int, data_lo: int, log_start: int, area_end: int,
-                 txid_off: int, flush: Callable[[int, int], None], drain: Callable[[], None],
-                 persist: Callable[[int, int], None]) -> None:
+    def __init__(
+        self,
+        buf: memoryview,
+        size: int,
+        data_lo: int,
+        log_start: int,
+        area_end: int,
+        txid_off: int,
+        flush: Callable[[int, int], None],
+        drain: Callable[[], None],
+        persist: Callable[[int, int], None],
+    ) -> None:
         self._buf = buf
         self._size = size
         self._data_lo = data_lo
@@ -70,8 +92,10 @@ class PyUndoLog:
         if end > self._end:
             return 0
         buf = self._buf
-        old = buf[off:off + n]
-        _pack_header(buf, pos, crc32(old, crc32(_pack_fields(n, self.txid, off))), n, self.txid, off)
+        old = buf[off : off + n]
+        _pack_header(
+            buf, pos, crc32(old, crc32(_pack_fields(n, self.txid, off))), n, self.txid, off
+        )
         buf[body:end] = old
         self._persist(pos, end - pos)
         self.pos = (end + 7) & ~7
@@ -121,13 +145,22 @@ class PyUndoLog:
         self._buf = None
 
 
-def make_undo_log(media, *, size: int, data_lo: int, log_start: int, area_end: int,
-                  txid_off: int):
+def make_undo_log(media, *, size: int, data_lo: int, log_start: int, area_end: int, txid_off: int):
     """The fastest undo log this media allows (see the module docstring)."""
     native = media.native()
     if CUndoLog is not None and native is not None and not os.environ.get("BLIZZARD_PURE_PYTHON"):
         flush, drain, persist = native
-        return CUndoLog(media.buf, size, data_lo, log_start, area_end, txid_off,
-                        flush, drain, persist)
-    return PyUndoLog(media.buf, size, data_lo, log_start, area_end, txid_off,
-                     media.flush, media.drain, media.persist)
+        return CUndoLog(
+            media.buf, size, data_lo, log_start, area_end, txid_off, flush, drain, persist
+        )
+    return PyUndoLog(
+        media.buf,
+        size,
+        data_lo,
+        log_start,
+        area_end,
+        txid_off,
+        media.flush,
+        media.drain,
+        media.persist,
+    )

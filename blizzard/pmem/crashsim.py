@@ -43,7 +43,9 @@ class CrashSimMedia(Media):
 
     def __init__(self, size: int, *, image: bytes | None = None) -> None:
         if size <= 0 or size % _COMPARE_BLOCK:
-            raise InvalidSizeError(f"CrashSimMedia size must be a positive multiple of {_COMPARE_BLOCK}")
+            raise InvalidSizeError(
+                f"CrashSimMedia size must be a positive multiple of {_COMPARE_BLOCK}"
+            )
         self.size = size
         self._live = bytearray(image if image is not None else size)
         if len(self._live) != size:
@@ -65,7 +67,7 @@ class CrashSimMedia(Media):
     def flush(self, off: int, n: int) -> None:
         if n <= 0:
             return
-        assert 0 <= off and off + n <= self.size, (off, n)
+        assert off >= 0 and off + n <= self.size, (off, n)
         self.flushes += 1
         live = self._live
         pending = self._pending
@@ -73,7 +75,7 @@ class CrashSimMedia(Media):
         last = (off + n - 1) // LINE_SIZE
         for line in range(first, last + 1):
             start = line * LINE_SIZE
-            pending[line] = bytes(live[start:start + LINE_SIZE])
+            pending[line] = bytes(live[start : start + LINE_SIZE])
 
     def drain(self) -> None:
         self.fences += 1
@@ -82,7 +84,7 @@ class CrashSimMedia(Media):
         durable = self._durable
         for line, contents in self._pending.items():
             start = line * LINE_SIZE
-            durable[start:start + LINE_SIZE] = contents
+            durable[start : start + LINE_SIZE] = contents
         self._pending.clear()
 
     def close(self) -> None:
@@ -100,7 +102,7 @@ class CrashSimMedia(Media):
             if live[block:end] == durable[block:end]:
                 continue
             for start in range(block, end, LINE_SIZE):
-                if live[start:start + LINE_SIZE] != durable[start:start + LINE_SIZE]:
+                if live[start : start + LINE_SIZE] != durable[start : start + LINE_SIZE]:
                     lines.add(start // LINE_SIZE)
         return sorted(lines)
 
@@ -110,14 +112,14 @@ class CrashSimMedia(Media):
         live, pending = self._live, self._pending
         for line in self.unsettled_lines():
             start = line * LINE_SIZE
-            options = [bytes(image[start:start + LINE_SIZE])]
+            options = [bytes(image[start : start + LINE_SIZE])]
             if line in pending:
                 options.append(pending[line])
-            options.append(bytes(live[start:start + LINE_SIZE]))
+            options.append(bytes(live[start : start + LINE_SIZE]))
             pick = choose(line, len(options))
             if not 0 <= pick < len(options):
                 raise ValueError(f"chooser picked option {pick} of {len(options)} for line {line}")
-            image[start:start + LINE_SIZE] = options[pick]
+            image[start : start + LINE_SIZE] = options[pick]
         return bytes(image)
 
     def durable_image(self) -> bytes:

@@ -23,6 +23,7 @@ wrapper.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import mmap
@@ -97,13 +98,11 @@ class Media:
 
 
 def _release(view: memoryview | None) -> None:
+    # A slice handed out earlier may still be alive: the mapping is then
+    # freed when the last view is garbage-collected.
     if view is not None:
-        try:
+        with contextlib.suppress(BufferError):
             view.release()
-        except BufferError:
-            # A slice handed out earlier is still alive; the mapping is freed
-            # when the last view is garbage-collected.
-            pass
 
 
 class DramMedia(Media):
@@ -114,7 +113,9 @@ class DramMedia(Media):
 
     def __init__(self, size: int) -> None:
         if size <= 0 or size % PAGE_SIZE:
-            raise InvalidSizeError(f"DramMedia size must be a positive multiple of {PAGE_SIZE}, got {size}")
+            raise InvalidSizeError(
+                f"DramMedia size must be a positive multiple of {PAGE_SIZE}, got {size}"
+            )
         self._map = mmap.mmap(-1, size)
         self.buf = memoryview(self._map)
         self.size = size
@@ -136,10 +137,8 @@ class DramMedia(Media):
             return
         _release(self.buf)
         self.buf = None  # type: ignore[assignment]
-        try:
+        with contextlib.suppress(BufferError):
             self._map.close()
-        except BufferError:
-            pass
 
     @classmethod
     def from_bytes(cls, image: bytes) -> DramMedia:
@@ -170,8 +169,13 @@ class FileMedia(Media):
     second opener, in this process or another, gets :class:`PoolLockedError`.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, mode: DurabilityMode = "pmem",
-                 create_size: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        mode: DurabilityMode = "pmem",
+        create_size: int | None = None,
+    ) -> None:
         if mode not in DURABILITY_MODES:
             raise ValueError(f"durability mode must be one of {DURABILITY_MODES}, got {mode!r}")
         self.path = Path(path)
@@ -214,11 +218,14 @@ class FileMedia(Media):
         if create_size is not None:
             if create_size <= 0 or create_size % PAGE_SIZE:
                 raise InvalidSizeError(
-                    f"pool size must be a positive multiple of {PAGE_SIZE} bytes, got {create_size}")
+                    f"pool size must be a positive multiple of {PAGE_SIZE} bytes, got {create_size}"
+                )
             try:
                 return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
-                raise PoolExistsError(f"{self.path}: file exists; open it or remove it first") from None
+                raise PoolExistsError(
+                    f"{self.path}: file exists; open it or remove it first"
+                ) from None
         try:
             return os.open(self.path, os.O_RDWR)
         except FileNotFoundError:
@@ -232,7 +239,8 @@ class FileMedia(Media):
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise PoolLockedError(
-                    f"{self.path}: pool is already open (in this or another process)") from None
+                    f"{self.path}: pool is already open (in this or another process)"
+                ) from None
             raise
 
     def _bind_pmem(self, ffi, lib) -> None:
@@ -255,8 +263,9 @@ class FileMedia(Media):
         self.flush = flush  # type: ignore[method-assign]
         self.drain = pmem_drain  # type: ignore[method-assign]
         self.persist = persist  # type: ignore[method-assign]
-        self._native = tuple(int(ffi.cast("uintptr_t", f))
-                             for f in (pmem_flush, pmem_drain, pmem_persist))
+        self._native = tuple(
+            int(ffi.cast("uintptr_t", f)) for f in (pmem_flush, pmem_drain, pmem_persist)
+        )
         self.is_pmem = bool(lib.pmem_is_pmem(base, self.size)) if self.size else False
 
     def native(self) -> tuple[int, int, int] | None:
@@ -290,10 +299,8 @@ class FileMedia(Media):
         _release(self.buf)
         self.buf = None  # type: ignore[assignment]
         if self._map is not None:
-            try:
-                self._map.close()
-            except BufferError:
-                pass  # closed by the garbage collector with the last view
+            with contextlib.suppress(BufferError):
+                self._map.close()  # else closed by the garbage collector with the last view
         os.close(self._fd)  # also releases the flock
 
     def __repr__(self) -> str:
@@ -359,8 +366,13 @@ class RecordingMedia(MediaWrapper):
     Media does.
     """
 
-    def __init__(self, inner: Media, *, on_flush: Callable[[int, int], None] | None = None,
-                 on_drain: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        inner: Media,
+        *,
+        on_flush: Callable[[int, int], None] | None = None,
+        on_drain: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(inner)
         self.flushes = 0
         self.flushed_bytes = 0

@@ -67,12 +67,21 @@ class Pool:
         self.buf = media.buf
         self.size = 0
         self._closed = False
+        #: Called after a transaction rolled back (the outermost one: a nested
+        #: block that sees an exception must not trust the pool until then),
+        #: so volatile caches built on the pool can be rebuilt.
+        self.abort_hooks: list = []
         try:
             self._read_header(layout)
-            self._u64 = media.buf[:self.size].cast("Q")
+            self._u64 = media.buf[: self.size].cast("Q")
             self.recovered_entries = roll_back(self)
-            self._allocator = Allocator(self._u64, self.buf, table_off=self._table_off,
-                                        heap_off=self._heap_off, nchunks=self._nchunks)
+            self._allocator = Allocator(
+                self._u64,
+                self.buf,
+                table_off=self._table_off,
+                heap_off=self._heap_off,
+                nchunks=self._nchunks,
+            )
             self._free_stale_log_segments()
             self._directory = Directory(self.buf, self._dir_off, self._dir_entries)
             self._tx = Transaction(self)
@@ -84,8 +93,15 @@ class Pool:
     # -- creating and opening --------------------------------------------------------
 
     @classmethod
-    def create(cls, target: Target, size: int | None = None, *, layout: str = "blizzard",
-               mode: DurabilityMode = "pmem", log_size: int = L.LOG_SIZE_DEFAULT) -> Pool:
+    def create(
+        cls,
+        target: Target,
+        size: int | None = None,
+        *,
+        layout: str = "blizzard",
+        mode: DurabilityMode = "pmem",
+        log_size: int = L.LOG_SIZE_DEFAULT,
+    ) -> Pool:
         """Format a new pool of ``size`` bytes at a path (a new file) or in a Media.
 
         Raises :class:`PoolExistsError` if the file exists,
@@ -93,7 +109,9 @@ class Pool:
         """
         layout_raw = _layout_bytes(layout)
         if log_size < 4096 or log_size % 4096:
-            raise InvalidSizeError(f"log_size must be a multiple of 4096, at least 4096; got {log_size}")
+            raise InvalidSizeError(
+                f"log_size must be a multiple of 4096, at least 4096; got {log_size}"
+            )
         if isinstance(target, Media):
             media = target
             size = media.size if size is None else size
@@ -117,8 +135,9 @@ class Pool:
         return cls(media, _new=True, layout=layout)
 
     @classmethod
-    def open(cls, target: Target, *, layout: str | None = None,
-             mode: DurabilityMode = "pmem") -> Pool:
+    def open(
+        cls, target: Target, *, layout: str | None = None, mode: DurabilityMode = "pmem"
+    ) -> Pool:
         """Open an existing pool, recovering from an interrupted transaction.
 
         ``layout``, when given, must match the one the pool was created with.
@@ -131,33 +150,64 @@ class Pool:
         where = getattr(media, "path", None) or repr(media)
         buf = media.buf
         if media.size < L.HEADER_SIZE:
-            if media.size >= len(L.MAGIC) and bytes(buf[:len(L.MAGIC)]) == L.MAGIC:
-                raise PoolTruncatedError(f"{where}: truncated to {media.size} bytes, inside the header")
+            if media.size >= len(L.MAGIC) and bytes(buf[: len(L.MAGIC)]) == L.MAGIC:
+                raise PoolTruncatedError(
+                    f"{where}: truncated to {media.size} bytes, inside the header"
+                )
             raise NotAPoolError(f"{where}: not a Blizzard pool ({media.size} bytes, too small)")
         fields = L.HEADER.unpack_from(buf, 0)
-        (magic, version, checksum, raw_uuid, size, log_off, log_size, dir_off, dir_entries,
-         table_off, heap_off, nchunks, chunk_size, raw_layout, created) = fields
+        (
+            magic,
+            version,
+            checksum,
+            raw_uuid,
+            size,
+            log_off,
+            log_size,
+            dir_off,
+            dir_entries,
+            table_off,
+            heap_off,
+            nchunks,
+            chunk_size,
+            raw_layout,
+            created,
+        ) = fields
         if magic != L.MAGIC:
             raise NotAPoolError(f"{where}: not a Blizzard pool (bad magic {magic!r})")
         if version != L.FORMAT_VERSION:
             raise PoolVersionError(
-                f"{where}: pool format version {version}; this release reads version {L.FORMAT_VERSION}")
-        header = bytearray(buf[:L.HEADER_USED])
-        header[L.CRC_OFFSET:L.CRC_OFFSET + 4] = bytes(4)
+                f"{where}: pool format version {version}; "
+                f"this release reads version {L.FORMAT_VERSION}"
+            )
+        header = bytearray(buf[: L.HEADER_USED])
+        header[L.CRC_OFFSET : L.CRC_OFFSET + 4] = bytes(4)
         if crc32(header) != checksum:
             raise PoolCorruptError(f"{where}: header checksum mismatch: the header is corrupt")
         if media.size < size:
             raise PoolTruncatedError(
-                f"{where}: truncated: {media.size} bytes, but the pool is {size} bytes")
+                f"{where}: truncated: {media.size} bytes, but the pool is {size} bytes"
+            )
         expect = L.plan(size, log_size)
-        if (chunk_size != L.CHUNK_SIZE or (log_off, dir_off, dir_entries, table_off, heap_off, nchunks)
-                != (expect["log_off"], expect["dir_off"], expect["dir_entries"], expect["table_off"],
-                    expect["heap_off"], expect["nchunks"])):
+        if chunk_size != L.CHUNK_SIZE or (
+            log_off,
+            dir_off,
+            dir_entries,
+            table_off,
+            heap_off,
+            nchunks,
+        ) != (
+            expect["log_off"],
+            expect["dir_off"],
+            expect["dir_entries"],
+            expect["table_off"],
+            expect["heap_off"],
+            expect["nchunks"],
+        ):
             raise PoolCorruptError(f"{where}: header regions are inconsistent with the pool size")
         self.layout = raw_layout.rstrip(b"\0").decode("utf-8", "replace")
         if layout is not None and layout != self.layout:
-            raise PoolLayoutError(
-                f"{where}: pool has layout {self.layout!r}, expected {layout!r}")
+            raise PoolLayoutError(f"{where}: pool has layout {self.layout!r}, expected {layout!r}")
         self.uuid = uuidlib.UUID(bytes=raw_uuid)
         self.created_ns = created
         self.size = size
@@ -196,6 +246,8 @@ class Pool:
         self._free_stale_log_segments()
         self._directory.reload()
         self._tx._reset()
+        for hook in list(self.abort_hooks):
+            hook()
 
     # -- roots ---------------------------------------------------------------------------
 
@@ -216,7 +268,7 @@ class Pool:
         self._check_open()
         if off < 0 or n < 0 or off + n > self.size:
             raise ValueError(f"range [{off}, {off + n}) is outside the pool")
-        return bytes(self.buf[off:off + n])
+        return bytes(self.buf[off : off + n])
 
     def usable_size(self, off: int) -> int:
         """Bytes usable in the allocated block at ``off``."""
@@ -238,9 +290,9 @@ class Pool:
     def check(self) -> None:
         """Verify header, allocator and directory; raise PoolCorruptError if broken."""
         self._check_open()
-        header = bytearray(self.buf[:L.HEADER_USED])
-        checksum = int.from_bytes(header[L.CRC_OFFSET:L.CRC_OFFSET + 4], "little")
-        header[L.CRC_OFFSET:L.CRC_OFFSET + 4] = bytes(4)
+        header = bytearray(self.buf[: L.HEADER_USED])
+        checksum = int.from_bytes(header[L.CRC_OFFSET : L.CRC_OFFSET + 4], "little")
+        header[L.CRC_OFFSET : L.CRC_OFFSET + 4] = bytes(4)
         if crc32(header) != checksum:
             raise PoolCorruptError("header checksum mismatch")
         if not self._tx.active and live_entries(self):
@@ -295,40 +347,60 @@ class Pool:
 def _layout_bytes(layout: str) -> bytes:
     raw = layout.encode("utf-8")
     if not raw or len(raw) > L.LAYOUT_BYTES_MAX:
-        raise ValueError(f"layout name must be 1 to {L.LAYOUT_BYTES_MAX} UTF-8 bytes, got {layout!r}")
+        raise ValueError(
+            f"layout name must be 1 to {L.LAYOUT_BYTES_MAX} UTF-8 bytes, got {layout!r}"
+        )
     return raw
 
 
 def _check_size(size: int) -> None:
     if size < L.POOL_SIZE_MIN or size % 4096:
         raise InvalidSizeError(
-            f"pool size must be a multiple of 4096 and at least {L.POOL_SIZE_MIN} bytes, got {size}")
+            f"pool size must be a multiple of 4096 and at least {L.POOL_SIZE_MIN} bytes, got {size}"
+        )
 
 
 def _check_plan(size: int, log_size: int) -> None:
     if L.plan(size, log_size)["nchunks"] < 1:
         raise InvalidSizeError(
-            f"a {size}-byte pool leaves no room for a heap after a {log_size}-byte log")
+            f"a {size}-byte pool leaves no room for a heap after a {log_size}-byte log"
+        )
 
 
 def _format(media: Media, size: int, layout: bytes, log_size: int) -> None:
     """Write a fresh pool; the magic is persisted last, so a crash leaves no pool."""
     p = L.plan(size, log_size)
     buf = media.buf
-    buf[:p["heap_off"]] = bytes(p["heap_off"])
+    buf[: p["heap_off"]] = bytes(p["heap_off"])
     # log header: txid 1, no overflow segment
-    buf[p["log_off"]:p["log_off"] + 8] = (1).to_bytes(8, "little")
+    buf[p["log_off"] : p["log_off"] + 8] = (1).to_bytes(8, "little")
     table = p["table_off"]
     if p["nchunks"]:
-        buf[table:table + 8] = L.chunk_word(L.KIND_FREE, p["nchunks"]).to_bytes(8, "little")
+        buf[table : table + 8] = L.chunk_word(L.KIND_FREE, p["nchunks"]).to_bytes(8, "little")
     media.persist(L.HEADER_SIZE, p["heap_off"] - L.HEADER_SIZE)
     header = bytearray(L.HEADER_USED)
-    L.HEADER.pack_into(header, 0, b"\0" * 8, L.FORMAT_VERSION, 0, uuidlib.uuid4().bytes, size,
-                       p["log_off"], p["log_size"], p["dir_off"], p["dir_entries"], table,
-                       p["heap_off"], p["nchunks"], L.CHUNK_SIZE, layout, time.time_ns())
+    L.HEADER.pack_into(
+        header,
+        0,
+        b"\0" * 8,
+        L.FORMAT_VERSION,
+        0,
+        uuidlib.uuid4().bytes,
+        size,
+        p["log_off"],
+        p["log_size"],
+        p["dir_off"],
+        p["dir_entries"],
+        table,
+        p["heap_off"],
+        p["nchunks"],
+        L.CHUNK_SIZE,
+        layout,
+        time.time_ns(),
+    )
     header[:8] = L.MAGIC
-    header[L.CRC_OFFSET:L.CRC_OFFSET + 4] = crc32(header).to_bytes(4, "little")
-    buf[8:L.HEADER_USED] = header[8:]
+    header[L.CRC_OFFSET : L.CRC_OFFSET + 4] = crc32(header).to_bytes(4, "little")
+    buf[8 : L.HEADER_USED] = header[8:]
     media.persist(0, L.HEADER_SIZE)
     buf[:8] = L.MAGIC
     media.persist(0, 8)

@@ -25,11 +25,12 @@ Persistent layout (root ``blizzard.sessions``, tag ``sessions``), version 1::
 
 from __future__ import annotations
 
+import builtins
 import struct
 from typing import Any, NamedTuple
 
 from blizzard import exceptions
-from blizzard.exceptions import BlizzardError
+from blizzard.exceptions import BlizzardError, PoolFullError
 from blizzard.pmem import Pool
 from blizzard.replication.base import StateMachine
 
@@ -83,7 +84,9 @@ def encode_result(value: Any) -> tuple[int, bytes]:
     if isinstance(value, str):
         return _STR, value.encode("utf-8")
     if isinstance(value, BaseException):
-        return _ERROR, f"{type(value).__name__}\0{value}".encode("utf-8", "replace")
+        args = value.args
+        message = args[0] if len(args) == 1 and isinstance(args[0], str) else str(value)
+        return _ERROR, f"{type(value).__name__}\0{message}".encode("utf-8", "replace")
     raise TypeError(f"cannot record a result of type {type(value).__name__}")
 
 
@@ -100,7 +103,7 @@ def decode_result(kind: int, data: bytes) -> Any:
         return data.decode("utf-8")
     if kind == _ERROR:
         name, _, message = data.decode("utf-8", "replace").partition("\0")
-        cls = getattr(exceptions, name, None)
+        cls = getattr(exceptions, name, None) or getattr(builtins, name, None)
         if not (isinstance(cls, type) and issubclass(cls, BaseException)):
             cls = BlizzardError
         return cls(message)
@@ -224,19 +227,45 @@ class SessionStateMachine:
                 owners.append((position, client, seq))
             fresh.append((index, data[ENVELOPE.size:]))
             fresh_at.append(position)
-        with self._pool.transaction() as tx:
-            inner_results = self._inner.apply(fresh) if fresh else []
-            for position, result in zip(fresh_at, inner_results, strict=True):
-                results[position] = result
-            for position, client, seq in owners:
-                if latest[client][0] == seq:
-                    self._record(tx, client, seq, results[position])
-            tx.write(self._off + 8, batch[-1][0].to_bytes(8, "little"))
+        try:
+            with self._pool.transaction() as tx:
+                inner_results = self._inner.apply(fresh) if fresh else []
+                for position, result in zip(fresh_at, inner_results, strict=True):
+                    results[position] = result
+                for position, client, seq in owners:
+                    if latest[client][0] == seq:
+                        self._record(tx, client, seq, results[position])
+                tx.write(self._off + 8, batch[-1][0].to_bytes(8, "little"))
+        except PoolFullError:
+            # The batch rolled back whole. Apply its Ops one at a time, so only
+            # the ones that do not fit fail -- the same ones on every replica,
+            # since replicas apply the same Ops to pools of the same size.
+            self._apply_one_by_one(batch, results, fresh, fresh_at, owners, latest)
         self._applied = batch[-1][0]
         for position, result in enumerate(results):
             if type(result) is _Duplicate:
                 results[position] = self._duplicate(result, results)
         return results
+
+    def _apply_one_by_one(self, batch, results, fresh, fresh_at, owners, latest) -> None:
+        owner_of = {position: (client, seq) for position, client, seq in owners}
+        for (index, op), position in zip(fresh, fresh_at, strict=True):
+            try:
+                with self._pool.transaction() as tx:
+                    result = self._inner.apply([(index, op)])[0]
+                    self._finish_entry(tx, index, position, result, owner_of, latest, results)
+            except PoolFullError as exc:
+                with self._pool.transaction() as tx:
+                    self._finish_entry(tx, index, position, exc, owner_of, latest, results)
+        with self._pool.transaction() as tx:
+            tx.write(self._off + 8, batch[-1][0].to_bytes(8, "little"))
+
+    def _finish_entry(self, tx, index, position, result, owner_of, latest, results) -> None:
+        results[position] = result
+        owner = owner_of.get(position)
+        if owner is not None and latest[owner[0]][0] == owner[1]:
+            self._record(tx, owner[0], owner[1], result)
+        tx.write(self._off + 8, index.to_bytes(8, "little"))
 
     def _duplicate(self, dup: _Duplicate, results: list[Any]) -> Any:
         if dup.same_batch is not None:
@@ -288,6 +317,8 @@ class SessionStateMachine:
             kind, data = encode_result(result)
         except TypeError:
             kind, data = _NONE, b""
+        if kind == _ERROR:
+            data = data[:INLINE_MAX]  # inline: recording a failure must not allocate
         if len(data) <= INLINE_MAX:
             inline = data
         else:

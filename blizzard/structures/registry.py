@@ -89,6 +89,8 @@ class Registry:
         self.pool = pool
         self.buf = pool.buf
         self._transaction = pool.transaction
+        # rebuild caches once the outermost transaction has really rolled back
+        pool.abort_hooks.append(self._after_abort)
         self.txgen = 0  # bumped per transaction: cores undo-log their header once per batch
         root = pool.root(REGISTRY_ROOT)
         if root is None:

@@ -17,8 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from blizzard.exceptions import PoolFullError
-from blizzard.pmem import DramMedia, Pool
-from blizzard.pmem import _undolog
+from blizzard.pmem import DramMedia, Pool, _undolog
 
 needs_c = pytest.mark.skipif(
     _undolog.CUndoLog is None and not os.environ.get("CI"),

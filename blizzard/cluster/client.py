@@ -41,7 +41,15 @@ from pathlib import Path
 from typing import Any
 
 from blizzard.cluster import protocol as proto
-from blizzard.cluster.protocol import Kind, ReadKind, RemoteError, Request, Response, Status
+from blizzard.cluster.protocol import (
+    Kind,
+    NoSuchStructureError,
+    ReadKind,
+    RemoteError,
+    Request,
+    Response,
+    Status,
+)
 from blizzard.exceptions import BlizzardError, Empty
 from blizzard.structures import ops
 from blizzard.structures.codecs import CodecLike, get_codec
@@ -349,6 +357,11 @@ class Client:
         """Structure name -> kind, on the node answering."""
         return proto.decode_json(self.read(ReadKind.NAMES, "", stale=stale))
 
+    def info(self, name: str, *, stale: bool = False) -> dict[str, Any]:
+        """Kind, codecs and item count of structure ``name``
+        (:class:`NoSuchStructureError` if there is none)."""
+        return proto.decode_json(self.read(ReadKind.INFO, name, stale=stale))
+
     def status(self) -> dict[int | str, dict[str, Any]]:
         """Every node's status, by node id (or by address if it did not answer)."""
         statuses: dict[int | str, dict[str, Any]] = {}
@@ -408,6 +421,15 @@ class _Remote:
         self.client = client
         self.name = name
         self.stale = stale
+        if key_codec is None or value_codec is None:
+            # Reopening needs no codecs: take the ones it was created with.
+            try:
+                info = client.info(name, stale=stale)
+            except NoSuchStructureError:
+                info = None
+            if info is not None and info["kind"] == tag.decode():
+                key_codec = key_codec if key_codec is not None else info["key_codec"]
+                value_codec = value_codec if value_codec is not None else info["value_codec"]
         self.key_codec = get_codec(key_codec if key_codec is not None else "bytes")
         self.value_codec = get_codec(value_codec if value_codec is not None else "bytes")
         self._encoder = ops.Encoder(name)

@@ -106,6 +106,7 @@ class ReadKind(enum.IntEnum):
     QUEUE_ITEMS = 8  # args: cursor u64 (items to skip), limit u32; a page of values
     CHECK = 9  # no name needed: run every structure's and the pool's check(); result: True
     NAMES = 10  # result: JSON list of the structures' names and kinds
+    INFO = 11  # result: JSON {kind, key_codec, value_codec, count} of one structure
 
 
 PAGED = frozenset({ReadKind.MAP_ITEMS, ReadKind.MAP_KEYS, ReadKind.QUEUE_ITEMS})

@@ -259,6 +259,12 @@ class ClientServer:
         if kind == ReadKind.NAMES:
             return proto.encode_json({n: self.registry.core(n).tag.decode()
                                       for n in self.registry.names()})
+        if kind == ReadKind.INFO:
+            core = self.registry.core(name)
+            if core is None:
+                raise NoSuchStructureError(f"no structure named {name!r} on node {self.node_id}")
+            return proto.encode_json({"kind": core.tag.decode(), "key_codec": core.key_codec,
+                                      "value_codec": core.value_codec, "count": core.count})
         if kind in (ReadKind.MAP_GET, ReadKind.MAP_CONTAINS, ReadKind.MAP_LEN,
                     ReadKind.MAP_ITEMS, ReadKind.MAP_KEYS):
             core = self._core(name, _hashcore.TAG)

@@ -284,6 +284,12 @@ def test_the_map_and_queue_proxies(node):
             jobs.get()
         with pytest.raises(Empty):
             jobs.get(block=True, timeout=0.05)
+        again = client.hashmap("users")  # reopening needs no codecs
+        again["grace"] = 1906
+        assert again["grace"] == 1906 and again.key_codec.name == "str"
+        assert client.info("users") == {"kind": "phashmap", "key_codec": "str",
+                                        "value_codec": "int", "count": 1}
+        assert client.queue("jobs").value_codec.name == "str"
         names = client.names()
         assert names["users"] == "phashmap" and names["jobs"] == "pqueue"
         from blizzard.exceptions import StructureKindError

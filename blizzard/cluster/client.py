@@ -305,7 +305,8 @@ class Client:
                     conn.send(b"".join(out))
                 response = conn.recv()
             except (OSError, proto.ProtocolError):
-                resend = list(in_flight.values())
+                # Keep what was waiting to be resent too: the reconnect itself may fail.
+                resend = [*resend, *in_flight.values()]
                 in_flight.clear()
                 self._drop(local)
             else:

@@ -227,7 +227,8 @@ class Load:
         self.seed = seed
         self.threads = [threading.Thread(target=self._guard, args=(fn, i), daemon=True)
                         for i, fn in enumerate((self._writer, self._writer, self._register,
-                                                self._register, self._producer, self._consumer))]
+                                                self._register, self._producer, self._consumer,
+                                                self._pipelined))]
 
     def __enter__(self) -> Load:
         for t in self.threads:
@@ -260,6 +261,17 @@ class Load:
             with self.lock:
                 self.acked[key] = value
             n += 1
+
+    def _pipelined(self, client: Client, i: int) -> None:
+        """Batches of puts through ``update`` (many in flight on one socket)."""
+        kv = client.hashmap("kv")
+        n = 0
+        while not self.stop.is_set():
+            batch = {b"p%d-%d" % (i, n + j): b"w%d" % (n + j) for j in range(20)}
+            kv.update(batch)
+            with self.lock:
+                self.acked.update(batch)
+            n += 20
 
     def _register(self, client: Client, i: int) -> None:
         kv = client.hashmap("kv")

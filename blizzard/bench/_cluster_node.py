@@ -6,7 +6,7 @@ and then answers one JSON line on stdout per command line on stdin:
 
 ``status``                the node's Raft status (role, leader, indexes);
 ``load N WINDOW PREFIX [STALL]``  N puts of 16-byte keys (``PREFIX`` + a
-                          counter) and 64-byte values, through ``submit_async``
+                          counter) and 64-byte values, through ``submit_callback``
                           with at most WINDOW requests in flight; returns ops
                           and seconds (stops if nothing completes for STALL s);
 ``latency N PREFIX [S]``  N synchronous puts one after another (at most S
@@ -230,16 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         keys = [make_key(prefix, i) for i in range(count)]
         put = Encoder(MAP_NAME).two
         code = int(OpCode.MAP_PUT)
-        submit = rep.submit_async
+        submit = rep.submit_callback  # like PySyncObj's callback=: no future per request
 
         def start(i: int, done: Callable[[Any], None]) -> None:
-            def finished(f) -> None:
-                exc = f.exception()
-                if exc is None and isinstance(f.result(), BaseException):
-                    exc = f.result()
-                done(exc)
+            def finished(result: Any, error: Any) -> None:
+                done(error if error is not None or not isinstance(result, BaseException)
+                     else result)
 
-            submit(put(code, keys[i], VALUE)).add_done_callback(finished)
+            submit(put(code, keys[i], VALUE), finished)
 
         t = time.process_time()
         result = windowed(count, int(window), start, float(stall_s))

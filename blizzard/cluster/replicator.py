@@ -194,6 +194,16 @@ class RaftReplicator(Replicator):
         self._enqueue(op, deliver)
         return future
 
+    def submit_callback(self, op: bytes, callback) -> None:
+        """Replicate ``op``; ``callback(result, error)`` runs on the node's thread
+        once it is applied here (``error`` None) or has failed.
+
+        The cheapest form for many requests in flight (no future per request,
+        as PySyncObj's ``callback=``); the callback must be quick and must not
+        block, it runs on the node's loop.
+        """
+        self._enqueue(op, callback)
+
     def submit(self, op: bytes) -> Any:
         """Replicate ``op`` and return its result (raising it if it is an exception)."""
         waiter = threading.Lock()

@@ -198,3 +198,32 @@ def test_reads_on_another_thread_while_the_node_applies(cluster_config):
     finally:
         for rep in reps.values():
             rep.stop()
+
+
+def test_submit_callback_reports_results_and_errors(cluster_config):
+    """The callback form delivers each Op's result, or its error, once."""
+    import threading
+
+    from blizzard.structures import ops
+
+    reps = {i: RaftReplicator(cluster_config, i, seed=i) for i in (1, 2, 3)}
+    try:
+        rep = reps[reps[1].wait_for_leader()]
+        PQueue(rep.pool, "q", replicator=rep).put(b"only")
+        got: list = []
+        done = threading.Event()
+
+        def callback(result, error):
+            got.append((result, error))
+            if len(got) == 2:
+                done.set()
+
+        get = ops.encode(ops.Op("q", ops.OpCode.QUEUE_GET, ()))
+        rep.submit_callback(get, callback)
+        rep.submit_callback(get, callback)
+        assert done.wait(30)
+        assert got[0] == (b"only", None)
+        assert got[1][1] is None and got[1][0] is None  # an empty queue's get yields None
+    finally:
+        for r in reps.values():
+            r.stop()

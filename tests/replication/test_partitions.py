@@ -1,0 +1,165 @@
+"""Raft nodes over real TCP through fault-injecting proxies: partitions
+(symmetric and asymmetric) and slow links. Acknowledged writes survive,
+the minority side cannot commit, and everything converges after healing."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+
+from blizzard.pmem import DramMedia, Pool
+from blizzard.replication.node import RaftNode
+from blizzard.replication.raft.messages import ConfState
+from blizzard.replication.raft.pmem_storage import PmemStorage
+from blizzard.replication.sessions import SessionStateMachine, wrap
+from blizzard.replication.transport.tcp import TcpTransport
+from blizzard.structures import PHashMap, ops, registry_for
+
+from .faultproxy import LinkProxy
+
+IDS = (1, 2, 3)
+_seq = itertools.count(1)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """Three nodes; node a reaches node b only through ``links[a, b]``."""
+
+    async def start(self) -> None:
+        listen = {i: ("127.0.0.1", _port()) for i in IDS}
+        self.links = {(a, b): LinkProxy(listen[b]) for a in IDS for b in IDS if a != b}
+        via = {key: await proxy.start() for key, proxy in self.links.items()}
+        self.nodes, self.pools = {}, {}
+        for i in IDS:
+            data, log = Pool.create(DramMedia(16 << 20)), Pool.create(DramMedia(16 << 20))
+            PHashMap(data, "m")  # the same structure everywhere, created locally (index 1)
+            transport = TcpTransport(i, listen, seed=i)
+            for j in IDS:
+                if j != i:
+                    transport.set_peer_address(j, via[i, j])
+            node = RaftNode(i, storage=PmemStorage(log, conf_state=ConfState(IDS)),
+                            state_machine=SessionStateMachine(registry_for(data), data),
+                            transport=transport, tick_s=0.01, election_tick=20, seed=i)
+            await node.start()
+            self.nodes[i], self.pools[i] = node, data
+
+    async def stop(self) -> None:
+        for node in self.nodes.values():
+            await node.stop()
+        for proxy in self.links.values():
+            await proxy.stop()
+
+    def isolate(self, node: int, *, inbound: bool = True, outbound: bool = True) -> None:
+        for (a, b), proxy in self.links.items():
+            if (outbound and a == node) or (inbound and b == node):
+                proxy.set_cut(True)
+
+    def heal(self) -> None:
+        for proxy in self.links.values():
+            proxy.set_cut(False)
+            proxy.delay_s = 0.0
+
+    async def leader(self, among=IDS, not_=0, timeout=10.0) -> int:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            roles = {i: self.nodes[i].status() for i in among}
+            leaders = [i for i, s in roles.items() if s["role"] == "leader" and i != not_]
+            if len(leaders) == 1:
+                return leaders[0]
+            assert asyncio.get_running_loop().time() < deadline, f"no leader among {among}"
+            await asyncio.sleep(0.02)
+
+    async def put(self, node: int, key: bytes, timeout: float = 5.0) -> bool:
+        """True if acknowledged within ``timeout``."""
+        op = ops.encode(ops.Op("m", ops.OpCode.MAP_PUT, (key, b"v")))
+        future = self.nodes[node].propose(wrap(4242, next(_seq), op))
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+            return True
+        except Exception:  # timed out, or dropped for want of a leader
+            return False
+
+    async def converge(self, timeout: float = 15.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            applied = {i: n.status()["applied"] for i, n in self.nodes.items()}
+            commits = {i: n.status()["commit"] for i, n in self.nodes.items()}
+            if len(set(applied.values())) == 1 and len(set(commits.values())) == 1:
+                return
+            assert asyncio.get_running_loop().time() < deadline, (applied, commits)
+            await asyncio.sleep(0.05)
+
+    def contents(self, node: int) -> dict:
+        return dict(PHashMap(self.pools[node], "m").items())
+
+
+def test_isolated_leader_cannot_commit_and_the_majority_goes_on():
+    async def main():
+        c = Cluster()
+        await c.start()
+        try:
+            old = await c.leader()
+            assert await c.put(old, b"before")
+            c.isolate(old)
+            new = await c.leader(among=[i for i in IDS if i != old])
+            assert not await c.put(old, b"lost?", timeout=1.0)  # no quorum behind it
+            acked = [k for k in (b"a", b"b", b"c") if await c.put(new, k)]
+            assert acked == [b"a", b"b", b"c"]
+            c.heal()
+            await c.converge()
+            for i in IDS:
+                contents = c.contents(i)
+                assert {b"before", b"a", b"b", b"c"} <= set(contents)
+                c.pools[i].check()
+            assert c.contents(1) == c.contents(2) == c.contents(3)
+        finally:
+            await c.stop()
+    asyncio.run(main())
+
+
+def test_a_leader_that_cannot_hear_its_followers_steps_down():
+    """Asymmetric partition: the leader's messages go out, replies never come
+    back. Check-quorum makes it step down; a node that can hear wins."""
+    async def main():
+        c = Cluster()
+        await c.start()
+        try:
+            old = await c.leader()
+            c.isolate(old, inbound=True, outbound=False)
+            new = await c.leader(not_=old, timeout=15.0)
+            assert new != old
+            assert await c.put(new, b"after")
+            c.heal()
+            await c.converge()
+            assert c.contents(1) == c.contents(2) == c.contents(3)
+            assert b"after" in c.contents(old)
+        finally:
+            await c.stop()
+    asyncio.run(main())
+
+
+def test_a_slow_link_delays_but_loses_nothing():
+    async def main():
+        c = Cluster()
+        await c.start()
+        try:
+            leader = await c.leader()
+            slow = next(i for i in IDS if i != leader)
+            c.links[leader, slow].delay_s = 0.05
+            c.links[slow, leader].delay_s = 0.05
+            results = await asyncio.gather(*(c.put(leader, b"k%d" % i, timeout=10)
+                                             for i in range(50)))
+            assert all(results)
+            c.heal()
+            await c.converge()
+            assert len(c.contents(slow)) == 50
+            assert c.contents(1) == c.contents(2) == c.contents(3)
+        finally:
+            await c.stop()
+    asyncio.run(main())

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -82,33 +81,13 @@ def structures_section(directory: Path, mode: str) -> None:
               "and checked")
 
 
-def _free_base_port(n: int) -> int:
-    for _ in range(50):
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        base = probe.getsockname()[1]
-        probe.close()
-        socks = []
-        try:
-            for port in range(base, base + n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", port))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
-
-
 def replicated_section(directory: Path, writes: int, mode: str) -> None:
     from blizzard.cluster.config import local_cluster
+    from blizzard.cluster.ports import port_block
     from blizzard.cluster.replicator import RaftReplicator
     from blizzard.structures import PHashMap
 
-    config = local_cluster(3, directory / "cluster", base_port=_free_base_port(6),
+    config = local_cluster(3, directory / "cluster", base_port=port_block(6),
                            pool_size="32M", log_pool_size="32M", durability=mode)
     nodes = {i: RaftReplicator(config, i) for i in (1, 2, 3)}
     try:

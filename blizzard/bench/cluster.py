@@ -38,7 +38,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,7 @@ from typing import Any
 import blizzard
 from blizzard.bench import _report
 from blizzard.bench._cluster_node import MAP_NAME, VALUE, make_key, summarize
+from blizzard.cluster.ports import port_block
 
 SYSTEMS = ("blizzard-leader", "blizzard-follower", "blizzard-local", "pysyncobj",
            "pysyncobj-nobatch", "pysyncobj-nocompact")
@@ -215,27 +215,11 @@ class NodeProcess:
 
 
 def free_port_block(n: int) -> int:
-    """A base port with ``n`` free consecutive ports from it (best effort)."""
-    for _ in range(100):
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        base = probe.getsockname()[1]
-        probe.close()
-        if base + n >= 65535:
-            continue
-        socks = []
-        try:
-            for port in range(base, base + n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", port))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RunError("no block of free ports on 127.0.0.1")
+    """A base port with ``n`` free consecutive ports (see ``blizzard.cluster.ports``)."""
+    try:
+        return port_block(n)
+    except OSError as exc:
+        raise RunError(str(exc)) from None
 
 
 def _wait(predicate, timeout: float, what: str) -> Any:

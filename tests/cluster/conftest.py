@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from blizzard.cluster.config import local_cluster
+from blizzard.cluster.ports import port_block
 
 
 def free_port_block(n: int) -> int:
-    """A base port with ``n`` free consecutive ports after it (best effort)."""
-    for _ in range(50):
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        base = probe.getsockname()[1]
-        probe.close()
-        if base + n >= 65535:
-            continue
-        socks = []
-        try:
-            for port in range(base, base + n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", port))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no block of free ports")
+    return port_block(n)
 
 
 @pytest.fixture

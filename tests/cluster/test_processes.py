@@ -12,7 +12,6 @@ import math
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -24,41 +23,15 @@ import pytest
 from blizzard.client import Client, connect
 from blizzard.cluster import config as configmod
 from blizzard.cluster import protocol
+from blizzard.cluster.ports import port_block
 from blizzard.cluster.protocol import Kind
 from blizzard.cluster.server import start_node
 from blizzard.exceptions import BlizzardError, Empty
 from blizzard.replication.linearizability import GET, PUT, Operation, check_history
 from blizzard.structures import ops
 from blizzard.structures.ops import OpCode
-from tests.cluster.conftest import free_port_block
 
 SNAPSHOT_ENTRIES = 200
-
-
-def port_block(n: int) -> int:
-    """A base port with ``n`` free ports, *below* the ephemeral range: a node
-    restarted on its ports must not find one taken by some outgoing connection
-    (which ``free_port_block``'s ports, from the ephemeral range, may be)."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.Random()
-    for _ in range(100):
-        base = rng.randrange(10_000, max(10_001, low - n))
-        socks = []
-        try:
-            for port in range(base, base + n):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    return free_port_block(n)
 
 
 class ProcessCluster:

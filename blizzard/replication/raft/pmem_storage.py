@@ -72,10 +72,8 @@ from blizzard.replication.raft.messages import (
     SnapshotMeta,
 )
 from blizzard.replication.raft.storage import (
-    CompactedError,
+    EntryListReads,
     SnapshotOutOfDateError,
-    UnavailableError,
-    limit_size,
 )
 
 __all__ = ["PmemStorage"]
@@ -100,7 +98,7 @@ class LogCorruptError(PoolCorruptError):
     """The Raft log's root block is not one this code wrote."""
 
 
-class PmemStorage:
+class PmemStorage(EntryListReads):
     """A Raft ``Storage`` whose stable state lives in a pmem pool.
 
     Entries are also kept as Python objects (the core reads them often);
@@ -216,31 +214,6 @@ class PmemStorage:
 
     def hard_state(self) -> HardState:
         return self._hard_state
-
-    def first_index(self) -> int:
-        return self._entries[0].index + 1
-
-    def last_index(self) -> int:
-        return self._entries[0].index + len(self._entries) - 1
-
-    def term(self, index: int) -> int:
-        entries = self._entries
-        offset = entries[0].index
-        if index < offset:
-            raise CompactedError(index)
-        if index - offset >= len(entries):
-            raise UnavailableError(index)
-        return entries[index - offset].term
-
-    def entries(self, lo: int, hi: int, bytes_max: int | None = None) -> list[Entry]:
-        entries = self._entries
-        offset = entries[0].index
-        if lo <= offset:
-            raise CompactedError(lo)
-        if hi > offset + len(entries):
-            raise UnavailableError(hi)
-        found = entries[lo - offset:hi - offset]
-        return limit_size(found, bytes_max) if bytes_max is not None else found
 
     def snapshot(self) -> Snapshot:
         return self._snapshot

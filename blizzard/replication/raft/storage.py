@@ -28,6 +28,7 @@ from blizzard.replication.raft.messages import (
 
 __all__ = [
     "CompactedError",
+    "EntryListReads",
     "MemoryStorage",
     "SnapshotOutOfDateError",
     "Storage",
@@ -77,25 +78,12 @@ class Storage(Protocol):
         ...
 
 
-class MemoryStorage:
-    """A ``Storage`` in a Python list; also the model for crash simulation.
+class EntryListReads:
+    """The read half of ``Storage`` over ``self._entries``: a list whose item 0
+    is a dummy holding the snapshot's index and term (see the module docstring).
+    Shared by ``MemoryStorage`` and the pmem log, which keeps the same list."""
 
-    Whatever the driver has written here is, by definition, what survived:
-    a simulated crash keeps this object and discards the core.
-    """
-
-    def __init__(self, conf_state: ConfState | None = None) -> None:
-        self._hard_state = HardState()
-        self._snapshot = Snapshot(SnapshotMeta(0, 0, conf_state or ConfState()), b"")
-        self._entries: list[Entry] = [Entry(0, 0)]
-
-    # --- reads -------------------------------------------------------------
-
-    def initial_state(self) -> tuple[HardState, ConfState]:
-        return self._hard_state, self._snapshot.meta.conf_state
-
-    def hard_state(self) -> HardState:
-        return self._hard_state
+    _entries: list[Entry]
 
     def first_index(self) -> int:
         return self._entries[0].index + 1
@@ -123,6 +111,27 @@ class MemoryStorage:
         if bytes_max is not None:
             found = limit_size(found, bytes_max)
         return found
+
+
+class MemoryStorage(EntryListReads):
+    """A ``Storage`` in a Python list; also the model for crash simulation.
+
+    Whatever the driver has written here is, by definition, what survived:
+    a simulated crash keeps this object and discards the core.
+    """
+
+    def __init__(self, conf_state: ConfState | None = None) -> None:
+        self._hard_state = HardState()
+        self._snapshot = Snapshot(SnapshotMeta(0, 0, conf_state or ConfState()), b"")
+        self._entries: list[Entry] = [Entry(0, 0)]
+
+    # --- reads -------------------------------------------------------------
+
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        return self._hard_state, self._snapshot.meta.conf_state
+
+    def hard_state(self) -> HardState:
+        return self._hard_state
 
     def snapshot(self) -> Snapshot:
         return self._snapshot

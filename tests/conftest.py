@@ -14,9 +14,11 @@ from blizzard import _debug
 
 _debug.set_checks(True)
 
+CI_EXAMPLES = 200
+
 settings.register_profile(
     "ci",
-    max_examples=200,
+    max_examples=CI_EXAMPLES,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
@@ -30,3 +32,9 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def budget(examples: int) -> int:
+    """A test's own example count, scaled with the loaded profile: as given in
+    ``ci``, 25x in ``soak``. Call it at collection time (module level)."""
+    return max(examples, examples * settings.default.max_examples // CI_EXAMPLES)

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from blizzard.exceptions import PoolFullError
 from blizzard.pmem import CrashSimMedia, Pool, all_or_nothing, random_chooser
+from tests.conftest import budget
 from tests.pmem.strategies import OPS, Abort, pattern, run_ops
 
 POOL_SIZE = 2 << 20
@@ -208,7 +209,7 @@ def test_crash_at_a_drawn_fence(data, txs):
 IMAGES = {"taken": 0, "distinct": 0}
 
 
-@settings(max_examples=25)
+@settings(max_examples=budget(25))
 @given(txs=TXS, seed=st.integers(0, 2**32 - 1))
 def test_crash_at_every_fence(txs, seed):
     """At every fence of a program, the oldest, the newest and a random choice of

@@ -12,6 +12,7 @@ from blizzard.exceptions import CodecMismatchError, StructureCorruptError, Struc
 from blizzard.pmem import DramMedia, Pool
 from blizzard.structures import PBPlusTree, PHashMap, registry_for
 from blizzard.structures import _bptreecore as B
+from tests.conftest import budget
 from tests.structures.ordered_machine import make_machine
 
 
@@ -165,7 +166,8 @@ def test_against_sorted_dict_randomised():
 BPTreeMachine = make_machine(
     lambda pool, create: PBPlusTree(pool, "t", key_codec=int, fanout=4 if create else None))
 TestBPTreeMachine = BPTreeMachine.TestCase
-TestBPTreeMachine.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)
+TestBPTreeMachine.settings = settings(max_examples=budget(30), stateful_step_count=30,
+                                      deadline=None)
 
 
 def test_drop_frees_every_block_of_both_ordered_maps():

@@ -16,12 +16,13 @@ from blizzard.pmem import CrashSimMedia, Pool
 from blizzard.pmem.crashsim import all_or_nothing, random_chooser
 from blizzard.structures import PHashMap, PQueue, registry_for
 from blizzard.structures import _hashcore as H
+from tests.conftest import budget
 
 MEDIA_BYTES = 2 << 20
 # BLIZZARD_CRASH_EXAMPLES=500 BLIZZARD_CRASH_RANDOM=1 pytest tests/structures/test_crash.py
 # runs a longer, non-derandomized hunt.
 crash_settings = settings(
-    max_examples=int(os.environ.get("BLIZZARD_CRASH_EXAMPLES", "40")),
+    max_examples=int(os.environ.get("BLIZZARD_CRASH_EXAMPLES", budget(40))),
     derandomize=not os.environ.get("BLIZZARD_CRASH_RANDOM"),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

@@ -13,6 +13,7 @@ from blizzard.exceptions import CodecMismatchError, StructureKindError
 from blizzard.pmem import DramMedia, Pool
 from blizzard.structures import PHashMap, PQueue, registry_for
 from blizzard.structures import _hashcore as H
+from tests.conftest import budget
 from tests.structures.conftest import shm_tempdir
 
 
@@ -194,7 +195,7 @@ class HashMapMachine(RuleBasedStateMachine):
 
 
 TestHashMapMachine = HashMapMachine.TestCase
-TestHashMapMachine.settings = settings(max_examples=40, stateful_step_count=30)
+TestHashMapMachine.settings = settings(max_examples=budget(40), stateful_step_count=30)
 
 
 def test_directory_segments_come_and_go(monkeypatch):

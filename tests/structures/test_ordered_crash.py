@@ -15,10 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blizzard.structures import PBPlusTree, PSkipList
+from tests.conftest import budget
 from tests.structures.test_crash import verify
 
 # our own budget (12 crash tests): independent of the PHashMap/PQueue crash tests' settings
-crash_settings = settings(max_examples=25, deadline=None,
+crash_settings = settings(max_examples=budget(25), deadline=None,
                           suppress_health_check=[HealthCheck.too_slow,
                                                  HealthCheck.data_too_large])
 

@@ -15,6 +15,7 @@ from blizzard import Empty
 from blizzard.pmem import DramMedia, Pool
 from blizzard.structures import PQueue, registry_for
 from blizzard.structures import _queuecore as Q
+from tests.conftest import budget
 from tests.structures.conftest import shm_tempdir
 
 
@@ -143,4 +144,4 @@ class QueueMachine(RuleBasedStateMachine):
 
 
 TestQueueMachine = QueueMachine.TestCase
-TestQueueMachine.settings = settings(max_examples=40, stateful_step_count=30)
+TestQueueMachine.settings = settings(max_examples=budget(40), stateful_step_count=30)

@@ -12,6 +12,7 @@ from blizzard.exceptions import StructureCorruptError, StructureKindError
 from blizzard.pmem import DramMedia, Pool
 from blizzard.structures import PBPlusTree, PSkipList, registry_for
 from blizzard.structures import _skiplistcore as S
+from tests.conftest import budget
 from tests.structures.ordered_machine import make_machine
 
 
@@ -183,4 +184,5 @@ def test_against_sorted_dict_randomised(load, monkeypatch):
 SkipListMachine = make_machine(
     lambda pool, create: PSkipList(pool, "s", key_codec=int, seed=7 if create else None))
 TestSkipListMachine = SkipListMachine.TestCase
-TestSkipListMachine.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)
+TestSkipListMachine.settings = settings(max_examples=budget(30), stateful_step_count=30,
+                                        deadline=None)

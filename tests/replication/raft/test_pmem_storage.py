@@ -21,6 +21,7 @@ from blizzard.replication.raft.messages import (
 )
 from blizzard.replication.raft.pmem_storage import LogCorruptError, PmemStorage
 from blizzard.replication.raft.storage import CompactedError, MemoryStorage, UnavailableError
+from tests.conftest import budget
 
 POOL_SIZE = 2 << 20
 SEGMENT_BYTES = 2048  # small, so batches cross segments
@@ -131,7 +132,7 @@ def test_a_root_of_another_kind_is_refused():
         PmemStorage(pool)
 
 
-@settings(max_examples=30)
+@settings(max_examples=budget(30))
 @given(st.integers(0, 2**32))
 def test_behaves_like_memory_storage_across_reopens(seed):
     """Random saves, truncations, compactions and snapshots; reopen now and then."""

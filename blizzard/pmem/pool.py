@@ -61,7 +61,7 @@ class PoolStats:
 class Pool:
     """A pool in a Media; create with :meth:`create`, open with :meth:`open`."""
 
-    def __init__(self, media: Media, *, _new: bool = False, layout: str | None = None) -> None:
+    def __init__(self, media: Media, *, layout: str | None = None) -> None:
         # Use Pool.create / Pool.open.
         self.media = media
         self.buf = media.buf
@@ -132,7 +132,7 @@ class Pool:
             if isinstance(media, FileMedia):
                 media.path.unlink(missing_ok=True)
             raise
-        return cls(media, _new=True, layout=layout)
+        return cls(media, layout=layout)
 
     @classmethod
     def open(

@@ -33,7 +33,7 @@ def test_load_good(tmp_path):
     config = load(path)
     assert config.cluster_id == "demo" and config.pool_size == 64 << 20
     assert config.data_dir == tmp_path / "data"  # relative to the file
-    assert config.raft.tick_ms == 5 and config.raft.heartbeat_ticks == 1
+    assert config.raft.tick_ms == 5 and config.raft.heartbeat_ticks == 3
     assert config.raft_peers == {1: ("127.0.0.1", 7001), 2: ("127.0.0.1", 7002)}
     assert config.client_addresses == {1: ("127.0.0.1", 7101)}
     assert config.node_dir(2) == tmp_path / "data" / "node2"

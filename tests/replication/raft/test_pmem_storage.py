@@ -46,7 +46,8 @@ class Ops:
         first, last = model.first_index(), model.last_index()
         roll = rng.random()
         if roll < 0.6:
-            start = rng.randint(max(first, last - 3), last + 1)
+            # a conflicting suffix never reaches below the commit index (Raft)
+            start = rng.randint(max(first, last - 3, self.hs.commit + 1), last + 1)
             if start <= last or rng.random() < 0.3:
                 self.term += 1  # a conflicting suffix comes from a later term
             entries = [Entry(self.term, start + i, rng.choice(list(EntryType)),

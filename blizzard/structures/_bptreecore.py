@@ -70,6 +70,7 @@ from typing import TYPE_CHECKING, Any
 
 from blizzard.exceptions import OpDecodeError, StructureCorruptError
 from blizzard.pmem import Transaction
+from blizzard.structures._corebase import CoreBase
 from blizzard.structures.ops import OpCode
 
 if TYPE_CHECKING:
@@ -134,26 +135,16 @@ def inner_blob(kb: bytes, child: int) -> bytes:
     return _HDR.pack(8, len(kb)) + kb + _U64.pack(child)
 
 
-class BPTreeCore:
+class BPTreeCore(CoreBase):
     """Apply side and read side of one persistent B+tree."""
 
     opgroup = 3
     tag = TAG
 
-    def __init__(self, registry: Registry, name: str, header_off: int) -> None:
-        self.registry = registry
-        self.pool = registry.pool
-        self.buf = self.pool.buf
-        self.media = self.pool.media
-        self.name = name
-        self.header_off = header_off
-        self.dead = False
-        buf = self.buf
-        if bytes(buf[header_off:header_off + 8]) != MAGIC:
-            raise StructureCorruptError(f"B+tree {name!r}: bad magic in its header block")
-        self.key_codec = bytes(buf[header_off + 64:header_off + 80]).rstrip(b"\0").decode()
-        self.value_codec = bytes(buf[header_off + 80:header_off + 96]).rstrip(b"\0").decode()
-        self.reload()
+    magic = MAGIC
+    label = "B+tree"
+    header_bytes = HEADER_BYTES
+
 
     # -- creating and loading ----------------------------------------------------------
 
@@ -161,10 +152,7 @@ class BPTreeCore:
     def create(cls, registry: Registry, tx: Transaction, name: str, key_codec: str,
                value_codec: str) -> BPTreeCore:
         buf = registry.pool.buf
-        off = tx.alloc(HEADER_BYTES, zero=True)
-        buf[off:off + 8] = MAGIC
-        buf[off + 64:off + 64 + len(key_codec)] = key_codec.encode()
-        buf[off + 80:off + 80 + len(value_codec)] = value_codec.encode()
+        off = cls._new_header(tx, key_codec, value_codec)
         nbytes = node_bytes_for(FANOUT_DEFAULT)
         _PARAMS.pack_into(buf, off + 40, FANOUT_DEFAULT, nbytes)
         root = tx.alloc(nbytes)

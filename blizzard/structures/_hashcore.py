@@ -71,6 +71,7 @@ from zlib import crc32
 
 from blizzard.exceptions import OpDecodeError, StructureCorruptError
 from blizzard.pmem import Transaction
+from blizzard.structures._corebase import CoreBase
 from blizzard.structures.ops import OpCode
 
 if TYPE_CHECKING:
@@ -115,26 +116,16 @@ def entry_size(klen: int, vlen: int) -> int:
     return (24 + klen + 7) & ~7
 
 
-class HashCore:
+class HashCore(CoreBase):
     """Apply side and read side of one persistent hash map."""
 
     opgroup = 1
     tag = TAG
 
-    def __init__(self, registry: Registry, name: str, header_off: int) -> None:
-        self.registry = registry
-        self.pool = registry.pool
-        self.buf = self.pool.buf
-        self.media = self.pool.media
-        self.name = name
-        self.header_off = header_off
-        self.dead = False
-        buf = self.buf
-        if bytes(buf[header_off:header_off + 8]) != MAGIC:
-            raise StructureCorruptError(f"map {name!r}: bad magic in its header block")
-        self.key_codec = bytes(buf[header_off + 64:header_off + 80]).rstrip(b"\0").decode()
-        self.value_codec = bytes(buf[header_off + 80:header_off + 96]).rstrip(b"\0").decode()
-        self.reload()
+    magic = MAGIC
+    label = "map"
+    header_bytes = HEADER_BYTES
+
 
     # -- creating and loading ----------------------------------------------------------
 
@@ -142,10 +133,7 @@ class HashCore:
     def create(cls, registry: Registry, tx: Transaction, name: str, key_codec: str,
                value_codec: str) -> HashCore:
         buf = registry.pool.buf
-        off = tx.alloc(HEADER_BYTES, zero=True)
-        buf[off:off + 8] = MAGIC
-        buf[off + 64:off + 64 + len(key_codec)] = key_codec.encode()
-        buf[off + 80:off + 80 + len(value_codec)] = value_codec.encode()
+        off = cls._new_header(tx, key_codec, value_codec)
         seg = tx.alloc(SEG_BYTES, zero=True)
         page = _new_page(tx, buf)
         _U64.pack_into(buf, seg, page)

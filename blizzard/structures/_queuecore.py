@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from blizzard.exceptions import OpDecodeError, StructureCorruptError
 from blizzard.pmem import Transaction
+from blizzard.structures._corebase import CoreBase
 from blizzard.structures.ops import OpCode
 
 if TYPE_CHECKING:
@@ -70,35 +71,22 @@ _U64 = struct.Struct("<Q")
 _LINK = struct.Struct("<QQ")
 
 
-class QueueCore:
+class QueueCore(CoreBase):
     """Apply side and read side of one persistent queue."""
 
     opgroup = 2
     tag = TAG
 
-    def __init__(self, registry: Registry, name: str, header_off: int) -> None:
-        self.registry = registry
-        self.pool = registry.pool
-        self.buf = self.pool.buf
-        self.media = self.pool.media
-        self.name = name
-        self.header_off = header_off
-        self.dead = False
-        buf = self.buf
-        if bytes(buf[header_off:header_off + 8]) != MAGIC:
-            raise StructureCorruptError(f"queue {name!r}: bad magic in its header block")
-        self.key_codec = bytes(buf[header_off + 64:header_off + 80]).rstrip(b"\0").decode()
-        self.value_codec = bytes(buf[header_off + 80:header_off + 96]).rstrip(b"\0").decode()
-        self.reload()
+    magic = MAGIC
+    label = "queue"
+    header_bytes = HEADER_BYTES
+
 
     @classmethod
     def create(cls, registry: Registry, tx: Transaction, name: str, key_codec: str,
                value_codec: str) -> QueueCore:
         buf = registry.pool.buf
-        off = tx.alloc(HEADER_BYTES, zero=True)
-        buf[off:off + 8] = MAGIC
-        buf[off + 64:off + 64 + len(key_codec)] = key_codec.encode()
-        buf[off + 80:off + 80 + len(value_codec)] = value_codec.encode()
+        off = cls._new_header(tx, key_codec, value_codec)
         chunk = _new_chunk(tx, buf)
         _HOT.pack_into(buf, off + 8, 0, 0, chunk, CHUNK_HEAD, chunk, CHUNK_HEAD)
         tx.set_root(name, off, TAG)

@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 from blizzard.exceptions import OpDecodeError, StructureCorruptError
 from blizzard.pmem import Transaction
+from blizzard.structures._corebase import CoreBase
 from blizzard.structures.ops import OpCode
 
 if TYPE_CHECKING:
@@ -175,29 +176,21 @@ class _TallIndex:
             yield from zip(keys, nodes, strict=True)
 
 
-class SkipListCore:
+class SkipListCore(CoreBase):
     """Apply side and read side of one persistent skiplist."""
 
     opgroup = 3
     tag = TAG
 
+    magic = MAGIC
+    label = "skiplist"
+    header_bytes = HEADER_BYTES
+
     def __init__(self, registry: Registry, name: str, header_off: int) -> None:
-        self.registry = registry
-        self.pool = registry.pool
-        self.buf = self.pool.buf
-        self.media = self.pool.media
-        self.name = name
-        self.header_off = header_off
         # the head behaves as a node whose links start at HEAD_OFF: link l of x is at
         # x + NODE_HEAD + 8 * l for the head and every node alike
         self.head = header_off + HEAD_OFF - NODE_HEAD
-        self.dead = False
-        buf = self.buf
-        if bytes(buf[header_off:header_off + 8]) != MAGIC:
-            raise StructureCorruptError(f"skiplist {name!r}: bad magic in its header block")
-        self.key_codec = bytes(buf[header_off + 64:header_off + 80]).rstrip(b"\0").decode()
-        self.value_codec = bytes(buf[header_off + 80:header_off + 96]).rstrip(b"\0").decode()
-        self.reload()
+        super().__init__(registry, name, header_off)
 
     # -- creating and loading ----------------------------------------------------------
 
@@ -205,10 +198,7 @@ class SkipListCore:
     def create(cls, registry: Registry, tx: Transaction, name: str, key_codec: str,
                value_codec: str) -> SkipListCore:
         buf = registry.pool.buf
-        off = tx.alloc(HEADER_BYTES, zero=True)
-        buf[off:off + 8] = MAGIC
-        buf[off + 64:off + 64 + len(key_codec)] = key_codec.encode()
-        buf[off + 80:off + 80 + len(value_codec)] = value_codec.encode()
+        off = cls._new_header(tx, key_codec, value_codec)
         _HOT.pack_into(buf, off + 8, 0, 0, 1, SEED_DEFAULT)
         tx.set_root(name, off, TAG)
         return cls(registry, name, off)

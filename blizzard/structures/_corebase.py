@@ -1,0 +1,67 @@
+"""What every structure's core shares: its header block's common fields.
+
+Each structure has one header block (its named root) that starts alike::
+
+    offset | size | field
+    0      | 8    | magic, per kind (BLZHMAP1, ...)
+    64     | 16   | key codec name (UTF-8, NUL padded)
+    80     | 16   | value codec name (UTF-8, NUL padded)
+
+The rest of the header is the kind's own (see each core's module docstring).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from blizzard.exceptions import StructureCorruptError
+
+if TYPE_CHECKING:
+    from blizzard.pmem import Transaction
+    from blizzard.structures.registry import Registry
+
+KEY_CODEC_OFF = 64
+VALUE_CODEC_OFF = 80
+CODEC_NAME_BYTES = 16
+
+
+class CoreBase:
+    """Binds a core to its registry and header; subclasses set the class
+    attributes and implement ``reload``."""
+
+    magic: bytes = b""
+    label: str = ""  # "map", "queue"...: for error messages
+    header_bytes: int = 0
+
+    def __init__(self, registry: Registry, name: str, header_off: int) -> None:
+        self.registry = registry
+        self.pool = registry.pool
+        self.buf = self.pool.buf
+        self.media = self.pool.media
+        self.name = name
+        self.header_off = header_off
+        self.dead = False
+        buf = self.buf
+        if bytes(buf[header_off:header_off + 8]) != self.magic:
+            raise StructureCorruptError(f"{self.label} {name!r}: bad magic in its header block")
+        self.key_codec = _codec_name(buf, header_off + KEY_CODEC_OFF)
+        self.value_codec = _codec_name(buf, header_off + VALUE_CODEC_OFF)
+        self.reload()
+
+    def reload(self) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def _new_header(cls, tx: Transaction, key_codec: str, value_codec: str) -> int:
+        """A zeroed header block with the magic and codec names written."""
+        buf = tx._buf
+        off = tx.alloc(cls.header_bytes, zero=True)
+        buf[off:off + 8] = cls.magic
+        for field, codec in ((KEY_CODEC_OFF, key_codec), (VALUE_CODEC_OFF, value_codec)):
+            raw = codec.encode()
+            buf[off + field:off + field + len(raw)] = raw
+        return off
+
+
+def _codec_name(buf: memoryview, off: int) -> str:
+    return bytes(buf[off:off + CODEC_NAME_BYTES]).rstrip(b"\0").decode()

@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 from blizzard.exceptions import OpDecodeError, StructureCorruptError
 from blizzard.pmem import Transaction
 from blizzard.structures._corebase import CoreBase
-from blizzard.structures.ops import OpCode
+from blizzard.structures.ops import OpCode, key_bounds
 
 if TYPE_CHECKING:
     from blizzard.structures.registry import Registry
@@ -441,17 +441,9 @@ class SkipListCore(CoreBase):
     def apply(self, tx: Transaction, index: int, code: int, record: bytes, start: int) -> Any:
         """Apply one Op; validates the record before touching anything."""
         if code == _ORD_PUT:
-            size = len(record)
-            if start + 4 > size:
-                raise OpDecodeError("ORD_PUT truncated inside its key length")
-            klen = _U32.unpack_from(record, start)[0]
-            ks = start + 4
-            if ks + klen > size:
-                raise OpDecodeError("ORD_PUT key runs past the record's end")
-            if klen > KEY_BYTES_MAX:
-                raise OpDecodeError(f"ORD_PUT key of {klen} bytes exceeds {KEY_BYTES_MAX}")
+            ks, ke = key_bounds(record, start, "ORD_PUT", KEY_BYTES_MAX)
             self._hot(tx)
-            self.put(tx, bytes(record[ks:ks + klen]), memoryview(record)[ks + klen:])
+            self.put(tx, bytes(record[ks:ke]), memoryview(record)[ke:])
             result = None
         elif code in (_ORD_DELETE, _ORD_POP):
             kb = bytes(record[start:])

@@ -35,6 +35,9 @@ ARGS_BYTES_MAX = (1 << 32) - 1
 assert HEAD_SIZE == 8
 
 
+_KEY_LEN = struct.Struct("<I")
+
+
 class OpCode(enum.IntEnum):
     """Which operation; the high nibble says which kind of structure."""
 
@@ -191,3 +194,18 @@ class Encoder:
     def zero(self, code: int) -> bytes:
         """An Op without arguments (QUEUE_GET, clears, DROP)."""
         return self._put1.pack(OP_VERSION, code, len(self._name), 0, self._name)
+
+
+def key_bounds(record: bytes, start: int, what: str, key_bytes_max: int) -> tuple[int, int]:
+    """Where the key of a key + value record starts and ends (the value is the
+    rest), validated before anything is touched: clear ``OpDecodeError``s."""
+    size = len(record)
+    if start + 4 > size:
+        raise OpDecodeError(f"{what} truncated inside its key length")
+    klen = _KEY_LEN.unpack_from(record, start)[0]
+    ks = start + 4
+    if ks + klen > size:
+        raise OpDecodeError(f"{what} key runs past the record's end")
+    if klen > key_bytes_max:
+        raise OpDecodeError(f"{what} key of {klen} bytes exceeds {key_bytes_max}")
+    return ks, ks + klen

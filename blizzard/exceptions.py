@@ -59,6 +59,20 @@ class PoolFullError(PoolError, MemoryError):
     """An allocation did not fit; the transaction was rolled back."""
 
 
+class UndoLogFullError(PoolFullError):
+    """A transaction's undo log had to grow and no free extent could hold its
+    next segment; the transaction was rolled back.
+
+    ``needed`` is the segment size asked for (bytes), ``largest_free_extent``
+    the largest free extent at that moment.
+    """
+
+    def __init__(self, message: str, *, needed: int, largest_free_extent: int) -> None:
+        super().__init__(message)
+        self.needed = needed
+        self.largest_free_extent = largest_free_extent
+
+
 class PoolClosedError(PoolError, ValueError):
     """The pool was used after ``close()``."""
 

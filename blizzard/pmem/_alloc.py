@@ -19,7 +19,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from blizzard.exceptions import InvalidSizeError, PoolCorruptError, PoolFullError, TransactionError
+from blizzard.exceptions import (
+    InvalidSizeError,
+    PoolCorruptError,
+    PoolFullError,
+    TransactionError,
+    UndoLogFullError,
+)
 from blizzard.pmem._layout import (
     CHUNK_SIZE,
     CLASS_FOR,
@@ -255,22 +261,47 @@ class Allocator:
                 bits |= 1 << slot
         return [slot for slot in range(cls.nblocks - 1, -1, -1) if not (bits >> slot) & 1]
 
-    def take_log_chunks(self, count: int, persist) -> int:
+    def take_log_chunks(self, count_min: int, count_max: int, persist) -> tuple[int, int]:
         """Chunks for an overflow log segment, outside any transaction.
 
-        The headers are persisted at once (kind LOG, plus the remainder of the
-        free extent), so no undo entry is needed: LOG chunks are freed when the
-        transaction ends, or by ``rebuild`` at the next open. Returns the
-        segment's offset.
+        Takes ``count_max`` chunks where a free extent that long exists (first
+        fit), else as much of the largest free extent as there is, if that is
+        at least ``count_min``: a fragmented pool still lets a transaction's
+        log grow, one chunk at a time if need be. The headers are persisted
+        at once (kind LOG, plus the remainder of the free extent), so no undo
+        entry is needed: LOG chunks are freed when the transaction ends, or by
+        ``rebuild`` at the next open. Returns ``(offset, chunks)``; raises
+        :class:`UndoLogFullError` when no free extent has ``count_min`` chunks.
         """
-        start, length = self._take_chunks(count, f"a {count}-chunk undo log segment")
+        assert 1 <= count_min <= count_max, (count_min, count_max)
+        free = self._free
+        pick = next((i for i, (_, length) in enumerate(free) if length >= count_max), None)
+        if pick is None:
+            pick = max(range(len(free)), key=lambda i: free[i][1], default=None)
+            if pick is None or free[pick][1] < count_min:
+                largest = free[pick][1] * CHUNK_SIZE if pick is not None else 0
+                raise UndoLogFullError(
+                    f"pool full: the undo log could not grow: its next segment needs "
+                    f"{count_min * CHUNK_SIZE} contiguous bytes and the largest free extent "
+                    f"is {largest} bytes of {self._nchunks * CHUNK_SIZE} "
+                    f"(the transaction was rolled back)",
+                    needed=count_min * CHUNK_SIZE,
+                    largest_free_extent=largest,
+                )
+        start, length = free[pick]
+        count = min(count_max, length)
+        if length == count:
+            del free[pick]
+        else:
+            free[pick][0] += count
+            free[pick][1] -= count
         u64, table = self._u64, self._table_word
         if length > count:
             u64[table + start + count] = chunk_word(KIND_FREE, length - count)
             persist((table + start + count) << 3, 8)
         u64[table + start] = chunk_word(KIND_LOG, count)
         persist((table + start) << 3, 8)
-        return self._heap_off + start * CHUNK_SIZE
+        return self._heap_off + start * CHUNK_SIZE, count
 
     def release_log_chunks(self, off: int, count: int, persist) -> None:
         """Free an overflow segment once its transaction has ended."""

@@ -160,11 +160,16 @@ class Transaction:
         self._log_touch(off, n)
 
     def _overflow(self, n: int) -> None:
-        """Link a new log segment big enough for an ``n``-byte entry."""
+        """Link a new log segment big enough for an ``n``-byte entry.
+
+        A segment of ``SEGMENT_CHUNKS_MIN`` chunks is preferred (fewer links
+        in a long transaction); in a fragmented pool, any free extent that
+        holds the entry will do.
+        """
         need = LOG_HEADER_SIZE + ENTRY_HEADER_SIZE + align(n, 8)
-        chunks = max(SEGMENT_CHUNKS_MIN, -(-need // CHUNK_SIZE))
+        fit = -(-need // CHUNK_SIZE)
         persist = self._pool.media.persist
-        seg = self._alloc.take_log_chunks(chunks, persist)
+        seg, chunks = self._alloc.take_log_chunks(fit, max(SEGMENT_CHUNKS_MIN, fit), persist)
         capacity = chunks * CHUNK_SIZE
         SEGMENT_HEADER.pack_into(self._buf, seg, self._log.txid, 0, capacity)
         persist(seg, SEGMENT_HEADER.size)

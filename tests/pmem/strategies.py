@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from blizzard.exceptions import PoolFullError
+from blizzard.exceptions import PoolFullError, UndoLogFullError
 from blizzard.pmem import CHUNK_SIZE, SMALL_MAX, Root
-from blizzard.pmem._layout import CLASS_FOR, SIZE_CLASSES
+from blizzard.pmem._layout import CLASS_FOR, LOG_HEADER_SIZE, SIZE_CLASSES
+from blizzard.pmem._undolog import ENTRY_HEADER_SIZE
 
 ROOT_NAMES = ("a", "b", "c", "ñ" * 24, "x" * 48)
 
@@ -70,69 +71,90 @@ def run_ops(pool, tx, ops, work: dict[int, bytes], roots: dict[str, Root]) -> No
 
     Fresh blocks are filled by plain stores (they need no undo entry); existing
     bytes change through ``tx.write`` or ``tx.add`` + store. A PoolFullError is
-    checked to be honest (the request really needed more than the largest free
-    extent) and propagates, so the caller's transaction rolls back.
+    checked to be honest and propagates, so the caller's transaction rolls
+    back: an allocation really needed more than the largest free extent, or
+    the undo log had to grow and no free extent could hold its next segment.
     """
     for op in ops:
-        kind = op[0]
-        if kind == "alloc":
-            _, size, zero, seed = op
+        try:
+            _run_op(pool, tx, op, work, roots)
+        except UndoLogFullError as exc:
             largest = pool.stats().largest_free_extent
-            try:
-                off = tx.alloc(size, zero=zero)
-            except PoolFullError:
-                assert chunks_needed(size) * CHUNK_SIZE > largest, (size, largest)
-                raise
-            assert off not in work
-            assert pool.usable_size(off) >= size
-            if zero:
-                assert pool.read(off, size) == bytes(size)
-            data = pattern(seed, size)
-            pool.buf[off:off + size] = data  # a fresh block needs no undo entry
-            work[off] = data
-        elif kind == "write":
-            _, pick, at, length, seed, method = op
-            off = pick_block(work, pick)
-            if off is None:
-                continue
-            old = work[off]
-            rel = at % len(old)
-            n = min(length, len(old) - rel)
-            data = pattern(seed, n)
-            if method == "write":
-                tx.write(off + rel, data)
-            else:
-                tx.add(off + rel, n)
-                pool.buf[off + rel:off + rel + n] = data
-            work[off] = old[:rel] + data + old[rel + n:]
-        elif kind == "free":
-            off = pick_block(work, op[1])
-            if off is None:
-                continue
-            for name in [name for name, root in roots.items() if root.off == off]:
-                tx.delete_root(name)
-                del roots[name]
-            tx.free(off)
-            del work[off]
-        elif kind == "set_root":
-            _, name, pick, tag = op
-            off = pick_block(work, pick)
-            if off is None:
-                continue
-            tx.set_root(name, off, tag)
-            roots[name] = Root(off, tag)
-        elif kind == "delete_root":
-            if op[1] in roots:
-                tx.delete_root(op[1])
-                del roots[op[1]]
-        elif kind == "nested":
+            assert largest == exc.largest_free_extent < exc.needed, (op, exc, largest)
+            assert exc.needed <= _segment_bytes_max(op), (op, exc.needed)
+            raise
+
+
+def _segment_bytes_max(op) -> int:
+    """The largest log segment an op may ask for: a ``write`` (or a nested
+    block) logs a range of up to 70,000 bytes; every other op logs words or
+    directory entries, whose segment is a single chunk."""
+    if op[0] in ("alloc", "free", "set_root", "delete_root"):
+        return CHUNK_SIZE
+    return -(-(LOG_HEADER_SIZE + ENTRY_HEADER_SIZE + 70_000) // CHUNK_SIZE) * CHUNK_SIZE
+
+
+def _run_op(pool, tx, op, work: dict[int, bytes], roots: dict[str, Root]) -> None:
+    """One op of :func:`run_ops`."""
+    kind = op[0]
+    if kind == "alloc":
+        _, size, zero, seed = op
+        largest = pool.stats().largest_free_extent
+        try:
+            off = tx.alloc(size, zero=zero)
+        except PoolFullError:
+            assert chunks_needed(size) * CHUNK_SIZE > largest, (size, largest)
+            raise
+        assert off not in work
+        assert pool.usable_size(off) >= size
+        if zero:
+            assert pool.read(off, size) == bytes(size)
+        data = pattern(seed, size)
+        pool.buf[off:off + size] = data  # a fresh block needs no undo entry
+        work[off] = data
+    elif kind == "write":
+        _, pick, at, length, seed, method = op
+        off = pick_block(work, pick)
+        if off is None:
+            return
+        old = work[off]
+        rel = at % len(old)
+        n = min(length, len(old) - rel)
+        data = pattern(seed, n)
+        if method == "write":
+            tx.write(off + rel, data)
+        else:
+            tx.add(off + rel, n)
+            pool.buf[off + rel:off + rel + n] = data
+        work[off] = old[:rel] + data + old[rel + n:]
+    elif kind == "free":
+        off = pick_block(work, op[1])
+        if off is None:
+            return
+        for name in [name for name, root in roots.items() if root.off == off]:
+            tx.delete_root(name)
+            del roots[name]
+        tx.free(off)
+        del work[off]
+    elif kind == "set_root":
+        _, name, pick, tag = op
+        off = pick_block(work, pick)
+        if off is None:
+            return
+        tx.set_root(name, off, tag)
+        roots[name] = Root(off, tag)
+    elif kind == "delete_root":
+        if op[1] in roots:
+            tx.delete_root(op[1])
+            del roots[op[1]]
+    elif kind == "nested":
+        with pool.transaction() as inner:
+            assert inner is tx
+            run_ops(pool, inner, op[1], work, roots)
+    else:  # nested_caught: the inner block raises, the outer one carries on
+        try:
             with pool.transaction() as inner:
-                assert inner is tx
                 run_ops(pool, inner, op[1], work, roots)
-        else:  # nested_caught: the inner block raises, the outer one carries on
-            try:
-                with pool.transaction() as inner:
-                    run_ops(pool, inner, op[1], work, roots)
-                    raise Abort
-            except Abort:
-                pass  # flat nesting: only the outermost transaction decides
+                raise Abort
+        except Abort:
+            pass  # flat nesting: only the outermost transaction decides

@@ -16,6 +16,7 @@ more examples with ``HYPOTHESIS_PROFILE=soak``.
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from blizzard.exceptions import PoolFullError
+from blizzard.exceptions import PoolFullError, UndoLogFullError
 from blizzard.pmem import CHUNK_SIZE, SMALL_MAX, DramMedia, Pool, Root
 from tests.pmem.strategies import OPS, PICK, Abort, pattern, pick_block, run_ops
 
@@ -161,3 +162,69 @@ def test_aborted_free_then_alloc_keeps_committed_contents():
         raise RuntimeError("abort")
     assert pool.is_allocated(keep)
     assert pool.read(keep, 4) == b"KEEP"
+
+
+# --- soak finding: overflow segments in a fragmented pool -----------------------------
+
+
+def test_soak_finding_replays(monkeypatch):
+    """The soak run's failing program: log overflow while no 4-chunk extent is free."""
+    monkeypatch.setattr(sys.modules[__name__], "event", lambda *args: None)  # outside hypothesis
+    state = PoolMachine()
+    try:
+        state.fill(seed=0, sizes=[32769, 32769, 32769, 32769, 65537, 65537, 196609, 262145])
+        state.fill(seed=0, sizes=[32769] * 8)
+        state.transaction(commit=False, ops=[
+            ("write", 0, 0, 3369, 0, "write"), ("set_root", "a", 0, b""),
+            ("nested", [("alloc", 1, False, 0), ("free", 0), ("alloc", 17, False, 0),
+                        ("set_root", "a", 0, b""), ("free", 0)]),
+            ("alloc", 129, False, 0)])
+        state.pool_checks()
+        state.contents_equal_the_model()
+    finally:
+        state.teardown()
+
+
+def _fragment(pool, keep_free_chunks: int) -> list[int]:
+    """Fill the heap with one-chunk extents, then free every other one (at most
+    ``keep_free_chunks``), so no two free chunks are adjacent. Returns the
+    blocks still allocated."""
+    blocks = []
+    with pool.transaction() as tx:
+        while pool.stats().largest_free_extent >= CHUNK_SIZE:
+            blocks.append(tx.alloc(CHUNK_SIZE))
+    with pool.transaction() as tx:
+        for off in blocks[::2][:keep_free_chunks]:
+            tx.free(off)
+    assert pool.stats().largest_free_extent == (CHUNK_SIZE if keep_free_chunks else 0)
+    return blocks[1::2]
+
+
+def test_log_grows_one_chunk_at_a_time_in_a_fragmented_pool():
+    """A transaction whose log outgrows its area takes single-chunk segments
+    when no 4-chunk extent is free, instead of failing."""
+    pool = Pool.create(DramMedia(2 << 20), log_size=4096)
+    live = _fragment(pool, keep_free_chunks=8)
+    with pool.transaction() as tx:
+        for off in live[:6]:
+            tx.write(off, pattern(1, 20_000))  # ~120 KB of undo entries: several segments
+        assert len(tx._segments) >= 2
+        assert all(chunks == 1 for _, chunks in tx._segments)
+    pool.check()
+    assert all(pool.read(off, 20_000) == pattern(1, 20_000) for off in live[:6])
+
+
+def test_log_that_cannot_grow_says_so_and_rolls_back():
+    """With no free chunk at all, the overflow fails with UndoLogFullError (a
+    PoolFullError) naming the undo log, and the transaction rolls back."""
+    pool = Pool.create(DramMedia(2 << 20), log_size=4096)
+    live = _fragment(pool, keep_free_chunks=0)
+    before = [pool.read(off, 4000) for off in live]
+    with (pytest.raises(UndoLogFullError, match="undo log could not grow") as info,
+          pool.transaction() as tx):
+        for off in live:
+            tx.write(off, pattern(2, 4000))  # the second entry overflows the 4 KiB log
+    assert isinstance(info.value, PoolFullError)
+    assert info.value.largest_free_extent == 0
+    assert [pool.read(off, 4000) for off in live] == before
+    pool.check()

@@ -97,6 +97,35 @@ class ProposalDroppedError(BlizzardError, RuntimeError):
     membership change is in progress. Nothing was appended; retry later."""
 
 
+class MirrorError(BlizzardError, RuntimeError):
+    """Base of the errors of physical replication (the mirrored media)."""
+
+
+class MirrorUnavailableError(MirrorError, ConnectionError):
+    """Fewer backups than the acknowledgement rule needs answered in time.
+
+    Raised for an operation during which a fence went unacknowledged: the
+    operation may or may not be applied (like a timeout); it was not
+    acknowledged, so nothing promised it survives a failover.
+    """
+
+
+class DeposedError(MirrorError):
+    """A backup holds a newer epoch: another node was promoted primary."""
+
+
+class MirrorProtocolError(MirrorError, ValueError):
+    """A mirror frame is truncated, malformed, or not what the exchange expects."""
+
+
+class ChannelClosedError(MirrorError, ConnectionError):
+    """A mirror channel was closed or broke (peer gone, reset, timed out)."""
+
+
+class PromoteError(MirrorError):
+    """A backup cannot be promoted (say, its image is mid-resynchronisation)."""
+
+
 # --- structures --------------------------------------------------------------
 
 import queue as _queue  # noqa: E402  (only to subclass queue.Empty below)

@@ -84,8 +84,11 @@ class Media:
         ``flush(addr, n)`` and ``persist(addr, n)`` take absolute addresses
         in ``buf``; an address of 0 means "nothing to do". C code (the undo
         log) calls them directly instead of going through Python. None when
-        flushing needs Python (msync, the crash simulator, any wrapper, which
-        must see every call).
+        flushing needs Python (msync, the crash simulator, a wrapper that
+        observes calls). A wrapper that must see every call *and* keep the
+        fast path returns C-callable trampolines into its own methods
+        instead (``MirroredMedia`` does): hot paths must flush and fence
+        only through these three pointers, never behind them.
         """
         return None
 

@@ -139,6 +139,19 @@ class OpVersionError(OpDecodeError):
     """An Op record carries a format version this release cannot read."""
 
 
+class EncodeError(BlizzardError, TypeError):
+    """A key or value of a type its structure's codec does not store exactly
+    (the codec would have to change it, or cannot represent it at all)."""
+
+
+class EncodeRangeError(BlizzardError, OverflowError):
+    """A number outside the range its codec can represent."""
+
+
+class DecodeError(BlizzardError, ValueError):
+    """Stored bytes that the structure's codec cannot decode."""
+
+
 class StructureKindError(BlizzardError, TypeError):
     """A name is bound to a structure of another kind (a queue opened as a map)."""
 

@@ -285,7 +285,7 @@ class Pool:
     def stats(self) -> PoolStats:
         self._check_open()
         s = self._allocator.stats()
-        return PoolStats(roots=len(self._directory.items()), **s)
+        return PoolStats(roots=len(self._directory), **s)
 
     def check(self) -> None:
         """Verify header, allocator and directory; raise PoolCorruptError if broken."""

@@ -456,8 +456,8 @@ class SkipListCore(CoreBase):
             i = _I64.unpack_from(record, start)[0]
             self._hot(tx)
             if not -self.count <= i < self.count:
-                result = IndexError("popitem(): index out of range" if self.count
-                                    else "popitem(): the map is empty")
+                result = (IndexError("popitem(): index out of range") if self.count
+                          else KeyError("popitem(): the map is empty"))
             else:
                 kb = self.item_at(i)[0]
                 result = (kb, self.delete(tx, kb))

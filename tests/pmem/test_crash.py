@@ -245,3 +245,39 @@ def test_crash_at_every_fence(txs, seed):
     media.fence_hook = hook
     assert play(pool, txs, on_tx=lambda i: current.__setitem__(0, i)) == states
     pool.close()
+
+
+def test_crash_at_every_fence_of_directory_growth():
+    """A root that makes the directory grow (extension table allocated, the last
+    entry moved, a link written) is all or nothing at every fence."""
+    from blizzard.pmem._layout import DIR_ENTRIES
+
+    media = CrashSimMedia(POOL_SIZE)
+    pool = Pool.create(media, layout="crash", log_size=LOG_SIZE)
+    with pool.transaction() as tx:
+        off = tx.alloc(64)
+        for i in range(DIR_ENTRIES):
+            tx.set_root(f"r{i}", off)
+    before = (pool.roots(), pool.stats().used)
+    images = []
+
+    def hook(m):
+        images.extend(m.crash_image(choose) for choose in (
+            all_or_nothing(False), all_or_nothing(True), random_chooser(m.fences)))
+
+    media.fence_hook = hook
+    with pool.transaction() as tx:
+        tx.set_root("grows", off, b"new")
+        tx.set_root("r0", off, b"changed")
+    media.fence_hook = None
+    after = (pool.roots(), pool.stats().used)
+    assert len(after[0]) == DIR_ENTRIES + 1 and after[1] > before[1]
+    outcomes = set()
+    for image in images:
+        recovered = Pool.open(CrashSimMedia.from_image(image), layout="crash")
+        recovered.check()
+        state = (recovered.roots(), recovered.stats().used)
+        assert state in (before, after)
+        outcomes.add(state == after)
+        recovered.close()
+    assert outcomes == {False, True}

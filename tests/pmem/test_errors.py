@@ -270,14 +270,54 @@ def test_pool_full_rolls_back_and_pool_stays_usable():
     pool.check()
 
 
-def test_directory_full():
-    """The 129th root is PoolFullError naming the directory; the others are kept."""
-    pool = Pool.create(DramMedia(POOL_SIZE))
+def test_directory_grows_past_its_fixed_table():
+    """Roots beyond the fixed table's 128 go to linked extension tables, which
+    survive reopening, aborts and deletes; names stay unique."""
+    media = DramMedia(POOL_SIZE)
+    pool = Pool.create(media)
     with pool.transaction() as tx:
         off = tx.alloc(16)
         for i in range(L.DIR_ENTRIES):
             tx.set_root(f"root-{i}", off)
-    with pytest.raises(PoolFullError, match="directory is full"), pool.transaction() as tx:
+    used = pool.stats().used
+    with pytest.raises(RuntimeError), pool.transaction() as tx:
+        tx.set_root("rolled-back", off)  # grows the directory, then rolls back
+        raise RuntimeError
+    assert pool.stats().used == used and len(pool.roots()) == L.DIR_ENTRIES
+    with pool.transaction() as tx:
+        for i in range(L.DIR_ENTRIES, 300):
+            tx.set_root(f"root-{i}", off, b"t")
+    pool.check()
+    for reopen in (False, True):
+        if reopen:
+            pool = Pool.open(DramMedia.from_bytes(bytes(media.buf)))
+        assert len(pool.roots()) == 300 and pool.stats().roots == 300
+        assert sorted(pool.roots()) == sorted(f"root-{i}" for i in range(300))
+        assert pool.root("root-127").off == off and pool.root("root-299").tag == b"t"
+        pool.check()
+    with pool.transaction() as tx:
+        for i in range(0, 300, 2):
+            tx.delete_root(f"root-{i}")
+        tx.set_root("root-1", off, b"again")  # rebinding keeps one entry
+    assert len(pool.roots()) == 150 and pool.root("root-1").tag == b"again"
+    pool.check()
+
+
+def test_directory_growth_that_does_not_fit_is_pool_full():
+    """With no room left for an extension table, the new root is PoolFullError
+    and the transaction rolls back; the roots already there are kept."""
+    pool = Pool.create(DramMedia(L.POOL_SIZE_MIN))
+    with pool.transaction() as tx:
+        off = tx.alloc(16)
+        for i in range(L.DIR_ENTRIES):
+            tx.set_root(f"root-{i}", off)
+    while True:  # fill the heap with blocks the size of an extension table
+        try:
+            with pool.transaction() as tx:
+                tx.alloc(4096)
+        except PoolFullError:
+            break
+    with pytest.raises(PoolFullError), pool.transaction() as tx:
         tx.set_root("one-too-many", off)
     assert len(pool.roots()) == L.DIR_ENTRIES
     pool.check()

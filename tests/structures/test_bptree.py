@@ -36,7 +36,7 @@ def test_mapping_and_ordered_api():
         del t["zz"]
     t.clear()
     assert len(t) == 0 and list(t) == []
-    with pytest.raises(IndexError):
+    with pytest.raises(KeyError, match="empty"):
         t.popitem()
     with pytest.raises(IndexError):
         t.peekitem(0)

@@ -57,8 +57,9 @@ def contents(m):
 
 def _popitem(index):
     def op(m):
-        # on an empty map the Op still applies (and consumes an index): it returns IndexError
-        with contextlib.suppress(IndexError):
+        # on an empty map the Op still applies (and consumes an index): it returns
+        # KeyError (IndexError for an index out of range)
+        with contextlib.suppress(KeyError, IndexError):
             m.popitem(index)
     return op
 

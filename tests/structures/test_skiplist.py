@@ -46,7 +46,7 @@ def test_mapping_and_ordered_api():
     s.check()
     s.clear()
     assert len(s) == 0 and list(s) == []
-    with pytest.raises(IndexError):
+    with pytest.raises(KeyError, match="empty"):
         s.popitem()
     s.check()
 

@@ -1,0 +1,196 @@
+"""The user-facing side every persistent map shares (PHashMap and the ordered maps).
+
+A :class:`collections.abc.MutableMapping` whose reads go straight to the
+structure's core and whose every mutation is one Op handed to the
+replicator. The faces (:class:`~blizzard.structures.PHashMap`,
+``_ordered.OrderedMap``) add their iteration order and their own API.
+
+Where a persistent map differs from ``dict`` on purpose (each is in
+``docs/structures.md``):
+
+* a key the key codec cannot encode is absent: ``k in m`` is False, ``m[k]``
+  raises KeyError, ``m.get(k)`` returns the default -- as a dict does for a
+  key it does not hold; *writing* such a key raises EncodeError (TypeError);
+* ``copy()`` returns a plain ``dict`` snapshot: a second persistent map
+  needs a pool and a name of its own;
+* values are stored encoded, so mutating a value after reading it (or
+  after ``setdefault``) changes only your copy: write it back with
+  ``m[k] = v``, as with :mod:`shelve` (``writeback=False``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+from blizzard.exceptions import EncodeError
+from blizzard.pmem import Pool
+from blizzard.replication.base import Replicator
+from blizzard.structures._locking import locked_reads
+from blizzard.structures.codecs import BYTES, CodecLike, get_codec
+from blizzard.structures.ops import Encoder
+from blizzard.structures.registry import registry_for
+
+_MISSING = object()
+
+
+class _NoType:
+    """Matches no key's type: codecs other than bytes always run."""
+
+
+class PersistentMap(MutableMapping):
+    """Base of the persistent maps; see :class:`~blizzard.structures.PHashMap`."""
+
+    _tag: bytes = b""
+    _core_type: type = object
+    _kind = "map"
+    key_bytes_max = 0
+    _put_code = _delete_code = _pop_code = _clear_code = 0
+
+    def __init__(self, pool: Pool, name: str, *, key_codec: CodecLike, value_codec: CodecLike,
+                 replicator: Replicator | None, linearizable: bool | None) -> None:
+        registry = registry_for(pool)
+        self._replicator = replicator if replicator is not None else registry.replicator
+        core = registry.open_structure(
+            name, self._tag,
+            None if key_codec is None else get_codec(key_codec).name,
+            None if value_codec is None else get_codec(value_codec).name,
+            self._replicator, ("bytes", "bytes"))
+        if not isinstance(core, self._core_type):
+            raise TypeError(f"{name!r} is not a {self._kind}")
+        # with a replicator that applies on another thread, reads hold its lock
+        self._core = core = locked_reads(core, self._replicator.read_lock)
+        self.name = name
+        self.pool = pool
+        kc = get_codec(core.key_codec)
+        vc = get_codec(core.value_codec)
+        self.key_codec, self.value_codec = kc, vc
+        self._kenc, self._kdec = kc.encode, kc.decode
+        self._venc, self._vdec = vc.encode, vc.decode
+        self._encoder = Encoder(name)
+        self._put_op = self._encoder.two
+        # bytes codecs are the identity on bytes: the hot paths skip their calls
+        self._kraw = bytes if kc is BYTES else _NoType
+        self._vraw = vc is BYTES
+        self._vraw_type = bytes if vc is BYTES else _NoType
+        self._submit = self._replicator.submit
+        self._get = core.get
+        if linearizable is None:
+            linearizable = self._replicator.linearizable_default
+        self._barrier = self._replicator.read_barrier if linearizable else None
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def _read(self) -> None:
+        if self._barrier is not None:
+            self._barrier()
+
+    def __getitem__(self, key: Any) -> Any:
+        # bytes keys skip the codec call: this is the hot read path
+        try:
+            kb = key if type(key) is self._kraw else self._kenc(key)
+        except EncodeError:
+            raise KeyError(key) from None
+        if self._barrier is not None:
+            self._barrier()
+        raw = self._get(kb)
+        if raw is None:
+            raise KeyError(key)
+        return raw if self._vraw else self._vdec(raw)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        try:
+            kb = key if type(key) is self._kraw else self._kenc(key)
+        except EncodeError:
+            return default
+        if self._barrier is not None:
+            self._barrier()
+        raw = self._get(kb)
+        if raw is None:
+            return default
+        return raw if self._vraw else self._vdec(raw)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            kb = self._kenc(key)
+        except EncodeError:
+            return False
+        self._read()
+        return self._get(kb) is not None
+
+    def __len__(self) -> int:
+        self._read()
+        return self._core.count
+
+    def _items(self) -> Iterator[tuple[Any, Any]]:
+        """Every ``(key, value)`` decoded, read as a scan (not one lookup per key)."""
+        raise NotImplementedError
+
+    def copy(self) -> dict[Any, Any]:
+        """A plain ``dict`` of the contents now (a scan: O(n))."""
+        return dict(self._items())
+
+    def items_bytes(self) -> Iterator[tuple[bytes, bytes]]:
+        """Raw ``(key, value)`` bytes, without codecs."""
+        raise NotImplementedError
+
+    # -- writes (each one Op) --------------------------------------------------------------
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        kb = key if type(key) is self._kraw else self._kenc(key)
+        if len(kb) > self.key_bytes_max:
+            raise ValueError(f"keys are at most {self.key_bytes_max} bytes encoded, "
+                             f"got {len(kb)}")
+        self._submit(self._put_op(self._put_code, kb, value if type(value) is self._vraw_type
+                                  else self._venc(value)))
+
+    def __delitem__(self, key: Any) -> None:
+        try:
+            kb = self._kenc(key)
+        except EncodeError:
+            raise KeyError(key) from None
+        if not self._submit(self._encoder.one(self._delete_code, kb)):
+            raise KeyError(key)
+
+    def pop(self, key: Any, default: Any = _MISSING) -> Any:
+        """Remove ``key`` and return its value, atomically (one Op)."""
+        try:
+            kb = self._kenc(key)
+        except EncodeError:
+            raw = None
+        else:
+            raw = self._submit(self._encoder.one(self._pop_code, kb))
+        if raw is None:
+            if default is _MISSING:
+                raise KeyError(key)
+            return default
+        return self._vdec(raw)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        """``m[key]`` if present, else store ``default`` and return it.
+
+        The value returned is a decoded copy: mutating it does not change the
+        map (write it back with ``m[key] = value``), as with :mod:`shelve`.
+        """
+        return super().setdefault(key, default)
+
+    def clear(self) -> None:
+        """Remove everything (one Op; frees every block)."""
+        self._submit(self._encoder.zero(self._clear_code))
+
+    # -- inspection ----------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Walk the persistent layout and verify every invariant (O(n))."""
+        self._core.check()
+
+    @property
+    def replicator(self) -> Replicator:
+        return self._replicator
+
+    def __repr__(self) -> str:
+        codecs = f"{self.key_codec.name}->{self.value_codec.name}"
+        return f"<{type(self).__name__} {self.name!r} len={len(self)} {codecs}>"
+
+
+__all__ = ["PersistentMap"]

@@ -1,12 +1,35 @@
 """Blizzard: persistent, replicated data structures.
 
-The layers, bottom up: :mod:`blizzard.pmem` (media, pool, allocator,
-transactions), :mod:`blizzard.replication` (the replicator seam, Raft),
-:mod:`blizzard.structures` (the user-facing data structures).
+``blizzard.open(config)`` returns a :class:`~blizzard.cluster.store.Store`
+whose backend (local, Raft, ...) the configuration chooses. The layers,
+bottom up: :mod:`blizzard.pmem` (media, pool, allocator, transactions),
+:mod:`blizzard.replication` (the replicator seam, Raft, transports),
+:mod:`blizzard.structures` (the user-facing data structures),
+:mod:`blizzard.cluster` (configuration, the Store, servers, the remote client).
 """
 
-from blizzard.exceptions import BlizzardError, Empty
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from blizzard.exceptions import BlizzardError, ConfigError, Empty
+
+if TYPE_CHECKING:
+    from blizzard.cluster.store import Store
 
 __version__ = "0.1.0"
 
-__all__ = ["BlizzardError", "Empty", "__version__"]
+__all__ = ["BlizzardError", "ConfigError", "Empty", "__version__", "open"]
+
+
+def open(config: dict[str, Any] | str | os.PathLike[str], *,
+         node: int | None = None) -> Store:
+    """The structures of ``config`` (a TOML file's path, or a dict of its tables):
+    a :class:`~blizzard.cluster.store.Store`; see :func:`blizzard.cluster.store.open`.
+
+    Imported on first call, so ``import blizzard`` stays light.
+    """
+    from blizzard.cluster.store import open as open_store
+
+    return open_store(config, node=node)

@@ -12,6 +12,11 @@ class BlizzardError(Exception):
     """Base of every error Blizzard raises on purpose."""
 
 
+class ConfigError(BlizzardError, ValueError):
+    """A configuration is invalid, or asks for something not available here;
+    the message names the field (``replication.backend``, ``nodes[1].raft``)."""
+
+
 # --- persistent memory -------------------------------------------------------
 
 

@@ -36,11 +36,13 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from blizzard.cluster import config as configmod
 from blizzard.cluster import protocol as proto
+from blizzard.cluster.config import ClusterConfig
 from blizzard.cluster.protocol import (
     Kind,
     NoSuchStructureError,
@@ -50,7 +52,7 @@ from blizzard.cluster.protocol import (
     Response,
     Status,
 )
-from blizzard.exceptions import BlizzardError, Empty
+from blizzard.exceptions import BlizzardError, ConfigError, Empty
 from blizzard.structures import ops
 from blizzard.structures.codecs import CodecLike, get_codec
 from blizzard.structures.ops import OpCode
@@ -584,19 +586,23 @@ class RemoteQueue(_Remote):
         return f"<RemoteQueue {self.name!r} of {self.client!r}>"
 
 
-def connect(target: str | os.PathLike[str] | Sequence[str | tuple[str, int]], **options: Any
-            ) -> Client:
+def connect(target: str | os.PathLike[str] | Sequence[str | tuple[str, int]] | Mapping[str, Any]
+            | ClusterConfig, **options: Any) -> Client:
     """A :class:`Client` for the nodes at ``target``: ``["host:port", ...]``, one
-    ``"host:port"``, or the path of a cluster TOML file (its nodes' client addresses)."""
-    if isinstance(target, str | os.PathLike):
+    ``"host:port"``, the path of a cluster TOML file or a dict of its tables
+    (its nodes' client addresses), or a loaded config."""
+    if isinstance(target, Mapping):
+        target = configmod.parse(dict(target))
+    elif isinstance(target, str | os.PathLike):
         text = os.fspath(target)
-        if text.endswith(".toml") or Path(text).is_file():
-            from blizzard.cluster import config as configmod
-
-            config = configmod.load(text)
-            nodes = config.client_addresses
-            if not nodes:
-                raise configmod.ConfigError(f"{text}: no node has a client address")
-            return Client(list(nodes.values()), node_ids=list(nodes), **options)
-        return Client([text], **options)
+        if not (text.endswith(".toml") or Path(text).is_file()):
+            return Client([text], **options)
+        target = configmod.load(text)
+    if isinstance(target, ClusterConfig):
+        nodes = target.client_addresses
+        if not nodes:
+            where = f"{target.source}: " if target.source else ""
+            raise ConfigError(f"{where}nodes: no node has a client address "
+                              "(nodes[i].client = \"host:port\")")
+        return Client(list(nodes.values()), node_ids=list(nodes), **options)
     return Client(list(target), **options)

@@ -1,4 +1,4 @@
-"""Cluster configuration: one TOML file describes the whole cluster.
+"""Configuration: one TOML file chooses the backend and describes the cluster.
 
 Example::
 
@@ -7,6 +7,12 @@ Example::
     pool_size = "256M"                     # the structures' pool, per node
     log_pool_size = "256M"                 # the Raft log's pool, per node
     durability = "pmem"                    # pmem | msync | none
+
+    [replication]
+    backend = "raft"                       # local | raft | physical | remote (a client)
+
+    [transport]
+    kind = "tcp"                           # tcp | dpdk
 
     [raft]
     tick_ms = 10
@@ -25,7 +31,14 @@ Example::
     client = "127.0.0.1:7101"              # the client protocol (blizzard serve)
 
 Loading validates everything and names the bad field and why
-(:class:`ConfigError`); relative paths are relative to the file.
+(:class:`ConfigError`); relative paths are relative to the file. Only
+``data_dir`` is needed for the local backend (its pool is
+``data_dir/data.pool``); ``[replication] backend`` defaults to ``raft`` when
+``[[nodes]]`` are listed and to ``local`` otherwise. The ``[replication]``
+and ``[transport]`` tables may hold options of the chosen backend or
+transport besides ``backend`` / ``kind``: those are checked by the backend or
+transport that reads them, when it is built. ``docs/configuration.md``
+lists every key.
 """
 
 from __future__ import annotations
@@ -36,16 +49,17 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import tomli_w
 
-from blizzard.exceptions import BlizzardError
+from blizzard.exceptions import ConfigError
+from blizzard.replication.transport.registry import TlsFiles, TransportSpec
+
+__all__ = ["ClusterConfig", "ConfigError", "NodeConfig", "RaftConfig", "ReplicationConfig",
+           "TlsConfig", "TransportConfig", "dump", "load", "local_cluster", "parse",
+           "to_dict", "transport_spec"]
 
 DURABILITY_MODES = ("pmem", "msync", "none")
-TRANSPORTS = ("tcp",)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-class ConfigError(BlizzardError, ValueError):
-    """A cluster configuration is invalid; the message names the field."""
 
 
 def _size(field: str, value: Any) -> int:
@@ -82,9 +96,28 @@ def _int(field: str, value: Any, minimum: int) -> int:
 
 @attrs.frozen
 class NodeConfig:
+    """One ``[[nodes]]`` table: ``raft`` is the replication address (None for
+    a client's config, which needs only ``client`` addresses)."""
+
     id: int
-    raft: tuple[str, int]
+    raft: tuple[str, int] | None
     client: tuple[str, int] | None
+
+
+@attrs.frozen
+class ReplicationConfig:
+    """``[replication]``: which backend, and that backend's own options."""
+
+    backend: str = "local"
+    options: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class TransportConfig:
+    """``[transport]``: which transport carries replication traffic, and its options."""
+
+    kind: str = "tcp"
+    options: dict[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -100,16 +133,13 @@ class RaftConfig:
     snapshot_entries: int = 100_000
 
 
-@attrs.frozen
-class TlsConfig:
-    ca: Path
-    cert: Path
-    key: Path
+#: ``[tls]``: PEM files for mutual TLS between nodes.
+TlsConfig = TlsFiles
 
 
 @attrs.frozen
 class ClusterConfig:
-    """A validated cluster description; see the module docstring."""
+    """A validated configuration; see the module docstring."""
 
     cluster_id: str
     nodes: tuple[NodeConfig, ...]
@@ -117,7 +147,8 @@ class ClusterConfig:
     pool_size: int = 256 << 20
     log_pool_size: int = 256 << 20
     durability: str = "pmem"
-    transport: str = "tcp"
+    replication: ReplicationConfig = ReplicationConfig()
+    transport: TransportConfig = TransportConfig()
     raft: RaftConfig = RaftConfig()
     tls: TlsConfig | None = None
     source: Path | None = None
@@ -133,7 +164,24 @@ class ClusterConfig:
         return self.data_dir / f"node{node_id}"
 
     @property
+    def base_dir(self) -> Path:
+        """Where relative paths of the file are relative to."""
+        return self.source.parent if self.source is not None else Path(".")
+
+    def require_nodes(self, who: str) -> None:
+        """Refuse a config without nodes, or with a node without a replication
+        address; ``who`` ("the raft backend") is named in the error."""
+        if not self.nodes:
+            raise ConfigError(f"nodes: {who} needs at least one [[nodes]] table")
+        for i, node in enumerate(self.nodes):
+            if node.raft is None:
+                raise ConfigError(f"nodes[{i}].raft: missing (node {node.id}'s replication "
+                                  f"address, host:port, which {who} needs)")
+
+    @property
     def raft_peers(self) -> dict[int, tuple[str, int]]:
+        """Every node's replication address (see :meth:`require_nodes`)."""
+        self.require_nodes("replication")
         return {n.id: n.raft for n in self.nodes}
 
     @property
@@ -160,16 +208,16 @@ def parse(raw: dict[str, Any], *, base: Path = Path("."), source: Path | None = 
           ) -> ClusterConfig:
     """Validate a config already parsed from TOML (a dict)."""
     known = {"cluster_id", "nodes", "data_dir", "pool_size", "log_pool_size", "durability",
-             "transport", "raft", "tls"}
+             "replication", "transport", "raft", "tls"}
     for key in raw:
         if key not in known:
             raise ConfigError(f"{key}: unknown setting (known: {', '.join(sorted(known))})")
     cluster_id = raw.get("cluster_id", "blizzard")
     if not isinstance(cluster_id, str) or not 0 < len(cluster_id.encode()) <= 255:
         raise ConfigError(f"cluster_id: expected a non-empty string, got {cluster_id!r}")
-    nodes_raw = raw.get("nodes")
-    if not isinstance(nodes_raw, list) or not nodes_raw:
-        raise ConfigError("nodes: expected at least one [[nodes]] table")
+    nodes_raw = raw.get("nodes", [])
+    if not isinstance(nodes_raw, list):
+        raise ConfigError("nodes: expected [[nodes]] tables")
     nodes = []
     for i, node in enumerate(nodes_raw):
         where = f"nodes[{i}]"
@@ -181,14 +229,16 @@ def parse(raw: dict[str, Any], *, base: Path = Path("."), source: Path | None = 
         if "id" not in node:
             raise ConfigError(f"{where}.id: missing")
         node_id = _int(f"{where}.id", node["id"], 1)
-        if "raft" not in node:
-            raise ConfigError(f"{where}.raft: missing (the node's Raft address, host:port)")
+        if "raft" not in node and "client" not in node:
+            raise ConfigError(f"{where}.raft: missing (the node's replication address, "
+                              "host:port; a client's config may give only client)")
+        raft = _address(f"{where}.raft", node["raft"]) if "raft" in node else None
         client = _address(f"{where}.client", node["client"]) if "client" in node else None
-        nodes.append(NodeConfig(node_id, _address(f"{where}.raft", node["raft"]), client))
+        nodes.append(NodeConfig(node_id, raft, client))
     ids = [n.id for n in nodes]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"nodes: duplicate node ids in {ids}")
-    addresses = [n.raft for n in nodes] + [n.client for n in nodes if n.client]
+    addresses = [n.raft for n in nodes if n.raft] + [n.client for n in nodes if n.client]
     taken = [a for a in addresses if a[1] != 0]
     if len(set(taken)) != len(taken):
         raise ConfigError("nodes: two addresses are the same")
@@ -196,9 +246,9 @@ def parse(raw: dict[str, Any], *, base: Path = Path("."), source: Path | None = 
     if durability not in DURABILITY_MODES:
         raise ConfigError(f"durability: must be one of {', '.join(DURABILITY_MODES)}, "
                           f"got {durability!r}")
-    transport = raw.get("transport", "tcp")
-    if transport not in TRANSPORTS:
-        raise ConfigError(f"transport: must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+    replication = _table("replication", raw.get("replication", {}), "backend",
+                         "raft" if nodes else "local")
+    transport = _table("transport", raw.get("transport", {}), "kind", "tcp")
     raft = _raft(raw.get("raft", {}))
     tls = None
     if "tls" in raw:
@@ -212,7 +262,20 @@ def parse(raw: dict[str, Any], *, base: Path = Path("."), source: Path | None = 
         cluster_id=cluster_id, nodes=tuple(nodes), data_dir=data_dir,
         pool_size=_size("pool_size", raw.get("pool_size", "256M")),
         log_pool_size=_size("log_pool_size", raw.get("log_pool_size", "256M")),
-        durability=durability, transport=transport, raft=raft, tls=tls, source=source)
+        durability=durability, replication=ReplicationConfig(*replication),
+        transport=TransportConfig(*transport), raft=raft, tls=tls, source=source)
+
+
+def _table(field: str, raw: Any, key: str, default: str) -> tuple[str, dict[str, Any]]:
+    """``(name, options)`` of a ``[replication]`` / ``[transport]`` table."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{field}: expected a table ([{field}] with {key} = ...), "
+                          f"got {raw!r}")
+    options = dict(raw)
+    name = options.pop(key, default)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{field}.{key}: expected a name, got {name!r}")
+    return name, options
 
 
 def _raft(raw: Any) -> RaftConfig:
@@ -251,18 +314,48 @@ def local_cluster(n: int, data_dir: str | os.PathLike[str], *, base_port: int,
     return parse(raw)
 
 
-def dump(config: ClusterConfig) -> str:
-    """The TOML text of ``config`` (what ``cluster up`` writes)."""
-    lines = [f'cluster_id = "{config.cluster_id}"', f'data_dir = "{config.data_dir}"',
-             f"pool_size = {config.pool_size}", f"log_pool_size = {config.log_pool_size}",
-             f'durability = "{config.durability}"', f'transport = "{config.transport}"', "",
-             "[raft]"]
-    lines += [f"{f.name} = {getattr(config.raft, f.name)}" for f in attrs.fields(RaftConfig)]
+def _hostport(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def to_dict(config: ClusterConfig) -> dict[str, Any]:
+    """``config`` as the TOML tables it was parsed from (every setting explicit)."""
+    raw: dict[str, Any] = {
+        "cluster_id": config.cluster_id, "data_dir": str(config.data_dir),
+        "pool_size": config.pool_size, "log_pool_size": config.log_pool_size,
+        "durability": config.durability,
+        "replication": {"backend": config.replication.backend, **config.replication.options},
+        "transport": {"kind": config.transport.kind, **config.transport.options},
+        "raft": attrs.asdict(config.raft),
+    }
     if config.tls is not None:
-        lines += ["", "[tls]", f'ca = "{config.tls.ca}"', f'cert = "{config.tls.cert}"',
-                  f'key = "{config.tls.key}"']
+        raw["tls"] = {k: str(v) for k, v in attrs.asdict(config.tls).items()}
+    nodes = []
     for node in config.nodes:
-        lines += ["", "[[nodes]]", f"id = {node.id}", f'raft = "{node.raft[0]}:{node.raft[1]}"']
-        if node.client:
-            lines.append(f'client = "{node.client[0]}:{node.client[1]}"')
-    return "\n".join(lines) + "\n"
+        table: dict[str, Any] = {"id": node.id}
+        if node.raft is not None:
+            table["raft"] = _hostport(node.raft)
+        if node.client is not None:
+            table["client"] = _hostport(node.client)
+        nodes.append(table)
+    if nodes:
+        raw["nodes"] = nodes
+    return raw
+
+
+def dump(config: ClusterConfig) -> str:
+    """The TOML text of ``config`` (what ``cluster up`` writes), by a TOML writer:
+    any path or id survives quoting, backslashes and control characters."""
+    return tomli_w.dumps(to_dict(config))
+
+
+def transport_spec(config: ClusterConfig, node_id: int, *, seed: int | None = None
+                   ) -> TransportSpec:
+    """What the transport factory of node ``node_id`` is given (see
+    :mod:`blizzard.replication.transport.registry`)."""
+    config.node(node_id)
+    return TransportSpec(kind=config.transport.kind, node_id=node_id, peers=config.raft_peers,
+                         cluster_id=config.cluster_id, options=dict(config.transport.options),
+                         base_dir=config.base_dir, data_dir=config.data_dir, tls=config.tls,
+                         seed=seed)

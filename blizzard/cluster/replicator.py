@@ -33,7 +33,8 @@ from blizzard.replication.node import RaftNode
 from blizzard.replication.raft.messages import ConfState
 from blizzard.replication.raft.pmem_storage import PmemStorage
 from blizzard.replication.sessions import SessionStateMachine, wrap
-from blizzard.replication.transport.tcp import TcpTransport, tls_contexts
+from blizzard.replication.transport.base import Transport
+from blizzard.replication.transport.registry import build_transport
 from blizzard.structures.registry import registry_for
 
 ATTEMPT_TIMEOUT_S = 1.0
@@ -77,10 +78,15 @@ class RaftReplicator(Replicator):
                  seed: int | None = None) -> None:
         if not isinstance(config, ClusterConfig):
             config = configmod.load(Path(config))
+        config.require_nodes("a Raft node")
         config.node(node_id)  # validates the id
         self.config = config
         self.node_id = node_id
         self.request_timeout_s = request_timeout_s
+        self._seed = seed
+        # built before any file is opened: a bad [transport] makes nothing on disk
+        self.transport: Transport = build_transport(
+            configmod.transport_spec(config, node_id, seed=seed))
         self.pool, self.log_pool = open_node_pools(config, node_id)
         self.state_machine = SessionStateMachine(registry_for(self.pool), self.pool)
         voters = tuple(sorted(n.id for n in config.nodes))
@@ -92,25 +98,19 @@ class RaftReplicator(Replicator):
         self._inflight: dict[tuple[int, int], list] = {}  # key -> [envelope, deliver,
         #                                                   deadline, last attempt, lane]
         self._sweeper: asyncio.TimerHandle | None = None
-        self._seed = seed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.node: RaftNode | None = None
         self.submitted = 0
         if start:
-            self.start()
+            try:
+                self.start()
+            except BaseException:
+                self.pool.close()  # nobody else holds them: a retry must find them unlocked
+                self.log_pool.close()
+                raise
 
     # -- lifecycle ----------------------------------------------------------------------
-
-    def _transport(self) -> TcpTransport:
-        config = self.config
-        server_ssl = client_ssl = None
-        if config.tls is not None:
-            server_ssl, client_ssl = tls_contexts(ca_file=str(config.tls.ca),
-                                                  cert_file=str(config.tls.cert),
-                                                  key_file=str(config.tls.key))
-        return TcpTransport(self.node_id, config.raft_peers, cluster_id=config.cluster_id,
-                            server_ssl=server_ssl, client_ssl=client_ssl, seed=self._seed)
 
     def start(self) -> None:
         if self._thread is not None:
@@ -119,7 +119,12 @@ class RaftReplicator(Replicator):
         self._thread = threading.Thread(target=self._run, args=(started,),
                                         name=f"blizzard-node-{self.node_id}", daemon=True)
         self._thread.start()
-        started.result()  # re-raises a failure to start (say, the port is taken)
+        try:
+            started.result()  # re-raises a failure to start (say, the port is taken)
+        except BaseException:
+            self._thread.join()
+            self._thread = None
+            raise
 
     def _run(self, started: concurrent.futures.Future) -> None:
         loop = asyncio.new_event_loop()
@@ -129,7 +134,7 @@ class RaftReplicator(Replicator):
             # RaftNode() may fail too (finishing a snapshot install can fill the pool):
             # inside the try, so start() re-raises instead of waiting forever.
             self.node = RaftNode(self.node_id, storage=self.storage,
-                                 state_machine=self.state_machine, transport=self._transport(),
+                                 state_machine=self.state_machine, transport=self.transport,
                                  tick_s=raft.tick_ms / 1000, election_tick=raft.election_ticks,
                                  heartbeat_tick=raft.heartbeat_ticks,
                                  snapshot_entries=raft.snapshot_entries,

@@ -348,6 +348,11 @@ def serve(config: ClusterConfig | str | os.PathLike[str], node_id: int, *,
     """Run node ``node_id`` and its client server until SIGTERM/SIGINT (or ``stop``)."""
     if not isinstance(config, ClusterConfig):
         config = configmod.load(config)
+    if config.replication.backend != "raft":
+        raise configmod.ConfigError(
+            f"replication.backend: blizzard serve runs raft nodes; this config's backend is "
+            f"{config.replication.backend!r}")
+    config.require_nodes("blizzard serve")
     node = config.node(node_id)
     if node.client is None:
         raise configmod.ConfigError(f"nodes[id={node_id}].client: missing (blizzard serve needs "

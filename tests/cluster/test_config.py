@@ -43,7 +43,7 @@ def test_load_good(tmp_path):
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"nodes": []}, "nodes: expected at least one"),
+    ({"nodes": {}}, "nodes: expected [[nodes]] tables"),
     ({"nodes": [{"id": 1}]}, "nodes[0].raft: missing"),
     ({"nodes": [{"id": 0, "raft": "h:1"}]}, "nodes[0].id: expected an integer >= 1"),
     ({"nodes": [{"id": 1, "raft": "h:1"}, {"id": 1, "raft": "h:2"}]}, "duplicate node ids"),
@@ -53,7 +53,9 @@ def test_load_good(tmp_path):
     ({"pool_size": "lots"}, "pool_size: 'lots' is not a size"),
     ({"pool_size": 1000}, "pool_size: 1000 must be at least 1M"),
     ({"durability": "maybe"}, "durability: must be one of"),
-    ({"transport": "pigeon"}, "transport: must be one of"),
+    ({"transport": "pigeon"}, "transport: expected a table"),
+    ({"transport": {"kind": ""}}, "transport.kind: expected a name"),
+    ({"replication": {"backend": None}}, "replication.backend: expected a name"),
     ({"raft": {"election_ticks": 1}}, "raft.election_ticks (1) must exceed"),
     ({"raft": {"tick_ms": "fast"}}, "raft.tick_ms: expected an integer"),
     ({"raft": {"speed": 1}}, "raft.speed: unknown setting"),
@@ -66,6 +68,37 @@ def test_bad_fields_are_named(change, message):
     with pytest.raises(ConfigError) as err:
         parse(raw)
     assert message in str(err.value)
+
+
+def test_backend_defaults_follow_the_nodes():
+    """No [replication]: a cluster (nodes listed) is raft, a lone data_dir is local."""
+    cluster = parse({"nodes": [{"id": 1, "raft": "127.0.0.1:7001"}]})
+    assert cluster.replication.backend == "raft" and cluster.transport.kind == "tcp"
+    alone = parse({"data_dir": "/dev/shm/x"})
+    assert alone.replication.backend == "local" and alone.nodes == ()
+    with pytest.raises(ConfigError, match=r"nodes: the raft backend needs at least one"):
+        alone.require_nodes("the raft backend")
+    client = parse({"replication": {"backend": "remote"},
+                    "nodes": [{"id": 1, "client": "127.0.0.1:7101"}]})
+    assert client.nodes[0].raft is None
+    assert client.client_addresses == {1: ("127.0.0.1", 7101)}
+
+
+@pytest.mark.parametrize("data_dir", [
+    'with "quotes"', "back\\slash\\", "tab\there", "new\nline", "ünïcode ✓", "a = 'b'",
+])
+def test_dump_survives_any_path(tmp_path, data_dir):
+    """Written by a TOML library: whatever a path holds reads back the same."""
+    config = parse({"cluster_id": data_dir, "data_dir": str(tmp_path / data_dir),
+                    "replication": {"backend": "raft", "extra": [1, "two"]},
+                    "transport": {"kind": "tcp", "path": data_dir},
+                    "nodes": [{"id": 1, "raft": "127.0.0.1:7001", "client": "[::1]:7101"}]})
+    path = tmp_path / "c.toml"
+    path.write_text(dump(config))
+    again = load(path)
+    assert again.data_dir == config.data_dir and again.cluster_id == data_dir
+    assert again.replication == config.replication and again.transport == config.transport
+    assert again.nodes == config.nodes and again.nodes[0].client == ("::1", 7101)
 
 
 def test_file_errors(tmp_path):

@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Mapping
 
 from blizzard.replication.transport.base import Receiver, TransportStats
+from blizzard.replication.transport.registry import TRANSPORTS, TransportSpec
 
 log = logging.getLogger("blizzard.transport.tcp")
 
@@ -304,3 +305,18 @@ def tls_contexts(*, ca_file: str, cert_file: str, key_file: str
     client.check_hostname = False
     client.verify_mode = ssl.CERT_REQUIRED
     return server, client
+
+
+def _build(spec: TransportSpec) -> TcpTransport:
+    """The ``tcp`` transport factory: no options of its own; ``[tls]`` turns on TLS."""
+    spec.check_options(())
+    server_ssl = client_ssl = None
+    if spec.tls is not None:
+        server_ssl, client_ssl = tls_contexts(ca_file=str(spec.tls.ca),
+                                              cert_file=str(spec.tls.cert),
+                                              key_file=str(spec.tls.key))
+    return TcpTransport(spec.node_id, spec.peers, cluster_id=spec.cluster_id,
+                        server_ssl=server_ssl, client_ssl=client_ssl, seed=spec.seed)
+
+
+TRANSPORTS.register("tcp", _build)

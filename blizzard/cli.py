@@ -5,6 +5,7 @@
     blizzard bench pool|structures|ordered|raft-core|cluster [...]   benchmarks
     blizzard serve --config C --node N  run one cluster node (Raft + client protocol)
     blizzard cluster up|down|status     a local cluster of `serve` processes
+    blizzard mirror serve|promote|status --config C [--node N]   physical replication
 """
 
 from __future__ import annotations
@@ -186,6 +187,48 @@ def _cmd_cluster_status(args: argparse.Namespace) -> int:
     return 0 if all("term" in s for s in statuses.values()) else 1
 
 
+# -- mirror (physical replication) ------------------------------------------------------
+
+
+def _cmd_mirror_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from blizzard.cluster.physical import serve_backup
+    from blizzard.cluster.server import setup_logging
+
+    setup_logging(args.node)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    try:
+        return serve_backup(args.config, args.node, stop=stop, acks=args.acks)
+    except OSError as exc:  # the mirror port taken, a data directory not writable
+        print(f"blizzard: error: backup {args.node} cannot start: {exc}", file=sys.stderr)
+        return 1
+
+
+def _cmd_mirror_promote(args: argparse.Namespace) -> int:
+    from blizzard.cluster.physical import request_promote
+
+    result = request_promote(args.config, args.node)
+    print(f"node {result['node']} promoted: epoch {result['epoch']}, position "
+          f"{result['position']}, fenced nodes {result['fenced'] or 'none'}, "
+          f"{result['recovered_entries']} undo entries rolled back; open it as primary")
+    return 0
+
+
+def _cmd_mirror_status(args: argparse.Namespace) -> int:
+    import json
+
+    from blizzard.cluster.physical import node_status
+
+    statuses = node_status(args.config)
+    for node_id, status in sorted(statuses.items()):
+        print(f"node {node_id}: {json.dumps(status, sort_keys=True)}")
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------
 
 
@@ -247,6 +290,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", required=True, help="the cluster's TOML file")
     down.set_defaults(func=_cmd_cluster_down)
     status.set_defaults(func=_cmd_cluster_status)
+
+    mirror = sub.add_parser("mirror", help="physical replication: backups, promotion, status")
+    mirror_sub = mirror.add_subparsers(dest="mirror_command", required=True)
+    m_serve = mirror_sub.add_parser("serve", help="run one node as a passive backup")
+    m_serve.add_argument("--acks", type=int, default=None,
+                         help="backups the primaries wait for per fence (default: all); "
+                              "promotion fences enough nodes for this rule")
+    m_promote = mirror_sub.add_parser("promote", help="make a running backup the primary")
+    for p in (m_serve, m_promote):
+        p.add_argument("--node", type=int, required=True, help="the node's id")
+    m_status = mirror_sub.add_parser("status", help="every backup's epoch and position")
+    for p in (m_serve, m_promote, m_status):
+        p.add_argument("--config", required=True, help="the cluster's TOML file")
+    m_serve.set_defaults(func=_cmd_mirror_serve)
+    m_promote.set_defaults(func=_cmd_mirror_promote)
+    m_status.set_defaults(func=_cmd_mirror_status)
     return parser
 
 

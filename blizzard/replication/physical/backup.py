@@ -105,6 +105,8 @@ class BackupServer:
         if self.pool_path.exists():
             self.media = FileMedia(self.pool_path, mode=mode)
         self.on_promote = on_promote
+        #: Set once a promotion succeeded and its answer was sent.
+        self.promoted = threading.Event()
         self._lock = threading.Lock()
         self._current: Channel | None = None
         self._consistent_at: int | None = None
@@ -131,6 +133,7 @@ class BackupServer:
                     channel.send(frames.error(f"node {self.node} cannot be promoted here"))
                 else:
                     channel.send(frames.state(self.on_promote()))
+                    self.promoted.set()
             else:
                 raise MirrorProtocolError(f"unexpected first message (kind {kind})")
         except MirrorProtocolError as exc:

@@ -1,0 +1,282 @@
+"""Physical replication for a cluster described by its TOML file.
+
+Every node of the cluster keeps ``data.pool`` and ``mirror.state`` in its
+directory (``data_dir/nodeN``) and uses its ``raft`` address as its mirror
+address (physical replication runs no Raft). One node is the primary; the
+others run ``blizzard mirror serve`` (:func:`serve_backup`).
+
+* :func:`open_primary` opens this node's pool as the primary, mirrored to
+  every other node, and returns its :class:`PhysicalReplicator` (``.pool``).
+  A node with no state yet becomes the cluster's first primary; a node
+  that was a backup must be promoted first.
+* :func:`request_promote` (``blizzard mirror promote --node N``) asks node N's
+  running backup to become primary: it fences enough other nodes with a new
+  epoch that no acknowledged write can be missing from the most advanced of
+  them, refuses if another node holds later fences, opens its pool once so
+  recovery rolls back the transaction in flight, records itself primary, and
+  hands over: its ``mirror serve`` exits, and the node is opened as primary
+  (by the application, with :func:`open_primary`).
+
+What this does not give that Raft does: nothing here decides *when* to fail
+over. An operator (or an external arbiter) must first make sure the old
+primary is dead or cut off, then promote. Promoting while the old primary
+still reaches enough backups to meet its acknowledgement rule splits the
+brain: until the fencing reaches them, both acknowledge writes, and the
+loser's are lost. See ``docs/physical.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from blizzard.cluster import config as configmod
+from blizzard.cluster.config import ClusterConfig
+from blizzard.exceptions import (
+    ChannelClosedError,
+    DeposedError,
+    MirrorProtocolError,
+    MirrorUnavailableError,
+    PromoteError,
+)
+from blizzard.pmem import FileMedia, Pool
+from blizzard.pmem import _layout as L
+from blizzard.replication.physical import frames
+from blizzard.replication.physical.backup import POOL_FILE, BackupServer
+from blizzard.replication.physical.mirror import MirroredMedia
+from blizzard.replication.physical.replicator import PhysicalReplicator
+from blizzard.replication.physical.state import MirrorState, epoch_text, first_epoch, next_epoch
+from blizzard.replication.physical.tcp import TcpMirrorTransport
+from blizzard.structures.registry import registry_for
+
+log = logging.getLogger("blizzard.mirror")
+
+LAYOUT = "blizzard.data"
+READY_TIMEOUT_S = 30.0
+REQUEST_TIMEOUT_S = 5.0
+SEQ_RUN_BITS = 32  # each run of a primary numbers its fences from a fresh multiple of 2**32
+
+
+def _load(config: ClusterConfig | str | os.PathLike[str]) -> ClusterConfig:
+    return config if isinstance(config, ClusterConfig) else configmod.load(config)
+
+
+def mirror_peers(config: ClusterConfig, node_id: int) -> dict[int, tuple[str, int]]:
+    """The mirror addresses of every node but ``node_id``."""
+    config.node(node_id)
+    return {n.id: n.raft for n in config.nodes if n.id != node_id}
+
+
+def acks_needed(config: ClusterConfig, acks: int | None) -> int:
+    backups = len(config.nodes) - 1
+    return backups if acks is None else acks
+
+
+# -- the primary --------------------------------------------------------------------------------
+
+
+def open_primary(config: ClusterConfig | str | os.PathLike[str], node_id: int, *,
+                 acks: int | None = None, fence: str = "sync",
+                 ready_timeout_s: float = READY_TIMEOUT_S) -> PhysicalReplicator:
+    """Open node ``node_id``'s pool as the primary; see the module docstring.
+
+    Waits until enough backups are in sync (resynchronised if needed) for the
+    rule; raises :class:`MirrorUnavailableError` if they are not within
+    ``ready_timeout_s``, :class:`DeposedError` if a backup holds a newer epoch,
+    :class:`PromoteError` if this node is a backup.
+    """
+    config = _load(config)
+    directory = config.node_dir(node_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = MirrorState(directory, mode=config.durability)
+    mirror = None
+    try:
+        if state.epoch == 0:
+            state.raise_epoch(first_epoch(node_id))
+            state.set_primary(True)
+            log.info("node %d: first primary of the cluster, epoch %s", node_id,
+                     epoch_text(state.epoch))
+        elif not state.primary:
+            raise PromoteError(f"node {node_id} is a backup (epoch {epoch_text(state.epoch)}); "
+                               f"promote it first: blizzard mirror promote --node {node_id}")
+        epoch = state.epoch
+        seq = ((state.position[1] >> SEQ_RUN_BITS) + 1) << SEQ_RUN_BITS
+        if state.position[0] != epoch:
+            state.set_in_sync(False)
+        state.set_position(epoch, seq)
+        path = directory / POOL_FILE
+        fresh = not path.exists() or _unformatted(path)
+        if fresh:
+            path.unlink(missing_ok=True)
+        inner = FileMedia(path, mode=config.durability,
+                          create_size=config.pool_size if fresh else None)
+        mirror = MirroredMedia(inner, mirror_peers(config, node_id), node=node_id, epoch=epoch,
+                               seq=seq, cluster_id=config.cluster_id, acks=acks,
+                               fence=fence).start()
+        if not mirror.wait_ready(ready_timeout_s):
+            if mirror.deposed is not None:
+                raise DeposedError(f"node {node_id} was deposed: a backup holds epoch "
+                                   f"{epoch_text(mirror.deposed)}, newer than "
+                                   f"{epoch_text(epoch)}")
+            states = ", ".join(f"node {n}: {b['state']} {b['error']}".rstrip()
+                               for n, b in mirror.backups().items())
+            raise MirrorUnavailableError(f"node {node_id}: fewer than {mirror.need} backup(s) "
+                                         f"in sync after {ready_timeout_s} s ({states})")
+        pool = (Pool.create(mirror, layout=LAYOUT) if fresh else Pool.open(mirror, layout=LAYOUT))
+    except BaseException:
+        if mirror is not None:
+            mirror.close()
+        state.close()
+        raise
+    replicator = PhysicalReplicator(registry_for(pool), mirror)
+    replicator.pool = pool
+    replicator.node_id = node_id
+    replicator.mirror_state = state
+    return replicator
+
+
+def close_primary(replicator: PhysicalReplicator) -> None:
+    """Close the pool, the mirror and the state file of :func:`open_primary`."""
+    replicator.stop()
+    with contextlib.suppress(Exception):
+        replicator.pool.close()
+    replicator.mirror_state.close()
+
+
+def _unformatted(path: Path) -> bool:
+    """A pool file whose magic was never persisted (a crash while formatting)."""
+    with open(path, "rb") as f:
+        return f.read(len(L.MAGIC)) != L.MAGIC
+
+
+# -- backups ------------------------------------------------------------------------------------
+
+
+def serve_backup(config: ClusterConfig | str | os.PathLike[str], node_id: int, *,
+                 stop: threading.Event | None = None, acks: int | None = None) -> int:
+    """``blizzard mirror serve``: be node ``node_id``'s backup until stopped or promoted.
+
+    Returns 0 (stopped, or promoted: then the node is to be opened as primary).
+    ``acks`` is the rule the primaries of this cluster use; promotion needs it
+    to know how many nodes it must fence.
+    """
+    config = _load(config)
+    stop = stop or threading.Event()
+    node = config.node(node_id)
+    server: BackupServer | None = None
+
+    def on_promote() -> frames.State:
+        return server.describe(text=json.dumps(promote_here(config, server, acks=acks)))
+
+    server = BackupServer(config.node_dir(node_id), node.raft, node=node_id,
+                          cluster_id=config.cluster_id, mode=config.durability,
+                          on_promote=on_promote)
+    log.info("node %d: backup up (pid %d, mirror %s:%d, epoch %s, position %s/%d%s)", node_id,
+             os.getpid(), *server.address, epoch_text(server.state.epoch),
+             epoch_text(server.state.position[0]), server.state.position[1],
+             "" if server.state.in_sync else ", out of sync")
+    try:
+        while not stop.wait(0.05) and not server.promoted.is_set():
+            pass
+    finally:
+        server.close()
+    log.info("node %d: %s", node_id, "promoted: open it as primary" if server.promoted.is_set()
+             else "backup stopped")
+    return 0
+
+
+def promote_here(config: ClusterConfig, server: BackupServer, *,
+                 acks: int | None = None) -> dict[str, Any]:
+    """Promote the backup ``server`` (see the module docstring); returns a summary."""
+    state = server.state
+    node_id = server.node
+    if state.primary:
+        raise PromoteError(f"node {node_id} is already primary")
+    if not state.in_sync:
+        raise PromoteError(f"node {node_id}'s pool is mid-resynchronisation, not a crash image "
+                           "of any primary: promote another node")
+    others = mirror_peers(config, node_id)
+    needed = len(others) - acks_needed(config, acks) + 1  # nodes, this one included
+    epoch = next_epoch(state.epoch, node_id)
+    server.fence_epoch(epoch)
+    answers = {}
+    for peer, address in others.items():
+        try:
+            answer = _request(address, frames.fence_epoch(epoch))
+        except (OSError, ChannelClosedError, MirrorProtocolError) as exc:
+            log.info("node %d: promotion: node %d unreachable (%s)", node_id, peer, exc)
+            continue
+        if answer.status == frames.Status.OK and not answer.primary:
+            answers[peer] = answer
+    if 1 + len(answers) < needed:
+        raise PromoteError(
+            f"node {node_id}: only {1 + len(answers)} node(s) fenced with epoch "
+            f"{epoch_text(epoch)}, {needed} needed: the old primary may still be acknowledging "
+            "writes through the others")
+    mine = state.position
+    for peer, answer in answers.items():
+        if answer.in_sync and answer.position > mine:
+            raise PromoteError(
+                f"node {peer} holds later fences ({epoch_text(answer.position[0])}/"
+                f"{answer.position[1]} > {epoch_text(mine[0])}/{mine[1]}): promote node {peer}")
+    media = server.release_pool()
+    pool = Pool.open(media, layout=LAYOUT)  # recovery rolls back the transaction in flight
+    try:
+        recovered = pool.recovered_entries
+        pool.check()
+    finally:
+        pool.close()
+    state.set_primary(True)
+    log.info("node %d: promoted, epoch %s (fenced nodes %s; %d undo entries rolled back)",
+             node_id, epoch_text(epoch), sorted(answers), recovered)
+    return {"node": node_id, "epoch": epoch_text(epoch), "fenced": sorted(answers),
+            "recovered_entries": recovered, "position": f"{epoch_text(mine[0])}/{mine[1]}"}
+
+
+def _request(address: tuple[str, int], message: bytes) -> frames.State:
+    channel = TcpMirrorTransport().connect(address, REQUEST_TIMEOUT_S)
+    try:
+        channel.send(message)
+        reply = channel.receive(REQUEST_TIMEOUT_S * 6)
+        if reply is None:
+            raise MirrorProtocolError(f"no answer from {address[0]}:{address[1]}")
+        return frames.parse_state(reply)
+    finally:
+        channel.close()
+
+
+def request_promote(config: ClusterConfig | str | os.PathLike[str], node_id: int
+                    ) -> dict[str, Any]:
+    """``blizzard mirror promote``: ask node ``node_id``'s running backup to promote itself."""
+    config = _load(config)
+    try:
+        answer = _request(config.node(node_id).raft, frames.promote())
+    except MirrorProtocolError as exc:
+        raise PromoteError(str(exc)) from None
+    except OSError as exc:
+        raise PromoteError(f"node {node_id}: no backup answering at "
+                           f"{config.node(node_id).raft[0]}:{config.node(node_id).raft[1]} "
+                           f"({exc}); is `blizzard mirror serve` running?") from None
+    return json.loads(answer.text)
+
+
+def node_status(config: ClusterConfig | str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
+    """``blizzard mirror status``: each backup's epoch, position and counters."""
+    config = _load(config)
+    out: dict[int, dict[str, Any]] = {}
+    for node in config.nodes:
+        try:
+            s = _request(node.raft, frames.status_request())
+        except (OSError, ChannelClosedError, MirrorProtocolError) as exc:
+            out[node.id] = {"reachable": False, "error": str(exc)}
+            continue
+        out[node.id] = {"reachable": True, "epoch": epoch_text(s.epoch),
+                        "position": f"{epoch_text(s.position[0])}/{s.position[1]}",
+                        "in_sync": s.in_sync, "pool_size": s.pool_size,
+                        **json.loads(s.text or "{}")}
+    return out

@@ -257,6 +257,23 @@ class MirroredMedia(MediaWrapper):
         self._wait(self.seq, len(self._links) if every else self.need)
         return self.stats.failures == failures
 
+    def poll(self) -> int:
+        """Read the acknowledgements that arrived (never blocks); the highest seq
+        meeting the rule."""
+        for link in self._links.values():
+            if link.state == IN_SYNC and link.acked < self.seq:
+                self._read_acks(link)
+        return self.acknowledged()
+
+    def acknowledged(self) -> int:
+        """The highest seq acknowledged by ``need`` backups (by what was read so far)."""
+        if self.need == 0:
+            return self.seq
+        acked = sorted((link.acked for link in self._links.values()
+                        if link.state != DOWN and link.acked >= link.consistent_seq),
+                       reverse=True)
+        return acked[self.need - 1] if len(acked) >= self.need else 0
+
     def native(self) -> tuple[int, int, int]:
         """C-callable trampolines into ``flush``/``drain``/``persist`` (see the module doc)."""
         if self._native is None:

@@ -17,6 +17,8 @@ those fences met the acknowledgement rule; otherwise it raises
 from __future__ import annotations
 
 import threading
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from blizzard.exceptions import DeposedError, MirrorUnavailableError, ReplicatorStoppedError
@@ -49,36 +51,99 @@ class PhysicalReplicator(Replicator):
         self._ready_timeout_s = ready_timeout_s
         self.submitted = 0
         self.unacknowledged = 0
+        self._pending: deque[tuple[int, int, Any, Callable[[Any, Any], None]]] = deque()
+        self._failures_seen = mirror.stats.failures
         self.pool: Any = getattr(state_machine, "pool", None)
 
     def submit(self, op: bytes) -> Any:
         mirror = self.mirror
         with self._lock:
-            if self._stopped:
-                raise ReplicatorStoppedError("the replicator is stopped")
-            self._check_deposed()
-            if not mirror.ready() and not mirror.wait_ready(self._ready_timeout_s):
-                self._check_deposed()
-                raise MirrorUnavailableError(
-                    f"fewer than {mirror.need} backup(s) in sync after "
-                    f"{self._ready_timeout_s} s ({_describe(mirror)}); nothing was applied")
+            self._settle(block=True)  # earlier submit_callback Ops are acknowledged first
             failures = mirror.stats.failures
-            sm = self._sm
-            index = sm.last_applied + 1
-            apply_one = self._apply_one
-            result = apply_one(index, op) if apply_one is not None else sm.apply([(index, op)])[0]
+            index, result = self._apply(op)
             if mirror.fence_mode != "sync":
                 mirror.sync()
-            self.submitted += 1
+            self._failures_seen = mirror.stats.failures
             if mirror.stats.failures != failures:
                 self.unacknowledged += 1
                 self._check_deposed()
-                raise MirrorUnavailableError(
-                    f"operation {index} applied here but not acknowledged by {mirror.need} "
-                    f"backup(s) ({_describe(mirror)}): it may not survive a failover")
+                raise self._unacknowledged(index)
         if isinstance(result, BaseException):
             raise result
         return result
+
+    def submit_callback(self, op: bytes, callback: Callable[[Any, Any], None]) -> None:
+        """Apply ``op`` now; ``callback(result, error)`` once it is acknowledged.
+
+        With ``fence="pipelined"`` this does not wait: the Op's fences are in
+        flight while the next Ops apply, and callbacks run (on the calling
+        thread, in order) as acknowledgements are read -- at later calls, or
+        at :meth:`settle`. A fence that misses the rule fails every Op not yet
+        acknowledged. With ``fence="sync"`` it is ``submit`` plus the callback.
+        """
+        if self.mirror.fence_mode == "sync":
+            try:
+                result = self.submit(op)
+            except Exception as exc:  # delivered through the callback
+                callback(None, exc)
+            else:
+                callback(result, None)
+            return
+        with self._lock:
+            try:
+                index, result = self._apply(op)
+            except Exception as exc:
+                callback(None, exc)
+                return
+            self._pending.append((self.mirror.seq, index, result, callback))
+            self._settle(block=False)
+
+    def settle(self) -> None:
+        """Wait until every ``submit_callback`` Op is acknowledged (or failed)."""
+        with self._lock:
+            self._settle(block=True)
+
+    def _apply(self, op: bytes) -> tuple[int, Any]:
+        mirror = self.mirror
+        if self._stopped:
+            raise ReplicatorStoppedError("the replicator is stopped")
+        self._check_deposed()
+        if not mirror.ready() and not mirror.wait_ready(self._ready_timeout_s):
+            self._check_deposed()
+            raise MirrorUnavailableError(
+                f"fewer than {mirror.need} backup(s) in sync after "
+                f"{self._ready_timeout_s} s ({_describe(mirror)}); nothing was applied")
+        sm = self._sm
+        index = sm.last_applied + 1
+        apply_one = self._apply_one
+        result = apply_one(index, op) if apply_one is not None else sm.apply([(index, op)])[0]
+        self.submitted += 1
+        return index, result
+
+    def _settle(self, *, block: bool) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        mirror = self.mirror
+        if mirror.stats.failures != self._failures_seen or (block and not mirror.sync()):
+            self._failures_seen = mirror.stats.failures
+            failed, self._pending = pending, deque()
+            self.unacknowledged += len(failed)
+            for _, index, _, callback in failed:
+                callback(None, self._unacknowledged(index))
+            return
+        acked = mirror.poll()
+        while pending and pending[0][0] <= acked:
+            _, _, result, callback = pending.popleft()
+            if isinstance(result, BaseException):
+                callback(None, result)
+            else:
+                callback(result, None)
+
+    def _unacknowledged(self, index: int) -> MirrorUnavailableError:
+        return MirrorUnavailableError(
+            f"operation {index} applied here but not acknowledged by {self.mirror.need} "
+            f"backup(s) ({_describe(self.mirror)}): it may not survive a failover")
 
     def _check_deposed(self) -> None:
         if self.mirror.deposed is not None:

@@ -3,14 +3,9 @@
 See :mod:`blizzard.cluster.client`.
 """
 
-from blizzard.cluster.client import (
-    Client,
-    ClusterUnavailableError,
-    RemoteError,
-    RemoteHashMap,
-    RemoteQueue,
-    connect,
-)
+from blizzard.cluster.client import Client, ClusterUnavailableError, connect
+from blizzard.cluster.protocol import RemoteError
+from blizzard.cluster.remote import RemoteBPlusTree, RemoteHashMap, RemoteQueue, RemoteSkipList
 
-__all__ = ["Client", "ClusterUnavailableError", "RemoteError", "RemoteHashMap", "RemoteQueue",
-           "connect"]
+__all__ = ["Client", "ClusterUnavailableError", "RemoteBPlusTree", "RemoteError",
+           "RemoteHashMap", "RemoteQueue", "RemoteSkipList", "connect"]

@@ -64,7 +64,7 @@ def main() -> None:
                 jobs.put(name)
             print(f"jobs: took {jobs.get()!r}, next {jobs.peek()!r}, {len(jobs)} left")
 
-            for node, status in sorted(client.status().items()):
+            for node, status in sorted(client.node_statuses().items()):
                 print(f"node {node}: {status['role']}, applied {status['applied']}")
         print(blizzard("cluster", "down", "--config", config), end="")
     finally:

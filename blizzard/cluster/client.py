@@ -4,21 +4,28 @@
 
     from blizzard.client import connect
 
-    c = connect(["127.0.0.1:7101", "127.0.0.1:7103", "127.0.0.1:7105"])  # or "cluster.toml"
-    users = c.hashmap("users")          # a MutableMapping
+    c = connect("cluster.toml")         # or ["127.0.0.1:7101", "127.0.0.1:7103", ...]
+    users = c.hashmap("users")          # a PHashMap of the cluster: same methods
     users[b"ada"] = b"1815"
     jobs = c.queue("jobs")
     jobs.put(b"build"); jobs.get()
-    c.status()                          # every node's role, term, indexes...
+    dates = c.bptree("dates", key_codec=int)
+    list(dates.irange(20260101, 20261231))
+    c.status()                          # the Store's status keys, every node's status
+
+The client offers the surface of :class:`~blizzard.cluster.store.Store`
+(``hashmap``, ``queue``, ``bptree``, ``skiplist``, ``names``, ``drop``,
+``check``, ``status``, ``close``); its structures are the local classes
+bound to the network (:mod:`blizzard.cluster.remote`).
 
 Any node serves any request (a follower forwards writes to the leader, and
-reads wait for a ReadIndex barrier unless ``stale=True``), so the client
-talks to whichever node answers, and moves to the leader once it knows
-where that is (every response names the leader; node ids map to addresses
-through the config, or :meth:`Client.status`). On a connection error, a timeout or a
-NOT_READY answer it moves to the next node and sends the *same* request,
-with the same (client id, seq): the cluster's session table applies a
-write once however often it is retried.
+reads wait for a ReadIndex barrier unless ``linearizable=False``), so the
+client talks to whichever node answers, and moves to the leader once it
+knows where that is (every response names the leader; node ids map to
+addresses through the config, or :meth:`Client.node_statuses`). On a
+connection error, a timeout or a NOT_READY answer it moves to the next node
+and sends the *same* request, with the same (client id, seq): the cluster's
+session table applies a write once however often it is retried.
 
 Each thread using a :class:`Client` gets its own blocking socket and its
 own session (client id), with at most one write in flight -- the session
@@ -36,7 +43,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,31 +52,33 @@ from blizzard.cluster import protocol as proto
 from blizzard.cluster.config import ClusterConfig
 from blizzard.cluster.protocol import (
     Kind,
-    NoSuchStructureError,
     ReadKind,
     RemoteError,
     Request,
     Response,
     Status,
 )
-from blizzard.exceptions import BlizzardError, ConfigError, Empty
-from blizzard.structures import ops
-from blizzard.structures.codecs import CodecLike, get_codec
+from blizzard.cluster.remote import (
+    RemoteBPlusTree,
+    RemoteHashMap,
+    RemoteQueue,
+    RemoteReplicator,
+    RemoteSkipList,
+)
+from blizzard.exceptions import BlizzardError, ConfigError
+from blizzard.structures import KIND_OF_TAG, ops
+from blizzard.structures.codecs import CodecLike
 from blizzard.structures.ops import OpCode
 
-__all__ = ["Client", "ClusterUnavailableError", "RemoteError", "RemoteHashMap", "RemoteQueue",
-           "connect"]
+__all__ = ["Client", "ClusterUnavailableError", "RemoteBPlusTree", "RemoteError",
+           "RemoteHashMap", "RemoteQueue", "RemoteSkipList", "connect"]
 
 TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 1.0
 REPLY_TIMEOUT_S = 10.0  # longer than the server's own request deadline
 BACKOFF_MIN_S = 0.02
 BACKOFF_MAX_S = 0.5
-PAGE_ITEMS = 1000
 WINDOW = 64
-
-_MAP_TAG = b"phashmap"
-_QUEUE_TAG = b"pqueue"
 
 
 class ClusterUnavailableError(BlizzardError, TimeoutError):
@@ -157,19 +166,43 @@ class Client:
         # node id -> index in addresses, to follow the leader hint of responses
         self._index_of: dict[int, int] = (
             {node_id: i for i, node_id in enumerate(node_ids)} if node_ids else {})
+        self._replicator = RemoteReplicator(self)
+        self.requests = 0  # requests sent, retries included
 
-    # -- structures ----------------------------------------------------------------------
+    # -- structures (the Store's surface) --------------------------------------------------
 
     def hashmap(self, name: str, *, key_codec: CodecLike = None, value_codec: CodecLike = None,
-                stale: bool = False, create: bool = True) -> RemoteHashMap:
-        """The map ``name``, created (with these codecs, bytes by default) if missing."""
+                linearizable: bool | None = None, create: bool = True) -> RemoteHashMap:
+        """The :class:`~blizzard.structures.PHashMap` ``name`` of the cluster,
+        created (with these codecs, bytes by default) if missing and ``create``.
+        Reads are linearizable unless ``linearizable=False`` (then the node
+        answering reads its own state, possibly behind the leader)."""
         return RemoteHashMap(self, name, key_codec=key_codec, value_codec=value_codec,
-                             stale=stale, create=create)
+                             linearizable=linearizable, create=create)
 
-    def queue(self, name: str, *, value_codec: CodecLike = None, stale: bool = False,
-              create: bool = True) -> RemoteQueue:
-        """The queue ``name``, created if missing."""
-        return RemoteQueue(self, name, value_codec=value_codec, stale=stale, create=create)
+    def queue(self, name: str, *, value_codec: CodecLike = None,
+              linearizable: bool | None = None, create: bool = True) -> RemoteQueue:
+        """The :class:`~blizzard.structures.PQueue` ``name``, created if missing."""
+        return RemoteQueue(self, name, value_codec=value_codec, linearizable=linearizable,
+                           create=create)
+
+    def bptree(self, name: str, *, key_codec: CodecLike = None, value_codec: CodecLike = None,
+               fanout: int | None = None, linearizable: bool | None = None,
+               create: bool = True) -> RemoteBPlusTree:
+        """The :class:`~blizzard.structures.PBPlusTree` ``name``, created if missing."""
+        return RemoteBPlusTree(self, name, key_codec=key_codec, value_codec=value_codec,
+                               fanout=fanout, linearizable=linearizable, create=create)
+
+    def skiplist(self, name: str, *, key_codec: CodecLike = None,
+                 value_codec: CodecLike = None, seed: int | None = None,
+                 linearizable: bool | None = None, create: bool = True) -> RemoteSkipList:
+        """The :class:`~blizzard.structures.PSkipList` ``name``, created if missing."""
+        return RemoteSkipList(self, name, key_codec=key_codec, value_codec=value_codec,
+                              seed=seed, linearizable=linearizable, create=create)
+
+    def drop(self, name: str) -> None:
+        """Remove structure ``name`` and free its memory (KeyError if there is none)."""
+        self.submit(ops.encode(ops.Op(name, OpCode.DROP)))
 
     # -- requests ------------------------------------------------------------------------
 
@@ -216,6 +249,7 @@ class Client:
         last = "no attempt"
         while True:
             request = Request(kind, self._next_id(), client, seq, payload, flags)
+            self.requests += 1
             try:
                 conn = self._connection(local)
                 conn.send(proto.encode_request(request))
@@ -258,6 +292,11 @@ class Client:
     def _where(self, local) -> str:
         host, port = self.addresses[local.index]
         return f"{host}:{port}"
+
+    @property
+    def replicator(self) -> RemoteReplicator:
+        """Where the remote structures' Ops go (SUBMITs through this client)."""
+        return self._replicator
 
     def submit(self, op: bytes) -> Any:
         """Apply one Op record through the cluster; its result (exceptions raised)."""
@@ -343,29 +382,38 @@ class Client:
                    stale: bool = False) -> Any:
         return proto.decode_value(self.read(read, name, args, stale=stale))
 
-    def pages(self, read: ReadKind, name: str, *, stale: bool = False,
-              limit: int = PAGE_ITEMS) -> Iterator[bytes]:
-        """Every field of a paged READ, page after page."""
-        cursor = 0
-        while cursor != proto.END:
-            cursor, fields = proto.decode_page(
-                self.read(read, name, proto.page_args(cursor, limit), stale=stale))
-            yield from fields
-
     def check(self, *, stale: bool = True) -> bool:
         """Run ``check()`` on every structure and the pool of the node answering."""
         return self.read_value(ReadKind.CHECK, "", stale=stale)
 
     def names(self, *, stale: bool = False) -> dict[str, str]:
-        """Structure name -> kind, on the node answering."""
-        return proto.decode_json(self.read(ReadKind.NAMES, "", stale=stale))
+        """Structure name -> kind (``hashmap``, ``queue``, ``bptree``, ``skiplist``)."""
+        tags = proto.decode_json(self.read(ReadKind.NAMES, "", stale=stale))
+        return {name: KIND_OF_TAG.get(tag.encode(), tag) for name, tag in tags.items()}
 
     def info(self, name: str, *, stale: bool = False) -> dict[str, Any]:
         """Kind, codecs and item count of structure ``name``
         (:class:`NoSuchStructureError` if there is none)."""
         return proto.decode_json(self.read(ReadKind.INFO, name, stale=stale))
 
-    def status(self) -> dict[int | str, dict[str, Any]]:
+    def status(self) -> dict[str, Any]:
+        """The Store's status keys, as the cluster reports them: ``backend``
+        ("remote"), ``transport`` and ``node`` (None: this process is no node),
+        ``role`` ("client"), and ``term``, ``leader``, ``commit``, ``applied``
+        from the leader's status (the most advanced node's while there is
+        none); ``counters`` holds this client's; ``nodes`` every node's status."""
+        nodes = self.node_statuses()
+        answered = [s for s in nodes.values() if "term" in s]
+        best = max(answered, key=lambda s: (s.get("role") == "leader", s["term"], s["commit"]),
+                   default={})
+        return {"backend": "remote", "transport": None, "node": None, "role": "client",
+                "term": best.get("term"), "leader": best.get("leader") or None,
+                "commit": best.get("commit"), "applied": best.get("applied"),
+                "counters": {"nodes": len(self.addresses), "answering": len(answered),
+                             "requests": self.requests},
+                "nodes": nodes}
+
+    def node_statuses(self) -> dict[int | str, dict[str, Any]]:
         """Every node's status, by node id (or by address if it did not answer)."""
         statuses: dict[int | str, dict[str, Any]] = {}
         for host, port in self.addresses:
@@ -391,7 +439,7 @@ class Client:
         """Block until some node reports a leader every answering node agrees on."""
         deadline = time.monotonic() + timeout_s
         while True:
-            statuses = [s for s in self.status().values() if "leader" in s]
+            statuses = [s for s in self.node_statuses().values() if "leader" in s]
             leaders = {s["leader"] for s in statuses}
             if statuses and len(leaders) == 1 and 0 not in leaders and any(
                     s["role"] == "leader" for s in statuses):
@@ -416,174 +464,6 @@ class Client:
     def __repr__(self) -> str:
         nodes = ", ".join(f"{h}:{p}" for h, p in self.addresses)
         return f"<Client of [{nodes}]>"
-
-
-class _Remote:
-    def __init__(self, client: Client, name: str, tag: bytes, key_codec: CodecLike,
-                 value_codec: CodecLike, stale: bool, create: bool) -> None:
-        self.client = client
-        self.name = name
-        self.stale = stale
-        if key_codec is None or value_codec is None:
-            # Reopening needs no codecs: take the ones it was created with.
-            try:
-                info = client.info(name, stale=stale)
-            except NoSuchStructureError:
-                info = None
-            if info is not None and info["kind"] == tag.decode():
-                key_codec = key_codec if key_codec is not None else info["key_codec"]
-                value_codec = value_codec if value_codec is not None else info["value_codec"]
-        self.key_codec = get_codec(key_codec if key_codec is not None else "bytes")
-        self.value_codec = get_codec(value_codec if value_codec is not None else "bytes")
-        self._encoder = ops.Encoder(name)
-        if create:
-            client.submit(ops.encode(ops.Op(name, OpCode.CREATE, (
-                tag, self.key_codec.name.encode(), self.value_codec.name.encode()))))
-
-    def _read(self, read: ReadKind, args: bytes = b"") -> Any:
-        return self.client.read_value(read, self.name, args, stale=self.stale)
-
-
-class RemoteHashMap(_Remote, MutableMapping):
-    """A :class:`~blizzard.structures.PHashMap` of the cluster, as a MutableMapping.
-
-    Every call is one round trip (iteration: one per page of keys).
-    """
-
-    def __init__(self, client: Client, name: str, *, key_codec: CodecLike = None,
-                 value_codec: CodecLike = None, stale: bool = False, create: bool = True) -> None:
-        super().__init__(client, name, _MAP_TAG, key_codec, value_codec, stale, create)
-
-    def __getitem__(self, key: Any) -> Any:
-        raw = self._read(ReadKind.MAP_GET, self.key_codec.encode(key))
-        if raw is None:
-            raise KeyError(key)
-        return self.value_codec.decode(raw)
-
-    def __contains__(self, key: object) -> bool:
-        try:
-            kb = self.key_codec.encode(key)
-        except TypeError:
-            return False
-        return self._read(ReadKind.MAP_CONTAINS, kb)
-
-    def __len__(self) -> int:
-        return self._read(ReadKind.MAP_LEN)
-
-    def __iter__(self) -> Iterator[Any]:
-        decode = self.key_codec.decode
-        for kb in self.client.pages(ReadKind.MAP_KEYS, self.name, stale=self.stale):
-            yield decode(kb)
-
-    def scan(self) -> Iterator[tuple[Any, Any]]:
-        """Every (key, value), a page of whole buckets per round trip."""
-        fields = self.client.pages(ReadKind.MAP_ITEMS, self.name, stale=self.stale)
-        kdec, vdec = self.key_codec.decode, self.value_codec.decode
-        for kb in fields:
-            yield kdec(kb), vdec(next(fields))
-
-    def items(self) -> list[tuple[Any, Any]]:  # type: ignore[override]
-        """(key, value) pairs, fetched by pages (not one request per key)."""
-        return list(self.scan())
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.client.submit(self._encoder.two(OpCode.MAP_PUT, self.key_codec.encode(key),
-                                             self.value_codec.encode(value)))
-
-    def __delitem__(self, key: Any) -> None:
-        if not self.client.submit(self._encoder.one(OpCode.MAP_DELETE,
-                                                    self.key_codec.encode(key))):
-            raise KeyError(key)
-
-    _MISSING = object()
-
-    def pop(self, key: Any, default: Any = _MISSING) -> Any:
-        raw = self.client.submit(self._encoder.one(OpCode.MAP_POP, self.key_codec.encode(key)))
-        if raw is None:
-            if default is self._MISSING:
-                raise KeyError(key)
-            return default
-        return self.value_codec.decode(raw)
-
-    def clear(self) -> None:
-        self.client.submit(self._encoder.zero(OpCode.MAP_CLEAR))
-
-    def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
-        """Put many pairs, pipelined (see :meth:`Client.submit_many`).
-
-        Pipelined writes may apply in any order, so a key given twice is sent
-        once, with its last value (what a sequential update would leave).
-        """
-        pairs = other.items() if hasattr(other, "items") else other
-        kenc, venc, two = self.key_codec.encode, self.value_codec.encode, self._encoder.two
-        last = {kenc(k): v for k, v in itertools.chain(pairs, kwargs.items())}
-        records = [two(OpCode.MAP_PUT, kb, venc(v)) for kb, v in last.items()]
-        for result in self.client.submit_many(records):
-            if isinstance(result, BaseException):
-                raise result
-
-    def __repr__(self) -> str:
-        return f"<RemoteHashMap {self.name!r} of {self.client!r}>"
-
-
-class RemoteQueue(_Remote):
-    """A :class:`~blizzard.structures.PQueue` of the cluster: put/get/peek/len/iteration."""
-
-    def __init__(self, client: Client, name: str, *, value_codec: CodecLike = None,
-                 stale: bool = False, create: bool = True) -> None:
-        super().__init__(client, name, _QUEUE_TAG, "bytes", value_codec, stale, create)
-
-    def put(self, item: Any) -> None:
-        self.client.submit(self._encoder.one(OpCode.QUEUE_PUT, self.value_codec.encode(item)))
-
-    put_nowait = put
-
-    def put_many(self, items: Iterable[Any]) -> None:
-        """Append many items, pipelined; their order in the queue is not guaranteed."""
-        one, enc = self._encoder.one, self.value_codec.encode
-        for result in self.client.submit_many([one(OpCode.QUEUE_PUT, enc(i)) for i in items]):
-            if isinstance(result, BaseException):
-                raise result
-
-    def get(self, block: bool = False, timeout: float | None = None) -> Any:
-        """Remove and return the head; :class:`blizzard.Empty` if empty (after
-        ``timeout`` seconds, polling, with ``block=True``)."""
-        op = self._encoder.zero(OpCode.QUEUE_GET)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.001
-        while True:
-            raw = self.client.submit(op)
-            if raw is not None:
-                return self.value_codec.decode(raw)
-            if not block or (deadline is not None and time.monotonic() >= deadline):
-                raise Empty(f"queue {self.name!r} is empty")
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
-
-    def get_nowait(self) -> Any:
-        return self.get()
-
-    def peek(self) -> Any:
-        raw = self._read(ReadKind.QUEUE_PEEK)
-        if raw is None:
-            raise Empty(f"queue {self.name!r} is empty")
-        return self.value_codec.decode(raw)
-
-    def __len__(self) -> int:
-        return self._read(ReadKind.QUEUE_LEN)
-
-    qsize = __len__
-
-    def __iter__(self) -> Iterator[Any]:
-        decode = self.value_codec.decode
-        for raw in self.client.pages(ReadKind.QUEUE_ITEMS, self.name, stale=self.stale):
-            yield decode(raw)
-
-    def clear(self) -> None:
-        self.client.submit(self._encoder.zero(OpCode.QUEUE_CLEAR))
-
-    def __repr__(self) -> str:
-        return f"<RemoteQueue {self.name!r} of {self.client!r}>"
 
 
 def connect(target: str | os.PathLike[str] | Sequence[str | tuple[str, int]] | Mapping[str, Any]

@@ -31,10 +31,16 @@ down -- retry the same request, here or on another node).
 Every response names the leader the node knows of (0: none), so a client
 can move to the leader and save writes the follower's forwarding hop.
 
-A page (the ``*_ITEMS``/``*_KEYS`` reads) is ``next cursor u64 | count u32 |
-fields``, each field ``length u32 | bytes``; a cursor of :data:`END` means
-the scan is complete. Pages of a map are whole hash buckets, so a split
-during a scan may repeat a key, never hide one.
+A page (``SCAN``, ``QUEUE_SCAN``, ``PEEKITEM``) is ``cursor u64 | count u32 |
+fields``, each field ``length u32 | bytes``. A map's ``SCAN`` resumes after
+the last key it returned (its cursor is ``END`` once the scan is complete,
+0 while more may follow); a queue's ``QUEUE_SCAN`` resumes at a sequence
+number (the page's cursor is the sequence number of its first value, ``END``
+if it is empty). Both cursors name positions in the *data*, not in the
+layout, so a scan resumed on another node after a leader change, or after
+any number of writes, is exact: whatever was present throughout is returned
+once (see :meth:`~blizzard.structures.PHashMap.page` and
+:meth:`~blizzard.structures.PQueue.page`).
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from blizzard.exceptions import BlizzardError
 from blizzard.replication import sessions
 from blizzard.replication.sessions import decode_result, encode_result
 
-VERSION = 1
+VERSION = 2
 FRAME = struct.Struct("<I")
 REQUEST = struct.Struct("<BBBxQQQ")
 RESPONSE = struct.Struct("<BBHQ")
@@ -96,20 +102,43 @@ class Status(enum.IntEnum):
 class ReadKind(enum.IntEnum):
     """What a READ asks; args after the structure name."""
 
-    MAP_GET = 1  # args: key; result: value or None
-    MAP_CONTAINS = 2  # args: key; result: bool
-    MAP_LEN = 3  # result: int
-    MAP_ITEMS = 4  # args: cursor u64, limit u32; a page of (key, value)
-    MAP_KEYS = 5  # args: cursor u64, limit u32; a page of keys
-    QUEUE_PEEK = 6  # result: head value or None
-    QUEUE_LEN = 7  # result: int
-    QUEUE_ITEMS = 8  # args: cursor u64 (items to skip), limit u32; a page of values
+    GET = 1  # maps; args: key; result: value or None
+    LEN = 3  # any structure; result: int
+    SCAN = 4  # maps; args: scan args (below); a page of keys, or of (key, value)
+    PEEK = 6  # queues; result: head value or None
+    QUEUE_SCAN = 8  # queues; args: start seq u64 (END: the head), limit u32; a page of values
     CHECK = 9  # no name needed: run every structure's and the pool's check(); result: True
-    NAMES = 10  # result: JSON list of the structures' names and kinds
-    INFO = 11  # result: JSON {kind, key_codec, value_codec, count} of one structure
+    NAMES = 10  # result: JSON {name: kind tag} of every structure
+    INFO = 11  # result: JSON {kind, key_codec, value_codec, count[, fanout]} of one structure
+    PEEKITEM = 12  # ordered maps; args: index i64; a page [key, value] (IndexError if none)
+    BISECT = 13  # ordered maps; args: right u8 | key; result: int
+    INDEX = 14  # ordered maps; args: key; result: int (ValueError if absent)
 
 
-PAGED = frozenset({ReadKind.MAP_ITEMS, ReadKind.MAP_KEYS, ReadKind.QUEUE_ITEMS})
+PAGED = frozenset({ReadKind.QUEUE_SCAN})
+
+# SCAN args: flags u8 | limit u32 | then, as flags say, the fields (length u32 |
+# bytes) after, lo, hi. A hash map takes VALUES and AFTER only.
+SCAN_VALUES = 1  # (key, value) pairs, not keys alone
+SCAN_AFTER = 2  # resume after this key (exclusive)
+SCAN_REVERSE = 4  # ordered maps: descending
+SCAN_LO = 8  # ordered maps: a lower bound ...
+SCAN_LO_INCLUSIVE = 16  # ... included
+SCAN_HI = 32  # ordered maps: an upper bound ...
+SCAN_HI_INCLUSIVE = 64  # ... included
+_SCAN = struct.Struct("<BI")
+_I64 = struct.Struct("<q")
+
+
+class ScanArgs(NamedTuple):
+    values: bool
+    after: bytes | None
+    limit: int
+    lo: bytes | None = None
+    hi: bytes | None = None
+    lo_inclusive: bool = True
+    hi_inclusive: bool = True
+    reverse: bool = False
 
 
 class Request(NamedTuple):
@@ -227,6 +256,50 @@ def decode_read(payload: bytes) -> ReadArgs:
 
 def decode_page_args(args: bytes) -> tuple[int, int]:
     return _U64.unpack_from(args, 0)[0], _U32.unpack_from(args, 8)[0]
+
+
+def scan_args(scan: ScanArgs) -> bytes:
+    flags = ((SCAN_VALUES if scan.values else 0) | (SCAN_REVERSE if scan.reverse else 0)
+             | (SCAN_LO_INCLUSIVE if scan.lo_inclusive else 0)
+             | (SCAN_HI_INCLUSIVE if scan.hi_inclusive else 0))
+    parts = []
+    for flag, field in ((SCAN_AFTER, scan.after), (SCAN_LO, scan.lo), (SCAN_HI, scan.hi)):
+        if field is not None:
+            flags |= flag
+            parts += (_U32.pack(len(field)), bytes(field))
+    return _SCAN.pack(flags, scan.limit) + b"".join(parts)
+
+
+def decode_scan_args(args: bytes) -> ScanArgs:
+    if len(args) < _SCAN.size:
+        raise ProtocolError(f"SCAN takes flags u8 and a limit u32, got {len(args)} bytes")
+    flags, limit = _SCAN.unpack_from(args, 0)
+    pos = _SCAN.size
+    fields: dict[int, bytes] = {}
+    for flag in (SCAN_AFTER, SCAN_LO, SCAN_HI):
+        if flags & flag:
+            if pos + 4 > len(args):
+                raise ProtocolError("SCAN args truncated inside a field length")
+            (n,) = _U32.unpack_from(args, pos)
+            if pos + 4 + n > len(args):
+                raise ProtocolError("SCAN args field runs past the payload")
+            fields[flag] = bytes(args[pos + 4:pos + 4 + n])
+            pos += 4 + n
+    if pos != len(args):
+        raise ProtocolError("SCAN args have trailing bytes")
+    return ScanArgs(bool(flags & SCAN_VALUES), fields.get(SCAN_AFTER), limit,
+                    fields.get(SCAN_LO), fields.get(SCAN_HI), bool(flags & SCAN_LO_INCLUSIVE),
+                    bool(flags & SCAN_HI_INCLUSIVE), bool(flags & SCAN_REVERSE))
+
+
+def index_args(index: int) -> bytes:
+    return _I64.pack(index)
+
+
+def decode_index_args(args: bytes) -> int:
+    if len(args) != 8:
+        raise ProtocolError(f"PEEKITEM takes an index i64, got {len(args)} bytes")
+    return _I64.unpack(args)[0]
 
 
 def encode_value(value: Any) -> bytes:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import faulthandler
-import itertools
 import json
 import logging
 import os
@@ -47,9 +46,10 @@ from blizzard.cluster.protocol import (
     Status,
 )
 from blizzard.cluster.replicator import RaftReplicator
-from blizzard.exceptions import BlizzardError, ProposalDroppedError, StructureKindError
+from blizzard.exceptions import BlizzardError, Empty, ProposalDroppedError, StructureKindError
+from blizzard.replication.base import Replicator
 from blizzard.replication.sessions import wrap
-from blizzard.structures import _hashcore, _queuecore, ops
+from blizzard.structures import KIND_OF_TAG, KINDS, PBPlusTree, PHashMap, ops
 from blizzard.structures.registry import registry_for
 
 log = logging.getLogger("blizzard.server")
@@ -78,6 +78,7 @@ class ClientServer:
         self.request_timeout_s = request_timeout_s
         self.node_id = replicator.node_id
         self.registry = registry_for(replicator.pool)
+        self._faces: dict[str, tuple[Any, Any]] = {}  # name -> (core, raw read face)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
         self._stopping = False
@@ -242,45 +243,109 @@ class ClientServer:
             except ProposalDroppedError:
                 await asyncio.sleep(RETRY_BACKOFF_S)
 
-    def _core(self, name: str, tag: bytes):
-        core = self.registry.core(name)
-        if core is None:
+    def _face(self, name: str, *kinds: str) -> Any:
+        """A raw read-only face of structure ``name``, which must be of one of ``kinds``.
+
+        Faces are cached per structure, and made anew when the name is bound to
+        another core (dropped and created again)."""
+        tag = self.registry.kind(name)
+        if tag is None:
+            self._faces.pop(name, None)
             raise NoSuchStructureError(f"no structure named {name!r} on node {self.node_id}")
-        if core.tag != tag:
-            raise StructureKindError(f"{name!r} is a {core.tag.decode()}, not a {tag.decode()}")
-        return core
+        kind = KIND_OF_TAG.get(tag, tag.decode())
+        if kind not in kinds:
+            raise StructureKindError(f"{name!r} is a {kind}, not a {' or '.join(kinds)}")
+        core = self.registry.core(name)
+        cached = self._faces.get(name)
+        if cached is None or cached[0] is not core:
+            face = KINDS[kind](self.registry.pool, name, replicator=_READS_ONLY,
+                               linearizable=False, raw=True)
+            cached = self._faces[name] = (core, face)
+        return cached[1]
 
     def _read(self, read: proto.ReadArgs) -> bytes:
-        """Serve one READ from the local pool (on the loop thread, between applies)."""
+        """Serve one READ from the local pool (on the loop thread, between applies),
+        through the structures' own faces, in raw (bytes) mode."""
         kind, name, args = read
         if kind == ReadKind.CHECK:
             self.registry.check()
             return proto.encode_value(True)
         if kind == ReadKind.NAMES:
-            return proto.encode_json({n: self.registry.core(n).tag.decode()
+            return proto.encode_json({n: self.registry.kind(n).decode()
                                       for n in self.registry.names()})
         if kind == ReadKind.INFO:
+            face = self._face(name, *KINDS)
             core = self.registry.core(name)
-            if core is None:
-                raise NoSuchStructureError(f"no structure named {name!r} on node {self.node_id}")
-            return proto.encode_json({"kind": core.tag.decode(), "key_codec": core.key_codec,
-                                      "value_codec": core.value_codec, "count": core.count})
-        if kind in (ReadKind.MAP_GET, ReadKind.MAP_CONTAINS, ReadKind.MAP_LEN,
-                    ReadKind.MAP_ITEMS, ReadKind.MAP_KEYS):
-            core = self._core(name, _hashcore.TAG)
-            if kind == ReadKind.MAP_GET:
-                return proto.encode_value(core.get(args))
-            if kind == ReadKind.MAP_CONTAINS:
-                return proto.encode_value(core.get(args) is not None)
-            if kind == ReadKind.MAP_LEN:
-                return proto.encode_value(core.count)
-            return _map_page(core, *proto.decode_page_args(args), kind == ReadKind.MAP_ITEMS)
-        core = self._core(name, _queuecore.TAG)
-        if kind == ReadKind.QUEUE_PEEK:
-            return proto.encode_value(core.peek())
-        if kind == ReadKind.QUEUE_LEN:
-            return proto.encode_value(core.count)
-        return _queue_page(core, *proto.decode_page_args(args))
+            info = {"kind": face.tag.decode(), "key_codec": core.key_codec,
+                    "value_codec": core.value_codec, "count": len(face)}
+            if isinstance(face, PBPlusTree):
+                info["fanout"] = face.fanout
+            return proto.encode_json(info)
+        if kind == ReadKind.LEN:
+            return proto.encode_value(len(self._face(name, *KINDS)))
+        if kind == ReadKind.PEEK:
+            try:
+                return proto.encode_value(self._face(name, "queue").peek())
+            except Empty:
+                return proto.encode_value(None)
+        if kind == ReadKind.QUEUE_SCAN:
+            start, limit = proto.decode_page_args(args)
+            seq, values = self._face(name, "queue").page(None if start == proto.END else start,
+                                                         _limit(limit))
+            values = _within_bytes(values)
+            return proto.encode_page(seq if values else proto.END, values)
+        if kind == ReadKind.GET:
+            return proto.encode_value(self._face(name, *_MAPS).get(args))
+        if kind == ReadKind.SCAN:
+            return self._scan(name, proto.decode_scan_args(args))
+        face = self._face(name, *_ORDERED)
+        if kind == ReadKind.PEEKITEM:
+            return proto.encode_page(0, list(face.peekitem(proto.decode_index_args(args))))
+        if kind == ReadKind.BISECT:
+            if not args:
+                raise proto.ProtocolError("BISECT takes a side u8 and a key")
+            bisect = face.bisect_right if args[0] else face.bisect_left
+            return proto.encode_value(bisect(args[1:]))
+        return proto.encode_value(face.index(args))
+
+    def _scan(self, name: str, scan: proto.ScanArgs) -> bytes:
+        """A page of a map's keys (or items) after ``scan.after``; its cursor is
+        END when nothing follows, 0 when more may."""
+        face = self._face(name, *_MAPS)
+        limit = _limit(scan.limit)
+        if isinstance(face, PHashMap):
+            if scan.lo is not None or scan.hi is not None or scan.reverse:
+                raise ValueError(f"{name!r} is a hash map: a scan of it takes no bounds "
+                                 "and no direction")
+            after = () if scan.after is None else (scan.after,)
+            page = face.page(*after, limit=limit, values=scan.values)
+            rows = page if scan.values else [(key, b"") for key in page]
+        else:
+            lo, hi = scan.lo, scan.hi
+            inclusive = [scan.lo_inclusive, scan.hi_inclusive]
+            if scan.after is not None:  # resume past the last key returned
+                if scan.reverse:
+                    hi, inclusive[1] = scan.after, False
+                else:
+                    lo, inclusive[0] = scan.after, False
+            if scan.values:
+                rows = face.irange_items(lo, hi, tuple(inclusive), scan.reverse)
+            else:
+                rows = ((key, b"") for key in face.irange(lo, hi, tuple(inclusive),
+                                                          scan.reverse))
+        fields: list[bytes] = []
+        size = 0
+        more = False
+        for key, value in rows:
+            fields.append(key)
+            size += len(key)
+            if scan.values:
+                fields.append(value)
+                size += len(value)
+            if len(fields) >= limit * (1 + scan.values) or size >= PAGE_BYTES_MAX:
+                more = True  # perhaps: the next page may be empty
+                break
+        return proto.encode_page(0 if more else proto.END, fields)
 
     def status(self) -> dict[str, Any]:
         status = self.replicator.node.status()
@@ -290,44 +355,34 @@ class ClientServer:
         return status
 
 
-def _map_page(core, cursor: int, limit: int, with_values: bool) -> bytes:
-    """Whole buckets from ``cursor`` until ``limit`` items or PAGE_BYTES_MAX."""
-    limit = max(1, min(limit, PAGE_ITEMS_MAX))
-    fields: list[bytes] = []
-    size = items = 0
-    b = cursor
-    buf = core.buf
-    header = _hashcore._HDR
-    while b < core.nbuckets and items < limit and size < PAGE_BYTES_MAX:
-        for page in core.chain(b):
-            for _, _, e in list(core.live(page)):
-                k = header.unpack_from(buf, e)[1]
-                key = buf[e + 8:e + 8 + k].tobytes()
-                fields.append(key)
-                size += len(key)
-                if with_values:
-                    value = core._value(e)
-                    fields.append(value)
-                    size += len(value)
-                items += 1
-        b += 1
-    return proto.encode_page(b if b < core.nbuckets else proto.END, fields)
+def _limit(limit: int) -> int:
+    return max(1, min(limit, PAGE_ITEMS_MAX))
 
 
-def _queue_page(core, cursor: int, limit: int) -> bytes:
-    """Values from position ``cursor`` (counted from the head) on; skipping to the
-    cursor walks entry headers only."""
-    limit = max(1, min(limit, PAGE_ITEMS_MAX))
-    fields: list[bytes] = []
+def _within_bytes(values: list[bytes]) -> list[bytes]:
+    """The first values of a page up to PAGE_BYTES_MAX (at least one)."""
     size = 0
-    read = core._read
-    for i, (chunk, pos) in enumerate(itertools.islice(core.positions(), cursor, None), cursor):
-        if len(fields) >= limit or size >= PAGE_BYTES_MAX:
-            return proto.encode_page(i, fields)
-        value = read(chunk, pos)[0]
-        fields.append(value)
+    for i, value in enumerate(values):
+        if i and size >= PAGE_BYTES_MAX:
+            return values[:i]
         size += len(value)
-    return proto.encode_page(proto.END, fields)
+    return values
+
+
+class _ReadsOnly(Replicator):
+    """The replicator of the server's read faces: they never write (writes arrive
+    as SUBMITs and go through the node), and they never create a structure."""
+
+    def submit(self, op: bytes) -> Any:
+        raise TypeError("the server's read faces do not write")
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+_READS_ONLY = _ReadsOnly()
+_MAPS = ("hashmap", "bptree", "skiplist")
+_ORDERED = ("bptree", "skiplist")
 
 
 # -- the process --------------------------------------------------------------------------
@@ -450,7 +505,7 @@ def start_cluster(path: str | os.PathLike[str], *, timeout_s: float = 30.0
                                     f"{processes[dead[0]].returncode}): "
                                     f"{tail[0] if tail else '(no output)'} (see {log_path}); "
                                     "the other nodes were stopped")
-            statuses = client.status()
+            statuses = client.node_statuses()
             leaders = {s.get("leader") for s in statuses.values()}
             if len(statuses) == len(processes) and len(leaders) == 1 and \
                     all(s.get("leader") for s in statuses.values()):

@@ -34,13 +34,9 @@ from blizzard.cluster.config import ClusterConfig
 from blizzard.exceptions import ConfigError, ReplicatorStoppedError
 from blizzard.pmem import Pool
 from blizzard.replication.base import Replicator
-from blizzard.structures import PBPlusTree, PHashMap, PQueue, PSkipList
+from blizzard.structures import KIND_OF_TAG, PBPlusTree, PHashMap, PQueue, PSkipList
 from blizzard.structures.codecs import CodecLike
 from blizzard.structures.registry import registry_for
-
-#: Structure tags in the pool -> the Store method that opens them.
-KINDS = {b"phashmap": "hashmap", b"pqueue": "queue", b"pbptree": "bptree",
-         b"pskiplst": "skiplist"}
 
 ConfigLike = ClusterConfig | Mapping[str, Any] | str | os.PathLike[str]
 
@@ -123,7 +119,7 @@ class Store:
     def names(self) -> dict[str, str]:
         """Every structure in the store: name -> kind (``hashmap``, ``queue``...)."""
         registry = registry_for(self.pool)
-        return {name: KINDS.get(registry.core(name).tag, registry.core(name).tag.decode())
+        return {name: KIND_OF_TAG.get(registry.kind(name), registry.kind(name).decode())
                 for name in registry.names()}
 
     def drop(self, name: str) -> None:

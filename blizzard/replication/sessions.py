@@ -66,7 +66,8 @@ def wrap(client: int, seq: int, op: bytes) -> bytes:
 
 # -- results as bytes --------------------------------------------------------------------
 
-_NONE, _TRUE, _FALSE, _INT, _BYTES, _STR, _ERROR = range(7)
+_NONE, _TRUE, _FALSE, _INT, _BYTES, _STR, _ERROR, _PAIR = range(8)
+_PAIR_HEAD = struct.Struct("<I")  # a pair of bytes (an ordered map's popitem): len(first)
 
 
 def encode_result(value: Any) -> tuple[int, bytes]:
@@ -83,6 +84,9 @@ def encode_result(value: Any) -> tuple[int, bytes]:
         return _BYTES, bytes(value)
     if isinstance(value, str):
         return _STR, value.encode("utf-8")
+    if isinstance(value, tuple) and len(value) == 2 and all(
+            isinstance(v, bytes | bytearray | memoryview) for v in value):
+        return _PAIR, _PAIR_HEAD.pack(len(value[0])) + bytes(value[0]) + bytes(value[1])
     if isinstance(value, BaseException):
         args = value.args
         message = args[0] if len(args) == 1 and isinstance(args[0], str) else str(value)
@@ -101,6 +105,13 @@ def decode_result(kind: int, data: bytes) -> Any:
         return data
     if kind == _STR:
         return data.decode("utf-8")
+    if kind == _PAIR:
+        if len(data) < _PAIR_HEAD.size:
+            raise EnvelopeError("a pair result truncated before its first length")
+        n = _PAIR_HEAD.unpack_from(data)[0]
+        if _PAIR_HEAD.size + n > len(data):
+            raise EnvelopeError("a pair result's first field runs past its end")
+        return bytes(data[4:4 + n]), bytes(data[4 + n:])
     if kind == _ERROR:
         name, _, message = data.decode("utf-8", "replace").partition("\0")
         cls = getattr(exceptions, name, None) or getattr(builtins, name, None)

@@ -286,6 +286,45 @@ class HashCore(CoreBase):
     def dump(self) -> Iterator[tuple[bytes, ...]]:
         return self.items_raw()
 
+    def scan_after(self, after: bytes | None, limit: int, values: bool = True
+                   ) -> list[tuple[bytes, bytes | None]]:
+        """Up to ``limit`` entries following key ``after`` (from the start if None)
+        in *scan order*: ascending ``(rev32(h), key)``, h the key's CRC-32 and
+        rev32 its bit reversal. The value is None unless ``values``.
+
+        The order is a property of the keys alone, so a scan resumed after the
+        last key it returned is exact whatever splits, merges and writes
+        happened between calls: a key present throughout is returned once.
+        Bit reversal makes every bucket a contiguous range of the order (a
+        bucket holds the hashes with the same low ``depth`` bits, i.e. the
+        same high bits of rev32(h)), so a page reads whole buckets from the
+        one holding ``after`` on, and sorts each (at most a chain's entries).
+        """
+        buf = self.buf
+        cursor = None if after is None else (_rev32(crc32(after)), bytes(after))
+        r = 0 if cursor is None else cursor[0]
+        out: list[tuple[bytes, bytes | None]] = []
+        level = self.nbuckets.bit_length() - 1
+        while r < _R_END and len(out) < limit:
+            b = self.bucket(_rev32(r))
+            depth = level + 1 if (b < self.split or b >> level) else level
+            start = _rev_bits(b, depth) << (32 - depth)
+            entries = []
+            for page in self.chain(b):
+                for _, slot, e in self.live(page):
+                    klen = _HDR.unpack_from(buf, e)[1]
+                    entries.append((_rev32(slot & 0xFFFFFFFF), buf[e + 8:e + 8 + klen].tobytes(),
+                                    e))
+            entries.sort()
+            for rank, key, e in entries:
+                if cursor is not None and (rank, key) <= cursor:
+                    continue
+                out.append((key, self._value(e) if values else None))
+                if len(out) >= limit:
+                    break
+            r = start + (1 << (32 - depth))
+        return out
+
     # -- applying ----------------------------------------------------------------------
 
     def apply(self, tx: Transaction, index: int, code: int, record: bytes, start: int) -> Any:
@@ -727,6 +766,21 @@ class HashCore(CoreBase):
         if cached is not None and cached < top:
             fail(f"page {page}: free heap starts at {cached}, below a live entry ending at {top}")
         return used
+
+
+_R_END = 1 << 32
+_REV8 = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
+
+
+def _rev32(x: int) -> int:
+    """The 32 bits of ``x`` in reverse order."""
+    return (_REV8[x & 255] << 24 | _REV8[(x >> 8) & 255] << 16 | _REV8[(x >> 16) & 255] << 8
+            | _REV8[x >> 24])
+
+
+def _rev_bits(x: int, n: int) -> int:
+    """The low ``n`` bits of ``x`` in reverse order."""
+    return _rev32(x) >> (32 - n) if n else 0
 
 
 def _new_page(tx: Transaction, buf) -> int:

@@ -41,29 +41,42 @@ class _NoType:
 class PersistentMap(MutableMapping):
     """Base of the persistent maps; see :class:`~blizzard.structures.PHashMap`."""
 
-    _tag: bytes = b""
+    tag: bytes = b""  # the tag of this kind's root in the pool
     _core_type: type = object
     _kind = "map"
     key_bytes_max = 0
     _put_code = _delete_code = _pop_code = _clear_code = 0
 
     def __init__(self, pool: Pool, name: str, *, key_codec: CodecLike, value_codec: CodecLike,
-                 replicator: Replicator | None, linearizable: bool | None) -> None:
+                 replicator: Replicator | None, linearizable: bool | None,
+                 raw: bool = False) -> None:
         registry = registry_for(pool)
-        self._replicator = replicator if replicator is not None else registry.replicator
+        replicator = replicator if replicator is not None else registry.replicator
         core = registry.open_structure(
-            name, self._tag,
+            name, self.tag,
             None if key_codec is None else get_codec(key_codec).name,
             None if value_codec is None else get_codec(value_codec).name,
-            self._replicator, ("bytes", "bytes"))
+            replicator, ("bytes", "bytes"))
         if not isinstance(core, self._core_type):
             raise TypeError(f"{name!r} is not a {self._kind}")
-        # with a replicator that applies on another thread, reads hold its lock
-        self._core = core = locked_reads(core, self._replicator.read_lock)
-        self.name = name
         self.pool = pool
-        kc = get_codec(core.key_codec)
-        vc = get_codec(core.value_codec)
+        # with a replicator that applies on another thread, reads hold its lock
+        self._bind(name, locked_reads(core, replicator.read_lock), replicator, linearizable,
+                   raw)
+
+    def _bind(self, name: str, core: Any, replicator: Replicator, linearizable: bool | None,
+              raw: bool) -> None:
+        """Wire the face to a core (its reads) and a replicator (its writes); the
+        remote client binds the same faces to network ones.
+
+        ``raw``: keys and values are bytes in and out, whatever codecs the map
+        was created with (for servers and tools passing encoded bytes along).
+        """
+        self._replicator = replicator
+        self._core = core
+        self.name = name
+        kc = BYTES if raw else get_codec(core.key_codec)
+        vc = BYTES if raw else get_codec(core.value_codec)
         self.key_codec, self.value_codec = kc, vc
         self._kenc, self._kdec = kc.encode, kc.decode
         self._venc, self._vdec = vc.encode, vc.decode
@@ -73,11 +86,11 @@ class PersistentMap(MutableMapping):
         self._kraw = bytes if kc is BYTES else _NoType
         self._vraw = vc is BYTES
         self._vraw_type = bytes if vc is BYTES else _NoType
-        self._submit = self._replicator.submit
+        self._submit = replicator.submit
         self._get = core.get
         if linearizable is None:
-            linearizable = self._replicator.linearizable_default
-        self._barrier = self._replicator.read_barrier if linearizable else None
+            linearizable = replicator.linearizable_default
+        self._barrier = replicator.read_barrier if linearizable else None
 
     # -- reads ---------------------------------------------------------------------------
 

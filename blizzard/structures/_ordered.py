@@ -54,13 +54,14 @@ class OrderedMap(PersistentMap):
 
     def __init__(self, pool: Pool, name: str, *, key_codec: CodecLike = None,
                  value_codec: CodecLike = None, replicator: Replicator | None = None,
-                 linearizable: bool | None = None, param: int | None = None) -> None:
+                 linearizable: bool | None = None, param: int | None = None,
+                 raw: bool = False) -> None:
         if key_codec is not None and not get_codec(key_codec).ordered:
             ordered = ", ".join(name for name, c in CODECS.items() if c.ordered)
             raise ValueError(f"a {self._kind} needs an ordered key codec ({ordered}), "
                              f"not {get_codec(key_codec).name!r}")
         super().__init__(pool, name, key_codec=key_codec, value_codec=value_codec,
-                         replicator=replicator, linearizable=linearizable)
+                         replicator=replicator, linearizable=linearizable, raw=raw)
         if param is not None and param != self._param():
             # a parameter is set by an Op of its own, accepted only before the first write
             self._submit(self._encoder.one(_INIT, _U64.pack(param)))

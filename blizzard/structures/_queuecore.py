@@ -10,7 +10,8 @@ Layout version 1. Header block (the structure's root; tag ``pqueue``)::
     32     | 8    | head position: offset in the head chunk of the first entry
     40     | 8    | tail chunk offset
     48     | 8    | tail position: where the next entry goes in the tail chunk
-    56     | 8    | reserved, zero
+    56     | 8    | removed: entries taken from the head since creation (was
+           |      |   reserved, zero: older pools simply count from there)
     64     | 16   | key codec name (unused: "bytes")
     80     | 16   | value codec name
     96     | 32   | reserved, zero
@@ -25,6 +26,13 @@ Entry (8-byte aligned): u32 length | u32 flags | value, padded to 8. With
 flag 1 (EXT) the value lives in a block of its own and the entry holds
 u64 length | u64 block offset.
 
+Every entry has a sequence number that never changes while it is queued:
+``removed`` for the head, ``removed + i`` for the i-th entry after it. A
+scan resumed from a sequence number is therefore exact however many entries
+were taken or added meanwhile (the remote client pages through a queue so).
+Snapshots carry ``removed``: :meth:`QueueCore.dump` yields
+``(REMOVED_FIELD, u64)`` before the entries' ``(value,)``.
+
 Invariants: walking from (head chunk, head position) to (tail chunk, tail
 position) meets exactly ``count`` entries; every chunk before the tail
 holds at least one unread entry past the head position; ``count == 0``
@@ -32,7 +40,7 @@ implies head == tail.
 
 Why: an enqueue writes its entry into the tail chunk's free space (nothing
 references it yet: no undo entry, just a flush) and then undo-logs the
-header's hot range [count .. tail position] -- one undo entry. A dequeue
+header's hot range [count .. removed] -- one undo entry. A dequeue
 undo-logs the same range. A chunk is allocated every ~50 small entries and
 freed when the head leaves it; when the queue empties, a later transaction
 rewinds both positions to the start of the chunk, so a steady put/get
@@ -43,6 +51,7 @@ so a roll back never resurrects an overwritten entry.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -64,7 +73,8 @@ INLINE_MAX = 1024
 FLAG_EXT = 1
 assert CHUNK_HEAD + INLINE_MAX + 8 <= CHUNK_BYTES
 
-_HOT = struct.Struct("<QQQQQQ")  # count, applied, head, head_pos, tail, tail_pos at +8
+_HOT = struct.Struct("<QQQQQQQ")  # count, applied, head, head_pos, tail, tail_pos, removed
+REMOVED_FIELD = b"removed"  # the snapshot item carrying ``removed``
 _HDR = struct.Struct("<II")
 _EXT = struct.Struct("<QQ")
 _U64 = struct.Struct("<Q")
@@ -88,7 +98,7 @@ class QueueCore(CoreBase):
         buf = registry.pool.buf
         off = cls._new_header(tx, key_codec, value_codec)
         chunk = _new_chunk(tx, buf)
-        _HOT.pack_into(buf, off + 8, 0, 0, chunk, CHUNK_HEAD, chunk, CHUNK_HEAD)
+        _HOT.pack_into(buf, off + 8, 0, 0, chunk, CHUNK_HEAD, chunk, CHUNK_HEAD, 0)
         tx.set_root(name, off, TAG)
         return cls(registry, name, off)
 
@@ -98,7 +108,7 @@ class QueueCore(CoreBase):
 
     def reload(self) -> None:
         (self.count, self._applied, self.head, self.head_pos, self.tail,
-         self.tail_pos) = _HOT.unpack_from(self.buf, self.header_off + 8)
+         self.tail_pos, self.removed) = _HOT.unpack_from(self.buf, self.header_off + 8)
         self._gen = -1
         self._empty_gen = -1
 
@@ -144,8 +154,22 @@ class QueueCore(CoreBase):
         for chunk, pos in self.positions():
             yield self._read(chunk, pos)[0]
 
+    def values_from(self, skip: int) -> Iterator[bytes]:
+        """Values from the ``skip``-th entry after the head on; the skipped
+        entries cost a header read each, not a copy."""
+        for chunk, pos in itertools.islice(self.positions(), skip, None):
+            yield self._read(chunk, pos)[0]
+
+    def page(self, start: int | None, limit: int) -> tuple[int, list[bytes]]:
+        """``(seq, values)``: up to ``limit`` values from sequence number ``start``
+        (the head's if None or already taken); see the module docstring."""
+        skip = 0 if start is None else max(0, start - self.removed)
+        return self.removed + skip, list(itertools.islice(self.values_from(skip), limit))
+
     def dump(self) -> Iterator[tuple[bytes, ...]]:
-        return ((v,) for v in self.values())
+        yield REMOVED_FIELD, _U64.pack(self.removed)
+        for value in self.values():
+            yield (value,)
 
     # -- applying ----------------------------------------------------------------------
 
@@ -169,14 +193,14 @@ class QueueCore(CoreBase):
             raise OpDecodeError(f"opcode {code:#x} does not apply to a queue")
         self._applied = index
         _HOT.pack_into(self.buf, self.header_off + 8, self.count, index, self.head, self.head_pos,
-                       self.tail, self.tail_pos)
+                       self.tail, self.tail_pos, self.removed)
         return result
 
     def _hot(self, tx: Transaction) -> None:
         gen = self.registry.txgen
         if self._gen != gen:
             self._gen = gen
-            tx.add(self.header_off + 8, 48)
+            tx.add(self.header_off + 8, _HOT.size)
 
     def put(self, tx: Transaction, value) -> None:
         """Append. Cost: the header's undo entry; a chunk every ~50 small entries."""
@@ -225,6 +249,7 @@ class QueueCore(CoreBase):
             self.registry.frees.append(block)
         self.head_pos += size
         self.count -= 1
+        self.removed += 1
         if head != self.tail:
             nxt, end = _LINK.unpack_from(self.buf, head)
             if self.head_pos >= end:
@@ -247,6 +272,7 @@ class QueueCore(CoreBase):
             self.registry.frees.append(chunk)
             chunk = nxt
         self.head, self.head_pos = self.tail, self.tail_pos
+        self.removed += self.count
         self.count = 0
         self._empty_gen = self.registry.txgen
 
@@ -256,10 +282,16 @@ class QueueCore(CoreBase):
         self.registry.frees.append(self.header_off)
 
     def load(self, tx: Transaction, items: list[tuple[bytes, ...]]) -> None:
-        for (value,) in items:
-            self.put(tx, value)
+        """Bulk append (snapshot restore) inside ``tx``; see :meth:`dump`."""
+        for item in items:
+            if len(item) == 2 and item[0] == REMOVED_FIELD and len(item[1]) == 8:
+                self.removed = _U64.unpack(item[1])[0]
+            elif len(item) == 1:
+                self.put(tx, item[0])
+            else:
+                raise OpDecodeError(f"queue {self.name!r}: a snapshot item of {len(item)} fields")
         _HOT.pack_into(self.buf, self.header_off + 8, self.count, 0, self.head, self.head_pos,
-                       self.tail, self.tail_pos)
+                       self.tail, self.tail_pos, self.removed)
 
     # -- checking ------------------------------------------------------------------------
 
@@ -274,10 +306,11 @@ class QueueCore(CoreBase):
         if bytes(buf[self.header_off:self.header_off + 8]) != MAGIC:
             fail("bad magic")
         hot = _HOT.unpack_from(buf, self.header_off + 8)
-        mine = (self.count, self._applied, self.head, self.head_pos, self.tail, self.tail_pos)
+        mine = (self.count, self._applied, self.head, self.head_pos, self.tail, self.tail_pos,
+                self.removed)
         if hot != mine:
             fail(f"header {hot} disagrees with memory {mine}")
-        count, _, head, head_pos, tail, tail_pos = hot
+        count, _, head, head_pos, tail, tail_pos, _ = hot
         if not CHUNK_HEAD <= tail_pos <= CHUNK_BYTES or not CHUNK_HEAD <= head_pos <= CHUNK_BYTES:
             fail(f"positions {head_pos}, {tail_pos} outside a chunk")
         if count == 0 and head != tail:

@@ -33,7 +33,7 @@ class PBPlusTree(OrderedMap):
     ``value_codec`` any (``bytes`` by default). ``fanout`` (entries per node,
     4..256, default 64) is fixed by the first write and stored in the pool;
     asking for another one later raises ValueError. ``replicator`` and
-    ``linearizable`` as for :class:`~blizzard.structures.PHashMap`.
+    ``linearizable`` (and ``raw``) as for :class:`~blizzard.structures.PHashMap`.
 
     Costs (n keys, f fanout, h = log_f n levels): ``t[k]`` h cached bisects
     and one value read, no fences; ``t[k] = v`` and ``del t[k]`` one Op, one
@@ -45,16 +45,18 @@ class PBPlusTree(OrderedMap):
     ``len`` O(1).
     """
 
-    _tag = TAG
+    tag = TAG
     _core_type = BPTreeCore
     _kind = "B+tree"
     key_bytes_max = KEY_BYTES_MAX
 
     def __init__(self, pool: Pool, name: str, *, key_codec: CodecLike = None,
                  value_codec: CodecLike = None, fanout: int | None = None,
-                 replicator: Replicator | None = None, linearizable: bool | None = None) -> None:
+                 replicator: Replicator | None = None, linearizable: bool | None = None,
+                 raw: bool = False) -> None:
         super().__init__(pool, name, key_codec=key_codec, value_codec=value_codec,
-                         replicator=replicator, linearizable=linearizable, param=fanout)
+                         replicator=replicator, linearizable=linearizable, param=fanout,
+                         raw=raw)
 
     def _param(self) -> int:
         return self._core.fanout

@@ -54,6 +54,7 @@ class PHashMap(PersistentMap):
     pool's :class:`~blizzard.replication.local.LocalReplicator` by default);
     ``linearizable=True`` makes every read pass the replicator's read barrier;
     the default (None) lets the replicator decide (Raft: yes, local: no need).
+    ``raw=True`` takes and returns bytes whatever the stored codecs.
 
     Costs: ``m[k]`` reads one page (more on an overflow chain) and no
     fences; ``m[k] = v`` is one Op and one transaction with two undo entries
@@ -61,7 +62,7 @@ class PHashMap(PersistentMap):
     ``len`` is O(1).
     """
 
-    _tag = TAG
+    tag = TAG
     _core_type = HashCore
     _kind = "hash map"
     key_bytes_max = KEY_BYTES_MAX
@@ -72,9 +73,9 @@ class PHashMap(PersistentMap):
 
     def __init__(self, pool: Pool, name: str, *, key_codec: CodecLike = None,
                  value_codec: CodecLike = None, replicator: Replicator | None = None,
-                 linearizable: bool | None = None) -> None:
+                 linearizable: bool | None = None, raw: bool = False) -> None:
         super().__init__(pool, name, key_codec=key_codec, value_codec=value_codec,
-                         replicator=replicator, linearizable=linearizable)
+                         replicator=replicator, linearizable=linearizable, raw=raw)
 
     def __iter__(self) -> Iterator[Any]:
         """Keys, bucket by bucket (no particular order). Snapshot the keys of one
@@ -99,7 +100,28 @@ class PHashMap(PersistentMap):
 
     def items_bytes(self) -> Iterator[tuple[bytes, bytes]]:
         """Raw ``(key, value)`` bytes, without codecs."""
+        self._read()
         return self._core.items_raw()
+
+    def page(self, after: Any = _MISSING, limit: int = 1000, *, values: bool = True
+             ) -> list[tuple[Any, Any]] | list[Any]:
+        """Up to ``limit`` entries following key ``after`` (from the start when
+        omitted), in the map's scan order: ``(key, value)`` pairs, or keys
+        without ``values``. Pass the last key returned to get the next page;
+        an empty page ends the scan.
+
+        Resumable iteration: the order depends on the keys alone, so a scan
+        in pages stays exact while the map changes between them -- a key
+        present throughout is returned exactly once, a key added or removed
+        meanwhile at most once. Cost: the buckets covering the page, sorted.
+        """
+        self._read()
+        kb = None if after is _MISSING else self._kenc(after)
+        rows = self._core.scan_after(kb, limit, values)
+        kdec, vdec = self._kdec, self._vdec
+        if not values:
+            return [kdec(k) for k, _ in rows]
+        return [(kdec(k), vdec(v)) for k, v in rows]
 
     def popitem(self) -> tuple[Any, Any]:
         """Remove and return some ``(key, value)`` pair; KeyError if the map is empty.

@@ -16,7 +16,7 @@ layout (linked chunks of entries) is documented in
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from blizzard.exceptions import Empty
@@ -24,7 +24,7 @@ from blizzard.pmem import Pool
 from blizzard.replication.base import Replicator
 from blizzard.structures._locking import locked_reads
 from blizzard.structures._queuecore import TAG, QueueCore
-from blizzard.structures.codecs import CodecLike, get_codec
+from blizzard.structures.codecs import BYTES, CodecLike, get_codec
 from blizzard.structures.ops import Encoder, OpCode
 from blizzard.structures.registry import register_kind, registry_for
 
@@ -42,25 +42,40 @@ class PQueue:
     ``value_codec`` (``bytes`` by default) is fixed at creation. Values may
     be of any size the pool can hold (large ones get a block of their own).
 
+    ``replicator`` and ``linearizable`` as for
+    :class:`~blizzard.structures.PHashMap`; ``raw=True`` takes and returns
+    bytes whatever the stored codec.
+
     Costs: ``put`` and ``get`` are one Op and one transaction with one undo
     entry each (plus an allocation or a free every ~50 small entries); both
     O(1). ``peek`` and ``len`` read without fences.
     """
 
+    tag = TAG  # the pool root's tag of this kind
+
     def __init__(self, pool: Pool, name: str, *, value_codec: CodecLike = None,
-                 replicator: Replicator | None = None, linearizable: bool | None = None) -> None:
+                 replicator: Replicator | None = None, linearizable: bool | None = None,
+                 raw: bool = False) -> None:
         registry = registry_for(pool)
-        self._replicator = replicator if replicator is not None else registry.replicator
+        replicator = replicator if replicator is not None else registry.replicator
         core = registry.open_structure(
             name, TAG, None, None if value_codec is None else get_codec(value_codec).name,
-            self._replicator, ("bytes", "bytes"))
+            replicator, ("bytes", "bytes"))
         if not isinstance(core, QueueCore):
             raise TypeError(f"{name!r} is not a queue")
-        # with a replicator that applies on another thread, reads hold its lock
-        self._core = core = locked_reads(core, self._replicator.read_lock)
-        self.name = name
         self.pool = pool
-        codec = get_codec(core.value_codec)
+        # with a replicator that applies on another thread, reads hold its lock
+        self._bind(name, locked_reads(core, replicator.read_lock), replicator, linearizable,
+                   raw)
+
+    def _bind(self, name: str, core: Any, replicator: Replicator, linearizable: bool | None,
+              raw: bool) -> None:
+        """Wire the face to a core (reads) and a replicator (writes); ``raw``:
+        values are bytes in and out, whatever the stored codec."""
+        self._replicator = replicator
+        self._core = core
+        self.name = name
+        codec = BYTES if raw else get_codec(core.value_codec)
         self.value_codec = codec
         self._venc = codec.encode
         self._vdec = codec.decode
@@ -68,16 +83,22 @@ class PQueue:
         self._get_op = encoder.zero(_GET)
         self._one = encoder.one
         self._clear_op = encoder.zero(_CLEAR)
-        self._submit = self._replicator.submit
+        self._submit = replicator.submit
         if linearizable is None:
-            linearizable = self._replicator.linearizable_default
-        self._barrier = self._replicator.read_barrier if linearizable else None
+            linearizable = replicator.linearizable_default
+        self._barrier = replicator.read_barrier if linearizable else None
 
     def put(self, item: Any) -> None:
         """Append ``item`` at the tail (never blocks: the queue is unbounded)."""
         self._submit(self._one(_PUT, self._venc(item)))
 
     put_nowait = put
+
+    def put_many(self, items: Iterable[Any]) -> None:
+        """Append every item, in order (one Op each)."""
+        one, enc, submit = self._one, self._venc, self._submit
+        for item in items:
+            submit(one(_PUT, enc(item)))
 
     def get(self, block: bool = False, timeout: float | None = None) -> Any:
         """Remove and return the head item.
@@ -136,9 +157,28 @@ class PQueue:
 
     def __iter__(self) -> Iterator[Any]:
         """Items head to tail, without removing them; do not mutate while iterating."""
+        if self._barrier is not None:
+            self._barrier()
         vdec = self._vdec
         for raw in self._core.values():
             yield vdec(raw)
+
+    def page(self, start: int | None = None, limit: int = 1000) -> tuple[int, list[Any]]:
+        """``(seq, items)``: up to ``limit`` items from sequence number ``start``
+        on (from the head when None, or when those items are gone), without
+        removing them; ``seq`` is the first one's sequence number.
+
+        Every item keeps its sequence number while it is queued (the head's
+        is the number of items ever taken), so paging with
+        ``start = seq + len(items)`` is exact while other callers put and
+        get: an item queued throughout is returned once, in FIFO order. An
+        empty page ends the scan. Cost: a header read per item skipped.
+        """
+        if self._barrier is not None:
+            self._barrier()
+        seq, raws = self._core.page(start, limit)
+        vdec = self._vdec
+        return seq, [vdec(raw) for raw in raws]
 
     def clear(self) -> None:
         """Remove every item (one Op)."""

@@ -147,6 +147,11 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(raw.decode() for raw in self._cores)
 
+    def kind(self, name: str) -> bytes | None:
+        """The tag of structure ``name`` (``b"phashmap"``...), or None if there is none."""
+        core = self._cores.get(name.encode())
+        return None if core is None else core.tag
+
     @property
     def replicator(self) -> LocalReplicator:
         """The pool's default replicator (local, created on first use)."""

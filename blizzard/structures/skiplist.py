@@ -32,7 +32,7 @@ class PSkipList(OrderedMap):
     ``key_codec`` must be ordered (``bytes`` by default, ``str``, ``int``);
     ``value_codec`` any. ``seed`` (default ``SEED_DEFAULT``) seeds the tower
     heights; it is fixed by the first write. ``replicator`` and
-    ``linearizable`` as for :class:`~blizzard.structures.PHashMap`.
+    ``linearizable`` (and ``raw``) as for :class:`~blizzard.structures.PHashMap`.
 
     Costs (n keys; expected): ``s[k]`` a bisect over a DRAM index of the
     tall towers (a quarter of the keys) then about 3 level-0 link reads, no
@@ -45,17 +45,19 @@ class PSkipList(OrderedMap):
     O(1).
     """
 
-    _tag = TAG
+    tag = TAG
     _core_type = SkipListCore
     _kind = "skiplist"
     key_bytes_max = KEY_BYTES_MAX
 
     def __init__(self, pool: Pool, name: str, *, key_codec: CodecLike = None,
                  value_codec: CodecLike = None, seed: int | None = None,
-                 replicator: Replicator | None = None, linearizable: bool | None = None) -> None:
+                 replicator: Replicator | None = None, linearizable: bool | None = None,
+                 raw: bool = False) -> None:
         self._seed = seed
         super().__init__(pool, name, key_codec=key_codec, value_codec=value_codec,
-                         replicator=replicator, linearizable=linearizable, param=seed)
+                         replicator=replicator, linearizable=linearizable, param=seed,
+                         raw=raw)
 
     def _param(self) -> int | None:
         core = self._core

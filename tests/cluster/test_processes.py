@@ -102,13 +102,13 @@ class ProcessCluster:
 
     def status(self) -> dict:
         with self.client(timeout_s=5.0) as c:
-            return c.status()
+            return c.node_statuses()
 
     def wait_for_leader(self, *, not_in: tuple[int, ...] = (), timeout: float = 30.0) -> int:
         deadline = time.monotonic() + timeout
         with self.client(timeout_s=5.0) as c:
             while True:
-                up = [s for s in c.status().values() if "leader" in s]
+                up = [s for s in c.node_statuses().values() if "leader" in s]
                 leaders = {s["leader"] for s in up}
                 if (len(leaders) == 1 and not leaders & {0, *not_in}
                         and any(s["role"] == "leader" for s in up)):
@@ -169,8 +169,12 @@ def replica_contents(cluster: ProcessCluster) -> dict[int, tuple[dict, list]]:
         with cluster.node_client(node_id) as c:
             assert c.check(stale=True) is True
             names = c.names(stale=True)
-            kv = dict(c.hashmap("kv", stale=True, create=False).scan()) if "kv" in names else {}
-            jobs = list(c.queue("jobs", stale=True, create=False)) if "jobs" in names else []
+            kv = jobs = ()
+            if "kv" in names:
+                kv = c.hashmap("kv", linearizable=False, create=False).items()
+            if "jobs" in names:
+                jobs = c.queue("jobs", linearizable=False, create=False)
+            kv, jobs = dict(kv), list(jobs)
             contents[node_id] = (kv, jobs)
     return contents
 
@@ -372,10 +376,10 @@ def test_a_client_fails_over_when_its_node_dies(cluster):
             raise AssertionError(cluster.diagnosis()) from exc
         m[b"a"] = b"1"
         assert m[b"a"] == b"1"
-        assert dict(m.scan()) == {b"a": b"1"}
+        assert dict(m.items()) == {b"a": b"1"}
         # Once it knows which address is which node, it follows the leader hint.
         leader = cluster.wait_for_leader()
-        client.status()
+        client.node_statuses()
         m[b"b"] = b"2"
         assert client._local.index == cluster.ids.index(leader)
     cluster.start(victim)

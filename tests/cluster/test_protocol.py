@@ -49,10 +49,14 @@ def test_payload_round_trips():
     assert isinstance(error, OpDecodeError) and str(error) == "bad op"
     fields = [b"", b"a", b"x" * 1000]
     assert proto.decode_page(proto.encode_page(proto.END, fields)) == (proto.END, fields)
-    read = proto.decode_read(proto.read_payload(ReadKind.MAP_ITEMS, "users",
+    read = proto.decode_read(proto.read_payload(ReadKind.QUEUE_SCAN, "jobs",
                                                 proto.page_args(3, 100)))
-    assert read == (ReadKind.MAP_ITEMS, "users", proto.page_args(3, 100))
+    assert read == (ReadKind.QUEUE_SCAN, "jobs", proto.page_args(3, 100))
     assert proto.decode_page_args(read.args) == (3, 100)
+    for scan in (proto.ScanArgs(True, None, 7), proto.ScanArgs(False, b"", 1, b"a", b"",
+                                                               False, True, True)):
+        assert proto.decode_scan_args(proto.scan_args(scan)) == scan
+    assert proto.decode_index_args(proto.index_args(-3)) == -3
     assert proto.decode_not_ready(proto.encode_not_ready(3, "no leader")) == (3, "no leader")
     assert proto.decode_error(proto.encode_error(ValueError("x"))) == ("ValueError", "x")
 
@@ -61,7 +65,7 @@ def test_payload_round_trips():
     (b"", "header alone"),
     (b"\x01\x01\x00", "header alone"),
     (struct.pack("<BBBxQQQ", 9, 1, 0, 1, 1, 1), "version 9"),
-    (struct.pack("<BBBxQQQ", 1, 99, 0, 1, 1, 1), "unknown request kind 99"),
+    (struct.pack("<BBBxQQQ", proto.VERSION, 99, 0, 1, 1, 1), "unknown request kind 99"),
 ])
 def test_malformed_requests_are_refused(body, message):
     with pytest.raises(proto.ProtocolError, match=message):
@@ -72,12 +76,23 @@ def test_malformed_requests_are_refused(body, message):
     (b"", "truncated before its kind"),
     (b"\x63\x00", "unknown read kind"),
     (b"\x01\x09abc", "truncated inside the structure name"),
-    (b"\x04\x01a\x00", "cursor u64 and a limit u32"),
+    (b"\x08\x01a\x00", "cursor u64 and a limit u32"),
     (b"\x01\x02\xff\xfe", "not UTF-8"),
 ])
 def test_malformed_reads_are_refused(payload, message):
     with pytest.raises(proto.ProtocolError, match=message):
         proto.decode_read(payload)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (b"\x01", "flags u8 and a limit u32"),
+    (b"\x02\x01\x00\x00\x00\x05\x00", "truncated inside a field length"),
+    (b"\x02\x01\x00\x00\x00\x05\x00\x00\x00ab", "field runs past the payload"),
+    (b"\x00\x01\x00\x00\x00x", "trailing bytes"),
+])
+def test_malformed_scans_are_refused(args, message):
+    with pytest.raises(proto.ProtocolError, match=message):
+        proto.decode_scan_args(args)
 
 
 def test_malformed_pages_are_refused():
@@ -152,7 +167,7 @@ def _still_serves(node: ProcessCluster) -> None:
 def test_a_malformed_request_gets_an_error_and_the_connection_goes_on(node):
     raw = Raw(node)
     try:
-        raw.send(proto.frame(struct.pack("<BBBxQQQ", 1, 77, 0, 1234, 1, 1)))
+        raw.send(proto.frame(struct.pack("<BBBxQQQ", proto.VERSION, 77, 0, 1234, 1, 1)))
         response = raw.recv()
         assert response.request_id == 1234 and response.status == Status.ERROR
         assert proto.decode_error(response.payload) == ("ProtocolError",
@@ -204,7 +219,7 @@ def test_bad_submits_and_reads_are_answered_with_errors(node):
         assert response.status == Status.ERROR
         assert "client id" in proto.decode_error(response.payload)[1]
         response = raw.call(Request(Kind.READ, 3, payload=proto.read_payload(
-            ReadKind.MAP_GET, "nothing-here", b"k")))
+            ReadKind.GET, "nothing-here", b"k")))
         assert response.status == Status.ERROR
         assert proto.decode_error(response.payload)[0] == "NoSuchStructureError"
     finally:
@@ -291,7 +306,7 @@ def test_the_map_and_queue_proxies(node):
                                         "value_codec": "int", "count": 1}
         assert client.queue("jobs").value_codec.name == "str"
         names = client.names()
-        assert names["users"] == "phashmap" and names["jobs"] == "pqueue"
+        assert names["users"] == "hashmap" and names["jobs"] == "queue"
         from blizzard.exceptions import StructureKindError
 
         with pytest.raises(StructureKindError):
@@ -305,12 +320,21 @@ def test_scans_page_through_everything_and_big_requests_are_refused(node):
         for i in range(7):
             queue.put(b"%d" % i)
         for limit in (1, 2, 3, 100):
-            assert list(client.pages(ReadKind.QUEUE_ITEMS, "paged-q", limit=limit)) == [
-                b"%d" % i for i in range(7)]
+            got, start = [], None
+            while True:
+                seq, values = queue.page(start, limit)
+                if not values:
+                    break
+                got += values
+                start = seq + len(values)
+            assert got == [b"%d" % i for i in range(7)]
         m = client.hashmap("paged-m")
         m.update({b"k%d" % i: b"v%d" % i for i in range(50)})
         for limit in (1, 7, 1000):
-            keys = list(client.pages(ReadKind.MAP_KEYS, "paged-m", limit=limit))
+            keys, page = [], m.page(limit=limit, values=False)
+            while page:
+                keys += page
+                page = m.page(page[-1], limit, values=False)
             assert sorted(keys) == sorted(b"k%d" % i for i in range(50))
         with pytest.raises(ValueError, match="frame limit"):
             m[b"big"] = b"x" * proto.FRAME_BYTES_MAX

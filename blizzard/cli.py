@@ -17,7 +17,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from blizzard.exceptions import BlizzardError
+from blizzard.exceptions import BlizzardError, ConfigError
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -128,22 +128,70 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 1
 
 
+CLUSTER_DIR_DEFAULT = "/dev/shm/blizzard-cluster"
+NODES_DEFAULT = 3
+BASE_PORT_DEFAULT = 7001
+POOL_SIZE_DEFAULT = "64M"
+
+
+def _check_cluster_flags(args: argparse.Namespace) -> None:
+    """Refuse impossible flags in the flags' own terms."""
+    if args.nodes is not None and args.nodes < 1:
+        raise ConfigError(f"--nodes must be at least 1, got {args.nodes}")
+    if args.pool_size is not None and (args.pool_size < 1 << 20 or args.pool_size % 4096):
+        raise ConfigError(f"--pool-size must be at least 1M and a multiple of 4096 bytes, "
+                          f"got {args.pool_size}")
+    if args.base_port is not None:
+        ports = 2 * (args.nodes or NODES_DEFAULT)
+        if not 1 <= args.base_port <= 65536 - ports:
+            raise ConfigError(f"--base-port must leave room for {ports} ports below 65536 "
+                              f"(1 to {65536 - ports}), got {args.base_port}")
+
+
+def _contradictions(args: argparse.Namespace, config) -> list[str]:
+    """The flags given that an existing cluster file says otherwise about."""
+    found = []
+    if args.nodes is not None and args.nodes != len(config.nodes):
+        found.append(f"--nodes {args.nodes} (it has {len(config.nodes)} nodes)")
+    raft_ports = [n.raft[1] for n in config.nodes if n.raft is not None]
+    if args.base_port is not None and raft_ports and args.base_port != min(raft_ports):
+        found.append(f"--base-port {args.base_port} (its first node listens on "
+                     f"{min(raft_ports)})")
+    if args.pool_size is not None and args.pool_size != config.pool_size:
+        found.append(f"--pool-size {args.pool_size} (its pool_size is {config.pool_size})")
+    if args.dir is not None and args.config is not None and \
+            os.path.abspath(args.dir) != str(config.data_dir):
+        found.append(f"--dir {args.dir} (its data_dir is {config.data_dir})")
+    return found
+
+
 def _cmd_cluster_up(args: argparse.Namespace) -> int:
     from blizzard.cluster import config as configmod
     from blizzard.cluster.server import start_cluster
 
+    _check_cluster_flags(args)
     if args.config:
         path = args.config
     else:
-        directory = os.path.abspath(args.dir or "/dev/shm/blizzard-cluster")
+        directory = os.path.abspath(args.dir or CLUSTER_DIR_DEFAULT)
         path = os.path.join(directory, "cluster.toml")
-        if not os.path.exists(path):
-            os.makedirs(directory, exist_ok=True)
-            config = configmod.local_cluster(args.nodes, directory, base_port=args.base_port,
-                                             pool_size=args.pool_size,
-                                             log_pool_size=args.pool_size)
-            with open(path, "w") as f:
-                f.write(configmod.dump(config))
+    if os.path.exists(path):
+        contradicted = _contradictions(args, configmod.load(path))
+        if contradicted:
+            raise ConfigError(f"{path} exists and says otherwise: {'; '.join(contradicted)}. "
+                              "Drop those flags to start the cluster it describes, or remove "
+                              "the file (and its data) to make a new one")
+    elif args.config:
+        raise ConfigError(f"--config {path}: no such file")
+    else:
+        os.makedirs(directory, exist_ok=True)
+        size = args.pool_size or parse_size(POOL_SIZE_DEFAULT)
+        config = configmod.local_cluster(args.nodes or NODES_DEFAULT, directory,
+                                         base_port=args.base_port or BASE_PORT_DEFAULT,
+                                         pool_size=size, log_pool_size=size,
+                                         replication={"backend": "raft"})
+        with open(path, "w") as f:
+            f.write(configmod.dump(config))
     pids, leader = start_cluster(path, timeout_s=args.timeout)
     config = configmod.load(path)
     for node_id, pid in sorted(pids.items()):
@@ -168,7 +216,7 @@ def _cmd_cluster_status(args: argparse.Namespace) -> int:
     from blizzard.client import connect
 
     with connect(args.config, timeout_s=5.0) as client:
-        statuses = client.status()
+        statuses = client.node_statuses()
     columns = ("node", "role", "term", "leader", "commit", "applied", "log", "match", "ops/s")
     rows = []
     for key, status in sorted(statuses.items(), key=lambda kv: str(kv[0])):
@@ -274,12 +322,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     cluster = sub.add_parser("cluster", help="start, stop or inspect a local cluster")
     cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
-    up = cluster_sub.add_parser("up", help="start one `blizzard serve` process per node")
-    up.add_argument("--nodes", type=int, default=3)
-    up.add_argument("--dir", help="data directory (default /dev/shm/blizzard-cluster)")
-    up.add_argument("--base-port", type=int, default=7001)
-    up.add_argument("--config", help="an existing cluster TOML (else one is written)")
-    up.add_argument("--pool-size", default="64M", help="each node's pools (new configs)")
+    up = cluster_sub.add_parser(
+        "up", help="start one `blizzard serve` process per node",
+        description="Start the cluster of --config, or of DIR/cluster.toml, writing that "
+                    "file from the flags when it does not exist yet. Flags that contradict "
+                    "an existing file are refused.")
+    up.add_argument("--nodes", type=int, help=f"nodes of a new cluster (default "
+                                              f"{NODES_DEFAULT})")
+    up.add_argument("--dir", help=f"data directory (default {CLUSTER_DIR_DEFAULT})")
+    up.add_argument("--base-port", type=int,
+                    help=f"first port of a new cluster; node i gets two (default "
+                         f"{BASE_PORT_DEFAULT})")
+    up.add_argument("--config", help="an existing cluster TOML (else DIR/cluster.toml)")
+    up.add_argument("--pool-size", type=parse_size,
+                    help=f"each node's pools, for a new cluster (default {POOL_SIZE_DEFAULT})")
     up.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a leader")
     up.set_defaults(func=_cmd_cluster_up)
     down = cluster_sub.add_parser("down", help="stop the cluster's processes")

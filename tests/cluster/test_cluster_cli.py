@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from blizzard.client import connect
+from blizzard.cluster.config import dump, local_cluster
 from blizzard.cluster.server import serving
 from tests.cluster.test_processes import port_block
 
@@ -25,7 +26,8 @@ def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def data_dir():
-    directory = Path(tempfile.mkdtemp(prefix="blizzard-test-", dir="/dev/shm"))
+    # quotes, a backslash and a tab: the TOML that `cluster up` writes must keep them
+    directory = Path(tempfile.mkdtemp(prefix='blizzard-test- "q" \\ \t ', dir="/dev/shm"))
     try:
         yield directory
     finally:
@@ -97,3 +99,34 @@ def test_serve_refuses_bad_configs(tmp_path):
     assert wrong_node.returncode == 1 and "node 5 is not in the cluster" in wrong_node.stderr
     no_client = _run("serve", "--config", str(bad), "--node", "1")
     assert no_client.returncode == 1 and "client: missing" in no_client.stderr
+
+
+def test_cluster_up_refuses_flags_an_existing_file_contradicts(tmp_path):
+    config = local_cluster(3, tmp_path, base_port=7001, pool_size="16M", log_pool_size="16M")
+    path = tmp_path / "cluster.toml"
+    path.write_text(dump(config))
+    for flags, message in [
+        (["--config", str(path), "--nodes", "5"], "--nodes 5 (it has 3 nodes)"),
+        (["--dir", str(tmp_path), "--pool-size", "32M"],
+         f"--pool-size {32 << 20} (its pool_size is {16 << 20})"),
+        (["--dir", str(tmp_path), "--base-port", "9000"],
+         "--base-port 9000 (its first node listens on 7001)"),
+        (["--config", str(path), "--dir", "/elsewhere"], "--dir /elsewhere (its data_dir is"),
+    ]:
+        refused = _run("cluster", "up", *flags)
+        assert refused.returncode == 1, refused.stdout
+        assert f"{path} exists and says otherwise: {message}" in refused.stderr
+    assert not (tmp_path / "pids.json").exists()  # nothing was started
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--nodes", "0"], "--nodes must be at least 1, got 0"),
+    (["--pool-size", "1000"], "--pool-size must be at least 1M and a multiple of 4096"),
+    (["--pool-size", "12Q"], "argument --pool-size: not a size: '12Q'"),
+    (["--base-port", "65534"], "--base-port must leave room for 6 ports below 65536"),
+    (["--config", "/nonexistent/cluster.toml"], "--config /nonexistent/cluster.toml: no such"),
+])
+def test_cluster_up_flag_errors_speak_of_flags(tmp_path, flags, message):
+    refused = _run("cluster", "up", "--dir", str(tmp_path / "new"), *flags)
+    assert refused.returncode != 0 and message in refused.stderr, refused.stderr
+    assert not (tmp_path / "new" / "cluster.toml").exists()

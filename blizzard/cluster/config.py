@@ -59,6 +59,10 @@ __all__ = ["ClusterConfig", "ConfigError", "NodeConfig", "RaftConfig", "Replicat
            "to_dict", "transport_spec"]
 
 DURABILITY_MODES = ("pmem", "msync", "none")
+#: The top-level keys and tables, and the keys of a [[nodes]] table (docs/configuration.md).
+KEYS = ("cluster_id", "data_dir", "pool_size", "log_pool_size", "durability", "replication",
+        "transport", "raft", "tls", "nodes")
+NODE_KEYS = ("id", "raft", "client")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -207,11 +211,9 @@ def load(path: str | os.PathLike[str]) -> ClusterConfig:
 def parse(raw: dict[str, Any], *, base: Path = Path("."), source: Path | None = None
           ) -> ClusterConfig:
     """Validate a config already parsed from TOML (a dict)."""
-    known = {"cluster_id", "nodes", "data_dir", "pool_size", "log_pool_size", "durability",
-             "replication", "transport", "raft", "tls"}
     for key in raw:
-        if key not in known:
-            raise ConfigError(f"{key}: unknown setting (known: {', '.join(sorted(known))})")
+        if key not in KEYS:
+            raise ConfigError(f"{key}: unknown setting (known: {', '.join(sorted(KEYS))})")
     cluster_id = raw.get("cluster_id", "blizzard")
     if not isinstance(cluster_id, str) or not 0 < len(cluster_id.encode()) <= 255:
         raise ConfigError(f"cluster_id: expected a non-empty string, got {cluster_id!r}")
@@ -224,7 +226,7 @@ def parse(raw: dict[str, Any], *, base: Path = Path("."), source: Path | None = 
         if not isinstance(node, dict):
             raise ConfigError(f"{where}: expected a table")
         for key in node:
-            if key not in ("id", "raft", "client"):
+            if key not in NODE_KEYS:
                 raise ConfigError(f"{where}.{key}: unknown setting (known: id, raft, client)")
         if "id" not in node:
             raise ConfigError(f"{where}.id: missing")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from blizzard.cluster.config import ConfigError, dump, load, parse
@@ -108,3 +110,23 @@ def test_file_errors(tmp_path):
     bad.write_text("nodes = [")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load(bad)
+
+
+def test_every_key_is_documented():
+    """docs/configuration.md has a row for every key the parser accepts."""
+    import attrs
+
+    from blizzard.cluster.config import KEYS, NODE_KEYS, RaftConfig, TlsConfig
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    rows = [line.split("|")[1].strip() for line in doc.splitlines() if line.startswith("| `")]
+    for key in KEYS:
+        if key in ("replication", "transport", "raft", "tls", "nodes"):
+            continue
+        assert f"`{key}`" in rows, key
+    assert "`[replication] backend`" in rows and "`[transport] kind`" in rows
+    for field in attrs.fields(RaftConfig):
+        assert f"`[raft] {field.name}`" in rows, field.name
+    assert f"`[tls] {'`, `'.join(f.name for f in attrs.fields(TlsConfig))}`" in rows
+    for key in NODE_KEYS:
+        assert f"`[[nodes]] {key}`" in rows, key

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from blizzard.cli import main
 from blizzard.client import connect
 from blizzard.cluster.config import dump, local_cluster
 from blizzard.cluster.server import serving
@@ -101,7 +102,16 @@ def test_serve_refuses_bad_configs(tmp_path):
     assert no_client.returncode == 1 and "client: missing" in no_client.stderr
 
 
-def test_cluster_up_refuses_flags_an_existing_file_contradicts(tmp_path):
+def _cli(capsys, *args: str) -> tuple[int, str]:
+    """``blizzard ARGS`` in this process (no start-up cost): exit code and stderr."""
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def test_cluster_up_refuses_flags_an_existing_file_contradicts(tmp_path, capsys):
     config = local_cluster(3, tmp_path, base_port=7001, pool_size="16M", log_pool_size="16M")
     path = tmp_path / "cluster.toml"
     path.write_text(dump(config))
@@ -113,9 +123,9 @@ def test_cluster_up_refuses_flags_an_existing_file_contradicts(tmp_path):
          "--base-port 9000 (its first node listens on 7001)"),
         (["--config", str(path), "--dir", "/elsewhere"], "--dir /elsewhere (its data_dir is"),
     ]:
-        refused = _run("cluster", "up", *flags)
-        assert refused.returncode == 1, refused.stdout
-        assert f"{path} exists and says otherwise: {message}" in refused.stderr
+        code, err = _cli(capsys, "cluster", "up", *flags)
+        assert code == 1, err
+        assert f"{path} exists and says otherwise: {message}" in err
     assert not (tmp_path / "pids.json").exists()  # nothing was started
 
 
@@ -126,7 +136,7 @@ def test_cluster_up_refuses_flags_an_existing_file_contradicts(tmp_path):
     (["--base-port", "65534"], "--base-port must leave room for 6 ports below 65536"),
     (["--config", "/nonexistent/cluster.toml"], "--config /nonexistent/cluster.toml: no such"),
 ])
-def test_cluster_up_flag_errors_speak_of_flags(tmp_path, flags, message):
-    refused = _run("cluster", "up", "--dir", str(tmp_path / "new"), *flags)
-    assert refused.returncode != 0 and message in refused.stderr, refused.stderr
+def test_cluster_up_flag_errors_speak_of_flags(tmp_path, capsys, flags, message):
+    code, err = _cli(capsys, "cluster", "up", "--dir", str(tmp_path / "new"), *flags)
+    assert code != 0 and message in err, err
     assert not (tmp_path / "new" / "cluster.toml").exists()

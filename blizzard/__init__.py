@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from blizzard.exceptions import BlizzardError, ConfigError, Empty
 
 if TYPE_CHECKING:
+    from blizzard.cluster.client import Client
     from blizzard.cluster.store import Store
 
 __version__ = "0.1.0"
@@ -24,9 +25,11 @@ __all__ = ["BlizzardError", "ConfigError", "Empty", "__version__", "open"]
 
 
 def open(config: dict[str, Any] | str | os.PathLike[str], *,
-         node: int | None = None) -> Store:
+         node: int | None = None) -> Store | Client:
     """The structures of ``config`` (a TOML file's path, or a dict of its tables):
-    a :class:`~blizzard.cluster.store.Store`; see :func:`blizzard.cluster.store.open`.
+    a :class:`~blizzard.cluster.store.Store`, or with ``backend = "remote"`` the
+    remote client, which offers the same methods; see
+    :func:`blizzard.cluster.store.open`.
 
     Imported on first call, so ``import blizzard`` stays light.
     """

@@ -35,8 +35,8 @@ A page (``SCAN``, ``QUEUE_SCAN``, ``PEEKITEM``) is ``cursor u64 | count u32 |
 fields``, each field ``length u32 | bytes``. A map's ``SCAN`` resumes after
 the last key it returned (its cursor is ``END`` once the scan is complete,
 0 while more may follow); a queue's ``QUEUE_SCAN`` resumes at a sequence
-number (the page's cursor is the sequence number of its first value, ``END``
-if it is empty). Both cursors name positions in the *data*, not in the
+number (the page's cursor is the sequence number of its first value; an
+empty page ends the scan). Both cursors name positions in the *data*, not in the
 layout, so a scan resumed on another node after a leader change, or after
 any number of writes, is exact: whatever was present throughout is returned
 once (see :meth:`~blizzard.structures.PHashMap.page` and

@@ -142,8 +142,7 @@ class _QueueCore(_Core):
 
     def page(self, start: int | None, limit: int) -> tuple[int, list[bytes]]:
         args = proto.page_args(proto.END if start is None else start, limit)
-        seq, values = self._page(ReadKind.QUEUE_SCAN, args)
-        return (seq if values else start or 0), values
+        return self._page(ReadKind.QUEUE_SCAN, args)
 
     def values(self) -> Iterator[bytes]:
         start = None

@@ -293,7 +293,7 @@ class ClientServer:
             seq, values = self._face(name, "queue").page(None if start == proto.END else start,
                                                          _limit(limit))
             values = _within_bytes(values)
-            return proto.encode_page(seq if values else proto.END, values)
+            return proto.encode_page(seq, values)
         if kind == ReadKind.GET:
             return proto.encode_value(self._face(name, *_MAPS).get(args))
         if kind == ReadKind.SCAN:

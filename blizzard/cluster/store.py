@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from blizzard.cluster import config as configmod
 from blizzard.cluster.backends import BACKENDS, REMOTE, Backend
@@ -37,6 +37,9 @@ from blizzard.replication.base import Replicator
 from blizzard.structures import KIND_OF_TAG, PBPlusTree, PHashMap, PQueue, PSkipList
 from blizzard.structures.codecs import CodecLike
 from blizzard.structures.registry import registry_for
+
+if TYPE_CHECKING:
+    from blizzard.cluster.client import Client
 
 ConfigLike = ClusterConfig | Mapping[str, Any] | str | os.PathLike[str]
 
@@ -53,7 +56,7 @@ def load_config(config: ConfigLike) -> ClusterConfig:
                       f"got {type(config).__name__}")
 
 
-def open(config: ConfigLike, *, node: int | None = None):
+def open(config: ConfigLike, *, node: int | None = None) -> Store | Client:
     """The structures of ``config``: a :class:`Store`, or a remote client's.
 
     ``config`` is a TOML file's path or a dict of the same tables. ``node``

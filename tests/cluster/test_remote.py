@@ -149,7 +149,8 @@ def test_the_queue_matches_a_local_one(cluster, local, small_pages):
              _plain("get", lambda q: q.get()), _plain("get_nowait", lambda q: q.get_nowait()),
              _plain("peek", lambda q: q.peek()), _plain("len", len),
              _plain("empty", lambda q: q.empty()), _plain("list", list),
-             _plain("page", lambda q: q.page(limit=2)[1]),
+             _plain("page", lambda q: q.page(limit=2)),
+             _plain("page(3)", lambda q: q.page(3, 2)), _plain("page(99)", lambda q: q.page(99)),
              lambda r: ("clear", lambda q: q.clear()) if r.random() < 0.1 else ("len", len)]
     with cluster.client() as client:
         _compare("queue", SEED + 2, calls, client.queue("q", value_codec=int),

@@ -129,13 +129,27 @@ class LocalBackend:
         self.pool.close()
 
 
+def per_op(counters: dict[str, Any], ops: int) -> dict[str, float]:
+    """``<name>_per_op`` for the wire and flush counters present (0 before any op)."""
+    keys = ("bytes_sent", "messages_sent", "round_trips", "flushes", "fences",
+            "backup_flushes", "backup_fences")
+    return {f"{k}_per_op": (counters[k] / ops if ops else 0.0) for k in keys if k in counters}
+
+
 class RaftBackend:
     """``raft``: this process is node ``node`` of the cluster in ``[[nodes]]``
     (:class:`~blizzard.cluster.replicator.RaftReplicator`); its pools are in
-    ``data_dir/node<id>/``."""
+    ``data_dir/node<id>/``.
+
+    Option ``count_flushes = true`` puts both pools on a
+    :class:`~blizzard.pmem.counting.CountingMedia`, so ``status()`` counts
+    flushes and fences too (a Python call per flush: for measuring)."""
 
     def __init__(self, config: ClusterConfig, node: int | None) -> None:
-        check_options(config)
+        check_options(config, ("count_flushes",))
+        count = config.replication.options.get("count_flushes", False)
+        if not isinstance(count, bool):
+            raise ConfigError(f"replication.count_flushes: expected true or false, got {count!r}")
         config.require_nodes("the raft backend")
         if node is None:
             ids = ", ".join(str(n.id) for n in config.nodes)
@@ -144,9 +158,18 @@ class RaftBackend:
                 f"(one of {ids}); a process that is not a node uses the cluster as a client "
                 f"([replication] backend = \"{REMOTE}\", or blizzard.client.connect)")
         config.node(node)
-        self.replicator = RaftReplicator(config, node)
+        self._media: list = []
+        self.replicator = RaftReplicator(config, node,
+                                         media_wrapper=self._counting if count else None)
         self.pool = self.replicator.pool
         self.transport = config.transport.kind
+
+    def _counting(self, media):
+        from blizzard.pmem.counting import CountingMedia
+
+        counted = CountingMedia(media)
+        self._media.append(counted)
+        return counted
 
     def status(self) -> dict[str, Any]:
         rep = self.replicator
@@ -157,6 +180,13 @@ class RaftBackend:
                 counters[key] = status[key]
         counters.update({f"transport_{k}": v
                          for k, v in attrs.asdict(rep.transport.stats).items()})
+        counters.update(ops=rep.state_machine.last_applied,
+                        bytes_sent=rep.transport.stats.bytes_sent,
+                        messages_sent=rep.transport.stats.frames_sent)
+        if self._media:
+            counters.update(flushes=sum(m.flushes for m in self._media),
+                            fences=sum(m.fences for m in self._media))
+        counters.update(per_op(counters, counters["ops"]))
         result = {"role": status.get("role"), "term": status.get("term"),
                   "leader": status.get("leader"), "commit": status.get("commit"),
                   "applied": status.get("applied"), "counters": counters}

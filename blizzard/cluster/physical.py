@@ -36,9 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from blizzard.cluster import config as configmod
+from blizzard.cluster.backends import BACKENDS, check_options, per_op
 from blizzard.cluster.config import ClusterConfig
 from blizzard.exceptions import (
     ChannelClosedError,
+    ConfigError,
     DeposedError,
     MirrorProtocolError,
     MirrorUnavailableError,
@@ -48,7 +50,7 @@ from blizzard.pmem import FileMedia, Pool
 from blizzard.pmem import _layout as L
 from blizzard.replication.physical import frames
 from blizzard.replication.physical.backup import POOL_FILE, BackupServer
-from blizzard.replication.physical.mirror import MirroredMedia
+from blizzard.replication.physical.mirror import FENCE_MODES, MirroredMedia
 from blizzard.replication.physical.replicator import PhysicalReplicator
 from blizzard.replication.physical.state import MirrorState, epoch_text, first_epoch, next_epoch
 from blizzard.replication.physical.tcp import TcpMirrorTransport
@@ -75,6 +77,85 @@ def mirror_peers(config: ClusterConfig, node_id: int) -> dict[int, tuple[str, in
 def acks_needed(config: ClusterConfig, acks: int | None) -> int:
     backups = len(config.nodes) - 1
     return backups if acks is None else acks
+
+
+# -- the Store's backend ------------------------------------------------------------------------
+
+OPTIONS = ("acks", "fence", "ready_timeout_s")
+
+
+def options(config: ClusterConfig) -> tuple[int | None, str, float]:
+    """``(acks, fence, ready_timeout_s)`` from ``[replication]``, validated."""
+    check_options(config, OPTIONS)
+    raw = config.replication.options
+    backups = len(config.nodes) - 1
+    acks = raw.get("acks", "all")
+    if acks == "all":
+        acks = None
+    elif not isinstance(acks, int) or isinstance(acks, bool) or not 0 <= acks <= backups:
+        raise ConfigError(f"replication.acks: \"all\" or 0..{backups} (backups that acknowledge "
+                          f"each fence), got {acks!r}")
+    fence = raw.get("fence", "sync")
+    if fence not in FENCE_MODES:
+        raise ConfigError(f"replication.fence: one of {', '.join(FENCE_MODES)}, got {fence!r}")
+    ready = raw.get("ready_timeout_s", READY_TIMEOUT_S)
+    if not isinstance(ready, int | float) or isinstance(ready, bool) or ready <= 0:
+        raise ConfigError(f"replication.ready_timeout_s: a positive number, got {ready!r}")
+    return acks, fence, float(ready)
+
+
+class PhysicalBackend:
+    """``physical``: this process is node ``node``'s primary (:func:`open_primary`);
+    every other node of ``[[nodes]]`` runs ``blizzard mirror serve``.
+
+    Options (``[replication]``): ``acks`` (``"all"``, the default, or how many
+    backups acknowledge each fence), ``fence`` (``"sync"`` or
+    ``"pipelined"``), ``ready_timeout_s`` (how long opening waits for the
+    backups, 30).
+    """
+
+    def __init__(self, config: ClusterConfig, node: int | None) -> None:
+        acks, fence, ready = options(config)
+        config.require_nodes("the physical backend")
+        if node is None:
+            ids = ", ".join(str(n.id) for n in config.nodes)
+            raise ConfigError(
+                f"node: the physical backend opens this node's pool as the primary: pass "
+                f"node=<id> (one of {ids}); the other nodes run `blizzard mirror serve`")
+        config.node(node)
+        if config.transport.kind != "tcp":
+            raise ConfigError(f"transport.kind: the physical backend mirrors over tcp only "
+                              f"(got {config.transport.kind!r})")
+        self.replicator = open_primary(config, node, acks=acks, fence=fence,
+                                       ready_timeout_s=ready)
+        self.pool = self.replicator.pool
+        self.transport = "tcp"
+
+    def status(self) -> dict[str, Any]:
+        rep = self.replicator
+        mirror = rep.mirror
+        s = mirror.stats
+        applied = rep._sm.last_applied
+        counters: dict[str, Any] = {
+            "submitted": rep.submitted, "unacknowledged": rep.unacknowledged, "ops": rep.submitted,
+            "seq": mirror.seq, "failures": s.failures, "bytes_sent": s.bytes_sent,
+            "messages_sent": s.messages_sent, "round_trips": s.round_trips,
+            "flushes": s.flushes, "fences": s.fences, "fences_shipped": s.fences_shipped,
+            "backup_flushes": s.ranges_shipped, "backup_fences": s.fences_shipped,
+            "range_bytes_shipped": s.range_bytes_shipped, "resyncs": s.resyncs,
+            "resync_bytes": s.resync_bytes, "acks_needed": mirror.need,
+            "backups_in_sync": sum(1 for b in mirror.backups().values()
+                                   if b["state"] == "in-sync")}
+        counters.update(per_op(counters, rep.submitted))
+        return {"role": "primary", "term": mirror.epoch, "epoch": epoch_text(mirror.epoch),
+                "leader": rep.node_id, "commit": applied, "applied": applied,
+                "counters": counters, "backups": mirror.backups()}
+
+    def close(self) -> None:
+        close_primary(self.replicator)
+
+
+BACKENDS.register("physical", PhysicalBackend)
 
 
 # -- the primary --------------------------------------------------------------------------------
@@ -166,6 +247,8 @@ def serve_backup(config: ClusterConfig | str | os.PathLike[str], node_id: int, *
     to know how many nodes it must fence.
     """
     config = _load(config)
+    if acks is None:
+        acks = options(config)[0]
     stop = stop or threading.Event()
     node = config.node(node_id)
     server: BackupServer | None = None

@@ -21,13 +21,14 @@ import concurrent.futures
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from blizzard.cluster import config as configmod
 from blizzard.cluster.config import ClusterConfig
 from blizzard.exceptions import BlizzardError, ProposalDroppedError, ReplicatorStoppedError
-from blizzard.pmem import Pool
+from blizzard.pmem import FileMedia, Media, Pool
 from blizzard.replication.base import Replicator
 from blizzard.replication.node import RaftNode
 from blizzard.replication.raft.messages import ConfState
@@ -47,18 +48,28 @@ class RequestTimeoutError(BlizzardError, TimeoutError):
     """A request was not committed within its deadline (no quorum reachable?)."""
 
 
-def open_node_pools(config: ClusterConfig, node_id: int) -> tuple[Pool, Pool]:
-    """The node's structures pool and Raft log pool, created on first use."""
+def open_node_pools(config: ClusterConfig, node_id: int, *,
+                    wrap_media: Callable[[Media], Media] | None = None) -> tuple[Pool, Pool]:
+    """The node's structures pool and Raft log pool, created on first use.
+
+    ``wrap_media``, when given, wraps each pool's media (a ``CountingMedia``, say).
+    """
     directory = config.node_dir(node_id)
     directory.mkdir(parents=True, exist_ok=True)
     pools = []
     for name, size, layout in (("data.pool", config.pool_size, "blizzard.data"),
                                ("log.pool", config.log_pool_size, "blizzard.raftlog")):
         path = directory / name
-        if path.exists():
+        fresh = not path.exists()
+        if wrap_media is None and fresh:
+            pools.append(Pool.create(path, size, layout=layout, mode=config.durability))
+        elif wrap_media is None:
             pools.append(Pool.open(path, layout=layout, mode=config.durability))
         else:
-            pools.append(Pool.create(path, size, layout=layout, mode=config.durability))
+            media = wrap_media(FileMedia(path, mode=config.durability,
+                                   create_size=size if fresh else None))
+            pools.append(Pool.create(media, layout=layout) if fresh
+                         else Pool.open(media, layout=layout))
     return pools[0], pools[1]
 
 
@@ -75,7 +86,8 @@ class RaftReplicator(Replicator):
 
     def __init__(self, config: ClusterConfig | str | os.PathLike[str], node_id: int, *,
                  start: bool = True, request_timeout_s: float = REQUEST_TIMEOUT_S,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None,
+                 media_wrapper: Callable[[Media], Media] | None = None) -> None:
         if not isinstance(config, ClusterConfig):
             config = configmod.load(Path(config))
         config.require_nodes("a Raft node")
@@ -87,7 +99,7 @@ class RaftReplicator(Replicator):
         # built before any file is opened: a bad [transport] makes nothing on disk
         self.transport: Transport = build_transport(
             configmod.transport_spec(config, node_id, seed=seed))
-        self.pool, self.log_pool = open_node_pools(config, node_id)
+        self.pool, self.log_pool = open_node_pools(config, node_id, wrap_media=media_wrapper)
         self.state_machine = SessionStateMachine(registry_for(self.pool), self.pool)
         voters = tuple(sorted(n.id for n in config.nodes))
         self.storage = PmemStorage(self.log_pool, conf_state=ConfState(voters))

@@ -59,6 +59,7 @@ from typing import Any
 import attrs
 
 from blizzard.exceptions import ChannelClosedError, MirrorProtocolError
+from blizzard.pmem.counting import native_trampolines
 from blizzard.pmem.media import Media, MediaWrapper
 from blizzard.replication.physical import frames
 from blizzard.replication.physical.channel import Channel, MirrorTransport
@@ -277,35 +278,12 @@ class MirroredMedia(MediaWrapper):
     def native(self) -> tuple[int, int, int]:
         """C-callable trampolines into ``flush``/``drain``/``persist`` (see the module doc)."""
         if self._native is None:
-            self._native = self._make_trampolines()
+            self._native, self._callbacks = native_trampolines(self, self._on_native_error)
         return self._native
 
-    def _make_trampolines(self) -> tuple[int, int, int]:
-        import cffi
-
-        ffi = cffi.FFI()
-        handle = ffi.from_buffer(self.buf)
-        base = int(ffi.cast("uintptr_t", handle))
-        ffi.release(handle)
-        flush, drain, persist = self.flush, self.drain, self.persist
-
-        def on_error(exc_type, exc, tb) -> None:  # a fence must not raise into C
-            self.stats.failures += 1
-            log.error("mirror: error inside a fence called from C: %r", exc)
-
-        def c_flush(addr: int, n: int) -> None:
-            flush(addr - base, n)
-
-        def c_persist(addr: int, n: int) -> None:
-            persist(addr - base, n)
-
-        callbacks = (
-            ffi.callback("void(uintptr_t, size_t)", c_flush, onerror=on_error),
-            ffi.callback("void(void)", drain, onerror=on_error),
-            ffi.callback("void(uintptr_t, size_t)", c_persist, onerror=on_error),
-        )
-        self._callbacks = (ffi, *callbacks)  # keep them alive as long as the media
-        return tuple(int(ffi.cast("uintptr_t", c)) for c in callbacks)  # type: ignore[return-value]
+    def _on_native_error(self, exc: BaseException) -> None:  # a fence must not raise into C
+        self.stats.failures += 1
+        log.error("mirror: error inside a fence called from C: %r", exc)
 
     # -- shipping ----------------------------------------------------------------------------
 

@@ -98,9 +98,10 @@ def test_store_pool_is_there_for_raw_use(data_dir):
 
 @pytest.mark.parametrize(("raw", "node", "message"), [
     ({"replication": {"backend": "xx"}}, None,
-     "replication.backend: unknown replication backend 'xx' (available: local, raft, remote"),
+     "replication.backend: unknown replication backend 'xx' (available: local, physical, raft, "
+     "remote"),
     ({"replication": {"backend": "physical"}}, None,
-     "replication.backend: the replication backend 'physical' is not available here"),
+     "nodes: the physical backend needs at least one [[nodes]] table"),
     ({"replication": {"backend": "local", "ack": "all"}}, None,
      "replication.ack: unknown setting for the local backend"),
     ({"replication": "raft"}, None, "replication: expected a table"),
@@ -248,7 +249,8 @@ def test_a_registered_backend_is_chosen_by_name(data_dir):
             status = store.status()
             assert status["backend"] == "counting" and status["node"] == 7
             assert status["counters"] == {"submitted": 2, "mirrors": 2}
-        with pytest.raises(ConfigError, match=r"available: counting, local, raft, remote"):
+        with pytest.raises(ConfigError,
+                           match=r"available: counting, local, physical, raft, remote"):
             blizzard.open({**raw, "replication": {"backend": "nope"}})
     finally:
         BACKENDS.unregister("counting")

@@ -9,12 +9,16 @@ that every write listed in ACKED_FILE is present and every structure passes
 ``PREFIX-i`` into the hashmap ``h``, the B+tree ``b``, the skiplist ``s`` and
 the queue ``q`` (one Op each), printing ``ack KIND KEY`` after each Op is
 acknowledged. An unacknowledged Op prints ``unack KIND KEY``; a deposed
-primary prints ``deposed`` and exits 3.
+primary prints ``deposed`` and exits 3. At the end it waits for every backup
+to acknowledge everything (retrying for ``BLIZZARD_APP_SYNC_S`` seconds) and
+prints ``done, synced True`` (or False).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 
 from blizzard.cluster.physical import close_primary, open_primary
@@ -74,7 +78,13 @@ def main(argv: list[str]) -> int:
             else:
                 out.write(f"ack {name} {key.decode()}\n")
             out.flush()
-    out.write("done\n")
+    # before leaving, wait for every backup to have it all (for BLIZZARD_APP_SYNC_S seconds)
+    deadline = time.monotonic() + float(os.environ.get("BLIZZARD_APP_SYNC_S", "0"))
+    synced = rep.mirror.sync(every=True)
+    while not synced and time.monotonic() < deadline:
+        time.sleep(0.05)
+        synced = rep.mirror.sync(every=True)
+    out.write(f"done, synced {synced}\n")
     out.flush()
     close_primary(rep)
     return 0

@@ -43,10 +43,10 @@ class MirrorCluster:
         self.procs: dict[str, subprocess.Popen] = {}
         self.outputs: dict[str, list[str]] = {}
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
         with open(self.dir / f"{name}.log", "ab") as log:
             proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=log,
-                                    text=True)
+                                    text=True, env={**os.environ, **(env or {})})
         self.procs[name] = proc
         lines: list[str] = []
         self.outputs[name] = lines
@@ -64,10 +64,11 @@ class MirrorCluster:
             time.sleep(0.05)
 
     def start_app(self, name: str, node: int, prefix: str, count: int, acks: str = "all",
-                  acked: Path | None = None) -> subprocess.Popen:
+                  acked: Path | None = None, sync_s: float = 0) -> subprocess.Popen:
         argv = ["-m", "tests.replication.physical.primary_app", str(self.path), str(node),
                 prefix, str(count), acks]
-        return self._spawn(name, argv + ([str(acked)] if acked else []))
+        return self._spawn(name, argv + ([str(acked)] if acked else []),
+                           {"BLIZZARD_APP_SYNC_S": str(sync_s)})
 
     def wait_lines(self, name: str, predicate, timeout_s: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
@@ -190,3 +191,33 @@ def test_a_primary_waits_for_its_backups(cluster):
     c.start_backup(3)
     assert c.finish("app1") == 0, c.log("app1")
     assert len(c.acked("app1")) == 80
+
+
+def test_a_backup_killed_under_load_resynchronises(cluster):
+    """With one acknowledgement of two needed, SIGKILL a backup mid-load: writes go
+    on; restarted, it resynchronises and ends holding every acknowledged write."""
+    seed = int(os.environ.get("BLIZZARD_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    c = cluster
+    c.start_backup(2)
+    c.start_backup(3)
+    c.start_app("app1", 1, "a", 400, "1", sync_s=60)
+    c.wait_lines("app1", lambda lines: sum(1 for x in lines if x.startswith("ack ")) >= 8)
+    time.sleep(rng.uniform(0.0, 0.5))
+    c.procs["backup3"].send_signal(signal.SIGKILL)
+    c.finish("backup3")
+    acked_at_kill = len(c.acked("app1"))
+    c.wait_lines("app1", lambda lines: len([x for x in lines if x.startswith("ack ")])
+                 >= acked_at_kill + 40)  # the primary goes on with node 2 alone
+    c.start_backup(3)
+    assert c.finish("app1") == 0, c.log("app1")
+    acked = c.acked("app1")
+    assert len(acked) == 4 * 400, f"BLIZZARD_SEED={seed}: {c.outputs['app1'][-3:]}"
+    assert "synced True" in c.outputs["app1"][-1], c.outputs["app1"][-3:]  # node 3 caught up
+    from blizzard.cluster.physical import node_status
+
+    status = node_status(c.path)[3]
+    assert status["reachable"] and status["in_sync"], f"BLIZZARD_SEED={seed}: {status}"
+    assert status["resyncs"] >= 1
+    assert_holds(c.pool_copy(3), acked, seed)
+    assert_holds(c.pool_copy(2), acked, seed)

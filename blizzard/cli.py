@@ -214,6 +214,7 @@ def _cmd_cluster_down(args: argparse.Namespace) -> int:
 
 
 def _cmd_cluster_status(args: argparse.Namespace) -> int:
+    from blizzard.bench._report import table
     from blizzard.client import connect
 
     with connect(args.config, timeout_s=5.0) as client:
@@ -230,9 +231,7 @@ def _cmd_cluster_status(args: argparse.Namespace) -> int:
                      str(status["log_entries"]),
                      " ".join(f"{p}:{m}" for p, m in sorted(match.items())) if match else "-",
                      f"{status['ops_per_s']:.0f}"))
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-    for row in (columns, *rows):
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print(table(columns, rows, "<" * len(columns)))
     return 0 if all("term" in s for s in statuses.values()) else 1
 
 

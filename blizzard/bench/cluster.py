@@ -599,33 +599,34 @@ def _ms(us: float | None) -> str:
     return "-" if us is None else f"{us / 1000:.2f}"
 
 
+HEADER = ["system", "in flight", "ops/s", "p50 ms", "p99 ms", "cpu µs/op",
+          "cpu µs/op by process", "failed", "lost"]
+
+
 def format_results(results: list[Result]) -> str:
+    """The results table, one row per system, as text."""
     rows = []
     for r in results:
         rows.append([
             LABELS[r.system],
-            _report.rate(r.rate) if r.rate else "skipped",
             r.window or "-",
+            _report.rate(r.rate) if r.rate else "skipped",
             _ms(r.p50_us), _ms(r.p99_us),
-            r.failed, "-" if r.lost is None else r.lost,
             "-" if r.cpu_us_per_op is None else f"{r.cpu_us_per_op:.0f}",
             " + ".join(f"{x:.0f}" for x in r.cpu_by_process) or "-",
+            r.failed, "-" if r.lost is None else r.lost,
         ])
-    header = ["system", "puts/s", "window", "sync p50 ms", "sync p99 ms", "failed", "lost",
-              "cpu us/op",
-              "cpu us/op by process"]
-    out = [_report.table(header, rows)]
-    lines = targets(results)
-    if lines:
-        out += ["", "targets (this run):", *("  " + t for t in lines)]
-    notes = [f"{LABELS[r.system]}: {r.note}" for r in results if r.note]
-    out += ["", "notes:", *("  " + n for n in notes + NOTES)]
-    return "\n".join(out)
+    return _report.table(HEADER, rows)
+
+
+def notes(results: list[Result]) -> list[str]:
+    return [f"{LABELS[r.system]}: {r.note}" for r in results if r.note] + NOTES
 
 
 NOTES = [
-    "puts/s: 16-byte keys, 64-byte values, with 'window' asynchronous requests in flight, "
-    "issued from inside the process named; sync p50/p99: one synchronous put after another.",
+    "ops/s: puts of 16-byte keys and 64-byte values, with 'in flight' asynchronous requests "
+    "outstanding, issued from inside the process named; p50/p99: synchronous puts, one after "
+    "another.",
     "failed: requests that completed with an error or never did; lost: puts missing from the map "
     "afterwards (blizzard: counted on the replica; anything but 0 is a bug).",
     "cpu us/op by process: the load's process first, then the other nodes; a 3-node "
@@ -633,22 +634,6 @@ NOTES = [
     "blizzard persists its Raft log and maps to /dev/shm pools (pmem mode: cache-line "
     "flushes + fences); pysyncobj keeps its log in memory by default and never fsyncs.",
 ]
-
-
-def to_json(results: list[Result], argv: list[str] | None, params: dict,
-            before: dict) -> dict:
-    return {
-        "benchmark": "cluster",
-        "command": command_line(argv),
-        "machine": _report.machine(),
-        "machine_at_start": before,
-        "params": params,
-        "targets": {"vs_pysyncobj": TARGET_VS_PYSYNCOBJ, "vs_local": TARGET_VS_LOCAL,
-                    "p50_us": TARGET_P50_US},
-        "ratios": ratios(results),
-        "results": [{**asdict(r), "label": LABELS[r.system]} for r in results],
-        "notes": NOTES,
-    }
 
 
 def command_line(argv: list[str] | None) -> str:
@@ -686,14 +671,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--election-ticks", type=int, default=None,
                         help="the Blizzard cluster's raft.election_ticks (default: the config "
                              "default, 10 ticks of 10 ms)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    _report.add_arguments(parser)
     args = parser.parse_args(argv)
     ops = args.ops or (QUICK_OPS if args.quick else DEFAULT_OPS)
     latency_ops = args.latency_ops or (QUICK_LATENCY_OPS if args.quick else DEFAULT_LATENCY_OPS)
     systems = tuple(s for s in args.systems.split(",") if s)
-    before = _report.machine()
+    params = {"ops": ops, "latency_ops": latency_ops, "window": args.window,
+              "systems": list(systems), "dir": args.dir, "quick": args.quick,
+              "election_ticks": args.election_ticks}
+    run_ = _report.Run("cluster", command_line(argv), params)
     try:
         results = run(ops, window=args.window, latency_ops=latency_ops, systems=systems,
                       directory=args.dir, profile_dir=args.profile, progress=not args.quiet,
@@ -701,30 +687,22 @@ def main(argv: list[str] | None = None) -> int:
                       else None)
     except ValueError as exc:
         parser.error(str(exc))
-    m = _report.machine()
-    print(f"blizzard bench cluster: {ops:,} puts per throughput run, window {args.window}, "
-          f"{latency_ops:,} synchronous puts")
-    print(f"machine: {m['cpu']}, {m['cores']} cores, {m['python']}, {m['os']}")
-    print(f"load average (1 min): {before['load_1min']} at start, {m['load_1min']} at end")
-    if max(before["load_1min"] or 0, m["load_1min"] or 0) > 0.5 * (m["cores"] or 1):
-        print("warning: the machine was busy with other work; absolute rates are depressed "
-              "-- compare the ratios, measured in the same run")
-    print(f"command: {command_line(argv)}")
-    print()
-    print(format_results(results))
+    run_.end()
+    body = [format_results(results)]
     if args.profile:
-        print()
-        print(f"profiles: {args.profile}/leader.pstats, {args.profile}/follower.pstats "
-              "(python -m pstats FILE)")
-    if args.json:
-        params = {"ops": ops, "latency_ops": latency_ops, "window": args.window,
-                  "systems": list(systems), "dir": args.dir, "quick": args.quick,
-                  "election_ticks": args.election_ticks}
-        Path(args.json).write_text(
-            json.dumps(to_json(results, argv, params, before), indent=2) + "\n")
-    if args.check and any("MISSED" in t for t in targets(results)):
-        return 1
-    return 0
+        body.append(f"profiles: {args.profile}/leader.pstats, {args.profile}/follower.pstats "
+                    "(python -m pstats FILE)")
+    verdict = targets(results)
+    _report.print_report(
+        run_, body, title=f"blizzard bench cluster: {ops:,} puts per throughput run, "
+                          f"{args.window} in flight, {latency_ops:,} synchronous puts",
+        targets=verdict, notes=notes(results))
+    _report.write_json(args.json, run_.record(
+        targets={"vs_pysyncobj": TARGET_VS_PYSYNCOBJ, "vs_local": TARGET_VS_LOCAL,
+                 "p50_us": TARGET_P50_US},
+        verdict=verdict, ratios=ratios(results),
+        results=[{**asdict(r), "label": LABELS[r.system]} for r in results], notes=NOTES))
+    return _report.exit_status(args.check, verdict)
 
 
 if __name__ == "__main__":

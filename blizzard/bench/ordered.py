@@ -30,7 +30,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from blizzard.bench._report import command_line, machine, rate, table
+from blizzard.bench import _report
+from blizzard.bench._report import command_line, rate, table
 from blizzard.pmem import Pool
 from blizzard.structures import PBPlusTree, PSkipList
 
@@ -179,6 +180,20 @@ def lmdb_workload(workdir: Path, n: int) -> Workload | str:
     return Workload(put, get, scan, close)
 
 
+HEADER = ["system", "insert ops/s", "get ops/s", f"scan keys/s ({SCAN_KEYS})",
+          "insert cpu µs", "get cpu µs", "scan keys/cpu s"]
+
+
+def targets(results: dict[str, dict[str, object]]) -> list[str]:
+    """PBPlusTree's figures against the targets."""
+    ours = results.get("PBPlusTree")
+    if ours is None:
+        return []
+    return [f"PBPlusTree {op}: {rate(ours[op])} {'keys' if op == 'scan' else 'ops'}/s "
+            f"(target >= {rate(goal)}: {'met' if ours[op] >= goal else 'MISSED'})"
+            for op, goal in TARGETS.items()]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="blizzard bench ordered",
                                      description=__doc__.split("\n")[0])
@@ -195,7 +210,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="where the pool files go (default /dev/shm)")
     parser.add_argument("--no-references", action="store_true", help="skip SortedDict and lmdb")
     parser.add_argument("--seed", type=int, default=1)
+    _report.add_arguments(parser)
     args = parser.parse_args(argv)
+    launcher = "python -m blizzard.bench.ordered"
+    run_ = _report.Run("ordered", command_line(launcher, list(argv if argv is not None
+                                                              else sys.argv[1:])),
+                       {k: getattr(args, k) for k in ("keys", "gets", "scans", "structures",
+                                                      "fanout", "mode", "dir", "seed")})
     keys = make_keys(args.keys, args.seed)
     workdir = Path(tempfile.mkdtemp(prefix="blizzard-bench-", dir=args.dir))
     results: dict[str, dict[str, object]] = {}
@@ -211,52 +232,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.no_references:
             contestants.append(("SortedDict", sorteddict_workload))
             contestants.append(("lmdb", lambda: lmdb_workload(workdir, args.keys)))
-        for label, make in contestants:
-            print(f"{label} ...", file=sys.stderr, flush=True)
-            workload = make()
-            if isinstance(workload, str):
-                notes.append(workload)
-                continue
-            try:
-                results[label] = run(workload, keys, args.gets, args.scans, args.seed)
-            finally:
-                workload.close()
+        with _report.Progress(len(contestants), quiet=args.quiet) as progress:
+            for label, make in contestants:
+                progress.step(f"{label}: {args.keys:,} inserts, gets, scans")
+                workload = make()
+                if isinstance(workload, str):
+                    notes.append(workload)
+                    continue
+                try:
+                    results[label] = run(workload, keys, args.gets, args.scans, args.seed)
+                finally:
+                    workload.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"blizzard bench ordered: {args.keys:,} keys of {KEY_BYTES} bytes, "
-          f"{VALUE_BYTES}-byte values, random insert order; FileMedia mode={args.mode} "
-          f"in {args.dir}; B+tree fanout {args.fanout}")
-    print(f"machine: {machine()}")
-    launcher = "python -m blizzard.bench.ordered"
-    print(f"command: {command_line(launcher, list(argv if argv is not None else sys.argv[1:]))}")
-    print()
-    rows = []
-    for label, r in results.items():
-        rows.append([label, rate(r["insert"]), rate(r["get"]), rate(r["scan"]),
-                     f"{r['insert_cpu_us']:.2f}", f"{r['get_cpu_us']:.2f}",
-                     rate(r["scan_cpu"])])
-    print(table(["structure", "insert ops/s", "get ops/s", f"scan keys/s ({SCAN_KEYS})",
-                 "insert cpu us", "get cpu us", "scan keys/cpu s"], rows))
-    print("(ops/s are wall clock; the cpu columns count this process's CPU time only, "
-          "which the machine's other load disturbs less)")
-    print()
+    run_.end()
+    rows = [[label, rate(r["insert"]), rate(r["get"]), rate(r["scan"]),
+             f"{r['insert_cpu_us']:.2f}", f"{r['get_cpu_us']:.2f}", rate(r["scan_cpu"])]
+            for label, r in results.items()]
     sizes = checkpoints(args.keys)
-    print("get latency (us) as the map grows:")
-    print(table(["structure", *[f"n={s:,}" for s in sizes]],
-                [[label, *[f"{r['get_us'][s]:.2f}" for s in sizes]]
-                 for label, r in results.items()]))
-    print()
+    growth = table(["system", *[f"n={s:,}" for s in sizes]],
+                   [[label, *[f"{r['get_us'][s]:.2f}" for s in sizes]]
+                    for label, r in results.items()])
+    body = [table(HEADER, rows), "get latency (µs) as the map grows:\n" + growth]
     if "PBPlusTree" in results and "PSkipList" in results:
         b, s = results["PBPlusTree"], results["PSkipList"]
-        print("PSkipList / PBPlusTree: " + ", ".join(
+        body.append("PSkipList / PBPlusTree: " + ", ".join(
             f"{op} {s[op] / b[op]:.2f}x" for op in ("insert", "get", "scan")))
-    print("targets (PBPlusTree): " + ", ".join(
-        f"{op} >= {rate(v)}" for op, v in TARGETS.items()))
-    print("lmdb: one write transaction per put (sync=True); gets and scans in one read "
-          "transaction")
-    for note in notes:
-        print(f"note: {note}")
-    return 0
+    verdict = targets(results)
+    notes = ["ops/s are wall clock; the cpu columns count this process's CPU time only, "
+             "which the machine's other load disturbs less",
+             "lmdb: one write transaction per put (sync=True); gets and scans in one read "
+             "transaction", *notes]
+    _report.print_report(
+        run_, body, title=f"blizzard bench ordered: {args.keys:,} keys of {KEY_BYTES} bytes, "
+                          f"{VALUE_BYTES}-byte values, random insert order; FileMedia "
+                          f"mode={args.mode} in {args.dir}; B+tree fanout {args.fanout}",
+        targets=verdict, notes=notes)
+    _report.write_json(args.json, run_.record(
+        targets=TARGETS, verdict=verdict, notes=notes,
+        results=[{"system": label, **r} for label, r in results.items()]))
+    return _report.exit_status(args.check, verdict)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ drift on a shared machine hits every subject alike. Memory allocated by
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -319,8 +318,12 @@ def _ratio(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}x"
 
 
+HEADER = ["op", "system", "ops/s", "min", "max", "vs pmemobj", "cpu µs/op", "cpu vs pmemobj",
+          "flush/line/fence"]
+
+
 def format_results(results: list[Result]) -> str:
-    """The results table, the targets verdict and the notes, as plain text."""
+    """The results table (one row per op and subject), as text."""
     rows = []
     for op in OPS:
         for i, r in enumerate(r for r in results if r.op == op):
@@ -336,15 +339,11 @@ def format_results(results: list[Result]) -> str:
                 "-" if r.fences_per_tx is None else
                 f"{r.flush_calls_per_tx:.1f}/{r.lines_per_tx:.1f}/{r.fences_per_tx:.1f}",
             ])
-    header = ["op", "subject", "median tx/s", "min", "max", "vs pmemobj",
-              "cpu us/tx", "cpu vs pmemobj", "flush/line/fence"]
-    out = [_report.table(header, rows, align="<<" + ">" * 7)]
-    verdict = targets(results)
-    if verdict:
-        out += ["", "targets (blizzard FileMedia pmem):", *("  " + v for v in verdict)]
-    notes = sorted({f"{SUBJECT_LABELS[r.subject]}: {r.note}" for r in results if r.note})
-    out += ["", "notes:", *("  " + n for n in notes + NOTES)]
-    return "\n".join(out)
+    return _report.table(HEADER, rows, align="<<" + ">" * 7)
+
+
+def notes(results: list[Result]) -> list[str]:
+    return sorted({f"{SUBJECT_LABELS[r.subject]}: {r.note}" for r in results if r.note}) + NOTES
 
 
 NOTES = [
@@ -353,8 +352,9 @@ NOTES = [
     "both sides are driven from Python through cffi ABI mode; libpmemobj's variadic "
     "pmemobj_tx_begin is the dearer call there.",
     "/dev/shm is tmpfs: both pools survive a process kill, not a power cut.",
-    "tx/s and 'vs pmemobj' are by wall-clock time; 'cpu' columns by the timing thread's "
-    "CPU time (median), which other load on the machine distorts much less.",
+    "ops/s (transactions per second), min, max and 'vs pmemobj' are by wall-clock time; "
+    "'cpu' columns by the timing thread's CPU time (median), which other load on the "
+    "machine distorts much less.",
     "flush/line/fence: flush calls, 64-byte lines they cover, and fences per tx, from a "
     "separate RecordingMedia pass (ours only).",
 ]
@@ -378,18 +378,6 @@ def targets(results: list[Result]) -> list[str]:
             text += "; no libpmemobj figure to compare with"
         lines.append(text)
     return lines
-
-
-def to_json(results: list[Result], argv: list[str] | None, params: dict) -> dict:
-    return {
-        "benchmark": "pool",
-        "command": command_line(argv),
-        "machine": _report.machine(),
-        "params": params,
-        "targets": {"rate": TARGET_RATE, "max_slowdown_vs_libpmemobj": TARGET_SLOWDOWN},
-        "results": [asdict(r) for r in results],
-        "notes": NOTES,
-    }
 
 
 def command_line(argv: list[str] | None) -> str:
@@ -417,38 +405,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the pool files go (default /dev/shm, tmpfs)")
     parser.add_argument("--subjects", default=",".join(SUBJECTS),
                         help=f"comma-separated, from {','.join(SUBJECTS)}")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 if blizzard-pmem misses a target")
+    _report.add_arguments(parser)
     args = parser.parse_args(argv)
     subjects = tuple(s for s in args.subjects.split(",") if s)
-    before = _report.machine()
+    params = {"ops": args.ops, "repeats": args.repeats, "warmup": args.warmup,
+              "dir": args.dir, "subjects": list(subjects)}
+    run_ = _report.Run("pool", command_line(argv), params)
     try:
         results = run(args.ops, repeats=args.repeats, warmup=args.warmup, directory=args.dir,
                       subjects=subjects, progress=not args.quiet)
     except ValueError as exc:
         parser.error(str(exc))
-    m = _report.machine()
-    print(f"blizzard bench pool: {args.ops:,} tx x {args.repeats} repeats per subject and op")
-    print(f"machine: {m['cpu']}, {m['cores']} cores, {m['python']}, {m['os']}")
-    print(f"load average (1 min): {before['load_1min']} at start, {m['load_1min']} at end")
-    busy = max(before["load_1min"] or 0, m["load_1min"] or 0) > 0.5 * (m["cores"] or 1)
-    if busy:
-        print("warning: the machine was busy with other work; wall-clock rates are depressed "
-              "-- compare the ratios and the cpu columns")
-    print(f"command: {command_line(argv)}")
-    print()
-    print(format_results(results))
-    if args.json:
-        params = {"ops": args.ops, "repeats": args.repeats, "warmup": args.warmup,
-                  "dir": args.dir, "subjects": list(subjects)}
-        data = to_json(results, argv, params)
-        data["machine_at_start"] = before
-        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
-    if args.check and any("MISSED" in t for t in targets(results)):
-        return 1
-    return 0
+    run_.end()
+    verdict = targets(results)
+    _report.print_report(
+        run_, [format_results(results)],
+        title=f"blizzard bench pool: {args.ops:,} tx x {args.repeats} repeats per subject "
+              f"and op", targets=verdict, notes=notes(results))
+    _report.write_json(args.json, run_.record(
+        targets={"rate": TARGET_RATE, "max_slowdown_vs_libpmemobj": TARGET_SLOWDOWN},
+        verdict=verdict, results=[asdict(r) for r in results], notes=NOTES))
+    return _report.exit_status(args.check, verdict)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 import time
 
+from blizzard.bench import _report
 from blizzard.replication.raft.core import Config, Raft
 from blizzard.replication.raft.messages import ConfState
 from blizzard.replication.raft.storage import MemoryStorage
@@ -98,30 +100,52 @@ def run_once(*, entries: int = 200_000, batch: int = 64, nodes: int = 3) -> tupl
     return done / elapsed, done / elapsed_cpu
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Raft core throughput (entries/s)")
+TARGET_RATE = 500_000  # entries/s, by CPU time
+HEADER = ["clock", "ops/s", "min", "max", "spread"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="blizzard bench raft-core",
+                                     description="Raft core throughput (entries/s)")
     parser.add_argument("--entries", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--runs", type=int, default=5)
+    _report.add_arguments(parser)
     args = parser.parse_args(argv)
-    run_once(entries=args.entries // 10, batch=args.batch, nodes=args.nodes)  # warm-up
-    results = [
-        run_once(entries=args.entries, batch=args.batch, nodes=args.nodes) for _ in range(args.runs)
-    ]
-    print(
-        f"raft core, {args.nodes} nodes, batches of {args.batch},"
-        f" {args.runs} runs of {args.entries:,} entries (entries/s):"
-    )
-    for label, rates in (
-        ("CPU time", [r[1] for r in results]),
-        ("wall time", [r[0] for r in results]),
-    ):
-        print(
-            f"  {label:>9}: min {min(rates):,.0f}  median {statistics.median(rates):,.0f}"
-            f"  max {max(rates):,.0f}"
-        )
+    launcher = "python -m blizzard.bench.raft_core" if argv is None else \
+        "blizzard bench raft-core"
+    run = _report.Run("raft-core", _report.command_line(
+        launcher, list(sys.argv[1:] if argv is None else argv)),
+        {"entries": args.entries, "batch": args.batch, "nodes": args.nodes, "runs": args.runs})
+    results = []
+    with _report.Progress(args.runs + 1, quiet=args.quiet) as progress:
+        progress.step(f"warm-up: {args.entries // 10:,} entries")
+        run_once(entries=args.entries // 10, batch=args.batch, nodes=args.nodes)
+        for i in range(args.runs):
+            progress.step(f"run {i + 1}/{args.runs}: {args.entries:,} entries")
+            results.append(run_once(entries=args.entries, batch=args.batch, nodes=args.nodes))
+    run.end()
+    rows, summary = [], {}
+    for label, key, rates in (("CPU time", "cpu", [r[1] for r in results]),
+                              ("wall time", "wall", [r[0] for r in results])):
+        median = statistics.median(rates)
+        summary[key] = {"median": median, "min": min(rates), "max": max(rates), "rates": rates}
+        rows.append([label, _report.rate(median), _report.rate(min(rates)),
+                     _report.rate(max(rates)), f"{(max(rates) - min(rates)) / median:.0%}"])
+    cpu = summary["cpu"]["median"]
+    verdict = [f"entries/s by CPU time: {_report.rate(cpu)} (target >= "
+               f"{_report.rate(TARGET_RATE)}: {'met' if cpu >= TARGET_RATE else 'MISSED'})"]
+    _report.print_report(
+        run, [_report.table(HEADER, rows)],
+        title=f"blizzard bench raft-core: {args.nodes} nodes, batches of {args.batch}, "
+              f"{args.runs} runs of {args.entries:,} entries (ops = entries committed)",
+        targets=verdict,
+        notes=["CPU time is this thread's: the steadier figure on a shared machine"])
+    _report.write_json(args.json, run.record(targets={"entries_per_s": TARGET_RATE},
+                                             verdict=verdict, results=summary))
+    return _report.exit_status(args.check, verdict)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -31,7 +31,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from blizzard.bench._report import command_line, machine, rate, table
+from blizzard.bench import _report
+from blizzard.bench._report import command_line, rate, table
 from blizzard.pmem import Pool
 from blizzard.structures import PHashMap, PQueue
 
@@ -178,6 +179,25 @@ def bench_pynvm(workdir: Path, size: int, ops_max: int) -> dict[str, float] | st
         path.unlink(missing_ok=True)
 
 
+HEADER = ["size", "op", "ops/s", "µs/op", "cpu µs/op", "ops/cpu-s", "dict ops/s", "lmdb ops/s",
+          "pynvm ops/s"]
+
+
+def targets(results: list[dict]) -> list[str]:
+    """Each target against Blizzard's figure at the largest size measured."""
+    if not results:
+        return []
+    largest = max(r["size"] for r in results)
+    lines = []
+    for r in results:
+        if r["size"] == largest and r["op"] in TARGETS:
+            goal = TARGETS[r["op"]]
+            verdict = "met" if r["ops_s"] >= goal else "MISSED"
+            lines.append(f"{r['op']} at {largest:,} entries: {rate(r['ops_s'])} ops/s "
+                         f"(target >= {rate(goal)}: {verdict})")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="blizzard bench structures",
                                      description=__doc__.split("\n")[0])
@@ -191,54 +211,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-references", action="store_true", help="skip dict, lmdb and pynvm")
     parser.add_argument("--pynvm-ops", type=int, default=20_000,
                         help="cap on pynvm operations per measurement (it is slow)")
+    _report.add_arguments(parser)
     args = parser.parse_args(argv)
     sizes = sorted({min(int(s), args.ops) for s in args.sizes.split(",") if s.strip()})
+    launcher = "python -m blizzard.bench.structures" if argv is None else \
+        "blizzard bench structures"
+    run = _report.Run("structures", command_line(launcher, list(argv if argv is not None
+                                                                 else sys.argv[1:])),
+                      {"ops": args.ops, "sizes": sizes, "mode": args.mode, "dir": args.dir,
+                       "references": not args.no_references, "pynvm_ops": args.pynvm_ops})
     workdir = Path(tempfile.mkdtemp(prefix="blizzard-bench-", dir=args.dir))
     notes: list[str] = []
-    rows = []
+    results: list[dict] = []
+    steps = len(sizes) * (1 if args.no_references else 4)
     try:
-        for size in sizes:
-            print(f"size {size:,} ...", file=sys.stderr, flush=True)
-            ours = bench_blizzard(workdir, size, args.ops, args.mode)
-            refs: dict[str, dict[str, float]] = {}
-            if not args.no_references:
-                refs["dict"] = bench_dict(size, args.ops)
-                for name, result in (("lmdb", bench_lmdb(workdir, size, args.ops)),
-                                     ("pynvm", bench_pynvm(workdir, size, args.pynvm_ops))):
-                    if isinstance(result, str):
-                        if result not in notes:
-                            notes.append(result)
-                    else:
-                        refs[name] = result
-            for op, ops_s in ours.items():
-                row = [f"{size:,}", op, rate(ops_s), f"{1e6 / ops_s:.2f}",
-                       f"{CPU[op] * 1e6:.2f}", rate(1 / CPU[op])]
-                for name in ("dict", "lmdb", "pynvm"):
-                    value = refs.get(name, {}).get(op)
-                    row.append(rate(value) if value else "-")
-                rows.append(row)
+        with _report.Progress(steps, quiet=args.quiet) as progress:
+            for size in sizes:
+                progress.step(f"blizzard, {size:,} entries")
+                ours = bench_blizzard(workdir, size, args.ops, args.mode)
+                refs: dict[str, dict[str, float]] = {}
+                if not args.no_references:
+                    progress.step(f"dict, {size:,} entries")
+                    refs["dict"] = bench_dict(size, args.ops)
+                    for name in ("lmdb", "pynvm"):
+                        progress.step(f"{name}, {size:,} entries")
+                        result = (bench_lmdb(workdir, size, args.ops) if name == "lmdb"
+                                  else bench_pynvm(workdir, size, args.pynvm_ops))
+                        if isinstance(result, str):
+                            if result not in notes:
+                                notes.append(result)
+                        else:
+                            refs[name] = result
+                for op, ops_s in ours.items():
+                    results.append({"size": size, "op": op, "ops_s": ops_s,
+                                    "cpu_us_per_op": CPU[op] * 1e6,
+                                    **{f"{name}_ops_s": refs.get(name, {}).get(op)
+                                       for name in ("dict", "lmdb", "pynvm")}})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    info = machine()
-    print(f"blizzard bench structures: {KEY_BYTES}-byte keys, {VALUE_BYTES}-byte values, "
-          f"FileMedia mode={args.mode} in {args.dir}")
-    print(f"machine: {info}")
-    launcher = "python -m blizzard.bench.structures"
-    print(f"command: {command_line(launcher, list(argv if argv is not None else sys.argv[1:]))}")
-    print()
-    print(table(["size", "operation", "blizzard ops/s", "us/op", "cpu us/op", "ops/cpu-s",
-                 "dict ops/s", "lmdb ops/s", "pynvm ops/s"], rows))
-    print()
-    print("ops/s and us/op are wall clock; cpu us/op is this thread's CPU time per op, "
-          "steadier on a busy machine (see load_1min)")
-    print("targets: " + ", ".join(f"{op} >= {rate(v)} ops/s" for op, v in TARGETS.items()))
-    if "pynvm" not in " ".join(notes):
-        print(f"pynvm: PersistentDict, str keys/values, at most {args.pynvm_ops:,} ops per cell")
-    print("lmdb: one write transaction per put/delete (sync=True), "
-          "all gets in one read transaction")
-    for note in notes:
-        print(f"note: {note}")
-    return 0
+    run.end()
+    rows = [[f"{r['size']:,}", r["op"], rate(r["ops_s"]), f"{1e6 / r['ops_s']:.2f}",
+             f"{r['cpu_us_per_op']:.2f}", rate(1e6 / r["cpu_us_per_op"]),
+             *(rate(r[f"{name}_ops_s"]) if r[f"{name}_ops_s"] else "-"
+               for name in ("dict", "lmdb", "pynvm"))] for r in results]
+    verdict = targets(results)
+    notes = ["ops/s and µs/op are wall clock; cpu µs/op is this thread's CPU time per op, "
+             "steadier on a busy machine",
+             *([] if any("pynvm" in n for n in notes) else
+               [f"pynvm: PersistentDict, str keys/values, at most {args.pynvm_ops:,} ops per "
+                "cell"]),
+             "lmdb: one write transaction per put/delete (sync=True), all gets in one read "
+             "transaction", *notes]
+    _report.print_report(
+        run, [table(HEADER, rows)],
+        title=f"blizzard bench structures: {KEY_BYTES}-byte keys, {VALUE_BYTES}-byte values, "
+              f"FileMedia mode={args.mode} in {args.dir}", targets=verdict, notes=notes)
+    _report.write_json(args.json, run.record(targets=TARGETS, verdict=verdict, results=results,
+                                             notes=notes))
+    return _report.exit_status(args.check, verdict)
 
 
 if __name__ == "__main__":

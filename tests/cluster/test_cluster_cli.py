@@ -63,7 +63,8 @@ def test_cluster_up_status_down(data_dir):
     lines = status.stdout.splitlines()
     assert lines[0].split() == ["node", "role", "term", "leader", "commit", "applied", "log",
                                 "match", "ops/s"]
-    roles = sorted(line.split()[1] for line in lines[1:])
+    assert set(lines[1].strip()) == {"─"}  # the rule under the header
+    roles = sorted(line.split()[1] for line in lines[2:])
     assert roles == ["follower", "follower", "leader"]
 
     again = _run("cluster", "up", "--dir", str(data_dir))

@@ -26,6 +26,7 @@ The helpers :func:`serve`, :func:`summarize`, :func:`make_key` and
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import sys
@@ -62,25 +63,37 @@ def summarize(samples_ns: list[int]) -> dict[str, float]:
 
 
 def windowed(n: int, window: int, start: Callable[[int, Callable[[Any], None]], None],
-             stall_s: float) -> dict[str, Any]:
+             stall_s: float, *, max_seconds: float | None = None,
+             latencies: list[int] | None = None,
+             drain: Callable[[], None] | None = None) -> dict[str, Any]:
     """Issue ``n`` asynchronous requests with at most ``window`` outstanding.
 
     ``start(i, done)`` issues request ``i`` and arranges for ``done(error)`` to
     be called once it completes (``error`` None on success), from any thread.
     If no request completes for ``stall_s`` seconds the run stops there: the
     requests still outstanding are counted as ``unanswered`` and the rate is
-    taken up to the last completion.
+    taken up to the last completion. With ``max_seconds``, no request is
+    issued after that long (``not_issued`` counts the rest, not as a stall).
+    With ``latencies``, each completed request's time from issue to
+    completion (ns) is appended to it. ``drain``, for a replicator that
+    delivers completions on the caller's thread, is called when the window
+    is full, and must complete every request outstanding.
     """
     slots = threading.Semaphore(window)
     lock = threading.Lock()
     errors: list[str] = []  # the first few, for the report
     counts = [0, 0]  # completed, failed
     last = [0.0]
+    clock = time.perf_counter_ns
+    issued_at = [0] * n if latencies is not None else None
 
-    def done(error: Any) -> None:
+    def done(i: int, error: Any) -> None:
+        now = clock()
         with lock:
             counts[0] += 1
             last[0] = time.perf_counter()
+            if issued_at is not None:
+                latencies.append(now - issued_at[i])
             if error is not None:
                 counts[1] += 1
                 if len(errors) < 5:
@@ -88,14 +101,24 @@ def windowed(n: int, window: int, start: Callable[[int, Callable[[Any], None]], 
         slots.release()
 
     t0 = last[0] = time.perf_counter()
+    deadline = None if max_seconds is None else t0 + max_seconds
     issued = 0
     stalled = False
     for i in range(n):
-        if not slots.acquire(timeout=stall_s):
-            stalled = True
+        if deadline is not None and time.perf_counter() > deadline:
             break
-        start(i, done)
+        if not slots.acquire(blocking=False):
+            if drain is not None:
+                drain()
+            if not slots.acquire(timeout=stall_s):
+                stalled = True
+                break
+        if issued_at is not None:
+            issued_at[i] = clock()
+        start(i, functools.partial(done, i))
         issued += 1
+    if drain is not None:
+        drain()
     if not stalled:
         for _ in range(window):  # wait for the tail
             if not slots.acquire(timeout=stall_s):
@@ -103,7 +126,8 @@ def windowed(n: int, window: int, start: Callable[[int, Callable[[Any], None]], 
     with lock:
         completed, failed, end = counts[0], counts[1], last[0]
     return {"ops": completed - failed, "failed": failed, "unanswered": issued - completed,
-            "not_issued": n - issued, "seconds": max(end - t0, 1e-9), "errors": errors}
+            "not_issued": 0 if deadline is not None and not stalled else n - issued,
+            "issued": issued, "seconds": max(end - t0, 1e-9), "errors": errors}
 
 
 def sync_latency(n: int, put: Callable[[int], None], max_seconds: float) -> dict[str, Any]:

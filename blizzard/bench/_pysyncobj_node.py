@@ -6,8 +6,10 @@ SELF (``host:port``) with the given peers, and answers the same JSON command
 loop as :mod:`blizzard.bench._cluster_node`:
 
 ``status``                leader, whether this node leads, ``isReady()``;
-``load N WINDOW PREFIX``  N ``d.set(k, v, callback=...)`` with at most WINDOW
-                          in flight (16-byte keys, 64-byte values);
+``load N WINDOW PREFIX [STALL VBYTES SECONDS]``  N ``d.set(k, v, callback=...)``
+                          with at most WINDOW in flight (16-byte keys, 64-byte
+                          values unless VBYTES), for at most SECONDS; with the
+                          latency of every request;
 ``latency N PREFIX [S]``  N ``d.set(k, v, sync=True)`` one after another;
 ``count``                 ``len(d)``;
 ``quit``                  ``destroy()`` and exit.
@@ -25,7 +27,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from blizzard.bench._cluster_node import VALUE, make_key, serve, sync_latency, windowed
+from blizzard.bench._cluster_node import (
+    VALUE,
+    make_key,
+    serve,
+    summarize,
+    sync_latency,
+    windowed,
+)
 
 CONFIGS = {
     "default": {},
@@ -55,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
                            "is_leader": bool(obj._isLeader()), "ready": bool(obj.isReady()),
                            "self": argv[1]}}
 
-    def load(n: str, window: str, prefix: str, stall_s: str = "20") -> dict[str, Any]:
+    def load(n: str, window: str, prefix: str, stall_s: str = "20", vbytes: str | None = None,
+             seconds: str | None = None) -> dict[str, Any]:
         count = int(n)
         keys = [make_key(prefix, i) for i in range(count)]
+        value = VALUE if vbytes is None else bytes(i & 0xFF for i in range(int(vbytes)))
         dset = d.set
 
         def start(i: int, done: Callable[[Any], None]) -> None:
@@ -65,11 +76,15 @@ def main(argv: list[str] | None = None) -> int:
                 done(None if error == FAIL_REASON.SUCCESS
                      else f"FAIL_REASON.{reasons.get(error, error)}")
 
-            dset(keys[i], VALUE, callback=callback)
+            dset(keys[i], value, callback=callback)
 
+        samples: list[int] = []
         t = time.process_time()
-        result = windowed(count, int(window), start, float(stall_s))
+        result = windowed(count, int(window), start, float(stall_s),
+                          max_seconds=None if seconds is None else float(seconds),
+                          latencies=samples)
         result["cpu_seconds"] = time.process_time() - t
+        result["latency"] = summarize(samples)
         return result
 
     def latency(n: str, prefix: str, max_seconds: str = "60") -> dict[str, Any]:

@@ -40,7 +40,7 @@ def run(name: str, workdir: Path, sweep, sink, run_id: str, progress: _report.Pr
             if report.point_key(STRUCTURE, name, replicas, v, w) not in sink.document["points"]]
     if not todo:
         return
-    reason = _unavailable(name)
+    reason = unavailable(name)
     if reason is None and name == "pysyncobj":
         try:
             _pysyncobj(workdir, sweep, sink, run_id, progress, todo)
@@ -60,7 +60,8 @@ def run(name: str, workdir: Path, sweep, sink, run_id: str, progress: _report.Pr
     sink.save()
 
 
-def _unavailable(name: str) -> str | None:
+def unavailable(name: str) -> str | None:
+    """Why reference ``name`` cannot run here, or None."""
     if name == "pysyncobj":
         if pysyncobj_version() is None:
             return "pysyncobj is not installed (pip install pysyncobj, or the bench extra)"
@@ -115,29 +116,10 @@ def _pysyncobj(workdir: Path, sweep, sink, run_id: str, progress, todo) -> None:
 
 def _measure(order: list[NodeProcess], prefix: str, value: int, in_flight: int,
              sweep) -> dict[str, Any]:
-    import time
+    from blizzard.bench.report import timed_run
 
-    before = [n.cpu_seconds() for n in order]
-    ticks0, load0, own0 = _report.cpu_ticks(), _report.load_average(), time.process_time()
-    wall0 = time.monotonic()
-    reply = order[0].call(f"load {sweep.ops_max} {in_flight} {prefix} 15 {value} "
-                          f"{sweep.seconds}")
-    wall = time.monotonic() - wall0
-    after = [n.cpu_seconds() for n in order]
-    ticks1, load1, own1 = _report.cpu_ticks(), _report.load_average(), time.process_time()
-    ops = reply["ops"]
-    by_process = [round((a - b) * 1e6 / ops, 1) if ops else None
-                  for a, b in zip(after, before, strict=True)]
-    others = None
-    if ticks0 and ticks1 and wall > 0:
-        ours = sum(after) - sum(before) + own1 - own0
-        others = round(max((ticks1[0] - ticks0[0]) - ours, 0.0) / wall, 2)
-    return {"ops": ops, "seconds": reply["seconds"],
-            "failed": reply["failed"] + reply["unanswered"],
-            "rate": ops / reply["seconds"] if ops else None,
-            "p50_us": reply["latency"].get("p50_us"), "p99_us": reply["latency"].get("p99_us"),
-            "mean_us": reply["latency"].get("mean_us"), "cpu_by_process": by_process,
-            "cpu_us_per_op": round(sum(by_process), 1) if ops else None,
-            "load_before": load0, "load_after": load1, "others_cores": others,
-            "errors": reply["errors"][:2], "bytes_per_op": None, "messages_per_op": None,
-            "round_trips_per_op": None, "flushes_per_op": None, "fences_per_op": None}
+    sample = timed_run(order, f"load {sweep.ops_max} {in_flight} {prefix} 15 {value} "
+                              f"{sweep.seconds}")
+    sample.update(dict.fromkeys(("bytes_per_op", "messages_per_op", "round_trips_per_op",
+                                 "flushes_per_op", "fences_per_op")))
+    return sample

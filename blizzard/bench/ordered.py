@@ -212,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     _report.add_arguments(parser)
     args = parser.parse_args(argv)
-    launcher = "python -m blizzard.bench.ordered"
+    launcher = "python -m blizzard.bench.ordered" if argv is None else "blizzard bench ordered"
     run_ = _report.Run("ordered", command_line(launcher, list(argv if argv is not None
                                                               else sys.argv[1:])),
                        {k: getattr(args, k) for k in ("keys", "gets", "scans", "structures",

@@ -194,9 +194,6 @@ class Cluster:
     def counters(self) -> list[dict[str, float]]:
         return [n.call("counters")["counters"] for n in self.nodes]
 
-    def cpu(self) -> list[float]:
-        return [n.cpu_seconds() for n in self.nodes]
-
     def kill(self) -> None:
         while self.nodes:
             self.nodes.pop().kill()
@@ -246,40 +243,41 @@ def account(kind: str, before: list[dict], after: list[dict], ops: int,
     return out
 
 
-def _ours_cpu(cluster_cpu: list[float]) -> float:
-    return sum(cluster_cpu) + time.process_time()
+def timed_run(processes: list[NodeProcess], command: str) -> dict[str, Any]:
+    """Send a ``load`` command to ``processes[0]``: its figures, the CPU of every process
+    per op (``processes`` order), and what the rest of the machine did meanwhile."""
+    before = [n.cpu_seconds() for n in processes]
+    ticks0, load0, own0 = _report.cpu_ticks(), _report.load_average(), time.process_time()
+    wall0 = time.monotonic()
+    reply = processes[0].call(command)
+    wall = time.monotonic() - wall0
+    after = [n.cpu_seconds() for n in processes]
+    ticks1, load1, own1 = _report.cpu_ticks(), _report.load_average(), time.process_time()
+    ops = reply["ops"]
+    by_process = [round((a - b) * 1e6 / ops, 1) if ops else None
+                  for a, b in zip(after, before, strict=True)]
+    others = None
+    if ticks0 and ticks1 and wall > 0:
+        ours = sum(after) - sum(before) + own1 - own0
+        others = round(max((ticks1[0] - ticks0[0]) - ours, 0.0) / wall, 2)
+    latency = reply["latency"]
+    return {"ops": ops, "seconds": reply["seconds"],
+            "failed": reply["failed"] + reply["unanswered"],
+            "rate": ops / reply["seconds"] if ops else None,
+            "p50_us": latency.get("p50_us"), "p99_us": latency.get("p99_us"),
+            "mean_us": latency.get("mean_us"), "cpu_by_process": by_process,
+            "cpu_us_per_op": round(sum(by_process), 1) if ops else None,
+            "load_before": load0, "load_after": load1, "others_cores": others,
+            "errors": reply["errors"][:2]}
 
 
 def measure(cluster: Cluster, kind: str, name: str, value: int, in_flight: int,
             sweep: Sweep, offset: int) -> dict[str, Any]:
     """One measured run: rate, latency, CPU per process, counters per op, load."""
-    before_counters = cluster.counters()
-    before_cpu = cluster.cpu()
-    ticks0, ours0, load0 = _report.cpu_ticks(), _ours_cpu(before_cpu), _report.load_average()
-    wall0 = time.monotonic()
-    reply = cluster.load.call(f"load {name} {sweep.ops_max} {in_flight} {sweep.keys} {offset} "
-                              f"{value} {sweep.seconds}")
-    wall = time.monotonic() - wall0
-    after_cpu = cluster.cpu()
-    ticks1, ours1, load1 = _report.cpu_ticks(), _ours_cpu(after_cpu), _report.load_average()
-    after_counters = cluster.counters()
-    ops = reply["ops"]
-    sample: dict[str, Any] = {
-        "ops": ops, "seconds": reply["seconds"], "failed": reply["failed"] +
-        reply["unanswered"], "rate": ops / reply["seconds"] if ops else None,
-        "p50_us": reply["latency"].get("p50_us"), "p99_us": reply["latency"].get("p99_us"),
-        "mean_us": reply["latency"].get("mean_us"),
-        "cpu_by_process": [round((a - b) * 1e6 / ops, 1) if ops else None
-                           for a, b in zip(after_cpu, before_cpu, strict=True)],
-        "load_before": load0, "load_after": load1, "errors": reply["errors"][:2],
-    }
-    sample["cpu_us_per_op"] = (round(sum(sample["cpu_by_process"]), 1) if ops else None)
-    if ticks0 and ticks1 and wall > 0:
-        others = (ticks1[0] - ticks0[0]) - (ours1 - ours0)
-        sample["others_cores"] = round(max(others, 0.0) / wall, 2)
-    else:
-        sample["others_cores"] = None
-    sample.update(account(kind, before_counters, after_counters, ops, cluster.replicas))
+    before = cluster.counters()
+    sample = timed_run(cluster.nodes, f"load {name} {sweep.ops_max} {in_flight} {sweep.keys} "
+                                      f"{offset} {value} {sweep.seconds}")
+    sample.update(account(kind, before, cluster.counters(), sample["ops"], cluster.replicas))
     return sample
 
 
@@ -384,8 +382,9 @@ def run_sweep(sweep: Sweep, sink: Sink, run_id: str, *, directory: str, quiet: b
     clusters = sweep.clusters()
     reasons = {b: unavailable(b) for b in sweep.backends}
     runnable = [(b, n) for b, n in clusters if reasons[b] is None]
+    references = [r for r in sweep.references if _references.unavailable(r) is None]
     steps = (len(runnable) * (2 + len(sweep.points()) * sweep.repeats)
-             + len(sweep.references) * len(sweep.values) * len(sweep.in_flight) * sweep.repeats)
+             + len(references) * (1 + len(sweep.values) * len(sweep.in_flight) * sweep.repeats))
     workdir = Path(tempfile.mkdtemp(prefix="blizzard-bench-report-", dir=directory))
     try:
         with _report.Progress(steps, quiet=quiet) as progress:

@@ -21,7 +21,7 @@ def test_small_run_reports_every_structure(capsys):
                              "--dir", str(workdir)]) == 0
         out = capsys.readouterr().out
         for name in ("PBPlusTree", "PSkipList", "SortedDict", "n=1,000", "n=3,000",
-                     "command: python -m blizzard.bench.ordered"):
+                     "command: blizzard bench ordered --keys 3000"):
             assert name in out
         assert list(workdir.iterdir()) == []
     finally:

@@ -293,7 +293,7 @@ def summarize(sample_list: list[dict[str, Any]]) -> dict[str, Any]:
         "round_trips_per_op", "flushes_per_op", "fences_per_op")}
     out["rate_min"] = min(rates) if rates else None
     out["rate_max"] = max(rates) if rates else None
-    out["spread"] = ((max(rates) - min(rates)) / out["rate"]) if rates and out["rate"] else None
+    out["spread"] = ((max(rates) - min(rates)) / out["rate"]) if len(rates) > 1 else None
     processes = max((len(s["cpu_by_process"]) for s in sample_list), default=0)
     out["cpu_by_process"] = [
         statistics.median(xs) if (xs := [s["cpu_by_process"][i] for s in sample_list

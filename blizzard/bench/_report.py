@@ -97,7 +97,7 @@ def check_header(header: Sequence[str]) -> None:
         raise ValueError(f"shared columns out of order: {known}; the order is {wanted}")
 
 
-def _console(file=None, *, width: int | None = None) -> Console:
+def console(file=None, *, width: int | None = None) -> Console:
     """A console that prints text as given: no markup, no highlighting, no emoji."""
     target = sys.stdout if file is None else file
     terminal = bool(getattr(target, "isatty", lambda: False)())
@@ -131,7 +131,7 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]], align: str | 
             raise ValueError("every row needs one cell per header column")
         grid.add_row(*("-" if c is None else str(c) for c in row))
     out = io.StringIO()
-    _console(out, width=WIDTH_OFF_TERMINAL).print(grid)
+    console(out, width=WIDTH_OFF_TERMINAL).print(grid)
     lines = [line.rstrip() for line in out.getvalue().splitlines()]
     while lines and not lines[0].strip():
         lines.pop(0)
@@ -257,7 +257,7 @@ class Progress:
         self._pending = 0.0
         self._t0 = time.monotonic()
         stream = stream if stream is not None else sys.stderr
-        self._console = _console(stream)
+        self._console = console(stream)
         self._bar: _RichProgress | None = None
         if not quiet and self._console.is_terminal:
             self._bar = _RichProgress(
@@ -374,7 +374,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, check: bool = True) -> Non
 def print_report(run: Run, body: Iterable[str], *, title: str, targets: Sequence[str] = (),
                  notes: Sequence[str] = (), file=None) -> None:
     """Title, header, the body's blocks, the targets and the notes, on stdout."""
-    out = _console(file)
+    out = console(file)
     out.print(title)
     for line in run.header():
         out.print(line)

@@ -512,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     document.update(run.record(runs=document.get("runs", [])))
     run_id = run.started
     sink = Sink(json_path, document)
-    err = _report._console(sys.stderr)
+    err = _report.console(sys.stderr)
     run_sweep(sweep, sink, run_id, directory=args.dir, quiet=args.quiet,
               say=lambda line: err.print(line))
     run.end()

@@ -171,6 +171,7 @@ def _replication_cost(plt, document):
                 ax.plot([p["replicas"] for p in line],
                         [p["rate"] / local[structure] for p in line], "o-", label=backend)
         ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set_xticks(sorted({p["replicas"] for p in points if p["backend"] in replicated}))
         ax.set_title(structure)
         ax.set_xlabel("replicas")
         ax.set_ylabel("replicated / local ops/s")

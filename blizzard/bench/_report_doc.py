@@ -184,7 +184,9 @@ def _machine_lines(document: dict[str, Any]) -> list[str]:
     runs = document.get("runs", [])
     lines = [f"- **Machine:** {m['cpu']}, {m['cores']} cores, {m['python']}, {m['os']}",
              f"- **Date:** {document['started']}"
-             + (f" ({len(runs)} runs, resumed)" if len(runs) > 1 else ""),
+             + ("; resumed: " + ", ".join(f"{r['started']} ({r.get('points', '?')} points, "
+                                          f"`{r['command']}`)" for r in runs)
+                if len(runs) > 1 else ""),
              f"- **Command:** `{document['command']}`",
              f"- **Load average (1, 5, 15 min):** {load['start']} at start, {load['end']} "
              f"at end; {document.get('seconds')} s",
@@ -292,12 +294,15 @@ def update_readme(document: dict[str, Any], readme: Path, report: Path,
     base = readme.parent
     plot = plots.get(README_PLOT)
     load = document["load"]
+    v = view(document)
     section = [README_BEGIN, "",
-               f"Measured {document['started']} by `{document['command']}` on "
+               f"Logical (`{LOGICAL}`) against physical (`{PHYSICAL}`) replication, "
+               f"{v['replicas']} replicas, {v['in_flight']} requests in flight, medians; "
+               f"measured {document['started']} by `{document['command']}` on "
                f"{document['machine']['cores']} cores (load average {load['start'][0]} at "
                f"start, {load['end'][0]} at end"
                + ("; measured under load: read the ratios" if load.get("busy") else "")
-               + f"); the full report is [{os.path.relpath(report, base)}]"
+               + f"). The full report: [{os.path.relpath(report, base)}]"
                f"({os.path.relpath(report, base)}).", "",
                headline_table(document, markdown=True), ""]
     if plot is not None:

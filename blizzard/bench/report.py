@@ -459,7 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "when --out is the default)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the points already in OUT/report.json, run the rest")
+    parser.add_argument("--render-only", action="store_true",
+                        help="measure nothing: write report.md, the plots and the README "
+                             "section again from OUT/report.json")
     parser.add_argument("--dir", default="/dev/shm", help="where the pools go (tmpfs)")
+    # --json PATH: a copy of OUT/report.json; --check: the expected shape, met or MISSED
     _report.add_arguments(parser)
     return parser
 
@@ -494,47 +498,69 @@ def sweep_from(args: argparse.Namespace, parser) -> Sweep:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from blizzard.bench import _plots, _report_doc
-
     parser = build_parser()
     args = parser.parse_args(argv)
     sweep = sweep_from(args, parser)
     out = Path(args.out)
+    json_path = out / "report.json"
     readme = Path(args.readme) if args.readme else (
         Path("README.md") if args.out == parser.get_default("out") else None)
-    command = _report.command_line("blizzard bench report",
-                                   sys.argv[1:] if argv is None else argv)
+    if args.render_only:
+        if not json_path.exists():
+            parser.error(f"--render-only: no {json_path} to render")
+        document = json.loads(json_path.read_text())
+        run = None
+    else:
+        command = _report.command_line("blizzard bench report",
+                                       sys.argv[1:] if argv is None else argv)
+        document, run = measure_sweep(sweep, args, command, json_path)
+    status = render(document, run, out, readme, check=args.check)
+    if args.json and Path(args.json).resolve() != json_path.resolve():
+        shutil.copyfile(json_path, args.json)
+    return status
+
+
+def measure_sweep(sweep: Sweep, args: argparse.Namespace, command: str,
+                  json_path: Path) -> tuple[dict[str, Any], _report.Run]:
+    """Run the sweep (keeping an earlier run's points with ``--resume``); the document."""
     run = _report.Run("report", command, {"sweep": asdict(sweep), "dir": args.dir})
-    json_path = out / "report.json"
-    document = _resume(json_path, sweep) if args.resume else None
-    if document is None:
-        document = {"points": {}}
-    document.update(run.record(runs=document.get("runs", [])))
-    run_id = run.started
+    document = (_resume(json_path, sweep) if args.resume else None) or {"points": {}}
+    runs = document.get("runs", [])
+    document.update(run.record(runs=runs))
     sink = Sink(json_path, document)
     err = _report.console(sys.stderr)
-    run_sweep(sweep, sink, run_id, directory=args.dir, quiet=args.quiet,
+    run_sweep(sweep, sink, run.started, directory=args.dir, quiet=args.quiet,
               say=lambda line: err.print(line))
     run.end()
-    document.update(run.record(runs=[*document.get("runs", []),
-                                     {"started": run.started, "command": command,
-                                      "seconds": run.seconds, "load_start": run.load_start,
-                                      "load_end": run.load_end}]))
+    measured = sum(1 for p in document["points"].values() if p.get("run") == run.started)
+    document.update(run.record(runs=[*runs, {
+        "started": run.started, "command": command, "seconds": run.seconds,
+        "load_start": run.load_start, "load_end": run.load_end, "points": measured}]))
     document["sweep"] = asdict(sweep)
     sink.save()
+    return document, run
+
+
+def render(document: dict[str, Any], run: _report.Run | None, out: Path,
+           readme: Path | None, *, check: bool = False) -> int:
+    """report.md, the plots and the README's section from ``document``; the summary."""
+    from blizzard.bench import _plots, _report_doc
+
     plots = _plots.write(document, out / "report")
     _report_doc.write(document, out / "report.md", plots)
     if readme is not None:
         _report_doc.update_readme(document, readme, out / "report.md", plots)
-    if args.json and Path(args.json) != json_path:
-        shutil.copyfile(json_path, args.json)
     verdict = _report_doc.targets(document)
-    _report.print_report(
-        run, [_report_doc.headline_table(document)],
-        title=f"blizzard bench report: {len(document['points'])} points; "
-              f"{out / 'report.md'}, {json_path}, {len(plots)} plots in {out / 'report'}",
-        targets=verdict, notes=_report_doc.skipped_lines(document))
-    return _report.exit_status(args.check, verdict)
+    title = (f"blizzard bench report: {len(document['points'])} points; {out / 'report.md'}, "
+             f"{out / 'report.json'}, {len(plots)} plots in {out / 'report'}")
+    if run is None:  # rendered again: the header is the measuring run's
+        run = _report.Run("report", document["command"], machine=document["machine"],
+                          load_start=document["load"]["start"],
+                          load_end=document["load"]["end"], started=document["started"],
+                          seconds=document.get("seconds"))
+    _report.print_report(run, [_report_doc.headline_table(document)], title=title,
+                         targets=verdict, notes=_report_doc.skipped_lines(document))
+    return _report.exit_status(check, verdict)
 
 
 def _resume(path: Path, sweep: Sweep) -> dict[str, Any] | None:

@@ -78,7 +78,8 @@ def _backends(points: list[dict[str, Any]]) -> list[str]:
 def _panels(plt, n: int, title: str):
     cols = 2 if n > 1 else 1
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False,
+                             constrained_layout=True)
     fig.suptitle(title)
     flat = [ax for row in axes for ax in row]
     for ax in flat[n:]:
@@ -132,7 +133,7 @@ def _wire_bytes(plt, document):
     values = sorted({p["value_bytes"] for p in points})
     backends = _backends(points)
     groups = [(s, val) for s in structures for val in values]
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(groups) + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(groups) + 2), 4.5), constrained_layout=True)
     width = 0.8 / max(len(backends), 1)
     for i, backend in enumerate(backends):
         heights = []

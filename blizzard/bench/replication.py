@@ -30,7 +30,6 @@ Usage: ``blizzard bench replication [--ops N] [--quick] [--json PATH]``.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -259,25 +258,31 @@ def _f(x: float | None, fmt: str = "{:,.0f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
+HEADER = ["structure", "system", "value B", "ops/s", "p50 ms", "p99 ms", "cpu µs/op",
+          "B/op wire", "msgs/op", "round trips/op", "flush/op P", "flush/op B", "fence/op P",
+          "fence/op B"]
+
+
 def format_rows(rows: list[Row]) -> str:
-    header = ["structure", "value", "system", "ops/s", "cpu us/op", "p50 ms", "p99 ms",
-              "B/op wire", "msgs/op", "rtt/op", "flush/op P", "flush/op B", "fence/op P",
-              "fence/op B"]
-    table = [[r.structure, r.value_bytes, r.system, _f(r.rate), _f(r.cpu_us_per_op),
+    """The results table and this run's ratios, as text."""
+    table = [[r.structure, r.system, r.value_bytes, _f(r.rate),
               _f(r.p50_us and r.p50_us / 1000, "{:.2f}"), _f(r.p99_us and r.p99_us / 1000,
                                                                "{:.2f}"),
-              _f(r.bytes_per_op), _f(r.messages_per_op, "{:.1f}"),
+              _f(r.cpu_us_per_op), _f(r.bytes_per_op), _f(r.messages_per_op, "{:.1f}"),
               _f(r.round_trips_per_op, "{:.2f}"), _f(r.flushes_per_op_primary, "{:.1f}"),
               _f(r.flushes_per_op_backup, "{:.1f}"), _f(r.fences_per_op_primary, "{:.1f}"),
               _f(r.fences_per_op_backup, "{:.1f}")] for r in rows]
-    out = [_report.table(header, table, "<><" + ">" * 11)]
+    out = [_report.table(HEADER, table, "<<" + ">" * 12)]
     ratio_lines = ratios(rows)
     if ratio_lines:
         out += ["", "physical / logical, this run (bytes on the wire per op; throughput "
                 "logical / physical):", *("  " + x for x in ratio_lines)]
-    notes = [f"{r.structure} {r.value_bytes} B {r.system}: {r.note}" for r in rows if r.note]
-    out += ["", "notes:", *("  " + n for n in notes + NOTES)]
     return "\n".join(out)
+
+
+def notes(rows: list[Row]) -> list[str]:
+    return [f"{r.structure} {r.value_bytes} B {r.system}: {r.note}" for r in rows
+            if r.note] + NOTES
 
 
 def ratios(rows: list[Row]) -> list[str]:
@@ -340,8 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the logical flush-counting run")
     parser.add_argument("--quick", action="store_true", help="a short run")
     parser.add_argument("--dir", default="/dev/shm")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    _report.add_arguments(parser, check=False)  # it has no targets: it measures the shape
     args = parser.parse_args(argv)
     systems = tuple(s for s in args.systems.split(",") if s)
     structures = tuple(s for s in args.structures.split(",") if s)
@@ -357,7 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--values: expected integers, got {args.values!r}")
     ops = args.ops or (QUICK_OPS if args.quick else DEFAULT_OPS)
     latency_ops = args.latency_ops or (QUICK_LATENCY_OPS if args.quick else DEFAULT_LATENCY_OPS)
-    before = _report.machine()
+    run_ = _report.Run("replication", command_line(argv), {
+        "ops": ops, "latency_ops": latency_ops, "window": args.window, "systems": list(systems),
+        "structures": list(structures), "values": list(values)})
     try:
         rows = run(ops=ops, latency_ops=latency_ops, window=args.window, systems=systems,
                    structures=structures, values=values, directory=args.dir,
@@ -365,23 +371,14 @@ def main(argv: list[str] | None = None) -> int:
     except RunError as exc:
         print(f"blizzard bench replication: {exc}", file=sys.stderr)
         return 1
-    m = _report.machine()
-    print(f"blizzard bench replication: {ops:,} puts per throughput run, {latency_ops:,} "
-          f"synchronous puts, logical window {args.window}")
-    print(f"machine: {m['cpu']}, {m['cores']} cores, {m['python']}, {m['os']}")
-    print(f"load average (1 min): {before['load_1min']} at start, {m['load_1min']} at end")
-    print(f"command: {command_line(argv)}")
-    print()
-    print(format_rows(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps({
-            "benchmark": "replication", "command": command_line(argv),
-            "machine": m, "machine_at_start": before,
-            "params": {"ops": ops, "latency_ops": latency_ops, "window": args.window,
-                       "systems": list(systems), "structures": list(structures),
-                       "values": list(values)},
-            "results": [asdict(r) for r in rows], "ratios": ratios(rows), "notes": NOTES,
-        }, indent=2) + "\n")
+    run_.end()
+    _report.print_report(
+        run_, [format_rows(rows)],
+        title=f"blizzard bench replication: {ops:,} puts per throughput run, "
+              f"{latency_ops:,} synchronous puts, logical window {args.window}",
+        notes=notes(rows))
+    _report.write_json(args.json, run_.record(results=[asdict(r) for r in rows],
+                                              ratios=ratios(rows), notes=NOTES))
     return 0
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from blizzard.bench import _report, cluster, ordered, pool, raft_core, structures
+from blizzard.bench import _report, cluster, ordered, pool, raft_core, replication, structures
 
 
 def test_table_aligns_columns():
@@ -41,7 +41,7 @@ def test_shared_columns_keep_one_order():
         _report.table(["p50 ms", "ops/s"], [])
     _report.table(["system", "anything of its own", "ops/s", "p50 ms"], [])  # accepted
     for header in (pool.HEADER, cluster.HEADER, structures.HEADER, ordered.HEADER,
-                   raft_core.HEADER):
+                   raft_core.HEADER, replication.HEADER):
         _report.check_header(header)
         assert "ops/s" in header or "insert ops/s" in header
 

@@ -34,6 +34,7 @@ transaction ends; ones left by a crash are freed at open.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from zlib import crc32
 
@@ -66,6 +67,7 @@ class Transaction:
         "_log_add",
         "_log_touch",
         "_next_word",
+        "_on_commit",
         "_pool",
         "_segments",
         "_u64",
@@ -92,6 +94,7 @@ class Transaction:
         self._words: set[int] = set()
         self._frees: list = []
         self._segments: list[tuple[int, int]] = []
+        self._on_commit: list[Callable[[], None]] = []
 
     def _reset(self) -> None:
         """Forget the ended transaction (after an abort)."""
@@ -99,6 +102,7 @@ class Transaction:
         self._words.clear()
         self._frees.clear()
         self._segments.clear()
+        self._on_commit.clear()
 
     # -- context manager -----------------------------------------------------------
 
@@ -114,8 +118,23 @@ class Transaction:
             return  # nested: the outermost transaction decides
         if exc_type is None:
             self._commit()
+            if self._on_commit:
+                callbacks, self._on_commit = self._on_commit, []
+                for callback in callbacks:
+                    callback()
         else:
             self._pool._abort()
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the outermost transaction has committed.
+
+        For volatile state that may change only once the change is durable
+        (a dropped structure's handles): if the transaction rolls back
+        instead, the callback is discarded.
+        """
+        if not self._depth:
+            raise TransactionError("on_commit() outside a transaction")
+        self._on_commit.append(callback)
 
     @property
     def active(self) -> bool:

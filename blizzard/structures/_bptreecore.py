@@ -510,7 +510,7 @@ class BPTreeCore(CoreBase):
         nbytes = node_bytes_for(fanout)
         tx.add(self.header_off + 40, 8)
         _PARAMS.pack_into(self.buf, self.header_off + 40, fanout, nbytes)
-        self.registry.frees.append(self.root)
+        tx.free(self.root)
         self._nodes.pop(self.root, None)
         self.fanout, self.node_bytes = fanout, nbytes
         self.heap = heap_start(fanout)
@@ -567,10 +567,10 @@ class BPTreeCore(CoreBase):
         assert all(self._fits(h) for h in halves), "a split half does not fit a node"
         return halves
 
-    def _free_node(self, node: int) -> None:
+    def _free_node(self, tx: Transaction, node: int) -> None:
         self._nodes.pop(node, None)
         self._tops.pop(node, None)
-        self.registry.frees.append(node)
+        tx.free(node)
 
     def _pred_leaf(self, path: list[list[int]], d: int, i: int) -> int:
         """The leaf before the subtree of child ``i`` of the node at depth ``d`` (0: none)."""
@@ -607,12 +607,12 @@ class BPTreeCore(CoreBase):
         made.reverse()
         if leaf:
             self._relink(tx, pred, made[0])
-        self._free_node(old)
+        self._free_node(tx, old)
         if d == 0:
             if len(made) == 1:
                 self.root = made[0]
                 if not leaf and len(entries) == 1:
-                    self._collapse()
+                    self._collapse(tx)
             else:
                 self.root = self._build(tx, INTERNAL, [
                     (b"", inner_blob(b"", made[0])),
@@ -627,12 +627,12 @@ class BPTreeCore(CoreBase):
             path[d][0] = made[0]
             self._rebalance(tx, path, d)
 
-    def _collapse(self) -> None:
+    def _collapse(self, tx: Transaction) -> None:
         """The internal root has one child: that child becomes the root."""
         old = self.root
         self.root = (self._nodes.get(old) or self._load(old))[1][0]
         self.height -= 1
-        self._free_node(old)
+        self._free_node(tx, old)
 
     def _parent_replace(self, tx: Transaction, path: list[list[int]], d: int, i: int, j: int,
                         children: list[tuple[bytes | None, int]]) -> None:
@@ -671,7 +671,7 @@ class BPTreeCore(CoreBase):
             ptrs[i:j] = [c for _, c in children]
             if d == 0:
                 if new_n == 1:
-                    self._collapse()
+                    self._collapse(tx)
             elif self._underfull(node, new_n):
                 self._rebalance(tx, path, d)
             return
@@ -698,8 +698,8 @@ class BPTreeCore(CoreBase):
         kind = LEAF if leaf else INTERNAL
         pred = self._pred_leaf(path, d - 1, li) if leaf else 0
         nxt = self._next(right) if leaf else 0
-        self._free_node(left)
-        self._free_node(right)
+        self._free_node(tx, left)
+        self._free_node(tx, right)
         if self._fits(both):
             merged = self._build(tx, kind, both, nxt)
             if leaf:
@@ -753,7 +753,7 @@ class BPTreeCore(CoreBase):
             old = self._entry(leaf, i)
             block = self._block_at(old)
             if block:
-                self.registry.frees.append(block)
+                tx.free(block)
             if top + size <= self.node_bytes:
                 buf[leaf + top:leaf + top + size] = blob
                 self.media.flush(leaf + top, size)
@@ -801,7 +801,7 @@ class BPTreeCore(CoreBase):
         old = self._value_at(e)
         block = self._block_at(e)
         if block:
-            self.registry.frees.append(block)
+            tx.free(block)
         slot_at = leaf + NODE_HEAD + 2 * i
         end = leaf + NODE_HEAD + 2 * n
         tx.add(leaf, NODE_HEAD + 2 * n)
@@ -825,15 +825,14 @@ class BPTreeCore(CoreBase):
 
     def clear(self, tx: Transaction) -> None:
         """Free every node and value block; one empty leaf root."""
-        frees = self.registry.frees
         for node, d in list(self._all_nodes()):
             if d == self.height - 1:
                 n = _NODE.unpack_from(self.buf, node)[2]
                 for s in struct.unpack_from(f"<{n}H", self.buf, node + NODE_HEAD):
                     block = self._block_at(node + s)
                     if block:
-                        frees.append(block)
-            self._free_node(node)
+                        tx.free(block)
+            self._free_node(tx, node)
         self.root = self._build(tx, LEAF, [], 0)
         self.height = 1
         self.count = 0
@@ -841,8 +840,8 @@ class BPTreeCore(CoreBase):
     def destroy(self, tx: Transaction) -> None:
         """Free every block of the tree, header included (DROP)."""
         self.clear(tx)
-        self._free_node(self.root)
-        self.registry.frees.append(self.header_off)
+        self._free_node(tx, self.root)
+        tx.free(self.header_off)
 
     def load(self, tx: Transaction, items: list[tuple[bytes, ...]]) -> None:
         """Bulk insert (snapshot restore) inside ``tx``."""

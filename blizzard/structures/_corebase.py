@@ -51,6 +51,22 @@ class CoreBase:
     def reload(self) -> None:
         raise NotImplementedError
 
+    def rebind(self, header_off: int) -> bool:
+        """Follow this structure to a new header block (a snapshot restore put a
+        structure of the same name there), so handles on it keep working.
+
+        Returns False, changing nothing, if the block is not of this kind with
+        the same codecs: then it is another structure, which needs a new core.
+        """
+        buf = self.buf
+        if (bytes(buf[header_off:header_off + 8]) != self.magic
+                or _codec_name(buf, header_off + KEY_CODEC_OFF) != self.key_codec
+                or _codec_name(buf, header_off + VALUE_CODEC_OFF) != self.value_codec):
+            return False
+        self.header_off = header_off
+        self.reload()
+        return True
+
     @classmethod
     def _new_header(cls, tx: Transaction, key_codec: str, value_codec: str) -> int:
         """A zeroed header block with the magic and codec names written."""

@@ -449,7 +449,7 @@ class HashCore(CoreBase):
                 self._set_slot(tx, page, i, 0)
                 self._insert(tx, b, tag, kb, vb, block, need)
             if old_block:
-                self.registry.frees.append(old_block)
+                tx.free(old_block)
             return
         self._insert(tx, b, tag, kb, vb, block, need)
         self.count += 1
@@ -527,7 +527,7 @@ class HashCore(CoreBase):
         self._tops[fresh] = top
         self._link(tx, b, prev, fresh)
         self._tops.pop(page, None)
-        self.registry.frees.append(page)
+        tx.free(page)
         return fresh
 
     def delete(self, tx: Transaction, kb: bytes, want_value: bool) -> bytes | None:
@@ -542,7 +542,7 @@ class HashCore(CoreBase):
         block = self._block_of(e)
         self._set_slot(tx, page, i, 0)
         if block:
-            self.registry.frees.append(block)
+            tx.free(block)
         self.count -= 1
         b = self.bucket(h)
         if page != self.pages[b] and not any(_SLOTS.unpack_from(self.buf, page + SLOTS_OFF)):
@@ -559,7 +559,7 @@ class HashCore(CoreBase):
         assert at > 0, "the first page of a chain is never unlinked"
         self._link(tx, b, chain[at - 1], nxt)
         self._tops.pop(page, None)
-        self.registry.frees.append(page)
+        tx.free(page)
 
     # -- growing and shrinking ------------------------------------------------------------
 
@@ -590,7 +590,7 @@ class HashCore(CoreBase):
     def _free_chain(self, tx: Transaction, b: int) -> None:
         for page in self.chain(b):
             self._tops.pop(page, None)
-            self.registry.frees.append(page)
+            tx.free(page)
 
     def _split(self, tx: Transaction) -> None:
         """Split the split pointer's bucket s into s and s + 2**L."""
@@ -629,7 +629,7 @@ class HashCore(CoreBase):
             top_word = self.header_off + TOP_OFF + 8 * (last // SEG_SLOTS)
             tx.add(top_word, 8)
             _U64.pack_into(self.buf, top_word, 0)
-            self.registry.frees.append(self.segs.pop())
+            tx.free(self.segs.pop())
 
     def clear(self, tx: Transaction) -> None:
         """Free every page, value block and segment but the first; one empty bucket."""
@@ -638,13 +638,13 @@ class HashCore(CoreBase):
                 for _, _, e in list(self.live(page)):
                     block = self._block_of(e)
                     if block:
-                        self.registry.frees.append(block)
+                        tx.free(block)
             self._free_chain(tx, b)
         for t in range(len(self.segs) - 1, 0, -1):
             top_word = self.header_off + TOP_OFF + 8 * t
             tx.add(top_word, 8)
             _U64.pack_into(self.buf, top_word, 0)
-            self.registry.frees.append(self.segs.pop())
+            tx.free(self.segs.pop())
         seg = self.segs[0]
         n = 8 * min(self.nbuckets, SEG_SLOTS)
         tx.add(seg, n)
@@ -658,9 +658,9 @@ class HashCore(CoreBase):
     def destroy(self, tx: Transaction) -> None:
         """Free every block of the map, header included (DROP)."""
         self.clear(tx)
-        self.registry.frees.append(self.pages[0])
-        self.registry.frees.append(self.segs[0])
-        self.registry.frees.append(self.header_off)
+        tx.free(self.pages[0])
+        tx.free(self.segs[0])
+        tx.free(self.header_off)
 
     def load(self, tx: Transaction, items: list[tuple[bytes, ...]]) -> None:
         """Bulk insert (snapshot restore) inside ``tx``."""

@@ -223,7 +223,7 @@ class QueueCore(CoreBase):
                 tx.add(tail, 16)
                 _LINK.pack_into(buf, tail, fresh, pos)
             else:  # emptied earlier in this transaction: the old tail has nothing unread
-                self.registry.frees.append(tail)
+                tx.free(tail)
                 self.head, self.head_pos = fresh, CHUNK_HEAD
             self.tail = tail = fresh
             pos = CHUNK_HEAD
@@ -246,14 +246,14 @@ class QueueCore(CoreBase):
         head = self.head
         value, size, block = self._read(head, self.head_pos)
         if block:
-            self.registry.frees.append(block)
+            tx.free(block)
         self.head_pos += size
         self.count -= 1
         self.removed += 1
         if head != self.tail:
             nxt, end = _LINK.unpack_from(self.buf, head)
             if self.head_pos >= end:
-                self.registry.frees.append(head)
+                tx.free(head)
                 self.head, self.head_pos = nxt, CHUNK_HEAD
         if not self.count:
             self._empty_gen = self.registry.txgen
@@ -265,11 +265,11 @@ class QueueCore(CoreBase):
         for chunk, pos in list(self.positions()):
             flags = _HDR.unpack_from(buf, chunk + pos)[1]
             if flags & FLAG_EXT:
-                self.registry.frees.append(_EXT.unpack_from(buf, chunk + pos + 8)[1])
+                tx.free(_EXT.unpack_from(buf, chunk + pos + 8)[1])
         chunk = self.head
         while chunk != self.tail:
             nxt = _U64.unpack_from(buf, chunk)[0]
-            self.registry.frees.append(chunk)
+            tx.free(chunk)
             chunk = nxt
         self.head, self.head_pos = self.tail, self.tail_pos
         self.removed += self.count
@@ -278,8 +278,8 @@ class QueueCore(CoreBase):
 
     def destroy(self, tx: Transaction) -> None:
         self.clear(tx)
-        self.registry.frees.append(self.tail)
-        self.registry.frees.append(self.header_off)
+        tx.free(self.tail)
+        tx.free(self.header_off)
 
     def load(self, tx: Transaction, items: list[tuple[bytes, ...]]) -> None:
         """Bulk append (snapshot restore) inside ``tx``; see :meth:`dump`."""

@@ -186,12 +186,6 @@ class SkipListCore(CoreBase):
     label = "skiplist"
     header_bytes = HEADER_BYTES
 
-    def __init__(self, registry: Registry, name: str, header_off: int) -> None:
-        # the head behaves as a node whose links start at HEAD_OFF: link l of x is at
-        # x + NODE_HEAD + 8 * l for the head and every node alike
-        self.head = header_off + HEAD_OFF - NODE_HEAD
-        super().__init__(registry, name, header_off)
-
     # -- creating and loading ----------------------------------------------------------
 
     @classmethod
@@ -209,6 +203,9 @@ class SkipListCore(CoreBase):
 
     def reload(self) -> None:
         """Rebuild the volatile state (header fields, key cache) from the pool."""
+        # the head behaves as a node whose links start at HEAD_OFF: link l of x is at
+        # x + NODE_HEAD + 8 * l for the head and every node alike
+        self.head = self.header_off + HEAD_OFF - NODE_HEAD
         self.count, self._applied, self.level, self.rng = _HOT.unpack_from(
             self.buf, self.header_off + 8)
         if not 1 <= self.level <= LEVEL_MAX:
@@ -536,13 +533,13 @@ class SkipListCore(CoreBase):
             preds = self._preds_for(kb, h, pred0)
             block = self._block(x)
             if block:
-                self.registry.frees.append(block)
+                tx.free(block)
             node = self._new_node(tx, h, kb, vb)
             buf[node + NODE_HEAD:node + NODE_HEAD + 8 * h] = buf[
                 x + NODE_HEAD:x + NODE_HEAD + 8 * h].tobytes()
             for lvl in range(h):
                 self._link(tx, preds[lvl], lvl, node)
-            self.registry.frees.append(x)
+            tx.free(x)
             if h >= TALL:
                 self._index().set(kb, node)
             return
@@ -575,8 +572,8 @@ class SkipListCore(CoreBase):
             self._index().remove(kb)
         block = self._block(x)
         if block:
-            self.registry.frees.append(block)
-        self.registry.frees.append(x)
+            tx.free(block)
+        tx.free(x)
         self.count -= 1
         while self.level > 1 and not self._next(self.head, self.level - 1):
             self.level -= 1
@@ -584,13 +581,12 @@ class SkipListCore(CoreBase):
 
     def clear(self, tx: Transaction) -> None:
         """Free every node and value block; empty head."""
-        frees = self.registry.frees
         x = self._next(self.head)
         while x:
             block = self._block(x)
             if block:
-                frees.append(block)
-            frees.append(x)
+                tx.free(block)
+            tx.free(x)
             x = self._next(x)
         at = self.head + NODE_HEAD
         tx.add(at, 8 * LEVEL_MAX)
@@ -602,7 +598,7 @@ class SkipListCore(CoreBase):
     def destroy(self, tx: Transaction) -> None:
         """Free every block of the skiplist, header included (DROP)."""
         self.clear(tx)
-        self.registry.frees.append(self.header_off)
+        tx.free(self.header_off)
 
     def load(self, tx: Transaction, items: list[tuple[bytes, ...]]) -> None:
         """Bulk insert (snapshot restore) inside ``tx``."""

@@ -63,6 +63,7 @@ class Core(Protocol):
     def applied(self) -> int: ...
     def apply(self, tx: Transaction, index: int, code: int, record: bytes, start: int) -> Any: ...
     def reload(self) -> None: ...
+    def rebind(self, header_off: int) -> bool: ...
     def kill(self) -> None: ...
     def destroy(self, tx: Transaction) -> None: ...
     def check(self) -> None: ...
@@ -105,16 +106,20 @@ class Registry:
         self._cores: dict[bytes, Core] = {}
         self._applied = 0
         self._local: LocalReplicator | None = None
-        # Blocks freed by the Ops of the running batch, handed to tx.free at its end, after
-        # every allocation: the allocator once reused a block freed earlier in the same
-        # transaction (fixed since); this keeps the structures independent of that detail.
-        self.frees: list[int] = []
+        # Cores that DROP or restore removed in the running transaction: killed once it
+        # commits, brought back by the rebuild if it rolls back (handles hold them).
+        self._dropped: list[Core] = []
         self._load_cores()
 
     # -- volatile state -------------------------------------------------------------
 
     def _load_cores(self) -> None:
-        old = self._cores
+        """(Re)build every core from the pool's roots, keeping the core objects
+        handles hold wherever the pool still has their structure."""
+        candidates: dict[bytes, list[Core]] = {}
+        for core in [*self._cores.values(), *self._dropped]:
+            candidates.setdefault(core.name.encode(), []).append(core)
+        self._dropped = []
         cores: dict[bytes, Core] = {}
         applied = _U64.unpack_from(self.buf, self._off + 8)[0]
         for name, root in self.pool.roots().items():
@@ -122,19 +127,38 @@ class Registry:
             if kind is None or name == REGISTRY_ROOT:
                 continue
             raw = name.encode()
-            core = old.pop(raw, None)
-            if core is not None and core.header_off == root.off and core.tag == root.tag:
+            same = candidates.pop(raw, [])
+            core = next((c for c in same if c.header_off == root.off and c.tag == root.tag),
+                        None)
+            if core is not None:
                 core.reload()
             else:
-                if core is not None:
-                    core.kill()
-                core = kind[1](self, name, root.off)
+                core = next((c for c in same if c.tag == root.tag and c.rebind(root.off)), None)
+                if core is None:
+                    core = kind[1](self, name, root.off)
+            for other in same:
+                if other is not core:
+                    other.kill()
             cores[raw] = core
             applied = max(applied, core.applied)
-        for core in old.values():
-            core.kill()
+        for same in candidates.values():
+            for core in same:
+                core.kill()
         self._cores = cores
         self._applied = applied
+
+    def _retire(self, tx: Transaction, core: Core) -> None:
+        """``core`` left the pool in ``tx``: kill it (its handles then look empty)
+        once ``tx`` commits; a rollback brings it back instead."""
+        if not self._dropped:
+            tx.on_commit(self._kill_dropped)
+        self._dropped.append(core)
+
+    def _kill_dropped(self) -> None:
+        dropped, self._dropped = self._dropped, []
+        for core in dropped:
+            if self._cores.get(core.name.encode()) is not core:
+                core.kill()
 
     @property
     def last_applied(self) -> int:
@@ -166,29 +190,24 @@ class Registry:
         if index <= self._applied:
             return None
         self.txgen += 1
-        try:
-            with self._transaction() as tx:
-                # the common case inline (a valid Op for an existing structure): one call less
-                core = None
-                if len(record) >= 8:
-                    version, code, n, a = _HEAD_UNPACK(record, 0)
-                    if version == OP_VERSION and 8 + n + a == len(record):
-                        core = self._cores.get(record[8:8 + n])
-                        if core is not None and code >> 4 != core.opgroup:
-                            core = None
-                if core is not None:
-                    try:
-                        result = core.apply(tx, index, code, record, 8 + n)
-                    except OpDecodeError as exc:
-                        result = exc
-                        self._stamp(tx, index)
-                else:
-                    result = self._apply(tx, index, record)
-                if self.frees:
-                    self._free_pending(tx)
-        except BaseException:
-            self._after_abort()
-            raise
+        # A rollback rebuilds the volatile state through the pool's abort hook.
+        with self._transaction() as tx:
+            # the common case inline (a valid Op for an existing structure): one call less
+            core = None
+            if len(record) >= 8:
+                version, code, n, a = _HEAD_UNPACK(record, 0)
+                if version == OP_VERSION and 8 + n + a == len(record):
+                    core = self._cores.get(record[8:8 + n])
+                    if core is not None and code >> 4 != core.opgroup:
+                        core = None
+            if core is not None:
+                try:
+                    result = core.apply(tx, index, code, record, 8 + n)
+                except OpDecodeError as exc:
+                    result = exc
+                    self._stamp(tx, index)
+            else:
+                result = self._apply(tx, index, record)
         self._applied = index
         return result
 
@@ -197,19 +216,15 @@ class Registry:
         results: list[Any] = []
         applied = self._applied
         self.txgen += 1
-        try:
-            with self._transaction() as tx:
-                for index, record in batch:
-                    if index <= applied:
-                        results.append(None)
-                        continue
-                    results.append(self._apply(tx, index, record))
-                    applied = index
-                if self.frees:
-                    self._free_pending(tx)
-        except BaseException:
-            self._after_abort()
-            raise
+        # A rollback (here or in an enclosing transaction) rebuilds the volatile
+        # state through the pool's abort hook, once the pool is rolled back.
+        with self._transaction() as tx:
+            for index, record in batch:
+                if index <= applied:
+                    results.append(None)
+                    continue
+                results.append(self._apply(tx, index, record))
+                applied = index
         self._applied = applied
         return results
 
@@ -237,12 +252,6 @@ class Registry:
             result = exc
         self._stamp(tx, index)
         return result
-
-    def _free_pending(self, tx: Transaction) -> None:
-        frees = self.frees
-        for off in frees:
-            tx.free(off)
-        frees.clear()
 
     def _stamp(self, tx: Transaction, index: int) -> None:
         tx.add(self._off + 8, 8)
@@ -275,12 +284,12 @@ class Registry:
         core.destroy(tx)
         tx.delete_root(core.name)
         del self._cores[raw]
-        core.kill()
+        self._retire(tx, core)
         return None
 
     def _after_abort(self) -> None:
-        """The transaction rolled back: rebuild every volatile index from the pool."""
-        self.frees.clear()
+        """The outermost transaction rolled back: rebuild every volatile index from
+        the pool (a pool hook, so it runs after the rollback, and once)."""
         if not self.pool.closed:
             self._load_cores()
 
@@ -332,25 +341,26 @@ class Registry:
         """Replace every structure by the snapshot's, in one transaction."""
         applied, structures = _parse_snapshot(data)
         self.txgen += 1
-        try:
-            with self._transaction() as tx:
-                for raw, core in list(self._cores.items()):
-                    core.destroy(tx)
-                    tx.delete_root(core.name)
-                    del self._cores[raw]
-                    core.kill()
-                for name, tag, key_codec, value_codec, items in structures:
-                    if tag not in KINDS:
-                        raise OpDecodeError(f"snapshot holds a structure of unknown kind {tag!r}")
-                    core = KINDS[tag][0](self, tx, name, key_codec, value_codec)
-                    core.load(tx, items)
-                    self._cores[name.encode()] = core
-                self._stamp(tx, applied)
-                self._free_pending(tx)
-        except BaseException:
-            self._after_abort()
-            raise
-        self._load_cores()
+        with self._transaction() as tx:
+            old = self._cores
+            for core in old.values():
+                core.destroy(tx)
+                tx.delete_root(core.name)
+            self._cores = {}
+            for name, tag, key_codec, value_codec, items in structures:
+                if tag not in KINDS:
+                    raise OpDecodeError(f"snapshot holds a structure of unknown kind {tag!r}")
+                core = KINDS[tag][0](self, tx, name, key_codec, value_codec)
+                core.load(tx, items)
+                # handles on the old structure of that name follow it, if it is alike
+                previous = old.pop(name.encode(), None)
+                if previous is not None and previous.tag == tag and previous.rebind(
+                        core.header_off):
+                    core = previous
+                self._cores[name.encode()] = core
+            for core in old.values():
+                self._retire(tx, core)
+            self._stamp(tx, applied)
         self._applied = applied
 
     # -- checking ---------------------------------------------------------------------

@@ -71,3 +71,22 @@ def test_a_block_freed_in_a_transaction_is_not_reused_by_it():
     with pool.transaction() as tx:
         assert tx.alloc(4096) == a  # reusable after the commit
     pool.check()
+
+
+def test_on_commit_runs_after_the_outermost_commit_only():
+    """Callbacks wait for the outermost commit; a rollback discards them."""
+    pool = Pool.create(DramMedia(4 << 20))
+    calls = []
+    with pool.transaction() as tx:
+        with pool.transaction() as inner:
+            inner.on_commit(lambda: calls.append(pool.transaction().active))
+        assert calls == []
+    assert calls == [False]
+    with pytest.raises(RuntimeError), pool.transaction() as tx:
+        tx.on_commit(lambda: calls.append("rolled back"))
+        raise RuntimeError("boom")
+    with pool.transaction():
+        pass
+    assert calls == [False]
+    with pytest.raises(TransactionError, match="outside a transaction"):
+        pool.transaction().on_commit(lambda: None)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from blizzard.exceptions import OpDecodeError, PoolFullError, StructureKindError
 from blizzard.pmem import DramMedia, Pool
 from blizzard.replication.base import StateMachine
 from blizzard.structures import PHashMap, PQueue, ops, registry_for
+from blizzard.structures._hashcore import HashCore
 from blizzard.structures.ops import Op, OpCode
 
 
@@ -122,4 +125,80 @@ def test_drop_frees_everything():
     assert reg.core("m") is None and pool.root("m") is None
     assert pool.stats().used == before
     assert len(m) == 0
+    reg.check()
+
+
+def test_a_nested_abort_rebuilds_once_from_the_rolled_back_pool(monkeypatch):
+    """The session table wraps every batch in an outer transaction. When a batch fails
+    inside it, the registry's volatile state is rebuilt once, after the outermost
+    rollback -- never from the pool as the failed batch left it."""
+    pool, reg = fresh()
+    reg.apply([(1, create("m")), (2, put("m", b"a", b"1"))])
+    seen = []
+    reload = HashCore.reload
+
+    def observed_reload(core):
+        reload(core)
+        seen.append((pool.transaction().active, core.count))
+
+    monkeypatch.setattr(HashCore, "reload", observed_reload)
+    with pytest.raises(PoolFullError), pool.transaction():
+        reg.apply([(3, put("m", b"b", b"2")), (4, put("m", b"big", bytes(32 << 20)))])
+    assert seen == [(False, 1)]
+    assert reg.last_applied == 2
+    reg.check()
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["alone", "nested"])
+def test_a_handle_survives_a_rolled_back_drop(nested):
+    """DROP then a failing Op in one batch: the batch rolls back, the structure is
+    still there, and the handle opened before keeps reading it."""
+    pool, reg = fresh()
+    m = PHashMap(pool, "m")
+    m[b"a"] = b"1"
+    applied = reg.last_applied
+    batch = [(applied + 1, ops.encode(Op("m", OpCode.DROP))),
+             (applied + 2, create("m")),
+             (applied + 3, put("m", b"big", bytes(32 << 20)))]
+    with pytest.raises(PoolFullError), pool.transaction() if nested else contextlib.nullcontext():
+        reg.apply(batch)
+    assert dict(m.items()) == {b"a": b"1"}
+    m[b"b"] = b"2"
+    assert dict(PHashMap(pool, "m").items()) == {b"a": b"1", b"b": b"2"}
+    reg.check()
+
+
+def test_a_dropped_structure_dies_when_the_drop_commits():
+    """Handles on a dropped structure look empty and refuse writes once the DROP
+    is durable; a second structure of that name is a new one."""
+    pool, reg = fresh()
+    m = PHashMap(pool, "m")
+    m[b"a"] = b"1"
+    with pool.transaction():
+        reg.drop("m")
+    assert len(m) == 0 and reg.core("m") is None
+    with pytest.raises(OpDecodeError, match="does not exist"):
+        m[b"b"] = b"2"
+    again = PHashMap(pool, "m")
+    again[b"c"] = b"3"
+    assert len(m) == 0 and dict(again.items()) == {b"c": b"3"}
+    reg.check()
+
+
+def test_handles_follow_a_restore():
+    """A replica that installs a snapshot keeps its users' handles: they read the
+    restored contents (a structure of another kind or codecs is a new structure)."""
+    pool, reg = fresh()
+    m = PHashMap(pool, "m")
+    q = PQueue(pool, "q")
+    m[b"old"] = b"x"
+    q.put(b"old")
+    source_pool, source = fresh()
+    PHashMap(source_pool, "m")[b"new"] = b"y"
+    PHashMap(source_pool, "q")[b"k"] = b"v"  # same name, another kind
+    reg.restore(source.snapshot())
+    assert dict(m.items()) == {b"new": b"y"}
+    m[b"more"] = b"z"
+    assert len(q) == 0  # its structure is gone
+    assert dict(PHashMap(pool, "q").items()) == {b"k": b"v"}
     reg.check()

@@ -186,6 +186,7 @@ class PmemStorage(EntryListReads):
             # Records past the verified end were never acknowledged: cut them.
             self._store_last_index(durable_last)
             self._media.drain()
+        self._drop_unknown_segments()
         self._drop_segments_after(durable_last)
         if self._hard_state.commit > durable_last:
             hs = self._hard_state
@@ -193,6 +194,29 @@ class PmemStorage(EntryListReads):
         for a, b in pairwise(entries[1:]):
             if b.term < a.term:
                 raise LogCorruptError(f"Raft log terms decrease at index {b.index}")
+
+    def _drop_unknown_segments(self) -> None:
+        """Unlink and free segments chained after the last one the walk accepted.
+
+        An append that needed a new segment links it in a committed pool
+        transaction, then writes its records, fenced later: a crash in between
+        leaves a linked segment whose records never became durable. Left
+        linked, it would claim the indexes that later appends write into the
+        segment before it, and the next open would stop reading there.
+        """
+        buf = self._buf
+        link = self._segments[-1] + 8 if self._segments else self._root + 16
+        seg = int.from_bytes(buf[link:link + 8], "little")
+        if not seg:
+            return
+        with self._pool.transaction() as tx:
+            tx.write(link, bytes(8))
+            seen = set()
+            while seg and seg not in seen:
+                seen.add(seg)
+                nxt = _SEGMENT.unpack_from(buf, seg)[1]
+                tx.free(seg)
+                seg = nxt
 
     def _read_hard_state(self) -> tuple[HardState, int, int]:
         best = None
@@ -206,6 +230,59 @@ class PmemStorage(EntryListReads):
             return HardState(), 0, 0
         seq, hard_state, slot = best
         return hard_state, seq, 1 - slot
+
+    def check(self) -> None:
+        """Verify the persistent log against what this object serves; raise
+        :class:`LogCorruptError` on any difference.
+
+        Walks the segment chain and every record (CRC chain, indexes, terms,
+        data), the last-index word, the hard state and the snapshot block.
+        Cost: O(log bytes).
+        """
+        buf = self._buf
+        magic, last_index, first_seg, snap_off = _ROOT.unpack_from(buf, self._root)
+        if magic != MAGIC:
+            raise LogCorruptError(f"Raft log root has magic {magic!r}")
+        entries = self._entries
+        if last_index != entries[-1].index:
+            raise LogCorruptError(f"last_index word {last_index}, log ends at {entries[-1].index}")
+        if self._read_snapshot_block(snap_off) != self._snapshot:
+            raise LogCorruptError("the snapshot block differs from the snapshot served")
+        if entries[0] != Entry(self._snapshot.meta.term, self._snapshot.meta.index):
+            raise LogCorruptError("the log does not start at its snapshot")
+        hard_state = self._read_hard_state()[0]
+        if (hard_state.term, hard_state.vote) != (self._hard_state.term, self._hard_state.vote) \
+                or hard_state.commit < self._hard_state.commit:
+            raise LogCorruptError(f"hard state {hard_state} on the pool, {self._hard_state} served")
+        segments = []
+        seg = first_seg
+        while seg:
+            if len(segments) > len(self._segments):
+                raise LogCorruptError("the segment chain is longer than the segments known")
+            segments.append(seg)
+            seg = _SEGMENT.unpack_from(buf, seg)[1]
+        if segments != self._segments:
+            raise LogCorruptError(f"segment chain {segments}, known {self._segments}")
+        for n, seg in enumerate(segments):
+            if _SEGMENT.unpack_from(buf, seg)[0] != self._seg_first[n]:
+                raise LogCorruptError(f"segment {seg} starts at an unexpected index")
+        prev = None
+        for entry, pos in zip(entries[1:], self._positions[1:], strict=True):
+            seg_at = bisect_right(self._seg_first, entry.index) - 1
+            seg = self._segments[seg_at]
+            if pos == seg + SEGMENT_HEADER_SIZE:
+                prev = _SEGMENT.unpack_from(buf, seg)[3]
+            crc, n, term, index, kind = RECORD.unpack_from(buf, pos)
+            body = pos + RECORD_HEADER_SIZE
+            data = bytes(buf[body:body + n])
+            if (index, term, kind, data) != (entry.index, entry.term, entry.type, entry.data):
+                raise LogCorruptError(f"record of entry {entry.index} differs from the entry")
+            if prev is not None and crc != crc32(buf[pos + 4:body + n], prev):
+                raise LogCorruptError(f"record of entry {entry.index} breaks the CRC chain")
+            prev = crc
+        for a, b in pairwise(entries[1:]):
+            if b.index != a.index + 1 or b.term < a.term:
+                raise LogCorruptError(f"entries {a.index} -> {b.index} out of order")
 
     # -- Storage protocol (reads) ---------------------------------------------------------
 

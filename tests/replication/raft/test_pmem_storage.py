@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blizzard.pmem import CrashSimMedia, DramMedia, Pool, random_chooser
+from blizzard.pmem import CrashSimMedia, DramMedia, Pool, all_or_nothing, random_chooser
 from blizzard.replication.raft.messages import (
     ConfState,
     Entry,
@@ -233,3 +233,43 @@ def test_crash_at_every_fence_keeps_what_was_acknowledged(seed):
         _do(log, op)
         assert _state(log) == _state(model)
     assert images > 25
+
+
+def test_a_segment_linked_by_a_lost_append_is_unlinked_at_recovery():
+    """An append that crossed into a new segment loses power at its fence: the
+    link had committed (a pool transaction), the records had not. Recovery must
+    unlink that segment: else entries later written into the older segment, at
+    indexes the orphan claims to start at, are cut off at the next open (a
+    persisted, acknowledged entry lost) and the orphan leaks."""
+    media = CrashSimMedia(POOL_SIZE)
+    log = PmemStorage(Pool.create(media), segment_bytes=SEGMENT_BYTES)
+    log.save(HardState(1, 1, 0), [Entry(1, i, EntryType.NORMAL, bytes(300)) for i in range(1, 6)])
+    crossing = [Entry(1, 6, EntryType.NORMAL, bytes(300))]  # does not fit: a new segment
+    probe = CrashSimMedia.from_image(media.durable_image())
+    probe_log = PmemStorage(Pool.open(probe), segment_bytes=SEGMENT_BYTES)
+    start = probe.fences
+    probe_log.save(None, crossing)
+    last_fence = probe.fences - start - 1
+    seen = [0]
+
+    def hook(m):
+        if seen[0] == last_fence:
+            m.fence_hook = None
+            raise _Crash(m.crash_image(all_or_nothing(False)))
+        seen[0] += 1
+
+    media.fence_hook = hook
+    with pytest.raises(_Crash) as crashed:
+        log.save(None, crossing)
+    media = CrashSimMedia.from_image(crashed.value.args[0])
+    log = PmemStorage(Pool.open(media), segment_bytes=SEGMENT_BYTES)
+    assert log.last_index() == 5
+    log.check()
+    log.save(HardState(2, 1, 6), [Entry(2, 6, EntryType.NORMAL, b"fits the old segment")])
+    log.check()
+    pool = Pool.open(CrashSimMedia.from_image(media.durable_image()))
+    again = PmemStorage(pool, segment_bytes=SEGMENT_BYTES)
+    assert again.last_index() == 6
+    assert again.entries(6, 7)[0].data == b"fits the old segment"
+    again.check()
+    pool.check()

@@ -1,23 +1,31 @@
-"""RaftNode: drives a Raft core on an asyncio loop.
+"""The node driver: a Raft core wired to its log, its state machine and a transport.
 
-The core decides; this module does the I/O, in the order the ``Ready``
-contract fixes: persist (one fence), send, apply (one pool transaction per
-batch), advance. Everything between ``ready()`` and ``advance()`` is
-synchronous, so nothing else can touch the core in between.
+:class:`Node` does no I/O of its own and owns no timer, thread or event
+loop (sans I/O): whoever runs it calls
 
-What comes in:
+* ``tick()`` every ``tick_s`` (the core's unit of time);
+* ``receive(source, frame)`` for every frame the transport delivers (a frame
+  that does not decode is counted and dropped, the node keeps serving);
+* ``turn()`` soon after ``wake()`` was called -- the node calls the ``wake``
+  it was given whenever it has work (a message stepped, a tick, a proposal);
 
-* ticks, every ``tick_s`` seconds;
-* frames from the transport (a frame that does not decode is counted and
-  dropped, the node keeps serving);
-* proposals and read requests from this process, queued and handed to the
-  core in batches at the next turn of the loop -- many concurrent writers
-  share one AppendEntries round and one fence.
+and the node calls ``transport.send(target, payload)`` (which never blocks)
+and its clock (``clock()``, seconds) for the statistics. A turn does the
+work in the order the core's ``Ready`` contract fixes: persist (one fence),
+send, apply (one pool transaction per batch), advance; nothing can touch
+the core in between, since a turn runs to its end.
 
-A proposal's future resolves when its entry is applied here, recognised by
-the (client id, seq) of its session envelope; a proposal lost to a leader
-change times out at the caller, who retries with the same envelope (the
-session table makes the retry harmless).
+:class:`RaftNode` is the asyncio adapter that the servers use: it ticks with
+``loop.call_later``, turns from a task woken by an event, and offers futures.
+The whole-replica simulator (:mod:`blizzard.sim`) is another
+runner: virtual time, a simulated network, crashes at any fence.
+
+Proposals and reads from this process are queued and handed to the core in
+batches at the next turn -- many concurrent writers share one
+AppendEntries round and one fence. A proposal is settled when its entry is
+applied here, recognised by the (client id, seq) of its session envelope; a
+proposal lost to a leader change is retried by its requester with the same
+envelope (the session table makes the retry harmless).
 """
 
 from __future__ import annotations
@@ -29,8 +37,8 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from blizzard.exceptions import MessageDecodeError, ProposalDroppedError
 from blizzard.replication.base import StateMachine
@@ -47,39 +55,43 @@ PROPOSALS_PER_TURN_MAX = 512
 PENDING_PROPOSALS_MAX = 100_000
 SNAPSHOT_ENTRIES_DEFAULT = 100_000
 
+#: ``callback(key, result, error)``: the outcome of a submitted entry.
+Settled = Callable[[tuple[int, int], Any, BaseException | None], None]
+#: ``callback(error)``: a read barrier passed (``error`` None) or failed.
+ReadDone = Callable[[BaseException | None], None]
+
 
 class NotLeaderError(ProposalDroppedError):
     """No leader is known right now; retry shortly."""
 
 
-def _settle(waiter, key: tuple[int, int], result: Any, error: BaseException | None) -> None:
-    """Deliver an outcome to a future (``propose``) or a ``(callback,)`` (``submit``)."""
-    if waiter is None:
-        return
-    if type(waiter) is tuple:
-        waiter[0](key, result, error)
-    elif not waiter.done():
-        if error is not None:
-            waiter.set_exception(error)
-        else:
-            waiter.set_result(result)
+class Sender(Protocol):
+    """What a node needs of a transport: a send that never blocks (and may drop)."""
+
+    def send(self, target: int, payload: bytes) -> bool: ...
 
 
-class RaftNode:
-    """One member of a Raft cluster, running on the current asyncio loop.
+class Node:
+    """One member of a Raft cluster, driven from outside (see the module docstring).
 
     ``storage`` is the persistent log (``PmemStorage``), ``state_machine``
-    applies committed entries (normally a ``SessionStateMachine``).
+    applies committed entries (normally a ``SessionStateMachine``),
+    ``transport`` carries frames (only its ``send`` is used here).
     """
 
     def __init__(self, node_id: int, *, storage, state_machine: StateMachine,
-                 transport: Transport, tick_s: float = 0.01, election_tick: int = 10,
-                 heartbeat_tick: int = 1, snapshot_entries: int = SNAPSHOT_ENTRIES_DEFAULT,
-                 apply_lock: Any = None, seed: int | None = None) -> None:
+                 transport: Sender, wake: Callable[[], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic, tick_s: float = 0.01,
+                 election_tick: int = 10, heartbeat_tick: int = 1,
+                 snapshot_entries: int = SNAPSHOT_ENTRIES_DEFAULT,
+                 apply_lock: Any = None, seed: int | None = None,
+                 config: dict[str, Any] | None = None) -> None:
         self.node_id = node_id
         self.storage = storage
         self.state_machine = state_machine
         self.transport = transport
+        self.wake: Callable[[], None] = wake or (lambda: None)
+        self.clock = clock
         self.tick_s = tick_s
         self.snapshot_entries = snapshot_entries
         self._apply_lock = apply_lock if apply_lock is not None else contextlib.nullcontext()
@@ -93,58 +105,29 @@ class RaftNode:
         hard_state, _ = storage.initial_state()
         applied = min(applied, hard_state.commit)  # never ahead of what the log vouches for
         applied = max(applied, storage.first_index() - 1)
-        config = Config(id=node_id, election_tick=election_tick, heartbeat_tick=heartbeat_tick,
-                        applied=applied)
-        self.raft = Raft(config, storage, random.Random(seed if seed is not None else node_id))
+        core_config = Config(id=node_id, election_tick=election_tick,
+                             heartbeat_tick=heartbeat_tick, applied=applied, **(config or {}))
+        self.raft = Raft(core_config, storage,
+                         random.Random(seed if seed is not None else node_id))
         self._proposals: deque[bytes] = deque()
-        self._waiting: dict[tuple[int, int], Any] = {}  # key -> Future or (callback,)
-        self._reads: dict[bytes, asyncio.Future] = {}
-        self._reads_at: list[tuple[int, asyncio.Future]] = []
+        self._waiting: dict[tuple[int, int], Settled] = {}
+        self._reads: dict[bytes, ReadDone] = {}
+        self._reads_at: list[tuple[int, ReadDone]] = []
         self._read_ids = itertools.count(1)
-        self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
-        self._ticker: asyncio.TimerHandle | None = None
-        self._running = False
         self.applied = applied
         self.bad_frames = 0
-        self._rate_mark = (time.monotonic(), applied)
+        self._rate_mark = (clock(), applied)
         self.ops_per_s = 0.0
 
-    # -- lifecycle ------------------------------------------------------------------------
+    # -- inputs ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        self._wake = asyncio.Event()
-        self._running = True
-        self.transport.set_receiver(self._receive)
-        await self.transport.start()
-        loop = asyncio.get_running_loop()
-        self._ticker = loop.call_later(self.tick_s, self._tick)
-        self._task = loop.create_task(self._loop())
-
-    async def stop(self) -> None:
-        self._running = False
-        if self._ticker is not None:
-            self._ticker.cancel()
-        if self._task is not None:
-            self._wake.set()
-            await self._task
-        await self.transport.stop()
-        stopped = ProposalDroppedError("the node stopped")
-        for key, waiter in list(self._waiting.items()):
-            _settle(waiter, key, None, stopped)
-        self._waiting.clear()
-        for future in [*self._reads.values(), *(f for _, f in self._reads_at)]:
-            if not future.done():
-                future.set_exception(stopped)
-
-    def _tick(self) -> None:
-        if not self._running:
-            return
+    def tick(self) -> None:
+        """One tick of logical time (call every ``tick_s``)."""
         self.raft.tick()
-        self._wake.set()
-        self._ticker = asyncio.get_running_loop().call_later(self.tick_s, self._tick)
+        self.wake()
 
-    def _receive(self, source: int, frame: bytes) -> None:
+    def receive(self, source: int, frame: bytes) -> None:
+        """A frame from node ``source`` (the transport's receiver)."""
         try:
             msg = messages.decode(frame)
         except MessageDecodeError as exc:
@@ -158,70 +141,51 @@ class RaftNode:
                         self.node_id, source, msg.source, msg.target)
             return
         self.raft.step(msg)
-        self._wake.set()
+        self.wake()
 
-    # -- requests ---------------------------------------------------------------------------
-
-    def propose(self, data: bytes) -> asyncio.Future:
-        """Queue an enveloped entry; the future resolves with its apply result.
-
-        Resubmitting the same envelope (a retry) reuses the pending future.
-        """
+    def submit(self, data: bytes, callback: Settled) -> None:
+        """Queue an enveloped entry; ``callback(key, result, error)`` runs when it is
+        applied here (``error`` None), or when the proposal is dropped for want of
+        a leader (``error`` a :class:`NotLeaderError`). Resubmitting the same
+        envelope replaces the callback."""
         key = tuple(ENVELOPE.unpack_from(data, 0)[1:])
-        future = self._waiting.get(key)
-        if future is None or (type(future) is not tuple and future.done()):
-            future = asyncio.get_running_loop().create_future()
-        self._queue(key, data, future)
-        return future
-
-    def submit(self, data: bytes, callback) -> None:
-        """Queue an enveloped entry; ``callback(key, result, error)`` runs on this
-        loop when it is applied here (``error`` None), or when the proposal is
-        dropped for want of a leader (``error`` a :class:`NotLeaderError`).
-
-        The cheap form of :meth:`propose`: no future per entry.
-        """
-        key = tuple(ENVELOPE.unpack_from(data, 0)[1:])
-        self._queue(key, data, (callback,))
+        if len(self._proposals) >= PENDING_PROPOSALS_MAX:
+            raise ProposalDroppedError("too many pending proposals")
+        self._waiting[key] = callback
+        self._proposals.append(data)
+        self.wake()
 
     def forget(self, key: tuple[int, int]) -> None:
         """Stop waiting for the entry of ``key`` (its requester gave up)."""
         self._waiting.pop(key, None)
 
-    def _queue(self, key: tuple[int, int], data: bytes, waiter) -> None:
-        if len(self._proposals) >= PENDING_PROPOSALS_MAX:
-            raise ProposalDroppedError("too many pending proposals")
-        self._waiting[key] = waiter
-        self._proposals.append(data)
-        self._wake.set()
-
-    def read_barrier(self) -> asyncio.Future:
-        """Resolves once this node has applied everything committed before the call."""
+    def read(self, callback: ReadDone) -> None:
+        """``callback(None)`` once this node has applied everything committed
+        before the call; ``callback(error)`` if no leader is known."""
         context = next(self._read_ids).to_bytes(8, "little") + self.node_id.to_bytes(8, "little")
-        future = asyncio.get_running_loop().create_future()
         try:
             self.raft.read_index(context)
         except ProposalDroppedError as exc:
-            future.set_exception(NotLeaderError(str(exc)))
-            return future
-        self._reads[context] = future
-        self._wake.set()
-        return future
+            callback(NotLeaderError(str(exc)))
+            return
+        self._reads[context] = callback
+        self.wake()
 
-    # -- the loop ---------------------------------------------------------------------------
+    def fail_pending(self, error: BaseException) -> None:
+        """Answer every waiting proposal and read with ``error`` (the node stops)."""
+        waiting, self._waiting = self._waiting, {}
+        for key, callback in waiting.items():
+            callback(key, None, error)
+        reads = [*self._reads.values(), *(done for _, done in self._reads_at)]
+        self._reads, self._reads_at = {}, []
+        for done in reads:
+            done(error)
 
-    async def _loop(self) -> None:
-        wake = self._wake
-        while self._running:
-            await wake.wait()
-            wake.clear()
-            try:
-                self._turn()
-            except Exception:
-                log.exception("node %d: error while processing a Ready", self.node_id)
-                raise
+    # -- a turn ---------------------------------------------------------------------------
 
-    def _turn(self) -> None:
+    def turn(self) -> None:
+        """Do the work pending: hand queued proposals to the core, then carry out
+        every Ready (persist, send, apply, advance)."""
         raft = self.raft
         if self._proposals:
             batch = [self._proposals.popleft()
@@ -231,7 +195,7 @@ class RaftNode:
             except ProposalDroppedError as exc:
                 self._fail(batch, exc)
             if self._proposals:
-                self._wake.set()
+                self.wake()
         while raft.has_ready():
             rd = raft.ready()
             self._persist(rd)
@@ -247,7 +211,9 @@ class RaftNode:
         error = NotLeaderError(str(exc))
         for data in batch:
             key = tuple(ENVELOPE.unpack_from(data, 0)[1:])
-            _settle(self._waiting.pop(key, None), key, None, error)
+            callback = self._waiting.pop(key, None)
+            if callback is not None:
+                callback(key, None, error)
 
     def _persist(self, rd) -> None:
         if rd.snapshot is not None:
@@ -276,21 +242,21 @@ class RaftNode:
                 for (_, data), result in zip(batch, results, strict=True):
                     if data:
                         key = tuple(unpack(data, 0)[1:])
-                        waiter = waiting.pop(key, None)
-                        if waiter is not None:
-                            _settle(waiter, key, result, None)
+                        callback = waiting.pop(key, None)
+                        if callback is not None:
+                            callback(key, result, None)
             self.applied = committed[-1].index
         for state in rd.read_states:
-            future = self._reads.pop(state.context, None)
-            if future is not None:
-                self._reads_at.append((state.index, future))
+            done = self._reads.pop(state.context, None)
+            if done is not None:
+                self._reads_at.append((state.index, done))
         if self._reads_at:
-            ready = [f for index, f in self._reads_at if index <= self.applied]
+            applied = self.applied
+            ready = [done for index, done in self._reads_at if index <= applied]
             if ready:
-                self._reads_at = [(i, f) for i, f in self._reads_at if i > self.applied]
-                for future in ready:
-                    if not future.done():
-                        future.set_result(None)
+                self._reads_at = [(i, d) for i, d in self._reads_at if i > applied]
+                for done in ready:
+                    done(None)
 
     def _maybe_compact(self) -> None:
         storage = self.storage
@@ -304,7 +270,7 @@ class RaftNode:
     def status(self) -> dict[str, Any]:
         """Role, term, indexes, log size, followers' progress, recent ops/s."""
         raft = self.raft
-        now = time.monotonic()
+        now = self.clock()
         mark_time, mark_applied = self._rate_mark
         if now - mark_time >= 1.0:
             self.ops_per_s = (self.applied - mark_applied) / (now - mark_time)
@@ -325,3 +291,95 @@ class RaftNode:
         if raft.role == Role.LEADER:
             status["match"] = {pid: pr.match for pid, pr in raft.prs.items()}
         return status
+
+
+class RaftNode(Node):
+    """A :class:`Node` run by the current asyncio loop, over an asyncio transport.
+
+    ``start()`` starts the transport, a ticker (``loop.call_later``) and the
+    task that turns the node whenever it is woken; ``propose`` and
+    ``read_barrier`` return futures.
+    """
+
+    def __init__(self, node_id: int, *, transport: Transport, **kwargs: Any) -> None:
+        super().__init__(node_id, transport=transport, **kwargs)
+        self._event: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+        self._running = False
+        self._futures: dict[tuple[int, int], asyncio.Future] = {}
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+        self.wake = self._event.set
+        self._running = True
+        self.transport.set_receiver(self.receive)
+        await self.transport.start()
+        self._ticker = loop.call_later(self.tick_s, self._tick)
+        self._task = loop.create_task(self._loop())
+
+    async def stop(self) -> None:
+        self._running = False
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._task is not None:
+            self._event.set()
+            await self._task
+        await self.transport.stop()
+        self.fail_pending(ProposalDroppedError("the node stopped"))
+
+    def _tick(self) -> None:
+        if not self._running:
+            return
+        self.tick()
+        self._ticker = asyncio.get_running_loop().call_later(self.tick_s, self._tick)
+
+    async def _loop(self) -> None:
+        event = self._event
+        while self._running:
+            await event.wait()
+            event.clear()
+            try:
+                self.turn()
+            except Exception:
+                log.exception("node %d: error while processing a Ready", self.node_id)
+                raise
+
+    def propose(self, data: bytes) -> asyncio.Future:
+        """Queue an enveloped entry; the future resolves with its apply result.
+
+        Resubmitting the same envelope (a retry) reuses the pending future.
+        """
+        key = tuple(ENVELOPE.unpack_from(data, 0)[1:])
+        future = self._futures.get(key)
+        if future is None or future.done():
+            future = asyncio.get_running_loop().create_future()
+            self._futures[key] = future
+        self.submit(data, self._settle_future)
+        return future
+
+    def _settle_future(self, key: tuple[int, int], result: Any,
+                       error: BaseException | None) -> None:
+        future = self._futures.pop(key, None)
+        if future is None or future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def read_barrier(self) -> asyncio.Future:
+        """Resolves once this node has applied everything committed before the call."""
+        future = asyncio.get_running_loop().create_future()
+
+        def done(error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(None)
+
+        self.read(done)
+        return future

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import builtins
 import struct
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from blizzard import exceptions
@@ -164,16 +165,21 @@ class SessionStateMachine:
         """
         parts = [SNAPSHOT_MAGIC, b"", b""]
         count = 0
-        for i in range(self._capacity):
-            client = int.from_bytes(self._buf[self._slots + i * SLOT_SIZE:][:8], "little")
-            if client:
-                seq, kind, data = self._lookup(client)
-                parts.append(_SNAP_SESSION.pack(client, seq, kind, len(data)) + data)
-                count += 1
+        for client, seq, kind, data in self.sessions():
+            parts.append(_SNAP_SESSION.pack(client, seq, kind, len(data)) + data)
+            count += 1
         parts[1] = self.last_applied.to_bytes(8, "little")
         parts[2] = count.to_bytes(4, "little")
         parts.append(self._inner.snapshot())
         return b"".join(parts)
+
+    def sessions(self) -> Iterator[tuple[int, int, int, bytes]]:
+        """``(client, last seq, result kind, result bytes)`` of every session, in slot order."""
+        buf = self._buf
+        for i in range(self._capacity):
+            client = int.from_bytes(buf[self._slots + i * SLOT_SIZE:][:8], "little")
+            if client:
+                yield (client, *self._lookup(client))
 
     def restore(self, data: bytes) -> None:
         """Replace sessions and state by a :meth:`snapshot`, in one transaction."""

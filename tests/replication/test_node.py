@@ -1,0 +1,109 @@
+"""The node driver without I/O: three Nodes wired by hand, no event loop, no clock.
+
+What runs a node (asyncio, the simulator, a DPDK poller) only calls tick(),
+receive() and turn(), and gives it a send(); this test is such a runner.
+"""
+
+from __future__ import annotations
+
+from blizzard.exceptions import ProposalDroppedError
+from blizzard.pmem import DramMedia, Pool
+from blizzard.replication.node import Node, NotLeaderError
+from blizzard.replication.raft.core import Role
+from blizzard.replication.raft.messages import ConfState
+from blizzard.replication.raft.pmem_storage import PmemStorage
+from blizzard.replication.sessions import SessionStateMachine, wrap
+from blizzard.structures import ops, registry_for
+
+IDS = (1, 2, 3)
+
+
+class Wire:
+    """Frames queued per target; delivered when the test says so."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, int, bytes]] = []
+
+    def endpoint(self, source: int):
+        wire = self
+
+        class Endpoint:
+            def send(self, target: int, payload: bytes) -> bool:
+                wire.frames.append((source, target, payload))
+                return True
+
+        return Endpoint()
+
+
+def cluster():
+    wire = Wire()
+    woken: set[int] = set()
+    nodes = {}
+    for i in IDS:
+        data, log = Pool.create(DramMedia(4 << 20)), Pool.create(DramMedia(4 << 20))
+        storage = PmemStorage(log, conf_state=ConfState(IDS), segment_bytes=1 << 16)
+        nodes[i] = Node(i, storage=storage,
+                        state_machine=SessionStateMachine(registry_for(data), data),
+                        transport=wire.endpoint(i), wake=lambda i=i: woken.add(i),
+                        clock=lambda: 0.0, seed=i)
+
+    def run(ticks: int = 0) -> None:
+        for _ in range(max(ticks, 1)):
+            if ticks:
+                for node in nodes.values():
+                    node.tick()
+            for _ in range(20):
+                while woken:
+                    nodes[woken.pop()].turn()
+                frames, wire.frames = wire.frames, []
+                for source, target, payload in frames:
+                    nodes[target].receive(source, payload)
+                if not frames and not woken:
+                    break
+
+    return nodes, run
+
+
+def test_three_nodes_elect_replicate_and_answer_without_an_event_loop():
+    nodes, run = cluster()
+    run(ticks=40)
+    leaders = [n for n in nodes.values() if n.raft.role == Role.LEADER]
+    assert len(leaders) == 1
+    follower = next(n for n in nodes.values() if n.raft.role != Role.LEADER)
+    answers = []
+    create = ops.encode(ops.Op("m", ops.OpCode.CREATE, (b"phashmap", b"bytes", b"bytes")))
+    put = ops.encode(ops.Op("m", ops.OpCode.MAP_PUT, (b"k", b"v")))
+    follower.submit(wrap(7, 1, create), lambda key, result, error: answers.append((key, error)))
+    run()
+    follower.submit(wrap(7, 2, put), lambda key, result, error: answers.append((key, error)))
+    run()
+    assert answers == [((7, 1), None), ((7, 2), None)]
+    reads = []
+    follower.read(reads.append)
+    run(ticks=3)
+    assert reads == [None]
+    applied = {n.applied for n in nodes.values()}
+    assert len(applied) == 1
+    for node in nodes.values():
+        core = node.state_machine._inner.core("m")
+        assert core.get(b"k") == b"v"
+
+
+def test_no_leader_fails_requests_clearly():
+    nodes, run = cluster()
+    node = nodes[1]
+    answers = []
+    node.read(answers.append)
+    assert isinstance(answers[0], NotLeaderError)
+    node.submit(wrap(1, 1, b"x"), lambda key, result, error: answers.append(error))
+    run()
+    assert isinstance(answers[1], NotLeaderError)
+    assert isinstance(answers[1], ProposalDroppedError)
+
+
+def test_a_malformed_frame_is_counted_and_dropped():
+    nodes, run = cluster()
+    nodes[1].receive(2, b"\xffgarbage")
+    assert nodes[1].bad_frames == 1
+    run(ticks=40)
+    assert sum(n.raft.role == Role.LEADER for n in nodes.values()) == 1

@@ -174,6 +174,26 @@ class Transaction:
             self._words.add(word)
             self.add(word << 3, 8)
 
+    def observe(self, callback: Callable[[int, int], None] | None) -> None:
+        """Call ``callback(off, n)`` before every range is undo-logged or marked
+        fresh (None: stop). Costs nothing while off: the log's own methods are
+        swapped for wrappers only while on."""
+        log = self._log
+        if callback is None:
+            self._log_add, self._log_touch = log.add, log.touch
+            return
+        add, touch = log.add, log.touch
+
+        def observed_add(off: int, n: int) -> int:
+            callback(off, n)
+            return add(off, n)
+
+        def observed_touch(off: int, n: int) -> None:
+            callback(off, n)
+            touch(off, n)
+
+        self._log_add, self._log_touch = observed_add, observed_touch
+
     def _touch(self, off: int, n: int) -> None:
         """Flush ``[off, off+n)`` at commit (fresh memory: nothing to undo)."""
         self._log_touch(off, n)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 import uuid as uuidlib
+from collections.abc import Callable
 from pathlib import Path
 from zlib import crc32
 
@@ -32,6 +33,7 @@ from blizzard.exceptions import (
     PoolLayoutError,
     PoolTruncatedError,
     PoolVersionError,
+    TransactionError,
 )
 from blizzard.pmem import _layout as L
 from blizzard.pmem._alloc import Allocator
@@ -71,6 +73,7 @@ class Pool:
         #: block that sees an exception must not trust the pool until then),
         #: so volatile caches built on the pool can be rebuilt.
         self.abort_hooks: list = []
+        self._untracked_flush: tuple | None = None  # (flush, was an instance attribute)
         try:
             self._read_header(layout)
             self._u64 = media.buf[: self.size].cast("Q")
@@ -238,6 +241,57 @@ class Pool:
         if self._closed:
             raise PoolClosedError("the pool is closed")
         return self._tx
+
+    def reload(self) -> None:
+        """The pool's bytes were replaced wholesale, between transactions (a
+        snapshot image was copied in): read them again as :meth:`open` does --
+        header, recovery, allocator, directory. The geometry must be the same
+        (:class:`PoolCorruptError` otherwise); caches built on the pool are the
+        caller's to rebuild."""
+        if self._tx.active:
+            raise TransactionError("reload() inside a transaction")
+        geometry = (self.size, self._log_off, self._dir_off, self._table_off, self._heap_off,
+                    self._nchunks)
+        self._read_header(self.layout)
+        if (self.size, self._log_off, self._dir_off, self._table_off, self._heap_off,
+                self._nchunks) != geometry:
+            raise PoolCorruptError("the pool's geometry changed under it")
+        self.recovered_entries = roll_back(self)
+        self._allocator = Allocator(self._u64, self.buf, table_off=self._table_off,
+                                    heap_off=self._heap_off, nchunks=self._nchunks)
+        self._free_stale_log_segments()
+        self._directory = Directory(self.buf, self._dir_off, self._dir_entries)
+        self._tx._release()
+        self._tx = Transaction(self)
+
+    def track_writes(self, callback: Callable[[int, int], None] | None) -> None:
+        """Call ``callback(off, n)`` for every range of the pool written from now
+        on (None: stop): before a range is undo-logged or handed out fresh, and
+        after a direct ``media.flush`` -- every persistent write is one of those.
+        For copying a live pool (:class:`~blizzard.pmem.image.PoolImage`).
+        Writes to the undo log and the chunk table by the log itself are not
+        reported: a copy takes those regions whole, between transactions.
+        """
+        self._tx.observe(callback)
+        media = self.media
+        if callback is None:
+            original = self._untracked_flush
+            if original is not None:
+                if original[1]:
+                    media.flush = original[0]
+                else:
+                    del media.flush
+                self._untracked_flush = None
+            return
+        if self._untracked_flush is None:
+            self._untracked_flush = (media.flush, "flush" in vars(media))
+        flush = self._untracked_flush[0]
+
+        def tracked_flush(off: int, n: int) -> None:
+            flush(off, n)
+            callback(off, n)
+
+        media.flush = tracked_flush
 
     def _abort(self) -> None:
         """Roll back the live transaction and rebuild the volatile indexes."""

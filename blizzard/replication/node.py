@@ -23,9 +23,11 @@ runner: virtual time, a simulated network, crashes at any fence.
 Proposals and reads from this process are queued and handed to the core in
 batches at the next turn -- many concurrent writers share one
 AppendEntries round and one fence. A proposal is settled when its entry is
-applied here, recognised by the (client id, seq) of its session envelope; a
-proposal lost to a leader change is retried by its requester with the same
-envelope (the session table makes the retry harmless).
+applied here, recognised by the (client id, seq) of its session envelope.
+When a new leader becomes known, every entry still waiting is proposed
+again at once, since the old leader may have taken it down with it; the
+requester's own retry with the same envelope remains for frames lost
+otherwise. The session table applies an envelope proposed twice once.
 """
 
 from __future__ import annotations
@@ -44,7 +46,16 @@ from blizzard.exceptions import MessageDecodeError, ProposalDroppedError
 from blizzard.replication.base import StateMachine
 from blizzard.replication.raft import messages
 from blizzard.replication.raft.core import Config, Raft, Role
+from blizzard.replication.raft.messages import NONE, ConfChange, ConfState, MsgSnap, SnapshotMeta
 from blizzard.replication.sessions import ENVELOPE
+from blizzard.replication.snapshots import (
+    SEND_BYTES_PER_TURN,
+    ImageJob,
+    ImageReceiver,
+    SnapshotInstallError,
+    StateImages,
+    is_stream_frame,
+)
 from blizzard.replication.transport.base import Transport
 
 log = logging.getLogger("blizzard.node")
@@ -54,11 +65,14 @@ log = logging.getLogger("blizzard.node")
 PROPOSALS_PER_TURN_MAX = 512
 PENDING_PROPOSALS_MAX = 100_000
 SNAPSHOT_ENTRIES_DEFAULT = 100_000
+SNAPSHOT_TAIL_ENTRIES_DEFAULT = 5_000  # as etcd's snapshot catch-up entries
 
 #: ``callback(key, result, error)``: the outcome of a submitted entry.
 Settled = Callable[[tuple[int, int], Any, BaseException | None], None]
 #: ``callback(error)``: a read barrier passed (``error`` None) or failed.
 ReadDone = Callable[[BaseException | None], None]
+#: ``callback(change, conf_state)``: a membership change was applied here.
+ConfChanged = Callable[[ConfChange, ConfState], None]
 
 
 class NotLeaderError(ProposalDroppedError):
@@ -84,6 +98,8 @@ class Node:
                  clock: Callable[[], float] = time.monotonic, tick_s: float = 0.01,
                  election_tick: int = 10, heartbeat_tick: int = 1,
                  snapshot_entries: int = SNAPSHOT_ENTRIES_DEFAULT,
+                 snapshot_tail_entries: int = SNAPSHOT_TAIL_ENTRIES_DEFAULT,
+                 images: StateImages | None = None,
                  apply_lock: Any = None, seed: int | None = None,
                  config: dict[str, Any] | None = None) -> None:
         self.node_id = node_id
@@ -94,13 +110,15 @@ class Node:
         self.clock = clock
         self.tick_s = tick_s
         self.snapshot_entries = snapshot_entries
+        self.snapshot_tail_entries = snapshot_tail_entries
+        self.images = images
         self._apply_lock = apply_lock if apply_lock is not None else contextlib.nullcontext()
         applied = state_machine.last_applied
         snapshot = storage.snapshot()
         if applied < snapshot.meta.index:
             # A crash between installing a snapshot in the log and in the
             # state machine: finish the job.
-            state_machine.restore(snapshot.data)
+            self._restore(snapshot)
             applied = state_machine.last_applied
         hard_state, _ = storage.initial_state()
         applied = min(applied, hard_state.commit)  # never ahead of what the log vouches for
@@ -110,12 +128,22 @@ class Node:
         self.raft = Raft(core_config, storage,
                          random.Random(seed if seed is not None else node_id))
         self._proposals: deque[bytes] = deque()
-        self._waiting: dict[tuple[int, int], Settled] = {}
+        # key -> (callback, entry): the entry is proposed again if the leader changes
+        self._waiting: dict[tuple[int, int], tuple[Settled, bytes]] = {}
+        self._leader = NONE  # the leader the waiting entries were last proposed to
         self._reads: dict[bytes, ReadDone] = {}
         self._reads_at: list[tuple[int, ReadDone]] = []
         self._read_ids = itertools.count(1)
         self.applied = applied
         self.bad_frames = 0
+        #: Called (on the node's loop) for every membership change applied here.
+        self.on_conf_change: ConfChanged | None = None
+        self._conf_waiting: dict[int, tuple[bytes, ReadDone]] = {}  # index -> (entry, callback)
+        self.reproposed = 0  # entries proposed again after a leader change
+        self._image_job: ImageJob | None = None  # the leader's image for lagging followers
+        self._receiver = ImageReceiver(node_id, images) if images is not None else None
+        self.snapshots_sent = 0
+        self.snapshots_installed = 0
         self._rate_mark = (clock(), applied)
         self.ops_per_s = 0.0
 
@@ -128,6 +156,16 @@ class Node:
 
     def receive(self, source: int, frame: bytes) -> None:
         """A frame from node ``source`` (the transport's receiver)."""
+        if self._receiver is not None and is_stream_frame(frame):
+            msg = self._receiver.receive(source, frame)
+            if msg is not None:  # a complete image: the core takes it as a snapshot...
+                self.raft.step(msg)
+                if self.raft.log.pending_snapshot is None:
+                    # ...unless it needs none by now (it caught up meanwhile, or the
+                    # image is of an older leader): the image goes, nothing waits on it
+                    self.images.discard()
+                self.wake()
+            return
         try:
             msg = messages.decode(frame)
         except MessageDecodeError as exc:
@@ -151,7 +189,7 @@ class Node:
         key = tuple(ENVELOPE.unpack_from(data, 0)[1:])
         if len(self._proposals) >= PENDING_PROPOSALS_MAX:
             raise ProposalDroppedError("too many pending proposals")
-        self._waiting[key] = callback
+        self._waiting[key] = (callback, data)
         self._proposals.append(data)
         self.wake()
 
@@ -171,13 +209,33 @@ class Node:
         self._reads[context] = callback
         self.wake()
 
+    def propose_conf_change(self, change: ConfChange, callback: ReadDone) -> None:
+        """Propose a membership change; this node must lead. ``callback(None)``
+        once it is applied here, ``callback(error)`` if another entry took its
+        index (a leader change). Raises :class:`NotLeaderError` elsewhere,
+        ``ProposalDroppedError`` while another change is pending."""
+        raft = self.raft
+        if raft.role != Role.LEADER:
+            raise NotLeaderError(f"node {self.node_id} does not lead (leader: {raft.lead})")
+        raft.propose_conf_change(change)
+        self._conf_waiting[raft.log.last_index()] = (change.encode(), callback)
+        self.wake()
+
+    def transfer_leadership(self, target: int) -> None:
+        """Ask the core to hand leadership to ``target`` (this node must lead)."""
+        if self.raft.role != Role.LEADER:
+            raise NotLeaderError(f"node {self.node_id} does not lead (leader: {self.raft.lead})")
+        self.raft.transfer_leadership(target)
+        self.wake()
+
     def fail_pending(self, error: BaseException) -> None:
         """Answer every waiting proposal and read with ``error`` (the node stops)."""
         waiting, self._waiting = self._waiting, {}
-        for key, callback in waiting.items():
+        for key, (callback, _) in waiting.items():
             callback(key, None, error)
-        reads = [*self._reads.values(), *(done for _, done in self._reads_at)]
-        self._reads, self._reads_at = {}, []
+        reads = [*self._reads.values(), *(done for _, done in self._reads_at),
+                 *(done for _, done in self._conf_waiting.values())]
+        self._reads, self._reads_at, self._conf_waiting = {}, [], {}
         for done in reads:
             done(error)
 
@@ -202,18 +260,87 @@ class Node:
             send = self.transport.send
             encode = messages.encode
             for msg in rd.messages:
+                if type(msg) is MsgSnap and not msg.snapshot.data and self.images is not None:
+                    self._image_for(msg.target)  # a data-less snapshot: send an image instead
+                    continue
                 send(msg.target, encode(msg))
             self._apply(rd)
             raft.advance(rd)
+        if raft.lead != self._leader:
+            self._leader_changed(raft.lead)
+        if self._image_job is not None:
+            self._image_work()
         self._maybe_compact()
+
+    # -- images for lagging followers (see blizzard.replication.snapshots) ----------------
+
+    def _image_for(self, target: int) -> None:
+        if self._image_job is None:
+            self._image_job = ImageJob(self.images.pool)
+        self._image_job.add_target(target)
+
+    def _image_work(self) -> None:
+        """One slice of copying, or of sending; between Readys, so the pool is quiet."""
+        job = self._image_job
+        raft = self.raft
+        if raft.role != Role.LEADER:
+            job.close()  # only a leader sends snapshots; the next one makes its own
+            self._image_job = None
+            return
+        if not job.finished:
+            if job.step():
+                index = self.applied
+                meta = SnapshotMeta(index, raft.log.term(index), raft.conf_state_at(index))
+                job.finish(meta, raft.term)
+            self.wake()
+            return
+        send = self.transport.send
+        budget = SEND_BYTES_PER_TURN
+        for target, sender in list(job.senders.items()):
+            if target not in raft.prs:
+                del job.senders[target]  # removed from the cluster meanwhile
+                continue
+            budget -= sender.pump(send, max(budget, 0))
+            if sender.done:
+                del job.senders[target]
+                self.snapshots_sent += 1
+        if job.senders:
+            self.wake()
+        else:
+            job.close()
+            self._image_job = None
+
+    def _leader_changed(self, leader: int) -> None:
+        """A new leader is known: propose every waiting entry again, now.
+
+        An entry forwarded to (or appended by) the old leader may be lost
+        with it; waiting for the requester to time out would stall writes
+        for that long after every election. The same envelope proposed
+        twice is applied once (the session table), so there is no harm in
+        proposing what the new leader may already hold.
+        """
+        self._leader = leader
+        if self._reads:
+            # ReadIndex requests sent to the old leader may never be answered
+            reads, self._reads = self._reads, {}
+            error = NotLeaderError("the leader changed before the read was confirmed")
+            for done in reads.values():
+                done(error)
+        if leader == NONE or not self._waiting:
+            return
+        queued = set(self._proposals)
+        again = [data for _, data in self._waiting.values() if data not in queued]
+        self._proposals.extend(again)
+        self.reproposed += len(again)
+        self.wake()
 
     def _fail(self, batch: Sequence[bytes], exc: Exception) -> None:
         error = NotLeaderError(str(exc))
         for data in batch:
             key = tuple(ENVELOPE.unpack_from(data, 0)[1:])
-            callback = self._waiting.pop(key, None)
-            if callback is not None:
-                callback(key, None, error)
+            waiter = self._waiting.pop(key, None)
+            if waiter is not None:
+                waiter[0](key, None, error)
 
     def _persist(self, rd) -> None:
         if rd.snapshot is not None:
@@ -225,9 +352,22 @@ class Node:
         with self._apply_lock:
             self._apply_locked(rd)
 
+    def _restore(self, snapshot) -> None:
+        """Replace the state machine by ``snapshot``: its data, or the image
+        received for it (a data-less snapshot)."""
+        if snapshot.data or self.images is None:
+            self.state_machine.restore(snapshot.data)
+            return
+        self.images.install(snapshot.meta.index)
+        if self.state_machine.last_applied < snapshot.meta.index:
+            raise SnapshotInstallError(
+                f"the image installed for index {snapshot.meta.index} holds only "
+                f"{self.state_machine.last_applied}")
+        self.snapshots_installed += 1
+
     def _apply_locked(self, rd) -> None:
         if rd.snapshot is not None:
-            self.state_machine.restore(rd.snapshot.data)
+            self._restore(rd.snapshot)
             self.applied = rd.snapshot.meta.index
         committed = rd.committed_entries
         if committed:
@@ -242,10 +382,14 @@ class Node:
                 for (_, data), result in zip(batch, results, strict=True):
                     if data:
                         key = tuple(unpack(data, 0)[1:])
-                        callback = waiting.pop(key, None)
-                        if callback is not None:
-                            callback(key, result, None)
+                        waiter = waiting.pop(key, None)
+                        if waiter is not None:
+                            waiter[0](key, result, None)
             self.applied = committed[-1].index
+            if self.on_conf_change is not None or self._conf_waiting:
+                for entry in committed:
+                    if entry.type != normal:
+                        self._conf_applied(entry)
         for state in rd.read_states:
             done = self._reads.pop(state.context, None)
             if done is not None:
@@ -258,12 +402,42 @@ class Node:
                 for done in ready:
                     done(None)
 
+    def _conf_applied(self, entry) -> None:
+        waiting = self._conf_waiting.pop(entry.index, None)
+        if waiting is not None:
+            data, done = waiting
+            done(None if data == entry.data else ProposalDroppedError(
+                "the membership change lost its place in the log to a new leader's entry"))
+        if self.on_conf_change is not None:
+            raft = self.raft
+            self.on_conf_change(ConfChange.decode(entry.data),
+                                ConfState(tuple(sorted(raft.voters)), tuple(sorted(raft.learners))))
+
     def _maybe_compact(self) -> None:
+        """Forget applied entries once there are more than ``snapshot_entries``
+        of them, keeping the last ``snapshot_tail_entries`` (a follower briefly
+        away catches up from those, without a snapshot).
+
+        With ``images``, the state machine's pool is its own snapshot: the log
+        records only the index, term and membership (nothing is copied: O(1)
+        but for freeing segments); a follower that needs more gets an image.
+        Without, the snapshot holds ``state_machine.snapshot()``, a copy of the
+        state as applied now, so it is taken at the applied index (no tail).
+        """
         storage = self.storage
-        if self.applied - storage.first_index() + 1 <= self.snapshot_entries:
+        first = storage.first_index()
+        if self.images is None:  # the snapshot's data is the state now: no tail
+            if self.applied - first + 1 > self.snapshot_entries:
+                index = min(self.applied, storage.last_index())
+                self.raft.compact(index, self.state_machine.snapshot())
             return
-        index = min(self.applied, storage.last_index())
-        self.raft.compact(index, self.state_machine.snapshot())
+        if self.applied - first + 1 <= self.snapshot_entries + self.snapshot_tail_entries:
+            return
+        index = min(self.applied - self.snapshot_tail_entries, storage.last_index())
+        if self._image_job is not None and self._image_job.finished:
+            index = min(index, self._image_job.meta.index)  # its followers go on from there
+        if index >= first:
+            self.raft.compact(index, b"")
 
     # -- inspection ---------------------------------------------------------------------------
 
@@ -287,6 +461,13 @@ class Node:
             "log_entries": self.storage.last_index() - self.storage.first_index() + 1,
             "ops_per_s": round(self.ops_per_s, 1),
             "bad_frames": self.bad_frames,
+            "reproposed": self.reproposed,
+            "snapshots_sent": self.snapshots_sent,
+            "snapshots_installed": self.snapshots_installed,
+            "snapshots_refused": self._receiver.installs_refused if self._receiver else 0,
+            "snapshot_error": self._receiver.last_error if self._receiver else None,
+            "voters": sorted(raft.voters),
+            "learners": sorted(raft.learners),
         }
         if raft.role == Role.LEADER:
             status["match"] = {pid: pr.match for pid, pr in raft.prs.items()}
@@ -328,6 +509,9 @@ class RaftNode(Node):
             await self._task
         await self.transport.stop()
         self.fail_pending(ProposalDroppedError("the node stopped"))
+        if self._image_job is not None:
+            self._image_job.close()
+            self._image_job = None
 
     def _tick(self) -> None:
         if not self._running:

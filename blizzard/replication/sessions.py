@@ -145,13 +145,22 @@ class SessionStateMachine:
                 _HEADER.pack_into(self._buf, off, MAGIC, 0, capacity)
                 tx.set_root(ROOT, off, TAG)
             root = pool.root(ROOT)
-        if root.tag != TAG:
-            raise EnvelopeError(f"root {ROOT!r} holds {root.tag!r}, not a session table")
+        self._bind(root)
+
+    def _bind(self, root) -> None:
+        if root is None or root.tag != TAG:
+            raise EnvelopeError(f"root {ROOT!r} is not a session table")
         magic, self._applied, self._capacity = _HEADER.unpack_from(self._buf, root.off)
         if magic != MAGIC:
             raise exceptions.PoolCorruptError(f"session table has magic {magic!r}")
         self._off = root.off
         self._slots = root.off + HEADER_SIZE
+
+    def reload(self) -> None:
+        """The pool was replaced wholesale (a snapshot image): read the table
+        again, and have the inner state machine do the same."""
+        self._bind(self._pool.root(ROOT))
+        self._inner.reload()
 
     @property
     def last_applied(self) -> int:

@@ -154,6 +154,9 @@ class _RecordingRegistry:
     def restore(self, data: bytes) -> None:
         self.registry.restore(data)
 
+    def reload(self) -> None:
+        self.registry.reload()
+
 
 def recording_state_machine(registry, pool, node_id: int, log: AppliedLog, *,
                             capacity: int) -> RecordingStateMachine:

@@ -28,10 +28,12 @@ from collections.abc import Callable
 
 from blizzard.pmem import Pool
 from blizzard.pmem.crashsim import CrashSimMedia, all_or_nothing, random_chooser
+from blizzard.pmem.image import geometry, used_pieces
 from blizzard.replication.node import Node
 from blizzard.replication.raft.messages import ConfState
 from blizzard.replication.raft.pmem_storage import PmemStorage
 from blizzard.replication.sessions import SessionStateMachine
+from blizzard.replication.snapshots import SnapshotInstallError
 from blizzard.sim.checks import AppliedLog, recording_state_machine
 from blizzard.sim.network import Network
 from blizzard.structures import registry_for
@@ -63,7 +65,12 @@ class Replica:
         self.rng = rng
         self.params = params
         self.clock = clock
-        self.images: tuple[bytes, bytes] | None = None  # what a restart opens (None: fresh)
+        self.disks: tuple[bytes, bytes] | None = None  # what a restart opens (None: fresh)
+        # A snapshot image being received, "the file beside the pool": kept across
+        # crashes once complete (``incoming_ready`` its index), dropped before.
+        self.incoming: bytearray | None = None
+        self.incoming_ready: int | None = None
+        self.machine = None
         self.node: Node | None = None
         self.pool: Pool | None = None
         self.log_pool: Pool | None = None
@@ -87,18 +94,23 @@ class Replica:
         May raise :class:`ReplicaCrash` if an armed crash strikes during recovery.
         """
         params = self.params
-        if self.images is None:
+        if self.disks is None:
             data = CrashSimMedia(params["data_pool_bytes"])
             log = CrashSimMedia(params["log_pool_bytes"])
         else:
-            data, log = (CrashSimMedia.from_image(image) for image in self.images)
+            data, log = (CrashSimMedia.from_image(image) for image in self.disks)
         self._medias = (data, log)
         data.fence_hook = log.fence_hook = self._fence
         self.boots += 1
-        if self.images is None:
+        if self.disks is None:
             pool = Pool.create(data, layout=DATA_LAYOUT)
             log_pool = Pool.create(log, layout=LOG_LAYOUT)
         else:
+            if self.incoming_ready is not None:  # an install a crash interrupted: again
+                _copy_image(self.incoming, data.buf, data.flush)
+                data.drain()
+                self.incoming = self.incoming_ready = None
+            self.incoming = None  # an image never completed is of no use
             pool = Pool.open(data, layout=DATA_LAYOUT)
             log_pool = Pool.open(log, layout=LOG_LAYOUT)
         registry = registry_for(pool)
@@ -112,10 +124,13 @@ class Replica:
                     clock=self.clock, election_tick=params["election_tick"],
                     heartbeat_tick=params["heartbeat_tick"],
                     snapshot_entries=params["snapshot_entries"],
+                    snapshot_tail_entries=params["snapshot_tail_entries"],
+                    images=SimImages(self) if params["images"] else None,
                     seed=self.rng.getrandbits(32),
                     config={"entries_per_msg_max": params["entries_per_msg_max"],
                             "inflight_max": params["inflight_max"]})
         self.pool, self.log_pool, self.registry, self.sessions = pool, log_pool, registry, sessions
+        self.machine = machine
         self.node = node
         self.check()
         machine.record_state()  # what recovery left must equal the others' at that index
@@ -160,7 +175,7 @@ class Replica:
         self.crashes[kind] += 1
         chooser = (all_or_nothing(True) if kind == PROCESS
                    else random_chooser(self.rng.getrandbits(32)))
-        self.images = tuple(media.crash_image(chooser) for media in self._medias)
+        self.disks = tuple(media.crash_image(chooser) for media in self._medias)
 
     def crashed(self) -> None:
         """A :class:`ReplicaCrash` unwound the replica: drop the dead process."""
@@ -170,6 +185,7 @@ class Replica:
         self.network.detach(self.node_id)
         self._armed = None
         self.node = self.pool = self.log_pool = self.registry = self.sessions = None
+        self.machine = None
         self._medias_dead()
         self.woken = False
 
@@ -190,3 +206,63 @@ class Replica:
 
 def _dead(media: CrashSimMedia) -> None:
     raise ReplicaCrash("the replica is down")
+
+
+def _copy_image(image: bytearray, target, flush) -> None:
+    g = geometry(image)
+    for off, n in used_pieces(image, heap_off=g["heap_off"], table_off=g["table_off"],
+                              nchunks=g["nchunks"]):
+        target[off:off + n] = image[off:off + n]
+        flush(off, n)
+
+
+class SimImages:
+    """The snapshot images of one simulated replica (see ``StateImages``): the
+    incoming image lives in the replica, where a crash leaves it once complete."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+
+    @property
+    def pool(self) -> Pool:
+        return self.replica.pool
+
+    def begin(self, index: int, size: int, total: int) -> None:
+        replica = self.replica
+        if replica.incoming_ready is not None:
+            raise SnapshotInstallError("an image received earlier waits to be installed")
+        if size != replica.pool.size:
+            raise SnapshotInstallError(f"an image of a {size}-byte pool")
+        replica.incoming = bytearray(size)
+
+    def write(self, offset: int, data: bytes) -> None:
+        self.replica.incoming[offset:offset + len(data)] = data
+
+    def complete(self, index: int, term: int) -> None:
+        replica = self.replica
+        pool = replica.pool
+        if geometry(replica.incoming) != {"size": pool.size, "heap_off": pool._heap_off,
+                                          "table_off": pool._table_off,
+                                          "nchunks": pool._nchunks}:
+            replica.incoming = None
+            raise SnapshotInstallError("an image of another pool layout")
+        replica.incoming_ready = index
+
+    def abort(self) -> None:
+        if self.replica.incoming_ready is None:
+            self.replica.incoming = None
+
+    def discard(self) -> None:
+        self.replica.incoming = self.replica.incoming_ready = None
+
+    def install(self, index: int) -> None:
+        replica = self.replica
+        pool = replica.pool
+        if replica.incoming_ready is not None:
+            assert replica.incoming_ready == index, (replica.incoming_ready, index)
+            _copy_image(replica.incoming, pool.buf, pool.media.flush)
+            pool.media.drain()  # a crash may strike here: the next boot copies it again
+            replica.incoming = replica.incoming_ready = None
+        pool.reload()
+        replica.machine.sessions.reload()
+        replica.machine.record_state()

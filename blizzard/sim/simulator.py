@@ -103,6 +103,8 @@ def draw_params(rng: random.Random) -> dict:
         "election_tick": 10,
         "heartbeat_tick": 2,
         "snapshot_entries": rng.choice((8, 32, 128, 100_000)),
+        "snapshot_tail_entries": rng.choice((0, 4, 16)),
+        "images": rng.random() < 0.8,  # snapshots as pool images (else as data, copied)
         "entries_per_msg_max": rng.choice((1, 8, 64)),
         "inflight_max": rng.choice((1, 4, 64)),
     }

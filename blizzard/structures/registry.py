@@ -113,6 +113,18 @@ class Registry:
 
     # -- volatile state -------------------------------------------------------------
 
+    def reload(self) -> None:
+        """The pool was replaced wholesale (:meth:`Pool.reload`, a snapshot image):
+        find the registry record again and rebuild every core; handles on a
+        structure that is still there, of the same kind and codecs, go on working."""
+        root = self.pool.root(REGISTRY_ROOT)
+        if (root is None or root.tag != REGISTRY_TAG
+                or bytes(self.buf[root.off:root.off + 8]) != REGISTRY_MAGIC):
+            raise StructureCorruptError(f"root {REGISTRY_ROOT!r} is not a Blizzard registry record")
+        self._off = root.off
+        self.txgen += 1  # no core may trust what it undo-logged before
+        self._load_cores()
+
     def _load_cores(self) -> None:
         """(Re)build every core from the pool's roots, keeping the core objects
         handles hold wherever the pool still has their structure."""

@@ -23,13 +23,15 @@ class Wire:
 
     def __init__(self) -> None:
         self.frames: list[tuple[int, int, bytes]] = []
+        self.dead: set[int] = set()  # nodes whose frames are lost, both ways
 
     def endpoint(self, source: int):
         wire = self
 
         class Endpoint:
             def send(self, target: int, payload: bytes) -> bool:
-                wire.frames.append((source, target, payload))
+                if source not in wire.dead and target not in wire.dead:
+                    wire.frames.append((source, target, payload))
                 return True
 
         return Endpoint()
@@ -50,8 +52,9 @@ def cluster():
     def run(ticks: int = 0) -> None:
         for _ in range(max(ticks, 1)):
             if ticks:
-                for node in nodes.values():
-                    node.tick()
+                for i, node in nodes.items():
+                    if i not in wire.dead:
+                        node.tick()
             for _ in range(20):
                 while woken:
                     nodes[woken.pop()].turn()
@@ -61,11 +64,11 @@ def cluster():
                 if not frames and not woken:
                     break
 
-    return nodes, run
+    return nodes, run, wire
 
 
 def test_three_nodes_elect_replicate_and_answer_without_an_event_loop():
-    nodes, run = cluster()
+    nodes, run, _ = cluster()
     run(ticks=40)
     leaders = [n for n in nodes.values() if n.raft.role == Role.LEADER]
     assert len(leaders) == 1
@@ -90,7 +93,7 @@ def test_three_nodes_elect_replicate_and_answer_without_an_event_loop():
 
 
 def test_no_leader_fails_requests_clearly():
-    nodes, run = cluster()
+    nodes, run, _ = cluster()
     node = nodes[1]
     answers = []
     node.read(answers.append)
@@ -102,8 +105,31 @@ def test_no_leader_fails_requests_clearly():
 
 
 def test_a_malformed_frame_is_counted_and_dropped():
-    nodes, run = cluster()
+    nodes, run, _ = cluster()
     nodes[1].receive(2, b"\xffgarbage")
     assert nodes[1].bad_frames == 1
     run(ticks=40)
     assert sum(n.raft.role == Role.LEADER for n in nodes.values()) == 1
+
+
+def test_a_waiting_entry_is_proposed_again_when_a_new_leader_is_known():
+    """The leader dies with a forwarded entry; no requester retries: the node
+    proposes it again as soon as it learns the new leader, and it applies once."""
+    nodes, run, wire = cluster()
+    run(ticks=40)
+    leader = next(i for i, n in nodes.items() if n.raft.role == Role.LEADER)
+    follower = next(i for i in nodes if i != leader)
+    create = ops.encode(ops.Op("q", ops.OpCode.CREATE, (b"pqueue", b"bytes", b"bytes")))
+    answers = []
+    nodes[follower].submit(wrap(9, 1, create), lambda key, result, error: answers.append(error))
+    run()
+    assert answers == [None]
+    put = ops.encode(ops.Op("q", ops.OpCode.QUEUE_PUT, (b"once",)))
+    nodes[follower].submit(wrap(9, 2, put), lambda key, result, error: answers.append(error))
+    nodes[follower].turn()  # forwarded to the leader...
+    wire.dead.add(leader)  # ...which dies with it
+    run(ticks=60)
+    assert answers == [None, None]
+    assert nodes[follower].reproposed >= 1
+    live = [n for i, n in nodes.items() if i != leader]
+    assert all(list(n.state_machine._inner.core("q").values()) == [b"once"] for n in live)

@@ -843,6 +843,10 @@ class Raft:
     def _conf_state(self) -> ConfState:
         return ConfState(tuple(sorted(self.voters)), tuple(sorted(self.learners)))
 
+    def conf_state_at(self, index: int) -> ConfState:
+        """The membership in force at ``index`` (which must not be compacted away)."""
+        return self._conf_state_at(index)
+
     def _conf_state_at(self, index: int) -> ConfState:
         state = self._conf_history[0][1]
         for changed_at, conf_state in self._conf_history:

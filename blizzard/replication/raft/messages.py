@@ -109,21 +109,27 @@ class ConfState:
 
 @attrs.frozen
 class ConfChange:
-    """The payload of a CONF_CHANGE entry: one server added, removed or demoted."""
+    """The payload of a CONF_CHANGE entry: one server added, removed or demoted.
+
+    ``context`` is opaque to Raft: the driver's business (the cluster layer
+    puts the new member's addresses there, so every member learns them when
+    the change applies). Encoded as ``type u8 | node id u64 | context``.
+    """
 
     type: ConfChangeType
     node_id: int
+    context: bytes = b""
 
     _S = struct.Struct("<BQ")
 
     def encode(self) -> bytes:
-        return self._S.pack(self.type, self.node_id)
+        return self._S.pack(self.type, self.node_id) + self.context
 
     @classmethod
     def decode(cls, data: bytes) -> ConfChange:
         try:
-            kind, node_id = cls._S.unpack(data)
-            return cls(ConfChangeType(kind), node_id)
+            kind, node_id = cls._S.unpack_from(data)
+            return cls(ConfChangeType(kind), node_id, bytes(data[cls._S.size:]))
         except (struct.error, ValueError) as error:
             raise MessageDecodeError(f"bad conf change: {error}") from None
 

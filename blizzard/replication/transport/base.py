@@ -50,3 +50,9 @@ class Transport(Protocol):
 
     def send(self, target: int, payload: bytes) -> bool:
         """Queue ``payload`` for ``target``; False if it was dropped. Never blocks."""
+
+    def add_peer(self, node_id: int, address: tuple[str, int]) -> None:
+        """A node joined the cluster at run time: accept its frames, send it ours."""
+
+    def remove_peer(self, node_id: int) -> None:
+        """A node left the cluster: forget it (frames to it are dropped)."""

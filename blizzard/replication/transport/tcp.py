@@ -130,6 +130,26 @@ class TcpTransport:
         if node_id in self._peers:
             self._peers[node_id].address = address
 
+    def add_peer(self, node_id: int, address: tuple[str, int]) -> None:
+        """Talk to a node added to the cluster at run time (accept it, dial it)."""
+        self._addresses[node_id] = address
+        if node_id == self.node_id:
+            return
+        peer = self._peers.get(node_id)
+        if peer is not None:
+            peer.address = address
+            return
+        peer = self._peers[node_id] = _Peer(node_id, address)
+        if self._running:
+            peer.task = asyncio.get_running_loop().create_task(self._dial_loop(peer))
+
+    def remove_peer(self, node_id: int) -> None:
+        """Stop talking to a node removed from the cluster (frames to it are dropped)."""
+        self._addresses.pop(node_id, None)
+        peer = self._peers.pop(node_id, None)
+        if peer is not None and peer.task is not None:
+            peer.task.cancel()
+
     async def stop(self) -> None:
         self._running = False
         if self._server is not None:

@@ -120,6 +120,8 @@ def test_error_is_catchable_as_value_error():
 def test_conf_change_round_trip_and_errors():
     change = m.ConfChange(m.ConfChangeType.ADD_LEARNER, 7)
     assert m.ConfChange.decode(change.encode()) == change
+    with_context = m.ConfChange(m.ConfChangeType.ADD_LEARNER, 7, b'{"raft": "h:1"}')
+    assert m.ConfChange.decode(with_context.encode()) == with_context
     with pytest.raises(MessageDecodeError):
         m.ConfChange.decode(b"\x09" + b"\x00" * 8)
     with pytest.raises(MessageDecodeError):

@@ -30,6 +30,8 @@ BENCHMARKS = {
     "cluster": "blizzard.bench.cluster",
     "replication": "blizzard.bench.replication",
     "report": "blizzard.bench.report",
+    "failover": "blizzard.bench.failover",
+    "snapshot": "blizzard.bench.snapshot",
 }
 
 
@@ -214,6 +216,36 @@ def _cmd_cluster_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _members(members: dict) -> str:
+    learners = f", learners {members['learners']}" if members.get("learners") else ""
+    return f"voters {members['voters']}{learners}, leader node {members['leader']}"
+
+
+def _cmd_cluster_add(args: argparse.Namespace) -> int:
+    from blizzard.cluster.server import add_node
+
+    node_id, members = add_node(args.config, node_id=args.node, raft=args.raft,
+                                client=args.client, timeout_s=args.timeout)
+    print(f"node {node_id} added: {_members(members)}")
+    return 0
+
+
+def _cmd_cluster_remove(args: argparse.Namespace) -> int:
+    from blizzard.cluster.server import remove_node
+
+    members = remove_node(args.config, args.node)
+    print(f"node {args.node} removed: {_members(members)}")
+    return 0
+
+
+def _cmd_cluster_transfer(args: argparse.Namespace) -> int:
+    from blizzard.cluster.server import transfer_leader
+
+    members = transfer_leader(args.config, args.node)
+    print(f"leader is node {members['leader']}: {_members(members)}")
+    return 0
+
+
 def _cmd_cluster_status(args: argparse.Namespace) -> int:
     from blizzard.bench._report import table
     from blizzard.client import connect
@@ -343,10 +375,25 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--grace", type=float, default=10.0,
                       help="seconds between SIGTERM and SIGKILL")
     status = cluster_sub.add_parser("status", help="a table of every node's Raft state")
-    for p in (down, status):
+    add = cluster_sub.add_parser(
+        "add", help="start a new node here and add it to the running cluster")
+    add.add_argument("--node", type=int, help="its id (default: the highest + 1)")
+    add.add_argument("--raft", type=_host_port, help="its Raft address (default: free ports)")
+    add.add_argument("--client", type=_host_port, help="its client address")
+    add.add_argument("--timeout", type=float, default=120.0,
+                     help="seconds to wait for it to catch up")
+    remove = cluster_sub.add_parser(
+        "remove", help="remove a node (dead or alive) from the cluster, stop it if it runs")
+    transfer = cluster_sub.add_parser("transfer-leader", help="make another node the leader")
+    for p in (remove, transfer):
+        p.add_argument("--node", type=int, required=True)
+    for p in (down, status, add, remove, transfer):
         p.add_argument("--config", required=True, help="the cluster's TOML file")
     down.set_defaults(func=_cmd_cluster_down)
     status.set_defaults(func=_cmd_cluster_status)
+    add.set_defaults(func=_cmd_cluster_add)
+    remove.set_defaults(func=_cmd_cluster_remove)
+    transfer.set_defaults(func=_cmd_cluster_transfer)
 
     mirror = sub.add_parser("mirror", help="physical replication: backups, promotion, status")
     mirror_sub = mirror.add_subparsers(dest="mirror_command", required=True)
@@ -364,6 +411,13 @@ def build_parser() -> argparse.ArgumentParser:
     m_promote.set_defaults(func=_cmd_mirror_promote)
     m_status.set_defaults(func=_cmd_mirror_status)
     return parser
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected host:port, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

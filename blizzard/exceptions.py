@@ -102,6 +102,11 @@ class ProposalDroppedError(BlizzardError, RuntimeError):
     membership change is in progress. Nothing was appended; retry later."""
 
 
+class MembershipError(BlizzardError, RuntimeError):
+    """A membership change (add, remove, transfer of leadership) could not be
+    carried out; the message says why."""
+
+
 class MirrorError(BlizzardError, RuntimeError):
     """Base of the errors of physical replication (the mirrored media)."""
 

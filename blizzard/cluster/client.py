@@ -267,14 +267,30 @@ class Client:
                     if response.status == Status.ERROR:
                         raise _error(response.payload)
                     return response.payload
-                _, message = proto.decode_not_ready(response.payload)
+                leader, message = proto.decode_not_ready(response.payload)
                 last = f"{self._where(local)}: not ready: {message}"
-                self._drop(local)
+                if not self._to_leader(local, leader):
+                    self._drop(local)
             if time.monotonic() + backoff > deadline:
                 raise ClusterUnavailableError(
                     f"no node completed the request within {self.timeout_s} s (last: {last})")
             time.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _to_leader(self, local, leader: int) -> bool:
+        """Move to ``leader`` if it is known and elsewhere: a NOT_READY names the
+        node that can serve the request (say, after an election)."""
+        index = self._index_of.get(leader)
+        if not self.failover or index is None or index == local.index:
+            return False
+        if local.conn is not None:
+            local.conn.close()
+            with self._all_lock:
+                if local.conn in self._all:
+                    self._all.remove(local.conn)
+            local.conn = None
+        local.index = index
+        return True
 
     def _follow(self, local, leader: int) -> None:
         """Talk to ``leader`` from the next request on, if it is known and elsewhere."""
@@ -395,6 +411,34 @@ class Client:
         """Kind, codecs and item count of structure ``name``
         (:class:`NoSuchStructureError` if there is none)."""
         return proto.decode_json(self.read(ReadKind.INFO, name, stale=stale))
+
+    # -- membership ----------------------------------------------------------------------
+
+    def members(self) -> dict[str, Any]:
+        """``{"voters": [...], "learners": [...], "leader": id}``, from the leader."""
+        return self._members("list", 0)
+
+    def add_node(self, node_id: int, raft: str | tuple[str, int],
+                 client: str | tuple[str, int] | None = None) -> dict[str, Any]:
+        """Add node ``node_id`` (already running, reachable at ``raft``) to the
+        cluster: a learner until it has caught up, then a voter. Returns the members."""
+        return self._members("add", node_id, raft=raft, client=client)
+
+    def remove_node(self, node_id: int) -> dict[str, Any]:
+        """Remove node ``node_id`` (running or dead) from the cluster."""
+        return self._members("remove", node_id)
+
+    def transfer_leader(self, node_id: int) -> dict[str, Any]:
+        """Make voter ``node_id`` the leader."""
+        return self._members("transfer", node_id)
+
+    def _members(self, operation: str, node_id: int, **addresses: Any) -> dict[str, Any]:
+        args: dict[str, Any] = {"op": operation, "node": node_id}
+        for key, value in addresses.items():
+            if value is not None:
+                host, port = _address(value)
+                args[key] = f"{host}:{port}"
+        return proto.decode_json(self._call(Kind.MEMBERS, proto.encode_json(args)))
 
     def status(self) -> dict[str, Any]:
         """The Store's status keys, as the cluster reports them: ``backend``

@@ -19,6 +19,7 @@ Example::
     election_ticks = 30
     heartbeat_ticks = 3
     snapshot_entries = 100000
+    snapshot_tail_entries = 5000
 
     [tls]                                  # optional: mutual TLS between nodes
     ca = "ca.pem"
@@ -29,6 +30,7 @@ Example::
     id = 1
     raft = "127.0.0.1:7001"                # Raft traffic between nodes
     client = "127.0.0.1:7101"              # the client protocol (blizzard serve)
+    # join = true                          # added at run time (blizzard cluster add)
 
 Loading validates everything and names the bad field and why
 (:class:`ConfigError`); relative paths are relative to the file. Only
@@ -62,7 +64,7 @@ DURABILITY_MODES = ("pmem", "msync", "none")
 #: The top-level keys and tables, and the keys of a [[nodes]] table (docs/configuration.md).
 KEYS = ("cluster_id", "data_dir", "pool_size", "log_pool_size", "durability", "replication",
         "transport", "raft", "tls", "nodes")
-NODE_KEYS = ("id", "raft", "client")
+NODE_KEYS = ("id", "raft", "client", "join")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -101,11 +103,15 @@ def _int(field: str, value: Any, minimum: int) -> int:
 @attrs.frozen
 class NodeConfig:
     """One ``[[nodes]]`` table: ``raft`` is the replication address (None for
-    a client's config, which needs only ``client`` addresses)."""
+    a client's config, which needs only ``client`` addresses). ``join``: the
+    node was added to a running cluster (``blizzard cluster add``), it is not
+    one of the founders every node's log starts with; it waits for the
+    leader to add it."""
 
     id: int
     raft: tuple[str, int] | None
     client: tuple[str, int] | None
+    join: bool = False
 
 
 @attrs.frozen
@@ -135,6 +141,7 @@ class RaftConfig:
     election_ticks: int = 30
     heartbeat_ticks: int = 3
     snapshot_entries: int = 100_000
+    snapshot_tail_entries: int = 5_000
 
 
 #: ``[tls]``: PEM files for mutual TLS between nodes.
@@ -166,6 +173,12 @@ class ClusterConfig:
 
     def node_dir(self, node_id: int) -> Path:
         return self.data_dir / f"node{node_id}"
+
+    @property
+    def founders(self) -> tuple[int, ...]:
+        """The nodes that founded the cluster: every node's Raft log starts with
+        these as its voters (the log's membership changes do the rest)."""
+        return tuple(sorted(n.id for n in self.nodes if not n.join))
 
     @property
     def base_dir(self) -> Path:
@@ -227,7 +240,8 @@ def parse(raw: dict[str, Any], *, base: Path = Path("."), source: Path | None = 
             raise ConfigError(f"{where}: expected a table")
         for key in node:
             if key not in NODE_KEYS:
-                raise ConfigError(f"{where}.{key}: unknown setting (known: id, raft, client)")
+                raise ConfigError(f"{where}.{key}: unknown setting (known: "
+                                  f"{', '.join(NODE_KEYS)})")
         if "id" not in node:
             raise ConfigError(f"{where}.id: missing")
         node_id = _int(f"{where}.id", node["id"], 1)
@@ -236,7 +250,10 @@ def parse(raw: dict[str, Any], *, base: Path = Path("."), source: Path | None = 
                               "host:port; a client's config may give only client)")
         raft = _address(f"{where}.raft", node["raft"]) if "raft" in node else None
         client = _address(f"{where}.client", node["client"]) if "client" in node else None
-        nodes.append(NodeConfig(node_id, raft, client))
+        join = node.get("join", False)
+        if not isinstance(join, bool):
+            raise ConfigError(f"{where}.join: expected true or false, got {join!r}")
+        nodes.append(NodeConfig(node_id, raft, client, join))
     ids = [n.id for n in nodes]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"nodes: duplicate node ids in {ids}")
@@ -287,7 +304,8 @@ def _raft(raw: Any) -> RaftConfig:
     for key in raw:
         if key not in fields:
             raise ConfigError(f"raft.{key}: unknown setting (known: {', '.join(fields)})")
-    values = {k: _int(f"raft.{k}", v, 1) for k, v in raw.items()}
+    values = {k: _int(f"raft.{k}", v, 0 if k == "snapshot_tail_entries" else 1)
+              for k, v in raw.items()}
     config = RaftConfig(**values)
     if config.election_ticks <= config.heartbeat_ticks:
         raise ConfigError(f"raft.election_ticks ({config.election_ticks}) must exceed "
@@ -340,6 +358,8 @@ def to_dict(config: ClusterConfig) -> dict[str, Any]:
             table["raft"] = _hostport(node.raft)
         if node.client is not None:
             table["client"] = _hostport(node.client)
+        if node.join:
+            table["join"] = True
         nodes.append(table)
     if nodes:
         raw["nodes"] = nodes

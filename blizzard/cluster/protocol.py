@@ -20,6 +20,11 @@ Request kinds and their payloads:
   :class:`ReadKind`); linearizable (a read barrier first) unless ``flags``
   has ``STALE``, which reads the node's local state as it is.
 * ``STATUS``: no payload; the node's status as JSON.
+* ``MEMBERS``: JSON ``{"op": "add" | "remove" | "transfer" | "list", "node":
+  id, "raft": "host:port", "client": "host:port"}`` (addresses for ``add``
+  only); served by the leader (elsewhere NOT_READY naming it); answers the
+  membership as JSON ``{"voters", "learners", "leader"}``. Operations are
+  idempotent: a retry after a lost answer does no harm.
 
 Response statuses: ``OK`` (payload: a result as ``kind u8 | bytes`` from
 :func:`~blizzard.replication.sessions.encode_result`, a page, or JSON for
@@ -91,6 +96,7 @@ class Kind(enum.IntEnum):
     SUBMIT = 1
     READ = 2
     STATUS = 3
+    MEMBERS = 4
 
 
 class Status(enum.IntEnum):

@@ -27,6 +27,8 @@ from typing import Any
 
 from blizzard.cluster import config as configmod
 from blizzard.cluster.config import ClusterConfig
+from blizzard.cluster.images import FileImages, finish_interrupted_install
+from blizzard.cluster.membership import Membership
 from blizzard.exceptions import BlizzardError, ProposalDroppedError, ReplicatorStoppedError
 from blizzard.pmem import FileMedia, Media, Pool
 from blizzard.replication.base import Replicator
@@ -38,8 +40,8 @@ from blizzard.replication.transport.base import Transport
 from blizzard.replication.transport.registry import build_transport
 from blizzard.structures.registry import registry_for
 
-ATTEMPT_TIMEOUT_S = 1.0
 SWEEP_S = 0.05
+MEMBERSHIP_TIMEOUT_S = 120.0
 REQUEST_TIMEOUT_S = 30.0
 RETRY_BACKOFF_S = 0.02
 
@@ -60,6 +62,8 @@ def open_node_pools(config: ClusterConfig, node_id: int, *,
     for name, size, layout in (("data.pool", config.pool_size, "blizzard.data"),
                                ("log.pool", config.log_pool_size, "blizzard.raftlog")):
         path = directory / name
+        if name == "data.pool" and path.exists():
+            finish_interrupted_install(directory, path)  # a crash in the middle of one
         fresh = not path.exists()
         if wrap_media is None and fresh:
             pools.append(Pool.create(path, size, layout=layout, mode=config.durability))
@@ -95,14 +99,24 @@ class RaftReplicator(Replicator):
         self.config = config
         self.node_id = node_id
         self.request_timeout_s = request_timeout_s
+        # An attempt unanswered for an election timeout is sent again. Only a
+        # fallback, for frames lost without a leader change: when a new leader
+        # becomes known the node proposes every waiting entry again at once.
+        self.attempt_timeout_s = config.raft.tick_ms * config.raft.election_ticks / 1000
         self._seed = seed
         # built before any file is opened: a bad [transport] makes nothing on disk
         self.transport: Transport = build_transport(
             configmod.transport_spec(config, node_id, seed=seed))
         self.pool, self.log_pool = open_node_pools(config, node_id, wrap_media=media_wrapper)
         self.state_machine = SessionStateMachine(registry_for(self.pool), self.pool)
-        voters = tuple(sorted(n.id for n in config.nodes))
-        self.storage = PmemStorage(self.log_pool, conf_state=ConfState(voters))
+        # snapshot images for followers too far behind, and from the leader when this one is
+        self.images = FileImages(config.node_dir(node_id), self.pool, self.state_machine.reload)
+        # Every new log starts with the founders as its voters, also on a node
+        # added at run time (not one of them, so it never campaigns): replaying
+        # the leader's log from index 1 then yields the membership of today.
+        self.storage = PmemStorage(self.log_pool, conf_state=ConfState(config.founders))
+        self.membership = Membership(self)
+        self.membership.restore_peers(self.transport)
         self._submit_lock = threading.Lock()
         self.read_lock = threading.Lock()
         self._inbox: list = []  # (op, deliver) from any thread, drained by the loop
@@ -150,7 +164,10 @@ class RaftReplicator(Replicator):
                                  tick_s=raft.tick_ms / 1000, election_tick=raft.election_ticks,
                                  heartbeat_tick=raft.heartbeat_ticks,
                                  snapshot_entries=raft.snapshot_entries,
+                                 snapshot_tail_entries=raft.snapshot_tail_entries,
+                                 images=self.images,
                                  apply_lock=self.read_lock, seed=self._seed)
+            self.node.on_conf_change = self.membership.conf_changed
             loop.run_until_complete(self.node.start())
         except BaseException as exc:
             started.set_exception(exc)
@@ -268,7 +285,7 @@ class RaftReplicator(Replicator):
             try:
                 submit(envelope, self._settled)
             except ProposalDroppedError:
-                inflight[key][3] = now - ATTEMPT_TIMEOUT_S + RETRY_BACKOFF_S
+                inflight[key][3] = now - self.attempt_timeout_s + RETRY_BACKOFF_S
         if self._sweeper is None and inflight:
             self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
 
@@ -281,7 +298,7 @@ class RaftReplicator(Replicator):
         if request is None:
             return
         if error is not None:
-            request[3] = self._loop.time() - ATTEMPT_TIMEOUT_S + RETRY_BACKOFF_S
+            request[3] = self._loop.time() - self.attempt_timeout_s + RETRY_BACKOFF_S
             return
         del self._inflight[key]
         lane = request[4]
@@ -303,7 +320,7 @@ class RaftReplicator(Replicator):
                 self._lanes.append(lane)
                 deliver(None, RequestTimeoutError(
                     f"not committed within {self.request_timeout_s} s (is a quorum reachable?)"))
-            elif now - sent >= ATTEMPT_TIMEOUT_S:
+            elif now - sent >= self.attempt_timeout_s:
                 request[3] = now
                 with contextlib.suppress(ProposalDroppedError):
                     node.submit(envelope, self._settled)  # same envelope: applied at most once
@@ -325,7 +342,7 @@ class RaftReplicator(Replicator):
             done.set_exception(RequestTimeoutError("read barrier timed out"))
             return
         future = self.node.read_barrier()
-        timer = loop.call_later(ATTEMPT_TIMEOUT_S, self._read_attempt, done, deadline)
+        timer = loop.call_later(self.attempt_timeout_s, self._read_attempt, done, deadline)
 
         def finished(f: asyncio.Future) -> None:
             if done.done():
@@ -337,6 +354,43 @@ class RaftReplicator(Replicator):
                 done.set_result(None)
 
         future.add_done_callback(finished)
+
+    # -- membership -------------------------------------------------------------------------
+
+    def add_node(self, node_id: int, raft: tuple[str, int], client: tuple[str, int] | None = None,
+                 *, timeout_s: float = MEMBERSHIP_TIMEOUT_S) -> dict[str, Any]:
+        """Add node ``node_id`` (listening for Raft on ``raft``) to the cluster: a
+        learner first, a voter once it has caught up. Run on the leader (elsewhere
+        :class:`~blizzard.replication.node.NotLeaderError`); returns the members."""
+        return self._membership("add", node_id, raft=raft, client=client, timeout_s=timeout_s)
+
+    def remove_node(self, node_id: int, *, timeout_s: float = MEMBERSHIP_TIMEOUT_S
+                    ) -> dict[str, Any]:
+        """Remove node ``node_id`` from the cluster (a dead one too); on the leader."""
+        return self._membership("remove", node_id, timeout_s=timeout_s)
+
+    def transfer_leader(self, node_id: int, *, timeout_s: float = MEMBERSHIP_TIMEOUT_S
+                        ) -> dict[str, Any]:
+        """Hand leadership to voter ``node_id``; on the leader."""
+        return self._membership("transfer", node_id, timeout_s=timeout_s)
+
+    def members(self) -> dict[str, Any]:
+        """``{"voters": [...], "learners": [...], "leader": id}`` as this node sees them."""
+        return self._on_loop(self._members(), 10.0)
+
+    async def _members(self) -> dict[str, Any]:
+        return self.membership.members()
+
+    def _membership(self, operation: str, node_id: int, *, timeout_s: float,
+                    **addresses: Any) -> dict[str, Any]:
+        return self._on_loop(self.membership.run(operation, node_id, timeout_s=timeout_s,
+                                                 **addresses), timeout_s + 10)
+
+    def _on_loop(self, coroutine, timeout_s: float) -> Any:
+        if self._thread is None:
+            coroutine.close()
+            raise ReplicatorStoppedError("the replicator is stopped")
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout_s)
 
     # -- inspection -------------------------------------------------------------------------
 

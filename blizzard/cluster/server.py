@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from blizzard.cluster import config as configmod
 from blizzard.cluster import protocol as proto
 from blizzard.cluster.config import ClusterConfig
@@ -48,6 +50,7 @@ from blizzard.cluster.protocol import (
 from blizzard.cluster.replicator import RaftReplicator
 from blizzard.exceptions import BlizzardError, Empty, ProposalDroppedError, StructureKindError
 from blizzard.replication.base import Replicator
+from blizzard.replication.node import NotLeaderError
 from blizzard.replication.sessions import wrap
 from blizzard.structures import KIND_OF_TAG, KINDS, PBPlusTree, PHashMap, ops
 from blizzard.structures.registry import registry_for
@@ -55,7 +58,7 @@ from blizzard.structures.registry import registry_for
 log = logging.getLogger("blizzard.server")
 
 REQUEST_TIMEOUT_S = 5.0
-ATTEMPT_TIMEOUT_S = 1.0
+MEMBERSHIP_TIMEOUT_S = 120.0  # adding a node waits for it to catch up
 RETRY_BACKOFF_S = 0.02
 IN_FLIGHT_MAX = 1024  # requests per connection being served at once
 PAGE_ITEMS_MAX = 10_000
@@ -64,6 +67,13 @@ PAGE_BYTES_MAX = 4 << 20
 
 class _NotReady(Exception):
     """Answer NOT_READY: the same request may succeed later or elsewhere."""
+
+
+def _address_or_none(value: Any) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    host, _, port = str(value).rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 class ClientServer:
@@ -202,7 +212,28 @@ class ClientServer:
             if not request.flags & proto.STALE:
                 await self._barrier()
             return self._read(read)
+        if request.kind == Kind.MEMBERS:
+            return proto.encode_json(await self._members(request.payload))
         return proto.encode_json(self.status())
+
+    async def _members(self, payload: bytes) -> dict[str, Any]:
+        try:
+            args = proto.decode_json(payload)
+            operation, node = args["op"], args.get("node", 0)
+            raft = _address_or_none(args.get("raft"))
+            client = _address_or_none(args.get("client"))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise proto.ProtocolError(f"bad MEMBERS request: {exc!r}") from None
+        membership = self.replicator.membership
+        if operation == "list":
+            return membership.members()
+        if not isinstance(node, int) or node < 1:
+            raise proto.ProtocolError(f"MEMBERS {operation}: node must be an id >= 1")
+        try:
+            return await membership.run(operation, node, raft=raft, client=client,
+                                        timeout_s=MEMBERSHIP_TIMEOUT_S)
+        except NotLeaderError as exc:
+            raise _NotReady(str(exc)) from None
 
     async def _submit(self, envelope: bytes) -> Any:
         loop = asyncio.get_running_loop()
@@ -219,8 +250,8 @@ class ClientServer:
                 await asyncio.sleep(RETRY_BACKOFF_S)
                 continue
             try:
-                return await asyncio.wait_for(asyncio.shield(future),
-                                              min(ATTEMPT_TIMEOUT_S, remaining))
+                return await asyncio.wait_for(
+                    asyncio.shield(future), min(self.replicator.attempt_timeout_s, remaining))
             except TimeoutError:
                 continue
             except ProposalDroppedError:
@@ -236,7 +267,8 @@ class ClientServer:
                 raise _NotReady(f"read barrier not confirmed within {self.request_timeout_s} s "
                                 f"(leader: {self._leader() or 'unknown'})")
             try:
-                await asyncio.wait_for(node.read_barrier(), min(ATTEMPT_TIMEOUT_S, remaining))
+                await asyncio.wait_for(node.read_barrier(),
+                                       min(self.replicator.attempt_timeout_s, remaining))
                 return
             except TimeoutError:
                 continue
@@ -424,6 +456,7 @@ def serve(config: ClusterConfig | str | os.PathLike[str], node_id: int, *,
     except BaseException:
         replicator.stop()
         raise
+    record = record_serving(config, node_id)
     log.info("node %d: up (pid %d, raft %s:%d, data %s)", node_id, os.getpid(), *node.raft,
              config.node_dir(node_id))
     code = 0
@@ -441,27 +474,87 @@ def serve(config: ClusterConfig | str | os.PathLike[str], node_id: int, *,
         asyncio.run_coroutine_threadsafe(server.stop(), replicator._loop).result(5)
     with contextlib.suppress(Exception):
         replicator.stop()
+    forget_serving(record)
     log.info("node %d: stopped", node_id)
     return code
 
 
 # -- local clusters of `blizzard serve` processes (``blizzard cluster up/down``) ------------
+#
+# Every `blizzard serve` records itself in its node directory (``serve.pid``:
+# pid, node and the process's start time, so a recycled pid is never taken
+# for it) once it serves, and removes the record when it exits cleanly.
+# `blizzard cluster down` stops every node that has a live record, however
+# it was started: by `cluster up`, by hand, by a supervisor, or after a
+# membership change added it.
 
 PIDS_FILE = "pids.json"
+SERVING_FILE = "serve.pid"
 
 
 def _pids_path(config: ClusterConfig) -> Path:
     return config.data_dir / PIDS_FILE
 
 
-def serving(pid: int) -> bool:
-    """Whether ``pid`` is a live (not zombie) ``blizzard serve`` process."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name, or None."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def serving(pid: int, started: int | None = None) -> bool:
+    """Whether ``pid`` is a live (not zombie) ``blizzard serve`` process (started at
+    ``started`` clock ticks after boot, when given)."""
+    fields = _proc_stat(pid)
+    try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return stat.rpartition(")")[2].split()[0] != "Z" and b"serve" in cmdline
+    if fields is None or fields[0] == "Z" or b"serve" not in cmdline:
+        return False
+    return started is None or int(fields[19]) == started
+
+
+def record_serving(config: ClusterConfig, node_id: int) -> Path:
+    """Record this process as the server of ``node_id`` (see above); returns the record."""
+    path = config.node_dir(node_id) / SERVING_FILE
+    pid = os.getpid()
+    fields = _proc_stat(pid)
+    record = {"pid": pid, "node": node_id, "started": int(fields[19]) if fields else None}
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(record))
+    os.replace(temporary, path)
+    return path
+
+
+def forget_serving(path: Path) -> None:
+    """Remove this process's record, if it is still this process's."""
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+
+
+def serving_nodes(config: ClusterConfig) -> dict[int, int]:
+    """Node id -> pid of every node of the cluster that is serving now: the live
+    records in the node directories, and the pids `cluster up` wrote."""
+    found: dict[int, int] = {}
+    for path in sorted(config.data_dir.glob(f"node*/{SERVING_FILE}")):
+        try:
+            record = json.loads(path.read_text())
+            pid, node, started = int(record["pid"]), int(record["node"]), record.get("started")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if serving(pid, started):
+            found[node] = pid
+    record = _pids_path(config)
+    if record.exists():
+        with contextlib.suppress(OSError, ValueError):
+            for node, pid in json.loads(record.read_text()).items():
+                if int(node) not in found and serving(pid):
+                    found[int(node)] = pid
+    return found
 
 
 def start_node(config: ClusterConfig, node_id: int) -> subprocess.Popen:
@@ -483,11 +576,10 @@ def start_cluster(path: str | os.PathLike[str], *, timeout_s: float = 30.0
 
     config = configmod.load(path)
     record = _pids_path(config)
-    if record.exists():
-        running = {int(k): v for k, v in json.loads(record.read_text()).items() if serving(v)}
-        if running:
-            raise BlizzardError(f"the cluster already runs (pids {running} in {record}); "
-                                "stop it with `blizzard cluster down` first")
+    running = serving_nodes(config)
+    if running:
+        raise BlizzardError(f"the cluster already runs (node: pid {running}); "
+                            "stop it with `blizzard cluster down` first")
     processes = {n.id: start_node(config, n.id) for n in config.nodes}
     pids = {i: p.pid for i, p in processes.items()}
     record.write_text(json.dumps(pids))
@@ -518,13 +610,15 @@ def start_cluster(path: str | os.PathLike[str], *, timeout_s: float = 30.0
 
 
 def stop_cluster(path: str | os.PathLike[str], *, grace_s: float = 10.0) -> tuple[int, int]:
-    """SIGTERM every recorded node, SIGKILL those still up after ``grace_s``;
-    ``(nodes stopped, of which killed)``."""
+    """SIGTERM every serving node of the cluster (:func:`serving_nodes`: however it
+    was started), SIGKILL those still up after ``grace_s``; ``(nodes stopped, of
+    which killed)``."""
     config = configmod.load(path)
     record = _pids_path(config)
-    if not record.exists():
-        raise BlizzardError(f"no {record}: was the cluster started with `blizzard cluster up`?")
-    pids = [pid for pid in json.loads(record.read_text()).values() if serving(pid)]
+    pids = list(serving_nodes(config).values())
+    if not pids:
+        record.unlink(missing_ok=True)
+        raise BlizzardError(f"no node of the cluster in {config.data_dir} is serving")
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -535,5 +629,102 @@ def stop_cluster(path: str | os.PathLike[str], *, grace_s: float = 10.0) -> tupl
     for pid in killed:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    record.unlink()
+    record.unlink(missing_ok=True)
+    for path in config.data_dir.glob(f"node*/{SERVING_FILE}"):
+        path.unlink(missing_ok=True)  # of processes gone now (a killed one left its record)
     return len(pids), len(killed)
+
+
+# -- membership of a local cluster (``blizzard cluster add / remove / transfer-leader``) -----
+
+
+def _rewrite_config(config: ClusterConfig, nodes: tuple) -> ClusterConfig:
+    """Write ``config`` with ``nodes`` over its file (atomically: comments in the
+    file are not kept); the new config."""
+    changed = _with_nodes(config, nodes)
+    temporary = config.source.with_suffix(".tmp")
+    temporary.write_text(configmod.dump(changed))
+    os.replace(temporary, config.source)
+    return configmod.load(config.source)
+
+
+def add_node(path: str | os.PathLike[str], *, node_id: int | None = None,
+             raft: tuple[str, int] | None = None, client: tuple[str, int] | None = None,
+             timeout_s: float = 120.0) -> tuple[int, dict[str, Any]]:
+    """Grow the cluster at ``path`` by one node on this machine: write it into the
+    file (``join = true``), start its ``blizzard serve``, and have the leader add
+    it (a learner, then a voter once caught up). ``(node id, members)``."""
+    from blizzard.cluster.client import connect
+    from blizzard.cluster.config import NodeConfig
+    from blizzard.cluster.ports import port_block
+
+    config = configmod.load(path)
+    config.require_nodes("cluster add")
+    if node_id is None:
+        node_id = max(n.id for n in config.nodes) + 1
+    if any(n.id == node_id for n in config.nodes):
+        raise BlizzardError(f"node {node_id} is already in {config.source}")
+    if raft is None or client is None:
+        base = port_block(2)
+        raft = raft or ("127.0.0.1", base)
+        client = client or ("127.0.0.1", base + 1)
+    config = _rewrite_config(config, (*config.nodes, NodeConfig(node_id, raft, client, True)))
+    process = start_node(config, node_id)
+    record = config.node_dir(node_id) / SERVING_FILE
+    deadline = time.monotonic() + timeout_s
+    while not record.exists():
+        if process.poll() is not None:
+            log_path = f"{config.node_dir(node_id)}.log"
+            tail = Path(log_path).read_text(errors="replace").strip().splitlines()[-1:]
+            raise BlizzardError(f"node {node_id} exited at start (code {process.returncode}): "
+                                f"{tail[0] if tail else '(no output)'} (see {log_path})")
+        if time.monotonic() > deadline:
+            raise BlizzardError(f"node {node_id} did not start within {timeout_s} s")
+        time.sleep(0.05)
+    with connect(config, timeout_s=timeout_s, reply_timeout_s=timeout_s) as cluster:
+        return node_id, cluster.add_node(node_id, raft, client)
+
+
+def remove_node(path: str | os.PathLike[str], node_id: int, *, grace_s: float = 10.0,
+                timeout_s: float = 60.0) -> dict[str, Any]:
+    """Take node ``node_id`` out of the cluster at ``path`` (dead or alive): the
+    leader removes it, its process (if it serves here) is stopped, and it leaves
+    the file. Returns the members."""
+    from blizzard.cluster.client import connect
+
+    config = configmod.load(path)
+    config.node(node_id)  # refuses an unknown id
+    others = tuple(n for n in config.nodes if n.id != node_id)
+    if not others:
+        raise BlizzardError(f"node {node_id} is the cluster's only node")
+    with connect(_with_nodes(config, others), timeout_s=timeout_s,
+                 reply_timeout_s=timeout_s) as cluster:
+        members = cluster.remove_node(node_id)
+    pid = serving_nodes(config).get(node_id)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while serving(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if serving(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    _rewrite_config(config, others)
+    return members
+
+
+def _with_nodes(config: ClusterConfig, nodes: tuple) -> ClusterConfig:
+    """``config`` with other ``nodes`` (not written anywhere)."""
+    return attrs.evolve(config, nodes=nodes)
+
+
+def transfer_leader(path: str | os.PathLike[str], node_id: int, *,
+                    timeout_s: float = 30.0) -> dict[str, Any]:
+    """Make node ``node_id`` the leader of the cluster at ``path``; the members."""
+    from blizzard.cluster.client import connect
+
+    config = configmod.load(path)
+    config.node(node_id)
+    with connect(config, timeout_s=timeout_s) as cluster:
+        return cluster.transfer_leader(node_id)

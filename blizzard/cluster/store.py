@@ -140,6 +140,33 @@ class Store:
             with lock:
                 registry_for(self.pool).check()
 
+    # -- membership (backends with members: raft) -----------------------------------------
+
+    def members(self) -> dict[str, Any]:
+        """``{"voters": [...], "learners": [...], "leader": id}`` as this node sees them."""
+        return self._membership().members()
+
+    def add_node(self, node_id: int, raft: tuple[str, int], client: tuple[str, int] | None = None,
+                 ) -> dict[str, Any]:
+        """Add a running node to the cluster: a learner, then a voter once caught up.
+        On the leader (elsewhere :class:`~blizzard.replication.node.NotLeaderError`)."""
+        return self._membership().add_node(node_id, raft, client)
+
+    def remove_node(self, node_id: int) -> dict[str, Any]:
+        """Remove a node (running or dead) from the cluster; on the leader."""
+        return self._membership().remove_node(node_id)
+
+    def transfer_leader(self, node_id: int) -> dict[str, Any]:
+        """Hand leadership to voter ``node_id``; on the leader."""
+        return self._membership().transfer_leader(node_id)
+
+    def _membership(self):
+        replicator = self.replicator
+        if not hasattr(replicator, "add_node"):
+            raise ConfigError(f"replication.backend: the {self.backend} backend has no "
+                              "members to change")
+        return replicator
+
     # -- the backend ---------------------------------------------------------------------
 
     @property

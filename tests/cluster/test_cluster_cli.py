@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,42 @@ def test_cluster_up_status_down(data_dir):
     assert "with SIGKILL after 0.0 s" in down.stdout
 
     gone = _run("cluster", "down", "--config", str(config))
-    assert gone.returncode == 1 and "was the cluster started" in gone.stderr
+    assert gone.returncode == 1 and "no node of the cluster" in gone.stderr
+
+
+def test_cluster_down_stops_nodes_however_they_were_started(data_dir):
+    """A node restarted by hand (not by `cluster up`) records itself; `down` finds it."""
+    for _ in range(3):
+        up = _run("cluster", "up", "--nodes", "3", "--dir", str(data_dir),
+                  "--base-port", str(port_block(6)), "--pool-size", "16M")
+        if "address already in use" not in up.stderr.lower():
+            break
+        shutil.rmtree(data_dir)
+        data_dir.mkdir()
+    assert up.returncode == 0, up.stderr
+    config = data_dir / "cluster.toml"
+    pids = json.loads((data_dir / "pids.json").read_text())
+    os.kill(pids["2"], signal.SIGKILL)  # node 2 dies; its operator restarts it by hand
+    with open(data_dir / "node2.log", "ab") as log:
+        by_hand = subprocess.Popen([sys.executable, "-m", "blizzard", "serve", "--config",
+                                    str(config), "--node", "2"], stdout=log, stderr=log,
+                                   start_new_session=True)
+    try:
+        record = data_dir / "node2" / "serve.pid"
+        deadline = time.monotonic() + 60
+        while not (record.exists() and json.loads(record.read_text())["pid"] == by_hand.pid):
+            assert time.monotonic() < deadline, "the restarted node never recorded itself"
+            assert by_hand.poll() is None, (data_dir / "node2.log").read_text()[-2000:]
+            time.sleep(0.05)
+        down = _run("cluster", "down", "--config", str(config))
+        assert down.returncode == 0, down.stderr
+        assert "cluster down: 3 nodes stopped" in down.stdout
+        assert by_hand.wait(30) == 0  # a graceful exit, which removes its record
+        assert not record.exists()
+        assert not any(serving(p) for p in pids.values())
+    finally:
+        if by_hand.poll() is None:
+            by_hand.kill()
 
 
 def test_serve_refuses_bad_configs(tmp_path):

@@ -41,7 +41,8 @@ class ProcessCluster:
         self.dir = Path(tempfile.mkdtemp(prefix="blizzard-test-", dir="/dev/shm"))
         config = configmod.local_cluster(
             n, self.dir, base_port=port_block(2 * n), pool_size=pool_size, log_pool_size="16M",
-            raft={"tick_ms": 10, "election_ticks": 10, "snapshot_entries": SNAPSHOT_ENTRIES})
+            raft={"tick_ms": 10, "election_ticks": 10, "snapshot_entries": SNAPSHOT_ENTRIES,
+                  "snapshot_tail_entries": 0})
         self.path = self.dir / "cluster.toml"
         self.path.write_text(configmod.dump(config))
         self.config = configmod.load(self.path)
@@ -358,7 +359,8 @@ def test_followers_restarted_one_catching_up_from_a_snapshot(cluster):
         cluster.start(second)
         wait_for(lambda: load.acknowledged() >= down_at + 100, what="writes after the restart")
     status = cluster.wait_converged()
-    assert status[second]["first_index"] > last_applied_of_second  # it got a snapshot
+    assert status[second]["first_index"] > last_applied_of_second  # it got a snapshot...
+    assert status[second]["snapshots_installed"] >= 1  # ...as an image of the leader's pool
     check_run(cluster, load)
 
 

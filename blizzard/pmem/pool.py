@@ -71,6 +71,9 @@ class Pool:
         #: block that sees an exception must not trust the pool until then),
         #: so volatile caches built on the pool can be rebuilt.
         self.abort_hooks: list = []
+        #: Called by ``close()`` before the mapping is released, so handles built
+        #: on the pool (the structures) can refuse further use with PoolClosedError.
+        self.close_hooks: list = []
         try:
             self._read_header(layout)
             self._u64 = media.buf[: self.size].cast("Q")
@@ -313,8 +316,12 @@ class Pool:
         if self._tx.active:
             raise PoolClosedError("close() inside a transaction")
         self._closed = True
-        self._release_views()
-        self.media.close()
+        try:
+            for hook in list(self.close_hooks):
+                hook()
+        finally:
+            self._release_views()
+            self.media.close()
 
     def _release_views(self) -> None:
         tx = getattr(self, "_tx", None)

@@ -26,6 +26,7 @@ from typing import Any
 from blizzard.exceptions import EncodeError
 from blizzard.pmem import Pool
 from blizzard.replication.base import Replicator
+from blizzard.structures._closed import close_handle, reraise_if_closed
 from blizzard.structures._locking import locked_reads
 from blizzard.structures.codecs import BYTES, CodecLike, get_codec
 from blizzard.structures.ops import Encoder
@@ -63,6 +64,7 @@ class PersistentMap(MutableMapping):
         # with a replicator that applies on another thread, reads hold its lock
         self._bind(name, locked_reads(core, replicator.read_lock), replicator, linearizable,
                    raw)
+        registry.attach(self)
 
     def _bind(self, name: str, core: Any, replicator: Replicator, linearizable: bool | None,
               raw: bool) -> None:
@@ -91,6 +93,18 @@ class PersistentMap(MutableMapping):
         if linearizable is None:
             linearizable = replicator.linearizable_default
         self._barrier = replicator.read_barrier if linearizable else None
+
+    def _pool_closed(self) -> None:
+        """The pool closed: every later use raises PoolClosedError (see ``_closed``)."""
+        close_handle(self)
+
+    def _iterate(self, items: Iterator[Any]) -> Iterator[Any]:
+        """``items`` (from the core), as PoolClosedError if the pool closes meanwhile."""
+        try:
+            yield from items
+        except ValueError as error:
+            reraise_if_closed(self, error)
+            raise
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -203,7 +217,8 @@ class PersistentMap(MutableMapping):
 
     def __repr__(self) -> str:
         codecs = f"{self.key_codec.name}->{self.value_codec.name}"
-        return f"<{type(self).__name__} {self.name!r} len={len(self)} {codecs}>"
+        size = "pool closed" if self.pool.closed else f"len={len(self)}"
+        return f"<{type(self).__name__} {self.name!r} {size} {codecs}>"
 
 
 __all__ = ["PersistentMap"]

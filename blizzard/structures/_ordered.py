@@ -93,8 +93,8 @@ class OrderedMap(PersistentMap):
         self._read()
         lo, hi = self._bounds(minimum, maximum)
         kdec = self._kdec
-        for kb, _ in self._core.items_range(lo, hi, inclusive[0], inclusive[1], reverse,
-                                            values=False):
+        for kb, _ in self._iterate(self._core.items_range(lo, hi, inclusive[0], inclusive[1],
+                                                          reverse, values=False)):
             yield kdec(kb)
 
     def irange_items(self, minimum: Any = None, maximum: Any = None,
@@ -104,7 +104,8 @@ class OrderedMap(PersistentMap):
         self._read()
         lo, hi = self._bounds(minimum, maximum)
         kdec, vdec = self._kdec, self._vdec
-        for kb, vb in self._core.items_range(lo, hi, inclusive[0], inclusive[1], reverse):
+        for kb, vb in self._iterate(self._core.items_range(lo, hi, inclusive[0], inclusive[1],
+                                                           reverse)):
             yield kdec(kb), vdec(vb)
 
     def _items(self) -> Iterator[tuple[Any, Any]]:
@@ -119,7 +120,7 @@ class OrderedMap(PersistentMap):
 
     def items_bytes(self) -> Iterator[tuple[bytes, bytes]]:
         """Raw ``(key, value)`` bytes in key order, without codecs."""
-        return self._core.items_range(None, None, True, True, False)
+        return self._iterate(self._core.items_range(None, None, True, True, False))
 
     def peekitem(self, index: int = -1) -> tuple[Any, Any]:
         """The ``(key, value)`` at ``index`` in key order (IndexError when out of range)."""

@@ -22,6 +22,7 @@ from typing import Any
 from blizzard.exceptions import Empty
 from blizzard.pmem import Pool
 from blizzard.replication.base import Replicator
+from blizzard.structures._closed import close_handle, reraise_if_closed
 from blizzard.structures._locking import locked_reads
 from blizzard.structures._queuecore import TAG, QueueCore
 from blizzard.structures.codecs import BYTES, CodecLike, get_codec
@@ -75,6 +76,7 @@ class PQueue:
         # with a replicator that applies on another thread, reads hold its lock
         self._bind(name, locked_reads(core, replicator.read_lock), replicator, linearizable,
                    raw)
+        registry.attach(self)
 
     def _bind(self, name: str, core: Any, replicator: Replicator, linearizable: bool | None,
               raw: bool) -> None:
@@ -95,6 +97,10 @@ class PQueue:
         if linearizable is None:
             linearizable = replicator.linearizable_default
         self._barrier = replicator.read_barrier if linearizable else None
+
+    def _pool_closed(self) -> None:
+        """The pool closed: every later use raises PoolClosedError (see ``_closed``)."""
+        close_handle(self)
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         """Append ``item`` at the tail.
@@ -183,8 +189,12 @@ class PQueue:
         if self._barrier is not None:
             self._barrier()
         vdec = self._vdec
-        for raw in self._core.values():
-            yield vdec(raw)
+        try:
+            for raw in self._core.values():
+                yield vdec(raw)
+        except ValueError as error:
+            reraise_if_closed(self, error)
+            raise
 
     def page(self, start: int | None = None, limit: int = 1000) -> tuple[int, list[Any]]:
         """``(seq, items)``: up to ``limit`` items from sequence number ``start``
@@ -216,4 +226,5 @@ class PQueue:
         return self._replicator
 
     def __repr__(self) -> str:
-        return f"<PQueue {self.name!r} len={len(self)} {self.value_codec.name}>"
+        size = "pool closed" if self.pool.closed else f"len={len(self)}"
+        return f"<PQueue {self.name!r} {size} {self.value_codec.name}>"

@@ -23,6 +23,7 @@ Registry record (root ``blizzard.registry``, tag ``registry``), version 1::
 from __future__ import annotations
 
 import struct
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -91,6 +92,10 @@ class Registry:
         self._transaction = pool.transaction
         # rebuild caches once the outermost transaction has really rolled back
         pool.abort_hooks.append(self._after_abort)
+        # the handles (faces) opened on this pool: closing it closes them
+        # (by id: maps are unhashable, as dicts are)
+        self._faces: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        pool.close_hooks.append(self._after_close)
         self.txgen = 0  # bumped per transaction: cores undo-log their header once per batch
         root = pool.root(REGISTRY_ROOT)
         if root is None:
@@ -283,6 +288,16 @@ class Registry:
         self.frees.clear()
         if not self.pool.closed:
             self._load_cores()
+
+    def attach(self, face: Any) -> None:
+        """Remember a handle opened on this pool; when the pool closes, its
+        ``_pool_closed()`` is called (weakly held: handles may be dropped)."""
+        self._faces[id(face)] = face
+
+    def _after_close(self) -> None:
+        for face in list(self._faces.values()):
+            face._pool_closed()
+        self._faces.clear()
 
     # -- structure management -------------------------------------------------------
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-from blizzard.exceptions import EncodeError
+from blizzard.exceptions import EncodeError, KeyTooLongError, StructureKindError
 from blizzard.pmem import Pool
 from blizzard.replication.base import Replicator
 from blizzard.structures._closed import close_handle, reraise_if_closed
@@ -59,7 +59,7 @@ class PersistentMap(MutableMapping):
             None if value_codec is None else get_codec(value_codec).name,
             replicator, ("bytes", "bytes"))
         if not isinstance(core, self._core_type):
-            raise TypeError(f"{name!r} is not a {self._kind}")
+            raise StructureKindError(f"{name!r} is not a {self._kind}")
         self.pool = pool
         # with a replicator that applies on another thread, reads hold its lock
         self._bind(name, locked_reads(core, replicator.read_lock), replicator, linearizable,
@@ -166,7 +166,7 @@ class PersistentMap(MutableMapping):
     def __setitem__(self, key: Any, value: Any) -> None:
         kb = key if type(key) is self._kraw else self._kenc(key)
         if len(kb) > self.key_bytes_max:
-            raise ValueError(f"keys are at most {self.key_bytes_max} bytes encoded, "
+            raise KeyTooLongError(f"keys are at most {self.key_bytes_max} bytes encoded, "
                              f"got {len(kb)}")
         self._submit(self._put_op(self._put_code, kb, value if type(value) is self._vraw_type
                                   else self._venc(value)))

@@ -13,6 +13,7 @@ import struct
 from collections.abc import ItemsView, Iterator, ValuesView
 from typing import Any
 
+from blizzard.exceptions import InvalidArgumentError
 from blizzard.pmem import Pool
 from blizzard.replication.base import Replicator
 from blizzard.structures._mapping import PersistentMap
@@ -58,7 +59,7 @@ class OrderedMap(PersistentMap):
                  raw: bool = False) -> None:
         if key_codec is not None and not get_codec(key_codec).ordered:
             ordered = ", ".join(name for name, c in CODECS.items() if c.ordered)
-            raise ValueError(f"a {self._kind} needs an ordered key codec ({ordered}), "
+            raise InvalidArgumentError(f"a {self._kind} needs an ordered key codec ({ordered}), "
                              f"not {get_codec(key_codec).name!r}")
         super().__init__(pool, name, key_codec=key_codec, value_codec=value_codec,
                          replicator=replicator, linearizable=linearizable, raw=raw)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from blizzard.exceptions import Empty
+from blizzard.exceptions import Empty, StructureKindError
 from blizzard.pmem import Pool
 from blizzard.replication.base import Replicator
 from blizzard.structures._closed import close_handle, reraise_if_closed
@@ -71,7 +71,7 @@ class PQueue:
             name, TAG, None, None if value_codec is None else get_codec(value_codec).name,
             replicator, ("bytes", "bytes"))
         if not isinstance(core, QueueCore):
-            raise TypeError(f"{name!r} is not a queue")
+            raise StructureKindError(f"{name!r} is not a queue")
         self.pool = pool
         # with a replicator that applies on another thread, reads hold its lock
         self._bind(name, locked_reads(core, replicator.read_lock), replicator, linearizable,

@@ -27,6 +27,8 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+import attrs
+
 from blizzard.exceptions import (
     CodecMismatchError,
     OpDecodeError,
@@ -380,6 +382,63 @@ class Registry:
         if applied != self._applied:
             raise StructureCorruptError(
                 f"last_applied is {self._applied} in memory, {applied} in the pool")
+
+
+@attrs.frozen
+class StructureCheck:
+    """What :func:`check_structures` found about one named root."""
+
+    name: str
+    kind: str  # the root's tag: "phashmap", "pqueue"... or "registry"
+    items: int | None  # entries or items; None when unknown (not checked, or broken)
+    problem: str | None  # None: its check() passed; else why not
+    checked: bool = True  # False for a root that is not a Blizzard structure
+
+
+class _ReadingRegistry:
+    """What a core reads from its registry, for opening cores one by one
+    without a Registry (which would write its record into the pool)."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.buf = pool.buf
+        self.frees: list[int] = []
+        self.txgen = 0
+
+
+def check_structures(pool: Pool) -> list[StructureCheck]:
+    """Open every named structure of ``pool`` on its own and run its ``check()``.
+
+    Unlike :meth:`Registry.check` this writes nothing (a pool without a
+    registry record gets none) and does not stop at the first broken
+    structure: each root gets its own verdict, in name order. Roots of
+    other tags are listed as not checked. The caller checks the pool itself
+    (``pool.check()``) first.
+    """
+    reader = _ReadingRegistry(pool)
+    found = []
+    for name, root in sorted(pool.roots().items()):
+        kind = root.tag.decode("utf-8", "replace")
+        if name == REGISTRY_ROOT:
+            record = bytes(pool.buf[root.off:root.off + 8])
+            problem = None if root.tag == REGISTRY_TAG and record == REGISTRY_MAGIC else \
+                f"root {REGISTRY_ROOT!r} is not a Blizzard registry record"
+            found.append(StructureCheck(name, "registry", None, problem))
+            continue
+        opener = KINDS.get(root.tag)
+        if opener is None:
+            found.append(StructureCheck(name, kind, None, None, checked=False))
+            continue
+        try:
+            core = opener[1](reader, name, root.off)
+            core.check()
+        except Exception as exc:  # a checker reports whatever a broken layout raises
+            problem = str(exc) if isinstance(exc, StructureCorruptError) \
+                else f"{type(exc).__name__}: {exc}"
+            found.append(StructureCheck(name, kind, None, problem))
+        else:
+            found.append(StructureCheck(name, kind, core.count, None))
+    return found
 
 
 def _compatible(core: Core, tag: bytes, key_codec: str | None, value_codec: str | None):

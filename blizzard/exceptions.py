@@ -2,7 +2,10 @@
 
 Each class also subclasses the builtin a caller would naturally catch
 (``FileNotFoundError``, ``ValueError``, ``MemoryError``...), so code written
-against the standard library keeps working.
+against the standard library keeps working. ``docs/errors.md`` is the
+hierarchy with what each error means (a test keeps it complete). Errors
+are defined here, not beside the code raising them: a replicated Op's error
+result crosses the network by class name and is rebuilt from this module.
 """
 
 from __future__ import annotations

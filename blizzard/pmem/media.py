@@ -297,8 +297,10 @@ class FileMedia(Media):
         self.flush = flush  # type: ignore[method-assign]
         self.drain = pmem_drain  # type: ignore[method-assign]
         self.persist = persist  # type: ignore[method-assign]
-        self._native = tuple(
-            int(ffi.cast("uintptr_t", f)) for f in (pmem_flush, pmem_drain, pmem_persist)
+        self._native = (
+            int(ffi.cast("uintptr_t", pmem_flush)),
+            int(ffi.cast("uintptr_t", pmem_drain)),
+            int(ffi.cast("uintptr_t", pmem_persist)),
         )
         self.is_pmem = bool(lib.pmem_is_pmem(base, self.size)) if self.size else False
 
@@ -315,8 +317,10 @@ class FileMedia(Media):
         if not pending:
             return
         mask = PAGE_SIZE - 1
+        mapping = self._map
+        assert mapping is not None  # an empty file has nothing to flush: no pending ranges
         for start, end in _merge((off & ~mask, off + n) for off, n in pending):
-            self._map.flush(start, end - start)
+            mapping.flush(start, end - start)
         pending.clear()
 
     def persist(self, off: int, n: int) -> None:

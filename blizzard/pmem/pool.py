@@ -393,7 +393,7 @@ class Pool:
         u64 = getattr(self, "_u64", None)
         if u64 is not None:
             u64.release()
-            self._u64 = None
+            self._u64 = None  # type: ignore[assignment]
 
     @property
     def closed(self) -> bool:
@@ -406,7 +406,7 @@ class Pool:
     def __enter__(self) -> Pool:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -85,9 +85,9 @@ class PersistentMap(MutableMapping):
         self._encoder = Encoder(name)
         self._put_op = self._encoder.two
         # bytes codecs are the identity on bytes: the hot paths skip their calls
-        self._kraw = bytes if kc is BYTES else _NoType
+        self._kraw: Any = bytes if kc is BYTES else _NoType
         self._vraw = vc is BYTES
-        self._vraw_type = bytes if vc is BYTES else _NoType
+        self._vraw_type: Any = bytes if vc is BYTES else _NoType
         self._submit = replicator.submit
         self._get = core.get
         if linearizable is None:
@@ -167,7 +167,7 @@ class PersistentMap(MutableMapping):
         kb = key if type(key) is self._kraw else self._kenc(key)
         if len(kb) > self.key_bytes_max:
             raise KeyTooLongError(f"keys are at most {self.key_bytes_max} bytes encoded, "
-                             f"got {len(kb)}")
+                                  f"got {len(kb)}")
         self._submit(self._put_op(self._put_code, kb, value if type(value) is self._vraw_type
                                   else self._venc(value)))
 

@@ -29,6 +29,8 @@ _U64 = struct.Struct("<Q")
 class _ItemsView(ItemsView):
     """``items()`` in key order, read leaf by leaf (not one lookup per key)."""
 
+    _mapping: Any  # the map (collections.abc's views keep it there)
+
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         return self._mapping.irange_items()
 
@@ -38,6 +40,8 @@ class _ItemsView(ItemsView):
 
 class _ValuesView(ValuesView):
     """``values()`` in key order."""
+
+    _mapping: Any
 
     def __iter__(self) -> Iterator[Any]:
         for _, value in self._mapping.irange_items():
@@ -67,7 +71,7 @@ class OrderedMap(PersistentMap):
             # a parameter is set by an Op of its own, accepted only before the first write
             self._submit(self._encoder.one(_INIT, _U64.pack(param)))
 
-    def _param(self) -> int:
+    def _param(self) -> int | None:
         raise NotImplementedError
 
     # -- reads ---------------------------------------------------------------------------

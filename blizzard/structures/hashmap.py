@@ -34,11 +34,15 @@ register_kind(TAG, HashCore.create, HashCore.open)
 class _ItemsView(ItemsView):
     """``items()`` read page by page (not one lookup per key)."""
 
+    _mapping: Any  # the map (collections.abc's views keep it there)
+
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         return self._mapping._items()
 
 
 class _ValuesView(ValuesView):
+    _mapping: Any
+
     def __iter__(self) -> Iterator[Any]:
         for _, value in self._mapping._items():
             yield value

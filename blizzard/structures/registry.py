@@ -60,6 +60,7 @@ class Core(Protocol):
     header_off: int
     key_codec: str
     value_codec: str
+    count: int  # entries (maps) or items (queues)
     opgroup: int  # the high nibble of the opcodes it takes
 
     @property
@@ -106,6 +107,7 @@ class Registry:
                 self.buf[off:off + 8] = REGISTRY_MAGIC
                 tx.set_root(REGISTRY_ROOT, off, REGISTRY_TAG)
             root = pool.root(REGISTRY_ROOT)
+            assert root is not None
         if root.tag != REGISTRY_TAG or bytes(self.buf[root.off:root.off + 8]) != REGISTRY_MAGIC:
             raise StructureCorruptError(f"root {REGISTRY_ROOT!r} is not a Blizzard registry record")
         self._off = root.off

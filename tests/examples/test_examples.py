@@ -11,12 +11,15 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXPECTED = {
     "pool_basics.py": "counter = 1000",
+    "hashmap_basics.py": "job: send mail",
     "cluster_client.py": "users: 100 entries, ada born 1815",
 }
 
 
 def test_every_example_has_an_expectation():
-    assert {p.name for p in EXAMPLES.glob("*.py")} >= set(EXPECTED)
+    """Exactly: an example without an expectation would never run, and an
+    expectation without its example would be a test of nothing."""
+    assert {p.name for p in EXAMPLES.glob("*.py")} == set(EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

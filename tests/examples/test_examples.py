@@ -16,10 +16,16 @@ EXPECTED = {
 }
 
 
+#: Examples with a test of their own (which runs them), by the file of that test.
+RUN_ELSEWHERE = {"one_app.py": "test_one_app.py"}
+
+
 def test_every_example_has_an_expectation():
     """Exactly: an example without an expectation would never run, and an
     expectation without its example would be a test of nothing."""
-    assert {p.name for p in EXAMPLES.glob("*.py")} == set(EXPECTED)
+    assert {p.name for p in EXAMPLES.glob("*.py")} == set(EXPECTED) | set(RUN_ELSEWHERE)
+    for example, test in RUN_ELSEWHERE.items():
+        assert example in (Path(__file__).parent / test).read_text(), (example, test)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

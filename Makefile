@@ -24,6 +24,7 @@ soak: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check blizzard tests examples
+	$(VENV)/bin/mypy  # the files and settings are in pyproject.toml [tool.mypy]
 
 bench: $(STAMP)
 	$(VENV)/bin/blizzard bench pool

@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import re
 import sys
 from collections.abc import Sequence
 
+from blizzard._argparse import ArgumentParser, size, size_help
+from blizzard._sizes import format_size
 from blizzard.exceptions import BlizzardError, ConfigError
-
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 BENCHMARKS = {
     "pool": "blizzard.bench.pool",
@@ -33,22 +31,25 @@ BENCHMARKS = {
     "failover": "blizzard.bench.failover",
     "snapshot": "blizzard.bench.snapshot",
 }
+MODES = ("pmem", "msync", "none")
+MODE_HELP = ("durability: pmem = cache-line flushes (libpmem), msync = msync per fence, "
+             "none = no flushes (see docs/pmem.md)")
 
 
 def parse_size(text: str) -> int:
-    """``"64M"`` -> 67108864. Units K, M, G, T are powers of 1024."""
-    match = _SIZE.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 4096, 64M, 1G)")
-    return int(match.group(1)) * _UNITS[match.group(2).upper()]
+    """``"64M"`` -> 67108864 (the units of :mod:`blizzard._sizes`); an
+    :class:`argparse.ArgumentTypeError` for anything else."""
+    return size(text)
 
 
 def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    return format_size(n)
+
+
+def _version() -> str:
+    from blizzard import __version__
+
+    return f"blizzard {__version__}"
 
 
 # -- pool ---------------------------------------------------------------------------
@@ -62,10 +63,24 @@ def _cmd_pool_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_pool_info(args: argparse.Namespace) -> int:
+def _open_for_reading(args: argparse.Namespace):  # -> (Pool, note or None)
+    """The pool at ``args.path``; if another process has it open, a private
+    copy read without the lock (``Pool.open_copy``), and a note saying so."""
+    from blizzard.exceptions import PoolLockedError
     from blizzard.pmem import Pool
 
-    with Pool.open(args.path, mode=args.mode) as pool:
+    try:
+        return Pool.open(args.path, mode=args.mode), None
+    except PoolLockedError as locked:
+        holders = ", ".join(map(str, locked.holders)) or "another process"
+        pool = Pool.open_copy(args.path)
+        return pool, (f"in use by {holders}: read from a copy taken just now, without the "
+                      "lock (nothing was rolled back in the file)")
+
+
+def _cmd_pool_info(args: argparse.Namespace) -> int:
+    pool, note = _open_for_reading(args)
+    with pool:
         stats = pool.stats()
         rows = [
             ("path", str(args.path)),
@@ -76,9 +91,12 @@ def _cmd_pool_info(args: argparse.Namespace) -> int:
             ("used", _human(stats.used)),
             ("free", _human(stats.free)),
             ("largest free extent", _human(stats.largest_free_extent)),
-            ("durability", pool.media.durability),
-            ("recovered", f"{pool.recovered_entries} undo entries rolled back at open"),
+            ("durability", pool.media.durability if note is None else f"{args.mode} (in use)"),
+            ("recovered", f"{pool.recovered_entries} undo entries rolled back at open"
+                          + (" (in the copy)" if note else "")),
         ]
+        if note is not None:
+            rows.insert(1, ("state", note))
         width = max(len(k) for k, _ in rows)
         for key, value in rows:
             print(f"{key:<{width}}  {value}")
@@ -92,11 +110,32 @@ def _cmd_pool_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_pool_check(args: argparse.Namespace) -> int:
+    import blizzard.structures  # noqa: F401  (registers every structure kind)
     from blizzard.pmem import Pool
+    from blizzard.structures.registry import check_structures
 
     with Pool.open(args.path, mode=args.mode) as pool:
         pool.check()
-        print(f"{args.path}: ok ({_human(pool.stats().used)} used of {_human(pool.size)})")
+        roots = pool.roots()
+        print(f"{args.path}: pool ok: header, undo log, allocator, directory of "
+              f"{len(roots)} roots ({_human(pool.stats().used)} used of {_human(pool.size)})")
+        results = check_structures(pool)
+    width = max((len(r.name) for r in results), default=0)
+    broken = [r for r in results if r.problem is not None]
+    for r in results:
+        if not r.checked:
+            verdict = "not a Blizzard structure: not checked"
+        elif r.problem is not None:
+            verdict = f"CORRUPT: {r.problem}"
+        else:
+            verdict = "ok" if r.items is None else f"ok, {r.items} items"
+        print(f"  {r.name:<{width}}  {r.kind:<8}  {verdict}")
+    checked = sum(r.checked for r in results)
+    if broken:
+        names = ", ".join(r.name for r in broken)
+        raise BlizzardError(f"{args.path}: {len(broken)} of {checked} roots failed "
+                            f"their check ({names})")
+    print(f"{args.path}: ok ({checked} roots checked)")
     return 0
 
 
@@ -188,7 +227,11 @@ def _cmd_cluster_up(args: argparse.Namespace) -> int:
     elif args.config:
         raise ConfigError(f"--config {path}: no such file")
     else:
-        os.makedirs(directory, exist_ok=True)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise BlizzardError(f"cannot create the data directory {directory}: "
+                                f"{exc.strerror}") from None
         size = args.pool_size or parse_size(POOL_SIZE_DEFAULT)
         config = configmod.local_cluster(args.nodes or NODES_DEFAULT, directory,
                                          base_port=args.base_port or BASE_PORT_DEFAULT,
@@ -314,67 +357,90 @@ def _cmd_mirror_status(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="blizzard",
-                                     description="Persistent, replicated data structures.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = ArgumentParser(prog="blizzard",
+                            description="Persistent, replicated data structures.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="pool, structures and a 3-node cluster, end to end")
+    demo = sub.add_parser("demo", help="pool, structures and a 3-node cluster, end to end",
+                          description="Pool, structures and a 3-node cluster, end to end; "
+                                      "checks every step and prints what it did.")
     demo.add_argument("--dir", help="working directory (default: a new one under /dev/shm)")
     demo.add_argument("--records", type=int, default=10_000, help="pool records to write")
     demo.add_argument("--writes", type=int, default=500, help="replicated puts")
-    demo.add_argument("--mode", default="pmem", choices=("pmem", "msync", "none"))
+    demo.add_argument("--mode", default="pmem", choices=MODES, help=MODE_HELP)
     demo.add_argument("--keep", action="store_true", help="keep the files afterwards")
     demo.set_defaults(func=_cmd_demo)
 
-    pool = sub.add_parser("pool", help="create, inspect or check a pool file")
-    pool_sub = pool.add_subparsers(dest="pool_command", required=True)
-    create = pool_sub.add_parser("create", help="create a new pool file")
-    create.add_argument("path")
-    create.add_argument("--size", type=parse_size, default=parse_size("64M"))
-    create.add_argument("--layout", default="blizzard")
+    pool = sub.add_parser("pool", help="create, inspect or check a pool file",
+                          description="Create, inspect or check a pool file.")
+    pool_sub = pool.add_subparsers(dest="pool_command", required=True, metavar="COMMAND")
+    create = pool_sub.add_parser("create", help="create a new pool file",
+                                 description="Create and format a new pool file.")
+    create.add_argument("path", help="the new file (its directory must exist)")
+    create.add_argument("--size", type=size, default="64M", help=size_help("the pool's size"))
+    create.add_argument("--layout", default="blizzard",
+                        help="the layout name, 1 to 32 bytes; opening asks for it back")
     create.set_defaults(func=_cmd_pool_create)
-    info = pool_sub.add_parser("info", help="header, space and roots of a pool")
-    info.add_argument("path")
+    info = pool_sub.add_parser(
+        "info", help="header, space and roots of a pool",
+        description="Header, space and roots of a pool. A pool another process has open "
+                    "is read from a private copy, without its lock.")
+    info.add_argument("path", help="the pool file")
     info.set_defaults(func=_cmd_pool_info)
-    check = pool_sub.add_parser("check", help="verify a pool's allocator and directory")
-    check.add_argument("path")
+    check = pool_sub.add_parser(
+        "check", help="verify a pool and every structure in it",
+        description="Verify the pool (header, undo log, allocator, directory), then run "
+                    "every named structure's own check(); exit 1 if anything is broken.")
+    check.add_argument("path", help="the pool file")
     check.set_defaults(func=_cmd_pool_check)
     for p in (create, info, check):
-        p.add_argument("--mode", default="pmem", choices=("pmem", "msync", "none"),
-                       help="durability mode (default pmem)")
+        p.add_argument("--mode", default="pmem", choices=MODES, help=MODE_HELP)
 
-    bench = sub.add_parser("bench", help="run a benchmark (pass --help after its name)")
-    bench.add_argument("which", choices=sorted(BENCHMARKS))
+    bench = sub.add_parser("bench", help="run a benchmark (pass --help after its name)",
+                           description="Run a benchmark; `blizzard bench NAME --help` lists "
+                                       "its options.")
+    bench.add_argument("which", choices=sorted(BENCHMARKS), metavar="NAME",
+                       help=f"one of {', '.join(sorted(BENCHMARKS))}")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options")
     bench.set_defaults(func=_cmd_bench)
 
-    serve = sub.add_parser("serve", help="run one node of a cluster (Raft + client protocol)")
+    serve = sub.add_parser("serve", help="run one node of a cluster (Raft + client protocol)",
+                           description="Run one node of a cluster until SIGTERM or SIGINT.")
     serve.add_argument("--config", required=True, help="the cluster's TOML file")
     serve.add_argument("--node", type=int, required=True, help="this node's id")
     serve.set_defaults(func=_cmd_serve)
 
-    cluster = sub.add_parser("cluster", help="start, stop or inspect a local cluster")
-    cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
+    cluster = sub.add_parser("cluster", help="start, stop or inspect a local cluster",
+                             description="Start, stop or inspect a cluster of `blizzard "
+                                         "serve` processes on this machine.")
+    cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True,
+                                         metavar="COMMAND")
     up = cluster_sub.add_parser(
         "up", help="start one `blizzard serve` process per node",
         description="Start the cluster of --config, or of DIR/cluster.toml, writing that "
                     "file from the flags when it does not exist yet. Flags that contradict "
                     "an existing file are refused.")
-    up.add_argument("--nodes", type=int, help=f"nodes of a new cluster (default "
+    up.add_argument("--nodes", type=int, help=f"nodes of a new cluster (default: "
                                               f"{NODES_DEFAULT})")
-    up.add_argument("--dir", help=f"data directory (default {CLUSTER_DIR_DEFAULT})")
+    up.add_argument("--dir", help=f"data directory (default: {CLUSTER_DIR_DEFAULT})")
     up.add_argument("--base-port", type=int,
-                    help=f"first port of a new cluster; node i gets two (default "
+                    help=f"first port of a new cluster; node i gets two (default: "
                          f"{BASE_PORT_DEFAULT})")
     up.add_argument("--config", help="an existing cluster TOML (else DIR/cluster.toml)")
-    up.add_argument("--pool-size", type=parse_size,
-                    help=f"each node's pools, for a new cluster (default {POOL_SIZE_DEFAULT})")
+    up.add_argument("--pool-size", type=size,
+                    help=size_help(f"each node's pools, for a new cluster (default: "
+                                   f"{POOL_SIZE_DEFAULT})"))
     up.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a leader")
     up.set_defaults(func=_cmd_cluster_up)
-    down = cluster_sub.add_parser("down", help="stop the cluster's processes")
+    down = cluster_sub.add_parser("down", help="stop the cluster's processes",
+                                  description="SIGTERM every node of the cluster, SIGKILL "
+                                              "those still up after --grace seconds.")
     down.add_argument("--grace", type=float, default=10.0,
                       help="seconds between SIGTERM and SIGKILL")
-    status = cluster_sub.add_parser("status", help="a table of every node's Raft state")
+    status = cluster_sub.add_parser("status", help="a table of every node's Raft state",
+                                    description="A table of every node's Raft state; exit "
+                                                "1 if a node does not answer.")
     add = cluster_sub.add_parser(
         "add", help="start a new node here and add it to the running cluster")
     add.add_argument("--node", type=int, help="its id (default: the highest + 1)")
@@ -420,14 +486,24 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _error(message: str) -> int:
+    print(f"blizzard: error: {message}", file=sys.stderr)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; user errors end as one ``blizzard: error:`` line and
+    exit status 1 (2 for a command line that does not parse), never a traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except BlizzardError as exc:
-        print(f"blizzard: error: {exc}", file=sys.stderr)
-        return 1
+        return _error(str(exc))
+    except OSError as exc:  # the environment said no: a path, a permission, a port
+        if exc.filename is not None and exc.strerror:
+            return _error(f"{exc.filename}: {exc.strerror}")
+        return _error(exc.strerror or str(exc))
     except KeyboardInterrupt:
         return 130
 

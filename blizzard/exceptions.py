@@ -2,7 +2,10 @@
 
 Each class also subclasses the builtin a caller would naturally catch
 (``FileNotFoundError``, ``ValueError``, ``MemoryError``...), so code written
-against the standard library keeps working.
+against the standard library keeps working. ``docs/errors.md`` is the
+hierarchy with what each error means (a test keeps it complete). Errors
+are defined here, not beside the code raising them: a replicated Op's error
+result crosses the network by class name and is rebuilt from this module.
 """
 
 from __future__ import annotations
@@ -15,6 +18,17 @@ class BlizzardError(Exception):
 class ConfigError(BlizzardError, ValueError):
     """A configuration is invalid, or asks for something not available here;
     the message names the field (``replication.backend``, ``nodes[1].raft``)."""
+
+
+class InvalidArgumentError(BlizzardError, ValueError):
+    """An argument's value is outside what the call accepts (an unknown
+    durability mode, a key codec a structure cannot use, a range outside
+    the pool); the message says what is accepted."""
+
+
+class InvalidNameError(InvalidArgumentError):
+    """A name is empty or longer than its field holds (a pool's layout name,
+    a root's or a structure's name)."""
 
 
 # --- persistent memory -------------------------------------------------------
@@ -57,7 +71,20 @@ class PoolCorruptError(PoolError, ValueError):
 
 
 class PoolLockedError(PoolError, BlockingIOError):
-    """Another process (or another handle in this one) has the pool open."""
+    """Another process (or another handle in this one) has the pool open.
+
+    ``holders`` lists the PIDs holding the file's lock, where the system
+    tells (``/proc/locks``); empty otherwise.
+    """
+
+    def __init__(self, message: str, *, holders: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.holders = holders or []
+
+
+class MediaMapError(PoolError, OSError):
+    """A pool file could not be sized or mapped (no memory or address space
+    left, no space on its file system, a limit); nothing was created."""
 
 
 class PoolFullError(PoolError, MemoryError):
@@ -170,12 +197,26 @@ class CodecMismatchError(BlizzardError, ValueError):
     """A structure was opened with codecs other than the ones it was created with."""
 
 
+class KeyTooLongError(InvalidArgumentError):
+    """A key whose encoded form is longer than its structure stores
+    (``key_bytes_max``: 992 bytes in a PHashMap, 256 in a PBPlusTree...)."""
+
+
+class UnknownCodecError(InvalidArgumentError):
+    """A codec asked for by a name or a type that no codec has."""
+
+
 class StructureCorruptError(PoolCorruptError):
     """A structure's persistent layout breaks one of its invariants."""
 
 
 class Empty(BlizzardError, _queue.Empty):
     """``get`` or ``peek`` on an empty :class:`~blizzard.structures.PQueue`."""
+
+
+class NodeFailedError(BlizzardError, RuntimeError):
+    """A cluster node stopped serving because its Raft loop died; the cause
+    (say, PoolFullError) is chained and named in the message."""
 
 
 class ReplicatorStoppedError(BlizzardError, RuntimeError):

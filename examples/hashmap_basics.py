@@ -36,7 +36,7 @@ def main(path: Path) -> None:
         print("ada still there?", "ada" in users)
         while True:
             try:
-                print("job:", jobs.get())
+                print("job:", jobs.get_nowait())  # get() would wait for the next put
             except Empty:
                 break
         users.check()

@@ -31,7 +31,6 @@ Usage: ``python -m blizzard.bench.cluster [--ops N] [--quick] [--json PATH]``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -48,8 +47,10 @@ from pathlib import Path
 from typing import Any
 
 import blizzard
+from blizzard._argparse import ArgumentParser
 from blizzard.bench import _report
 from blizzard.bench._cluster_node import MAP_NAME, VALUE, make_key, summarize
+from blizzard.cluster.config import RaftConfig
 from blizzard.cluster.ports import port_block
 
 SYSTEMS = ("blizzard-leader", "blizzard-follower", "blizzard-local", "pysyncobj",
@@ -119,6 +120,8 @@ class RunError(RuntimeError):
 
 # -- processes --------------------------------------------------------------------------
 
+
+RAFT_DEFAULTS = RaftConfig()  # what a cluster config gets when it says nothing
 
 def _child_env() -> dict[str, str]:
     """The environment for a child: this blizzard importable, output unbuffered."""
@@ -647,7 +650,7 @@ def command_line(argv: list[str] | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the report; 0 unless ``--check`` finds a miss."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="blizzard bench cluster",
         description="Replicated PHashMap puts (3-node Blizzard Raft on loopback) against "
                     "the local PHashMap and PySyncObj.")
@@ -669,8 +672,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="after the measured runs, one more leader run under cProfile "
                              "on the leader and a follower; pstats files go to DIR")
     parser.add_argument("--election-ticks", type=int, default=None,
-                        help="the Blizzard cluster's raft.election_ticks (default: the config "
-                             "default, 10 ticks of 10 ms)")
+                        help=f"the Blizzard cluster's raft.election_ticks (default: the "
+                             f"config's, {RAFT_DEFAULTS.election_ticks} ticks of "
+                             f"{RAFT_DEFAULTS.tick_ms} ms)")
     _report.add_arguments(parser)
     args = parser.parse_args(argv)
     ops = args.ops or (QUICK_OPS if args.quick else DEFAULT_OPS)

@@ -21,7 +21,6 @@ Usage: ``python -m blizzard.bench.ordered [--keys N] [--structures bptree,skipli
 
 from __future__ import annotations
 
-import argparse
 import random
 import shutil
 import sys
@@ -30,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from blizzard._argparse import ArgumentParser
 from blizzard.bench import _report
 from blizzard.bench._report import command_line, rate, table
 from blizzard.pmem import Pool
@@ -122,8 +122,12 @@ def blizzard_workload(kind: str, workdir: Path, n: int, mode: str, fanout: int) 
     return Workload(m.__setitem__, m.__getitem__, scan, close)
 
 
-def sorteddict_workload() -> Workload:
-    from sortedcontainers import SortedDict
+def sorteddict_workload() -> Workload | str:
+    try:
+        from sortedcontainers import SortedDict
+    except ImportError:
+        return ("sortedcontainers not installed (pip install sortedcontainers): "
+                "no SortedDict reference")
 
     d = SortedDict()
 
@@ -195,8 +199,8 @@ def targets(results: dict[str, dict[str, object]]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="blizzard bench ordered",
-                                     description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="blizzard bench ordered",
+                            description=__doc__.split("\n")[0])
     parser.add_argument("--keys", type=int, default=1_000_000, help="keys (default 1M)")
     parser.add_argument("--gets", type=int, default=100_000,
                         help="lookups per measurement (default 100k)")

@@ -24,7 +24,6 @@ drift on a shared machine hits every subject alike. Memory allocated by
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -34,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from time import perf_counter_ns, thread_time_ns
 
+from blizzard._argparse import ArgumentParser
 from blizzard.bench import _pmemobj, _report
 from blizzard.exceptions import PmemUnavailableError
 from blizzard.pmem import DramMedia, FileMedia, Pool, RecordingMedia
@@ -392,7 +392,7 @@ def command_line(argv: list[str] | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the report; 0 unless ``--check`` finds a miss."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="blizzard bench pool",
         description="Transactions per second of the pool, against libpmemobj.")
     parser.add_argument("--ops", type=int, default=DEFAULT_OPS,

@@ -29,7 +29,6 @@ Usage: ``blizzard bench replication [--ops N] [--quick] [--json PATH]``.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from blizzard._argparse import ArgumentParser
 from blizzard.bench import _report
 from blizzard.bench.cluster import (
     STALL_S,
@@ -325,7 +325,7 @@ def command_line(argv: list[str] | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="blizzard bench replication",
         description="Logical (Raft) against physical (mirrored persisted bytes) replication, "
                     "per structure and value size, 3 nodes on loopback, in one run.")

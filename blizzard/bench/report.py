@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from blizzard._argparse import ArgumentParser
 from blizzard.bench import _report
 from blizzard.bench.cluster import NodeProcess, RunError, _wait, free_port_block
 
@@ -432,7 +433,7 @@ def _ints(text: str, what: str, parser) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="blizzard bench report",
         description="Regenerate the logical-versus-physical replication study: a sweep over "
                     "structures, backends, replicas, value sizes and clients in flight; JSON "

@@ -21,7 +21,6 @@ Usage: ``python -m blizzard.bench.structures [--ops N] [--sizes 1000,10000]``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import shutil
@@ -31,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from blizzard._argparse import ArgumentParser
 from blizzard.bench import _report
 from blizzard.bench._report import command_line, rate, table
 from blizzard.pmem import Pool
@@ -199,8 +199,8 @@ def targets(results: list[dict]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="blizzard bench structures",
-                                     description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="blizzard bench structures",
+                            description=__doc__.split("\n")[0])
     parser.add_argument("--ops", type=int, default=1_000_000,
                         help="operations per measurement, and the largest map size (default 1M)")
     parser.add_argument("--sizes", default="1000,10000,100000,1000000",

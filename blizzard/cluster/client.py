@@ -367,9 +367,9 @@ class Client:
                 in_flight.clear()
                 self._drop(local)
             else:
-                item = in_flight.pop(response.request_id, None)
-                if item is None:
+                if response.request_id not in in_flight:
                     continue
+                item = in_flight.pop(response.request_id)
                 if response.status == Status.NOT_READY:
                     resend = [item, *in_flight.values()]  # elsewhere, all of them
                     in_flight.clear()

@@ -32,6 +32,10 @@ Example::
     client = "127.0.0.1:7101"              # the client protocol (blizzard serve)
     # join = true                          # added at run time (blizzard cluster add)
 
+Sizes are bytes, or text with a unit: ``K M G T`` (or ``KiB MiB GiB TiB``)
+are powers of 1024, ``kB MB GB TB`` powers of 1000, as in pmempool
+(:mod:`blizzard._sizes`, the parser the command line uses too).
+
 Loading validates everything and names the bad field and why
 (:class:`ConfigError`); relative paths are relative to the file. Only
 ``data_dir`` is needed for the local backend (its pool is
@@ -53,7 +57,10 @@ from typing import Any
 import attrs
 import tomli_w
 
+from blizzard._sizes import parse_size
 from blizzard.exceptions import ConfigError
+from blizzard.pmem import POOL_SIZE_MIN
+from blizzard.pmem.pool import pool_size_problem
 from blizzard.replication.transport.registry import TlsFiles, TransportSpec
 
 __all__ = ["ClusterConfig", "ConfigError", "NodeConfig", "RaftConfig", "ReplicationConfig",
@@ -65,23 +72,16 @@ DURABILITY_MODES = ("pmem", "msync", "none")
 KEYS = ("cluster_id", "data_dir", "pool_size", "log_pool_size", "durability", "replication",
         "transport", "raft", "tls", "nodes")
 NODE_KEYS = ("id", "raft", "client", "join")
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def _size(field: str, value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        n = value
-    elif isinstance(value, str):
-        text = value.strip().upper().removesuffix("IB").removesuffix("B")
-        unit = text[-1] if text and text[-1] in _UNITS else ""
-        number = text[:-1] if unit else text
-        if not number.isdigit():
-            raise ConfigError(f"{field}: {value!r} is not a size (examples: 4096, '256M', '1G')")
-        n = int(number) * _UNITS[unit]
-    else:
-        raise ConfigError(f"{field}: expected a size, got {type(value).__name__}")
-    if n < (1 << 20) or n % 4096:
-        raise ConfigError(f"{field}: {value!r} must be at least 1M and a multiple of 4096 bytes")
+    """A pool size: bytes, or text with the units of :mod:`blizzard._sizes`."""
+    try:
+        n = parse_size(value)
+    except ValueError as exc:
+        raise ConfigError(f"{field}: {exc}") from None
+    if n < POOL_SIZE_MIN or n % 4096:
+        raise ConfigError(f"{field}: {value!r}: {pool_size_problem(n)}")
     return n
 
 

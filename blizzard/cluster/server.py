@@ -26,6 +26,7 @@ import faulthandler
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,7 +49,13 @@ from blizzard.cluster.protocol import (
     Status,
 )
 from blizzard.cluster.replicator import RaftReplicator
-from blizzard.exceptions import BlizzardError, Empty, ProposalDroppedError, StructureKindError
+from blizzard.exceptions import (
+    BlizzardError,
+    Empty,
+    NodeFailedError,
+    ProposalDroppedError,
+    StructureKindError,
+)
 from blizzard.replication.base import Replicator
 from blizzard.replication.node import NotLeaderError
 from blizzard.replication.sessions import wrap
@@ -459,15 +466,15 @@ def serve(config: ClusterConfig | str | os.PathLike[str], node_id: int, *,
     record = record_serving(config, node_id)
     log.info("node %d: up (pid %d, raft %s:%d, data %s)", node_id, os.getpid(), *node.raft,
              config.node_dir(node_id))
-    code = 0
+    failure: BaseException | None = None
     while not stop.wait(0.5):
         # A node whose Raft loop died (say, the pool filled up while applying) must
         # not keep answering as if it were a member: exit, so clients go elsewhere.
         raft_loop = replicator.node._task
         if raft_loop is not None and raft_loop.done():
-            log.error("node %d: the Raft loop stopped (%s); exiting", node_id,
-                      raft_loop.exception() if not raft_loop.cancelled() else "cancelled")
-            code = 1
+            failure = (raft_loop.exception() if not raft_loop.cancelled() else None) \
+                or RuntimeError("cancelled")
+            log.error("node %d: the Raft loop stopped (%s); exiting", node_id, failure)
             break
     log.info("node %d: shutting down", node_id)
     with contextlib.suppress(Exception):
@@ -476,7 +483,10 @@ def serve(config: ClusterConfig | str | os.PathLike[str], node_id: int, *,
         replicator.stop()
     forget_serving(record)
     log.info("node %d: stopped", node_id)
-    return code
+    if failure is not None:
+        raise NodeFailedError(f"node {node_id}: the Raft loop stopped: "
+                              f"{type(failure).__name__}: {failure}") from failure
+    return 0
 
 
 # -- local clusters of `blizzard serve` processes (``blizzard cluster up/down``) ------------
@@ -592,10 +602,9 @@ def start_cluster(path: str | os.PathLike[str], *, timeout_s: float = 30.0
                     if p.poll() is None:
                         p.terminate()
                 log_path = f"{config.node_dir(dead[0])}.log"
-                tail = Path(log_path).read_text(errors="replace").strip().splitlines()[-1:]
                 raise BlizzardError(f"node {dead[0]} exited at start (code "
                                     f"{processes[dead[0]].returncode}): "
-                                    f"{tail[0] if tail else '(no output)'} (see {log_path}); "
+                                    f"{exit_cause(Path(log_path))} (see {log_path}); "
                                     "the other nodes were stopped")
             statuses = client.node_statuses()
             leaders = {s.get("leader") for s in statuses.values()}
@@ -607,6 +616,30 @@ def start_cluster(path: str | os.PathLike[str], *, timeout_s: float = 30.0
                     f"not every node is up and agreeing on a leader within {timeout_s} s; "
                     f"see the logs in {config.data_dir}")
             time.sleep(0.05)
+
+
+#: What the ``blizzard`` command prints before the one line of a fatal error.
+ERROR_PREFIX = "blizzard: error:"
+_LOG_PREFIX = re.compile(r"^\S+ \S+ node \d+ ERROR \S+: ")
+
+
+def exit_cause(log_path: Path) -> str:
+    """Why a ``blizzard serve`` process ended, from its log: its last
+    ``blizzard: error:`` line (what the command printed as it exited), else
+    the first ERROR it logged (the first failure, not the noise of shutting
+    down after it), else its last line."""
+    try:
+        lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines()]
+    except OSError as exc:
+        return f"(no log: {exc.strerror})"
+    lines = [line for line in lines if line]
+    for line in reversed(lines):
+        if line.startswith(ERROR_PREFIX):
+            return line[len(ERROR_PREFIX):].strip()
+    for line in lines:
+        if _LOG_PREFIX.match(line):
+            return _LOG_PREFIX.sub("", line)
+    return lines[-1] if lines else "(no output)"
 
 
 def stop_cluster(path: str | os.PathLike[str], *, grace_s: float = 10.0) -> tuple[int, int]:

@@ -122,8 +122,9 @@ class Store:
     def names(self) -> dict[str, str]:
         """Every structure in the store: name -> kind (``hashmap``, ``queue``...)."""
         registry = registry_for(self.pool)
-        return {name: KIND_OF_TAG.get(registry.kind(name), registry.kind(name).decode())
-                for name in registry.names()}
+        tags = {name: tag for name in registry.names()
+                if (tag := registry.kind(name)) is not None}
+        return {name: KIND_OF_TAG.get(tag, tag.decode()) for name, tag in tags.items()}
 
     def drop(self, name: str) -> None:
         """Remove structure ``name`` and free its memory (an Op: it replicates).

@@ -17,7 +17,7 @@ then aborts is still in use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, final
 
 from blizzard.exceptions import (
     InvalidSizeError,
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 ALLOC_SIZE_MAX = 1 << 40
 
 
+@final  # (so `type(owner) is Run` tells a type checker the other branch has an Extent)
 class Run:
     """Volatile view of a run: ``cls.nblocks`` blocks of ``cls.size`` bytes."""
 
@@ -61,6 +62,7 @@ class Run:
         self.listed = False
 
 
+@final
 class Extent:
     """Volatile view of an allocated extent of whole chunks."""
 
@@ -195,6 +197,7 @@ class Allocator:
             else:
                 run = self._new_run(tx, cls)
                 free = run.free
+                assert free is not None  # a new run lists every slot
             slot = free.pop()
             run.used += 1
             word = run.bitmap_word + (slot >> 6)

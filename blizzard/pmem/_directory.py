@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
 
-from blizzard.exceptions import PoolCorruptError, PoolFullError, TransactionError
+from blizzard.exceptions import InvalidNameError, PoolCorruptError, PoolFullError, TransactionError
 from blizzard.pmem._layout import DIR_ENTRY, DIR_ENTRY_SIZE, NAME_BYTES_MAX, TAG_BYTES_MAX
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def encode_name(name: str) -> bytes:
         raise TypeError(f"root names are str, got {type(name).__name__}")
     raw = name.encode("utf-8")
     if not raw or len(raw) > NAME_BYTES_MAX or b"\0" in raw:
-        raise ValueError(
+        raise InvalidNameError(
             f"root name {name!r} must be 1 to {NAME_BYTES_MAX} UTF-8 bytes without NUL"
         )
     return raw
@@ -112,7 +112,7 @@ class Directory:
     def set(self, tx: Transaction, name: str, off: int, tag: bytes) -> None:
         raw = encode_name(name)
         if not isinstance(tag, bytes) or len(tag) > TAG_BYTES_MAX or b"\0" in tag:
-            raise ValueError(
+            raise InvalidNameError(
                 f"root tag must be at most {TAG_BYTES_MAX} bytes without NUL, got {tag!r}"
             )
         if not tx._alloc.is_allocated(off):

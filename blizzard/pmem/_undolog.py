@@ -56,6 +56,9 @@ class PyUndoLog:
         "pos",
         "txid",
     )
+    pos: int  # where the next entry goes
+    txid: int  # the running transaction's id (the log header's, once committed)
+    _end: int  # where the current log segment ends
 
     def __init__(
         self,
@@ -142,7 +145,7 @@ class PyUndoLog:
         self.pos, self._end = pos, end
 
     def release(self) -> None:
-        self._buf = None
+        self._buf = None  # type: ignore[assignment]
 
 
 def make_undo_log(media, *, size: int, data_lo: int, log_start: int, area_end: int, txid_off: int):

@@ -44,17 +44,21 @@ def native_trampolines(media: Media, on_error: Callable[[BaseException], None] |
     def c_persist(addr: int, n: int) -> None:
         persist(addr - base, n)
 
-    def c_error(exc_type, exc, tb) -> None:
-        on_error(exc)
+    handler = None
+    if on_error is not None:
+        report = on_error
 
-    handler = c_error if on_error is not None else None
-    callbacks = (
+        def handler(exc_type: Any, exc: Any, tb: Any) -> None:  # cffi's onerror signature
+            report(exc)
+
+    # (cffi's stubs type a callback as a Python callable; it is a C function pointer)
+    callbacks: tuple[Any, ...] = (
         ffi.callback("void(uintptr_t, size_t)", c_flush, onerror=handler),
         ffi.callback("void(void)", drain, onerror=handler),
         ffi.callback("void(uintptr_t, size_t)", c_persist, onerror=handler),
     )
-    addresses = tuple(int(ffi.cast("uintptr_t", c)) for c in callbacks)
-    return addresses, (ffi, *callbacks)  # type: ignore[return-value]
+    flush_at, drain_at, persist_at = (int(ffi.cast("uintptr_t", c)) for c in callbacks)
+    return (flush_at, drain_at, persist_at), (ffi, *callbacks)
 
 
 class CountingMedia(MediaWrapper):

@@ -32,8 +32,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+from blizzard._sizes import format_size
 from blizzard.exceptions import (
+    InvalidArgumentError,
     InvalidSizeError,
+    MediaMapError,
     PoolExistsError,
     PoolLockedError,
     PoolNotFoundError,
@@ -180,7 +183,8 @@ class FileMedia(Media):
         create_size: int | None = None,
     ) -> None:
         if mode not in DURABILITY_MODES:
-            raise ValueError(f"durability mode must be one of {DURABILITY_MODES}, got {mode!r}")
+            raise InvalidArgumentError(
+                f"durability mode must be one of {DURABILITY_MODES}, got {mode!r}")
         self.path = Path(path)
         self.mode = mode
         if mode == "pmem":
@@ -190,9 +194,13 @@ class FileMedia(Media):
             self._lock()
             size = create_size if create_size is not None else os.fstat(self._fd).st_size
             if create_size is not None:
-                os.ftruncate(self._fd, create_size)
+                self._reserve(create_size)
             self.size = size
-            self._map = mmap.mmap(self._fd, size) if size else None
+            try:
+                self._map = mmap.mmap(self._fd, size) if size else None
+            except OSError as exc:
+                raise MediaMapError(f"{self.path}: cannot map {format_size(size)}: "
+                                    f"{exc.strerror or exc}") from None
         except BaseException:
             os.close(self._fd)
             if create_size is not None:
@@ -229,6 +237,10 @@ class FileMedia(Media):
                 raise PoolExistsError(
                     f"{self.path}: file exists; open it or remove it first"
                 ) from None
+            except FileNotFoundError:
+                raise PoolNotFoundError(
+                    f"{self.path}: no such directory {str(self.path.parent)!r}; create it first"
+                ) from None
         try:
             return os.open(self.path, os.O_RDWR)
         except FileNotFoundError:
@@ -236,13 +248,32 @@ class FileMedia(Media):
         except IsADirectoryError:
             raise PoolNotFoundError(f"{self.path}: is a directory, not a pool file") from None
 
+    def _reserve(self, size: int) -> None:
+        """Size a new file: refuse a pool larger than its file system (a sparse
+        file that big maps fine, then dies with SIGBUS at the first store
+        past the space there really is)."""
+        fs = os.fstatvfs(self._fd)
+        capacity = fs.f_blocks * fs.f_frsize
+        if capacity and size > capacity:
+            raise InvalidSizeError(
+                f"{self.path}: a {format_size(size)} pool does not fit its file system "
+                f"({format_size(capacity)} in all)")
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError as exc:
+            raise MediaMapError(f"{self.path}: cannot size the file to {format_size(size)}: "
+                                f"{exc.strerror or exc}") from None
+
     def _lock(self) -> None:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                holders = lock_holders(self._fd)
+                who = ", ".join("this process" if pid == os.getpid() else f"process {pid}"
+                                for pid in holders) or "this or another process"
                 raise PoolLockedError(
-                    f"{self.path}: pool is already open (in this or another process)"
+                    f"{self.path}: pool is already open (by {who})", holders=holders
                 ) from None
             raise
 
@@ -266,8 +297,10 @@ class FileMedia(Media):
         self.flush = flush  # type: ignore[method-assign]
         self.drain = pmem_drain  # type: ignore[method-assign]
         self.persist = persist  # type: ignore[method-assign]
-        self._native = tuple(
-            int(ffi.cast("uintptr_t", f)) for f in (pmem_flush, pmem_drain, pmem_persist)
+        self._native = (
+            int(ffi.cast("uintptr_t", pmem_flush)),
+            int(ffi.cast("uintptr_t", pmem_drain)),
+            int(ffi.cast("uintptr_t", pmem_persist)),
         )
         self.is_pmem = bool(lib.pmem_is_pmem(base, self.size)) if self.size else False
 
@@ -284,8 +317,10 @@ class FileMedia(Media):
         if not pending:
             return
         mask = PAGE_SIZE - 1
+        mapping = self._map
+        assert mapping is not None  # an empty file has nothing to flush: no pending ranges
         for start, end in _merge((off & ~mask, off + n) for off, n in pending):
-            self._map.flush(start, end - start)
+            mapping.flush(start, end - start)
         pending.clear()
 
     def persist(self, off: int, n: int) -> None:
@@ -308,6 +343,25 @@ class FileMedia(Media):
 
     def __repr__(self) -> str:
         return f"<FileMedia {str(self.path)!r} size={self.size} mode={self.mode}>"
+
+
+def lock_holders(fd: int) -> list[int]:
+    """PIDs holding a ``flock`` on the file open as ``fd`` (from /proc/locks;
+    empty where that is not readable)."""
+    st = os.fstat(fd)
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids = []
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 12260 00:1a:12345 0 EOF" ("->" marks a waiter)
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == inode:
+            with contextlib.suppress(ValueError):
+                pids.append(int(fields[4]))
+    return sorted(set(pids))
 
 
 def _noop0() -> None:

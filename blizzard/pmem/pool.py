@@ -26,11 +26,15 @@ from zlib import crc32
 import attrs
 
 from blizzard.exceptions import (
+    InvalidArgumentError,
+    InvalidNameError,
     InvalidSizeError,
     NotAPoolError,
     PoolClosedError,
     PoolCorruptError,
+    PoolError,
     PoolLayoutError,
+    PoolNotFoundError,
     PoolTruncatedError,
     PoolVersionError,
     TransactionError,
@@ -39,9 +43,12 @@ from blizzard.pmem import _layout as L
 from blizzard.pmem._alloc import Allocator
 from blizzard.pmem._directory import Directory, Root
 from blizzard.pmem._tx import Transaction, live_entries, roll_back
-from blizzard.pmem.media import DurabilityMode, FileMedia, Media
+from blizzard.pmem.media import DramMedia, DurabilityMode, FileMedia, Media
 
 Target = str | os.PathLike[str] | Media
+
+COPY_BYTES_MAX = 4 << 30  # Pool.open_copy holds the whole file in memory
+COPY_ATTEMPTS_MAX = 5
 
 
 @attrs.frozen
@@ -74,6 +81,9 @@ class Pool:
         #: so volatile caches built on the pool can be rebuilt.
         self.abort_hooks: list = []
         self._untracked_flush: tuple | None = None  # (flush, was an instance attribute)
+        #: Called by ``close()`` before the mapping is released, so handles built
+        #: on the pool (the structures) can refuse further use with PoolClosedError.
+        self.close_hooks: list = []
         try:
             self._read_header(layout)
             self._u64 = media.buf[: self.size].cast("Q")
@@ -147,6 +157,62 @@ class Pool:
         """
         media = target if isinstance(target, Media) else FileMedia(target, mode=mode)
         return cls(media, layout=layout)
+
+    @classmethod
+    def open_copy(cls, path: str | os.PathLike[str], *, layout: str | None = None,
+                  bytes_max: int = COPY_BYTES_MAX, attempts: int = COPY_ATTEMPTS_MAX) -> Pool:
+        """A pool opened on a private copy of the file at ``path``, read without its lock.
+
+        For looking at a pool that another process has open (``blizzard pool
+        info``): the file is read whole into memory (a DramMedia), recovery
+        runs on the copy, never on the file, and the copy must pass
+        :meth:`check`. The owner may be writing while the copy is read, so a
+        copy can hold half of a transaction's stores; such a copy fails its
+        check and another is read, up to ``attempts`` times. What the copy
+        shows is the pool at about the moment it was read.
+
+        Raises :class:`InvalidSizeError` for a file over ``bytes_max`` bytes
+        (the copy is held in memory), :class:`PoolCorruptError` if no copy
+        was consistent.
+        """
+        where = Path(path)
+        try:
+            fd = os.open(where, os.O_RDONLY)
+        except FileNotFoundError:
+            raise PoolNotFoundError(f"{where}: no such pool file") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size > bytes_max:
+                raise InvalidSizeError(
+                    f"{where}: {size} bytes is too large to copy into memory "
+                    f"(at most {bytes_max}); stop the process that has it open to look at it")
+            if size < L.HEADER_SIZE or size % 4096:
+                raise NotAPoolError(f"{where}: not a Blizzard pool ({size} bytes)")
+            failure: Exception | None = None
+            for _ in range(attempts):
+                media = DramMedia(size)
+                if os.preadv(fd, [media.buf], 0) != size:
+                    media.close()
+                    raise PoolTruncatedError(f"{where}: shrank while it was read")
+                try:
+                    pool = cls(media, layout=layout)
+                except (PoolLayoutError, PoolVersionError, NotAPoolError):
+                    raise  # the file is what it is: another copy will not differ
+                except (PoolError, ValueError, IndexError) as exc:  # a torn copy
+                    failure = exc
+                    continue
+                try:
+                    pool.check()
+                except (PoolError, ValueError, IndexError) as exc:
+                    pool.close()
+                    failure = exc
+                    continue
+                return pool
+            raise PoolCorruptError(
+                f"{where}: no consistent copy in {attempts} reads while it is in use "
+                f"(last: {failure})")
+        finally:
+            os.close(fd)
 
     def _read_header(self, layout: str | None) -> None:
         media = self.media
@@ -321,7 +387,7 @@ class Pool:
         """A copy of ``[off, off+n)``."""
         self._check_open()
         if off < 0 or n < 0 or off + n > self.size:
-            raise ValueError(f"range [{off}, {off + n}) is outside the pool")
+            raise InvalidArgumentError(f"range [{off}, {off + n}) is outside the pool")
         return bytes(self.buf[off : off + n])
 
     def usable_size(self, off: int) -> int:
@@ -367,8 +433,12 @@ class Pool:
         if self._tx.active:
             raise PoolClosedError("close() inside a transaction")
         self._closed = True
-        self._release_views()
-        self.media.close()
+        try:
+            for hook in list(self.close_hooks):
+                hook()
+        finally:
+            self._release_views()
+            self.media.close()
 
     def _release_views(self) -> None:
         tx = getattr(self, "_tx", None)
@@ -377,7 +447,7 @@ class Pool:
         u64 = getattr(self, "_u64", None)
         if u64 is not None:
             u64.release()
-            self._u64 = None
+            self._u64 = None  # type: ignore[assignment]
 
     @property
     def closed(self) -> bool:
@@ -390,7 +460,7 @@ class Pool:
     def __enter__(self) -> Pool:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -401,17 +471,25 @@ class Pool:
 def _layout_bytes(layout: str) -> bytes:
     raw = layout.encode("utf-8")
     if not raw or len(raw) > L.LAYOUT_BYTES_MAX:
-        raise ValueError(
-            f"layout name must be 1 to {L.LAYOUT_BYTES_MAX} UTF-8 bytes, got {layout!r}"
-        )
+        shown = layout if len(layout) <= 40 else layout[:40] + "..."
+        raise InvalidNameError(
+            f"layout name must be 1 to {L.LAYOUT_BYTES_MAX} UTF-8 bytes, got {len(raw)} "
+            f"({shown!r})")
     return raw
 
 
 def _check_size(size: int) -> None:
     if size < L.POOL_SIZE_MIN or size % 4096:
-        raise InvalidSizeError(
-            f"pool size must be a multiple of 4096 and at least {L.POOL_SIZE_MIN} bytes, got {size}"
-        )
+        raise InvalidSizeError(pool_size_problem(size))
+
+
+def pool_size_problem(size: int) -> str:
+    """Why ``size`` is not a pool size, in words (for every layer that checks one)."""
+    text = (f"a pool size must be a multiple of 4096 bytes and at least 1 MiB "
+            f"({L.POOL_SIZE_MIN} bytes), got {size}")
+    if size % 4096 and size % 1000 == 0:
+        text += " (MB, GB... are powers of 1000; M or MiB, G or GiB are powers of 1024)"
+    return text
 
 
 def _check_plan(size: int, log_size: int) -> None:

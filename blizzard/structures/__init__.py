@@ -13,8 +13,8 @@ from blizzard.structures.registry import Registry, registry_for
 from blizzard.structures.skiplist import PSkipList
 
 #: Every kind of structure, by the name a Store's method and the client give it.
-KINDS: dict[str, type] = {"hashmap": PHashMap, "queue": PQueue, "bptree": PBPlusTree,
-                          "skiplist": PSkipList}
+KINDS: dict[str, type[PHashMap] | type[PQueue] | type[PBPlusTree] | type[PSkipList]] = {
+    "hashmap": PHashMap, "queue": PQueue, "bptree": PBPlusTree, "skiplist": PSkipList}
 #: The kind name of a structure, from the tag of its root in the pool.
 KIND_OF_TAG: dict[bytes, str] = {cls.tag: kind for kind, cls in KINDS.items()}
 

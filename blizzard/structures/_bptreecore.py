@@ -66,9 +66,9 @@ import itertools
 import struct
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from blizzard.exceptions import OpDecodeError, StructureCorruptError
+from blizzard.exceptions import InvalidArgumentError, OpDecodeError, StructureCorruptError
 from blizzard.pmem import Transaction
 from blizzard.structures._corebase import CoreBase
 from blizzard.structures.ops import OpCode, key_bounds
@@ -135,6 +135,10 @@ def inner_blob(kb: bytes, child: int) -> bytes:
     return _HDR.pack(8, len(kb)) + kb + _U64.pack(child)
 
 
+#: A node's cached child offsets: a list[int] for internal nodes, None for leaves.
+#: Typed Any because the walk's depth (not a check per step) tells which it is.
+Children = Any
+
 class BPTreeCore(CoreBase):
     """Apply side and read side of one persistent B+tree."""
 
@@ -180,7 +184,7 @@ class BPTreeCore(CoreBase):
         self.heap_bytes = self.node_bytes - self.heap
         # node offset -> (keys, ptrs): leaves cache keys only (ptrs None), internal nodes
         # keys (entry 0's read as b"") and children
-        self._nodes: dict[int, tuple[list[bytes], list[int] | None]] = {}
+        self._nodes: dict[int, tuple[list[bytes], Children]] = {}
         self._tops: dict[int, int] = {}
         self._gen = -1
 
@@ -208,7 +212,7 @@ class BPTreeCore(CoreBase):
 
     # -- reading nodes -------------------------------------------------------------------
 
-    def _load(self, node: int) -> tuple[list[bytes], list[int] | None]:
+    def _load(self, node: int) -> tuple[list[bytes], Children]:
         """Decode (and cache) the keys, and for internal nodes the children, of ``node``."""
         buf = self.buf
         kind, _, n, _, _ = _NODE.unpack_from(buf, node)
@@ -219,6 +223,7 @@ class BPTreeCore(CoreBase):
             e = node + s
             k = hdr(buf, e)[1]
             keys.append(buf[e + 8:e + 8 + k].tobytes())
+        entry: tuple[list[bytes], Children]
         if kind == LEAF:
             entry = (keys, None)
         else:
@@ -394,6 +399,7 @@ class BPTreeCore(CoreBase):
             j = n if hi is None else (bisect_right(keys, hi) if hi_incl
                                       else bisect_left(keys, hi))
             if i < j:
+                vals: list[bytes | None]
                 if values:
                     # one copy of the node, then bytes slices: cheaper than a view per value
                     raw = buf[leaf:leaf + size].tobytes()
@@ -446,12 +452,15 @@ class BPTreeCore(CoreBase):
         return total
 
     def dump(self) -> Iterator[tuple[bytes, ...]]:
-        return self.items_range(None, None, True, True, False)
+        # with values (the default) every pair has its value
+        return cast(Iterator[tuple[bytes, bytes]], self.items_range(None, None, True, True,
+                                                                    False))
 
     # -- applying ----------------------------------------------------------------------
 
     def apply(self, tx: Transaction, index: int, code: int, record: bytes, start: int) -> Any:
         """Apply one Op; validates the record before touching anything."""
+        result: Any  # None, bool, bytes, a pair, or an exception instance to raise
         if code == _ORD_PUT:
             ks, ke = key_bounds(record, start, "ORD_PUT", KEY_BYTES_MAX)
             self._hot(tx)
@@ -505,8 +514,8 @@ class BPTreeCore(CoreBase):
         if fanout == self.fanout:
             return None
         if self._applied != 0 or self.count != 0:
-            return ValueError(f"B+tree {self.name!r} has fanout {self.fanout}; "
-                              "the fanout is fixed once the tree has been written")
+            return InvalidArgumentError(f"B+tree {self.name!r} has fanout {self.fanout}; "
+                                        "the fanout is fixed once the tree has been written")
         nbytes = node_bytes_for(fanout)
         tx.add(self.header_off + 40, 8)
         _PARAMS.pack_into(self.buf, self.header_off + 40, fanout, nbytes)
@@ -620,8 +629,8 @@ class BPTreeCore(CoreBase):
                 self.height += 1
                 assert self.height <= HEIGHT_MAX
             return
-        children = [(None, made[0])] + [(g[0][0], c) for g, c in zip(groups[1:], made[1:],
-                                                                    strict=True)]
+        children: list[tuple[Any, int]] = [(None, made[0])] + [
+            (g[0][0], c) for g, c in zip(groups[1:], made[1:], strict=True)]
         self._parent_replace(tx, path, d - 1, path[d - 1][1], path[d - 1][1] + 1, children)
         if len(made) == 1 and self._underfull(made[0], len(entries)):
             path[d][0] = made[0]
@@ -635,8 +644,9 @@ class BPTreeCore(CoreBase):
         self._free_node(tx, old)
 
     def _parent_replace(self, tx: Transaction, path: list[list[int]], d: int, i: int, j: int,
-                        children: list[tuple[bytes | None, int]]) -> None:
-        """In the node at depth ``d``, replace children ``i..j-1`` by ``children``.
+                        children: list[tuple[Any, int]]) -> None:
+        """In the node at depth ``d``, replace children ``i..j-1`` by ``children``:
+        ``(separator, child)`` pairs, the first one's separator unused (None).
 
         The first new child keeps entry ``i``'s separator (its pointer is
         patched in place); the others are ``(separator, child)`` entries
@@ -932,9 +942,9 @@ class BPTreeCore(CoreBase):
                 continue
             if nxt:
                 fail(f"internal node {node} has a next pointer")
-            children = [_U64.unpack_from(b, len(b) - 8)[0] for _, b in entries]
-            for _, b in entries:
-                if _HDR.unpack_from(b, 0)[0] != 8:
+            children = [_U64.unpack_from(blob, len(blob) - 8)[0] for _, blob in entries]
+            for _, blob in entries:
+                if _HDR.unpack_from(blob, 0)[0] != 8:
                     fail(f"internal node {node}: an entry is not a child pointer")
             if cached is not None and (cached[0] != [b"", *keys[1:]] or cached[1] != children):
                 fail(f"internal node {node}: cached entries differ from the pool")
@@ -944,11 +954,11 @@ class BPTreeCore(CoreBase):
                 stack.append((children[c], d + 1, bounds[c], bounds[c + 1]))
         if total != self.count:
             fail(f"count is {self.count} but the leaves hold {total} entries")
-        chain = []
-        leaf = leaves[0] if leaves else 0
-        while leaf and len(chain) <= len(leaves):
-            chain.append(leaf)
-            leaf = self._next(leaf)
+        chain: list[int] = []
+        at = leaves[0] if leaves else 0
+        while at and len(chain) <= len(leaves):
+            chain.append(at)
+            at = self._next(at)
         if chain != leaves:
             fail("the leaf chain does not visit the leaves in key order")
         last_keys = [self._blobs(x) for x in leaves]

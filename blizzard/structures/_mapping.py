@@ -23,9 +23,10 @@ from __future__ import annotations
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-from blizzard.exceptions import EncodeError
+from blizzard.exceptions import EncodeError, KeyTooLongError, StructureKindError
 from blizzard.pmem import Pool
 from blizzard.replication.base import Replicator
+from blizzard.structures._closed import close_handle, reraise_if_closed
 from blizzard.structures._locking import locked_reads
 from blizzard.structures.codecs import BYTES, CodecLike, get_codec
 from blizzard.structures.ops import Encoder
@@ -58,11 +59,12 @@ class PersistentMap(MutableMapping):
             None if value_codec is None else get_codec(value_codec).name,
             replicator, ("bytes", "bytes"))
         if not isinstance(core, self._core_type):
-            raise TypeError(f"{name!r} is not a {self._kind}")
+            raise StructureKindError(f"{name!r} is not a {self._kind}")
         self.pool = pool
         # with a replicator that applies on another thread, reads hold its lock
         self._bind(name, locked_reads(core, replicator.read_lock), replicator, linearizable,
                    raw)
+        registry.attach(self)
 
     def _bind(self, name: str, core: Any, replicator: Replicator, linearizable: bool | None,
               raw: bool) -> None:
@@ -83,14 +85,26 @@ class PersistentMap(MutableMapping):
         self._encoder = Encoder(name)
         self._put_op = self._encoder.two
         # bytes codecs are the identity on bytes: the hot paths skip their calls
-        self._kraw = bytes if kc is BYTES else _NoType
+        self._kraw: Any = bytes if kc is BYTES else _NoType
         self._vraw = vc is BYTES
-        self._vraw_type = bytes if vc is BYTES else _NoType
+        self._vraw_type: Any = bytes if vc is BYTES else _NoType
         self._submit = replicator.submit
         self._get = core.get
         if linearizable is None:
             linearizable = replicator.linearizable_default
         self._barrier = replicator.read_barrier if linearizable else None
+
+    def _pool_closed(self) -> None:
+        """The pool closed: every later use raises PoolClosedError (see ``_closed``)."""
+        close_handle(self)
+
+    def _iterate(self, items: Iterator[Any]) -> Iterator[Any]:
+        """``items`` (from the core), as PoolClosedError if the pool closes meanwhile."""
+        try:
+            yield from items
+        except ValueError as error:
+            reraise_if_closed(self, error)
+            raise
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -152,8 +166,8 @@ class PersistentMap(MutableMapping):
     def __setitem__(self, key: Any, value: Any) -> None:
         kb = key if type(key) is self._kraw else self._kenc(key)
         if len(kb) > self.key_bytes_max:
-            raise ValueError(f"keys are at most {self.key_bytes_max} bytes encoded, "
-                             f"got {len(kb)}")
+            raise KeyTooLongError(f"keys are at most {self.key_bytes_max} bytes encoded, "
+                                  f"got {len(kb)}")
         self._submit(self._put_op(self._put_code, kb, value if type(value) is self._vraw_type
                                   else self._venc(value)))
 
@@ -203,7 +217,8 @@ class PersistentMap(MutableMapping):
 
     def __repr__(self) -> str:
         codecs = f"{self.key_codec.name}->{self.value_codec.name}"
-        return f"<{type(self).__name__} {self.name!r} len={len(self)} {codecs}>"
+        size = "pool closed" if self.pool.closed else f"len={len(self)}"
+        return f"<{type(self).__name__} {self.name!r} {size} {codecs}>"
 
 
 __all__ = ["PersistentMap"]

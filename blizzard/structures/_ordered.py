@@ -13,6 +13,7 @@ import struct
 from collections.abc import ItemsView, Iterator, ValuesView
 from typing import Any
 
+from blizzard.exceptions import InvalidArgumentError
 from blizzard.pmem import Pool
 from blizzard.replication.base import Replicator
 from blizzard.structures._mapping import PersistentMap
@@ -28,6 +29,8 @@ _U64 = struct.Struct("<Q")
 class _ItemsView(ItemsView):
     """``items()`` in key order, read leaf by leaf (not one lookup per key)."""
 
+    _mapping: Any  # the map (collections.abc's views keep it there)
+
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         return self._mapping.irange_items()
 
@@ -37,6 +40,8 @@ class _ItemsView(ItemsView):
 
 class _ValuesView(ValuesView):
     """``values()`` in key order."""
+
+    _mapping: Any
 
     def __iter__(self) -> Iterator[Any]:
         for _, value in self._mapping.irange_items():
@@ -58,7 +63,7 @@ class OrderedMap(PersistentMap):
                  raw: bool = False) -> None:
         if key_codec is not None and not get_codec(key_codec).ordered:
             ordered = ", ".join(name for name, c in CODECS.items() if c.ordered)
-            raise ValueError(f"a {self._kind} needs an ordered key codec ({ordered}), "
+            raise InvalidArgumentError(f"a {self._kind} needs an ordered key codec ({ordered}), "
                              f"not {get_codec(key_codec).name!r}")
         super().__init__(pool, name, key_codec=key_codec, value_codec=value_codec,
                          replicator=replicator, linearizable=linearizable, raw=raw)
@@ -66,7 +71,7 @@ class OrderedMap(PersistentMap):
             # a parameter is set by an Op of its own, accepted only before the first write
             self._submit(self._encoder.one(_INIT, _U64.pack(param)))
 
-    def _param(self) -> int:
+    def _param(self) -> int | None:
         raise NotImplementedError
 
     # -- reads ---------------------------------------------------------------------------
@@ -93,8 +98,8 @@ class OrderedMap(PersistentMap):
         self._read()
         lo, hi = self._bounds(minimum, maximum)
         kdec = self._kdec
-        for kb, _ in self._core.items_range(lo, hi, inclusive[0], inclusive[1], reverse,
-                                            values=False):
+        for kb, _ in self._iterate(self._core.items_range(lo, hi, inclusive[0], inclusive[1],
+                                                          reverse, values=False)):
             yield kdec(kb)
 
     def irange_items(self, minimum: Any = None, maximum: Any = None,
@@ -104,7 +109,8 @@ class OrderedMap(PersistentMap):
         self._read()
         lo, hi = self._bounds(minimum, maximum)
         kdec, vdec = self._kdec, self._vdec
-        for kb, vb in self._core.items_range(lo, hi, inclusive[0], inclusive[1], reverse):
+        for kb, vb in self._iterate(self._core.items_range(lo, hi, inclusive[0], inclusive[1],
+                                                           reverse)):
             yield kdec(kb), vdec(vb)
 
     def _items(self) -> Iterator[tuple[Any, Any]]:
@@ -119,7 +125,7 @@ class OrderedMap(PersistentMap):
 
     def items_bytes(self) -> Iterator[tuple[bytes, bytes]]:
         """Raw ``(key, value)`` bytes in key order, without codecs."""
-        return self._core.items_range(None, None, True, True, False)
+        return self._iterate(self._core.items_range(None, None, True, True, False))
 
     def peekitem(self, index: int = -1) -> tuple[Any, Any]:
         """The ``(key, value)`` at ``index`` in key order (IndexError when out of range)."""

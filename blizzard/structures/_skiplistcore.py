@@ -57,9 +57,9 @@ from __future__ import annotations
 import struct
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from blizzard.exceptions import OpDecodeError, StructureCorruptError
+from blizzard.exceptions import InvalidArgumentError, OpDecodeError, StructureCorruptError
 from blizzard.pmem import Transaction
 from blizzard.structures._corebase import CoreBase
 from blizzard.structures.ops import OpCode, key_bounds
@@ -431,12 +431,15 @@ class SkipListCore(CoreBase):
         return total
 
     def dump(self) -> Iterator[tuple[bytes, ...]]:
-        return self.items_range(None, None, True, True, False)
+        # with values (the default) every pair has its value
+        return cast(Iterator[tuple[bytes, bytes]], self.items_range(None, None, True, True,
+                                                                    False))
 
     # -- applying ----------------------------------------------------------------------
 
     def apply(self, tx: Transaction, index: int, code: int, record: bytes, start: int) -> Any:
         """Apply one Op; validates the record before touching anything."""
+        result: Any  # None, bool, bytes, a pair, or an exception instance to raise
         if code == _ORD_PUT:
             ks, ke = key_bounds(record, start, "ORD_PUT", KEY_BYTES_MAX)
             self._hot(tx)
@@ -470,8 +473,8 @@ class SkipListCore(CoreBase):
             seed = _U64.unpack_from(record, start)[0]
             self._hot(tx)
             if self._applied != 0 or self.count != 0:
-                result = ValueError(f"skiplist {self.name!r}: the seed is fixed once the "
-                                    "skiplist has been written")
+                result = InvalidArgumentError(f"skiplist {self.name!r}: the seed is fixed "
+                                              "once the skiplist has been written")
             else:
                 self.rng = seed
                 result = None
@@ -625,7 +628,7 @@ class SkipListCore(CoreBase):
                  f"{(self.count, self._applied, self.level, self.rng)}")
         below: set[int] | None = None
         for lvl in range(LEVEL_MAX):
-            nodes = []
+            nodes: list[int] = []
             x = self._next(self.head, lvl)
             prev_key = None
             while x:

@@ -43,7 +43,7 @@ from typing import Any
 
 import msgpack
 
-from blizzard.exceptions import DecodeError, EncodeError, EncodeRangeError
+from blizzard.exceptions import DecodeError, EncodeError, EncodeRangeError, UnknownCodecError
 
 INT_BYTES_MAX = 126  # the prefix byte stays within 0x01..0xFE
 CODEC_NAME_BYTES_MAX = 16
@@ -361,12 +361,12 @@ def get_codec(spec: CodecLike) -> Codec:
     if isinstance(spec, type):
         found = _BY_TYPE.get(spec)
         if found is None:
-            raise ValueError(f"no codec for type {spec.__name__}; "
+            raise UnknownCodecError(f"no codec for type {spec.__name__}; "
                              f"types with one: {', '.join(t.__name__ for t in _BY_TYPE)}")
         return found
     if not isinstance(spec, str):
         raise TypeError(f"a codec is a name, a type or a Codec, got {spec!r}")
     found = CODECS.get(spec)
     if found is None:
-        raise ValueError(f"unknown codec {spec!r}; known: {', '.join(CODECS)}")
+        raise UnknownCodecError(f"unknown codec {spec!r}; known: {', '.join(CODECS)}")
     return found

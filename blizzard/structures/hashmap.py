@@ -34,11 +34,15 @@ register_kind(TAG, HashCore.create, HashCore.open)
 class _ItemsView(ItemsView):
     """``items()`` read page by page (not one lookup per key)."""
 
+    _mapping: Any  # the map (collections.abc's views keep it there)
+
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         return self._mapping._items()
 
 
 class _ValuesView(ValuesView):
+    _mapping: Any
+
     def __iter__(self) -> Iterator[Any]:
         for _, value in self._mapping._items():
             yield value
@@ -82,13 +86,13 @@ class PHashMap(PersistentMap):
         bucket at a time; do not mutate while iterating."""
         self._read()
         kdec = self._kdec
-        for kb in self._core.keys_raw():
+        for kb in self._iterate(self._core.keys_raw()):
             yield kdec(kb)
 
     def _items(self) -> Iterator[tuple[Any, Any]]:
         self._read()
         kdec, vdec = self._kdec, self._vdec
-        for kb, vb in self._core.items_raw():
+        for kb, vb in self._iterate(self._core.items_raw()):
             yield kdec(kb), vdec(vb)
 
     def items(self) -> _ItemsView:
@@ -101,7 +105,7 @@ class PHashMap(PersistentMap):
     def items_bytes(self) -> Iterator[tuple[bytes, bytes]]:
         """Raw ``(key, value)`` bytes, without codecs."""
         self._read()
-        return self._core.items_raw()
+        return self._iterate(self._core.items_raw())
 
     def page(self, after: Any = _MISSING, limit: int = 1000, *, values: bool = True
              ) -> list[tuple[Any, Any]] | list[Any]:

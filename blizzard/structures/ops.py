@@ -24,7 +24,12 @@ import enum
 import struct
 from typing import NamedTuple
 
-from blizzard.exceptions import OpDecodeError, OpVersionError
+from blizzard.exceptions import (
+    InvalidArgumentError,
+    InvalidNameError,
+    OpDecodeError,
+    OpVersionError,
+)
 
 OP_VERSION = 1
 HEAD = struct.Struct("<BBBxI")
@@ -86,7 +91,7 @@ def name_bytes(name: str) -> bytes:
         raise TypeError(f"structure names are str, got {type(name).__name__}")
     raw = name.encode("utf-8")
     if len(raw) > NAME_BYTES_MAX or b"\0" in raw:
-        raise ValueError(
+        raise InvalidNameError(
             f"structure name {name!r} must be at most {NAME_BYTES_MAX} UTF-8 bytes, no NUL")
     return raw
 
@@ -107,7 +112,7 @@ def encode(op: Op) -> bytes:
         parts.append(bytes(field))
     body = b"".join(parts)
     if len(body) > ARGS_BYTES_MAX:
-        raise ValueError(f"Op arguments of {len(body)} bytes exceed {ARGS_BYTES_MAX}")
+        raise InvalidArgumentError(f"Op arguments of {len(body)} bytes exceed {ARGS_BYTES_MAX}")
     return HEAD.pack(OP_VERSION, code, len(raw), len(body)) + raw + body
 
 

@@ -19,9 +19,10 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from blizzard.exceptions import Empty
+from blizzard.exceptions import Empty, StructureKindError
 from blizzard.pmem import Pool
 from blizzard.replication.base import Replicator
+from blizzard.structures._closed import close_handle, reraise_if_closed
 from blizzard.structures._locking import locked_reads
 from blizzard.structures._queuecore import TAG, QueueCore
 from blizzard.structures.codecs import BYTES, CodecLike, get_codec
@@ -46,6 +47,14 @@ class PQueue:
     :class:`~blizzard.structures.PHashMap`; ``raw=True`` takes and returns
     bytes whatever the stored codec.
 
+    The methods are :class:`queue.SimpleQueue`'s (``put``, ``put_nowait``,
+    ``get``, ``get_nowait``, ``empty``, ``qsize``) with their contract:
+    ``get()`` waits for an item, ``get_nowait()`` and ``get(timeout=...)``
+    raise :class:`blizzard.Empty` (a :class:`queue.Empty`). The queue is
+    unbounded, so there is no ``queue.Full``; and ``task_done`` / ``join``
+    are not offered (who finished an item is the application's state, not
+    the queue's). Besides those: ``peek``, ``len``, iteration, ``clear``.
+
     Costs: ``put`` and ``get`` are one Op and one transaction with one undo
     entry each (plus an allocation or a free every ~50 small entries); both
     O(1). ``peek`` and ``len`` read without fences.
@@ -62,11 +71,12 @@ class PQueue:
             name, TAG, None, None if value_codec is None else get_codec(value_codec).name,
             replicator, ("bytes", "bytes"))
         if not isinstance(core, QueueCore):
-            raise TypeError(f"{name!r} is not a queue")
+            raise StructureKindError(f"{name!r} is not a queue")
         self.pool = pool
         # with a replicator that applies on another thread, reads hold its lock
         self._bind(name, locked_reads(core, replicator.read_lock), replicator, linearizable,
                    raw)
+        registry.attach(self)
 
     def _bind(self, name: str, core: Any, replicator: Replicator, linearizable: bool | None,
               raw: bool) -> None:
@@ -88,11 +98,24 @@ class PQueue:
             linearizable = replicator.linearizable_default
         self._barrier = replicator.read_barrier if linearizable else None
 
-    def put(self, item: Any) -> None:
-        """Append ``item`` at the tail (never blocks: the queue is unbounded)."""
+    def _pool_closed(self) -> None:
+        """The pool closed: every later use raises PoolClosedError (see ``_closed``)."""
+        close_handle(self)
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Append ``item`` at the tail.
+
+        ``block`` and ``timeout`` are accepted for :class:`queue.Queue`'s
+        signature and change nothing: the queue is unbounded, so a put never
+        waits and never raises :class:`queue.Full`. (A pool with no room left
+        raises :class:`~blizzard.exceptions.PoolFullError`, and nothing is
+        appended.)
+        """
         self._submit(self._one(_PUT, self._venc(item)))
 
-    put_nowait = put
+    def put_nowait(self, item: Any) -> None:
+        """``put(item)``: a put never waits."""
+        self._submit(self._one(_PUT, self._venc(item)))
 
     def put_many(self, items: Iterable[Any]) -> None:
         """Append every item, in order (one Op each)."""
@@ -100,13 +123,19 @@ class PQueue:
         for item in items:
             submit(one(_PUT, enc(item)))
 
-    def get(self, block: bool = False, timeout: float | None = None) -> Any:
-        """Remove and return the head item.
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Remove and return the head item, waiting for one as
+        :meth:`queue.Queue.get` does.
 
-        Raises :class:`blizzard.Empty` if the queue is empty -- at once by
-        default, or after ``timeout`` seconds (forever if None) with
-        ``block=True``, polling for items other threads put.
+        With ``block`` (the default) and ``timeout`` None, wait until an item
+        is there; with a ``timeout`` (seconds, >= 0), raise
+        :class:`blizzard.Empty` if none arrived in that time. Without
+        ``block``, raise Empty at once if the queue is empty. Items put by
+        other threads, or by other nodes of a cluster, end the wait; the wait
+        polls the queue's length, backing off to :data:`POLL_INTERVAL_MAX`.
         """
+        if block and timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be a non-negative number, got {timeout}")
         raw = self._submit(self._get_op)
         if raw is not None:
             return self._vdec(raw)
@@ -127,7 +156,7 @@ class PQueue:
                     return self._vdec(raw)
 
     def get_nowait(self) -> Any:
-        """``get()`` without waiting: :class:`blizzard.Empty` if empty."""
+        """``get(block=False)``: the head item, or :class:`blizzard.Empty` at once."""
         raw = self._submit(self._get_op)
         if raw is None:
             raise Empty(f"queue {self.name!r} is empty")
@@ -160,8 +189,12 @@ class PQueue:
         if self._barrier is not None:
             self._barrier()
         vdec = self._vdec
-        for raw in self._core.values():
-            yield vdec(raw)
+        try:
+            for raw in self._core.values():
+                yield vdec(raw)
+        except ValueError as error:
+            reraise_if_closed(self, error)
+            raise
 
     def page(self, start: int | None = None, limit: int = 1000) -> tuple[int, list[Any]]:
         """``(seq, items)``: up to ``limit`` items from sequence number ``start``
@@ -193,4 +226,5 @@ class PQueue:
         return self._replicator
 
     def __repr__(self) -> str:
-        return f"<PQueue {self.name!r} len={len(self)} {self.value_codec.name}>"
+        size = "pool closed" if self.pool.closed else f"len={len(self)}"
+        return f"<PQueue {self.name!r} {size} {self.value_codec.name}>"

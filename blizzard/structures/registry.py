@@ -23,8 +23,11 @@ Registry record (root ``blizzard.registry``, tag ``registry``), version 1::
 from __future__ import annotations
 
 import struct
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
+
+import attrs
 
 from blizzard.exceptions import (
     CodecMismatchError,
@@ -57,6 +60,7 @@ class Core(Protocol):
     header_off: int
     key_codec: str
     value_codec: str
+    count: int  # entries (maps) or items (queues)
     opgroup: int  # the high nibble of the opcodes it takes
 
     @property
@@ -92,6 +96,10 @@ class Registry:
         self._transaction = pool.transaction
         # rebuild caches once the outermost transaction has really rolled back
         pool.abort_hooks.append(self._after_abort)
+        # the handles (faces) opened on this pool: closing it closes them
+        # (by id: maps are unhashable, as dicts are)
+        self._faces: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        pool.close_hooks.append(self._after_close)
         self.txgen = 0  # bumped per transaction: cores undo-log their header once per batch
         root = pool.root(REGISTRY_ROOT)
         if root is None:
@@ -100,6 +108,7 @@ class Registry:
                 self.buf[off:off + 8] = REGISTRY_MAGIC
                 tx.set_root(REGISTRY_ROOT, off, REGISTRY_TAG)
             root = pool.root(REGISTRY_ROOT)
+            assert root is not None
         if root.tag != REGISTRY_TAG or bytes(self.buf[root.off:root.off + 8]) != REGISTRY_MAGIC:
             raise StructureCorruptError(f"root {REGISTRY_ROOT!r} is not a Blizzard registry record")
         self._off = root.off
@@ -305,6 +314,16 @@ class Registry:
         if not self.pool.closed:
             self._load_cores()
 
+    def attach(self, face: Any) -> None:
+        """Remember a handle opened on this pool; when the pool closes, its
+        ``_pool_closed()`` is called (weakly held: handles may be dropped)."""
+        self._faces[id(face)] = face
+
+    def _after_close(self) -> None:
+        for face in list(self._faces.values()):
+            face._pool_closed()
+        self._faces.clear()
+
     # -- structure management -------------------------------------------------------
 
     def open_structure(self, name: str, tag: bytes, key_codec: str | None, value_codec: str | None,
@@ -387,6 +406,63 @@ class Registry:
         if applied != self._applied:
             raise StructureCorruptError(
                 f"last_applied is {self._applied} in memory, {applied} in the pool")
+
+
+@attrs.frozen
+class StructureCheck:
+    """What :func:`check_structures` found about one named root."""
+
+    name: str
+    kind: str  # the root's tag: "phashmap", "pqueue"... or "registry"
+    items: int | None  # entries or items; None when unknown (not checked, or broken)
+    problem: str | None  # None: its check() passed; else why not
+    checked: bool = True  # False for a root that is not a Blizzard structure
+
+
+class _ReadingRegistry:
+    """What a core reads from its registry, for opening cores one by one
+    without a Registry (which would write its record into the pool)."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.buf = pool.buf
+        self.frees: list[int] = []
+        self.txgen = 0
+
+
+def check_structures(pool: Pool) -> list[StructureCheck]:
+    """Open every named structure of ``pool`` on its own and run its ``check()``.
+
+    Unlike :meth:`Registry.check` this writes nothing (a pool without a
+    registry record gets none) and does not stop at the first broken
+    structure: each root gets its own verdict, in name order. Roots of
+    other tags are listed as not checked. The caller checks the pool itself
+    (``pool.check()``) first.
+    """
+    reader = _ReadingRegistry(pool)
+    found = []
+    for name, root in sorted(pool.roots().items()):
+        kind = root.tag.decode("utf-8", "replace")
+        if name == REGISTRY_ROOT:
+            record = bytes(pool.buf[root.off:root.off + 8])
+            problem = None if root.tag == REGISTRY_TAG and record == REGISTRY_MAGIC else \
+                f"root {REGISTRY_ROOT!r} is not a Blizzard registry record"
+            found.append(StructureCheck(name, "registry", None, problem))
+            continue
+        opener = KINDS.get(root.tag)
+        if opener is None:
+            found.append(StructureCheck(name, kind, None, None, checked=False))
+            continue
+        try:
+            core = opener[1](reader, name, root.off)
+            core.check()
+        except Exception as exc:  # a checker reports whatever a broken layout raises
+            problem = str(exc) if isinstance(exc, StructureCorruptError) \
+                else f"{type(exc).__name__}: {exc}"
+            found.append(StructureCheck(name, kind, None, problem))
+        else:
+            found.append(StructureCheck(name, kind, core.count, None))
+    return found
 
 
 def _compatible(core: Core, tag: bytes, key_codec: str | None, value_codec: str | None):

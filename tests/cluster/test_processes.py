@@ -8,6 +8,7 @@ same contents (full scans through stale local reads on each node) and passes
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import shutil
@@ -287,10 +288,8 @@ class Load:
     def _consumer(self, client: Client, i: int) -> None:
         jobs = client.queue("jobs")
         while not self.stop.is_set():
-            try:
-                self.consumed.append(int(jobs.get()))
-            except Empty:
-                time.sleep(0.01)
+            with contextlib.suppress(Empty):  # wake up now and then to see whether to stop
+                self.consumed.append(int(jobs.get(timeout=0.2)))
 
 
 def wait_for(predicate, timeout: float = 60.0, what: str = "condition",

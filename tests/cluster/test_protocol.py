@@ -296,9 +296,9 @@ def test_the_map_and_queue_proxies(node):
         from blizzard.exceptions import Empty
 
         with pytest.raises(Empty):
-            jobs.get()
+            jobs.get(block=False)
         with pytest.raises(Empty):
-            jobs.get(block=True, timeout=0.05)
+            jobs.get(timeout=0.05)
         again = client.hashmap("users")  # reopening needs no codecs
         again["grace"] = 1906
         assert again["grace"] == 1906 and again.key_codec.name == "str"

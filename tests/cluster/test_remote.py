@@ -146,7 +146,9 @@ def test_the_queue_matches_a_local_one(cluster, local, small_pages):
     values = list(range(100))
     calls = [_call("put", values), _call("put", values),
              lambda r: (lambda v: ("put_many", lambda q: q.put_many([v])))(r.randrange(100)),
-             _plain("get", lambda q: q.get()), _plain("get_nowait", lambda q: q.get_nowait()),
+             _plain("get", lambda q: q.get(block=False)),
+             _plain("get_nowait", lambda q: q.get_nowait()),
+             _plain("get with a timeout", lambda q: q.get(timeout=0.01)),
              _plain("peek", lambda q: q.peek()), _plain("len", len),
              _plain("empty", lambda q: q.empty()), _plain("list", list),
              _plain("page", lambda q: q.page(limit=2)),

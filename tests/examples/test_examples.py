@@ -11,12 +11,21 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXPECTED = {
     "pool_basics.py": "counter = 1000",
+    "hashmap_basics.py": "job: send mail",
     "cluster_client.py": "users: 100 entries, ada born 1815",
 }
 
 
+#: Examples with a test of their own (which runs them), by the file of that test.
+RUN_ELSEWHERE = {"one_app.py": "test_one_app.py"}
+
+
 def test_every_example_has_an_expectation():
-    assert {p.name for p in EXAMPLES.glob("*.py")} >= set(EXPECTED)
+    """Exactly: an example without an expectation would never run, and an
+    expectation without its example would be a test of nothing."""
+    assert {p.name for p in EXAMPLES.glob("*.py")} == set(EXPECTED) | set(RUN_ELSEWHERE)
+    for example, test in RUN_ELSEWHERE.items():
+        assert example in (Path(__file__).parent / test).read_text(), (example, test)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

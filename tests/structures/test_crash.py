@@ -194,7 +194,7 @@ def queue_open(pool):
 
 def _get(q):
     with contextlib.suppress(Empty):
-        q.get()
+        q.get_nowait()
 
 
 QUEUE_OPS = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import queue
 import shutil
 import threading
 
@@ -26,7 +27,7 @@ def new_pool(size: int = 16 << 20) -> Pool:
 def test_fifo_basics():
     q = PQueue(new_pool(), "q", value_codec=int)
     with pytest.raises(Empty):
-        q.get()
+        q.get(block=False)
     with pytest.raises(Empty):
         q.get_nowait()
     with pytest.raises(Empty):
@@ -78,6 +79,43 @@ def test_blocking_get_waits_for_a_put():
         q.get(block=True, timeout=0.01)
 
 
+def test_get_waits_by_default_as_queue_get_does():
+    """``get()`` with no arguments blocks until an item comes, like
+    ``queue.SimpleQueue().get()``; it does not raise Empty at once."""
+    q = PQueue(new_pool(), "q", value_codec=str)
+    got: list[str] = []
+    taker = threading.Thread(target=lambda: got.append(q.get()))
+    taker.start()
+    taker.join(0.2)
+    assert taker.is_alive() and not got  # still waiting on the empty queue
+    q.put("job")
+    taker.join(10)
+    assert got == ["job"] and not taker.is_alive()
+    with pytest.raises(Empty):
+        q.get(timeout=0)  # a zero timeout tries once
+
+
+def test_the_queue_module_signatures_are_accepted():
+    """The calls written for ``queue.Queue`` / ``SimpleQueue`` run unchanged, and
+    their errors are the ones ``queue`` code catches."""
+    q = PQueue(new_pool(), "q", value_codec=int)
+    q.put(1, block=True, timeout=None)
+    q.put(2, False)
+    q.put(3, block=False, timeout=1.0)
+    q.put_nowait(4)
+    assert q.qsize() == 4 and not q.empty()
+    assert [q.get(True, 1.0), q.get(False), q.get_nowait(), q.get()] == [1, 2, 3, 4]
+    with pytest.raises(queue.Empty):  # blizzard.Empty is a queue.Empty
+        q.get(block=False)
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    with pytest.raises(ValueError, match="non-negative"):
+        q.get(timeout=-1)  # as queue.Queue.get(timeout=-1)
+    with pytest.raises(ValueError, match="non-negative"):
+        queue.Queue().get(timeout=-1)
+    assert q.empty() and q.qsize() == 0
+
+
 class QueueMachine(RuleBasedStateMachine):
     """PQueue against deque, with reopen steps on a real file."""
 
@@ -110,7 +148,7 @@ class QueueMachine(RuleBasedStateMachine):
                 assert self.queue.get() == self.model.popleft()
             else:
                 with pytest.raises(Empty):
-                    self.queue.get()
+                    self.queue.get_nowait()
 
     @rule()
     def peek(self):

@@ -20,6 +20,13 @@ Request kinds and their payloads:
   :class:`ReadKind`); linearizable (a read barrier first) unless ``flags``
   has ``STALE``, which reads the node's local state as it is.
 * ``STATUS``: no payload; the node's status as JSON.
+* ``AUTH``: a bearer token (bytes); the connection's principal from then on
+  (:mod:`blizzard.cluster.access`). OK payload: JSON ``{name, role}``.
+
+Every request but AUTH is checked against the connection's role (a TLS
+client certificate's, or a token's) before it is served; a refused one is
+answered ERROR with ``AuthenticationError`` or ``AuthorizationError`` and
+the connection stays open.
 
 Response statuses: ``OK`` (payload: a result as ``kind u8 | bytes`` from
 :func:`~blizzard.replication.sessions.encode_result`, a page, or JSON for
@@ -91,6 +98,7 @@ class Kind(enum.IntEnum):
     SUBMIT = 1
     READ = 2
     STATUS = 3
+    AUTH = 4
 
 
 class Status(enum.IntEnum):

@@ -46,12 +46,15 @@ class ProcessCluster:
     """A cluster of ``blizzard serve`` processes this test owns (and kills); with
     ``tls``, every port speaks mutual TLS and clients present ``client-rw``."""
 
-    def __init__(self, n: int = 3, *, pool_size: str = "16M", tls: bool = False) -> None:
+    def __init__(self, n: int = 3, *, pool_size: str = "16M", tls: bool = False,
+                 **settings) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="blizzard-test-", dir="/dev/shm"))
+        if tls:
+            settings = {**tls_settings(self.dir / "certs", n), **settings}
         config = configmod.local_cluster(
             n, self.dir, base_port=port_block(2 * n), pool_size=pool_size, log_pool_size="16M",
             raft={"tick_ms": 10, "election_ticks": 10, "snapshot_entries": SNAPSHOT_ENTRIES},
-            **(tls_settings(self.dir / "certs", n) if tls else {}))
+            **settings)
         self.path = self.dir / "cluster.toml"
         self.path.write_text(configmod.dump(config))
         self.config = configmod.load(self.path)

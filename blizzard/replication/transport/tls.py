@@ -53,6 +53,8 @@ def node_of(peercert: dict[str, Any] | None) -> int | None:
 def handshake_reason(exc: BaseException) -> str:
     """What a failed TLS handshake says ("tlsv13 alert certificate required"),
     without OpenSSL's library, file and line."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"certificate verify failed: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return exc.reason.replace("_", " ").lower()
     return str(exc) or type(exc).__name__

@@ -161,7 +161,7 @@ class ClientServer:
                 reader = writer = stream  # the same calls, through TLS
                 self._connections.add(writer)
             principal = self.policy.connected(writer.get_extra_info("peercert"))
-            if principal is not None:
+            if principal is not None and not self.policy.open:
                 where = f"{principal} at {where}"
             while True:
                 try:

@@ -6,6 +6,8 @@
     blizzard serve --config C --node N  run one cluster node (Raft + client protocol)
     blizzard cluster up|down|status     a local cluster of `serve` processes
     blizzard mirror serve|promote|status --config C [--node N]   physical replication
+    blizzard certs create --dir D --nodes N   a CA, node and client certificates
+    blizzard certs token --name N --role R    a client token and its [[auth.tokens]] table
 """
 
 from __future__ import annotations
@@ -353,6 +355,37 @@ def _cmd_mirror_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- certs -------------------------------------------------------------------------------
+
+
+def _cmd_certs_create(args: argparse.Namespace) -> int:
+    from blizzard.cluster import certs
+
+    written = certs.create(args.dir, args.nodes, cluster_id=args.cluster_id, days=args.days,
+                           force=args.force)
+    print(f"wrote {len(written)} files to {os.path.abspath(args.dir)}: a CA (ca.pem, ca.key), "
+          f"node1..node{args.nodes} (.pem, .key), client-rw and client-ro (.pem, .key); "
+          f"valid {args.days} days")
+    print("keep ca.key away from the nodes; add to the cluster's config:\n")
+    print(certs.config_snippet(args.dir), end="")
+    return 0
+
+
+def _cmd_certs_token(args: argparse.Namespace) -> int:
+    import secrets
+
+    import tomli_w
+
+    from blizzard.cluster.access import token_digest
+
+    token = secrets.token_urlsafe(32)
+    print(f"token (give it to the client, e.g. in its [auth] token_file; it is shown once):\n"
+          f"{token}\n\nadd to the nodes' config:\n")
+    print(tomli_w.dumps({"auth": {"tokens": [{"name": args.name, "role": args.role,
+                                              "sha256": token_digest(token)}]}}), end="")
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------
 
 
@@ -476,6 +509,25 @@ def build_parser() -> argparse.ArgumentParser:
     m_serve.set_defaults(func=_cmd_mirror_serve)
     m_promote.set_defaults(func=_cmd_mirror_promote)
     m_status.set_defaults(func=_cmd_mirror_status)
+
+    certs = sub.add_parser("certs", help="certificates and tokens for TLS and authentication")
+    certs_sub = certs.add_subparsers(dest="certs_command", required=True)
+    c_create = certs_sub.add_parser(
+        "create", help="write a CA, node and client certificates",
+        description="Write a cluster CA, a certificate per node (CN node-<id>) and two client "
+                    "certificates (client-rw, client-ro) into DIR, and print the [tls] and "
+                    "[auth] tables that use them. See docs/security.md.")
+    c_create.add_argument("--dir", required=True, help="where to write the PEM files")
+    c_create.add_argument("--nodes", type=int, required=True, help="how many nodes (ids 1..N)")
+    c_create.add_argument("--days", type=int, default=365, help="validity (default 365)")
+    c_create.add_argument("--cluster-id", default="blizzard",
+                          help="named in the CA's subject (default blizzard)")
+    c_create.add_argument("--force", action="store_true", help="replace an existing CA")
+    c_create.set_defaults(func=_cmd_certs_create)
+    c_token = certs_sub.add_parser("token", help="a new client token and its config table")
+    c_token.add_argument("--name", required=True, help="the client's name in the nodes' logs")
+    c_token.add_argument("--role", required=True, choices=("read-only", "read-write"))
+    c_token.set_defaults(func=_cmd_certs_token)
     return parser
 
 

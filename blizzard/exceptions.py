@@ -31,6 +31,22 @@ class InvalidNameError(InvalidArgumentError):
     a root's or a structure's name)."""
 
 
+class AccessDeniedError(BlizzardError, PermissionError):
+    """A node refused a client or a peer: who it is could not be established,
+    or it may not do what it asked. Retrying elsewhere will not help."""
+
+
+class AuthenticationError(AccessDeniedError):
+    """Nobody known: no certificate, one the cluster's CA did not sign or that
+    has expired, an unknown token, or a certificate that is not the node's it
+    claims to be."""
+
+
+class AuthorizationError(AccessDeniedError):
+    """Known, but not allowed: a read-only client asking to write, or a client
+    whose name the nodes' ``[auth]`` table does not list."""
+
+
 # --- persistent memory -------------------------------------------------------
 
 

@@ -12,6 +12,14 @@ machine:
   every write is forwarded to the leader;
 * ``blizzard-local``    -- the same PHashMap on a FileMedia pool under
   /dev/shm (``pmem`` mode) with the default LocalReplicator, in this process;
+* ``blizzard-client``   -- (not in the default set) 3 ``blizzard serve``
+  processes, the load from a remote client (:func:`blizzard.client.connect`)
+  in this process: pipelined ``submit_many`` for throughput, one put at a
+  time for latency;
+* ``...-tls``           -- ``--tls`` adds, after each Blizzard cluster system
+  run, the same system with ``[tls]``: mutual TLS on the replication and
+  client ports (certificates of ``blizzard certs create``), so the cost of
+  TLS is read from one run;
 * ``pysyncobj``         -- PySyncObj 0.3.x, 3 ``SyncObj`` processes with a
   ``ReplDict`` on loopback, its defaults (:mod:`._pysyncobj_node`);
 * ``pysyncobj-nobatch`` -- the same with ``appendEntriesUseBatch=False``;
@@ -26,7 +34,7 @@ the throughput run is read from /proc (``cpu us/op``: summed over the nodes).
 Every process runs in its own process group and is killed, and every file
 under the run's /dev/shm directory removed, whatever happens.
 
-Usage: ``python -m blizzard.bench.cluster [--ops N] [--quick] [--json PATH]``.
+Usage: ``python -m blizzard.bench.cluster [--ops N] [--quick] [--tls] [--json PATH]``.
 """
 
 from __future__ import annotations
@@ -55,9 +63,17 @@ from blizzard.cluster.ports import port_block
 
 SYSTEMS = ("blizzard-leader", "blizzard-follower", "blizzard-local", "pysyncobj",
            "pysyncobj-nobatch", "pysyncobj-nocompact")
+#: Systems run only when asked for (``--systems``, ``--tls``).
+EXTRA_SYSTEMS = ("blizzard-client", "blizzard-leader-tls", "blizzard-follower-tls",
+                 "blizzard-client-tls")
+TLS_SUFFIX = "-tls"
 LABELS = {
     "blizzard-leader": "blizzard raft, load on leader",
     "blizzard-follower": "blizzard raft, load on follower",
+    "blizzard-client": "blizzard serve, remote client",
+    "blizzard-leader-tls": "  the same, TLS",
+    "blizzard-follower-tls": "  the same, TLS",
+    "blizzard-client-tls": "  the same, TLS",
     "blizzard-local": "blizzard local (no replication)",
     "pysyncobj": "pysyncobj defaults",
     "pysyncobj-nobatch": "pysyncobj appendEntriesUseBatch=False",
@@ -306,25 +322,49 @@ def bench_local(workdir: Path, ops: int, latency_ops: int, warmup: int) -> Resul
     return result
 
 
+def _tls_settings(directory: Path) -> dict[str, Any]:
+    """``[tls]`` and ``[auth]`` for a 3-node cluster, certificates made in ``directory``."""
+    import tomllib
+
+    from blizzard.cluster import certs
+
+    certs.create(directory, 3, cluster_id="bench")
+    return tomllib.loads(certs.config_snippet(directory))
+
+
+def _cluster_config(workdir: Path, name: str, entries: int, raft: dict[str, int] | None,
+                    tls: bool) -> Path:
+    """A 3-node cluster's TOML under ``workdir/name`` (``[tls]`` on every port if ``tls``)."""
+    from blizzard.cluster.config import dump, local_cluster
+
+    settings: dict[str, Any] = {"raft": raft} if raft else {}
+    if tls:
+        settings.update(_tls_settings(workdir / f"{name}-certs"))
+    config = local_cluster(3, workdir / name, base_port=free_port_block(6),
+                           cluster_id="bench", pool_size=_pool_bytes(entries),
+                           log_pool_size=128 << 20, durability="pmem", **settings)
+    path = workdir / f"{name}.toml"
+    path.write_text(dump(config))
+    return path
+
+
 def bench_blizzard(workdir: Path, ops: int, latency_ops: int, warmup: int, window: int,
                    follower: bool, nodes: list[NodeProcess],
                    profile_dir: Path | None = None, step=None,
-                   raft: dict[str, int] | None = None) -> list[Result]:
-    """A 3-node Blizzard cluster, one process per node; load on the leader, then a follower."""
-    from blizzard.cluster.config import dump, local_cluster
+                   raft: dict[str, int] | None = None, tls: bool = False) -> list[Result]:
+    """A 3-node Blizzard cluster, one process per node; load on the leader, then a follower.
+    With ``tls`` the nodes speak mutual TLS (and the results are named ``...-tls``)."""
+    from blizzard.cluster.config import load
 
     follower_ops = ops // 2
     entries = warmup + ops + latency_ops + (follower_ops + latency_ops if follower else 0)
-    config = local_cluster(3, workdir / "raft", base_port=free_port_block(6),
-                           cluster_id="bench", pool_size=_pool_bytes(entries),
-                           log_pool_size=128 << 20, durability="pmem",
-                           **({"raft": raft} if raft else {}))
-    config_path = workdir / "cluster.toml"
-    config_path.write_text(dump(config))
+    suffix = TLS_SUFFIX if tls else ""
+    config_path = _cluster_config(workdir, f"raft{suffix}", entries, raft, tls)
+    config = load(config_path)
     for n in config.nodes:
         nodes.append(NodeProcess(f"blizzard node {n.id}", [
             "-m", "blizzard.bench._cluster_node", str(config_path), str(n.id)],
-            workdir / f"blizzard-node{n.id}.log"))
+            workdir / f"blizzard{suffix}-node{n.id}.log"))
 
     def leader() -> int:
         leaders = {n.call("status")["status"]["leader"] for n in nodes}
@@ -333,7 +373,7 @@ def bench_blizzard(workdir: Path, ops: int, latency_ops: int, warmup: int, windo
     by_id = {n.hello["node"]: n for n in nodes}
     lead = _wait(leader, START_TIMEOUT_S, "a leader known to every Blizzard node")
     if step:
-        step(f"blizzard: warm-up, {warmup:,} puts on the leader (node {lead})")
+        step(f"blizzard{suffix}: warm-up, {warmup:,} puts on the leader (node {lead})")
     by_id[lead].call(f"load {warmup} {window} w")
     results = []
     for on_follower in (False, True) if follower else (False,):
@@ -342,18 +382,18 @@ def bench_blizzard(workdir: Path, ops: int, latency_ops: int, warmup: int, windo
         if on_follower:
             node_id = min(i for i in by_id if i != lead)
             n = follower_ops
-            result = Result("blizzard-follower", window=window,
+            result = Result(f"blizzard-follower{suffix}", window=window,
                             note=f"node {node_id} forwards every write to the leader")
             tag, where = "f", f"a follower (node {node_id})"
         else:
             node_id, n = lead, ops
-            result = Result("blizzard-leader", window=window,
-                            note=f"3 processes, TCP loopback, pmem pools, load in the "
-                                 f"leader's process (node {node_id})")
+            result = Result(f"blizzard-leader{suffix}", window=window,
+                            note=f"3 processes, TCP loopback{' + mutual TLS' if tls else ''}, "
+                                 f"pmem pools, load in the leader's process (node {node_id})")
             tag, where = "t", f"the leader (node {node_id})"
         node = by_id[node_id]
         if step:
-            step(f"blizzard: {n:,} puts on {where}, window {window}")
+            step(f"blizzard{suffix}: {n:,} puts on {where}, window {window}")
         term, count = _term(nodes), node.call("count")["count"]
         _measure(nodes, node, f"load {n} {window} {tag}", result)
         if not on_follower:
@@ -362,7 +402,7 @@ def bench_blizzard(workdir: Path, ops: int, latency_ops: int, warmup: int, windo
                 result.note += f"; the synchronous puts ran on the new leader (node {now})"
                 node, where = by_id[now], f"the new leader (node {now})"
         if step:
-            step(f"blizzard: {latency_ops:,} synchronous puts on {where}")
+            step(f"blizzard{suffix}: {latency_ops:,} synchronous puts on {where}")
         result.latency = _latency(node.call(f"latency {latency_ops} {tag}l {LATENCY_MAX_S}"))
         if "error" in result.latency:
             result.note += f"; a synchronous put failed: {result.latency['error']}"
@@ -387,6 +427,103 @@ def bench_blizzard(workdir: Path, ops: int, latency_ops: int, warmup: int, windo
         other = min(i for i in by_id if i != lead)
         _profile(by_id[lead], by_id[other], profile_dir, ops, window)
     return results
+
+
+class ServeProcess:
+    """A ``blizzard serve`` child, for :func:`bench_client`; killed with its group."""
+
+    def __init__(self, config_path: Path, node_id: int, log_path: Path) -> None:
+        self.log_path = log_path
+        with open(log_path, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "blizzard", "serve", "--config", str(config_path),
+                 "--node", str(node_id)], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                start_new_session=True, env=_child_env())
+        self.pid = self.proc.pid
+
+    cpu_seconds = NodeProcess.cpu_seconds
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+
+
+def bench_client(workdir: Path, ops: int, latency_ops: int, warmup: int, window: int,
+                 processes: list, step=None, raft: dict[str, int] | None = None,
+                 tls: bool = False) -> Result:
+    """3 ``blizzard serve`` processes; the load from a remote client in this process."""
+    from blizzard.client import connect
+    from blizzard.cluster.config import load
+    from blizzard.structures import ops as opmod
+
+    suffix = TLS_SUFFIX if tls else ""
+    system = f"blizzard-client{suffix}"
+    config_path = _cluster_config(workdir, f"serve{suffix}", warmup + ops + latency_ops, raft,
+                                  tls)
+    config = load(config_path)
+    for n in config.nodes:
+        processes.append(ServeProcess(config_path, n.id, workdir / f"serve{suffix}-{n.id}.log"))
+    result = Result(system, window=window,
+                    note=f"3 blizzard serve processes, client protocol over TCP loopback"
+                         f"{' + mutual TLS (replication and client ports)' if tls else ''}, "
+                         f"pipelined submit_many from this process")
+    client = connect(config_path, timeout_s=START_TIMEOUT_S)
+    try:
+        def up() -> bool:
+            try:
+                return bool(client.wait_for_leader(1.0))
+            except Exception:
+                return False
+
+        _wait(up, START_TIMEOUT_S, "a leader known to every blizzard serve node")
+        m = client.hashmap(MAP_NAME)
+
+        def records(prefix: str, n: int) -> list[bytes]:
+            return [opmod.encode(opmod.Op(MAP_NAME, opmod.OpCode.MAP_PUT,
+                                          (make_key(prefix, i), VALUE))) for i in range(n)]
+
+        if step:
+            step(f"blizzard{suffix} serve: warm-up, {warmup:,} puts from a remote client")
+        client.submit_many(records("w", warmup), window=window)
+        count = len(m)
+        batch = records("t", ops)
+        if step:
+            step(f"blizzard{suffix} serve: {ops:,} puts from a remote client, window {window}")
+        before = [p.cpu_seconds() for p in processes]
+        own = time.process_time()
+        t0 = time.perf_counter()
+        answers = client.submit_many(batch, window=window)
+        seconds = time.perf_counter() - t0
+        own = time.process_time() - own
+        after = [p.cpu_seconds() for p in processes]
+        errors = [a for a in answers if isinstance(a, BaseException)]
+        result.ops, result.seconds, result.rate = ops, seconds, ops / seconds
+        result.failed = len(errors)
+        if errors:
+            result.note += f"; {len(errors)} failed, e.g. {errors[0]!r}"
+        result.cpu_by_process = [round(own * 1e6 / ops, 1)] + [
+            round((a - b) * 1e6 / ops, 1) for a, b in zip(after, before, strict=True)]
+        result.cpu_us_per_op = round(sum(result.cpu_by_process), 1)
+        if step:
+            step(f"blizzard{suffix} serve: {latency_ops:,} synchronous puts from a remote client")
+        samples = []
+        clock = time.perf_counter_ns
+        deadline = time.monotonic() + LATENCY_MAX_S
+        for key in [make_key("l", i) for i in range(latency_ops)]:
+            t = clock()
+            m[key] = VALUE
+            samples.append(clock() - t)
+            if time.monotonic() > deadline:
+                break
+        result.latency = summarize(samples)
+        result.lost = ops - len(errors) + len(samples) - (len(m) - count)
+        if result.lost:
+            result.note += f"; LOST WRITES: {result.lost} puts not applied"
+    finally:
+        client.close()
+    return result
 
 
 def _term(nodes: list[NodeProcess]) -> int:
@@ -476,24 +613,35 @@ def run(ops: int = DEFAULT_OPS, *, window: int = DEFAULT_WINDOW,
         latency_ops: int = DEFAULT_LATENCY_OPS, warmup: int | None = None,
         systems: tuple[str, ...] = SYSTEMS, directory: str | os.PathLike[str] = "/dev/shm",
         profile_dir: str | os.PathLike[str] | None = None,
-        raft: dict[str, int] | None = None, progress: bool = False) -> list[Result]:
+        raft: dict[str, int] | None = None, progress: bool = False,
+        tls: bool = False) -> list[Result]:
     """Measure each system in ``systems``; one :class:`Result` each, in that order.
 
     A PySyncObj system that is not installed gets a Result with no rate and
-    a ``note``. ``raft`` overrides the cluster's ``[raft]`` settings (say
+    a ``note``. ``tls`` adds the ``...-tls`` twin of every Blizzard cluster
+    system asked for, each run right after its plain twin. ``raft`` overrides
+    the cluster's ``[raft]`` settings (say
     ``{"election_ticks": 50}``); by default the config's defaults apply.
     Every child process is killed and the run's directory under ``directory``
     removed before this returns or raises.
     """
     if ops < 1 or window < 1 or latency_ops < 1:
         raise ValueError("ops, window and latency_ops must be at least 1")
-    unknown = set(systems) - set(SYSTEMS)
+    unknown = set(systems) - set(SYSTEMS) - set(EXTRA_SYSTEMS)
     if unknown:
-        raise ValueError(f"unknown systems {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
+        raise ValueError(f"unknown systems {sorted(unknown)}; choose from "
+                         f"{', '.join(SYSTEMS + EXTRA_SYSTEMS)}")
+    if tls:
+        systems = tuple(dict.fromkeys(
+            x for s in systems
+            for x in (s, *([s + TLS_SUFFIX] if s + TLS_SUFFIX in EXTRA_SYSTEMS else []))))
     warmup = max(500, min(ops // 10, 5000)) if warmup is None else warmup
     steps = (("blizzard-local" in systems)
              + 3 * bool({"blizzard-leader", "blizzard-follower"} & set(systems))
              + 2 * ("blizzard-follower" in systems) + (profile_dir is not None)
+             + 3 * bool({"blizzard-leader-tls", "blizzard-follower-tls"} & set(systems))
+             + 2 * ("blizzard-follower-tls" in systems)
+             + 3 * len({"blizzard-client", "blizzard-client-tls"} & set(systems))
              + 3 * len({"pysyncobj", "pysyncobj-nobatch", "pysyncobj-nocompact"} & set(systems)))
     meter = _report.Progress(steps) if progress else None
     step = meter.step if meter else None
@@ -505,15 +653,25 @@ def run(ops: int = DEFAULT_OPS, *, window: int = DEFAULT_WINDOW,
             if step:
                 step(f"local: {ops:,} puts, then {latency_ops:,} timed one by one")
             results["blizzard-local"] = bench_local(workdir, ops, latency_ops, warmup)
-        if {"blizzard-leader", "blizzard-follower"} & set(systems):
-            try:
-                for r in bench_blizzard(workdir, ops, latency_ops, warmup, window,
-                                        "blizzard-follower" in systems, nodes,
-                                        Path(profile_dir) if profile_dir else None, step,
-                                        raft):
-                    results[r.system] = r
-            finally:
-                _kill_all(nodes)
+        for suffix in ("", TLS_SUFFIX):
+            leader, follower = f"blizzard-leader{suffix}", f"blizzard-follower{suffix}"
+            if {leader, follower} & set(systems):
+                try:
+                    for r in bench_blizzard(workdir, ops, latency_ops, warmup, window,
+                                            follower in systems, nodes,
+                                            Path(profile_dir) if profile_dir and not suffix
+                                            else None, step, raft, tls=bool(suffix)):
+                        results[r.system] = r
+                finally:
+                    _kill_all(nodes)
+        for suffix in ("", TLS_SUFFIX):
+            if f"blizzard-client{suffix}" in systems:
+                try:
+                    results[f"blizzard-client{suffix}"] = bench_client(
+                        workdir, ops, latency_ops, warmup, window, nodes, step, raft,
+                        tls=bool(suffix))
+                finally:
+                    _kill_all(nodes)
         for conf, system in (("default", "pysyncobj"), ("nobatch", "pysyncobj-nobatch"),
                              ("nocompact", "pysyncobj-nocompact")):
             if system in systems:
@@ -566,6 +724,13 @@ def ratios(results: list[Result]) -> dict[str, float | None]:
     out["follower_vs_local"] = follower / local if follower and local else None
     leader = by.get("blizzard-leader")
     out["leader_p50_us"] = leader.p50_us if leader is not None else None
+    for system in ("blizzard-leader", "blizzard-follower", "blizzard-client"):
+        plain, tls = by.get(system), by.get(system + TLS_SUFFIX)
+        name = system.removeprefix("blizzard-")
+        if plain is not None and tls is not None and plain.rate and tls.rate:
+            out[f"{name}_tls_vs_plain"] = tls.rate / plain.rate
+            if plain.p50_us and tls.p50_us:
+                out[f"{name}_tls_p50_vs_plain"] = tls.p50_us / plain.p50_us
     return out
 
 
@@ -595,6 +760,11 @@ def targets(results: list[Result]) -> list[str]:
         x = q["leader_p50_us"]
         lines.append(f"replicated synchronous put p50: {x / 1000:.2f} ms "
                      f"(target <= {TARGET_P50_US / 1000:.0f} ms: {verdict(x <= TARGET_P50_US)})")
+    for name in ("leader", "follower", "client"):
+        if f"{name}_tls_vs_plain" in q:
+            p50 = q.get(f"{name}_tls_p50_vs_plain")
+            lines.append(f"TLS / plain, load on {name}: throughput {q[f'{name}_tls_vs_plain']:.0%}"
+                         + (f", sync p50 {p50:.2f}x" if p50 else "") + " (no target)")
     return lines
 
 
@@ -665,7 +835,10 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"asynchronous requests in flight (default {DEFAULT_WINDOW})")
     parser.add_argument("--quick", action="store_true", help="a short run (a few seconds)")
     parser.add_argument("--systems", default=",".join(SYSTEMS),
-                        help=f"comma-separated, from {','.join(SYSTEMS)}")
+                        help=f"comma-separated, from {','.join(SYSTEMS + EXTRA_SYSTEMS)}")
+    parser.add_argument("--tls", action="store_true",
+                        help="also run every blizzard cluster system with mutual TLS on every "
+                             "port, right after the plain run (the TLS cost, in one run)")
     parser.add_argument("--dir", default="/dev/shm",
                         help="where the pools go (default /dev/shm, tmpfs)")
     parser.add_argument("--profile", metavar="DIR",
@@ -682,11 +855,12 @@ def main(argv: list[str] | None = None) -> int:
     systems = tuple(s for s in args.systems.split(",") if s)
     params = {"ops": ops, "latency_ops": latency_ops, "window": args.window,
               "systems": list(systems), "dir": args.dir, "quick": args.quick,
-              "election_ticks": args.election_ticks}
+              "tls": args.tls, "election_ticks": args.election_ticks}
     run_ = _report.Run("cluster", command_line(argv), params)
     try:
         results = run(ops, window=args.window, latency_ops=latency_ops, systems=systems,
                       directory=args.dir, profile_dir=args.profile, progress=not args.quiet,
+                      tls=args.tls,
                       raft={"election_ticks": args.election_ticks} if args.election_ticks
                       else None)
     except ValueError as exc:

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import attrs
 
 from blizzard._factories import Factories
+from blizzard.cluster import exposure
 from blizzard.cluster.config import ClusterConfig
 from blizzard.cluster.replicator import RaftReplicator
 from blizzard.exceptions import ConfigError
@@ -158,6 +159,7 @@ class RaftBackend:
                 f"(one of {ids}); a process that is not a node uses the cluster as a client "
                 f"([replication] backend = \"{REMOTE}\", or blizzard.client.connect)")
         config.node(node)
+        exposure.check(config, node, ("raft",))
         self._media: list = []
         self.replicator = RaftReplicator(config, node,
                                          media_wrapper=self._counting if count else None)

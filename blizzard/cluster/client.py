@@ -31,6 +31,15 @@ Each thread using a :class:`Client` gets its own blocking socket and its
 own session (client id), with at most one write in flight -- the session
 table's rule. :meth:`Client.submit_many` pipelines: it keeps up to
 ``window`` writes in flight on one socket, each on its own session lane.
+
+With TLS (``[tls] ca``, ``cert``, ``key`` of the config, or ``ca=``,
+``cert=``, ``key=`` of :func:`connect`) every connection is mutual TLS and
+the node must present a node certificate of the cluster's CA; with a token
+(``[auth] token_file``, or ``token=``) every connection sends it first. A
+node refusing the client -- a bad certificate, an unknown token, a write
+from a read-only client -- raises :class:`~blizzard.exceptions.AuthenticationError`
+or :class:`~blizzard.exceptions.AuthorizationError` at once: no other node
+would answer otherwise, so there is no retry.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ import itertools
 import os
 import random
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -65,7 +75,9 @@ from blizzard.cluster.remote import (
     RemoteReplicator,
     RemoteSkipList,
 )
-from blizzard.exceptions import BlizzardError, ConfigError
+from blizzard.exceptions import AccessDeniedError, AuthenticationError, BlizzardError, ConfigError
+from blizzard.replication.transport import tls as tlsmod
+from blizzard.replication.transport.registry import TlsFiles
 from blizzard.structures import KIND_OF_TAG, ops
 from blizzard.structures.codecs import CodecLike
 from blizzard.structures.ops import OpCode
@@ -75,6 +87,7 @@ __all__ = ["Client", "ClusterUnavailableError", "RemoteBPlusTree", "RemoteError"
 
 TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 1.0
+HANDSHAKE_TIMEOUT_S = 10.0
 REPLY_TIMEOUT_S = 10.0  # longer than the server's own request deadline
 BACKOFF_MIN_S = 0.02
 BACKOFF_MAX_S = 0.5
@@ -98,20 +111,91 @@ def _address(value: str | tuple[str, int]) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-class _Connection:
-    """One blocking socket to one node."""
+class _Credentials:
+    """What a client presents: a TLS context (None: plain TCP) and a token."""
 
-    def __init__(self, address: tuple[str, int], timeout_s: float) -> None:
+    __slots__ = ("context", "token")
+
+    def __init__(self, tls: TlsFiles | ssl.SSLContext | None, token: str | bytes | None
+                 ) -> None:
+        if isinstance(tls, TlsFiles):
+            tls = tlsmod.client_context(ca_file=str(tls.ca), cert_file=str(tls.cert),
+                                        key_file=str(tls.key))
+        self.context = tls
+        self.token = token.encode() if isinstance(token, str) else token
+
+
+def _refusal(address: tuple[str, int], exc: ssl.SSLError) -> BlizzardError | None:
+    """The error to raise for a TLS failure that retrying cannot cure; None for
+    one that it may (the connection closed under us)."""
+    where = f"{address[0]}:{address[1]}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return AuthenticationError(f"{where}: its certificate is not one of this cluster's CA: "
+                                   f"{exc.verify_message}")
+    reason = exc.reason or ""
+    if "WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER_FAILURE" in reason:
+        return ConfigError(f"{where} does not speak TLS, but this client was given TLS "
+                           "settings ([tls] of its config, or ca=)")
+    if "ALERT" in reason or "CERTIFICATE" in reason:
+        return AuthenticationError(f"{where} refused this client's TLS handshake: "
+                                   f"{tlsmod.handshake_reason(exc)}")
+    return None
+
+
+class _Connection:
+    """One blocking socket to one node (TLS and token first, if given)."""
+
+    def __init__(self, address: tuple[str, int], timeout_s: float,
+                 credentials: _Credentials | None = None, node_id: int | None = None) -> None:
         self.address = address
-        self.sock = socket.create_connection(address, timeout=CONNECT_TIMEOUT_S)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.settimeout(timeout_s)
         self._buf = bytearray()
+        sock = socket.create_connection(address, timeout=CONNECT_TIMEOUT_S)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        if credentials is None:
+            sock.settimeout(timeout_s)
+            return
+        try:
+            if credentials.context is not None:
+                sock.settimeout(max(CONNECT_TIMEOUT_S, min(timeout_s, HANDSHAKE_TIMEOUT_S)))
+                self.sock = credentials.context.wrap_socket(sock)
+                self._check_node(node_id)
+            self.sock.settimeout(timeout_s)
+            if credentials.token is not None:
+                self.send(proto.encode_request(Request(Kind.AUTH, 0,
+                                                       payload=credentials.token)))
+                response = self.recv()
+                if response.status != Status.OK:
+                    raise _error(response.payload)
+        except BaseException:
+            self.close()
+            sock.close()
+            raise
+
+    def _check_node(self, node_id: int | None) -> None:
+        """The peer must be a node of the cluster (the one expected, if known)."""
+        peercert = self.sock.getpeercert()
+        found = tlsmod.node_of(peercert)
+        if found is None or (node_id is not None and found != node_id):
+            expected = tlsmod.node_name(node_id) if node_id is not None else "node-<id>"
+            raise AuthenticationError(
+                f"{self.address[0]}:{self.address[1]} presents the certificate of "
+                f"{tlsmod.common_name(peercert)!r}, not {expected!r}: not a node of this "
+                "cluster")
 
     def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+        try:
+            self.sock.sendall(data)
+        except ssl.SSLError as exc:
+            raise _refusal(self.address, exc) or exc from None
 
     def recv(self) -> Response:
+        try:
+            return self._recv()
+        except ssl.SSLError as exc:
+            raise _refusal(self.address, exc) or exc from None
+
+    def _recv(self) -> Response:
         head = self._exactly(4)
         (size,) = proto.FRAME.unpack(head)
         if size > proto.FRAME_BYTES_MAX:
@@ -150,9 +234,13 @@ class Client:
 
     def __init__(self, addresses: Sequence[str | tuple[str, int]], *,
                  timeout_s: float = TIMEOUT_S, reply_timeout_s: float = REPLY_TIMEOUT_S,
-                 failover: bool = True, node_ids: Sequence[int] | None = None) -> None:
+                 failover: bool = True, node_ids: Sequence[int] | None = None,
+                 tls: TlsFiles | ssl.SSLContext | None = None,
+                 token: str | bytes | None = None) -> None:
         if not addresses:
             raise ValueError("no node addresses")
+        self._credentials = (_Credentials(tls, token) if tls is not None or token is not None
+                             else None)
         self.addresses = [_address(a) for a in addresses]
         self.timeout_s = timeout_s
         self.reply_timeout_s = reply_timeout_s
@@ -219,9 +307,16 @@ class Client:
             local.index = self._preferred
         return local
 
+    def _node_at(self, index: int) -> int | None:
+        for node_id, i in self._index_of.items():
+            if i == index:
+                return node_id
+        return None
+
     def _connection(self, local) -> _Connection:
         if local.conn is None:
-            conn = _Connection(self.addresses[local.index], self.reply_timeout_s)
+            conn = _Connection(self.addresses[local.index], self.reply_timeout_s,
+                               self._credentials, self._node_at(local.index))
             local.conn = conn
             with self._all_lock:
                 self._all.append(conn)
@@ -258,6 +353,9 @@ class Client:
                     if response.request_id == 0 and response.status == Status.ERROR:
                         break  # the server could not read the request at all
                     response = conn.recv()  # a late answer to an abandoned request
+            except (AccessDeniedError, ConfigError):
+                self._drop(local)
+                raise
             except (OSError, proto.ProtocolError) as exc:
                 last = f"{self._where(local)}: {exc}"
                 self._drop(local)
@@ -361,6 +459,9 @@ class Client:
                 if out:
                     conn.send(b"".join(out))
                 response = conn.recv()
+            except (AccessDeniedError, ConfigError):
+                self._drop(local)
+                raise
             except (OSError, proto.ProtocolError):
                 # Keep what was waiting to be resent too: the reconnect itself may fail.
                 resend = [*resend, *in_flight.values()]
@@ -379,6 +480,8 @@ class Client:
                     results[position] = (proto.decode_value(response.payload)
                                          if response.status == Status.OK
                                          else _error(response.payload))
+                    if isinstance(results[position], AccessDeniedError):
+                        raise results[position]  # every write of the batch would be refused
                     free.append(lane)
                     backoff = BACKOFF_MIN_S
                     continue
@@ -460,19 +563,26 @@ class Client:
     def node_statuses(self) -> dict[int | str, dict[str, Any]]:
         """Every node's status, by node id (or by address if it did not answer)."""
         statuses: dict[int | str, dict[str, Any]] = {}
-        for host, port in self.addresses:
+        for i, (host, port) in enumerate(self.addresses):
             try:
-                conn = _Connection((host, port), min(self.reply_timeout_s, 5.0))
+                conn = _Connection((host, port), min(self.reply_timeout_s, 5.0),
+                                   self._credentials, self._node_at(i))
+            except (AccessDeniedError, ConfigError):
+                raise
             except OSError as exc:
                 statuses[f"{host}:{port}"] = {"role": "unreachable", "error": str(exc)}
                 continue
             try:
                 conn.send(proto.encode_request(Request(Kind.STATUS, 1)))
                 response = conn.recv()
+                if response.status == Status.ERROR:
+                    raise _error(response.payload)
                 status = proto.decode_json(response.payload)
                 statuses[status.get("node", f"{host}:{port}")] = status
                 if "node" in status:
                     self._index_of[status["node"]] = self.addresses.index((host, port))
+            except (AccessDeniedError, ConfigError):
+                raise
             except (OSError, proto.ProtocolError, ValueError) as exc:
                 statuses[f"{host}:{port}"] = {"role": "unreachable", "error": str(exc)}
             finally:
@@ -511,22 +621,70 @@ class Client:
 
 
 def connect(target: str | os.PathLike[str] | Sequence[str | tuple[str, int]] | Mapping[str, Any]
-            | ClusterConfig, **options: Any) -> Client:
+            | ClusterConfig, *, ca: str | os.PathLike[str] | None = None,
+            cert: str | os.PathLike[str] | None = None,
+            key: str | os.PathLike[str] | None = None, token: str | bytes | None = None,
+            **options: Any) -> Client:
     """A :class:`Client` for the nodes at ``target``: ``["host:port", ...]``, one
     ``"host:port"``, the path of a cluster TOML file or a dict of its tables
-    (its nodes' client addresses), or a loaded config."""
+    (its nodes' client addresses), or a loaded config.
+
+    TLS: ``ca``, ``cert`` and ``key`` (PEM files), else the config's ``[tls]``
+    ``ca``, ``cert`` and ``key``. A token: ``token``, else the contents of the
+    config's ``[auth] token_file``.
+    """
+    config = None
     if isinstance(target, Mapping):
-        target = configmod.parse(dict(target))
+        config = configmod.parse(dict(target))
+    elif isinstance(target, ClusterConfig):
+        config = target
     elif isinstance(target, str | os.PathLike):
         text = os.fspath(target)
-        if not (text.endswith(".toml") or Path(text).is_file()):
-            return Client([text], **options)
-        target = configmod.load(text)
-    if isinstance(target, ClusterConfig):
-        nodes = target.client_addresses
+        if text.endswith(".toml") or Path(text).is_file():
+            config = configmod.load(text)
+        else:
+            target = [text]
+    options.update(_credentials(config, ca, cert, key, token))
+    if config is not None:
+        nodes = config.client_addresses
         if not nodes:
-            where = f"{target.source}: " if target.source else ""
+            where = f"{config.source}: " if config.source else ""
             raise ConfigError(f"{where}nodes: no node has a client address "
                               "(nodes[i].client = \"host:port\")")
         return Client(list(nodes.values()), node_ids=list(nodes), **options)
     return Client(list(target), **options)
+
+
+def _credentials(config: ClusterConfig | None, ca, cert, key, token) -> dict[str, Any]:
+    """``tls`` and ``token`` for a :class:`Client`, from the arguments, else the config."""
+    found: dict[str, Any] = {}
+    if (cert is None) != (key is None):
+        raise ConfigError("cert, key: give both (the client's certificate and its key) or "
+                          "neither")
+    if ca is not None or cert is not None:
+        ca = ca if ca is not None else (config.tls.ca if config and config.tls else None)
+        if ca is None:
+            raise ConfigError("ca: a client certificate needs the cluster's CA too (ca=, or "
+                              "[tls] ca)")
+        if cert is None and config is not None and config.tls is not None:
+            tls_files = configmod.client_tls(config)
+            cert, key = tls_files.cert, tls_files.key
+        if cert is None:
+            raise ConfigError("cert, key: missing (the nodes ask TLS clients for a "
+                              "certificate)")
+        for name, path in (("ca", ca), ("cert", cert), ("key", key)):
+            if not Path(path).exists():
+                raise ConfigError(f"{name}: {path} does not exist")
+        found["tls"] = TlsFiles(Path(ca), Path(cert), Path(key))
+    elif config is not None and config.tls is not None:
+        found["tls"] = configmod.client_tls(config)
+    if token is None and config is not None and config.auth.token_file is not None:
+        try:
+            token = config.auth.token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"auth.token_file: {exc}") from None
+        if not token:
+            raise ConfigError(f"auth.token_file: {config.auth.token_file} is empty")
+    if token is not None:
+        found["token"] = token
+    return found

@@ -21,10 +21,16 @@ Example::
     snapshot_entries = 100000
     snapshot_tail_entries = 5000
 
-    [tls]                                  # optional: mutual TLS between nodes
-    ca = "ca.pem"
-    cert = "node.pem"
-    key = "node.key"
+    [tls]                                  # mutual TLS on every port (docs/security.md)
+    ca = "certs/ca.pem"
+    node_cert = "certs/node{node}.pem"     # a node's certificate; {node}: its id
+    node_key = "certs/node{node}.key"
+    cert = "certs/client-rw.pem"           # what a client of this file presents
+    key = "certs/client-rw.key"
+
+    [auth]                                 # who may do what on the client port
+    read_write = ["client-rw"]             # certificate common names
+    read_only = ["client-ro"]
 
     [[nodes]]
     id = 1
@@ -63,15 +69,20 @@ from blizzard.pmem import POOL_SIZE_MIN
 from blizzard.pmem.pool import pool_size_problem
 from blizzard.replication.transport.registry import TlsFiles, TransportSpec
 
-__all__ = ["ClusterConfig", "ConfigError", "NodeConfig", "RaftConfig", "ReplicationConfig",
-           "TlsConfig", "TransportConfig", "dump", "load", "local_cluster", "parse",
-           "to_dict", "transport_spec"]
+__all__ = ["AuthConfig", "ClusterConfig", "ConfigError", "NodeConfig", "RaftConfig",
+           "ReplicationConfig", "TlsConfig", "TokenConfig", "TransportConfig", "client_tls",
+           "dump", "load", "local_cluster", "node_tls", "parse", "to_dict", "transport_spec"]
 
 DURABILITY_MODES = ("pmem", "msync", "none")
 #: The top-level keys and tables, and the keys of a [[nodes]] table (docs/configuration.md).
-KEYS = ("cluster_id", "data_dir", "pool_size", "log_pool_size", "durability", "replication",
-        "transport", "raft", "tls", "nodes")
+KEYS = ("cluster_id", "data_dir", "pool_size", "log_pool_size", "durability", "insecure",
+        "replication", "transport", "raft", "tls", "auth", "nodes")
 NODE_KEYS = ("id", "raft", "client", "join")
+TLS_KEYS = ("ca", "node_cert", "node_key", "cert", "key")
+AUTH_KEYS = ("read_write", "read_only", "tokens", "token_file")
+TOKEN_KEYS = ("name", "role", "sha256")
+ROLES = ("read-only", "read-write")
+NODE_PLACEHOLDER = "{node}"
 
 
 def _size(field: str, value: Any) -> int:
@@ -144,8 +155,49 @@ class RaftConfig:
     snapshot_tail_entries: int = 5_000
 
 
-#: ``[tls]``: PEM files for mutual TLS between nodes.
-TlsConfig = TlsFiles
+@attrs.frozen
+class TlsConfig:
+    """``[tls]``: PEM files for mutual TLS on the replication and client ports.
+
+    ``ca`` signs every certificate of the cluster. ``node_cert``/``node_key``
+    are a node's own (read by nodes only; ``{node}`` in them stands for the
+    node's id, so one file serves every node); ``cert``/``key`` are what a
+    client using this file presents (read by clients only). Each file is
+    checked when it is read, by whoever reads it: a node's machine need not
+    hold the clients' keys, nor a client's the nodes'.
+    """
+
+    ca: Path
+    node_cert: str | None = None
+    node_key: str | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@attrs.frozen
+class TokenConfig:
+    """One ``[[auth.tokens]]`` table: a bearer token the nodes accept (by its
+    SHA-256, never the token itself), its name in logs, and its role."""
+
+    name: str
+    role: str
+    sha256: str
+
+
+@attrs.frozen
+class AuthConfig:
+    """``[auth]``: the rights of clients on the client port (nodes read it), and
+    the token a client of this file sends (``token_file``, clients read it)."""
+
+    read_write: tuple[str, ...] = ()
+    read_only: tuple[str, ...] = ()
+    tokens: tuple[TokenConfig, ...] = ()
+    token_file: Path | None = None
+
+    @property
+    def required(self) -> bool:
+        """Whether tokens are configured (then a plain-TCP client must present one)."""
+        return bool(self.tokens)
 
 
 @attrs.frozen
@@ -162,6 +214,8 @@ class ClusterConfig:
     transport: TransportConfig = TransportConfig()
     raft: RaftConfig = RaftConfig()
     tls: TlsConfig | None = None
+    auth: AuthConfig = AuthConfig()
+    insecure: bool = False
     source: Path | None = None
 
     def node(self, node_id: int) -> NodeConfig:
@@ -269,20 +323,122 @@ def parse(raw: dict[str, Any], *, base: Path = Path("."), source: Path | None = 
                          "raft" if nodes else "local")
     transport = _table("transport", raw.get("transport", {}), "kind", "tcp")
     raft = _raft(raw.get("raft", {}))
-    tls = None
-    if "tls" in raw:
-        t = raw["tls"]
-        if not isinstance(t, dict) or set(t) != {"ca", "cert", "key"}:
-            raise ConfigError("tls: expected a table with exactly ca, cert and key")
-        tls = TlsConfig(*(_path(base, f"tls.{k}", t[k], must_exist=True)
-                          for k in ("ca", "cert", "key")))
+    tls = _tls(base, raw["tls"]) if "tls" in raw else None
+    auth = _auth(base, raw.get("auth", {}))
+    insecure = raw.get("insecure", False)
+    if not isinstance(insecure, bool):
+        raise ConfigError(f"insecure: expected true or false, got {insecure!r}")
     data_dir = _path(base, "data_dir", raw.get("data_dir", "/dev/shm/blizzard"))
     return ClusterConfig(
         cluster_id=cluster_id, nodes=tuple(nodes), data_dir=data_dir,
         pool_size=_size("pool_size", raw.get("pool_size", "256M")),
         log_pool_size=_size("log_pool_size", raw.get("log_pool_size", "256M")),
         durability=durability, replication=ReplicationConfig(*replication),
-        transport=TransportConfig(*transport), raft=raft, tls=tls, source=source)
+        transport=TransportConfig(*transport), raft=raft, tls=tls, auth=auth,
+        insecure=insecure, source=source)
+
+
+def _tls(base: Path, raw: Any) -> TlsConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("tls: expected a table ([tls] with ca = ...)")
+    for key in raw:
+        if key not in TLS_KEYS:
+            raise ConfigError(f"tls.{key}: unknown setting (known: {', '.join(TLS_KEYS)})")
+    if "ca" not in raw:
+        raise ConfigError("tls.ca: missing (the PEM file of the cluster's CA)")
+    for first, second in (("node_cert", "node_key"), ("cert", "key")):
+        if (first in raw) != (second in raw):
+            given, missing = (first, second) if first in raw else (second, first)
+            raise ConfigError(f"tls.{missing}: missing (tls.{given} is set: give both or "
+                              "neither)")
+    ca = _path(base, "tls.ca", raw["ca"], must_exist=True)
+    node = [str(_path(base, f"tls.{k}", raw[k])) if k in raw else None
+            for k in ("node_cert", "node_key")]
+    client = [_path(base, f"tls.{k}", raw[k]) if k in raw else None for k in ("cert", "key")]
+    return TlsConfig(ca, *node, *client)
+
+
+def _names(field: str, raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(isinstance(n, str) and n for n in raw):
+        raise ConfigError(f"{field}: expected a list of certificate names, got {raw!r}")
+    return tuple(raw)
+
+
+def _auth(base: Path, raw: Any) -> AuthConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("auth: expected a table ([auth] with read_write = [...])")
+    for key in raw:
+        if key not in AUTH_KEYS:
+            raise ConfigError(f"auth.{key}: unknown setting (known: {', '.join(AUTH_KEYS)})")
+    read_write = _names("auth.read_write", raw.get("read_write", []))
+    read_only = _names("auth.read_only", raw.get("read_only", []))
+    both = set(read_write) & set(read_only)
+    if both:
+        raise ConfigError(f"auth.read_only: {sorted(both)} also listed in auth.read_write")
+    tokens_raw = raw.get("tokens", [])
+    if not isinstance(tokens_raw, list):
+        raise ConfigError("auth.tokens: expected [[auth.tokens]] tables")
+    tokens = []
+    for i, token in enumerate(tokens_raw):
+        where = f"auth.tokens[{i}]"
+        if not isinstance(token, dict):
+            raise ConfigError(f"{where}: expected a table")
+        for key in TOKEN_KEYS:
+            if key not in token:
+                raise ConfigError(f"{where}.{key}: missing")
+        for key in token:
+            if key not in TOKEN_KEYS:
+                raise ConfigError(f"{where}.{key}: unknown setting (known: "
+                                  f"{', '.join(TOKEN_KEYS)})")
+        if token["role"] not in ROLES:
+            raise ConfigError(f"{where}.role: must be one of {', '.join(ROLES)}, "
+                              f"got {token['role']!r}")
+        digest = token["sha256"]
+        if not isinstance(digest, str) or len(digest) != 64 or \
+                any(c not in "0123456789abcdef" for c in digest.lower()):
+            raise ConfigError(f"{where}.sha256: expected the 64 hex digits of the token's "
+                              "SHA-256 (blizzard certs token prints them)")
+        if not isinstance(token["name"], str) or not token["name"]:
+            raise ConfigError(f"{where}.name: expected a non-empty string")
+        tokens.append(TokenConfig(token["name"], token["role"], digest.lower()))
+    token_file = (_path(base, "auth.token_file", raw["token_file"])
+                  if "token_file" in raw else None)
+    return AuthConfig(read_write, read_only, tuple(tokens), token_file)
+
+
+def node_tls(config: ClusterConfig, node_id: int) -> TlsFiles | None:
+    """Node ``node_id``'s TLS files (``{node}`` replaced), None without ``[tls]``;
+    :class:`ConfigError` if ``[tls]`` has no node certificate or a file is missing."""
+    tls = config.tls
+    if tls is None:
+        return None
+    if tls.node_cert is None:
+        raise ConfigError("tls.node_cert: missing (a node needs its own certificate and key, "
+                          "tls.node_cert and tls.node_key; \"{node}\" in them stands for "
+                          "the node id)")
+    files = []
+    for field, template in (("node_cert", tls.node_cert), ("node_key", tls.node_key)):
+        path = Path(template.replace(NODE_PLACEHOLDER, str(node_id)))
+        if not path.exists():
+            raise ConfigError(f"tls.{field}: {path} (node {node_id}'s) does not exist")
+        files.append(path)
+    return TlsFiles(tls.ca, *files)
+
+
+def client_tls(config: ClusterConfig) -> TlsFiles | None:
+    """The TLS files a client of ``config`` presents, None without ``[tls]``;
+    :class:`ConfigError` if it has no client certificate or a file is missing."""
+    tls = config.tls
+    if tls is None:
+        return None
+    if tls.cert is None:
+        raise ConfigError("tls.cert: missing (the nodes of this cluster take clients with a "
+                          "certificate only: set tls.cert and tls.key, or pass cert= and key= "
+                          "to connect)")
+    for field, path in (("cert", tls.cert), ("key", tls.key)):
+        if not path.exists():
+            raise ConfigError(f"tls.{field}: {path} does not exist")
+    return TlsFiles(tls.ca, tls.cert, tls.key)
 
 
 def _table(field: str, raw: Any, key: str, default: str) -> tuple[str, dict[str, Any]]:
@@ -349,8 +505,19 @@ def to_dict(config: ClusterConfig) -> dict[str, Any]:
         "transport": {"kind": config.transport.kind, **config.transport.options},
         "raft": attrs.asdict(config.raft),
     }
+    if config.insecure:
+        raw["insecure"] = True
     if config.tls is not None:
-        raw["tls"] = {k: str(v) for k, v in attrs.asdict(config.tls).items()}
+        raw["tls"] = {k: str(v) for k, v in attrs.asdict(config.tls).items() if v is not None}
+    auth = config.auth
+    if auth != AuthConfig():
+        table: dict[str, Any] = {"read_write": list(auth.read_write),
+                                 "read_only": list(auth.read_only)}
+        if auth.tokens:
+            table["tokens"] = [attrs.asdict(t) for t in auth.tokens]
+        if auth.token_file is not None:
+            table["token_file"] = str(auth.token_file)
+        raw["auth"] = table
     nodes = []
     for node in config.nodes:
         table: dict[str, Any] = {"id": node.id}
@@ -379,5 +546,5 @@ def transport_spec(config: ClusterConfig, node_id: int, *, seed: int | None = No
     config.node(node_id)
     return TransportSpec(kind=config.transport.kind, node_id=node_id, peers=config.raft_peers,
                          cluster_id=config.cluster_id, options=dict(config.transport.options),
-                         base_dir=config.base_dir, data_dir=config.data_dir, tls=config.tls,
-                         seed=seed)
+                         base_dir=config.base_dir, data_dir=config.data_dir,
+                         tls=node_tls(config, node_id), seed=seed)

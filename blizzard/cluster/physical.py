@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from blizzard.cluster import config as configmod
+from blizzard.cluster import exposure
 from blizzard.cluster.backends import BACKENDS, check_options, per_op
 from blizzard.cluster.config import ClusterConfig
 from blizzard.exceptions import (
@@ -251,6 +252,9 @@ def serve_backup(config: ClusterConfig | str | os.PathLike[str], node_id: int, *
         acks = options(config)[0]
     stop = stop or threading.Event()
     node = config.node(node_id)
+    # the mirror protocol has no TLS: a backup off loopback needs insecure = true
+    exposure.check(config, node_id, ("raft",), tls=False,
+                   what="as a mirror (physical replication has no TLS)")
     server: BackupServer | None = None
 
     def on_promote() -> frames.State:

@@ -25,6 +25,13 @@ Request kinds and their payloads:
   only); served by the leader (elsewhere NOT_READY naming it); answers the
   membership as JSON ``{"voters", "learners", "leader"}``. Operations are
   idempotent: a retry after a lost answer does no harm.
+* ``AUTH``: a bearer token (bytes); the connection's principal from then on
+  (:mod:`blizzard.cluster.access`). OK payload: JSON ``{name, role}``.
+
+Every request but AUTH is checked against the connection's role (a TLS
+client certificate's, or a token's) before it is served; a refused one is
+answered ERROR with ``AuthenticationError`` or ``AuthorizationError`` and
+the connection stays open.
 
 Response statuses: ``OK`` (payload: a result as ``kind u8 | bytes`` from
 :func:`~blizzard.replication.sessions.encode_result`, a page, or JSON for
@@ -97,6 +104,7 @@ class Kind(enum.IntEnum):
     READ = 2
     STATUS = 3
     MEMBERS = 4
+    AUTH = 5
 
 
 class Status(enum.IntEnum):

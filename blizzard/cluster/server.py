@@ -16,6 +16,11 @@ back as they complete, paired by request id.
 * A malformed request gets an ERROR response; a frame over the size limit,
   or a connection closed mid-frame, closes that connection. Either way one
   warning line says what and from whom, and the server keeps serving.
+* With ``[tls]`` the port speaks TLS only and takes only clients with a
+  certificate of the cluster's CA (a failed handshake is one warning line);
+  every request is checked against the connection's role
+  (:mod:`blizzard.cluster.access`), and a refused one is answered ERROR
+  (``AuthenticationError`` / ``AuthorizationError``) with one warning line.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import logging
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -38,8 +44,10 @@ from typing import Any
 import attrs
 
 from blizzard.cluster import config as configmod
+from blizzard.cluster import exposure
 from blizzard.cluster import protocol as proto
-from blizzard.cluster.config import ClusterConfig
+from blizzard.cluster.access import AccessPolicy, Principal
+from blizzard.cluster.config import AuthConfig, ClusterConfig
 from blizzard.cluster.protocol import (
     Kind,
     NoSuchStructureError,
@@ -50,6 +58,8 @@ from blizzard.cluster.protocol import (
 )
 from blizzard.cluster.replicator import RaftReplicator
 from blizzard.exceptions import (
+    AccessDeniedError,
+    AuthenticationError,
     BlizzardError,
     Empty,
     NodeFailedError,
@@ -59,6 +69,8 @@ from blizzard.exceptions import (
 from blizzard.replication.base import Replicator
 from blizzard.replication.node import NotLeaderError
 from blizzard.replication.sessions import wrap
+from blizzard.replication.transport import tls as tlsmod
+from blizzard.replication.transport.tlsstream import NotTlsError, ServerTlsStream
 from blizzard.structures import KIND_OF_TAG, KINDS, PBPlusTree, PHashMap, ops
 from blizzard.structures.registry import registry_for
 
@@ -70,6 +82,7 @@ RETRY_BACKOFF_S = 0.02
 IN_FLIGHT_MAX = 1024  # requests per connection being served at once
 PAGE_ITEMS_MAX = 10_000
 PAGE_BYTES_MAX = 4 << 20
+HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class _NotReady(Exception):
@@ -87,9 +100,12 @@ class ClientServer:
     """The client-protocol listener of one node; lives on the node's loop."""
 
     def __init__(self, replicator: RaftReplicator, address: tuple[str, int], *,
+                 tls: ssl.SSLContext | None = None, policy: AccessPolicy | None = None,
                  frame_bytes_max: int = proto.FRAME_BYTES_MAX,
                  request_timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self.replicator = replicator
+        self.tls = tls
+        self.policy = policy or AccessPolicy(AuthConfig(), tls=tls is not None)
         self.address = address
         self.frame_bytes_max = frame_bytes_max
         self.request_timeout_s = request_timeout_s
@@ -108,7 +124,9 @@ class ClientServer:
         host, port = self.address
         self._server = await asyncio.start_server(self._connection, host, port)
         self.address = self._server.sockets[0].getsockname()[:2]
-        log.info("node %d: serving clients on %s:%d", self.node_id, *self.address)
+        how = ("TLS, client certificates required" if self.tls is not None
+               else "tokens required" if not self.policy.open else "no authentication")
+        log.info("node %d: serving clients on %s:%d (%s)", self.node_id, *self.address, how)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -131,6 +149,32 @@ class ClientServer:
         tasks: set[asyncio.Task] = set()
         limit = self.frame_bytes_max
         try:
+            if self.tls is not None:
+                stream = ServerTlsStream(reader, writer, self.tls)
+                try:
+                    await stream.handshake(HANDSHAKE_TIMEOUT_S)
+                except NotTlsError:
+                    self.refused += 1
+                    log.warning("node %d: refused client %s: it does not speak TLS",
+                                self.node_id, where)
+                    self._send(writer, Response(0, Status.ERROR, proto.encode_error(
+                        AuthenticationError("this node takes TLS clients only, with a "
+                                            "certificate of the cluster's CA: give the client "
+                                            "[tls] ca, cert and key (or ca=, cert=, key=)"))))
+                    with contextlib.suppress(ConnectionError):
+                        await writer.drain()
+                    return
+                except (ssl.SSLError, OSError, TimeoutError) as exc:
+                    self.refused += 1
+                    log.warning("node %d: refused client %s: TLS handshake failed: %s",
+                                self.node_id, where, tlsmod.handshake_reason(exc))
+                    return
+                self._connections.discard(writer)
+                reader = writer = stream  # the same calls, through TLS
+                self._connections.add(writer)
+            principal = self.policy.connected(writer.get_extra_info("peercert"))
+            if principal is not None and not self.policy.open:
+                where = f"{principal} at {where}"
             while True:
                 try:
                     head = await reader.readexactly(4)
@@ -164,6 +208,17 @@ class ClientServer:
                     self._send(writer, Response(proto.peek_request_id(body) or 0, Status.ERROR,
                                                 proto.encode_error(exc)))
                     continue
+                if request.kind == Kind.AUTH:
+                    principal, where = self._authenticate(request, writer, principal, where)
+                    continue
+                try:
+                    self.policy.check(principal, request.kind)
+                except AccessDeniedError as exc:
+                    self.refused += 1
+                    log.warning("node %d: refused %s: %s", self.node_id, where, exc)
+                    self._send(writer, Response(request.request_id, Status.ERROR,
+                                                proto.encode_error(exc), self._leader()))
+                    continue
                 await slots.acquire()
                 task = asyncio.get_running_loop().create_task(self._serve(request, writer))
                 tasks.add(task)
@@ -177,6 +232,22 @@ class ClientServer:
                 task.cancel()
             self._connections.discard(writer)
             writer.close()
+
+    def _authenticate(self, request: Request, writer: asyncio.StreamWriter,
+                      principal: Principal | None, where: str) -> tuple[Principal | None, str]:
+        """An AUTH request: the connection's principal from now on, if the token is known."""
+        address = where.rpartition(" at ")[2]
+        try:
+            principal = self.policy.token(request.payload)
+        except AccessDeniedError as exc:
+            self.refused += 1
+            log.warning("node %d: refused %s: %s", self.node_id, where, exc)
+            self._send(writer, Response(request.request_id, Status.ERROR,
+                                        proto.encode_error(exc), self._leader()))
+            return principal, where
+        self._send(writer, Response(request.request_id, Status.OK, proto.encode_json(
+            {"name": principal.name, "role": principal.role}), self._leader()))
+        return principal, f"{principal} at {address}"
 
     def _send(self, writer: asyncio.StreamWriter, response: Response) -> None:
         if not writer.is_closing():
@@ -451,13 +522,20 @@ def serve(config: ClusterConfig | str | os.PathLike[str], node_id: int, *,
     if node.client is None:
         raise configmod.ConfigError(f"nodes[id={node_id}].client: missing (blizzard serve needs "
                                     "the client address)")
+    exposure.check(config, node_id, ("raft", "client"))
+    tls_files = configmod.node_tls(config, node_id)
+    tls = None
+    if tls_files is not None:
+        tls = tlsmod.server_context(ca_file=str(tls_files.ca), cert_file=str(tls_files.cert),
+                                    key_file=str(tls_files.key))
+    policy = AccessPolicy(config.auth, tls=tls is not None)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: stop.set())
         faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it stuck?
     replicator = RaftReplicator(config, node_id)
-    server = ClientServer(replicator, node.client)
+    server = ClientServer(replicator, node.client, tls=tls, policy=policy)
     try:
         asyncio.run_coroutine_threadsafe(server.start(), replicator._loop).result()
     except BaseException:

@@ -45,7 +45,8 @@ def _node_processes(marker: str) -> list[int]:
             continue
         ours = marker.encode() in cmd
         if ours and state != "Z" and (b"blizzard.bench._cluster_node" in cmd
-                                      or b"blizzard.bench._pysyncobj_node" in cmd):
+                                      or b"blizzard.bench._pysyncobj_node" in cmd
+                                      or b"serve" in cmd.split(b"\0")):
             pids.append(int(entry.name))
     return pids
 
@@ -79,6 +80,28 @@ def test_run_quick(shm_dir):
     assert "blizzard raft, load on leader" in text and cluster.targets(results)
     assert set(_node_processes(str(shm_dir))) <= before  # every node process is gone
     assert list(shm_dir.iterdir()) == []  # the run's directory is removed
+
+
+def test_tls_twins_run_in_the_same_run(shm_dir):
+    """--tls: each Blizzard cluster system, then the same with TLS on every port;
+    the remote-client system drives `blizzard serve` processes."""
+    before = set(_node_processes(str(shm_dir)))
+    results = cluster.run(200, window=50, latency_ops=20, warmup=50, directory=shm_dir,
+                          raft={"election_ticks": 50}, tls=True,
+                          systems=("blizzard-leader-tls", "blizzard-client"))
+    assert [r.system for r in results] == ["blizzard-leader-tls", "blizzard-client",
+                                           "blizzard-client-tls"]
+    for r in results:
+        assert r.rate > 0 and r.failed == 0 and r.lost == 0, (r.system, r.note)
+        assert r.latency["n"] == 20 and r.p50_us > 0
+    assert "mutual TLS" in results[0].note and "mutual TLS" in results[2].note
+    assert "TLS" not in results[1].note
+    assert len(results[1].cpu_by_process) == 4  # this process, then the three nodes
+    q = cluster.ratios(results)
+    assert q["client_tls_vs_plain"] > 0 and "leader_tls_vs_plain" not in q
+    assert "TLS / plain, load on client" in cluster.format_results(results)
+    assert set(_node_processes(str(shm_dir))) <= before
+    assert list(shm_dir.iterdir()) == []
 
 
 def test_main_writes_json(shm_dir, capsys):

@@ -61,8 +61,22 @@ def test_load_good(tmp_path):
     ({"raft": {"election_ticks": 1}}, "raft.election_ticks (1) must exceed"),
     ({"raft": {"tick_ms": "fast"}}, "raft.tick_ms: expected an integer"),
     ({"raft": {"speed": 1}}, "raft.speed: unknown setting"),
-    ({"tls": {"ca": "x"}}, "tls: expected a table with exactly ca, cert and key"),
-    ({"tls": {"ca": "x", "cert": "y", "key": "z"}}, "tls.ca:"),
+    ({"tls": "on"}, "tls: expected a table"),
+    ({"tls": {"cert": "y", "key": "z"}}, "tls.ca: missing"),
+    ({"tls": {"ca": "x", "cert": "y"}}, "tls.key: missing (tls.cert is set"),
+    ({"tls": {"ca": "x", "node_key": "y"}}, "tls.node_cert: missing (tls.node_key is set"),
+    ({"tls": {"ca": "x", "cert": "y", "key": "z"}}, "tls.ca: x does not exist"),
+    ({"tls": {"ca": "x", "crt": "y"}}, "tls.crt: unknown setting"),
+    ({"insecure": "yes"}, "insecure: expected true or false"),
+    ({"auth": {"read_write": "client-rw"}}, "auth.read_write: expected a list"),
+    ({"auth": {"read_write": ["a"], "read_only": ["a"]}}, "auth.read_only: ['a'] also"),
+    ({"auth": {"admins": []}}, "auth.admins: unknown setting"),
+    ({"auth": {"tokens": [{"name": "t", "role": "admin", "sha256": "0" * 64}]}},
+     "auth.tokens[0].role: must be one of read-only, read-write"),
+    ({"auth": {"tokens": [{"name": "t", "role": "read-only", "sha256": "secret"}]}},
+     "auth.tokens[0].sha256: expected the 64 hex digits"),
+    ({"auth": {"tokens": [{"name": "t", "role": "read-only"}]}},
+     "auth.tokens[0].sha256: missing"),
     ({"wat": 1}, "wat: unknown setting"),
 ])
 def test_bad_fields_are_named(change, message):
@@ -116,17 +130,23 @@ def test_every_key_is_documented():
     """docs/configuration.md has a row for every key the parser accepts."""
     import attrs
 
-    from blizzard.cluster.config import KEYS, NODE_KEYS, RaftConfig, TlsConfig
+    from blizzard.cluster.config import AUTH_KEYS, KEYS, NODE_KEYS, TLS_KEYS, TOKEN_KEYS, RaftConfig
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     rows = [line.split("|")[1].strip() for line in doc.splitlines() if line.startswith("| `")]
     for key in KEYS:
-        if key in ("replication", "transport", "raft", "tls", "nodes"):
+        if key in ("replication", "transport", "raft", "tls", "auth", "nodes"):
             continue
         assert f"`{key}`" in rows, key
     assert "`[replication] backend`" in rows and "`[transport] kind`" in rows
     for field in attrs.fields(RaftConfig):
         assert f"`[raft] {field.name}`" in rows, field.name
-    assert f"`[tls] {'`, `'.join(f.name for f in attrs.fields(TlsConfig))}`" in rows
+    for key in TLS_KEYS:
+        assert f"`[tls] {key}`" in rows, key
+    for key in AUTH_KEYS:
+        if key != "tokens":
+            assert f"`[auth] {key}`" in rows, key
+    for key in TOKEN_KEYS:
+        assert f"`[[auth.tokens]] {key}`" in rows, key
     for key in NODE_KEYS:
         assert f"`[[nodes]] {key}`" in rows, key

@@ -17,13 +17,14 @@ import subprocess
 import tempfile
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from blizzard.client import Client, connect
+from blizzard.cluster import certs, protocol
 from blizzard.cluster import config as configmod
-from blizzard.cluster import protocol
 from blizzard.cluster.ports import port_block
 from blizzard.cluster.protocol import Kind
 from blizzard.cluster.server import start_node
@@ -35,20 +36,35 @@ from blizzard.structures.ops import OpCode
 SNAPSHOT_ENTRIES = 200
 
 
-class ProcessCluster:
-    """A cluster of ``blizzard serve`` processes this test owns (and kills)."""
+def tls_settings(directory: Path, n: int) -> dict:
+    """``[tls]`` and ``[auth]`` tables for ``n`` nodes, with certificates made in
+    ``directory`` (see ``blizzard certs create``)."""
+    certs.create(directory, n)
+    return tomllib.loads(certs.config_snippet(directory))
 
-    def __init__(self, n: int = 3, *, pool_size: str = "16M") -> None:
+
+class ProcessCluster:
+    """A cluster of ``blizzard serve`` processes this test owns (and kills); with
+    ``tls``, every port speaks mutual TLS and clients present ``client-rw``."""
+
+    def __init__(self, n: int = 3, *, pool_size: str = "16M", tls: bool = False,
+                 **settings) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="blizzard-test-", dir="/dev/shm"))
+        if tls:
+            settings = {**tls_settings(self.dir / "certs", n), **settings}
         config = configmod.local_cluster(
             n, self.dir, base_port=port_block(2 * n), pool_size=pool_size, log_pool_size="16M",
             raft={"tick_ms": 10, "election_ticks": 10, "snapshot_entries": SNAPSHOT_ENTRIES,
-                  "snapshot_tail_entries": 0})
+                  "snapshot_tail_entries": 0},
+            **settings)
         self.path = self.dir / "cluster.toml"
         self.path.write_text(configmod.dump(config))
         self.config = configmod.load(self.path)
         self.procs: dict[int, subprocess.Popen] = {}
         self.ids = [node.id for node in self.config.nodes]
+        self.tls = tls
+        #: what a Client made by hand needs to be let in
+        self.credentials = {"tls": configmod.client_tls(self.config)} if tls else {}
 
     def start(self, node_id: int, *, wait: bool = True) -> None:
         self.procs[node_id] = start_node(self.config, node_id)
@@ -70,7 +86,7 @@ class ProcessCluster:
             while proc.poll() is None:
                 try:
                     with Client([self.config.node(node_id).client], failover=False,
-                                timeout_s=0.2) as c:
+                                timeout_s=0.2, **self.credentials) as c:
                         c._call(Kind.STATUS, b"")
                     return
                 except (OSError, BlizzardError):
@@ -94,7 +110,8 @@ class ProcessCluster:
 
     def node_client(self, node_id: int) -> Client:
         """A client bound to one node only (no failover), for its local state."""
-        return Client([self.config.node(node_id).client], failover=False, timeout_s=10.0)
+        return Client([self.config.node(node_id).client], failover=False, timeout_s=10.0,
+                      **self.credentials)
 
     def _log_path(self, node_id: int) -> str:
         return f"{self.config.node_dir(node_id)}.log"
@@ -153,9 +170,10 @@ class ProcessCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@pytest.fixture
-def cluster():
-    c = ProcessCluster()
+@pytest.fixture(params=[False, True], ids=["plain", "tls"])
+def cluster(request):
+    """Every test here runs twice: over plain TCP, and with TLS on every port."""
+    c = ProcessCluster(tls=request.param)
     try:
         c.start_all()
         c.wait_for_leader()
@@ -368,7 +386,7 @@ def test_a_client_fails_over_when_its_node_dies(cluster):
     victim = cluster.ids[0]
     cluster.kill(victim)
     addresses = [cluster.config.node(i).client for i in cluster.ids]  # the dead one first
-    client = Client(addresses, timeout_s=30.0)
+    client = Client(addresses, timeout_s=30.0, **cluster.credentials)
     client._preferred = 0
     with client:
         try:

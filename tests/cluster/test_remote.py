@@ -23,9 +23,10 @@ SEED = 20261201
 STEPS = 150
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = ProcessCluster()
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "tls"])
+def cluster(request):
+    """A cluster over plain TCP, then one with TLS on every port."""
+    c = ProcessCluster(tls=request.param)
     try:
         c.start_all()
         c.wait_for_leader()

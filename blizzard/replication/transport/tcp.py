@@ -14,8 +14,13 @@ Wire format (little endian)::
 
 A listener refuses (and logs one line saying why) a wrong magic or version,
 an unknown node id, another cluster's id, and -- with TLS -- any peer whose
-certificate its CA did not sign. A frame longer than ``frame_bytes_max``
-closes the connection; the dialler reconnects with exponential backoff.
+certificate its CA did not sign, or whose certificate is not the node
+certificate of the node id it claims (``node-<id>``, see
+:mod:`~blizzard.replication.transport.tls`): a client certificate, or
+another node's, cannot speak as a node. A dialler checks the listener's
+certificate names the node it meant to reach. A frame longer than
+``frame_bytes_max`` closes the connection; the dialler reconnects with
+exponential backoff.
 """
 
 from __future__ import annotations
@@ -31,6 +36,15 @@ from collections.abc import Mapping
 
 from blizzard.replication.transport.base import Receiver, TransportStats
 from blizzard.replication.transport.registry import TRANSPORTS, TransportSpec
+from blizzard.replication.transport.tls import (
+    common_name,
+    handshake_reason,
+    node_name,
+    node_of,
+    tls_contexts,
+)
+
+__all__ = ["TcpTransport", "tls_contexts"]
 
 log = logging.getLogger("blizzard.transport.tcp")
 
@@ -50,6 +64,7 @@ REFUSALS = {
     1: "bad magic or version",
     2: "unknown node id",
     3: "wrong cluster id",
+    4: "our certificate is not this node id's",
 }
 
 
@@ -112,8 +127,9 @@ class TcpTransport:
 
     async def start(self) -> None:
         host, port = self._addresses[self.node_id]
-        self._server = await asyncio.start_server(self._accept, host, port, ssl=self._server_ssl,
-                                                  reuse_address=True)
+        # TLS is started per connection (not by the server), so that a failed
+        # handshake is logged and counted like any other refusal.
+        self._server = await asyncio.start_server(self._accept, host, port, reuse_address=True)
         self._running = True
         for peer in self._peers.values():
             peer.task = asyncio.get_running_loop().create_task(self._dial_loop(peer))
@@ -194,6 +210,8 @@ class TcpTransport:
                     reason = REFUSALS.get(status[0], f"code {status[0]}")
                     log.warning("node %d refused our connection: %s", peer.node_id, reason)
                     raise ConnectionRefusedError(reason)
+                if self._client_ssl is not None:
+                    self._check_listener(peer, writer.get_extra_info("peercert"))
                 self.stats.connects += 1
                 backoff = BACKOFF_MIN_S
                 await self._write_loop(peer, writer)
@@ -209,6 +227,14 @@ class TcpTransport:
             self._drop_outbox(peer)
             await asyncio.sleep(backoff * (0.5 + self._rng.random()))
             backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _check_listener(self, peer: _Peer, peercert) -> None:
+        """Refuse to send to a listener that is not the node we dialled."""
+        if node_of(peercert) != peer.node_id:
+            log.warning("node %d: the listener at %s:%d presents the certificate of %r, not "
+                        "%r: not sending to it", self.node_id, *peer.address,
+                        common_name(peercert), node_name(peer.node_id))
+            raise ConnectionRefusedError("the listener's certificate names another node")
 
     def _drop_outbox(self, peer: _Peer) -> None:
         self.stats.frames_dropped += len(peer.outbox)
@@ -244,6 +270,15 @@ class TcpTransport:
         self._inbound.add(task)
         peer_name = writer.get_extra_info("peername")
         try:
+            if self._server_ssl is not None:
+                try:
+                    await writer.start_tls(self._server_ssl,
+                                           ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
+                except (ssl.SSLError, OSError, TimeoutError) as exc:
+                    self.stats.refused += 1
+                    log.warning("node %d refused a connection from %s: TLS handshake failed: "
+                                "%s", self.node_id, peer_name, handshake_reason(exc))
+                    return
             source = await self._handshake(reader, writer, peer_name)
             if source is not None:
                 await self._read_frames(reader, source, peer_name)
@@ -275,6 +310,14 @@ class TcpTransport:
         if source not in self._peers:
             self._refuse(writer, peer_name, 2, f"unknown node id {source}")
             return None
+        if self._server_ssl is not None:
+            peercert = writer.get_extra_info("peercert")
+            if node_of(peercert) != source:
+                self._refuse(writer, peer_name, 4,
+                             f"claims to be node {source} with the certificate of "
+                             f"{common_name(peercert)!r} (node {source}'s is "
+                             f"{node_name(source)!r})")
+                return None
         writer.write(b"\0")
         return source
 
@@ -307,24 +350,6 @@ class TcpTransport:
                     stats.bad_frames += 1
                     log.exception("node %d: receiver failed on a frame from node %d",
                                   self.node_id, source)
-
-
-def tls_contexts(*, ca_file: str, cert_file: str, key_file: str
-                 ) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """Server and client contexts for mutual TLS inside one cluster.
-
-    Both sides present ``cert_file`` and accept only peers whose certificate
-    ``ca_file`` signed. Host names are not checked (nodes are identified by the
-    handshake's node id, and certificates are per cluster).
-    """
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca_file)
-    server.load_cert_chain(cert_file, key_file)
-    server.verify_mode = ssl.CERT_REQUIRED
-    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
-    client.load_cert_chain(cert_file, key_file)
-    client.check_hostname = False
-    client.verify_mode = ssl.CERT_REQUIRED
-    return server, client
 
 
 def _build(spec: TransportSpec) -> TcpTransport:

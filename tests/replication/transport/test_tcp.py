@@ -10,7 +10,6 @@ import logging
 import socket
 import ssl
 import struct
-import subprocess
 from collections import defaultdict
 
 import pytest
@@ -169,55 +168,98 @@ def test_a_receiver_error_does_not_kill_the_connection(caplog):
     asyncio.run(main())
 
 
-def _openssl(*args: str, cwd) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    """A cluster CA with one node certificate, and a stranger CA with its own."""
+    """The cluster's CA with node certificates node-1..node-3 and a client's; a
+    stranger CA with its own node-1."""
+    from blizzard.cluster import certs
+
     d = tmp_path_factory.mktemp("pki")
-    for ca in ("ca", "evil"):
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-                 f"/CN={ca}", "-keyout", f"{ca}.key", "-out", f"{ca}.pem", cwd=d)
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=blizzard",
-                 "-keyout", f"{ca}-node.key", "-out", f"{ca}-node.csr", cwd=d)
-        _openssl("x509", "-req", "-in", f"{ca}-node.csr", "-CA", f"{ca}.pem", "-CAkey",
-                 f"{ca}.key", "-CAcreateserial", "-days", "2", "-out", f"{ca}-node.pem", cwd=d)
+    certs.create(d / "ca", 3)
+    certs.create(d / "evil", 1)
     return d
 
 
+def _contexts(pki, name: str, ca: str = "ca"):
+    return tls_contexts(ca_file=str(pki / "ca" / "ca.pem"), cert_file=str(pki / ca / f"{name}.pem"),
+                        key_file=str(pki / ca / f"{name}.key"))
+
+
+async def _speak_as(port: int, context, node: int) -> bytes:
+    """The handshake's reply to a peer saying it is ``node`` over TLS with ``context``;
+    b"" if the TLS handshake itself failed."""
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+        w.write(_hello(node))
+        await w.drain()
+        reply = await asyncio.wait_for(r.read(1), 5)
+    except (ssl.SSLError, ConnectionError, asyncio.IncompleteReadError):
+        return b""
+    w.close()
+    return reply
+
+
 def test_mutual_tls(pki, caplog):
-    """Nodes with the cluster's certificates talk; a peer without one, or with
-    a certificate from another CA, is refused."""
+    """Nodes with their own certificates talk; a peer without a certificate, with
+    one from another CA, with a client's certificate, or with another node's
+    than the id it claims, is refused with one line, and the node keeps serving."""
     caplog.set_level(logging.WARNING, "blizzard.transport.tcp")
-    server, client = tls_contexts(ca_file=str(pki / "ca.pem"), cert_file=str(pki / "ca-node.pem"),
-                                  key_file=str(pki / "ca-node.key"))
+    contexts = {i: _contexts(pki, f"node{i}") for i in (1, 2)}
 
     async def main():
-        nodes, inbox = cluster(2, server_ssl=server, client_ssl=client)
-        for t in nodes.values():
-            await t.start()
+        ports = free_ports(2)
+        peers = {1: ("127.0.0.1", ports[0]), 2: ("127.0.0.1", ports[1])}
+        inbox: dict[int, list] = defaultdict(list)
+        nodes = {}
+        for i in (1, 2):
+            nodes[i] = TcpTransport(i, peers, seed=i, server_ssl=contexts[i][0],
+                                    client_ssl=contexts[i][1])
+            nodes[i].set_receiver(lambda src, payload, i=i: inbox[i].append((src, payload)))
+            await nodes[i].start()
         nodes[1].send(2, b"secret")
         await until(lambda: inbox[2] == [(1, b"secret")])
         port = nodes[2].address[1]
-        # no client certificate
-        bare = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        bare = ssl.create_default_context(cafile=str(pki / "ca" / "ca.pem"))
         bare.check_hostname = False
-        # a certificate the cluster CA did not sign
-        _, stranger = tls_contexts(ca_file=str(pki / "ca.pem"),
-                                   cert_file=str(pki / "evil-node.pem"),
-                                   key_file=str(pki / "evil-node.key"))
-        for ctx in (bare, stranger):
-            with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
-                r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
-                w.write(_hello(1))
-                await w.drain()
-                assert await asyncio.wait_for(r.readexactly(1), 5) == b"\0"
+        assert await _speak_as(port, bare, 1) == b""  # no certificate
+        assert await _speak_as(port, _contexts(pki, "node1", "evil")[1], 1) == b""  # other CA
+        # a certificate of this CA, but not node 1's
+        assert await _speak_as(port, _contexts(pki, "client-rw")[1], 1) == b"\x04"
+        assert await _speak_as(port, _contexts(pki, "node3")[1], 1) == b"\x04"
+        assert await _speak_as(port, contexts[1][1], 1) == b"\0"  # node 1 itself
         # plain TCP to a TLS port is refused too
         assert await _raw(port, _hello(1)) == b""
         nodes[1].send(2, b"still up")
         await until(lambda: (1, b"still up") in inbox[2])
+        assert nodes[2].stats.refused == 5
         for t in nodes.values():
+            await t.stop()
+    asyncio.run(main())
+    text = caplog.text
+    assert text.count("TLS handshake failed") == 3
+    assert "claims to be node 1 with the certificate of 'client-rw'" in text
+    assert "claims to be node 1 with the certificate of 'node-3'" in text
+
+
+def test_a_dialler_refuses_a_listener_with_another_nodes_certificate(pki, caplog):
+    """Node 1 dialling node 2 finds node 3's certificate there: it sends nothing."""
+    caplog.set_level(logging.WARNING, "blizzard.transport.tcp")
+
+    async def main():
+        ports = free_ports(2)
+        peers = {1: ("127.0.0.1", ports[0]), 2: ("127.0.0.1", ports[1])}
+        inbox: dict[int, list] = defaultdict(list)
+        one = TcpTransport(1, peers, server_ssl=_contexts(pki, "node1")[0],
+                           client_ssl=_contexts(pki, "node1")[1])
+        impostor = TcpTransport(2, peers, server_ssl=_contexts(pki, "node3")[0],
+                                client_ssl=_contexts(pki, "node3")[1])
+        impostor.set_receiver(lambda src, payload: inbox[2].append(payload))
+        for t in (one, impostor):
+            await t.start()
+        one.send(2, b"for node 2 only")
+        await until(lambda: "presents the certificate of 'node-3', not 'node-2'" in caplog.text)
+        await asyncio.sleep(0.1)
+        assert inbox[2] == [] and one.stats.connects == 0
+        for t in (one, impostor):
             await t.stop()
     asyncio.run(main())

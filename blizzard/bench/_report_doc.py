@@ -157,8 +157,9 @@ def full_rows(document: dict[str, Any], structure: str) -> list[list[str]]:
 
 def ratio_rows(document: dict[str, Any]) -> list[list[str]]:
     """Replicated / local throughput, per structure, backend and replicas (same run)."""
-    from blizzard.bench.report import STRUCTURES
+    from blizzard.bench.report import BACKENDS, STRUCTURES
 
+    order = {b: i for i, b in enumerate(BACKENDS)}
     v = view(document)
     rows = []
     for structure in STRUCTURES:
@@ -168,7 +169,7 @@ def ratio_rows(document: dict[str, Any]) -> list[list[str]]:
             continue
         for p in sorted(points(document, structure=structure, value_bytes=v["value"],
                                in_flight=v["in_flight"]),
-                        key=lambda p: (p["backend"], p["replicas"])):
+                        key=lambda p: (order.get(p["backend"], 99), p["replicas"])):
             if p["backend"] in ("local", "pysyncobj", "etcd") or p["status"] != "ok" \
                     or not p.get("rate"):
                 continue

@@ -206,6 +206,16 @@ def cpu_ticks() -> tuple[float, float] | None:
     return (sum(ticks) - idle) / hz, sum(ticks) / hz
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far, from /proc (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def versions() -> dict[str, str]:
     """Versions of Python and of the installed packages in :data:`VERSIONED`."""
     from importlib.metadata import PackageNotFoundError, version

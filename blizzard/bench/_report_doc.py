@@ -95,6 +95,9 @@ def headline(document: dict[str, Any], logical: str = LOGICAL,
 
 
 def headline_table(document: dict[str, Any], *, markdown: bool = False) -> str:
+    """The headline as a table (text, or Markdown); a sentence if nothing pairs up."""
+    if not headline(document):
+        return f"(no {LOGICAL} or {PHYSICAL} point measured: no headline)"
     rows = [[h["structure"], h["value_bytes"],
              num(h["logical"] and h["logical"]["rate"]),
              num(h["physical"] and h["physical"]["rate"]), ratio(h["rate_ratio"]),
@@ -154,8 +157,9 @@ def full_rows(document: dict[str, Any], structure: str) -> list[list[str]]:
 
 def ratio_rows(document: dict[str, Any]) -> list[list[str]]:
     """Replicated / local throughput, per structure, backend and replicas (same run)."""
-    from blizzard.bench.report import STRUCTURES
+    from blizzard.bench.report import BACKENDS, STRUCTURES
 
+    order = {b: i for i, b in enumerate(BACKENDS)}
     v = view(document)
     rows = []
     for structure in STRUCTURES:
@@ -165,7 +169,7 @@ def ratio_rows(document: dict[str, Any]) -> list[list[str]]:
             continue
         for p in sorted(points(document, structure=structure, value_bytes=v["value"],
                                in_flight=v["in_flight"]),
-                        key=lambda p: (p["backend"], p["replicas"])):
+                        key=lambda p: (order.get(p["backend"], 99), p["replicas"])):
             if p["backend"] in ("local", "pysyncobj", "etcd") or p["status"] != "ok" \
                     or not p.get("rate"):
                 continue
@@ -277,7 +281,12 @@ METHOD = [
     "fences are counted by the physical mirror; Raft nodes count none unless "
     "`count_flushes` is set (a Python call per flush), so its cells are empty.",
     "PySyncObj: 3 processes, its defaults (batched AppendEntries every 100 ms, in-memory "
-    "journal), a ReplDict; it counts no bytes.",
+    "journal), a ReplDict, the load in the leader's process; it counts no bytes.",
+    "etcd (where installed): 3 members on loopback, data on /dev/shm, and a Python client "
+    "process (one keep-alive HTTP connection per request in flight) putting through etcd's "
+    "v3 JSON gateway to the leader; the client's CPU is the first of `cpu µs/op by process`.",
+    "CPU time is read from /proc in clock ticks (10 ms): a short run's per-process figures "
+    "are coarse; the sums over longer runs are not.",
 ]
 
 

@@ -91,7 +91,6 @@ TARGET_P50_US = 1000.0
 START_TIMEOUT_S = 60.0
 REPLY_TIMEOUT_S = 900.0
 STALL_S = 15.0  # a throughput run stops when no request completes for this long
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -207,12 +206,7 @@ class NodeProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the process so far, from /proc."""
-        try:
-            with open(f"/proc/{self.pid}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        return _report.process_cpu_seconds(self.pid)
 
     def kill(self) -> None:
         """Ask it to quit, then kill its process group whatever it answered."""

@@ -174,7 +174,7 @@ class _Connection:
 
     def _check_node(self, node_id: int | None) -> None:
         """The peer must be a node of the cluster (the one expected, if known)."""
-        peercert = self.sock.getpeercert()
+        peercert = self.sock.getpeercert()  # type: ignore[attr-defined]  # an SSLSocket here
         found = tlsmod.node_of(peercert)
         if found is None or (node_id is not None and found != node_id):
             expected = tlsmod.node_name(node_id) if node_id is not None else "node-<id>"
@@ -652,7 +652,7 @@ def connect(target: str | os.PathLike[str] | Sequence[str | tuple[str, int]] | M
             raise ConfigError(f"{where}nodes: no node has a client address "
                               "(nodes[i].client = \"host:port\")")
         return Client(list(nodes.values()), node_ids=list(nodes), **options)
-    return Client(list(target), **options)
+    return Client(list(target), **options)  # type: ignore[arg-type]  # a sequence here
 
 
 def _credentials(config: ClusterConfig | None, ca, cert, key, token) -> dict[str, Any]:
@@ -668,7 +668,8 @@ def _credentials(config: ClusterConfig | None, ca, cert, key, token) -> dict[str
                               "[tls] ca)")
         if cert is None and config is not None and config.tls is not None:
             tls_files = configmod.client_tls(config)
-            cert, key = tls_files.cert, tls_files.key
+            if tls_files is not None:
+                cert, key = tls_files.cert, tls_files.key
         if cert is None:
             raise ConfigError("cert, key: missing (the nodes ask TLS clients for a "
                               "certificate)")

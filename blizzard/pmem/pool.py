@@ -344,7 +344,7 @@ class Pool:
             original = self._untracked_flush
             if original is not None:
                 if original[1]:
-                    media.flush = original[0]
+                    media.flush = original[0]  # type: ignore[method-assign]
                 else:
                     del media.flush
                 self._untracked_flush = None
@@ -357,7 +357,7 @@ class Pool:
             flush(off, n)
             callback(off, n)
 
-        media.flush = tracked_flush
+        media.flush = tracked_flush  # type: ignore[method-assign]
 
     def _abort(self) -> None:
         """Roll back the live transaction and rebuild the volatile indexes."""

@@ -149,14 +149,15 @@ class Registry:
                 continue
             raw = name.encode()
             same = candidates.pop(raw, [])
-            core = next((c for c in same if c.header_off == root.off and c.tag == root.tag),
+            kept = next((c for c in same if c.header_off == root.off and c.tag == root.tag),
                         None)
-            if core is not None:
-                core.reload()
+            if kept is not None:
+                kept.reload()
             else:
-                core = next((c for c in same if c.tag == root.tag and c.rebind(root.off)), None)
-                if core is None:
-                    core = kind[1](self, name, root.off)
+                kept = next((c for c in same if c.tag == root.tag and c.rebind(root.off)), None)
+                if kept is None:
+                    kept = kind[1](self, name, root.off)
+            core = kept
             for other in same:
                 if other is not core:
                     other.kill()

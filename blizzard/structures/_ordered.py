@@ -10,7 +10,7 @@ codec, so the byte order the core sorts by is the keys' natural order.
 from __future__ import annotations
 
 import struct
-from collections.abc import ItemsView, Iterator, ValuesView
+from collections.abc import ItemsView, Iterator, KeysView, ValuesView
 from typing import Any
 
 from blizzard.exceptions import InvalidArgumentError
@@ -26,10 +26,57 @@ _I64 = struct.Struct("<q")
 _U64 = struct.Struct("<Q")
 
 
-class _ItemsView(ItemsView):
-    """``items()`` in key order, read leaf by leaf (not one lookup per key)."""
+class _Positional:
+    """Indexing and slicing of an ordered map's view, as sortedcontainers'
+    SortedKeysView / SortedItemsView / SortedValuesView allow: ``v[i]`` (negative
+    from the end, IndexError out of range) reads one item by position
+    (``peekitem``); ``v[a:b:c]`` is a list read by one positional lookup and
+    a scan (``islice``), not one lookup per item."""
 
-    _mapping: Any  # the map (collections.abc's views keep it there)
+    _mapping: Any
+
+    def _pick(self, item: tuple[Any, Any]) -> Any:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int | slice) -> Any:
+        mapping = self._mapping
+        if isinstance(index, slice):
+            span = range(*index.indices(len(mapping)))
+            if not span:
+                return []
+            lo, hi = min(span[0], span[-1]), max(span[0], span[-1]) + 1
+            items = [self._pick(item) for item in mapping._islice_items(lo, hi, False)]
+            # positions lo..hi-1 are items[0..]; the slice's are span - lo
+            return items if span.step == 1 else [items[i - lo] for i in span]
+        if not hasattr(index, "__index__"):
+            raise TypeError(f"view indices must be integers or slices, not "
+                            f"{type(index).__name__}")
+        return self._pick(mapping.peekitem(index.__index__()))
+
+
+class _KeysView(_Positional, KeysView):
+    """``keys()`` in order; indexable and sliceable (``m.keys()[0]``, ``[2:5]``)."""
+
+    def _pick(self, item: tuple[Any, Any]) -> Any:
+        return item[0]
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._mapping.irange()
+
+    def __reversed__(self) -> Iterator[Any]:
+        return self._mapping.irange(reverse=True)
+
+    def index(self, key: Any) -> int:
+        """Position of ``key`` (ValueError if absent), as ``SortedKeysView.index``."""
+        return self._mapping.index(key)
+
+
+class _ItemsView(_Positional, ItemsView):
+    """``items()`` in key order, read leaf by leaf (not one lookup per key);
+    indexable and sliceable (``m.items()[-1]``)."""
+
+    def _pick(self, item: tuple[Any, Any]) -> Any:
+        return item
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         return self._mapping.irange_items()
@@ -38,13 +85,18 @@ class _ItemsView(ItemsView):
         return self._mapping.irange_items(reverse=True)
 
 
-class _ValuesView(ValuesView):
-    """``values()`` in key order."""
+class _ValuesView(_Positional, ValuesView):
+    """``values()`` in key order; indexable and sliceable."""
 
-    _mapping: Any
+    def _pick(self, item: tuple[Any, Any]) -> Any:
+        return item[1]
 
     def __iter__(self) -> Iterator[Any]:
         for _, value in self._mapping.irange_items():
+            yield value
+
+    def __reversed__(self) -> Iterator[Any]:
+        for _, value in self._mapping.irange_items(reverse=True):
             yield value
 
 
@@ -116,12 +168,53 @@ class OrderedMap(PersistentMap):
     def _items(self) -> Iterator[tuple[Any, Any]]:
         return self.irange_items()
 
+    def keys(self) -> _KeysView:
+        """A view of the keys in order, indexable and sliceable like
+        ``SortedKeysView`` (``m.keys()[0]``, ``m.keys()[-1]``, ``m.keys()[2:5]``)."""
+        return _KeysView(self)
+
     def items(self) -> _ItemsView:
-        """A view of ``(key, value)`` pairs in key order (a scan, not n lookups)."""
+        """A view of ``(key, value)`` pairs in key order (a scan, not n lookups),
+        indexable and sliceable (``m.items()[-1]``)."""
         return _ItemsView(self)
 
     def values(self) -> _ValuesView:
+        """A view of the values in key order, indexable and sliceable."""
         return _ValuesView(self)
+
+    def islice(self, start: int | None = None, stop: int | None = None,
+               reverse: bool = False) -> Iterator[Any]:
+        """Keys at positions ``start`` to ``stop`` (a slice's bounds: negative
+        from the end, clipped to the map), in order, or backwards with
+        ``reverse`` -- ``SortedDict.islice``.
+
+        Cost: two positional lookups (``peekitem``: the first and last keys),
+        then a scan of ``stop - start`` items; no fences.
+        """
+        for key, _ in self._islice_items(start, stop, reverse, values=False):
+            yield key
+
+    def _islice_items(self, start: int | None, stop: int | None, reverse: bool, *,
+                      values: bool = True) -> Iterator[tuple[Any, Any]]:
+        """``(key, value)`` at positions ``start`` to ``stop`` (value None unless
+        ``values``): both ends by position, the rest by a range scan between them."""
+        self._read()
+        begin, end, _ = slice(start, stop).indices(self._core.count)
+        count = end - begin
+        if count <= 0:
+            return
+        # the range's two ends by position, then a scan bounded by both (a scan
+        # bounded by one end would be read to the map's end where reads drain
+        # their iterators under a lock: structures under a Raft replicator)
+        lo, _ = self._core.item_at(begin)
+        hi = lo if count == 1 else self._core.item_at(end - 1)[0]
+        kdec, vdec = self._kdec, self._vdec
+        scan = self._core.items_range(lo, hi, True, True, reverse, values=values)
+        for kb, vb in self._iterate(scan):
+            yield kdec(kb), (vdec(vb) if values else None)
+            count -= 1
+            if not count:
+                return
 
     def items_bytes(self) -> Iterator[tuple[bytes, bytes]]:
         """Raw ``(key, value)`` bytes in key order, without codecs."""

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from blizzard.exceptions import Empty, StructureKindError
+from blizzard.exceptions import Empty, InvalidArgumentError, StructureKindError
 from blizzard.pmem import Pool
 from blizzard.replication.base import Replicator
 from blizzard.structures._closed import close_handle, reraise_if_closed
@@ -135,7 +135,7 @@ class PQueue:
         polls the queue's length, backing off to :data:`POLL_INTERVAL_MAX`.
         """
         if block and timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be a non-negative number, got {timeout}")
+            raise InvalidArgumentError(f"timeout must be a non-negative number, got {timeout}")
         raw = self._submit(self._get_op)
         if raw is not None:
             return self._vdec(raw)

@@ -128,8 +128,20 @@ def test_the_ordered_maps_match_local_ones(cluster, local, small_pages, kind):
         return (f"{method}({lo}, {hi}, {inclusive}, {reverse})",
                 lambda m: getattr(m, method)(lo, hi, inclusive, reverse))
 
+    def positions(r):
+        start, stop = r.choice([None, *range(-8, 9)]), r.choice([None, *range(-8, 9)])
+        reverse = r.random() < 0.5
+        step = r.choice([None, 1, 2, -1, -3])
+        view = r.choice(["keys", "values", "items"])
+        i = r.randrange(-9, 9)
+        return (f"islice({start}, {stop}, {reverse}), {view}()[{start}:{stop}:{step}], "
+                f"{view}()[{i}]",
+                lambda m: (list(m.islice(start, stop, reverse)),
+                           getattr(m, view)()[start:stop:step], _outcome(
+                               lambda m: getattr(m, view)()[i], m)))
+
     anywhere = list(range(-9, 20))
-    calls = [*_map_calls(keys), irange, irange, irange,
+    calls = [*_map_calls(keys), irange, irange, irange, positions, positions,
              _plain("keys", list), _plain("reversed", lambda m: list(reversed(m))),
              _plain("items", lambda m: list(m.items())),
              _plain("values", lambda m: list(m.values())),
@@ -263,3 +275,21 @@ def test_a_scan_resumes_on_another_node_after_the_leader_dies(cluster, small_pag
         got = sorted(first[:10] + rest[0])
         assert got == sorted(b"f%03d" % i for i in range(40))
         assert first[10:] + rest[1] == list(range(5, 35))
+
+
+@pytest.mark.parametrize("kind", ["hashmap", "bptree", "skiplist"])
+def test_remote_key_errors_carry_the_key(cluster, kind):
+    """A missing key over the network is ``KeyError(key)``, as locally; a key
+    the codec cannot encode is absent there too."""
+    with cluster.client() as client:
+        m = getattr(client, kind)(f"ke-{kind}", key_codec=str, value_codec=int)
+        m["there"] = 1
+        for missing in (lambda: m["absent"], lambda: m.pop("absent"),
+                        lambda: m.__delitem__("absent")):
+            with pytest.raises(KeyError) as info:
+                missing()
+            assert info.value.args == ("absent",)
+        assert 5 not in m and m.get(5) is None
+        with pytest.raises(KeyError) as info:
+            m[5]
+        assert info.value.args == (5,)

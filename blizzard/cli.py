@@ -252,12 +252,26 @@ def _cmd_cluster_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster_config(args: argparse.Namespace) -> str:
+    """``--config``, else the file `cluster up` writes by default."""
+    if args.config is not None:
+        return args.config
+    path = os.path.join(CLUSTER_DIR_DEFAULT, "cluster.toml")
+    if not os.path.exists(path):
+        raise ConfigError(f"no --config given and no cluster in the default directory "
+                          f"({path} does not exist): pass --config FILE")
+    return path
+
+
 def _cmd_cluster_down(args: argparse.Namespace) -> int:
     from blizzard.cluster.server import stop_cluster
 
-    stopped, killed = stop_cluster(args.config, grace_s=args.grace)
-    print(f"cluster down: {stopped} nodes stopped"
-          + (f" ({killed} with SIGKILL after {args.grace} s)" if killed else ""))
+    done = stop_cluster(_cluster_config(args), grace_s=args.grace)
+    killed = len(done.killed)
+    print(f"cluster down: {len(done.stopped)} nodes stopped"
+          + (f" ({killed} with SIGKILL after {args.grace} s)" if killed else "")
+          + (f"; already down: node{'s' if len(done.not_running) > 1 else ''} "
+             f"{', '.join(map(str, done.not_running))}" if done.not_running else ""))
     return 0
 
 
@@ -291,26 +305,48 @@ def _cmd_cluster_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_cluster_status(args: argparse.Namespace) -> int:
-    from blizzard.bench._report import table
-    from blizzard.client import connect
+def _by_node(item: tuple[int | str, dict]) -> tuple[int, int, str]:
+    """Sort key of node statuses: numeric node ids in order, then addresses."""
+    key, status = item
+    node = status.get("node", key)
+    return (0, node, "") if isinstance(node, int) else (1, 0, str(node))
 
-    with connect(args.config, timeout_s=5.0) as client:
-        statuses = client.node_statuses()
+
+def _cmd_cluster_status(args: argparse.Namespace) -> int:
+    import json
+
+    from blizzard.bench._report import table
+    from blizzard.client import ClusterUnavailableError, connect
+
+    with connect(_cluster_config(args), timeout_s=5.0) as client:
+        statuses = sorted(client.node_statuses().items(), key=_by_node)
+    down = [s for _, s in statuses if s.get("role") == "unreachable"]
+    if len(down) == len(statuses):
+        raise ClusterUnavailableError("no node answers: " + "; ".join(
+            f"{'node ' + str(s['node']) + ' at ' if 'node' in s else ''}{s['address']}: "
+            f"{s['error']}" for s in down))
+    if args.output == "json":
+        print(json.dumps({"nodes": [s for _, s in statuses]}, indent=2, sort_keys=True))
+        return 1 if down else 0
     columns = ("node", "role", "term", "leader", "commit", "applied", "log", "match", "ops/s")
     rows = []
-    for key, status in sorted(statuses.items(), key=lambda kv: str(kv[0])):
+    for key, status in statuses:
         if "term" not in status:
-            rows.append((str(key), status.get("role", "?"), *["-"] * 7))
+            role = status.get("role", "?")
+            if "error" in status:
+                role = f"{role}: {status['address']}: {status['error']}"
+            rows.append((str(status.get("node", key)), role, *["-"] * 7))
             continue
         match = status.get("match")
         rows.append((str(status["node"]), status["role"], str(status["term"]),
                      str(status["leader"]), str(status["commit"]), str(status["applied"]),
                      str(status["log_entries"]),
-                     " ".join(f"{p}:{m}" for p, m in sorted(match.items())) if match else "-",
+                     " ".join(f"{p}:{m}" for p, m in sorted(match.items(), key=lambda pm:
+                                                             int(pm[0])))
+                     if match else "-",
                      f"{status['ops_per_s']:.0f}"))
     print(table(columns, rows, "<" * len(columns)))
-    return 0 if all("term" in s for s in statuses.values()) else 1
+    return 1 if down else 0
 
 
 # -- mirror (physical replication) ------------------------------------------------------
@@ -468,12 +504,18 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_cmd_cluster_up)
     down = cluster_sub.add_parser("down", help="stop the cluster's processes",
                                   description="SIGTERM every node of the cluster, SIGKILL "
-                                              "those still up after --grace seconds.")
+                                              "those still up after --grace seconds; "
+                                              "names the nodes that were already down.")
     down.add_argument("--grace", type=float, default=10.0,
                       help="seconds between SIGTERM and SIGKILL")
-    status = cluster_sub.add_parser("status", help="a table of every node's Raft state",
-                                    description="A table of every node's Raft state; exit "
-                                                "1 if a node does not answer.")
+    status = cluster_sub.add_parser(
+        "status", help="a table of every node's Raft state",
+        description="A table of every node's Raft state, by node id; a node that does "
+                    "not answer is marked unreachable in its row, with the reason. Exit 1 "
+                    "if a node does not answer; one error line if none does.")
+    status.add_argument("-o", "--output", choices=("table", "json"), default="table",
+                        help="table for people, json for scripts: {\"nodes\": [every "
+                             "node's status, by id]} (default: table)")
     add = cluster_sub.add_parser(
         "add", help="start a new node here and add it to the running cluster")
     add.add_argument("--node", type=int, help="its id (default: the highest + 1)")
@@ -486,7 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
     transfer = cluster_sub.add_parser("transfer-leader", help="make another node the leader")
     for p in (remove, transfer):
         p.add_argument("--node", type=int, required=True)
-    for p in (down, status, add, remove, transfer):
+    for p in (down, status):
+        p.add_argument("--config", help=f"the cluster's TOML file (default: the one `cluster "
+                                        f"up` writes, {CLUSTER_DIR_DEFAULT}/cluster.toml)")
+    for p in (add, remove, transfer):
         p.add_argument("--config", required=True, help="the cluster's TOML file")
     down.set_defaults(func=_cmd_cluster_down)
     status.set_defaults(func=_cmd_cluster_status)

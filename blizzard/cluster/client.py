@@ -75,7 +75,13 @@ from blizzard.cluster.remote import (
     RemoteReplicator,
     RemoteSkipList,
 )
-from blizzard.exceptions import AccessDeniedError, AuthenticationError, BlizzardError, ConfigError
+from blizzard.exceptions import (
+    AccessDeniedError,
+    AuthenticationError,
+    BlizzardError,
+    ConfigError,
+    InvalidArgumentError,
+)
 from blizzard.replication.transport import tls as tlsmod
 from blizzard.replication.transport.registry import TlsFiles
 from blizzard.structures import KIND_OF_TAG, ops
@@ -86,7 +92,12 @@ __all__ = ["Client", "ClusterUnavailableError", "RemoteBPlusTree", "RemoteError"
            "RemoteHashMap", "RemoteQueue", "RemoteSkipList", "connect"]
 
 TIMEOUT_S = 30.0
-CONNECT_TIMEOUT_S = 1.0
+#: How long a request keeps trying while no node accepts a connection at all
+#: (refused, unreachable, no answer to the TCP handshake) before it raises
+#: ClusterUnavailableError naming every node tried; ``connect_timeout_s=``.
+CONNECT_TIMEOUT_S = 3.0
+#: The longest one TCP connect may take (less when ``connect_timeout_s`` is).
+SOCKET_CONNECT_TIMEOUT_S = 1.0
 HANDSHAKE_TIMEOUT_S = 10.0
 REPLY_TIMEOUT_S = 10.0  # longer than the server's own request deadline
 BACKOFF_MIN_S = 0.02
@@ -95,7 +106,45 @@ WINDOW = 64
 
 
 class ClusterUnavailableError(BlizzardError, TimeoutError):
-    """No node completed the request before the client's deadline."""
+    """No node completed the request before the client's deadline, or no node
+    accepted a connection within its connect timeout."""
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a connection failed, in a few words ("Connection refused", "timed out")."""
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "no answer (timed out)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+class _Reach:
+    """Which nodes one request could not even connect to, and why: once every
+    node has refused (or not answered) for ``connect_timeout_s`` and none
+    accepted, the request fails at once instead of retrying until its full
+    timeout -- a cluster that is down says so in seconds."""
+
+    __slots__ = ("client", "failures", "reached", "start")
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.start = time.monotonic()
+        self.failures: dict[int, str] = {}  # address index -> last reason
+        self.reached = False
+
+    def failed(self, index: int, exc: BaseException) -> None:
+        self.failures[index] = _reason(exc)
+
+    def check(self) -> None:
+        client = self.client
+        everyone = len(self.failures) == len(client.addresses) or not client.failover
+        if self.reached or not everyone:
+            return
+        if time.monotonic() - self.start >= client.connect_timeout_s:
+            raise ClusterUnavailableError(
+                f"no node answers (tried for {client.connect_timeout_s} s): "
+                f"{client.describe_failures(self.failures)}")
 
 
 def _error(payload: bytes) -> BaseException:
@@ -146,10 +195,11 @@ class _Connection:
     """One blocking socket to one node (TLS and token first, if given)."""
 
     def __init__(self, address: tuple[str, int], timeout_s: float,
-                 credentials: _Credentials | None = None, node_id: int | None = None) -> None:
+                 credentials: _Credentials | None = None, node_id: int | None = None,
+                 connect_timeout_s: float = SOCKET_CONNECT_TIMEOUT_S) -> None:
         self.address = address
         self._buf = bytearray()
-        sock = socket.create_connection(address, timeout=CONNECT_TIMEOUT_S)
+        sock = socket.create_connection(address, timeout=connect_timeout_s)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
         if credentials is None:
@@ -157,7 +207,7 @@ class _Connection:
             return
         try:
             if credentials.context is not None:
-                sock.settimeout(max(CONNECT_TIMEOUT_S, min(timeout_s, HANDSHAKE_TIMEOUT_S)))
+                sock.settimeout(max(connect_timeout_s, min(timeout_s, HANDSHAKE_TIMEOUT_S)))
                 self.sock = credentials.context.wrap_socket(sock)
                 self._check_node(node_id)
             self.sock.settimeout(timeout_s)
@@ -234,6 +284,7 @@ class Client:
 
     def __init__(self, addresses: Sequence[str | tuple[str, int]], *,
                  timeout_s: float = TIMEOUT_S, reply_timeout_s: float = REPLY_TIMEOUT_S,
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S,
                  failover: bool = True, node_ids: Sequence[int] | None = None,
                  tls: TlsFiles | ssl.SSLContext | None = None,
                  token: str | bytes | None = None) -> None:
@@ -242,8 +293,12 @@ class Client:
         self._credentials = (_Credentials(tls, token) if tls is not None or token is not None
                              else None)
         self.addresses = [_address(a) for a in addresses]
+        if not connect_timeout_s > 0:
+            raise InvalidArgumentError(f"connect_timeout_s must be a positive number of "
+                                       f"seconds, got {connect_timeout_s!r}")
         self.timeout_s = timeout_s
         self.reply_timeout_s = reply_timeout_s
+        self.connect_timeout_s = connect_timeout_s
         self.failover = failover
         self._local = threading.local()
         self._request_ids = itertools.count(1)
@@ -313,10 +368,30 @@ class Client:
                 return node_id
         return None
 
-    def _connection(self, local) -> _Connection:
+    def _open(self, index: int, reply_timeout_s: float) -> _Connection:
+        return _Connection(self.addresses[index], reply_timeout_s, self._credentials,
+                           self._node_at(index),
+                           min(SOCKET_CONNECT_TIMEOUT_S, self.connect_timeout_s))
+
+    def describe_failures(self, failures: Mapping[int, str]) -> str:
+        """``"node 1 at 127.0.0.1:7101: Connection refused; ..."`` (address indexes)."""
+        parts = []
+        for index, why in sorted(failures.items()):
+            host, port = self.addresses[index]
+            node = self._node_at(index)
+            parts.append(f"{'' if node is None else f'node {node} at '}{host}:{port}: {why}")
+        return "; ".join(parts)
+
+    def _connection(self, local, reach: _Reach | None = None) -> _Connection:
         if local.conn is None:
-            conn = _Connection(self.addresses[local.index], self.reply_timeout_s,
-                               self._credentials, self._node_at(local.index))
+            try:
+                conn = self._open(local.index, self.reply_timeout_s)
+            except OSError as exc:
+                if reach is not None:
+                    reach.failed(local.index, exc)
+                raise
+            if reach is not None:
+                reach.reached = True
             local.conn = conn
             with self._all_lock:
                 self._all.append(conn)
@@ -340,13 +415,14 @@ class Client:
             proto.encode_request(Request(kind, 0, client, seq, payload, flags))  # raises
         local = self._thread_state()
         deadline = time.monotonic() + self.timeout_s
+        reach = _Reach(self)
         backoff = BACKOFF_MIN_S
         last = "no attempt"
         while True:
             request = Request(kind, self._next_id(), client, seq, payload, flags)
             self.requests += 1
             try:
-                conn = self._connection(local)
+                conn = self._connection(local, reach)
                 conn.send(proto.encode_request(request))
                 response = conn.recv()
                 while response.request_id != request.request_id:
@@ -369,6 +445,7 @@ class Client:
                 last = f"{self._where(local)}: not ready: {message}"
                 if not self._to_leader(local, leader):
                     self._drop(local)
+            reach.check()
             if time.monotonic() + backoff > deadline:
                 raise ClusterUnavailableError(
                     f"no node completed the request within {self.timeout_s} s (last: {last})")
@@ -436,11 +513,12 @@ class Client:
         results: list[Any] = [None] * len(pending)
         in_flight: dict[int, tuple[int, _Lane, bytes]] = {}
         deadline = time.monotonic() + self.timeout_s
+        reach = _Reach(self)
         backoff = BACKOFF_MIN_S
         resend: list[tuple[int, _Lane, bytes]] = []
         while pending or in_flight or resend:
             try:
-                conn = self._connection(local)
+                conn = self._connection(local, reach)
                 out = []
                 for item in resend:
                     rid = self._next_id()
@@ -485,6 +563,7 @@ class Client:
                     free.append(lane)
                     backoff = BACKOFF_MIN_S
                     continue
+            reach.check()
             if time.monotonic() > deadline:
                 raise ClusterUnavailableError(
                     f"{len(resend) + len(pending)} writes not completed within {self.timeout_s} s")
@@ -561,16 +640,19 @@ class Client:
                 "nodes": nodes}
 
     def node_statuses(self) -> dict[int | str, dict[str, Any]]:
-        """Every node's status, by node id (or by address if it did not answer)."""
+        """Every node's status, by node id (by address for a node whose id is not
+        known). Each holds ``address`` ("host:port"); a node that did not answer
+        has ``role`` "unreachable", ``error`` (why: "Connection refused"...) and
+        ``node`` when its id is known (from the config, or an earlier answer)."""
         statuses: dict[int | str, dict[str, Any]] = {}
         for i, (host, port) in enumerate(self.addresses):
+            where = f"{host}:{port}"
             try:
-                conn = _Connection((host, port), min(self.reply_timeout_s, 5.0),
-                                   self._credentials, self._node_at(i))
+                conn = self._open(i, min(self.reply_timeout_s, 5.0))
             except (AccessDeniedError, ConfigError):
                 raise
             except OSError as exc:
-                statuses[f"{host}:{port}"] = {"role": "unreachable", "error": str(exc)}
+                self._unreachable(statuses, i, exc)
                 continue
             try:
                 conn.send(proto.encode_request(Request(Kind.STATUS, 1)))
@@ -578,16 +660,27 @@ class Client:
                 if response.status == Status.ERROR:
                     raise _error(response.payload)
                 status = proto.decode_json(response.payload)
-                statuses[status.get("node", f"{host}:{port}")] = status
+                status["address"] = where
+                statuses[status.get("node", where)] = status
                 if "node" in status:
-                    self._index_of[status["node"]] = self.addresses.index((host, port))
+                    self._index_of[status["node"]] = i
             except (AccessDeniedError, ConfigError):
                 raise
             except (OSError, proto.ProtocolError, ValueError) as exc:
-                statuses[f"{host}:{port}"] = {"role": "unreachable", "error": str(exc)}
+                self._unreachable(statuses, i, exc)
             finally:
                 conn.close()
         return statuses
+
+    def _unreachable(self, statuses: dict[int | str, dict[str, Any]], index: int,
+                     exc: BaseException) -> None:
+        host, port = self.addresses[index]
+        status: dict[str, Any] = {"role": "unreachable", "error": _reason(exc),
+                                  "address": f"{host}:{port}"}
+        node = self._node_at(index)
+        if node is not None:
+            status["node"] = node
+        statuses[node if node is not None else f"{host}:{port}"] = status
 
     def wait_for_leader(self, timeout_s: float = 30.0) -> int:
         """Block until some node reports a leader every answering node agrees on."""

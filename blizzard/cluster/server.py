@@ -38,8 +38,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -720,30 +721,45 @@ def exit_cause(log_path: Path) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def stop_cluster(path: str | os.PathLike[str], *, grace_s: float = 10.0) -> tuple[int, int]:
+class Stopped(NamedTuple):
+    """What :func:`stop_cluster` did, by node id."""
+
+    stopped: list[int]  # serving, now stopped (killed ones included)
+    killed: list[int]  # still up after the grace period: SIGKILLed
+    not_running: list[int]  # nodes of the config that were not serving already
+
+
+def _ids(nodes: Sequence[int]) -> str:
+    return f"node{'s' if len(nodes) > 1 else ''} {', '.join(map(str, nodes))}"
+
+
+def stop_cluster(path: str | os.PathLike[str], *, grace_s: float = 10.0) -> Stopped:
     """SIGTERM every serving node of the cluster (:func:`serving_nodes`: however it
-    was started), SIGKILL those still up after ``grace_s``; ``(nodes stopped, of
-    which killed)``."""
+    was started), SIGKILL those still up after ``grace_s``; which were stopped,
+    killed, or already down. BlizzardError if no node was serving."""
     config = configmod.load(path)
     record = _pids_path(config)
-    pids = list(serving_nodes(config).values())
-    if not pids:
+    running = serving_nodes(config)
+    not_running = sorted(n.id for n in config.nodes if n.id not in running)
+    if not running:
         record.unlink(missing_ok=True)
-        raise BlizzardError(f"no node of the cluster in {config.data_dir} is serving")
-    for pid in pids:
+        raise BlizzardError(f"no node of the cluster in {config.data_dir} is serving "
+                            f"({_ids(not_running)} already stopped)" if not_running else
+                            f"no node of the cluster in {config.data_dir} is serving")
+    for pid in running.values():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while any(serving(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(serving(pid) for pid in running.values()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    killed = [pid for pid in pids if serving(pid)]
-    for pid in killed:
+    killed = sorted(node for node, pid in running.items() if serving(pid))
+    for node in killed:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(running[node], signal.SIGKILL)
     record.unlink(missing_ok=True)
     for path in config.data_dir.glob(f"node*/{SERVING_FILE}"):
         path.unlink(missing_ok=True)  # of processes gone now (a killed one left its record)
-    return len(pids), len(killed)
+    return Stopped(sorted(running), killed, not_running)
 
 
 # -- membership of a local cluster (``blizzard cluster add / remove / transfer-leader``) -----

@@ -237,3 +237,9 @@ class NodeFailedError(BlizzardError, RuntimeError):
 
 class ReplicatorStoppedError(BlizzardError, RuntimeError):
     """An Op was submitted to a replicator that has been stopped."""
+
+
+class ClusterUnavailableError(BlizzardError, TimeoutError):
+    """A client's request could not complete: no node accepted a connection
+    within the connect timeout (the message names every node tried and why),
+    or no node completed it before the request's deadline."""

@@ -25,7 +25,11 @@ knows where that is (every response names the leader; node ids map to
 addresses through the config, or :meth:`Client.node_statuses`). On a
 connection error, a timeout or a NOT_READY answer it moves to the next node
 and sends the *same* request, with the same (client id, seq): the cluster's
-session table applies a write once however often it is retried.
+session table applies a write once however often it is retried -- for up to
+``timeout_s`` (30 s). A cluster that is down is not waited for that long:
+when no node has accepted a connection for ``connect_timeout_s`` (3 s), the
+request raises :class:`~blizzard.exceptions.ClusterUnavailableError` naming
+every node tried and why ("Connection refused", "no answer").
 
 Each thread using a :class:`Client` gets its own blocking socket and its
 own session (client id), with at most one write in flight -- the session
@@ -79,6 +83,7 @@ from blizzard.exceptions import (
     AccessDeniedError,
     AuthenticationError,
     BlizzardError,
+    ClusterUnavailableError,
     ConfigError,
     InvalidArgumentError,
 )
@@ -103,11 +108,6 @@ REPLY_TIMEOUT_S = 10.0  # longer than the server's own request deadline
 BACKOFF_MIN_S = 0.02
 BACKOFF_MAX_S = 0.5
 WINDOW = 64
-
-
-class ClusterUnavailableError(BlizzardError, TimeoutError):
-    """No node completed the request before the client's deadline, or no node
-    accepted a connection within its connect timeout."""
 
 
 def _reason(exc: BaseException) -> str:

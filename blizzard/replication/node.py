@@ -305,7 +305,10 @@ class Node:
                 del job.senders[target]
                 self.snapshots_sent += 1
         if job.senders:
-            self.wake()
+            if budget < SEND_BYTES_PER_TURN:
+                self.wake()
+            # else the transport refused every frame (a full outbox, a peer not
+            # connected yet): the next tick tries again, rather than spinning
         else:
             job.close()
             self._image_job = None
@@ -529,6 +532,11 @@ class RaftNode(Node):
             except Exception:
                 log.exception("node %d: error while processing a Ready", self.node_id)
                 raise
+            if event.is_set():
+                # The turn woke the node again (an image being copied or sent):
+                # ``wait()`` on a set event returns without yielding, and the
+                # transport's reads, its dials and the client server would starve.
+                await asyncio.sleep(0)
 
     def propose(self, data: bytes) -> asyncio.Future:
         """Queue an enveloped entry; the future resolves with its apply result.

@@ -133,3 +133,44 @@ def test_a_waiting_entry_is_proposed_again_when_a_new_leader_is_known():
     assert nodes[follower].reproposed >= 1
     live = [n for i, n in nodes.items() if i != leader]
     assert all(list(n.state_machine._inner.core("q").values()) == [b"once"] for n in live)
+
+
+def test_the_asyncio_runner_yields_between_turns_that_wake_it_again():
+    """A turn that wakes the node again (an image copied a slice per turn) must
+    still let the loop's other callbacks run: the transport's reads and dials,
+    the client server. ``Event.wait()`` on a set event does not yield."""
+    import asyncio
+
+    from blizzard.cluster.ports import port_block
+    from blizzard.replication.node import RaftNode
+    from blizzard.replication.transport.tcp import TcpTransport
+
+    turns_max = 20_000
+
+    async def main() -> int:
+        data, log = Pool.create(DramMedia(4 << 20)), Pool.create(DramMedia(4 << 20))
+        transport = TcpTransport(1, {1: ("127.0.0.1", port_block(1))}, seed=1)
+        node = RaftNode(1, storage=PmemStorage(log, conf_state=ConfState((1,))),
+                        state_machine=SessionStateMachine(registry_for(data), data),
+                        transport=transport, tick_s=0.01, seed=1)
+        turns = 0
+        turn = node.turn
+
+        def busy_turn() -> None:
+            nonlocal turns
+            turn()
+            turns += 1
+            if turns < turns_max:
+                node.wake()
+
+        node.turn = busy_turn
+        await node.start()
+        try:
+            node.wake()
+            await asyncio.sleep(0.05)  # a timer callback, like a socket's
+            return turns
+        finally:
+            await node.stop()
+
+    turns_seen = asyncio.run(main())
+    assert 0 < turns_seen < turns_max, turns_seen

@@ -2,7 +2,7 @@
 
     blizzard demo                       pool, structures, a 3-node cluster: end to end
     blizzard pool create|info|check P   manage pool files
-    blizzard bench pool|structures|ordered|raft-core|cluster [...]   benchmarks
+    blizzard bench pool|structures|ordered|raft-core|cluster|frames [...]   benchmarks
     blizzard serve --config C --node N  run one cluster node (Raft + client protocol)
     blizzard cluster up|down|status     a local cluster of `serve` processes
     blizzard mirror serve|promote|status --config C [--node N]   physical replication
@@ -28,6 +28,7 @@ BENCHMARKS = {
     "ordered": "blizzard.bench.ordered",
     "raft-core": "blizzard.bench.raft_core",
     "cluster": "blizzard.bench.cluster",
+    "frames": "blizzard.bench.frames",
 }
 
 

@@ -174,12 +174,20 @@ class NodeProcess:
             raise RunError(f"{self.name}: unexpected output {line!r}") from None
 
     def call(self, command: str, timeout: float = REPLY_TIMEOUT_S) -> dict[str, Any]:
+        self.start_call(command)
+        return self.finish_call(command, timeout)
+
+    def start_call(self, command: str) -> None:
+        """Send ``command`` without waiting (another process's command runs meanwhile)."""
         try:
             self.proc.stdin.write(command + "\n")
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             raise RunError(f"{self.name}: gone before {command!r}:\n"
                            f"{self._stderr_tail()}") from None
+
+    def finish_call(self, command: str, timeout: float = REPLY_TIMEOUT_S) -> dict[str, Any]:
+        """The reply to the command sent last by :meth:`start_call`."""
         reply = self._reply(timeout, command)
         if not reply.get("ok"):
             raise RunError(f"{self.name}: {command!r} failed: {reply.get('error')}\n"

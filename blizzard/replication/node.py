@@ -109,6 +109,8 @@ class RaftNode:
         self.bad_frames = 0
         self._rate_mark = (time.monotonic(), applied)
         self.ops_per_s = 0.0
+        self._cpu_mark = (time.monotonic(), time.process_time())
+        self.cpu_percent = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -302,13 +304,20 @@ class RaftNode:
     # -- inspection ---------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """Role, term, indexes, log size, followers' progress, recent ops/s."""
+        """Role, term, indexes, log size, followers' progress, recent ops/s, the
+        CPU this node's process used (percent of one core, over the time since
+        the previous call, at least a second), and the transport's own status."""
         raft = self.raft
         now = time.monotonic()
         mark_time, mark_applied = self._rate_mark
         if now - mark_time >= 1.0:
             self.ops_per_s = (self.applied - mark_applied) / (now - mark_time)
             self._rate_mark = (now, self.applied)
+        mark_time, mark_cpu = self._cpu_mark
+        if now - mark_time >= 1.0:
+            cpu = time.process_time()
+            self.cpu_percent = 100.0 * (cpu - mark_cpu) / (now - mark_time)
+            self._cpu_mark = (now, cpu)
         status = {
             "node": self.node_id,
             "role": Role(raft.role).name.lower(),
@@ -320,7 +329,10 @@ class RaftNode:
             "last_index": self.storage.last_index(),
             "log_entries": self.storage.last_index() - self.storage.first_index() + 1,
             "ops_per_s": round(self.ops_per_s, 1),
+            "cpu_percent": round(self.cpu_percent, 1),
+            "cpu_s": round(time.process_time(), 3),
             "bad_frames": self.bad_frames,
+            "transport": self.transport.status(),
         }
         if raft.role == Role.LEADER:
             status["match"] = {pid: pr.match for pid, pr in raft.prs.items()}

@@ -1,8 +1,9 @@
 /* Blizzard's DPDK helper: the per-frame work, so Python makes few calls.
  *
  * Python (cffi, API mode) calls in here once per message sent (bz_send:
- * fragment, frame, checksum, stage), once per loop turn to push the staged
- * frames out (bz_flush: bursts of BZ_BURST), once per turn to take what
+ * fragment, frame, checksum, hand to the driver in bursts of BZ_BURST),
+ * once per loop turn to retry what the ring could not take (bz_flush),
+ * once per turn to take what
  * arrived (bz_poll: bursts of BZ_BURST per link, validated, payloads copied
  * into one caller buffer), and once to wait when there is nothing to do
  * (bz_wait: spin, then sched_yield, then sleep on the asyncio loop's epoll
@@ -451,6 +452,10 @@ int bz_send(bz_ctx *c, int link, uint32_t message, const uint8_t *payload, uint3
             stage(c, l, m);
         }
     }
+    /* Out now, not at the end of the loop turn: a Raft node sends, then
+     * applies; the peer need not wait for the apply. (A turn sends about
+     * one message per peer, so waiting would batch nothing.) */
+    flush_link(c, l);
     return (int)count;
 }
 
@@ -693,4 +698,38 @@ int bz_wait(bz_ctx *c, int epoll_fd, int64_t timeout_ns, const struct bz_policy 
 void bz_wait_counters(bz_ctx *c, struct bz_wait_counters *out)
 {
     *out = c->waits;
+}
+
+/* -- the floor (benchmarks) ----------------------------------------------------------- */
+
+/* The least a Python program can do to send a frame: copy it into an mbuf
+ * and hand it to the driver. No header, no checksum, no fragments. */
+int bz_floor_send(bz_ctx *c, int link, const uint8_t *frame, uint32_t length)
+{
+    struct bz_link *l = c->links[link];
+    struct rte_mbuf *m = rte_pktmbuf_alloc(c->pool);
+    if (m == NULL)
+        return -ENOMEM;
+    memcpy(rte_pktmbuf_mtod(m, uint8_t *), frame, length);
+    m->data_len = (uint16_t)length;
+    m->pkt_len = length;
+    if (rte_eth_tx_burst(l->port, 0, &m, 1) == 1)
+        return 1;
+    rte_pktmbuf_free(m);
+    return 0;
+}
+
+/* ... and to take one: a burst of one, copied out. Returns its length, or 0. */
+int bz_floor_recv(bz_ctx *c, int link, uint8_t *buf, uint32_t buf_bytes)
+{
+    struct bz_link *l = c->links[link];
+    struct rte_mbuf *m;
+    if (rte_eth_rx_burst(l->port, 0, &m, 1) == 0)
+        return 0;
+    uint32_t n = m->pkt_len < buf_bytes ? m->pkt_len : buf_bytes;
+    const uint8_t *data = rte_pktmbuf_read(m, 0, n, buf);
+    if (data != buf)
+        memcpy(buf, data, n);
+    rte_pktmbuf_free(m);
+    return (int)n;
 }

@@ -105,3 +105,5 @@ int bz_poll(bz_ctx *c, struct bz_rx *out, unsigned out_max, uint8_t *buf, uint32
 int bz_wait(bz_ctx *c, int epoll_fd, int64_t timeout_ns, const struct bz_policy *policy);
 void bz_wait_counters(bz_ctx *c, struct bz_wait_counters *out);
 uint32_t bz_crc(const uint8_t *data, uint32_t length, uint32_t init);
+int bz_floor_send(bz_ctx *c, int link, const uint8_t *frame, uint32_t length);
+int bz_floor_recv(bz_ctx *c, int link, uint8_t *buf, uint32_t buf_bytes);

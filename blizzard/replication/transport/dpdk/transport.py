@@ -43,6 +43,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from blizzard.exceptions import DpdkError
 from blizzard.replication.transport.base import Receiver, TransportStats
 from blizzard.replication.transport.dpdk import eal, frames, native, polling
@@ -122,8 +124,6 @@ class DpdkTransport:
         self._flag_maps: list[mmap.mmap] = []
         self._bell: socket.socket | None = None
         self._refusal_window = (0.0, 0, 0)  # (second, lines logged, suppressed)
-        self._cpu_mark = (time.monotonic(), time.process_time())
-        self.cpu_percent = 0.0
         self._seed = seed  # sessions are drawn at random whatever the seed (see start)
         self._rx = self._ffi.new("struct bz_rx[]", RX_MAX)
         self._buf = self._ffi.new("uint8_t[]", RX_MAX * self.options.frame_bytes)
@@ -432,15 +432,11 @@ class DpdkTransport:
     # -- inspection ---------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """Links (kind, state, counters), how the poller waited, CPU use of this process."""
+        """The counters, the EAL's arguments, each link (kind, state, its own
+        counters) and how the poller waited (spins, yields, sleeps, wake-ups)."""
         ffi, lib = self._ffi, self._lib
-        now, cpu = time.monotonic(), time.process_time()
-        mark_time, mark_cpu = self._cpu_mark
-        if now - mark_time >= 0.5:
-            self.cpu_percent = 100.0 * (cpu - mark_cpu) / (now - mark_time)
-            self._cpu_mark = (now, cpu)
-        out: dict[str, Any] = {"kind": "dpdk", "eal": " ".join((eal.started() or ())[1:]),
-                               "cpu_percent": round(self.cpu_percent, 1), "links": {}}
+        out: dict[str, Any] = {"kind": "dpdk", **attrs.asdict(self.stats),
+                               "eal": " ".join((eal.started() or ())[1:]), "links": {}}
         if self._ctx is None:
             return out
         counters = ffi.new("struct bz_link_counters *")

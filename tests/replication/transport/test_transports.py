@@ -52,11 +52,15 @@ def test_all_to_all_whole_in_order_once_and_batched(trio):
     stats = trio.hosts[1].stats()
     sent = stats["stats"]
     assert sent["frames_sent"] == 2 * per_peer and sent["frames_dropped"] == 0
-    assert sent["writes"] < sent["frames_sent"]  # batched: several messages per write/burst
-    if trio.kind == "dpdk":
-        links = stats["status"]["links"]
-        frames = sum(link["frames_sent"] for link in links.values())
+    if trio.kind == "tcp":
+        assert sent["writes"] < sent["frames_sent"]  # batched: messages share socket writes
+    else:
+        links = stats["status"]["links"].values()
+        frames = sum(link["frames_sent"] for link in links)
         assert frames >= 2 * (per_peer + 10 * 12)  # the large ones went as 13 frames each
+        # A message leaves at once (a Raft turn sends about one per peer); the
+        # frames of a large one go out in bursts.
+        assert sent["writes"] < frames
 
     assert trio.hosts[1].call("boom 2")["accepted"]
     trio.hosts[1].call(f"send 2 1 {SMALL}")

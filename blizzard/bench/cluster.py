@@ -54,9 +54,12 @@ from blizzard.cluster.ports import port_block
 
 SYSTEMS = ("blizzard-leader", "blizzard-follower", "blizzard-local", "pysyncobj",
            "pysyncobj-nobatch", "pysyncobj-nocompact")
+TRANSPORTS = ("tcp", "dpdk")
 LABELS = {
     "blizzard-leader": "blizzard raft, load on leader",
     "blizzard-follower": "blizzard raft, load on follower",
+    "blizzard-leader-dpdk": "blizzard raft over dpdk, load on leader",
+    "blizzard-follower-dpdk": "blizzard raft over dpdk, load on follower",
     "blizzard-local": "blizzard local (no replication)",
     "pysyncobj": "pysyncobj defaults",
     "pysyncobj-nobatch": "pysyncobj appendEntriesUseBatch=False",
@@ -71,6 +74,9 @@ LATENCY_MAX_S = 5.0  # a synchronous-put run stops after this long (PySyncObj: ~
 TARGET_VS_PYSYNCOBJ = 4.0
 TARGET_VS_LOCAL = 0.5
 TARGET_P50_US = 1000.0
+TARGET_DPDK_P50_VS_TCP = 1 / 3  # DPDK's sync put p50 at most a third of TCP's
+TARGET_DPDK_RATE_VS_TCP = 1.0   # throughput at least TCP's
+TARGET_DPDK_CPU_VS_TCP = 1.0    # CPU per put no higher than TCP's
 START_TIMEOUT_S = 60.0
 REPLY_TIMEOUT_S = 900.0
 STALL_S = 15.0  # a throughput run stops when no request completes for this long
@@ -311,25 +317,34 @@ def bench_local(workdir: Path, ops: int, latency_ops: int, warmup: int) -> Resul
     return result
 
 
+def _suffix(transport: str) -> str:
+    """Result names: ``blizzard-leader`` over TCP, ``blizzard-leader-dpdk`` over DPDK."""
+    return "" if transport == "tcp" else f"-{transport}"
+
+
 def bench_blizzard(workdir: Path, ops: int, latency_ops: int, warmup: int, window: int,
                    follower: bool, nodes: list[NodeProcess],
                    profile_dir: Path | None = None, step=None,
-                   raft: dict[str, int] | None = None) -> list[Result]:
-    """A 3-node Blizzard cluster, one process per node; load on the leader, then a follower."""
+                   raft: dict[str, int] | None = None, transport: str = "tcp") -> list[Result]:
+    """A 3-node Blizzard cluster, one process per node; load on the leader, then a follower.
+
+    ``transport`` is the ``[transport] kind`` the nodes replicate over."""
     from blizzard.cluster.config import dump, local_cluster
 
     follower_ops = ops // 2
     entries = warmup + ops + latency_ops + (follower_ops + latency_ops if follower else 0)
-    config = local_cluster(3, workdir / "raft", base_port=free_port_block(6),
+    config = local_cluster(3, workdir / f"raft-{transport}", base_port=free_port_block(6),
                            cluster_id="bench", pool_size=_pool_bytes(entries),
                            log_pool_size=128 << 20, durability="pmem",
+                           transport={"kind": transport},
                            **({"raft": raft} if raft else {}))
-    config_path = workdir / "cluster.toml"
+    config_path = workdir / f"cluster-{transport}.toml"
     config_path.write_text(dump(config))
+    suffix = _suffix(transport)
     for n in config.nodes:
-        nodes.append(NodeProcess(f"blizzard node {n.id}", [
+        nodes.append(NodeProcess(f"blizzard node {n.id} ({transport})", [
             "-m", "blizzard.bench._cluster_node", str(config_path), str(n.id)],
-            workdir / f"blizzard-node{n.id}.log"))
+            workdir / f"blizzard-{transport}-node{n.id}.log"))
 
     def leader() -> int:
         leaders = {n.call("status")["status"]["leader"] for n in nodes}
@@ -338,7 +353,7 @@ def bench_blizzard(workdir: Path, ops: int, latency_ops: int, warmup: int, windo
     by_id = {n.hello["node"]: n for n in nodes}
     lead = _wait(leader, START_TIMEOUT_S, "a leader known to every Blizzard node")
     if step:
-        step(f"blizzard: warm-up, {warmup:,} puts on the leader (node {lead})")
+        step(f"blizzard/{transport}: warm-up, {warmup:,} puts on the leader (node {lead})")
     by_id[lead].call(f"load {warmup} {window} w")
     results = []
     for on_follower in (False, True) if follower else (False,):
@@ -347,18 +362,19 @@ def bench_blizzard(workdir: Path, ops: int, latency_ops: int, warmup: int, windo
         if on_follower:
             node_id = min(i for i in by_id if i != lead)
             n = follower_ops
-            result = Result("blizzard-follower", window=window,
+            result = Result("blizzard-follower" + suffix, window=window,
                             note=f"node {node_id} forwards every write to the leader")
             tag, where = "f", f"a follower (node {node_id})"
         else:
             node_id, n = lead, ops
-            result = Result("blizzard-leader", window=window,
-                            note=f"3 processes, TCP loopback, pmem pools, load in the "
+            link = "TCP loopback" if transport == "tcp" else f"{transport} ({_links(nodes)})"
+            result = Result("blizzard-leader" + suffix, window=window,
+                            note=f"3 processes, {link}, pmem pools, load in the "
                                  f"leader's process (node {node_id})")
             tag, where = "t", f"the leader (node {node_id})"
         node = by_id[node_id]
         if step:
-            step(f"blizzard: {n:,} puts on {where}, window {window}")
+            step(f"blizzard/{transport}: {n:,} puts on {where}, window {window}")
         term, count = _term(nodes), node.call("count")["count"]
         _measure(nodes, node, f"load {n} {window} {tag}", result)
         if not on_follower:
@@ -367,7 +383,7 @@ def bench_blizzard(workdir: Path, ops: int, latency_ops: int, warmup: int, windo
                 result.note += f"; the synchronous puts ran on the new leader (node {now})"
                 node, where = by_id[now], f"the new leader (node {now})"
         if step:
-            step(f"blizzard: {latency_ops:,} synchronous puts on {where}")
+            step(f"blizzard/{transport}: {latency_ops:,} synchronous puts on {where}")
         result.latency = _latency(node.call(f"latency {latency_ops} {tag}l {LATENCY_MAX_S}"))
         if "error" in result.latency:
             result.note += f"; a synchronous put failed: {result.latency['error']}"
@@ -387,11 +403,18 @@ def bench_blizzard(workdir: Path, ops: int, latency_ops: int, warmup: int, windo
             result.note += f"; REPLICAS DISAGREE: map sizes {counts}"
     if profile_dir is not None:
         if step:
-            step("blizzard: profiled run (cProfile on the leader and a follower)")
+            step(f"blizzard/{transport}: profiled run (cProfile on the leader and a follower)")
         lead = _wait(leader, START_TIMEOUT_S, "a leader known to every Blizzard node")
         other = min(i for i in by_id if i != lead)
-        _profile(by_id[lead], by_id[other], profile_dir, ops, window)
+        _profile(by_id[lead], by_id[other], profile_dir / transport, ops, window)
     return results
+
+
+def _links(nodes: list[NodeProcess]) -> str:
+    """What the DPDK links were, from a node's transport status."""
+    status = nodes[0].call("status")["status"].get("transport", {})
+    kinds = sorted({link.get("kind", "?") for link in status.get("links", {}).values()})
+    return ", ".join(f"net_{k}" for k in kinds) or "?"
 
 
 def _term(nodes: list[NodeProcess]) -> int:
@@ -481,9 +504,12 @@ def run(ops: int = DEFAULT_OPS, *, window: int = DEFAULT_WINDOW,
         latency_ops: int = DEFAULT_LATENCY_OPS, warmup: int | None = None,
         systems: tuple[str, ...] = SYSTEMS, directory: str | os.PathLike[str] = "/dev/shm",
         profile_dir: str | os.PathLike[str] | None = None,
-        raft: dict[str, int] | None = None, progress: bool = False) -> list[Result]:
+        raft: dict[str, int] | None = None, progress: bool = False,
+        transports: tuple[str, ...] = ("tcp",)) -> list[Result]:
     """Measure each system in ``systems``; one :class:`Result` each, in that order.
 
+    The Blizzard cluster systems run once per transport in ``transports``
+    (``blizzard-leader`` over TCP, ``blizzard-leader-dpdk`` over DPDK...).
     A PySyncObj system that is not installed gets a Result with no rate and
     a ``note``. ``raft`` overrides the cluster's ``[raft]`` settings (say
     ``{"election_ticks": 50}``); by default the config's defaults apply.
@@ -495,10 +521,15 @@ def run(ops: int = DEFAULT_OPS, *, window: int = DEFAULT_WINDOW,
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
         raise ValueError(f"unknown systems {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
+    strange = set(transports) - set(TRANSPORTS)
+    if strange or not transports:
+        raise ValueError(f"unknown transports {sorted(strange)}; choose from "
+                         f"{', '.join(TRANSPORTS)}")
     warmup = max(500, min(ops // 10, 5000)) if warmup is None else warmup
     steps = (("blizzard-local" in systems)
-             + 3 * bool({"blizzard-leader", "blizzard-follower"} & set(systems))
-             + 2 * ("blizzard-follower" in systems) + (profile_dir is not None)
+             + (3 * bool({"blizzard-leader", "blizzard-follower"} & set(systems))
+                + 2 * ("blizzard-follower" in systems) + (profile_dir is not None))
+             * len(transports)
              + 3 * len({"pysyncobj", "pysyncobj-nobatch", "pysyncobj-nocompact"} & set(systems)))
     meter = _report.Progress(steps) if progress else None
     step = meter.step if meter else None
@@ -510,13 +541,20 @@ def run(ops: int = DEFAULT_OPS, *, window: int = DEFAULT_WINDOW,
             if step:
                 step(f"local: {ops:,} puts, then {latency_ops:,} timed one by one")
             results["blizzard-local"] = bench_local(workdir, ops, latency_ops, warmup)
-        if {"blizzard-leader", "blizzard-follower"} & set(systems):
+        for transport in transports if {"blizzard-leader", "blizzard-follower"} & set(systems) \
+                else ():
             try:
                 for r in bench_blizzard(workdir, ops, latency_ops, warmup, window,
                                         "blizzard-follower" in systems, nodes,
                                         Path(profile_dir) if profile_dir else None, step,
-                                        raft):
+                                        raft, transport):
                     results[r.system] = r
+            except RunError as exc:
+                if transport == "tcp":
+                    raise
+                # the second transport failing is reported beside the first's figures
+                results["blizzard-leader" + _suffix(transport)] = Result(
+                    "blizzard-leader" + _suffix(transport), note=f"failed: {exc}"[:2000])
             finally:
                 _kill_all(nodes)
         for conf, system in (("default", "pysyncobj"), ("nobatch", "pysyncobj-nobatch"),
@@ -534,7 +572,10 @@ def run(ops: int = DEFAULT_OPS, *, window: int = DEFAULT_WINDOW,
         shutil.rmtree(workdir, ignore_errors=True)
         if meter:
             meter.finish()
-    return [results[s] for s in systems if s in results]
+    return [results[name] for s in systems
+            for name in ([s + _suffix(t) for t in transports] if s.startswith("blizzard-")
+                         and s != "blizzard-local" else [s])
+            if name in results]
 
 
 def _kill_all(nodes: list[NodeProcess]) -> None:
@@ -571,6 +612,13 @@ def ratios(results: list[Result]) -> dict[str, float | None]:
     out["follower_vs_local"] = follower / local if follower and local else None
     leader = by.get("blizzard-leader")
     out["leader_p50_us"] = leader.p50_us if leader is not None else None
+    dpdk = by.get("blizzard-leader-dpdk")
+    if dpdk is not None and leader is not None:
+        out["dpdk_vs_tcp_p50"] = (dpdk.p50_us / leader.p50_us
+                                  if dpdk.p50_us and leader.p50_us else None)
+        out["dpdk_vs_tcp_rate"] = dpdk.rate / leader.rate if dpdk.rate and leader.rate else None
+        out["dpdk_vs_tcp_cpu"] = (dpdk.cpu_us_per_op / leader.cpu_us_per_op
+                                  if dpdk.cpu_us_per_op and leader.cpu_us_per_op else None)
     return out
 
 
@@ -600,6 +648,19 @@ def targets(results: list[Result]) -> list[str]:
         x = q["leader_p50_us"]
         lines.append(f"replicated synchronous put p50: {x / 1000:.2f} ms "
                      f"(target <= {TARGET_P50_US / 1000:.0f} ms: {verdict(x <= TARGET_P50_US)})")
+    if q.get("dpdk_vs_tcp_p50") is not None:
+        x = q["dpdk_vs_tcp_p50"]
+        lines.append(f"dpdk / tcp synchronous put p50: {x:.2f} "
+                     f"(target <= {TARGET_DPDK_P50_VS_TCP:.2f}: "
+                     f"{verdict(x <= TARGET_DPDK_P50_VS_TCP)})")
+    if q.get("dpdk_vs_tcp_rate") is not None:
+        x = q["dpdk_vs_tcp_rate"]
+        lines.append(f"dpdk / tcp throughput: {x:.2f} (target >= {TARGET_DPDK_RATE_VS_TCP:.2f}: "
+                     f"{verdict(x >= TARGET_DPDK_RATE_VS_TCP)})")
+    if q.get("dpdk_vs_tcp_cpu") is not None:
+        x = q["dpdk_vs_tcp_cpu"]
+        lines.append(f"dpdk / tcp cpu per put: {x:.2f} (target <= {TARGET_DPDK_CPU_VS_TCP:.2f}: "
+                     f"{verdict(x <= TARGET_DPDK_CPU_VS_TCP)})")
     return lines
 
 
@@ -694,6 +755,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--election-ticks", type=int, default=None,
                         help="the Blizzard cluster's raft.election_ticks (default: the config "
                              "default, 10 ticks of 10 ms)")
+    parser.add_argument("--transport", default="tcp",
+                        help=f"comma-separated, from {','.join(TRANSPORTS)}: the Blizzard "
+                             f"clusters run over each; with dpdk, the round trip of one frame "
+                             f"(blizzard bench frames) is measured too")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
@@ -701,14 +766,26 @@ def main(argv: list[str] | None = None) -> int:
     ops = args.ops or (QUICK_OPS if args.quick else DEFAULT_OPS)
     latency_ops = args.latency_ops or (QUICK_LATENCY_OPS if args.quick else DEFAULT_LATENCY_OPS)
     systems = tuple(s for s in args.systems.split(",") if s)
+    transports = tuple(t for t in args.transport.split(",") if t)
     before = _report.machine()
     try:
         results = run(ops, window=args.window, latency_ops=latency_ops, systems=systems,
                       directory=args.dir, profile_dir=args.profile, progress=not args.quiet,
                       raft={"election_ticks": args.election_ticks} if args.election_ticks
-                      else None)
+                      else None, transports=transports)
     except ValueError as exc:
         parser.error(str(exc))
+    round_trips = []
+    if "dpdk" in transports:
+        from blizzard.bench import frames
+
+        meter = None if args.quiet else _report.Progress(len(frames.MODES))
+        round_trips = frames.run(frames.QUICK_SYNC_ROUNDS if args.quick else frames.SYNC_ROUNDS,
+                                 frames.QUICK_ASYNC_ROUNDS if args.quick
+                                 else frames.ASYNC_ROUNDS, directory=args.dir,
+                                 step=meter.step if meter else None)
+        if meter:
+            meter.finish()
     m = _report.machine()
     print(f"blizzard bench cluster: {ops:,} puts per throughput run, window {args.window}, "
           f"{latency_ops:,} synchronous puts")
@@ -720,6 +797,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: {command_line(argv)}")
     print()
     print(format_results(results))
+    if round_trips:
+        from blizzard.bench import frames
+
+        print()
+        print(frames.format_results(round_trips))
     if args.profile:
         print()
         print(f"profiles: {args.profile}/leader.pstats, {args.profile}/follower.pstats "
@@ -727,9 +809,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         params = {"ops": ops, "latency_ops": latency_ops, "window": args.window,
                   "systems": list(systems), "dir": args.dir, "quick": args.quick,
-                  "election_ticks": args.election_ticks}
-        Path(args.json).write_text(
-            json.dumps(to_json(results, argv, params, before), indent=2) + "\n")
+                  "election_ticks": args.election_ticks, "transports": list(transports)}
+        report = to_json(results, argv, params, before)
+        report["round_trips"] = [asdict(r) for r in round_trips]
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     if args.check and any("MISSED" in t for t in targets(results)):
         return 1
     return 0

@@ -18,6 +18,7 @@ from blizzard.exceptions import ConfigError
 from blizzard.replication.transport.dpdk import eal, frames
 from blizzard.replication.transport.dpdk.options import DpdkOptions, parse
 from blizzard.replication.transport.dpdk.reassembly import Reassembler
+from blizzard.replication.transport.registry import TlsFiles, TransportSpec, build_transport
 from tests.replication.transport.conftest import ROOT, HostCluster
 from tests.replication.transport.host import body
 
@@ -245,17 +246,32 @@ def test_options_and_eal_arguments(tmp_path):
     assert parse({}, 3).lcores_for(3) == str(2 % os.cpu_count())
 
 
-def test_without_dpdk_the_error_names_the_packages():
-    """As on a machine where the native module was not built: a clear error
-    naming the Debian packages, raised when a transport is built."""
+def test_without_dpdk_choosing_it_is_a_config_error_naming_the_packages(tmp_path):
+    """As on a machine where the native module was not built: choosing the
+    transport raises a ConfigError naming the Debian packages."""
     code = ("import sys; sys.modules['blizzard.replication.transport.dpdk._dpdk'] = None\n"
-            "from blizzard.replication.transport.dpdk import DpdkTransport\n"
+            "from blizzard.replication.transport.registry import TransportSpec, "
+            "build_transport\n"
+            "spec = TransportSpec(kind='dpdk', node_id=1, peers={1: ('h', 1), 2: ('h', 2)})\n"
             "try:\n"
-            "    DpdkTransport(1, [1, 2], run_dir='/tmp')\n"
-            "except ImportError as exc:\n"
+            "    build_transport(spec)\n"
+            "except Exception as exc:\n"
             "    print(type(exc).__name__, exc)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT))).stdout
-    assert out.startswith("DpdkUnavailableError")
+    assert out.startswith("ConfigError transport.kind: the transport 'dpdk' is not available")
     assert "dpdk and libdpdk-dev" in out and "apt-get install" in out
+    assert "tcp transport works without them" in out
 
+
+def test_the_factory_refuses_tls_and_strangers(tmp_path):
+    peers = {1: ("h", 1), 2: ("h", 2)}
+    with pytest.raises(ConfigError, match="tls: the dpdk transport does not encrypt"):
+        build_transport(TransportSpec(kind="dpdk", node_id=1, peers=peers,
+                                      tls=TlsFiles(tmp_path, tmp_path, tmp_path)))
+    with pytest.raises(ConfigError, match=r"transport\.nodes\.1\.af_packet: no node 5"):
+        build_transport(TransportSpec(kind="dpdk", node_id=1, peers=peers, options={
+            "nodes": {"1": {"af_packet": {"5": "veth0"}}}}))
+    with pytest.raises(ConfigError, match=r"transport\.socket_dir: memif socket path too long"):
+        build_transport(TransportSpec(kind="dpdk", node_id=1, peers=peers,
+                                      options={"socket_dir": "/tmp/" + "d" * 120}))

@@ -107,7 +107,8 @@ struct bz_ctx {
     unsigned rx_next;          /* round robin start of bz_poll */
     uint32_t *flag;            /* my "asleep" word, shared with the peers */
     int bell_fd;               /* unbound datagram socket ringing peers */
-    int64_t last_work_ns;
+    int worked;                /* the loop had work since the last bz_wait */
+    int64_t last_work_ns;      /* when the loop last ran out of work */
     struct bz_wait_counters waits;
 };
 
@@ -452,6 +453,7 @@ int bz_send(bz_ctx *c, int link, uint32_t message, const uint8_t *payload, uint3
             stage(c, l, m);
         }
     }
+    c->worked = 1;
     /* Out now, not at the end of the loop turn: a Raft node sends, then
      * applies; the peer need not wait for the apply. (A turn sends about
      * one message per peer, so waiting would batch nothing.) */
@@ -599,7 +601,7 @@ int bz_poll(bz_ctx *c, struct bz_rx *out, unsigned out_max, uint8_t *buf, uint32
 full:
     c->rx_next = (c->rx_next + 1) % (links ? links : 1);
     if (n)
-        c->last_work_ns = now_ns();
+        c->worked = 1;
     return (int)n;
 }
 
@@ -632,15 +634,19 @@ int bz_wait(bz_ctx *c, int epoll_fd, int64_t timeout_ns, const struct bz_policy 
     int64_t deadline = timeout_ns < 0 ? INT64_MAX : now + timeout_ns;
     int64_t checked = now - p->check_ns; /* look at the loop's descriptors first */
     c->waits.waits++;
+    if (c->worked) { /* the idle clock starts when the loop runs out of work */
+        c->worked = 0;
+        c->last_work_ns = now;
+    }
     for (;;) {
         if (peek_all(c)) {
+            c->worked = 1;
             c->waits.wake_rx++;
             return BZ_WAKE_RX;
         }
         if (now - checked >= p->check_ns) {
             if (loop_ready(epoll_fd)) {
-                /* the loop has work: more is likely to follow */
-                c->last_work_ns = now;
+                c->worked = 1;
                 c->waits.wake_loop++;
                 return BZ_WAKE_LOOP;
             }
@@ -686,6 +692,8 @@ int bz_wait(bz_ctx *c, int epoll_fd, int64_t timeout_ns, const struct bz_policy 
     }
     if (c->flag != NULL)
         __atomic_store_n(c->flag, 0, __ATOMIC_RELAXED);
+    if (result != BZ_WAKE_TIMEOUT)
+        c->worked = 1;
     if (result == BZ_WAKE_RX)
         c->waits.wake_rx++;
     else if (result == BZ_WAKE_LOOP)

@@ -39,6 +39,13 @@ from blizzard.replication.transport.dpdk.options import DpdkOptions
 log = logging.getLogger("blizzard.transport.dpdk")
 
 _lock = threading.Lock()
+
+#: DPDK's control path -- creating pools, attaching, starting, stopping and
+#: detaching devices -- is not safe from several threads at once (memif's
+#: sockets and EAL's interrupt thread are shared by every device of the
+#: process); every such call holds this lock. Several nodes in one process
+#: (tests, embedded use) each run their own loop thread.
+control = threading.RLock()
 _started: tuple[str, ...] | None = None
 _failed: str | None = None
 

@@ -45,7 +45,7 @@ from typing import Any
 
 import attrs
 
-from blizzard.exceptions import DpdkError
+from blizzard.exceptions import ConfigError, DpdkError
 from blizzard.replication.transport.base import Receiver, TransportStats
 from blizzard.replication.transport.dpdk import eal, frames, native, polling
 from blizzard.replication.transport.dpdk.options import NODE_ID_MAX, DpdkOptions
@@ -150,8 +150,9 @@ class DpdkTransport:
         low, high = sorted((self.node_id, peer))
         path = self._dir / f"memif-{low}-{high}.sock"
         if len(str(path)) > SOCKET_PATH_MAX:
-            raise ValueError(f"memif socket path too long ({len(str(path))} > {SOCKET_PATH_MAX} "
-                             f"bytes): {path}; set transport.socket_dir to a shorter directory")
+            raise ConfigError(f"transport.socket_dir: memif socket path too long "
+                              f"({len(str(path))} > {SOCKET_PATH_MAX} bytes): {path}; "
+                              f"choose a shorter directory")
         role = "server" if self.node_id == low else "client"
         size = o.ring_size.bit_length() - 1
         link = _Link(peer, "memif", f"net_memif_{self.node_id}_{peer}",
@@ -185,8 +186,9 @@ class DpdkTransport:
                                                  - frames.OVERHEAD_BYTES) + 1 \
             if self._links else 1
         name = f"bz{os.getpid() % 100000}_{next(_pools)}".encode()
-        ctx = lib.bz_ctx_new(name, self._cluster, self.node_id, self._session, o.mbufs,
-                             o.frame_bytes, fragments_max)
+        with eal.control:
+            ctx = lib.bz_ctx_new(name, self._cluster, self.node_id, self._session, o.mbufs,
+                                 o.frame_bytes, fragments_max)
         if ctx == ffi.NULL:
             raise DpdkError(f"no mbuf pool of {o.mbufs} x {o.frame_bytes} bytes: "
                             f"{ffi.string(lib.bz_strerror(lib.bz_errno())).decode()} "
@@ -218,8 +220,9 @@ class DpdkTransport:
             # this node would make the bind fail. Nobody else serves it.
             with contextlib.suppress(FileNotFoundError):
                 link.socket.unlink()
-        index = lib.bz_link_add(self._ctx, link.peer, link.name.encode(), link.args.encode(),
-                                link.frame_bytes, self.options.ring_size)
+        with eal.control:
+            index = lib.bz_link_add(self._ctx, link.peer, link.name.encode(),
+                                    link.args.encode(), link.frame_bytes, self.options.ring_size)
         if index < 0:
             raise DpdkError(f"cannot attach {link.name},{link.args} (the link to node "
                             f"{link.peer}): {ffi.string(lib.bz_strerror(index)).decode()}")
@@ -239,7 +242,8 @@ class DpdkTransport:
     def _try_start(self, link: _Link) -> None:
         """Start the device; a memif client fails while its server is not up (retried)."""
         link.last_try = time.monotonic()
-        result = self._lib.bz_link_start(self._ctx, link.index)
+        with eal.control:
+            result = self._lib.bz_link_start(self._ctx, link.index)
         if result < 0 and link.kind != "memif":
             raise DpdkError(f"cannot start {link.name} ({link.args}): "
                             f"{self._ffi.string(self._lib.bz_strerror(result)).decode()}")
@@ -294,7 +298,8 @@ class DpdkTransport:
             self._bell = None
         if self._ctx is not None:
             self._sync_stats()
-            self._lib.bz_ctx_free(self._ctx)  # stops and detaches every link
+            with eal.control:
+                self._lib.bz_ctx_free(self._ctx)  # stops and detaches every link
             self._ctx = None
         for link in self._links.values():
             link.index, link.up = -1, False
@@ -323,11 +328,13 @@ class DpdkTransport:
                     log.info("node %d: link to node %d down (%s)", self.node_id, link.peer,
                              link.kind)
                     # Stale frames are not replayed when it comes back.
-                    lib.bz_link_stop(self._ctx, link.index)
+                    with eal.control:
+                        lib.bz_link_stop(self._ctx, link.index)
                     if link.role != "client":
                         self._try_start(link)
             if not up and link.role == "client" and now - link.last_try >= RECONNECT_S:
-                lib.bz_link_stop(self._ctx, link.index)
+                with eal.control:
+                    lib.bz_link_stop(self._ctx, link.index)
                 self._try_start(link)
         self._sync_stats()
         self._maintainer = self._loop.call_later(MAINTAIN_S, self._maintain)

@@ -58,6 +58,7 @@
 #include "_bzdpdk.h"
 
 #define BZ_LINKS_MAX 64
+#define BZ_GAPS 32 /* recent idle gaps the polling budget is chosen from */
 #define BZ_STAGED_MAX 2048
 #define BZ_NAME_MAX 64
 
@@ -109,6 +110,10 @@ struct bz_ctx {
     int bell_fd;               /* unbound datagram socket ringing peers */
     int worked;                /* the loop had work since the last bz_wait */
     int64_t last_work_ns;      /* when the loop last ran out of work */
+    int64_t budget_ns;         /* how long to poll before sleeping (adaptive) */
+    int64_t cap_ns;            /* its ceiling, halved when the core is contended */
+    int64_t gaps[BZ_GAPS];     /* how long the loop stayed idle before work came */
+    unsigned n_gaps, gap_at;
     struct bz_wait_counters waits;
 };
 
@@ -159,6 +164,7 @@ bz_ctx *bz_ctx_new(const char *name, uint32_t cluster, uint32_t self, uint32_t s
     c->fragments_max = fragments_max;
     c->bell_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     c->last_work_ns = now_ns();
+    c->budget_ns = c->cap_ns = -1; /* the policy's whole budget, at the first wait */
     return c;
 }
 
@@ -613,18 +619,57 @@ static int loop_ready(int epoll_fd)
     return epoll_wait(epoll_fd, &ev, 1, 0) > 0;
 }
 
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Notes how long the loop was idle before work came, and chooses the next
+ * polling budget: the 75th percentile of the recent gaps (a quarter of
+ * one more), when that is within the policy's budget; else just spin_ns --
+ * work comes later than polling pays for, so sleep and be woken. Never
+ * above the contention cap. */
+static void learn(bz_ctx *c, int64_t gap, const struct bz_policy *p)
+{
+    int64_t budget_max = p->spin_ns + p->yield_ns;
+    int64_t sorted[BZ_GAPS];
+    c->gaps[c->gap_at] = gap;
+    c->gap_at = (c->gap_at + 1) % BZ_GAPS;
+    if (c->n_gaps < BZ_GAPS)
+        c->n_gaps++;
+    memcpy(sorted, c->gaps, c->n_gaps * sizeof(sorted[0]));
+    qsort(sorted, c->n_gaps, sizeof(sorted[0]), cmp_i64);
+    int64_t typical = sorted[(c->n_gaps * 3) / 4];
+    int64_t budget = typical + typical / 4;
+    if (budget > budget_max)
+        budget = p->spin_ns;
+    if (c->cap_ns < budget_max) /* the cap recovers while the core is ours */
+        c->cap_ns += budget_max / 16;
+    if (c->cap_ns > budget_max)
+        c->cap_ns = budget_max;
+    c->budget_ns = budget < c->cap_ns ? budget : c->cap_ns;
+}
+
 /* Waits until a frame arrives, the asyncio loop's epoll set has an event
  * (a socket, a wake-up from another thread, the doorbell), or timeout_ns
  * passes (-1: no timeout). How, depends on how long nothing happened:
  *
  *   idle < spin_ns            poll the rings back to back (rte_pause);
- *   idle < spin_ns + yield_ns poll, sched_yield between polls: another
+ *   idle < budget             poll, sched_yield between polls: another
  *                             process wanting this core gets it;
  *   after that                raise our "asleep" flag, poll once more, and
  *                             sleep in epoll: a peer that sends while the
  *                             flag is up rings the doorbell. Without a
  *                             doorbell (no flag), sleep at most sleep_ns
  *                             and poll again: the short timer.
+ *
+ * The budget adapts (see learn): polling costs CPU, and pays only when work
+ * comes before a sleeper would have been woken. A poll that finds it lost
+ * the core for preempted_ns halves the ceiling of the budget and sleeps at
+ * once: the machine has more work than cores, and a poller that stays
+ * runnable queues behind that work when its frame comes, where a sleeper
+ * woken by its doorbell is run first.
  *
  * The loop's epoll set is checked every check_ns while polling.
  */
@@ -633,40 +678,48 @@ int bz_wait(bz_ctx *c, int epoll_fd, int64_t timeout_ns, const struct bz_policy 
     int64_t now = now_ns();
     int64_t deadline = timeout_ns < 0 ? INT64_MAX : now + timeout_ns;
     int64_t checked = now - p->check_ns; /* look at the loop's descriptors first */
+    int64_t budget_max = p->spin_ns + p->yield_ns;
+    if (c->budget_ns < 0 || c->budget_ns > budget_max)
+        c->budget_ns = c->cap_ns = budget_max;
     c->waits.waits++;
     if (c->worked) { /* the idle clock starts when the loop runs out of work */
         c->worked = 0;
         c->last_work_ns = now;
     }
+    int result = BZ_WAKE_TIMEOUT;
     for (;;) {
         if (peek_all(c)) {
-            c->worked = 1;
-            c->waits.wake_rx++;
-            return BZ_WAKE_RX;
+            result = BZ_WAKE_RX;
+            goto woken;
         }
         if (now - checked >= p->check_ns) {
             if (loop_ready(epoll_fd)) {
-                c->worked = 1;
-                c->waits.wake_loop++;
-                return BZ_WAKE_LOOP;
+                result = BZ_WAKE_LOOP;
+                goto woken;
             }
             checked = now;
         }
-        if (now >= deadline) {
-            c->waits.wake_timeout++;
-            return BZ_WAKE_TIMEOUT;
-        }
+        if (now >= deadline)
+            goto woken;
         int64_t idle = now - c->last_work_ns;
+        if (idle >= c->budget_ns)
+            break;
         if (idle < p->spin_ns) {
             c->waits.spins++;
             rte_pause();
-        } else if (idle < p->spin_ns + p->yield_ns) {
+        } else {
             c->waits.yields++;
             sched_yield();
-        } else {
+        }
+        int64_t before = now;
+        now = now_ns();
+        if (now - before > p->preempted_ns) {
+            c->waits.preempted++;
+            c->cap_ns /= 2;
+            if (c->budget_ns > c->cap_ns)
+                c->budget_ns = c->cap_ns;
             break;
         }
-        now = now_ns();
     }
     /* sleep */
     c->waits.sleeps++;
@@ -678,7 +731,6 @@ int bz_wait(bz_ctx *c, int epoll_fd, int64_t timeout_ns, const struct bz_policy 
     } else if (sleep_ns < 0 || sleep_ns > p->sleep_ns) {
         sleep_ns = p->sleep_ns;
     }
-    int result = BZ_WAKE_TIMEOUT;
     if (peek_all(c)) {
         result = BZ_WAKE_RX;
     } else {
@@ -692,20 +744,24 @@ int bz_wait(bz_ctx *c, int epoll_fd, int64_t timeout_ns, const struct bz_policy 
     }
     if (c->flag != NULL)
         __atomic_store_n(c->flag, 0, __ATOMIC_RELAXED);
-    if (result != BZ_WAKE_TIMEOUT)
-        c->worked = 1;
+woken:
+    if (result == BZ_WAKE_TIMEOUT) {
+        c->waits.wake_timeout++;
+        return result;
+    }
+    c->worked = 1;
+    learn(c, now_ns() - c->last_work_ns, p);
     if (result == BZ_WAKE_RX)
         c->waits.wake_rx++;
-    else if (result == BZ_WAKE_LOOP)
-        c->waits.wake_loop++;
     else
-        c->waits.wake_timeout++;
+        c->waits.wake_loop++;
     return result;
 }
 
 void bz_wait_counters(bz_ctx *c, struct bz_wait_counters *out)
 {
     *out = c->waits;
+    out->budget_ns = c->budget_ns;
 }
 
 /* -- the floor (benchmarks) ----------------------------------------------------------- */

@@ -64,6 +64,7 @@ struct bz_policy {
     int64_t yield_ns;
     int64_t sleep_ns;
     int64_t check_ns;
+    int64_t preempted_ns;
 };
 
 /* Counters of the waiting itself. */
@@ -75,6 +76,8 @@ struct bz_wait_counters {
     uint64_t wake_rx;
     uint64_t wake_loop;
     uint64_t wake_timeout;
+    uint64_t preempted;
+    int64_t budget_ns;
 };
 
 int bz_eal_init(int argc, char **argv);

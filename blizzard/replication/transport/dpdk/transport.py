@@ -60,6 +60,7 @@ REFUSAL_LINES_PER_S = 20  # log lines for refused frames; the rest are counted
 SOCKET_PATH_MAX = 107
 FLAG_BYTES = 64
 CHECK_LOOP_NS = 2000  # while spinning, look at the loop's descriptors this often
+PREEMPTED_NS = 50_000  # a poll that lost the core this long sleeps instead (see bz_wait)
 _pools = itertools.count(1)
 
 
@@ -131,7 +132,8 @@ class DpdkTransport:
         o = self.options
         self._policy = self._ffi.new("struct bz_policy *", {
             "spin_ns": o.spin_us * 1000, "yield_ns": o.yield_us * 1000,
-            "sleep_ns": o.sleep_us * 1000, "check_ns": CHECK_LOOP_NS})
+            "sleep_ns": o.sleep_us * 1000, "check_ns": CHECK_LOOP_NS,
+            "preempted_ns": PREEMPTED_NS})
 
     # -- the plan -----------------------------------------------------------------------
 

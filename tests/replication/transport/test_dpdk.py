@@ -231,6 +231,18 @@ def test_bad_options_are_named(options, message):
         parse(options, 1)
 
 
+def test_every_option_is_documented():
+    """docs/configuration.md has a row for every key the dpdk transport accepts."""
+    from blizzard.replication.transport.dpdk import options
+
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    rows = [line.split("|")[1].strip() for line in doc.splitlines() if line.startswith("| `")]
+    for key in options._KEYS - {"nodes"}:
+        assert f"`[transport] {key}`" in rows, key
+    for key in options._NODE_KEYS:
+        assert f"`[transport.nodes.N] {key}`" in rows, key
+
+
 def test_options_and_eal_arguments(tmp_path):
     options = parse({"memory_mb": 64, "spin_us": 5, "socket_dir": "socks",
                      "nodes": {"2": {"lcores": "1", "af_packet": {"1": "veth0"}}}}, 2,

@@ -3,6 +3,7 @@
     blizzard demo                       pool, structures, a 3-node cluster: end to end
     blizzard pool create|info|check P   manage pool files
     blizzard bench pool|structures|ordered|raft-core|cluster|replication|report [...]   benchmarks
+    blizzard bench pool|structures|ordered|raft-core|cluster|frames [...]   benchmarks
     blizzard serve --config C --node N  run one cluster node (Raft + client protocol)
     blizzard cluster up|down|status     a local cluster of `serve` processes
     blizzard mirror serve|promote|status --config C [--node N]   physical replication
@@ -32,6 +33,7 @@ BENCHMARKS = {
     "report": "blizzard.bench.report",
     "failover": "blizzard.bench.failover",
     "snapshot": "blizzard.bench.snapshot",
+    "frames": "blizzard.bench.frames",
 }
 MODES = ("pmem", "msync", "none")
 MODE_HELP = ("durability: pmem = cache-line flushes (libpmem), msync = msync per fence, "

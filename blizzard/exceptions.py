@@ -140,6 +140,16 @@ class MessageDecodeError(BlizzardError, ValueError):
     """A Raft message frame is truncated, malformed or of an unknown kind."""
 
 
+class DpdkUnavailableError(BlizzardError, ImportError):
+    """The DPDK transport cannot run here: its native module was not built
+    (Debian's ``dpdk`` and ``libdpdk-dev`` missing at install time) or DPDK's
+    environment (EAL) did not start. The message says which, and the fix."""
+
+
+class DpdkError(BlizzardError, OSError):
+    """A DPDK call failed (a device that would not attach or start)."""
+
+
 class ProposalDroppedError(BlizzardError, RuntimeError):
     """A Raft proposal was not accepted: no known leader, or a transfer or
     membership change is in progress. Nothing was appended; retry later."""

@@ -2,9 +2,13 @@
 # Installs the Debian packages Blizzard needs, only those that are missing.
 # libpmem1: cache-line flushes for FileMedia's `pmem` mode.
 # libpmemobj1: the reference in `blizzard bench pool` (optional at run time).
+# dpdk, libdpdk-dev, pkg-config: the DPDK transport's native module is compiled
+#   against `pkg-config libdpdk` at install time (without them it is left out
+#   and only the tcp transport is available).
+# iproute2: the DPDK tests put veth pairs in network namespaces (`ip netns`).
 set -euo pipefail
 need=()
-for pkg in libpmem1 libpmemobj1; do
+for pkg in libpmem1 libpmemobj1 dpdk libdpdk-dev pkg-config iproute2; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v python3 >/dev/null 2>&1 || need+=(python3)

@@ -36,7 +36,7 @@ from blizzard.replication.node import RaftNode
 from blizzard.replication.raft.messages import ConfState
 from blizzard.replication.raft.pmem_storage import PmemStorage
 from blizzard.replication.sessions import SessionStateMachine, wrap
-from blizzard.replication.transport.base import Transport
+from blizzard.replication.transport.base import Transport, new_event_loop
 from blizzard.replication.transport.registry import build_transport
 from blizzard.structures.registry import registry_for
 
@@ -153,7 +153,7 @@ class RaftReplicator(Replicator):
             raise
 
     def _run(self, started: concurrent.futures.Future) -> None:
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop(self.transport)  # a poll-mode transport brings its own
         self._loop = loop
         raft = self.config.raft
         try:

@@ -146,6 +146,8 @@ class Node:
         self.snapshots_installed = 0
         self._rate_mark = (clock(), applied)
         self.ops_per_s = 0.0
+        self._cpu_mark = (time.monotonic(), time.process_time())
+        self.cpu_percent = 0.0
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -445,13 +447,22 @@ class Node:
     # -- inspection ---------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """Role, term, indexes, log size, followers' progress, recent ops/s."""
+        """Role, term, indexes, log size, followers' progress, recent ops/s, the
+        CPU this node's process used (percent of one core, over the time since
+        the previous call, at least a second), and the transport's own status."""
         raft = self.raft
         now = self.clock()
         mark_time, mark_applied = self._rate_mark
         if now - mark_time >= 1.0:
             self.ops_per_s = (self.applied - mark_applied) / (now - mark_time)
             self._rate_mark = (now, self.applied)
+        # CPU against real time (the injected clock may be a simulated one)
+        wall = time.monotonic()
+        mark_time, mark_cpu = self._cpu_mark
+        if wall - mark_time >= 1.0:
+            cpu = time.process_time()
+            self.cpu_percent = 100.0 * (cpu - mark_cpu) / (wall - mark_time)
+            self._cpu_mark = (wall, cpu)
         status = {
             "node": self.node_id,
             "role": Role(raft.role).name.lower(),
@@ -463,6 +474,8 @@ class Node:
             "last_index": self.storage.last_index(),
             "log_entries": self.storage.last_index() - self.storage.first_index() + 1,
             "ops_per_s": round(self.ops_per_s, 1),
+            "cpu_percent": round(self.cpu_percent, 1),
+            "cpu_s": round(time.process_time(), 3),
             "bad_frames": self.bad_frames,
             "reproposed": self.reproposed,
             "snapshots_sent": self.snapshots_sent,
@@ -472,6 +485,9 @@ class Node:
             "voters": sorted(raft.voters),
             "learners": sorted(raft.learners),
         }
+        transport_status = getattr(self.transport, "status", None)
+        if transport_status is not None:  # a bare Sender (the simulator's) has none
+            status["transport"] = transport_status()
         if raft.role == Role.LEADER:
             status["match"] = {pid: pr.match for pid, pr in raft.prs.items()}
         return status

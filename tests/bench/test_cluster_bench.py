@@ -46,6 +46,7 @@ def _node_processes(marker: str) -> list[int]:
         ours = marker.encode() in cmd
         if ours and state != "Z" and (b"blizzard.bench._cluster_node" in cmd
                                       or b"blizzard.bench._pysyncobj_node" in cmd
+                                      or b"blizzard.bench._frames_node" in cmd
                                       or b"serve" in cmd.split(b"\0")):
             pids.append(int(entry.name))
     return pids
@@ -124,6 +125,39 @@ def test_main_writes_json(shm_dir, capsys):
     assert list(shm_dir.iterdir()) == []
 
 
+def test_both_transports_in_one_run_with_round_trips(shm_dir, capsys, monkeypatch):
+    """--transport tcp,dpdk: the cluster over each, the DPDK targets against TCP's
+    figures of the same run, and the round trip of one frame in four ways."""
+    from blizzard.bench import frames
+
+    monkeypatch.setattr(frames, "QUICK_SYNC_ROUNDS", 300)
+    monkeypatch.setattr(frames, "QUICK_ASYNC_ROUNDS", 50)
+    out = shm_dir.parent / f"{shm_dir.name}.json"
+    argv = ["--ops", "200", "--latency-ops", "20", "--window", "50", "--quiet", "--quick",
+            "--systems", "blizzard-leader", "--transport", "tcp,dpdk", "--dir", str(shm_dir),
+            "--election-ticks", "50", "--json", str(out)]
+    try:
+        assert cluster.main(argv) == 0
+        data = json.loads(out.read_text())
+    finally:
+        out.unlink(missing_ok=True)
+    results = {r["system"]: r for r in data["results"]}
+    assert list(results) == ["blizzard-leader", "blizzard-leader-dpdk"]
+    for r in results.values():
+        assert r["rate"] > 0 and r["lost"] == 0 and r["latency"]["n"] == 20, r["note"]
+    assert "net_memif" in results["blizzard-leader-dpdk"]["note"]
+    for key in ("dpdk_vs_tcp_p50", "dpdk_vs_tcp_rate", "dpdk_vs_tcp_cpu"):
+        assert data["ratios"][key] > 0
+    trips = {r["mode"]: r for r in data["round_trips"]}
+    assert list(trips) == ["floor", "frame", "dpdk", "tcp"]
+    assert all(r["latency"]["p50_us"] > 0 and r["cpu_us_per_round_trip"] > 0
+               for r in trips.values()), trips
+    printed = capsys.readouterr().out
+    assert "dpdk / tcp synchronous put p50" in printed and "memif floor" in printed
+    assert set(_node_processes(str(shm_dir))) == set()
+    assert list(shm_dir.iterdir()) == []
+
+
 def test_cleanup_after_a_failure(shm_dir, monkeypatch):
     """A node that dies mid-run: the error names it, and nothing is left behind."""
     before = set(_node_processes(str(shm_dir)))
@@ -144,6 +178,8 @@ def test_rejects_bad_arguments():
         cluster.run(10, systems=("etcd",))
     with pytest.raises(ValueError):
         cluster.run(0)
+    with pytest.raises(ValueError, match="unknown transports"):
+        cluster.run(10, transports=("carrier-pigeon",))
 
 
 def test_helpers():

@@ -48,14 +48,16 @@ class ProcessCluster:
     ``tls``, every port speaks mutual TLS and clients present ``client-rw``."""
 
     def __init__(self, n: int = 3, *, pool_size: str = "16M", tls: bool = False,
-                 **settings) -> None:
+                 transport: str = "tcp", **settings) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="blizzard-test-", dir="/dev/shm"))
+        self.transport = transport
         if tls:
             settings = {**tls_settings(self.dir / "certs", n), **settings}
         config = configmod.local_cluster(
             n, self.dir, base_port=port_block(2 * n), pool_size=pool_size, log_pool_size="16M",
             raft={"tick_ms": 10, "election_ticks": 10, "snapshot_entries": SNAPSHOT_ENTRIES,
                   "snapshot_tail_entries": 0},
+            transport={"kind": transport, **({"memory_mb": 128} if transport == "dpdk" else {})},
             **settings)
         self.path = self.dir / "cluster.toml"
         self.path.write_text(configmod.dump(config))
@@ -170,10 +172,17 @@ class ProcessCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@pytest.fixture(params=[False, True], ids=["plain", "tls"])
+#: the fixture's parameter: which transport, and TLS or not
+VARIANTS = {"plain": {"transport": "tcp"}, "tls": {"transport": "tcp", "tls": True},
+            "dpdk": {"transport": "dpdk"}}
+
+
+@pytest.fixture(params=["plain", "tls"])
 def cluster(request):
-    """Every test here runs twice: over plain TCP, and with TLS on every port."""
-    c = ProcessCluster(tls=request.param)
+    """Every test here runs twice: over plain TCP, and with TLS on every port; a
+    test marked ``@pytest.mark.parametrize("cluster", [...], indirect=True)``
+    names its own variants (``VARIANTS``: DPDK too)."""
+    c = ProcessCluster(**VARIANTS[request.param])
     try:
         c.start_all()
         c.wait_for_leader()
@@ -331,6 +340,10 @@ def check_run(cluster: ProcessCluster, load: Load) -> None:
     assert check_history(load.history), "the register history is not linearizable"
 
 
+ALL = pytest.mark.parametrize("cluster", ["plain", "tls", "dpdk"], indirect=True)
+
+
+@ALL
 def test_leader_killed_mid_load_then_restarted(cluster):
     """SIGKILL the leader under load: a new leader takes over, no acknowledged write
     is lost, and the old leader, restarted from its pools, catches up."""
@@ -350,6 +363,7 @@ def test_leader_killed_mid_load_then_restarted(cluster):
     assert "up (pid" in cluster.log(leader)
 
 
+@ALL
 def test_followers_restarted_one_catching_up_from_a_snapshot(cluster):
     """A follower stopped (SIGTERM, a graceful exit under load) and restarted catches
     up from the log; one SIGKILLed and restarted after the leader compacted its log
@@ -422,3 +436,72 @@ def test_a_request_retried_on_another_node_is_applied_once(cluster):
     _, queued = assert_replicas_identical(cluster)
     assert queued == [b"second"]
 
+
+
+@pytest.mark.parametrize("cluster", ["plain", "dpdk"], indirect=True)  # rogue: no TLS
+def test_frames_from_a_rogue_peer_are_refused_and_nothing_is_lost(cluster):
+    """A follower is killed and something else takes its place on the network:
+    it speaks the transport (a valid handshake, or live memif links) but sends
+    damaged frames and messages that are not Raft. The nodes count and drop
+    them, keep serving, and once the real follower is back the run checks out."""
+    from tests.replication.transport.conftest import HostProcess
+
+    leader = cluster.wait_for_leader()
+    victim = max(i for i in cluster.ids if i != leader)
+    config = cluster.config
+    spec = {"kind": cluster.transport, "node": victim, "nodes": cluster.ids,
+            "run_dir": str(config.data_dir), "cluster_id": config.cluster_id,
+            "addresses": {str(n.id): list(n.raft) for n in config.nodes},
+            "options": dict(config.transport.options)}
+    with Load(cluster, seed=3) as load:
+        wait_for(lambda: load.acknowledged() >= 50, what="50 writes")
+        cluster.kill(victim)
+        before = {i: s for i, s in cluster.status().items() if i != victim}
+        rogue = HostProcess(spec, cluster.dir / "rogue.log")
+        try:
+            others = [i for i in cluster.ids if i != victim]
+            wait_for(lambda: all(rogue.call("links")["links"][str(i)] for i in others),
+                     what="the rogue's links", cluster=cluster)
+            for target in others:
+                rogue.call(f"send {target} 20 100")  # framed right, but not Raft messages
+                if cluster.transport == "dpdk":
+                    for frame in _damaged_frames(config, victim, target):
+                        assert rogue.call(f"raw {target} {frame}")["accepted"]
+
+            def counted() -> bool:
+                status = cluster.status()
+                return all(status[i]["bad_frames"] >= before[i]["bad_frames"] + 20
+                           and status[i]["transport"]["bad_frames"]
+                           >= before[i]["transport"]["bad_frames"]
+                           + (4 if cluster.transport == "dpdk" else 0) for i in others)
+
+            wait_for(counted, what="the rogue's frames counted", cluster=cluster)
+        finally:
+            rogue.kill()
+        mark = load.acknowledged()
+        wait_for(lambda: load.acknowledged() >= mark + 50, what="writes after the rogue",
+                 cluster=cluster)
+        cluster.start(victim)
+        wait_for(lambda: load.acknowledged() >= mark + 100, what="writes after the restart")
+    check_run(cluster, load)
+    for node_id in cluster.ids:
+        if node_id != victim:
+            assert f"dropped a malformed frame from node {victim}" in cluster.log(node_id)
+            if cluster.transport == "dpdk":
+                assert f"refused a frame on the link to node {victim}: bad checksum" \
+                    in cluster.log(node_id)
+
+
+def _damaged_frames(config, source: int, target: int) -> list[str]:
+    """Frames of the DPDK transport's format, each wrong in one way (hex)."""
+    from blizzard.replication.transport.dpdk import frames
+
+    tag = frames.cluster_tag(config.cluster_id)
+
+    def frame(**fields) -> str:
+        values = {"cluster": tag, "source": source, "destination": target, "session": 5,
+                  "message": 1, "payload": b"\x01" * 40, **fields}
+        return frames.frame(**values).hex()
+
+    return [frame(checksum=7), frame(cluster=tag ^ 1), frame(destination=99),
+            frame(source=99), frame(index=3, count=2)]

@@ -6,12 +6,17 @@ back-pressure, counted in the stats, never unbounded memory); frames that
 arrive are handed to the receiver callback whole, in the order each peer's
 connection delivered them. Payloads are opaque bytes: the driver encodes and
 decodes Raft messages itself, so a DPDK transport drops in unchanged.
+
+A transport may need its own event loop (the DPDK transport polls from the
+loop's selector): whoever runs one builds the loop with
+:func:`new_event_loop`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
@@ -56,3 +61,13 @@ class Transport(Protocol):
 
     def remove_peer(self, node_id: int) -> None:
         """A node left the cluster: forget it (frames to it are dropped)."""
+
+    def status(self) -> dict[str, Any]:
+        """``kind``, the counters, and whatever else the transport can tell (JSON-able)."""
+
+
+def new_event_loop(transport: Transport) -> asyncio.AbstractEventLoop:
+    """The event loop ``transport`` must run on: its own ``new_event_loop()`` if it
+    has one (a poll-mode transport polls from the loop's selector), else asyncio's."""
+    factory = getattr(transport, "new_event_loop", None)
+    return factory() if factory is not None else asyncio.new_event_loop()

@@ -34,6 +34,8 @@ import struct
 from collections import deque
 from collections.abc import Mapping
 
+import attrs
+
 from blizzard.replication.transport.base import Receiver, TransportStats
 from blizzard.replication.transport.registry import TRANSPORTS, TransportSpec
 from blizzard.replication.transport.tls import (
@@ -179,6 +181,10 @@ class TcpTransport:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
+
+    def status(self) -> dict:
+        """The counters (see :class:`TransportStats`)."""
+        return {"kind": "tcp", **attrs.asdict(self.stats)}
 
     # -- sending ------------------------------------------------------------------------
 

@@ -1,0 +1,289 @@
+"""What only the DPDK transport has: its frames (refusals, duplicates, reordering,
+loss), net_af_packet links on veth pairs in network namespaces, its options,
+EAL arguments, and the error when DPDK is not installed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from blizzard.exceptions import ConfigError
+from blizzard.replication.transport.dpdk import eal, frames
+from blizzard.replication.transport.dpdk.options import DpdkOptions, parse
+from blizzard.replication.transport.dpdk.reassembly import Reassembler
+from blizzard.replication.transport.registry import TlsFiles, TransportSpec, build_transport
+from tests.replication.transport.conftest import ROOT, HostCluster
+from tests.replication.transport.host import body
+
+# -- frames between two real processes ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pair():
+    cluster = HostCluster("dpdk", 2)
+    try:
+        cluster.start_all()
+        cluster.wait_links()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def _frame(hosts: HostCluster, **fields) -> str:
+    tag = frames.cluster_tag(hosts.specs[1]["cluster_id"])
+    values = {"cluster": tag, "source": 1, "destination": 2, "session": 7, "message": 1,
+              "payload": body(1, 1, 64)}
+    values.update(fields)
+    return frames.frame(**values).hex()
+
+
+def test_malformed_frames_are_refused_counted_and_logged_once_each(pair):
+    good = frames.frame(cluster=frames.cluster_tag(pair.specs[1]["cluster_id"]), source=1,
+                        destination=2, session=7, message=1, payload=body(1, 1, 64))
+    bad = {
+        "truncated": good[:frames.OVERHEAD_BYTES - 3].hex(),
+        "bad magic or version": _frame(pair, magic=0x1234),
+        "another cluster's frame": _frame(pair, cluster=12345),
+        "addressed to another node": _frame(pair, destination=3),
+        "source is not the peer of this link": _frame(pair, source=3),
+        "bad fragment index or count": _frame(pair, index=2, count=2),
+        "bad checksum": _frame(pair, checksum=0xDEADBEEF),
+    }
+    longer = _frame(pair, length=65)  # claims more payload than the frame has
+    foreign = _frame(pair, ethertype=0x0800)  # IPv4: not ours, ignored silently
+    before = pair.hosts[2].stats()
+    for frame in [*bad.values(), longer, foreign]:
+        assert pair.hosts[1].call(f"raw 2 {frame}")["accepted"]
+    pair.hosts[1].call("send 2 1 100")
+    pair.wait_inbox(2, lambda box: box.get(1, {}).get("count", 0) >= 1)
+    after = pair.hosts[2].stats()
+    refused = after["stats"]["bad_frames"] - before["stats"]["bad_frames"]
+    assert refused == len(bad) + 1
+    link = after["status"]["links"]["1"]
+    assert link["foreign"] - before["status"]["links"]["1"]["foreign"] == 1
+    log = pair.hosts[2].log()
+    for reason in bad:
+        assert log.count(f"refused a frame on the link to node 1: {reason}") >= 1, reason
+
+
+def test_duplicates_dropped_reordered_fragments_reassembled_lost_ones_forgotten(pair):
+    tag = frames.cluster_tag(pair.specs[1]["cluster_id"])
+    session = 99
+
+    def frame(message: int, payload: bytes, index: int = 0, count: int = 1) -> str:
+        return frames.frame(cluster=tag, source=1, destination=2, session=session,
+                            message=message, payload=payload, index=index, count=count).hex()
+
+    start = pair.hosts[2].inbox().get(1, {}).get("count", 0)
+    one = body(1, 1001, 80)
+    three = body(1, 1002, 3000)
+    parts = [three[:1000], three[1000:2000], three[2000:]]
+    lost = body(1, 1003, 3000)
+    last = body(1, 1004, 80)
+    sequence = [frame(1, one), frame(1, one),                        # a duplicate
+                frame(2, parts[2], 2, 3), frame(2, parts[0], 0, 3),  # reordered...
+                frame(2, parts[0], 0, 3), frame(2, parts[1], 1, 3),  # ...and a fragment twice
+                frame(3, lost[:1000], 0, 3), frame(3, lost[2000:], 2, 3),  # one lost
+                frame(4, last), frame(2, parts[1], 1, 3)]            # a late duplicate
+    for hex_frame in sequence:
+        pair.hosts[1].call(f"raw 2 {hex_frame}")
+    box = pair.wait_inbox(2, lambda box: box.get(1, {}).get("count", 0) >= start + 3)[1]
+    assert box["count"] == start + 3 and box["intact"] and box["duplicates"] == 0
+    assert box["last"] == 1004
+    link = pair.hosts[2].stats()["status"]["links"]["1"]
+    assert link["duplicates"] >= 3
+
+
+# -- net_af_packet on a veth pair, each end in its own network namespace --------------
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@contextlib.contextmanager
+def veth_pair():
+    """Two namespaces joined by a veth pair (MTU 1500): yields the namespaces
+    and interface names; removes them whatever happens."""
+    tag = uuid.uuid4().hex[:6]
+    spaces = [f"bzt{tag}a", f"bzt{tag}b"]
+    ends = [f"bz{tag}a", f"bz{tag}b"]
+    try:
+        for ns in spaces:
+            _ip("netns", "add", ns)
+        _ip("link", "add", ends[0], "netns", spaces[0], "type", "veth", "peer", "name",
+            ends[1], "netns", spaces[1])
+        for ns, end in zip(spaces, ends, strict=True):
+            _ip("-n", ns, "link", "set", end, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+        yield spaces, ends
+    finally:
+        for ns in spaces:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_af_packet_links_on_a_veth_pair_in_network_namespaces():
+    """Frames of at most the interface's MTU: a 100 kB message crosses as 69 of
+    them, in order with the small ones, and a malformed frame is refused."""
+    with veth_pair() as (spaces, ends):
+        node_options = {1: {"nodes": {"1": {"af_packet": {"2": ends[0]}}}},
+                        2: {"nodes": {"2": {"af_packet": {"1": ends[1]}}}}}
+        cluster = HostCluster("dpdk", 2, netns={1: spaces[0], 2: spaces[1]},
+                              node_options=node_options)
+        try:
+            cluster.start_all()
+            cluster.wait_links()
+            for size, count in ((100, 200), (100_000, 5), (100, 200)):
+                cluster.hosts[1].call(f"send 2 {count} {size}")
+                cluster.hosts[2].call(f"send 1 {count} {size}")
+            for node, peer in ((1, 2), (2, 1)):
+                box = cluster.wait_inbox(node, lambda b, p=peer: b.get(p, {}).get("count") == 405)
+                assert box[peer] == {"count": 405, "in_order": True, "intact": True,
+                                     "duplicates": 0, "last": 405}
+            status = cluster.hosts[1].stats()["status"]["links"]["2"]
+            assert status["kind"] == "af_packet" and status["frames_sent"] >= 400 + 5 * 69
+            assert cluster.hosts[1].call(f"raw 2 {_frame(cluster, checksum=1)}")["accepted"]
+            cluster.hosts[1].call("send 2 1 100")
+            cluster.wait_inbox(2, lambda b: b[1]["count"] == 406)
+            assert cluster.hosts[2].stats()["stats"]["bad_frames"] == 1
+            assert "refused a frame on the link to node 1: bad checksum" in cluster.hosts[2].log()
+        finally:
+            cluster.close()
+
+
+# -- reassembly, as a model ---------------------------------------------------------------
+
+
+@given(st.data())
+def test_reassembly_delivers_each_complete_message_once_and_nothing_else(data):
+    """Messages cut into fragments, delivered shuffled, some twice, some lost:
+    exactly the messages with no lost fragment come out, once, intact."""
+    sizes = data.draw(st.lists(st.integers(0, 50), min_size=1, max_size=12), label="sizes")
+    per = 8
+    messages = {m + 1: bytes((m * 7 + i) & 0xFF for i in range(size))
+                for m, size in enumerate(sizes)}
+    fragments = []
+    for message, payload in messages.items():
+        count = max(1, -(-len(payload) // per))
+        fragments += [(message, i, count, payload[i * per:(i + 1) * per]) for i in range(count)]
+    lost = data.draw(st.sets(st.sampled_from(fragments) if fragments else st.nothing(),
+                             max_size=3), label="lost")
+    sent = [f for f in fragments if f not in lost]
+    sent += data.draw(st.lists(st.sampled_from(sent), max_size=5) if sent else st.just([]),
+                      label="duplicates")
+    sent = data.draw(st.permutations(sent), label="order")
+    r = Reassembler(partial_bytes_max=1 << 20)
+    delivered = []
+    for message, index, count, payload in sent:
+        if count == 1:
+            if r.single(5, message):
+                delivered.append((message, payload))
+        else:
+            whole = r.fragment(5, message, index, count, payload)
+            if whole is not None:
+                delivered.append((message, whole))
+    complete = {m for m in messages if not any(f[0] == m for f in lost)}
+    assert sorted(m for m, _ in delivered) == sorted(complete)
+    assert all(messages[m] == payload for m, payload in delivered)
+
+
+def test_reassembly_bounds_and_sessions():
+    r = Reassembler(partial_bytes_max=100, partial_max=2)
+    assert r.fragment(1, 1, 0, 2, b"a" * 60) is None
+    assert r.fragment(1, 2, 0, 2, b"b" * 60) is None  # over 100 bytes: message 1 evicted
+    assert r.evicted == 1 and list(r.partials) == [2]
+    assert r.fragment(1, 1, 1, 2, b"x") is None  # message 1 starts over, incomplete
+    assert r.fragment(1, 2, 1, 2, b"b") == b"b" * 61
+    assert r.single(1, 3) and not r.single(1, 3)
+    assert r.single(2, 3)  # a new session (the peer restarted): ids start over
+    old = Reassembler(partial_bytes_max=100, window=10)
+    for m in range(1, 30):
+        assert old.single(1, m)
+    assert not old.single(1, 5)  # too old to tell: refused as stale
+
+
+# -- options, EAL arguments, absence ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"memory_mb": 1}, "transport.memory_mb: expected an integer from 16"),
+    ({"frame_bytes": 100_000}, "transport.frame_bytes: expected an integer from 256 to 9216"),
+    ({"spin_us": "fast"}, "transport.spin_us"),
+    ({"pin": "yes"}, "transport.pin: expected true or false"),
+    ({"eal_args": "--no-huge"}, "transport.eal_args: expected a list of strings"),
+    ({"colour": "blue"}, "transport.colour: unknown setting for the dpdk transport"),
+    ({"nodes": {"x": {}}}, "transport.nodes.x: expected a node id"),
+    ({"nodes": {"1": {"lcore": "0"}}}, "transport.nodes.1.lcore: unknown setting"),
+    ({"nodes": {"1": {"lcores": "zero"}}}, "transport.nodes.1.lcores: not a valid value"),
+    ({"nodes": {"1": {"af_packet": {"2": "bad name!"}}}},
+     "transport.nodes.1.af_packet.2: 'bad name!' is not an interface name"),
+    ({"file_prefix": "../x"}, "transport.file_prefix: not a valid value"),
+])
+def test_bad_options_are_named(options, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        parse(options, 1)
+
+
+def test_every_option_is_documented():
+    """docs/configuration.md has a row for every key the dpdk transport accepts."""
+    from blizzard.replication.transport.dpdk import options
+
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    rows = [line.split("|")[1].strip() for line in doc.splitlines() if line.startswith("| `")]
+    for key in options._KEYS - {"nodes"}:
+        assert f"`[transport] {key}`" in rows, key
+    for key in options._NODE_KEYS:
+        assert f"`[transport.nodes.N] {key}`" in rows, key
+
+
+def test_options_and_eal_arguments(tmp_path):
+    options = parse({"memory_mb": 64, "spin_us": 5, "socket_dir": "socks",
+                     "nodes": {"2": {"lcores": "1", "af_packet": {"1": "veth0"}}}}, 2,
+                    base_dir=tmp_path)
+    assert options.af_packet == {1: "veth0"} and options.socket_dir == tmp_path / "socks"
+    args = eal.arguments(options, 2, tmp_path)
+    assert args[:4] == ["blizzard", "--no-huge", "--no-pci", "--no-shconf"]
+    assert "-m" in args and args[args.index("-m") + 1] == "64"
+    assert args[args.index("-l") + 1] == "1"
+    prefixes = {DpdkOptions().file_prefix_for(n, d) for n in (1, 2)
+                for d in (tmp_path / "a", tmp_path / "b")}
+    assert len(prefixes) == 4  # unique per node and per cluster directory
+    assert parse({}, 3).lcores_for(3) == str(2 % os.cpu_count())
+
+
+def test_without_dpdk_choosing_it_is_a_config_error_naming_the_packages(tmp_path):
+    """As on a machine where the native module was not built: choosing the
+    transport raises a ConfigError naming the Debian packages."""
+    code = ("import sys; sys.modules['blizzard.replication.transport.dpdk._dpdk'] = None\n"
+            "from blizzard.replication.transport.registry import TransportSpec, "
+            "build_transport\n"
+            "spec = TransportSpec(kind='dpdk', node_id=1, peers={1: ('h', 1), 2: ('h', 2)})\n"
+            "try:\n"
+            "    build_transport(spec)\n"
+            "except Exception as exc:\n"
+            "    print(type(exc).__name__, exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT))).stdout
+    assert out.startswith("ConfigError transport.kind: the transport 'dpdk' is not available")
+    assert "dpdk and libdpdk-dev" in out and "apt-get install" in out
+    assert "tcp transport works without them" in out
+
+
+def test_the_factory_refuses_tls_and_strangers(tmp_path):
+    peers = {1: ("h", 1), 2: ("h", 2)}
+    with pytest.raises(ConfigError, match="tls: the dpdk transport does not encrypt"):
+        build_transport(TransportSpec(kind="dpdk", node_id=1, peers=peers,
+                                      tls=TlsFiles(tmp_path, tmp_path, tmp_path)))
+    with pytest.raises(ConfigError, match=r"transport\.nodes\.1\.af_packet: no node 5"):
+        build_transport(TransportSpec(kind="dpdk", node_id=1, peers=peers, options={
+            "nodes": {"1": {"af_packet": {"5": "veth0"}}}}))
+    with pytest.raises(ConfigError, match=r"transport\.socket_dir: memif socket path too long"):
+        build_transport(TransportSpec(kind="dpdk", node_id=1, peers=peers,
+                                      options={"socket_dir": "/tmp/" + "d" * 120}))

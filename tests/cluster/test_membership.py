@@ -22,7 +22,7 @@ from blizzard.cluster import config as configmod
 from blizzard.cluster.client import ClusterUnavailableError
 from blizzard.cluster.server import serving, serving_nodes
 from blizzard.exceptions import ConfigError
-from tests.cluster.test_processes import port_block
+from tests.cluster.test_processes import ProcessCluster, port_block
 
 
 def _run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -180,3 +180,71 @@ def test_the_store_changes_membership_on_the_leader(cluster_config):
     finally:
         for store in stores.values():
             store.close()
+
+
+def test_a_dpdk_cluster_adds_a_node_and_removes_one():
+    """Membership over the DPDK transport: a fourth node joins a running 3-node
+    cluster (``blizzard cluster add``: every member attaches a memif link to it)
+    and gets everything written before and after; then a founder is removed
+    (every member detaches its link) and the three left go on and agree."""
+    from blizzard.client import Client
+
+    cluster = ProcessCluster(transport="dpdk")
+    try:
+        cluster.start_all()
+        cluster.wait_for_leader()
+        with cluster.client(timeout_s=60.0) as client:
+            m = client.hashmap("m")
+            for i in range(50):
+                m[b"before%02d" % i] = b"1"
+        added = _run("cluster", "add", "--config", str(cluster.path))
+        assert added.returncode == 0, added.stderr + cluster.diagnosis()
+        assert "node 4 added: voters [1, 2, 3, 4]" in added.stdout
+        config = configmod.load(cluster.path)
+        with connect(config, timeout_s=60.0) as client:
+            m = client.hashmap("m")
+            for i in range(50):
+                m[b"after%02d" % i] = b"2"
+            leader = client.members()["leader"]
+
+        def local_view(node: int) -> tuple[dict, dict]:
+            with Client([config.node(node).client], failover=False, timeout_s=10.0) as one:
+                kv = dict(one.hashmap("m", linearizable=False, create=False).items())
+                return kv, one.node_statuses()[node]
+
+        deadline = time.monotonic() + 60
+        while len((view := local_view(4))[0]) < 100:
+            assert time.monotonic() < deadline, (len(view[0]), cluster.diagnosis())
+            time.sleep(0.1)
+        links = view[1]["transport"]["links"]
+        assert view[1]["transport"]["kind"] == "dpdk"
+        assert sorted(links) == ["1", "2", "3"] and all(lk["up"] for lk in links.values())
+
+        victim = max(i for i in (1, 2, 3) if i != leader)
+        removed = _run("cluster", "remove", "--config", str(cluster.path), "--node", str(victim))
+        assert removed.returncode == 0, removed.stderr + cluster.diagnosis()
+        survivors = sorted({1, 2, 3, 4} - {victim})
+        assert _members_line(removed.stdout).startswith(f"node {victim} removed: voters "
+                                                        f"{survivors}")
+        config = configmod.load(cluster.path)
+        with connect(config, timeout_s=60.0) as client:
+            m = client.hashmap("m")
+            for i in range(20):
+                m[b"removed%02d" % i] = b"3"
+        deadline = time.monotonic() + 60
+        while True:
+            views = {node: local_view(node) for node in survivors}
+            if all(len(kv) == 120 for kv, _ in views.values()):
+                break
+            assert time.monotonic() < deadline, {n: len(kv) for n, (kv, _) in views.items()}
+            time.sleep(0.1)
+        assert len({tuple(sorted(kv.items())) for kv, _ in views.values()}) == 1
+        for node, (_, status) in views.items():  # the removed node's link is gone
+            assert sorted(status["transport"]["links"]) == [str(n) for n in survivors
+                                                            if n != node]
+    finally:
+        with contextlib.suppress(ConfigError, OSError):
+            for pid in serving_nodes(configmod.load(cluster.path)).values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        cluster.close()

@@ -11,6 +11,8 @@
                              a Raft node would; returns how many the transport
                              accepted;
 ``raw TARGET HEX``           one frame exactly as given (DPDK only);
+``add NODE HOST PORT``        ``add_peer``: NODE joined the cluster (at HOST:PORT);
+``remove NODE``              ``remove_peer``: NODE left it;
 ``inbox``                    per source: messages, whether in order, intact,
                              duplicated, and the last number;
 ``stats``                    the transport's counters (and DPDK status);
@@ -128,6 +130,12 @@ class Host:
             return {"accepted": self.transport.send(int(args[0]), BOOM)}
         if cmd == "raw":
             return {"accepted": self.transport.send_raw(int(args[0]), bytes.fromhex(args[1]))}
+        if cmd == "add":
+            self.transport.add_peer(int(args[0]), (args[1], int(args[2])))
+            return {"links": self.links()}
+        if cmd == "remove":
+            self.transport.remove_peer(int(args[0]))
+            return {"links": self.links()}
         if cmd == "inbox":
             return {"inbox": {str(s): {k: v for k, v in box.items() if k != "numbers"}
                               for s, box in self.inbox.items()}}

@@ -104,3 +104,60 @@ def test_links_come_back_after_either_side_is_killed_and_restarted(kind):
             assert box["intact"] and box["duplicates"] == 0
     finally:
         cluster.close()
+
+
+def test_a_peer_added_at_run_time_then_removed_then_added_again(kind):
+    """Membership at run time: nodes 1 and 2 run as a pair; node 3 starts knowing
+    all three, and the pair adds it (``add_peer``): messages flow every way.
+    Node 1 removes it: node 1 sends it nothing (on DPDK its link is detached, so
+    nothing of node 3's arrives either); adding it again brings the link back."""
+    cluster = HostCluster(kind, 3)
+    try:
+        for node in (1, 2):
+            spec = cluster.specs[node]
+            spec["nodes"] = [1, 2]
+            spec["addresses"] = {k: v for k, v in spec["addresses"].items() if k != "3"}
+            cluster.start(node)
+        cluster.wait_links()
+        host, port = cluster.specs[3]["addresses"]["3"]
+        cluster.start(3)
+        for node in (1, 2):
+            assert "3" in cluster.hosts[node].call(f"add 3 {host} {port}")["links"]
+            cluster.hosts[node].call(f"add 3 {host} {port}")  # twice: nothing more
+        cluster.wait_links()
+        for source, target in ((1, 3), (2, 3), (3, 1), (3, 2)):
+            assert cluster.hosts[source].call(f"send {target} 20 {LARGE}")["accepted"] == 20
+        cluster.wait_inbox(3, lambda box: box.get(1, {}).get("count") == 20
+                           and box.get(2, {}).get("count") == 20)
+        for node in (1, 2):
+            box = cluster.wait_inbox(node, lambda box: box.get(3, {}).get("count") == 20)[3]
+            assert box["intact"] and box["in_order"] and box["duplicates"] == 0
+
+        assert "3" not in cluster.hosts[1].call("remove 3")["links"]
+        cluster.hosts[1].call("remove 3")  # twice: nothing more
+        assert cluster.hosts[1].call(f"send 3 5 {SMALL}")["accepted"] == 0
+        if kind == "dpdk":
+            deadline = time.monotonic() + 30
+            while cluster.hosts[3].call("links")["links"]["1"]:  # node 1 closed its end
+                assert time.monotonic() < deadline, cluster.hosts[3].log()[-2000:]
+                time.sleep(0.05)
+            cluster.hosts[3].call(f"send 1 5 {SMALL}")
+            cluster.hosts[2].call(f"send 1 1 {SMALL}")
+            cluster.wait_inbox(1, lambda box: box[2]["count"] == 1)
+            assert cluster.hosts[1].inbox()[3]["count"] == 20
+            assert cluster.hosts[1].stats()["stats"]["bad_frames"] == 0
+
+        cluster.hosts[1].call(f"add 3 {host} {port}")
+        cluster.wait_links()
+        deadline = time.monotonic() + 30
+        while cluster.hosts[3].inbox()[1]["count"] < 21:  # links may still be coming up
+            cluster.hosts[1].call(f"send 3 1 {SMALL}")
+            assert time.monotonic() < deadline, cluster.hosts[1].log()[-2000:]
+            time.sleep(0.05)
+        cluster.hosts[3].call(f"send 1 1 {SMALL}")
+        cluster.wait_inbox(1, lambda box: box[3]["count"] >= 21)
+        status = cluster.hosts[1].stats().get("status", {})
+        if kind == "dpdk":
+            assert sorted(status["links"]) == ["2", "3"]  # the removed slot is not listed
+    finally:
+        cluster.close()

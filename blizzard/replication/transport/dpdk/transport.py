@@ -68,7 +68,7 @@ class _Link:
     """One peer's link: its device, its state, its reassembler."""
 
     __slots__ = ("args", "down_since", "frame_bytes", "iface", "index", "kind", "last_try",
-                 "name", "peer", "reassembler", "role", "socket", "up")
+                 "name", "peer", "reassembler", "removed", "role", "socket", "up")
 
     def __init__(self, peer: int, kind: str, name: str, args: str, frame_bytes: int) -> None:
         self.peer = peer
@@ -84,6 +84,7 @@ class _Link:
         self.socket: Path | None = None
         self.iface = ""
         self.reassembler: Reassembler | None = None
+        self.removed = False  # its peer left the cluster: detached, its index kept
 
 
 class DpdkTransport:
@@ -115,7 +116,8 @@ class DpdkTransport:
         self._dir = self.options.socket_dir or self._run_dir / "dpdk"
         self._receiver: Receiver | None = None
         self._links = {peer: self._plan(peer) for peer in nodes if peer != node_id}
-        self._by_index: list[_Link] = []
+        self._by_index: list[_Link] = []  # by the helper's link index (removed ones too)
+        self._fragments_max = 1
         self._ctx = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._selector: polling.PollingSelector | None = None
@@ -184,9 +186,11 @@ class DpdkTransport:
         o = self.options
         self._dir.mkdir(parents=True, exist_ok=True)
         self._new_session()
-        fragments_max = o.message_bytes_max // (min(lk.frame_bytes for lk in self._links.values())
-                                                 - frames.OVERHEAD_BYTES) + 1 \
-            if self._links else 1
+        # Links added later (membership changes) live with this bound: memif
+        # links have the configured frame size, so it holds for them.
+        smallest = min([o.frame_bytes, *(lk.frame_bytes for lk in self._links.values())])
+        fragments_max = o.message_bytes_max // (smallest - frames.OVERHEAD_BYTES) + 1
+        self._fragments_max = fragments_max
         name = f"bz{os.getpid() % 100000}_{next(_pools)}".encode()
         with eal.control:
             ctx = lib.bz_ctx_new(name, self._cluster, self.node_id, self._session, o.mbufs,
@@ -206,6 +210,51 @@ class DpdkTransport:
         self._loop, self._selector = loop, selector
         selector.attach(self)
         self._maintainer = loop.call_later(MAINTAIN_S, self._maintain)
+
+    # -- membership at run time ---------------------------------------------------------
+
+    def add_peer(self, node_id: int, address: tuple[str, int]) -> None:
+        """Talk to a node added to the cluster at run time: plan its link (memif
+        from the two ids, whatever ``address`` says; af_packet if the options
+        name an interface for it) and, when running, attach it at once. A link
+        that cannot be made is logged as an error (the node goes on without
+        that peer; membership is the log's business, not the transport's)."""
+        del address  # links are not addressed by host and port
+        if node_id == self.node_id or node_id in self._links:
+            return
+        link: _Link | None = None
+        try:
+            if not 1 <= node_id <= NODE_ID_MAX:
+                raise ValueError(f"node ids must be from 1 to {NODE_ID_MAX}")
+            link = self._plan(node_id)
+            if self._ctx is not None:
+                if link.kind == "memif" and self._bell is None and self._loop is not None:
+                    self._open_doorbell(self._loop, force=True)  # the first memif link
+                self._add_link(link, self._fragments_max)
+        except (ConfigError, DpdkError, ValueError, OSError) as exc:
+            log.error("node %d: cannot make a link to node %d, added to the cluster: %s; "
+                      "it gets no messages from this node", self.node_id, node_id, exc)
+            if link is not None and link.index >= 0:  # attached, but it did not start
+                self._detach(link)
+            return
+        self._links[node_id] = link
+        log.info("node %d: node %d added: %s link", self.node_id, node_id, link.kind)
+
+    def remove_peer(self, node_id: int) -> None:
+        """Stop talking to a node removed from the cluster: its link is detached
+        (frames to it are dropped, frames from it no longer arrive); the slot
+        stays (the helper's link indexes do not move)."""
+        link = self._links.pop(node_id, None)
+        if link is None:
+            return
+        self._detach(link)
+        log.info("node %d: node %d removed: its link detached", self.node_id, node_id)
+
+    def _detach(self, link: _Link) -> None:
+        link.removed, link.up = True, False
+        if self._ctx is not None and link.index >= 0:
+            with eal.control:
+                self._lib.bz_link_remove(self._ctx, link.index)
 
     def _new_session(self) -> None:
         # Random whatever the seed: a restarted node must not reuse its last
@@ -262,8 +311,8 @@ class DpdkTransport:
         self._flag_maps.append(flag)
         return flag
 
-    def _open_doorbell(self, loop: asyncio.AbstractEventLoop) -> None:
-        if not any(link.kind == "memif" for link in self._links.values()):
+    def _open_doorbell(self, loop: asyncio.AbstractEventLoop, force: bool = False) -> None:
+        if not force and not any(link.kind == "memif" for link in self._links.values()):
             return
         path = self._dir / f"node{self.node_id}.bell"
         with contextlib.suppress(FileNotFoundError):
@@ -319,6 +368,8 @@ class DpdkTransport:
         now = time.monotonic()
         lib = self._lib
         for link in self._by_index:
+            if link.removed:
+                continue
             up = bool(lib.bz_link_up(self._ctx, link.index))
             if up != link.up:
                 link.up = up
@@ -450,6 +501,8 @@ class DpdkTransport:
             return out
         counters = ffi.new("struct bz_link_counters *")
         for link in self._by_index:
+            if link.removed:
+                continue
             lib.bz_link_counters(self._ctx, link.index, counters)
             entry = {"kind": link.kind, "up": link.up, "device": link.name}
             entry.update({name: getattr(counters, name) for name in dir(counters)})

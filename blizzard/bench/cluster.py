@@ -63,10 +63,11 @@ from blizzard.cluster.ports import port_block
 
 SYSTEMS = ("blizzard-leader", "blizzard-follower", "blizzard-local", "pysyncobj",
            "pysyncobj-nobatch", "pysyncobj-nocompact")
-#: Systems run only when asked for (``--systems``, ``--tls``).
+#: Systems run only when asked for (``--systems``, ``--tls``, ``--transport``).
 EXTRA_SYSTEMS = ("blizzard-client", "blizzard-leader-tls", "blizzard-follower-tls",
-                 "blizzard-client-tls")
+                 "blizzard-client-tls", "blizzard-leader-dpdk", "blizzard-follower-dpdk")
 TLS_SUFFIX = "-tls"
+TRANSPORTS = ("tcp", "dpdk")
 LABELS = {
     "blizzard-leader": "blizzard raft, load on leader",
     "blizzard-follower": "blizzard raft, load on follower",
@@ -74,6 +75,8 @@ LABELS = {
     "blizzard-leader-tls": "  the same, TLS",
     "blizzard-follower-tls": "  the same, TLS",
     "blizzard-client-tls": "  the same, TLS",
+    "blizzard-leader-dpdk": "blizzard raft over dpdk, load on leader",
+    "blizzard-follower-dpdk": "blizzard raft over dpdk, load on follower",
     "blizzard-local": "blizzard local (no replication)",
     "pysyncobj": "pysyncobj defaults",
     "pysyncobj-nobatch": "pysyncobj appendEntriesUseBatch=False",
@@ -88,6 +91,9 @@ LATENCY_MAX_S = 5.0  # a synchronous-put run stops after this long (PySyncObj: ~
 TARGET_VS_PYSYNCOBJ = 4.0
 TARGET_VS_LOCAL = 0.5
 TARGET_P50_US = 1000.0
+TARGET_DPDK_P50_VS_TCP = 1 / 3  # DPDK's sync put p50 at most a third of TCP's
+TARGET_DPDK_RATE_VS_TCP = 1.0   # throughput at least TCP's
+TARGET_DPDK_CPU_VS_TCP = 1.0    # CPU per put no higher than TCP's
 START_TIMEOUT_S = 60.0
 REPLY_TIMEOUT_S = 900.0
 STALL_S = 15.0  # a throughput run stops when no request completes for this long
@@ -192,12 +198,20 @@ class NodeProcess:
             raise RunError(f"{self.name}: unexpected output {line!r}") from None
 
     def call(self, command: str, timeout: float = REPLY_TIMEOUT_S) -> dict[str, Any]:
+        self.start_call(command)
+        return self.finish_call(command, timeout)
+
+    def start_call(self, command: str) -> None:
+        """Send ``command`` without waiting (another process's command runs meanwhile)."""
         try:
             self.proc.stdin.write(command + "\n")
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             raise RunError(f"{self.name}: gone before {command!r}:\n"
                            f"{self._stderr_tail()}") from None
+
+    def finish_call(self, command: str, timeout: float = REPLY_TIMEOUT_S) -> dict[str, Any]:
+        """The reply to the command sent last by :meth:`start_call`."""
         reply = self._reply(timeout, command)
         if not reply.get("ok"):
             raise RunError(f"{self.name}: {command!r} failed: {reply.get('error')}\n"
@@ -327,11 +341,13 @@ def _tls_settings(directory: Path) -> dict[str, Any]:
 
 
 def _cluster_config(workdir: Path, name: str, entries: int, raft: dict[str, int] | None,
-                    tls: bool) -> Path:
-    """A 3-node cluster's TOML under ``workdir/name`` (``[tls]`` on every port if ``tls``)."""
+                    tls: bool, transport: str = "tcp") -> Path:
+    """A 3-node cluster's TOML under ``workdir/name`` (``[tls]`` on every port if
+    ``tls``; Raft over ``transport``)."""
     from blizzard.cluster.config import dump, local_cluster
 
     settings: dict[str, Any] = {"raft": raft} if raft else {}
+    settings["transport"] = {"kind": transport}
     if tls:
         settings.update(_tls_settings(workdir / f"{name}-certs"))
     config = local_cluster(3, workdir / name, base_port=free_port_block(6),
@@ -345,18 +361,21 @@ def _cluster_config(workdir: Path, name: str, entries: int, raft: dict[str, int]
 def bench_blizzard(workdir: Path, ops: int, latency_ops: int, warmup: int, window: int,
                    follower: bool, nodes: list[NodeProcess],
                    profile_dir: Path | None = None, step=None,
-                   raft: dict[str, int] | None = None, tls: bool = False) -> list[Result]:
+                   raft: dict[str, int] | None = None, tls: bool = False,
+                   transport: str = "tcp") -> list[Result]:
     """A 3-node Blizzard cluster, one process per node; load on the leader, then a follower.
-    With ``tls`` the nodes speak mutual TLS (and the results are named ``...-tls``)."""
+    With ``tls`` the nodes speak mutual TLS (and the results are named ``...-tls``);
+    ``transport`` is the ``[transport] kind`` they replicate over (results of
+    another than tcp are named ``...-<transport>``)."""
     from blizzard.cluster.config import load
 
     follower_ops = ops // 2
     entries = warmup + ops + latency_ops + (follower_ops + latency_ops if follower else 0)
-    suffix = TLS_SUFFIX if tls else ""
-    config_path = _cluster_config(workdir, f"raft{suffix}", entries, raft, tls)
+    suffix = TLS_SUFFIX if tls else _suffix(transport)
+    config_path = _cluster_config(workdir, f"raft{suffix}", entries, raft, tls, transport)
     config = load(config_path)
     for n in config.nodes:
-        nodes.append(NodeProcess(f"blizzard node {n.id}", [
+        nodes.append(NodeProcess(f"blizzard node {n.id} ({transport})", [
             "-m", "blizzard.bench._cluster_node", str(config_path), str(n.id)],
             workdir / f"blizzard{suffix}-node{n.id}.log"))
 
@@ -381,8 +400,10 @@ def bench_blizzard(workdir: Path, ops: int, latency_ops: int, warmup: int, windo
             tag, where = "f", f"a follower (node {node_id})"
         else:
             node_id, n = lead, ops
+            link = (f"TCP loopback{' + mutual TLS' if tls else ''}" if transport == "tcp"
+                    else f"{transport} ({_links(nodes)})")
             result = Result(f"blizzard-leader{suffix}", window=window,
-                            note=f"3 processes, TCP loopback{' + mutual TLS' if tls else ''}, "
+                            note=f"3 processes, {link}, "
                                  f"pmem pools, load in the leader's process (node {node_id})")
             tag, where = "t", f"the leader (node {node_id})"
         node = by_id[node_id]
@@ -421,6 +442,18 @@ def bench_blizzard(workdir: Path, ops: int, latency_ops: int, warmup: int, windo
         other = min(i for i in by_id if i != lead)
         _profile(by_id[lead], by_id[other], profile_dir, ops, window)
     return results
+
+
+def _suffix(transport: str) -> str:
+    """Result names: ``blizzard-leader`` over TCP, ``blizzard-leader-dpdk`` over DPDK."""
+    return "" if transport == "tcp" else f"-{transport}"
+
+
+def _links(nodes: list[NodeProcess]) -> str:
+    """What the DPDK links were, from a node's transport status."""
+    status = nodes[0].call("status")["status"].get("transport", {})
+    kinds = sorted({link.get("kind", "?") for link in status.get("links", {}).values()})
+    return ", ".join(f"net_{k}" for k in kinds) or "?"
 
 
 class ServeProcess:
@@ -608,13 +641,16 @@ def run(ops: int = DEFAULT_OPS, *, window: int = DEFAULT_WINDOW,
         systems: tuple[str, ...] = SYSTEMS, directory: str | os.PathLike[str] = "/dev/shm",
         profile_dir: str | os.PathLike[str] | None = None,
         raft: dict[str, int] | None = None, progress: bool = False,
-        tls: bool = False) -> list[Result]:
+        tls: bool = False, transports: tuple[str, ...] = ("tcp",)) -> list[Result]:
     """Measure each system in ``systems``; one :class:`Result` each, in that order.
 
-    A PySyncObj system that is not installed gets a Result with no rate and
-    a ``note``. ``tls`` adds the ``...-tls`` twin of every Blizzard cluster
-    system asked for, each run right after its plain twin. ``raft`` overrides
-    the cluster's ``[raft]`` settings (say
+    The Blizzard Raft systems (leader, follower) run once per transport in
+    ``transports``: ``blizzard-leader`` over TCP, ``blizzard-leader-dpdk``
+    over DPDK, each right after the other. A PySyncObj system that is not
+    installed gets a Result with no rate and a ``note``. ``tls`` adds the
+    ``...-tls`` twin of every Blizzard cluster system asked for, each run
+    right after its plain twin. ``raft`` overrides the cluster's ``[raft]``
+    settings (say
     ``{"election_ticks": 50}``); by default the config's defaults apply.
     Every child process is killed and the run's directory under ``directory``
     removed before this returns or raises.
@@ -625,16 +661,28 @@ def run(ops: int = DEFAULT_OPS, *, window: int = DEFAULT_WINDOW,
     if unknown:
         raise ValueError(f"unknown systems {sorted(unknown)}; choose from "
                          f"{', '.join(SYSTEMS + EXTRA_SYSTEMS)}")
+    strange = set(transports) - set(TRANSPORTS)
+    if strange or not transports:
+        raise ValueError(f"unknown transports {sorted(strange)}; choose from "
+                         f"{', '.join(TRANSPORTS)}")
     if tls:
         systems = tuple(dict.fromkeys(
             x for s in systems
             for x in (s, *([s + TLS_SUFFIX] if s + TLS_SUFFIX in EXTRA_SYSTEMS else []))))
+    raft_systems = ("blizzard-leader", "blizzard-follower")
+    if "dpdk" in transports:
+        systems = tuple(dict.fromkeys(
+            x for s in systems for x in (s, *([s + "-dpdk"] if s in raft_systems else []))))
+    if "tcp" not in transports:
+        systems = tuple(s for s in systems if s not in raft_systems)
     warmup = max(500, min(ops // 10, 5000)) if warmup is None else warmup
     steps = (("blizzard-local" in systems)
              + 3 * bool({"blizzard-leader", "blizzard-follower"} & set(systems))
              + 2 * ("blizzard-follower" in systems) + (profile_dir is not None)
              + 3 * bool({"blizzard-leader-tls", "blizzard-follower-tls"} & set(systems))
              + 2 * ("blizzard-follower-tls" in systems)
+             + 3 * bool({"blizzard-leader-dpdk", "blizzard-follower-dpdk"} & set(systems))
+             + 2 * ("blizzard-follower-dpdk" in systems)
              + 3 * len({"blizzard-client", "blizzard-client-tls"} & set(systems))
              + 3 * len({"pysyncobj", "pysyncobj-nobatch", "pysyncobj-nocompact"} & set(systems)))
     meter = _report.Progress(steps) if progress else None
@@ -647,15 +695,21 @@ def run(ops: int = DEFAULT_OPS, *, window: int = DEFAULT_WINDOW,
             if step:
                 step(f"local: {ops:,} puts, then {latency_ops:,} timed one by one")
             results["blizzard-local"] = bench_local(workdir, ops, latency_ops, warmup)
-        for suffix in ("", TLS_SUFFIX):
+        for suffix, transport in (("", "tcp"), (TLS_SUFFIX, "tcp"), ("-dpdk", "dpdk")):
             leader, follower = f"blizzard-leader{suffix}", f"blizzard-follower{suffix}"
             if {leader, follower} & set(systems):
                 try:
                     for r in bench_blizzard(workdir, ops, latency_ops, warmup, window,
                                             follower in systems, nodes,
-                                            Path(profile_dir) if profile_dir and not suffix
-                                            else None, step, raft, tls=bool(suffix)):
+                                            _profile_dir(profile_dir, suffix),
+                                            step, raft, tls=suffix == TLS_SUFFIX,
+                                            transport=transport):
                         results[r.system] = r
+                except RunError as exc:
+                    if transport == "tcp":
+                        raise
+                    # another transport failing is reported beside TCP's figures
+                    results[leader] = Result(leader, note=f"failed: {exc}"[:2000])
                 finally:
                     _kill_all(nodes)
         for suffix in ("", TLS_SUFFIX):
@@ -682,6 +736,14 @@ def run(ops: int = DEFAULT_OPS, *, window: int = DEFAULT_WINDOW,
         if meter:
             meter.finish()
     return [results[s] for s in systems if s in results]
+
+
+def _profile_dir(profile_dir: str | os.PathLike[str] | None, suffix: str) -> Path | None:
+    """Where a run's profiles go: ``profile_dir`` for TCP, a subdirectory for DPDK;
+    TLS runs are not profiled."""
+    if profile_dir is None or suffix == TLS_SUFFIX:
+        return None
+    return Path(profile_dir) / suffix.lstrip("-") if suffix else Path(profile_dir)
 
 
 def _kill_all(nodes: list[NodeProcess]) -> None:
@@ -725,6 +787,13 @@ def ratios(results: list[Result]) -> dict[str, float | None]:
             out[f"{name}_tls_vs_plain"] = tls.rate / plain.rate
             if plain.p50_us and tls.p50_us:
                 out[f"{name}_tls_p50_vs_plain"] = tls.p50_us / plain.p50_us
+    dpdk = by.get("blizzard-leader-dpdk")
+    if dpdk is not None and leader is not None:
+        out["dpdk_vs_tcp_p50"] = (dpdk.p50_us / leader.p50_us
+                                  if dpdk.p50_us and leader.p50_us else None)
+        out["dpdk_vs_tcp_rate"] = dpdk.rate / leader.rate if dpdk.rate and leader.rate else None
+        out["dpdk_vs_tcp_cpu"] = (dpdk.cpu_us_per_op / leader.cpu_us_per_op
+                                  if dpdk.cpu_us_per_op and leader.cpu_us_per_op else None)
     return out
 
 
@@ -759,6 +828,19 @@ def targets(results: list[Result]) -> list[str]:
             p50 = q.get(f"{name}_tls_p50_vs_plain")
             lines.append(f"TLS / plain, load on {name}: throughput {q[f'{name}_tls_vs_plain']:.0%}"
                          + (f", sync p50 {p50:.2f}x" if p50 else "") + " (no target)")
+    if q.get("dpdk_vs_tcp_p50") is not None:
+        x = q["dpdk_vs_tcp_p50"]
+        lines.append(f"dpdk / tcp synchronous put p50: {x:.2f} "
+                     f"(target <= {TARGET_DPDK_P50_VS_TCP:.2f}: "
+                     f"{verdict(x <= TARGET_DPDK_P50_VS_TCP)})")
+    if q.get("dpdk_vs_tcp_rate") is not None:
+        x = q["dpdk_vs_tcp_rate"]
+        lines.append(f"dpdk / tcp throughput: {x:.2f} (target >= {TARGET_DPDK_RATE_VS_TCP:.2f}: "
+                     f"{verdict(x >= TARGET_DPDK_RATE_VS_TCP)})")
+    if q.get("dpdk_vs_tcp_cpu") is not None:
+        x = q["dpdk_vs_tcp_cpu"]
+        lines.append(f"dpdk / tcp cpu per put: {x:.2f} (target <= {TARGET_DPDK_CPU_VS_TCP:.2f}: "
+                     f"{verdict(x <= TARGET_DPDK_CPU_VS_TCP)})")
     return lines
 
 
@@ -842,25 +924,42 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"the Blizzard cluster's raft.election_ticks (default: the "
                              f"config's, {RAFT_DEFAULTS.election_ticks} ticks of "
                              f"{RAFT_DEFAULTS.tick_ms} ms)")
+    parser.add_argument("--transport", default="tcp",
+                        help=f"comma-separated, from {','.join(TRANSPORTS)}: the Blizzard Raft "
+                             f"clusters run over each; with dpdk, the round trip of one frame "
+                             f"(blizzard bench frames) is measured too")
     _report.add_arguments(parser)
     args = parser.parse_args(argv)
     ops = args.ops or (QUICK_OPS if args.quick else DEFAULT_OPS)
     latency_ops = args.latency_ops or (QUICK_LATENCY_OPS if args.quick else DEFAULT_LATENCY_OPS)
     systems = tuple(s for s in args.systems.split(",") if s)
+    transports = tuple(t for t in args.transport.split(",") if t)
     params = {"ops": ops, "latency_ops": latency_ops, "window": args.window,
               "systems": list(systems), "dir": args.dir, "quick": args.quick,
-              "tls": args.tls, "election_ticks": args.election_ticks}
+              "tls": args.tls, "election_ticks": args.election_ticks,
+              "transports": list(transports)}
     run_ = _report.Run("cluster", command_line(argv), params)
     try:
         results = run(ops, window=args.window, latency_ops=latency_ops, systems=systems,
                       directory=args.dir, profile_dir=args.profile, progress=not args.quiet,
-                      tls=args.tls,
+                      tls=args.tls, transports=transports,
                       raft={"election_ticks": args.election_ticks} if args.election_ticks
                       else None)
     except ValueError as exc:
         parser.error(str(exc))
+    round_trips = []
+    if "dpdk" in transports:
+        from blizzard.bench import frames
+
+        meter = _report.Progress(len(frames.MODES), quiet=args.quiet)
+        round_trips = frames.run(frames.QUICK_SYNC_ROUNDS if args.quick else frames.SYNC_ROUNDS,
+                                 frames.QUICK_ASYNC_ROUNDS if args.quick
+                                 else frames.ASYNC_ROUNDS, directory=args.dir, step=meter.step)
+        meter.finish()
     run_.end()
     body = [format_results(results)]
+    if round_trips:
+        body.append(frames.format_results(round_trips))
     if args.profile:
         body.append(f"profiles: {args.profile}/leader.pstats, {args.profile}/follower.pstats "
                     "(python -m pstats FILE)")
@@ -873,7 +972,8 @@ def main(argv: list[str] | None = None) -> int:
         targets={"vs_pysyncobj": TARGET_VS_PYSYNCOBJ, "vs_local": TARGET_VS_LOCAL,
                  "p50_us": TARGET_P50_US},
         verdict=verdict, ratios=ratios(results),
-        results=[{**asdict(r), "label": LABELS[r.system]} for r in results], notes=NOTES))
+        results=[{**asdict(r), "label": LABELS[r.system]} for r in results], notes=NOTES,
+        round_trips=[asdict(r) for r in round_trips]))
     return _report.exit_status(args.check, verdict)
 
 

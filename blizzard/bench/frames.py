@@ -17,7 +17,6 @@ run as the clusters it compares.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -26,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from blizzard._argparse import ArgumentParser
 from blizzard.bench import _report
 
 MODES = ("floor", "frame", "dpdk", "tcp")
@@ -116,30 +116,28 @@ def format_results(results: list[FrameResult]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="blizzard bench frames", description=__doc__.split(
-        "\n\n")[0])
+    parser = ArgumentParser(prog="blizzard bench frames", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=SYNC_ROUNDS,
                         help="round trips of the busy-polling modes (floor, frame)")
     parser.add_argument("--async-rounds", type=int, default=ASYNC_ROUNDS,
                         help="round trips through the transports (dpdk, tcp)")
     parser.add_argument("--size", type=int, default=SIZE, help="message bytes")
-    parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--dir", default="/dev/shm", help="where the run's files go")
+    _report.add_arguments(parser, check=False)
     args = parser.parse_args(argv)
-    before = _report.machine()
-    results = run(args.rounds, args.async_rounds, args.size)
-    m = _report.machine()
-    print(f"blizzard bench frames: {args.rounds:,} / {args.async_rounds:,} round trips of "
-          f"{args.size} bytes between two processes")
-    print(f"machine: {m['cpu']}, {m['cores']} cores, {m['python']}, {m['os']}")
-    print(f"load average (1 min): {before['load_1min']} at start, {m['load_1min']} at end")
     given = sys.argv[1:] if argv is None else argv
-    print(f"command: {_report.command_line('blizzard bench frames', given)}")
-    print()
-    print(format_results(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps({
-            "benchmark": "frames", "machine": m, "machine_at_start": before,
-            "results": [asdict(r) for r in results]}, indent=2) + "\n")
+    run_ = _report.Run("frames", _report.command_line("blizzard bench frames", given),
+                       {"rounds": args.rounds, "async_rounds": args.async_rounds,
+                        "size": args.size, "dir": args.dir})
+    with _report.Progress(len(MODES), quiet=args.quiet) as meter:
+        results = run(args.rounds, args.async_rounds, args.size, directory=args.dir,
+                      step=meter.step)
+    run_.end()
+    _report.print_report(
+        run_, [format_results(results)],
+        title=f"blizzard bench frames: {args.rounds:,} / {args.async_rounds:,} round trips of "
+              f"{args.size} bytes between two processes")
+    _report.write_json(args.json, run_.record(results=[asdict(r) for r in results]))
     return 0
 
 

@@ -287,3 +287,41 @@ def test_the_factory_refuses_tls_and_strangers(tmp_path):
     with pytest.raises(ConfigError, match=r"transport\.socket_dir: memif socket path too long"):
         build_transport(TransportSpec(kind="dpdk", node_id=1, peers=peers,
                                       options={"socket_dir": "/tmp/" + "d" * 120}))
+
+
+TIMERS_SCRIPT = """
+import asyncio, os, select, sys, time
+from blizzard.replication.transport.dpdk import DpdkTransport
+from blizzard.replication.transport.dpdk.options import parse
+
+transport = DpdkTransport(1, [1, 2], run_dir=sys.argv[1], cluster_id="timers",
+                          options=parse({"memory_mb": 64}, 1))
+loop = transport.new_event_loop()
+loop.run_until_complete(transport.start())  # node 2 never comes; its link has a doorbell
+lib, ctx = transport._lib, transport._ctx
+policy = transport._policy
+policy.preempted_ns = 0  # every poll "loses the core": the wait stops polling at once
+epoll = select.epoll()
+r, w = os.pipe()
+epoll.register(r, select.EPOLLIN)
+for _ in range(100):
+    os.write(w, b"x")
+    assert lib.bz_wait(ctx, epoll.fileno(), 10**9, policy) == 2  # the loop had work
+    os.read(r, 1)
+    started = time.monotonic()
+    # the next timer is 1 ns away: due before the poll even ends
+    assert lib.bz_wait(ctx, epoll.fileno(), 1, policy) == 0
+    assert time.monotonic() - started < 1.0
+print(transport.status()["waits"]["preempted"])
+loop.run_until_complete(transport.stop())
+"""
+
+
+def test_a_wait_past_the_loop_s_next_timer_returns_at_once(tmp_path):
+    """A wait whose poll lost the core until after the loop's next timer returns
+    at once (it slept until a frame or an event: the node missed its timers)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", TIMERS_SCRIPT, str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert int(done.stdout.split()[-1]) >= 100, done.stdout

@@ -721,9 +721,12 @@ int bz_wait(bz_ctx *c, int epoll_fd, int64_t timeout_ns, const struct bz_policy 
             break;
         }
     }
-    /* sleep */
+    /* sleep (not past the loop's next timer; -1: it has none). A poll that
+     * lost the core may come back after that timer: then only look, with a
+     * zero timeout -- a negative one would be taken for "no timer" and the
+     * loop would sleep until a frame or an event, missing its timers. */
     c->waits.sleeps++;
-    int64_t sleep_ns = timeout_ns < 0 ? -1 : deadline - now;
+    int64_t sleep_ns = timeout_ns < 0 ? -1 : (deadline > now ? deadline - now : 0);
     int staged = bz_staged(c) > 0;
     if (c->flag != NULL && !staged) {
         __atomic_store_n(c->flag, 1, __ATOMIC_RELAXED);

@@ -4,8 +4,8 @@ See :mod:`blizzard.cluster.client`.
 """
 
 from blizzard.cluster.client import Client, ClusterUnavailableError, connect
-from blizzard.cluster.protocol import RemoteError
 from blizzard.cluster.remote import RemoteBPlusTree, RemoteHashMap, RemoteQueue, RemoteSkipList
+from blizzard.exceptions import RemoteError
 
 __all__ = ["Client", "ClusterUnavailableError", "RemoteBPlusTree", "RemoteError",
            "RemoteHashMap", "RemoteQueue", "RemoteSkipList", "connect"]

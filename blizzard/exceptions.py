@@ -15,6 +15,26 @@ class BlizzardError(Exception):
     """Base of every error Blizzard raises on purpose."""
 
 
+def from_name(name: str, message: str) -> BlizzardError | None:
+    """The error class of this module called ``name``, made from its message
+    alone (how an error crosses the network or a replicated log), or None if
+    no class here has that name. Attributes a class takes as keywords
+    (``UndoLogFullError.needed``, ``SafetyViolation.kind``) do not travel."""
+    cls = globals().get(name)
+    if not (isinstance(cls, type) and issubclass(cls, BlizzardError)):
+        return None
+    try:
+        return cls(message)
+    except TypeError:  # its constructor needs more than the message: skip it
+        pass
+    try:
+        error: BlizzardError = BaseException.__new__(cls, message)
+    except TypeError:  # a builtin base that must build its own instances
+        return BlizzardError(f"{name}: {message}")
+    error.args = (message,)
+    return error
+
+
 class ConfigError(BlizzardError, ValueError):
     """A configuration is invalid, or asks for something not available here;
     the message names the field (``replication.backend``, ``nodes[1].raft``)."""
@@ -86,6 +106,10 @@ class PoolCorruptError(PoolError, ValueError):
     """A checksum or an invariant of the persistent layout does not hold."""
 
 
+class LogCorruptError(PoolCorruptError):
+    """The Raft log's root block is not one this code wrote."""
+
+
 class PoolLockedError(PoolError, BlockingIOError):
     """Another process (or another handle in this one) has the pool open.
 
@@ -153,6 +177,41 @@ class DpdkError(BlizzardError, OSError):
 class ProposalDroppedError(BlizzardError, RuntimeError):
     """A Raft proposal was not accepted: no known leader, or a transfer or
     membership change is in progress. Nothing was appended; retry later."""
+
+
+class NotLeaderError(ProposalDroppedError):
+    """No leader is known right now; retry shortly."""
+
+
+class CompactedError(BlizzardError, LookupError):
+    """The requested Raft log index is older than the latest snapshot."""
+
+
+class UnavailableError(BlizzardError, LookupError):
+    """The requested Raft log index is past the end of the stable log."""
+
+
+class SnapshotOutOfDateError(BlizzardError, ValueError):
+    """A snapshot older than the one already stored was offered."""
+
+
+class SnapshotInstallError(BlizzardError, RuntimeError):
+    """A snapshot could not be installed here (not enough room, another pool
+    geometry): that install fails, the node keeps running on its old state."""
+
+
+class StaleRequestError(BlizzardError, RuntimeError):
+    """A retry of a request older than the client's latest: its result is gone."""
+
+
+class EnvelopeError(BlizzardError, ValueError):
+    """A Raft entry that is not a session envelope, or a recorded result
+    that cannot be decoded."""
+
+
+class NotTlsError(BlizzardError, ConnectionError):
+    """The peer's first bytes are no TLS handshake: it speaks the plain protocol.
+    Nothing was sent to it; the caller may answer in that protocol."""
 
 
 class MembershipError(BlizzardError, RuntimeError):
@@ -253,3 +312,63 @@ class ClusterUnavailableError(BlizzardError, TimeoutError):
     """A client's request could not complete: no node accepted a connection
     within the connect timeout (the message names every node tried and why),
     or no node completed it before the request's deadline."""
+
+
+class RequestTimeoutError(BlizzardError, TimeoutError):
+    """A request was not committed within its deadline (no quorum reachable?)."""
+
+
+class NodeNotReadyError(BlizzardError, RuntimeError):
+    """A node cannot serve a request now (it is shutting down, or the request
+    was not committed or its read barrier not confirmed in time): it answers
+    NOT_READY and the client tries again, there or on another node."""
+
+
+class ProtocolError(BlizzardError, ValueError):
+    """A frame that is not a valid request or response of the client protocol."""
+
+
+class NoSuchStructureError(BlizzardError, KeyError):
+    """A READ named a structure the node does not hold."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class RemoteError(BlizzardError, RuntimeError):
+    """A node answered with an error of a class this side does not know; the
+    message starts with that class's name."""
+
+
+# --- simulation and benchmarks -----------------------------------------------
+
+
+class SafetyViolation(BlizzardError, AssertionError):
+    """A simulation broke a property the replicated structures promise (a
+    Raft safety property, linearizability, exactly-once application);
+    ``kind`` names the property."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
+class LivenessFailure(BlizzardError, AssertionError):
+    """After healing, a simulated cluster did not answer every request and
+    converge in time."""
+
+
+class BenchmarkError(BlizzardError, RuntimeError):
+    """A benchmark could not run (a node process failed or did not start,
+    writes never resumed); the message carries why, with the tail of a
+    failed process's stderr."""
+
+
+class BenchmarkSkippedError(BenchmarkError):
+    """A benchmarked backend refused its configuration on this machine; the
+    report lists it as skipped with this message."""
+
+
+class PmemobjUnavailableError(BlizzardError, RuntimeError):
+    """libpmemobj (Debian ``libpmemobj1``) or cffi cannot be loaded, so the
+    pool benchmark's libpmemobj reference cannot run."""

@@ -29,6 +29,8 @@ from pathlib import Path
 from time import perf_counter_ns, thread_time_ns
 from typing import Any
 
+from blizzard.exceptions import PmemobjUnavailableError
+
 LIBRARY_NAME = "libpmemobj.so.1"
 API_MAJOR = 2  # PMEMOBJ_MAJOR_VERSION of the 1.x releases, for pmemobj_check_version
 FORCE_ENV = {"PMEM_IS_PMEM_FORCE": "1"}
@@ -67,10 +69,6 @@ ROOT_SIZE = 512
 LAYOUT = b"blizzard-bench"
 
 
-class Unavailable(RuntimeError):
-    """libpmemobj (Debian ``libpmemobj1``) or cffi cannot be loaded."""
-
-
 def load() -> tuple[Any, Any]:
     """``(ffi, lib)``, after forcing libpmem's pmem detection (see module doc)."""
     os.environ.update(FORCE_ENV)  # read by libpmem when libpmemobj loads it
@@ -81,7 +79,7 @@ def load() -> tuple[Any, Any]:
         ffi.cdef(_CDEF)
         lib = ffi.dlopen(LIBRARY_NAME)
     except (ImportError, OSError) as exc:
-        raise Unavailable(
+        raise PmemobjUnavailableError(
             f"{LIBRARY_NAME} could not be loaded ({exc}); install Debian's libpmemobj1") from exc
     return ffi, lib
 
@@ -223,7 +221,7 @@ def serve(path: str, size: int) -> int:
     try:
         try:
             ref = Reference(path, size)
-        except Unavailable as exc:
+        except PmemobjUnavailableError as exc:
             _send({"unavailable": str(exc)})
             return 0
         except Exception as exc:
@@ -262,7 +260,7 @@ def serve(path: str, size: int) -> int:
 class ReferenceProcess:
     """Parent side: a :class:`Reference` in a child process.
 
-    Raises :class:`Unavailable` from the constructor when the child cannot
+    Raises :class:`PmemobjUnavailableError` from the constructor when the child cannot
     load libpmemobj, and RuntimeError (with the child's stderr) if the child
     dies -- libpmemobj's abort() then costs a skipped column, not the run.
     """
@@ -284,7 +282,7 @@ class ReferenceProcess:
         try:
             hello = self._recv()
             if "unavailable" in hello:
-                raise Unavailable(hello["unavailable"])
+                raise PmemobjUnavailableError(hello["unavailable"])
             self.info = hello
         except BaseException:
             self.close()

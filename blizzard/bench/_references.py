@@ -26,12 +26,12 @@ from typing import Any
 from blizzard.bench import _report
 from blizzard.bench.cluster import (
     NodeProcess,
-    RunError,
     _kill_all,
     _wait,
     free_port_block,
     pysyncobj_version,
 )
+from blizzard.exceptions import BenchmarkError
 
 STRUCTURE = "hashmap"  # both references are key-value maps
 
@@ -52,7 +52,7 @@ def run(name: str, workdir: Path, sweep, sink, run_id: str, progress: _report.Pr
             (_pysyncobj if name == "pysyncobj" else _etcd)(workdir, sweep, sink, run_id,
                                                            progress, todo)
             return
-        except RunError as exc:
+        except BenchmarkError as exc:
             reason, status = str(exc).splitlines()[0][:500], "failed"
             say(f"{name}: FAILED: {reason}")
     else:
@@ -175,7 +175,7 @@ class EtcdMember:
     def leader(self) -> bool | None:
         """Whether this member leads (None: it does not answer yet)."""
         if self.proc.poll() is not None:
-            raise RunError(f"etcd member {self.name} exited ({self.proc.returncode})")
+            raise BenchmarkError(f"etcd member {self.name} exited ({self.proc.returncode})")
         try:
             status = self._call("POST", "/v3/maintenance/status", b"{}")
         except (OSError, ValueError, http.client.HTTPException):

@@ -60,6 +60,7 @@ from blizzard.bench import _report
 from blizzard.bench._cluster_node import MAP_NAME, VALUE, make_key, summarize
 from blizzard.cluster.config import RaftConfig
 from blizzard.cluster.ports import port_block
+from blizzard.exceptions import BenchmarkError
 
 SYSTEMS = ("blizzard-leader", "blizzard-follower", "blizzard-local", "pysyncobj",
            "pysyncobj-nobatch", "pysyncobj-nocompact")
@@ -135,10 +136,6 @@ class Result:
         return self.latency.get("p99_us")
 
 
-class RunError(RuntimeError):
-    """A node process failed; the message carries the tail of its stderr."""
-
-
 # -- processes --------------------------------------------------------------------------
 
 
@@ -187,15 +184,16 @@ class NodeProcess:
         try:
             line = self._replies.get(timeout=timeout)
         except queue.Empty:
-            raise RunError(f"{self.name}: no answer to {what!r} within {timeout:.0f} s") from None
+            raise BenchmarkError(f"{self.name}: no answer to {what!r} "
+                                 f"within {timeout:.0f} s") from None
         if line is None:
             self.proc.wait(5)
-            raise RunError(f"{self.name}: exited ({self.proc.returncode}) during {what!r}:\n"
-                           f"{self._stderr_tail()}")
+            raise BenchmarkError(f"{self.name}: exited ({self.proc.returncode}) during {what!r}:\n"
+                                 f"{self._stderr_tail()}")
         try:
             return json.loads(line)
         except ValueError:
-            raise RunError(f"{self.name}: unexpected output {line!r}") from None
+            raise BenchmarkError(f"{self.name}: unexpected output {line!r}") from None
 
     def call(self, command: str, timeout: float = REPLY_TIMEOUT_S) -> dict[str, Any]:
         self.start_call(command)
@@ -207,15 +205,15 @@ class NodeProcess:
             self.proc.stdin.write(command + "\n")
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
-            raise RunError(f"{self.name}: gone before {command!r}:\n"
-                           f"{self._stderr_tail()}") from None
+            raise BenchmarkError(f"{self.name}: gone before {command!r}:\n"
+                                 f"{self._stderr_tail()}") from None
 
     def finish_call(self, command: str, timeout: float = REPLY_TIMEOUT_S) -> dict[str, Any]:
         """The reply to the command sent last by :meth:`start_call`."""
         reply = self._reply(timeout, command)
         if not reply.get("ok"):
-            raise RunError(f"{self.name}: {command!r} failed: {reply.get('error')}\n"
-                           f"{self._stderr_tail()}")
+            raise BenchmarkError(f"{self.name}: {command!r} failed: {reply.get('error')}\n"
+                                 f"{self._stderr_tail()}")
         return reply
 
     def cpu_seconds(self) -> float:
@@ -246,7 +244,7 @@ def free_port_block(n: int) -> int:
     try:
         return port_block(n)
     except OSError as exc:
-        raise RunError(str(exc)) from None
+        raise BenchmarkError(str(exc)) from None
 
 
 def _wait(predicate, timeout: float, what: str) -> Any:
@@ -256,7 +254,7 @@ def _wait(predicate, timeout: float, what: str) -> Any:
         if value:
             return value
         if time.monotonic() > deadline:
-            raise RunError(f"{what}: not reached within {timeout:.0f} s")
+            raise BenchmarkError(f"{what}: not reached within {timeout:.0f} s")
         time.sleep(0.05)
 
 
@@ -705,7 +703,7 @@ def run(ops: int = DEFAULT_OPS, *, window: int = DEFAULT_WINDOW,
                                             step, raft, tls=suffix == TLS_SUFFIX,
                                             transport=transport):
                         results[r.system] = r
-                except RunError as exc:
+                except BenchmarkError as exc:
                     if transport == "tcp":
                         raise
                     # another transport failing is reported beside TCP's figures
@@ -726,7 +724,7 @@ def run(ops: int = DEFAULT_OPS, *, window: int = DEFAULT_WINDOW,
                 try:
                     results[system] = bench_pysyncobj(workdir, conf, ops, latency_ops, warmup,
                                                       window, nodes, step)
-                except RunError as exc:  # the reference failing is a result, not a crash
+                except BenchmarkError as exc:  # the reference failing is a result, not a crash
                     results[system] = Result(system, note=f"failed: {exc}".splitlines()[0])
                 finally:
                     _kill_all(nodes)

@@ -47,6 +47,7 @@ from blizzard.bench import _report
 from blizzard.cluster import config as configmod
 from blizzard.cluster.client import Client, connect
 from blizzard.cluster.ports import port_block
+from blizzard.exceptions import BenchmarkError
 
 NODES = 3
 DEFAULT_KILLS = 10
@@ -59,10 +60,6 @@ RESUMED_S = 1.0  # after the election, how long the pause is looked for
 CAUGHT_UP_ENTRIES = 50  # a node this close to the leader's commit counts as caught up
 TARGET_RATIO = 1.5
 TARGET_PAUSE_MS = 600.0
-
-
-class RunError(RuntimeError):
-    """The benchmark could not run (a node did not start, writes never resumed)."""
 
 
 @dataclass
@@ -160,7 +157,7 @@ def _wait(predicate, timeout_s: float, what: str):
         if value:
             return value
         if time.monotonic() > deadline:
-            raise RunError(f"{what}: not within {timeout_s:.0f} s")
+            raise BenchmarkError(f"{what}: not within {timeout_s:.0f} s")
         time.sleep(0.02)
 
 
@@ -185,7 +182,7 @@ def one_kill(cluster: Cluster, writer: Writer) -> Kill:
     _wait(lambda: writer.completed_after(mark) >= WRITES_BETWEEN_KILLS or writer.error,
           SETTLE_TIMEOUT_S, "writes flowing")
     if writer.error:
-        raise RunError(f"the writer failed: {writer.error!r}")
+        raise BenchmarkError(f"the writer failed: {writer.error!r}")
     killed_at = time.monotonic()
     cluster.kill(leader)
     survivors = [n for n in range(1, NODES + 1) if n != leader]
@@ -193,7 +190,8 @@ def one_kill(cluster: Cluster, writer: Writer) -> Kill:
     new_leader = 0
     while elected is None:
         if time.monotonic() > killed_at + RESUME_TIMEOUT_S:
-            raise RunError(f"no new leader within {RESUME_TIMEOUT_S:.0f} s of killing {leader}")
+            raise BenchmarkError(f"no new leader within {RESUME_TIMEOUT_S:.0f} s "
+                                 f"of killing {leader}")
         for node in survivors:
             status = cluster.status(node, timeout_s=0.5)
             if status.get("role") == "leader" and status.get("term", 0) > term:
@@ -205,7 +203,7 @@ def one_kill(cluster: Cluster, writer: Writer) -> Kill:
     _wait(lambda: (writer.done and writer.done[-1] > horizon) or writer.error,
           RESUME_TIMEOUT_S, "writes flowing again after the election")
     if writer.error:
-        raise RunError(f"the writer failed: {writer.error!r}")
+        raise BenchmarkError(f"the writer failed: {writer.error!r}")
     cluster.start(leader)
     return Kill(leader=leader, term=term, new_leader=new_leader,
                 election_ms=(elected - killed_at) * 1000,
@@ -312,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         {"kills": args.kills, "nodes": NODES})
     try:
         summary = run_kills(args.kills, directory=args.dir, keep=args.keep, quiet=args.quiet)
-    except RunError as exc:
+    except BenchmarkError as exc:
         print(f"failover benchmark failed: {exc}", file=sys.stderr)
         return 1
     run.end()

@@ -55,7 +55,8 @@ def run(sync_rounds: int = SYNC_ROUNDS, async_rounds: int = ASYNC_ROUNDS, size: 
         directory: str = "/dev/shm", modes: tuple[str, ...] = MODES, step=None
         ) -> list[FrameResult]:
     """Measure each mode; every child is killed and the directory removed on return."""
-    from blizzard.bench.cluster import NodeProcess, RunError, free_port_block
+    from blizzard.bench.cluster import NodeProcess, free_port_block
+    from blizzard.exceptions import BenchmarkError
 
     workdir = Path(tempfile.mkdtemp(prefix="blizzard-bench-frames-", dir=directory))
     base = free_port_block(2)
@@ -79,7 +80,7 @@ def run(sync_rounds: int = SYNC_ROUNDS, async_rounds: int = ASYNC_ROUNDS, size: 
                 pinger.call(f"ping {mode} {WARMUP} {size}")
                 reply = pinger.call(f"ping {mode} {rounds} {size}")
                 echoed = echo.finish_call(f"echo {mode}")
-            except RunError as exc:
+            except BenchmarkError as exc:
                 result.note = f"failed: {exc}".splitlines()[0]
                 results.append(result)
                 break

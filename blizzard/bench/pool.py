@@ -35,7 +35,7 @@ from time import perf_counter_ns, thread_time_ns
 
 from blizzard._argparse import ArgumentParser
 from blizzard.bench import _pmemobj, _report
-from blizzard.exceptions import PmemUnavailableError
+from blizzard.exceptions import PmemobjUnavailableError, PmemUnavailableError
 from blizzard.pmem import DramMedia, FileMedia, Pool, RecordingMedia
 
 OPS = ("add", "alloc")
@@ -229,7 +229,7 @@ def run(ops: int = DEFAULT_OPS, *, repeats: int = DEFAULT_REPEATS, warmup: int |
         for s in subjects:
             try:
                 opened[s] = _open(s, directory, size)
-            except (_pmemobj.Unavailable, PmemUnavailableError) as exc:
+            except (PmemobjUnavailableError, PmemUnavailableError) as exc:
                 _note(results, s, f"skipped: {exc}")
             except RuntimeError as exc:
                 _note(results, s, f"failed: {exc}")

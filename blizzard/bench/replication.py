@@ -42,11 +42,11 @@ from blizzard.bench.cluster import (
     STALL_S,
     NodeProcess,
     Result,
-    RunError,
     _measure,
     _wait,
     free_port_block,
 )
+from blizzard.exceptions import BenchmarkError
 
 STRUCTURES = ("hashmap", "queue", "bptree", "skiplist")
 VALUES = (64, 1024)
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = run(ops=ops, latency_ops=latency_ops, window=args.window, systems=systems,
                    structures=structures, values=values, directory=args.dir,
                    count=not args.no_count, progress=not args.quiet)
-    except RunError as exc:
+    except BenchmarkError as exc:
         print(f"blizzard bench replication: {exc}", file=sys.stderr)
         return 1
     run_.end()

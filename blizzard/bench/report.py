@@ -49,7 +49,8 @@ from typing import Any
 
 from blizzard._argparse import ArgumentParser
 from blizzard.bench import _report
-from blizzard.bench.cluster import NodeProcess, RunError, _wait, free_port_block
+from blizzard.bench.cluster import NodeProcess, _wait, free_port_block
+from blizzard.exceptions import BenchmarkError, BenchmarkSkippedError
 
 STRUCTURES = ("hashmap", "queue", "bptree", "skiplist")
 #: backend name -> (``[replication] backend``, ``[transport] kind``)
@@ -133,10 +134,6 @@ def unavailable(backend: str) -> str | None:
 # -- one cluster ----------------------------------------------------------------------------
 
 
-class Skipped(Exception):
-    """The backend refused its configuration here: the message says why."""
-
-
 class Cluster:
     """The processes of one backend with ``replicas`` copies; killed by :meth:`kill`."""
 
@@ -185,7 +182,7 @@ class Cluster:
         process = NodeProcess(name, argv, directory / f"{role}-{node or 0}.log")
         self.nodes.append(process)
         if process.hello.get("skipped"):
-            raise Skipped(process.hello["skipped"])
+            raise BenchmarkSkippedError(process.hello["skipped"])
         return process
 
     def _leader(self) -> int:
@@ -394,9 +391,9 @@ def run_sweep(sweep: Sweep, sink: Sink, run_id: str, *, directory: str, quiet: b
                     continue
                 try:
                     run_cluster(workdir, backend, replicas, sweep, sink, run_id, progress)
-                except Skipped as exc:
+                except BenchmarkSkippedError as exc:
                     reasons[backend] = str(exc)
-                except RunError as exc:
+                except BenchmarkError as exc:
                     note = str(exc).splitlines()[0][:500]
                     say(f"{backend}, {replicas} replica(s): FAILED: {note}")
                     skip_cluster(backend, replicas, sweep, sink, run_id, "failed", note)

@@ -36,10 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from blizzard.bench import _report
-from blizzard.bench.failover import Cluster, RunError
+from blizzard.bench.failover import Cluster
 from blizzard.cluster import config as configmod
 from blizzard.cluster.client import connect
 from blizzard.cluster.ports import port_block
+from blizzard.exceptions import BenchmarkError
 from blizzard.pmem import Pool
 from blizzard.replication.raft.messages import ConfState, HardState, Snapshot, SnapshotMeta
 from blizzard.replication.raft.pmem_storage import PmemStorage
@@ -131,7 +132,7 @@ def _wait(predicate, timeout_s: float, what: str):
         if value:
             return value
         if time.monotonic() > deadline:
-            raise RunError(f"{what}: not within {timeout_s:.0f} s")
+            raise BenchmarkError(f"{what}: not within {timeout_s:.0f} s")
         time.sleep(0.05)
 
 
@@ -172,8 +173,8 @@ def run_snapshot(keys: int = DEFAULT_KEYS, *, seconds: float = DEFAULT_SECONDS,
                                for i in range(fill))
         first = cluster.status(leader)["first_index"]
         if first <= behind + 1:
-            raise RunError(f"the leader's log was not compacted past {behind} (first index "
-                           f"{first})")
+            raise BenchmarkError(f"the leader's log was not compacted past {behind} (first index "
+                                 f"{first})")
         restarted = time.monotonic()
         cluster.start(follower)
         progress(f"node {follower} restarted; waiting for it to install an image")
@@ -189,7 +190,7 @@ def run_snapshot(keys: int = DEFAULT_KEYS, *, seconds: float = DEFAULT_SECONDS,
         during = _summary(putter.between(restarted, caught))
         sent = cluster.status(leader)
         if putter.error:
-            raise RunError(f"the putter failed: {putter.error!r}")
+            raise BenchmarkError(f"the putter failed: {putter.error!r}")
     finally:
         if putter is not None:
             putter.stop.set()
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_snapshot(args.keys, seconds=args.seconds, directory=args.dir,
                               keep=args.keep, progress=say)
-    except RunError as exc:
+    except BenchmarkError as exc:
         print(f"snapshot benchmark failed: {exc}", file=sys.stderr)
         return 1
     run.end()

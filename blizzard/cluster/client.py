@@ -64,14 +64,7 @@ from typing import Any
 from blizzard.cluster import config as configmod
 from blizzard.cluster import protocol as proto
 from blizzard.cluster.config import ClusterConfig
-from blizzard.cluster.protocol import (
-    Kind,
-    ReadKind,
-    RemoteError,
-    Request,
-    Response,
-    Status,
-)
+from blizzard.cluster.protocol import Kind, ReadKind, Request, Response, Status
 from blizzard.cluster.remote import (
     RemoteBPlusTree,
     RemoteHashMap,
@@ -86,6 +79,7 @@ from blizzard.exceptions import (
     ClusterUnavailableError,
     ConfigError,
     InvalidArgumentError,
+    RemoteError,
 )
 from blizzard.replication.transport import tls as tlsmod
 from blizzard.replication.transport.registry import TlsFiles

@@ -30,9 +30,9 @@ import os
 import shutil
 from pathlib import Path
 
+from blizzard.exceptions import SnapshotInstallError
 from blizzard.pmem import Pool
 from blizzard.pmem.image import geometry, used_pieces
-from blizzard.replication.snapshots import SnapshotInstallError
 
 log = logging.getLogger("blizzard.images")
 

@@ -18,7 +18,7 @@ keeps every member's transport in step with them:
 
 Every operation is idempotent (adding a member, removing a stranger: nothing
 to do), so a client may retry one whose answer it lost. Operations run on
-the leader; elsewhere they raise :class:`~blizzard.replication.node.NotLeaderError`
+the leader; elsewhere they raise :class:`~blizzard.exceptions.NotLeaderError`
 naming the leader.
 """
 
@@ -31,8 +31,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from blizzard.exceptions import MembershipError, ProposalDroppedError
-from blizzard.replication.node import NotLeaderError
+from blizzard.exceptions import MembershipError, NotLeaderError, ProposalDroppedError
 from blizzard.replication.raft.core import Role
 from blizzard.replication.raft.messages import ConfChange, ConfChangeType, ConfState
 

@@ -64,8 +64,8 @@ import struct
 from typing import Any, NamedTuple
 
 from blizzard import exceptions
-from blizzard.exceptions import BlizzardError
-from blizzard.replication import sessions
+from blizzard.exceptions import BlizzardError, ProtocolError, RemoteError
+from blizzard.exceptions import NoSuchStructureError as NoSuchStructureError  # re-exported
 from blizzard.replication.sessions import decode_result, encode_result
 
 VERSION = 2
@@ -82,21 +82,6 @@ NAME_BYTES_MAX = 255
 
 #: ``flags`` bit: serve a READ from this node's local state, without a read barrier.
 STALE = 1
-
-
-class ProtocolError(BlizzardError, ValueError):
-    """A frame that is not a valid request or response of this protocol."""
-
-
-class NoSuchStructureError(BlizzardError, KeyError):
-    """A READ named a structure the node does not hold."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-class RemoteError(BlizzardError):
-    """A server-side error of a class this side does not know."""
 
 
 class Kind(enum.IntEnum):
@@ -335,11 +320,10 @@ def decode_value(payload: bytes) -> Any:
 
 def make_error(name: str, message: str) -> BaseException:
     """The exception a peer named: Blizzard's own classes, then builtin ones."""
-    for where in (exceptions, sessions):
-        cls = getattr(where, name, None)
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            return cls(message)
-    cls = globals().get(name) or getattr(builtins, name, None)
+    error = exceptions.from_name(name, message)
+    if error is not None:
+        return error
+    cls = getattr(builtins, name, None)
     if isinstance(cls, type) and issubclass(cls, Exception):
         return cls(message)
     return RemoteError(f"{name}: {message}")

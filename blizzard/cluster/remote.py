@@ -23,8 +23,8 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from blizzard.cluster import protocol as proto
-from blizzard.cluster.protocol import NoSuchStructureError, ReadKind, ScanArgs
-from blizzard.exceptions import CodecMismatchError, StructureKindError
+from blizzard.cluster.protocol import ReadKind, ScanArgs
+from blizzard.exceptions import CodecMismatchError, NoSuchStructureError, StructureKindError
 from blizzard.replication.base import Replicator
 from blizzard.structures import KIND_OF_TAG, PBPlusTree, PHashMap, PQueue, PSkipList, ops
 from blizzard.structures.codecs import CODECS, CodecLike, get_codec

@@ -29,7 +29,11 @@ from blizzard.cluster import config as configmod
 from blizzard.cluster.config import ClusterConfig
 from blizzard.cluster.images import FileImages, finish_interrupted_install
 from blizzard.cluster.membership import Membership
-from blizzard.exceptions import BlizzardError, ProposalDroppedError, ReplicatorStoppedError
+from blizzard.exceptions import (
+    ProposalDroppedError,
+    ReplicatorStoppedError,
+    RequestTimeoutError,
+)
 from blizzard.pmem import FileMedia, Media, Pool
 from blizzard.replication.base import Replicator
 from blizzard.replication.node import RaftNode
@@ -44,10 +48,6 @@ SWEEP_S = 0.05
 MEMBERSHIP_TIMEOUT_S = 120.0
 REQUEST_TIMEOUT_S = 30.0
 RETRY_BACKOFF_S = 0.02
-
-
-class RequestTimeoutError(BlizzardError, TimeoutError):
-    """A request was not committed within its deadline (no quorum reachable?)."""
 
 
 def open_node_pools(config: ClusterConfig, node_id: int, *,
@@ -361,7 +361,7 @@ class RaftReplicator(Replicator):
                  *, timeout_s: float = MEMBERSHIP_TIMEOUT_S) -> dict[str, Any]:
         """Add node ``node_id`` (listening for Raft on ``raft``) to the cluster: a
         learner first, a voter once it has caught up. Run on the leader (elsewhere
-        :class:`~blizzard.replication.node.NotLeaderError`); returns the members."""
+        :class:`~blizzard.exceptions.NotLeaderError`); returns the members."""
         return self._membership("add", node_id, raft=raft, client=client, timeout_s=timeout_s)
 
     def remove_node(self, node_id: int, *, timeout_s: float = MEMBERSHIP_TIMEOUT_S

@@ -49,14 +49,7 @@ from blizzard.cluster import exposure
 from blizzard.cluster import protocol as proto
 from blizzard.cluster.access import AccessPolicy, Principal
 from blizzard.cluster.config import AuthConfig, ClusterConfig
-from blizzard.cluster.protocol import (
-    Kind,
-    NoSuchStructureError,
-    ReadKind,
-    Request,
-    Response,
-    Status,
-)
+from blizzard.cluster.protocol import Kind, ReadKind, Request, Response, Status
 from blizzard.cluster.replicator import RaftReplicator
 from blizzard.exceptions import (
     AccessDeniedError,
@@ -64,14 +57,17 @@ from blizzard.exceptions import (
     BlizzardError,
     Empty,
     NodeFailedError,
+    NodeNotReadyError,
+    NoSuchStructureError,
+    NotLeaderError,
+    NotTlsError,
     ProposalDroppedError,
     StructureKindError,
 )
 from blizzard.replication.base import Replicator
-from blizzard.replication.node import NotLeaderError
 from blizzard.replication.sessions import wrap
 from blizzard.replication.transport import tls as tlsmod
-from blizzard.replication.transport.tlsstream import NotTlsError, ServerTlsStream
+from blizzard.replication.transport.tlsstream import ServerTlsStream
 from blizzard.structures import KIND_OF_TAG, KINDS, PBPlusTree, PHashMap, ops
 from blizzard.structures.registry import registry_for
 
@@ -84,10 +80,6 @@ IN_FLIGHT_MAX = 1024  # requests per connection being served at once
 PAGE_ITEMS_MAX = 10_000
 PAGE_BYTES_MAX = 4 << 20
 HANDSHAKE_TIMEOUT_S = 10.0
-
-
-class _NotReady(Exception):
-    """Answer NOT_READY: the same request may succeed later or elsewhere."""
 
 
 def _address_or_none(value: Any) -> tuple[str, int] | None:
@@ -258,10 +250,10 @@ class ClientServer:
         self.requests += 1
         try:
             if self._stopping:
-                raise _NotReady("the node is shutting down")
+                raise NodeNotReadyError("the node is shutting down")
             payload = await self._handle(request)
             response = Response(request.request_id, Status.OK, payload, self._leader())
-        except _NotReady as exc:
+        except NodeNotReadyError as exc:
             response = Response(request.request_id, Status.NOT_READY,
                                 proto.encode_not_ready(self._leader(), str(exc)), self._leader())
         except asyncio.CancelledError:
@@ -312,7 +304,7 @@ class ClientServer:
             return await membership.run(operation, node, raft=raft, client=client,
                                         timeout_s=MEMBERSHIP_TIMEOUT_S)
         except NotLeaderError as exc:
-            raise _NotReady(str(exc)) from None
+            raise NodeNotReadyError(str(exc)) from None
 
     async def _submit(self, envelope: bytes) -> Any:
         loop = asyncio.get_running_loop()
@@ -321,8 +313,8 @@ class ClientServer:
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0 or self._stopping:
-                raise _NotReady(f"not committed within {self.request_timeout_s} s "
-                                f"(leader: {self._leader() or 'unknown'})")
+                raise NodeNotReadyError(f"not committed within {self.request_timeout_s} s "
+                                        f"(leader: {self._leader() or 'unknown'})")
             try:
                 future = node.propose(envelope)
             except ProposalDroppedError:
@@ -343,8 +335,9 @@ class ClientServer:
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0 or self._stopping:
-                raise _NotReady(f"read barrier not confirmed within {self.request_timeout_s} s "
-                                f"(leader: {self._leader() or 'unknown'})")
+                raise NodeNotReadyError(f"read barrier not confirmed within "
+                                        f"{self.request_timeout_s} s "
+                                        f"(leader: {self._leader() or 'unknown'})")
             try:
                 await asyncio.wait_for(node.read_barrier(),
                                        min(self.replicator.attempt_timeout_s, remaining))

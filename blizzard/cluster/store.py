@@ -150,7 +150,7 @@ class Store:
     def add_node(self, node_id: int, raft: tuple[str, int], client: tuple[str, int] | None = None,
                  ) -> dict[str, Any]:
         """Add a running node to the cluster: a learner, then a voter once caught up.
-        On the leader (elsewhere :class:`~blizzard.replication.node.NotLeaderError`)."""
+        On the leader (elsewhere :class:`~blizzard.exceptions.NotLeaderError`)."""
         return self._membership().add_node(node_id, raft, client)
 
     def remove_node(self, node_id: int) -> dict[str, Any]:

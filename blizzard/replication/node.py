@@ -42,7 +42,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from blizzard.exceptions import MessageDecodeError, ProposalDroppedError
+from blizzard.exceptions import (
+    MessageDecodeError,
+    NotLeaderError,
+    ProposalDroppedError,
+    SnapshotInstallError,
+)
 from blizzard.replication.base import StateMachine
 from blizzard.replication.raft import messages
 from blizzard.replication.raft.core import Config, Raft, Role
@@ -52,7 +57,6 @@ from blizzard.replication.snapshots import (
     SEND_BYTES_PER_TURN,
     ImageJob,
     ImageReceiver,
-    SnapshotInstallError,
     StateImages,
     is_stream_frame,
 )
@@ -73,10 +77,6 @@ Settled = Callable[[tuple[int, int], Any, BaseException | None], None]
 ReadDone = Callable[[BaseException | None], None]
 #: ``callback(change, conf_state)``: a membership change was applied here.
 ConfChanged = Callable[[ConfChange, ConfState], None]
-
-
-class NotLeaderError(ProposalDroppedError):
-    """No leader is known right now; retry shortly."""
 
 
 class Sender(Protocol):

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from blizzard import exceptions
-from blizzard.exceptions import BlizzardError, PoolFullError
+from blizzard.exceptions import BlizzardError, EnvelopeError, PoolFullError, StaleRequestError
 from blizzard.pmem import Pool
 from blizzard.replication.base import StateMachine
 
@@ -50,14 +50,6 @@ INLINE_MAX = 24
 SNAPSHOT_MAGIC = b"BLZSSN01"
 _SNAP_SESSION = struct.Struct("<QQBI")
 assert _SLOT.size == SLOT_SIZE
-
-
-class StaleRequestError(BlizzardError, RuntimeError):
-    """A retry of a request older than the client's latest: its result is gone."""
-
-
-class EnvelopeError(BlizzardError, ValueError):
-    """A Raft entry that is not a session envelope."""
 
 
 def wrap(client: int, seq: int, op: bytes) -> bytes:
@@ -115,8 +107,11 @@ def decode_result(kind: int, data: bytes) -> Any:
         return bytes(data[4:4 + n]), bytes(data[4 + n:])
     if kind == _ERROR:
         name, _, message = data.decode("utf-8", "replace").partition("\0")
-        cls = getattr(exceptions, name, None) or getattr(builtins, name, None)
-        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        error = exceptions.from_name(name, message)
+        if error is not None:
+            return error
+        cls = getattr(builtins, name, None)
+        if not (isinstance(cls, type) and issubclass(cls, Exception)):
             cls = BlizzardError
         return cls(message)
     raise EnvelopeError(f"unknown result kind {kind}")

@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 from zlib import crc32
 
-from blizzard.exceptions import BlizzardError
+from blizzard.exceptions import SnapshotInstallError
 from blizzard.pmem import Pool
 from blizzard.pmem.image import PoolImage
 from blizzard.replication.raft.messages import ConfState, MsgSnap, Snapshot, SnapshotMeta
@@ -64,11 +64,6 @@ CHUNK_BYTES = 256 << 10
 SEND_BYTES_PER_TURN = 4 << 20  # bounded, so a turn stays short whatever the image's size
 COPY_BYTES_PER_TURN = 4 << 20
 FINISH_PENDING_MAX = 4 << 20  # the image finishes once at most this much is left to copy
-
-
-class SnapshotInstallError(BlizzardError, RuntimeError):
-    """A snapshot could not be installed here (not enough room, another pool
-    geometry): that install fails, the node keeps running on its old state."""
 
 
 class StateImages(Protocol):

@@ -33,6 +33,7 @@ from typing import Any
 
 import attrs
 
+from blizzard.exceptions import SafetyViolation
 from blizzard.replication.linearizability import GET, PUT, Operation, check_history
 from blizzard.replication.sessions import ENVELOPE, SessionStateMachine
 from blizzard.structures import _bptreecore, _hashcore, _queuecore, _skiplistcore, ops
@@ -43,14 +44,6 @@ QUEUE_TAG = _queuecore.TAG
 BPTREE_TAG = _bptreecore.TAG
 SKIPLIST_TAG = _skiplistcore.TAG
 ORDERED_TAGS = (BPTREE_TAG, SKIPLIST_TAG)
-
-
-class SafetyViolation(AssertionError):
-    """A property the replicated structures promise was broken."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
 
 
 def result_key(result: Any) -> Any:

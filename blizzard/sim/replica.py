@@ -26,6 +26,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from blizzard.exceptions import SnapshotInstallError
 from blizzard.pmem import Pool
 from blizzard.pmem.crashsim import CrashSimMedia, all_or_nothing, random_chooser
 from blizzard.pmem.image import geometry, used_pieces
@@ -33,7 +34,6 @@ from blizzard.replication.node import Node
 from blizzard.replication.raft.messages import ConfState
 from blizzard.replication.raft.pmem_storage import PmemStorage
 from blizzard.replication.sessions import SessionStateMachine
-from blizzard.replication.snapshots import SnapshotInstallError
 from blizzard.sim.checks import AppliedLog, recording_state_machine
 from blizzard.sim.network import Network
 from blizzard.structures import registry_for

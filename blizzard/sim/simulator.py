@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import attrs
 
+from blizzard.exceptions import LivenessFailure
 from blizzard.replication.raft.core import Role
 from blizzard.sim.checks import QUEUE_TAG, AppliedLog, check_run
 from blizzard.sim.network import Network
@@ -33,10 +34,6 @@ from blizzard.sim.workload import Workload
 TICK_S = 0.01  # what one step stands for (the nodes' clocks)
 TURNS_PER_STEP_MAX = 8
 FENCES_AHEAD_MAX = 60  # an armed crash strikes within this many fences
-
-
-class LivenessFailure(AssertionError):
-    """After healing, the cluster did not answer every request and converge in time."""
 
 
 @attrs.frozen

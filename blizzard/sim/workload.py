@@ -21,7 +21,8 @@ import math
 import random
 from collections.abc import Callable
 
-from blizzard.replication.sessions import StaleRequestError, wrap
+from blizzard.exceptions import StaleRequestError
+from blizzard.replication.sessions import wrap
 from blizzard.sim.checks import (
     BPTREE_TAG,
     MAP_TAG,

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from blizzard.bench import _cluster_node, cluster
+from blizzard.exceptions import BenchmarkError
 from blizzard.pmem import _libpmem
 
 pytestmark = pytest.mark.skipif(not _libpmem.available(), reason="libpmem1 not installed")
@@ -164,10 +165,10 @@ def test_cleanup_after_a_failure(shm_dir, monkeypatch):
     before = set(_node_processes(str(shm_dir)))
 
     def broken_latency(reply):
-        raise cluster.RunError("injected failure")
+        raise BenchmarkError("injected failure")
 
     monkeypatch.setattr(cluster, "_latency", broken_latency)
-    with pytest.raises(cluster.RunError, match="injected"):
+    with pytest.raises(BenchmarkError, match="injected"):
         cluster.run(100, window=20, latency_ops=5, warmup=10, directory=shm_dir,
                     systems=("blizzard-leader",))
     assert set(_node_processes(str(shm_dir))) <= before

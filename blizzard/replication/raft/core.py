@@ -26,7 +26,7 @@ from itertools import count, repeat
 
 import attrs
 
-from blizzard.exceptions import ProposalDroppedError
+from blizzard.exceptions import CompactedError, ProposalDroppedError
 from blizzard.replication.raft import quorum
 from blizzard.replication.raft.messages import (
     NONE,
@@ -57,7 +57,7 @@ from blizzard.replication.raft.messages import (
 from blizzard.replication.raft.progress import Progress, ProgressState
 from blizzard.replication.raft.raftlog import RaftLog
 from blizzard.replication.raft.readonly import ReadOnly, ReadState
-from blizzard.replication.raft.storage import CompactedError, Storage
+from blizzard.replication.raft.storage import Storage
 
 __all__ = ["Config", "ProposalDroppedError", "Raft", "Ready", "Role", "SoftState"]
 

@@ -61,7 +61,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 from zlib import crc32
 
-from blizzard.exceptions import BlizzardError, PoolCorruptError
+from blizzard.exceptions import BlizzardError, LogCorruptError, SnapshotOutOfDateError
 from blizzard.pmem import Pool
 from blizzard.replication.raft.messages import (
     ConfState,
@@ -71,10 +71,7 @@ from blizzard.replication.raft.messages import (
     Snapshot,
     SnapshotMeta,
 )
-from blizzard.replication.raft.storage import (
-    EntryListReads,
-    SnapshotOutOfDateError,
-)
+from blizzard.replication.raft.storage import EntryListReads
 
 __all__ = ["PmemStorage"]
 
@@ -92,10 +89,6 @@ RECORD_HEADER_SIZE = RECORD.size
 _RECORD_FIELDS = struct.Struct("<IQQB7x")  # what the CRC covers, before the data
 SEGMENT_BYTES_DEFAULT = 4 << 20
 assert RECORD_HEADER_SIZE == 32
-
-
-class LogCorruptError(PoolCorruptError):
-    """The Raft log's root block is not one this code wrote."""
 
 
 class PmemStorage(EntryListReads):

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from blizzard.exceptions import CompactedError
 from blizzard.replication.raft.messages import Entry, Snapshot
-from blizzard.replication.raft.storage import CompactedError, Storage, limit_size
+from blizzard.replication.raft.storage import Storage, limit_size
 
 __all__ = ["RaftLog"]
 

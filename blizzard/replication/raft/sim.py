@@ -43,7 +43,12 @@ from collections.abc import Callable
 
 import attrs
 
-from blizzard.exceptions import ProposalDroppedError
+from blizzard.exceptions import (
+    CompactedError,
+    LivenessFailure,
+    ProposalDroppedError,
+    SafetyViolation,
+)
 from blizzard.replication.linearizability import GET, PUT, Operation, check_history
 from blizzard.replication.raft.core import Config, Raft, Role
 from blizzard.replication.raft.messages import (
@@ -54,7 +59,7 @@ from blizzard.replication.raft.messages import (
     EntryType,
     Message,
 )
-from blizzard.replication.raft.storage import CompactedError, MemoryStorage
+from blizzard.replication.raft.storage import MemoryStorage
 
 __all__ = ["FaultRates", "LivenessFailure", "SafetyViolation", "SimResult", "Simulator", "main"]
 
@@ -63,18 +68,6 @@ KEYS_MAX = 4
 ELECTION_TICK = 10
 HEARTBEAT_TICK = 2
 READ_TIMEOUT_TICKS = 5 * ELECTION_TICK  # a client abandons a read after this long
-
-
-class SafetyViolation(AssertionError):
-    """A Raft safety property or linearizability was violated."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
-
-
-class LivenessFailure(AssertionError):
-    """After healing, the cluster did not converge in time."""
 
 
 @attrs.frozen

@@ -17,7 +17,11 @@ import operator
 from collections.abc import Sequence
 from typing import Protocol
 
-from blizzard.exceptions import BlizzardError
+from blizzard.exceptions import (
+    CompactedError,
+    SnapshotOutOfDateError,
+    UnavailableError,
+)
 from blizzard.replication.raft.messages import (
     ConfState,
     Entry,
@@ -34,18 +38,6 @@ __all__ = [
     "Storage",
     "UnavailableError",
 ]
-
-
-class CompactedError(BlizzardError, LookupError):
-    """The requested index is older than the latest snapshot."""
-
-
-class UnavailableError(BlizzardError, LookupError):
-    """The requested index is past the end of the stable log."""
-
-
-class SnapshotOutOfDateError(BlizzardError, ValueError):
-    """A snapshot older than the one already stored was offered."""
 
 
 class Storage(Protocol):

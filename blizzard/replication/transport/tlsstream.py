@@ -24,14 +24,11 @@ import contextlib
 import ssl
 from typing import Any
 
+from blizzard.exceptions import NotTlsError
+
 READ_BYTES = 1 << 16
 HANDSHAKE_RECORD = 0x16  # the first byte of any TLS ClientHello
 LINGER_S = 2.0  # how long a refused peer is given to read the alert and close
-
-
-class NotTlsError(ConnectionError):
-    """The peer's first bytes are no TLS handshake: it speaks the plain protocol.
-    Nothing was sent to it; the caller may answer in that protocol."""
 
 
 class ServerTlsStream:

@@ -719,6 +719,8 @@ def connect(target: str | os.PathLike[str] | Sequence[str | tuple[str, int]] | M
     TLS: ``ca``, ``cert`` and ``key`` (PEM files), else the config's ``[tls]``
     ``ca``, ``cert`` and ``key``. A token: ``token``, else the contents of the
     config's ``[auth] token_file``.
+    ``options`` are :class:`Client`'s; ``connect_timeout_s`` defaults to the
+    config's ``[client] connect_timeout_s``, else 3 s.
     """
     config = None
     if isinstance(target, Mapping):
@@ -733,6 +735,8 @@ def connect(target: str | os.PathLike[str] | Sequence[str | tuple[str, int]] | M
             target = [text]
     options.update(_credentials(config, ca, cert, key, token))
     if config is not None:
+        if config.client.connect_timeout_s is not None:
+            options.setdefault("connect_timeout_s", config.client.connect_timeout_s)
         nodes = config.client_addresses
         if not nodes:
             where = f"{config.source}: " if config.source else ""

@@ -32,6 +32,9 @@ Example::
     read_write = ["client-rw"]             # certificate common names
     read_only = ["client-ro"]
 
+    [client]                               # a client of this file (blizzard.client.connect)
+    connect_timeout_s = 3.0                # fail after this long when no node accepts
+
     [[nodes]]
     id = 1
     raft = "127.0.0.1:7001"                # Raft traffic between nodes
@@ -69,18 +72,19 @@ from blizzard.pmem import POOL_SIZE_MIN
 from blizzard.pmem.pool import pool_size_problem
 from blizzard.replication.transport.registry import TlsFiles, TransportSpec
 
-__all__ = ["AuthConfig", "ClusterConfig", "ConfigError", "NodeConfig", "RaftConfig",
+__all__ = ["AuthConfig", "ClientConfig", "ClusterConfig", "ConfigError", "NodeConfig", "RaftConfig",
            "ReplicationConfig", "TlsConfig", "TokenConfig", "TransportConfig", "client_tls",
            "dump", "load", "local_cluster", "node_tls", "parse", "to_dict", "transport_spec"]
 
 DURABILITY_MODES = ("pmem", "msync", "none")
 #: The top-level keys and tables, and the keys of a [[nodes]] table (docs/configuration.md).
 KEYS = ("cluster_id", "data_dir", "pool_size", "log_pool_size", "durability", "insecure",
-        "replication", "transport", "raft", "tls", "auth", "nodes")
+        "replication", "transport", "raft", "tls", "auth", "client", "nodes")
 NODE_KEYS = ("id", "raft", "client", "join")
 TLS_KEYS = ("ca", "node_cert", "node_key", "cert", "key")
 AUTH_KEYS = ("read_write", "read_only", "tokens", "token_file")
 TOKEN_KEYS = ("name", "role", "sha256")
+CLIENT_KEYS = ("connect_timeout_s",)
 ROLES = ("read-only", "read-write")
 NODE_PLACEHOLDER = "{node}"
 
@@ -201,6 +205,17 @@ class AuthConfig:
 
 
 @attrs.frozen
+class ClientConfig:
+    """``[client]``: how a client of this file behaves (clients read it, nodes
+    ignore it). ``connect_timeout_s``: a request fails with
+    ``ClusterUnavailableError`` after this long when no node accepts a
+    connection; None leaves the client's default (3 s). An argument of
+    :func:`blizzard.client.connect` overrides it."""
+
+    connect_timeout_s: float | None = None
+
+
+@attrs.frozen
 class ClusterConfig:
     """A validated configuration; see the module docstring."""
 
@@ -215,6 +230,7 @@ class ClusterConfig:
     raft: RaftConfig = RaftConfig()
     tls: TlsConfig | None = None
     auth: AuthConfig = AuthConfig()
+    client: ClientConfig = ClientConfig()
     insecure: bool = False
     source: Path | None = None
 
@@ -325,6 +341,7 @@ def parse(raw: dict[str, Any], *, base: Path = Path("."), source: Path | None = 
     raft = _raft(raw.get("raft", {}))
     tls = _tls(base, raw["tls"]) if "tls" in raw else None
     auth = _auth(base, raw.get("auth", {}))
+    client = _client(raw.get("client", {}))
     insecure = raw.get("insecure", False)
     if not isinstance(insecure, bool):
         raise ConfigError(f"insecure: expected true or false, got {insecure!r}")
@@ -335,7 +352,7 @@ def parse(raw: dict[str, Any], *, base: Path = Path("."), source: Path | None = 
         log_pool_size=_size("log_pool_size", raw.get("log_pool_size", "256M")),
         durability=durability, replication=ReplicationConfig(*replication),
         transport=TransportConfig(*transport), raft=raft, tls=tls, auth=auth,
-        insecure=insecure, source=source)
+        client=client, insecure=insecure, source=source)
 
 
 def _tls(base: Path, raw: Any) -> TlsConfig:
@@ -469,6 +486,20 @@ def _raft(raw: Any) -> RaftConfig:
     return config
 
 
+def _client(raw: Any) -> ClientConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("client: expected a table")
+    for key in raw:
+        if key not in CLIENT_KEYS:
+            raise ConfigError(f"client.{key}: unknown setting (known: {', '.join(CLIENT_KEYS)})")
+    timeout = raw.get("connect_timeout_s")
+    if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool)
+                                or not timeout > 0 or timeout == float("inf")):
+        raise ConfigError(f"client.connect_timeout_s: expected a positive number of seconds, "
+                          f"got {timeout!r}")
+    return ClientConfig(None if timeout is None else float(timeout))
+
+
 def _path(base: Path, field: str, value: Any, *, must_exist: bool = False) -> Path:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{field}: expected a path, got {value!r}")
@@ -518,6 +549,8 @@ def to_dict(config: ClusterConfig) -> dict[str, Any]:
         if auth.token_file is not None:
             table["token_file"] = str(auth.token_file)
         raw["auth"] = table
+    if config.client != ClientConfig():
+        raw["client"] = {k: v for k, v in attrs.asdict(config.client).items() if v is not None}
     nodes = []
     for node in config.nodes:
         table: dict[str, Any] = {"id": node.id}

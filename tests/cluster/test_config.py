@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -130,12 +132,20 @@ def test_every_key_is_documented():
     """docs/configuration.md has a row for every key the parser accepts."""
     import attrs
 
-    from blizzard.cluster.config import AUTH_KEYS, KEYS, NODE_KEYS, TLS_KEYS, TOKEN_KEYS, RaftConfig
+    from blizzard.cluster.config import (
+        AUTH_KEYS,
+        CLIENT_KEYS,
+        KEYS,
+        NODE_KEYS,
+        TLS_KEYS,
+        TOKEN_KEYS,
+        RaftConfig,
+    )
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     rows = [line.split("|")[1].strip() for line in doc.splitlines() if line.startswith("| `")]
     for key in KEYS:
-        if key in ("replication", "transport", "raft", "tls", "auth", "nodes"):
+        if key in ("replication", "transport", "raft", "tls", "auth", "client", "nodes"):
             continue
         assert f"`{key}`" in rows, key
     assert "`[replication] backend`" in rows and "`[transport] kind`" in rows
@@ -150,3 +160,28 @@ def test_every_key_is_documented():
         assert f"`[[auth.tokens]] {key}`" in rows, key
     for key in NODE_KEYS:
         assert f"`[[nodes]] {key}`" in rows, key
+    for key in CLIENT_KEYS:
+        assert f"`[client] {key}`" in rows, key
+
+
+@pytest.mark.parametrize("value, shown", [
+    (0, "0"), (-1.5, "-1.5"), (True, "True"), ("3", "'3'"), (float("inf"), "inf"),
+    (float("nan"), "nan"),
+])
+def test_client_connect_timeout_is_a_positive_number_of_seconds(value, shown):
+    message = f"client.connect_timeout_s: expected a positive number of seconds, got {shown}"
+    with pytest.raises(ConfigError, match=re.escape(message) + "$"):
+        parse({"client": {"connect_timeout_s": value}})
+
+
+def test_client_table_is_checked_and_survives_a_dump():
+    with pytest.raises(ConfigError, match=r"client.timeout_s: unknown setting \(known: "
+                                          r"connect_timeout_s\)"):
+        parse({"client": {"timeout_s": 1}})
+    with pytest.raises(ConfigError, match="client: expected a table"):
+        parse({"client": 3})
+    assert parse({}).client.connect_timeout_s is None
+    config = parse({"client": {"connect_timeout_s": 2}})
+    assert config.client.connect_timeout_s == 2.0
+    assert parse(tomllib.loads(dump(config))).client == config.client
+    assert "client" not in tomllib.loads(dump(parse({})))

@@ -24,6 +24,7 @@ from blizzard.client import ClusterUnavailableError, connect
 from blizzard.cluster import client as clientmod
 from blizzard.cluster import config as configmod
 from blizzard.cluster.ports import port_block
+from blizzard.exceptions import ConfigError
 from blizzard.structures import ops
 from blizzard.structures.ops import OpCode
 from tests.cluster.test_processes import ProcessCluster
@@ -65,6 +66,26 @@ def test_a_client_of_a_cluster_that_is_down_fails_within_its_connect_timeout(dow
         with pytest.raises(ClusterUnavailableError, match="no node answers"):
             client.submit_many([ops.encode(ops.Op("m", OpCode.DROP))])
         assert time.monotonic() - start < 5
+
+
+def test_the_connect_timeout_comes_from_the_config_unless_an_argument_says(down_config):
+    text = down_config.read_text() + "\n[client]\nconnect_timeout_s = 0.4\n"
+    down_config.write_text(text)
+    for target in (down_config, configmod.load(down_config)):
+        with connect(target) as client:
+            assert client.connect_timeout_s == 0.4
+            start = time.monotonic()
+            with pytest.raises(ClusterUnavailableError, match=r"tried for 0.4 s") as info:
+                client.hashmap("m")
+            assert time.monotonic() - start < 5
+            _names_every_node(str(info.value), down_config)
+    with connect(down_config, connect_timeout_s=0.6) as client:
+        assert client.connect_timeout_s == 0.6
+        with pytest.raises(ClusterUnavailableError, match=r"tried for 0.6 s"):
+            client.queue("q")
+    down_config.write_text(text.replace("0.4", "-1"))
+    with pytest.raises(ConfigError, match=r"client\.connect_timeout_s: expected a positive"):
+        connect(down_config)
 
 
 def test_the_connect_timeout_is_a_few_seconds_by_default(down_config):

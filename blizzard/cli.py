@@ -165,14 +165,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from blizzard.cluster.server import serve, setup_logging
+    from blizzard.cluster.server import node_logging, serve
 
-    setup_logging(args.node)
-    try:
-        return serve(args.config, args.node)
-    except OSError as exc:  # a port taken, a data directory not writable
-        print(f"blizzard: error: node {args.node} cannot start: {exc}", file=sys.stderr)
-        return 1
+    with node_logging(args.node):
+        try:
+            return serve(args.config, args.node)
+        except OSError as exc:  # a port taken, a data directory not writable
+            print(f"blizzard: error: node {args.node} cannot start: {exc}", file=sys.stderr)
+            return 1
 
 
 CLUSTER_DIR_DEFAULT = "/dev/shm/blizzard-cluster"
@@ -359,17 +359,20 @@ def _cmd_mirror_serve(args: argparse.Namespace) -> int:
     import threading
 
     from blizzard.cluster.physical import serve_backup
-    from blizzard.cluster.server import setup_logging
+    from blizzard.cluster.server import node_logging
 
-    setup_logging(args.node)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: stop.set())
-    try:
-        return serve_backup(args.config, args.node, stop=stop, acks=args.acks)
-    except OSError as exc:  # the mirror port taken, a data directory not writable
-        print(f"blizzard: error: backup {args.node} cannot start: {exc}", file=sys.stderr)
-        return 1
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    with node_logging(args.node):
+        try:
+            return serve_backup(args.config, args.node, stop=stop, acks=args.acks)
+        except OSError as exc:  # the mirror port taken, a data directory not writable
+            print(f"blizzard: error: backup {args.node} cannot start: {exc}", file=sys.stderr)
+            return 1
+        finally:  # run inside another program, leave its signals as they were
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _cmd_mirror_promote(args: argparse.Namespace) -> int:

@@ -231,3 +231,24 @@ def test_every_benchmark_option_is_described():
             assert len(line.split()) > 2, f"no description: {line!r}"
     cluster = " ".join(blizzard("bench", "cluster", "--help").stdout.split())
     assert f"{RaftConfig().election_ticks} ticks of {RaftConfig().tick_ms} ms" in cluster
+
+
+@pytest.mark.parametrize("command", [["serve"], ["mirror", "serve"]])
+def test_a_node_command_run_in_process_leaves_logging_and_signals_as_they_were(
+        command, shm_dir, capsys):
+    """A node command installs its stderr log handler (and signal handlers) for
+    its run only: left on the root logger, the handler would hold a stream its
+    caller closes (a test's captured stderr), and every later log line from any
+    thread would fail with "--- Logging error ---"."""
+    import logging
+
+    from blizzard.cli import main
+
+    root = logging.getLogger()
+    before = (root.handlers[:], root.level,
+              signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    assert main([*command, "--config", str(shm_dir / "missing.toml"), "--node", "1"]) == 1
+    assert "missing.toml" in capsys.readouterr().err
+    after = (root.handlers[:], root.level,
+             signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    assert after == before

@@ -38,7 +38,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -492,14 +492,36 @@ _ORDERED = ("bptree", "skiplist")
 # -- the process --------------------------------------------------------------------------
 
 
-def setup_logging(node_id: int, level: int = logging.INFO) -> None:
-    """One stderr line per event, tagged with the node id."""
+def setup_logging(node_id: int, level: int = logging.INFO) -> Callable[[], None]:
+    """One stderr line per event, tagged with the node id; returns a function
+    that puts back the root logger's handlers and level (see :func:`node_logging`)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(
         f"%(asctime)s node {node_id} %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
+    handlers, previous_level = root.handlers[:], root.level
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+    def restore() -> None:
+        root.handlers[:] = handlers
+        root.setLevel(previous_level)
+        handler.close()
+
+    return restore
+
+
+@contextlib.contextmanager
+def node_logging(node_id: int, level: int = logging.INFO) -> Iterator[None]:
+    """:func:`setup_logging` for the duration of a command. The handler holds
+    the ``sys.stderr`` of the moment: a command run inside another program (a
+    test, whose captured stderr is closed after it) must not leave it on the
+    root logger for every later thread to write into."""
+    restore = setup_logging(node_id, level)
+    try:
+        yield
+    finally:
+        restore()
 
 
 def serve(config: ClusterConfig | str | os.PathLike[str], node_id: int, *,

@@ -17,6 +17,7 @@ import selectors
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from blizzard.exceptions import ChannelClosedError
@@ -30,6 +31,9 @@ _LEN = struct.Struct("<I")
 MESSAGE_BYTES_MAX = 64 << 20
 _RECV_BYTES = 256 << 10
 _LARGE = 64 << 10  # messages from this size on are received into their own buffer
+#: How long :meth:`TcpListener.close` waits for its handler threads to end
+#: (their sockets are shut down first, so they end as soon as they next read).
+CLOSE_JOIN_S = 10.0
 
 
 class TcpChannel:
@@ -160,7 +164,14 @@ class TcpChannel:
 
 
 class TcpListener:
-    """Accepts connections on a thread; one handler thread per channel."""
+    """Accepts connections on a thread; one handler thread per channel.
+
+    :meth:`close` returns once those threads have ended (or after
+    ``CLOSE_JOIN_S``, with a warning): the owner may then release what the
+    handlers use (a backup's pool), and no handler is left to log after the
+    program thinks the listener gone (at interpreter exit, say, when logging
+    is shut down).
+    """
 
     def __init__(self, address: tuple[str, int], on_channel: Callable[[Channel], None]) -> None:
         self._sock = socket.create_server(address, reuse_port=False)
@@ -168,6 +179,7 @@ class TcpListener:
         self._on_channel = on_channel
         self._closed = False
         self._channels: set[TcpChannel] = set()
+        self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._accept_loop, daemon=True,
                                         name=f"mirror-listen-{self.address[1]}")
@@ -180,35 +192,54 @@ class TcpListener:
             except OSError:
                 return
             channel = TcpChannel(sock, f"{addr[0]}:{addr[1]}")
+            thread = threading.Thread(target=self._run, args=(channel,), daemon=True,
+                                      name=f"mirror-conn-{addr[1]}")
             with self._lock:
+                if self._closed:  # accepted while closing: close() no longer sees it
+                    channel.close()
+                    return
                 self._channels.add(channel)
-            threading.Thread(target=self._run, args=(channel,), daemon=True,
-                             name=f"mirror-conn-{addr[1]}").start()
+                self._threads.add(thread)
+            thread.start()
 
     def _run(self, channel: TcpChannel) -> None:
         try:
             self._on_channel(channel)
         except ChannelClosedError as exc:
-            log.info("channel from %s closed: %s", channel.peer, exc)
+            if self._closed:  # close() broke it: expected, not news
+                log.debug("channel from %s closed with the listener: %s", channel.peer, exc)
+            else:
+                log.info("channel from %s closed: %s", channel.peer, exc)
         except Exception:
             log.exception("channel from %s failed", channel.peer)
         finally:
             channel.close()
             with self._lock:
                 self._channels.discard(channel)
+                self._threads.discard(threading.current_thread())
 
     def close(self) -> None:
-        self._closed = True
+        """Stop accepting, break every channel, and wait for the handler threads."""
+        with self._lock:
+            self._closed = True
+            channels = list(self._channels)
+            threads = [*self._threads, self._thread]
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self._sock.close()
-        with self._lock:
-            channels = list(self._channels)
         for channel in channels:
             with contextlib.suppress(OSError):
                 channel.sock.shutdown(socket.SHUT_RDWR)
             channel.close()
+        deadline = time.monotonic() + CLOSE_JOIN_S
+        for thread in threads:
+            if thread is not threading.current_thread():  # closed by one of its handlers
+                thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in threads if t.is_alive() and t is not threading.current_thread()]
+        if stuck:
+            log.warning("listener on port %d closed; threads still running after %.0f s: %s",
+                        self.address[1], CLOSE_JOIN_S, ", ".join(stuck))
 
 
 class TcpMirrorTransport:

@@ -3,30 +3,44 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+BUILT   := $(VENV)/.built
+# The compiled modules' sources (typed Python: a .py beside each .pxd).
+COMPILED := $(shell find blizzard -name '*.pxd') $(patsubst %.pxd,%.py,$(shell find blizzard -name '*.pxd'))
 
 .PHONY: demo test soak lint bench clean
 
-$(STAMP): pyproject.toml scripts/install-system-deps.sh
+# The interpreted build (the same sources, BLIZZARD_PURE=1) runs the tests
+# marked `interpreted` again: the state machines and the crash tests.
+PURE_RUN := BLIZZARD_PURE=1 $(PY) -m pytest -q -m "interpreted and not slow"
+
+$(STAMP): pyproject.toml setup.py scripts/install-system-deps.sh
 	bash scripts/install-system-deps.sh
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# Recompile after a change to a compiled module (else Blizzard warns and runs
+# interpreted); `blizzard/_compiled.py` exits 0 when the build is current.
+$(BUILT): $(STAMP) $(wildcard $(COMPILED))
+	$(PY) blizzard/_compiled.py || $(PY) -m pip install --quiet --no-deps -e .
+	touch $(BUILT)
+
+demo: $(BUILT)
 	$(VENV)/bin/blizzard demo
 
-test: $(STAMP)
+test: $(BUILT)
 	$(PY) -m pytest -q
+	$(PURE_RUN)
 
-soak: $(STAMP)
+soak: $(BUILT)
 	$(PY) -m pytest -q --hypothesis-profile=soak -m "slow or not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check blizzard tests examples
 	$(VENV)/bin/mypy  # the files and settings are in pyproject.toml [tool.mypy]
 
-bench: $(STAMP)
+bench: $(BUILT)
 	$(VENV)/bin/blizzard bench pool
 
 clean:

@@ -10,10 +10,14 @@ bottom up: :mod:`blizzard.pmem` (media, pool, allocator, transactions),
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING, Any
+from blizzard import _compiled
 
-from blizzard.exceptions import BlizzardError, ConfigError, Empty
+_compiled.choose()  # before any compiled module is imported: see blizzard._compiled
+
+import os  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+from blizzard.exceptions import BlizzardError, ConfigError, Empty  # noqa: E402
 
 if TYPE_CHECKING:
     from blizzard.cluster.client import Client

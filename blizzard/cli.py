@@ -51,9 +51,10 @@ def _human(n: int) -> str:
 
 
 def _version() -> str:
-    from blizzard import __version__
+    """The release, and which build runs: compiled, or interpreted and why."""
+    from blizzard import __version__, _compiled
 
-    return f"blizzard {__version__}"
+    return f"blizzard {__version__}, {_compiled.describe()}"
 
 
 # -- pool ---------------------------------------------------------------------------
@@ -83,6 +84,8 @@ def _open_for_reading(args: argparse.Namespace):  # -> (Pool, note or None)
 
 
 def _cmd_pool_info(args: argparse.Namespace) -> int:
+    from blizzard import _compiled
+
     pool, note = _open_for_reading(args)
     with pool:
         stats = pool.stats()
@@ -98,6 +101,7 @@ def _cmd_pool_info(args: argparse.Namespace) -> int:
             ("durability", pool.media.durability if note is None else f"{args.mode} (in use)"),
             ("recovered", f"{pool.recovered_entries} undo entries rolled back at open"
                           + (" (in the copy)" if note else "")),
+            ("build", _compiled.describe()),
         ]
         if note is not None:
             rows.insert(1, ("state", note))

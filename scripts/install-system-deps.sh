@@ -13,14 +13,15 @@ for pkg in libpmem1 libpmemobj1 dpdk libdpdk-dev pkg-config iproute2; do
 done
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
-# A C compiler and Python's headers build the undo log's optional C hot path
-# (without them the install still works, with the slower pure-Python path).
+# A C compiler, Python's headers and zlib's build the compiled hot paths
+# (without them the install still works, with the slower interpreted path).
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 # CPython's own test package: tests/structures/test_mapping_protocol.py runs
 # its mapping-protocol suites against the persistent maps.
 python3 -c 'import test.mapping_tests' >/dev/null 2>&1 || need+=(libpython3.11-testsuite)
 include=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null || true)
 [ -f "$include/Python.h" ] || need+=(python3-dev)
+[ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing Debian packages: ${need[*]} (run as root, or install them)" >&2

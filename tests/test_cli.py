@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from blizzard import _compiled
 from blizzard.cli import main, parse_size
 
 
@@ -42,6 +43,7 @@ def test_pool_create_info_check(tmp_path, capsys):
     assert main(["pool", "info", path, "--mode", "msync"]) == 0
     out = capsys.readouterr().out
     assert "layout               app" in out and "roots" in out
+    assert f"build                {_compiled.describe()}" in out
     assert main(["pool", "check", path, "--mode", "msync"]) == 0
     assert ": ok" in capsys.readouterr().out
 

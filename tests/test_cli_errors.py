@@ -202,10 +202,12 @@ def test_a_node_that_dies_at_start_is_reported_by_its_cause(shm_dir):
 
 
 def test_version():
-    from blizzard import __version__
+    """The release, then which build runs (compiled, or interpreted and why)."""
+    from blizzard import __version__, _compiled
 
     result = blizzard("--version")
-    assert result.returncode == 0 and result.stdout.strip() == f"blizzard {__version__}"
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"blizzard {__version__}, {_compiled.describe()}"
 
 
 def test_help_shows_defaults_and_units():

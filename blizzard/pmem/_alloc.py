@@ -17,7 +17,7 @@ then aborts is still in use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING
 
 from blizzard.exceptions import (
     InvalidSizeError,
@@ -44,16 +44,16 @@ if TYPE_CHECKING:
     from blizzard.pmem._tx import Transaction
 
 ALLOC_SIZE_MAX = 1 << 40
+BIT = 1  # an unsigned 64-bit one in the compiled build (_alloc.pxd): bit 63 of a bitmap word
 
 
-@final  # (so `type(owner) is Run` tells a type checker the other branch has an Extent)
 class Run:
     """Volatile view of a run: ``cls.nblocks`` blocks of ``cls.size`` bytes."""
 
-    __slots__ = ("bitmap_word", "chunk", "cls", "data_off", "free", "listed", "used")
-
     def __init__(self, cls: SizeClass, chunk: int, base: int, used: int) -> None:
         self.cls = cls
+        self.size = cls.size
+        self.index = cls.index
         self.chunk = chunk
         self.bitmap_word = base >> 3
         self.data_off = base + cls.data_start
@@ -62,11 +62,8 @@ class Run:
         self.listed = False
 
 
-@final
 class Extent:
     """Volatile view of an allocated extent of whole chunks."""
-
-    __slots__ = ("chunk", "count")
 
     def __init__(self, chunk: int, count: int) -> None:
         self.chunk = chunk
@@ -74,6 +71,12 @@ class Extent:
 
 
 class Allocator:
+    """Allocates and frees blocks inside transactions; see the module docstring.
+
+    Typed Python: compiled with the C types of ``_alloc.pxd`` where a
+    compiler was present at install time.
+    """
+
     def __init__(
         self, u64: memoryview, buf: memoryview, *, table_off: int, heap_off: int, nchunks: int
     ) -> None:
@@ -139,7 +142,7 @@ class Allocator:
     def _list(self, run: Run) -> None:
         if not run.listed:
             run.listed = True
-            self._partial[run.cls.index].append(run)
+            self._partial[run.index].append(run)
 
     def _insert_free(self, chunk: int, count: int) -> None:
         """Add a free extent to the sorted, coalesced list."""
@@ -183,8 +186,8 @@ class Allocator:
         if size <= SMALL_MAX:
             if size <= 0:
                 raise InvalidSizeError(f"allocation size must be positive, got {size}")
-            cls = SIZE_CLASSES[CLASS_FOR[(size + 15) >> 4]]
-            runs = self._partial[cls.index]
+            index = CLASS_FOR[(size + 15) >> 4]
+            runs = self._partial[index]
             while runs:
                 run = runs[-1]
                 free = run.free
@@ -195,17 +198,17 @@ class Allocator:
                 runs.pop()
                 run.listed = False
             else:
-                run = self._new_run(tx, cls)
+                run = self._new_run(tx, SIZE_CLASSES[index])
                 free = run.free
                 assert free is not None  # a new run lists every slot
             slot = free.pop()
             run.used += 1
             word = run.bitmap_word + (slot >> 6)
             tx._add_word(word)
-            self._u64[word] |= 1 << (slot & 63)
-            off = run.data_off + slot * cls.size
-            tx._touch(off, cls.size)
-            self._used_bytes += cls.size
+            self._u64[word] |= BIT << (slot & 63)
+            off = run.data_off + slot * run.size
+            tx._touch(off, run.size)
+            self._used_bytes += run.size
             return off
         if size > ALLOC_SIZE_MAX:
             raise InvalidSizeError(
@@ -323,7 +326,7 @@ class Allocator:
         owner = self._owner[chunk] if rel >= 0 and chunk < self._nchunks else None
         if owner is None:
             raise TransactionError(f"offset {off} is not an allocated block")
-        if type(owner) is Run:
+        if isinstance(owner, Run):
             cls = owner.cls
             slot, rem = divmod(off - owner.data_off, cls.size)
             if off < owner.data_off or rem or slot >= cls.nblocks:
@@ -341,10 +344,10 @@ class Allocator:
 
     def free(self, tx: Transaction, off: int) -> None:
         owner, slot = self.locate(off)
-        if type(owner) is Run:
+        if isinstance(owner, Run):
             word = owner.bitmap_word + (slot >> 6)
             tx._add_word(word)
-            self._u64[word] &= ~(1 << (slot & 63))
+            self._u64[word] &= ~(BIT << (slot & 63))
         else:
             word = self._table_word + owner.chunk
             tx._add_word(word)
@@ -354,7 +357,7 @@ class Allocator:
     def commit_frees(self, frees: list[tuple[Run | Extent, int]]) -> None:
         """Make blocks freed by a committed transaction reusable."""
         for owner, slot in frees:
-            if type(owner) is Run:
+            if isinstance(owner, Run):
                 owner.used -= 1
                 self._used_bytes -= owner.cls.size
                 if owner.free is not None:
@@ -366,11 +369,16 @@ class Allocator:
                 self._used_bytes -= owner.count * CHUNK_SIZE
                 self._insert_free(owner.chunk, owner.count)
 
+    def release(self) -> None:
+        """Let go of the pool's memory (the pool is closing)."""
+        self._u64 = None  # type: ignore[assignment]
+        self._buf = None  # type: ignore[assignment]
+
     # -- questions ------------------------------------------------------------------
 
     def usable_size(self, off: int) -> int:
         owner, _ = self.locate(off)
-        if type(owner) is Run:
+        if isinstance(owner, Run):
             return owner.cls.size
         return owner.count * CHUNK_SIZE
 
@@ -387,7 +395,7 @@ class Allocator:
         run_free = 0
         seen = set()
         for owner in self._owner:
-            if type(owner) is Run and id(owner) not in seen:
+            if isinstance(owner, Run) and id(owner) not in seen:
                 seen.add(id(owner))
                 run_free += (owner.cls.nblocks - owner.used) * owner.cls.size
         return {
@@ -419,12 +427,12 @@ class Allocator:
                 else:
                     free_chunks.append([chunk, count])
             elif kind == KIND_EXTENT:
-                if type(owner) is not Extent or owner.chunk != chunk or owner.count != count:
+                if not isinstance(owner, Extent) or owner.chunk != chunk or owner.count != count:
                     raise PoolCorruptError(f"chunk {chunk}: extent index disagrees")
                 used += count * CHUNK_SIZE
             elif kind == KIND_RUN:
                 cls = SIZE_CLASSES[size_class]
-                if type(owner) is not Run or owner.chunk != chunk or owner.cls is not cls:
+                if not isinstance(owner, Run) or owner.chunk != chunk or owner.cls is not cls:
                     raise PoolCorruptError(f"chunk {chunk}: run index disagrees")
                 base = owner.bitmap_word << 3
                 bits = int.from_bytes(self._buf[base : base + cls.bitmap_words * 8], "little")

@@ -40,7 +40,8 @@ from zlib import crc32
 
 from blizzard.exceptions import PoolClosedError, TransactionError
 from blizzard.pmem._layout import CHUNK_SIZE, LOG_HEADER_SIZE, align
-from blizzard.pmem._undolog import ENTRY_HEADER, ENTRY_HEADER_SIZE, make_undo_log
+from blizzard.pmem._mem import views
+from blizzard.pmem._undolog import ENTRY_HEADER, ENTRY_HEADER_SIZE, UndoLog
 
 if TYPE_CHECKING:
     from blizzard.pmem.pool import Pool
@@ -54,47 +55,34 @@ class Transaction:
 
     The log's hot path (append an entry, commit) lives in ``_undolog``; this
     class adds nesting, allocation, frees, roots and overflow segments.
-    Not thread-safe: a pool is driven by one thread at a time (the
-    replicator's apply loop serialises mutations).
+    Typed Python: compiled with the C types of ``_tx.pxd`` where a compiler
+    was present at install time. Not thread-safe: a pool is driven by one
+    thread at a time (the replicator's apply loop serialises mutations).
     """
-
-    __slots__ = (
-        "_alloc",
-        "_buf",
-        "_depth",
-        "_frees",
-        "_log",
-        "_log_add",
-        "_log_touch",
-        "_next_word",
-        "_on_commit",
-        "_pool",
-        "_segments",
-        "_u64",
-        "_words",
-    )
 
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
         self._buf = pool.buf
-        self._u64 = pool._u64
+        _, _, self._u64 = views(pool.buf, pool.size)
         self._alloc = pool._allocator
         self._next_word = (pool._log_off >> 3) + 1
-        self._log = make_undo_log(
+        self._log = UndoLog(
             pool.media,
-            size=pool.size,
-            data_lo=pool._dir_off,  # header and log: never added
-            log_start=pool._log_off + LOG_HEADER_SIZE,
-            area_end=pool._log_off + pool._log_size,
-            txid_off=pool._log_off,
+            pool.size,
+            pool._dir_off,  # data_lo: header and log are never added
+            pool._log_off + LOG_HEADER_SIZE,
+            pool._log_off + pool._log_size,
+            pool._log_off,
         )
-        self._log_add = self._log.add
-        self._log_touch = self._log.touch
         self._depth = 0
+        #: Bumped by every outermost transaction: lets callers do something once per
+        #: transaction (undo-log a header, say) by remembering the serial they did it in.
+        self.serial = 0
         self._words: set[int] = set()
         self._frees: list = []
         self._segments: list[tuple[int, int]] = []
         self._on_commit: list[Callable[[], None]] = []
+        self._observer: Callable[[int, int], None] | None = None
 
     def _reset(self) -> None:
         """Forget the ended transaction (after an abort)."""
@@ -107,8 +95,10 @@ class Transaction:
     # -- context manager -----------------------------------------------------------
 
     def __enter__(self) -> Transaction:
-        if self._depth == 0 and self._pool._closed:
-            raise PoolClosedError("the pool is closed")
+        if self._depth == 0:
+            if self._pool._closed:
+                raise PoolClosedError("the pool is closed")
+            self.serial += 1
         self._depth += 1
         return self
 
@@ -151,7 +141,9 @@ class Transaction:
         """
         if not self._depth:
             raise TransactionError("add() outside a transaction")
-        done = self._log_add(off, n)
+        if self._observer is not None:
+            self._observer(off, n)
+        done = self._log.add(off, n)
         if done != 1:
             if done < 0:
                 raise TransactionError(
@@ -159,7 +151,7 @@ class Transaction:
                     f"[{self._pool._dir_off}, {self._pool.size})"
                 )
             self._overflow(n)
-            done = self._log_add(off, n)
+            done = self._log.add(off, n)
             assert done == 1, done
 
     def write(self, off: int, data: bytes | bytearray | memoryview) -> None:
@@ -167,6 +159,13 @@ class Transaction:
         n = len(data)
         self.add(off, n)
         self._buf[off : off + n] = data
+
+    def flush(self, off: int, n: int) -> None:
+        """Start writing back ``[off, off+n)``, stored outside the undo log (memory no
+        committed state refers to yet); durable at the commit's fence."""
+        if self._observer is not None:
+            self._observer(off, n)
+        self._log.flush(off, n)
 
     def _add_word(self, word: int) -> None:
         """``add`` of one 8-byte word, at most once per transaction."""
@@ -176,27 +175,14 @@ class Transaction:
 
     def observe(self, callback: Callable[[int, int], None] | None) -> None:
         """Call ``callback(off, n)`` before every range is undo-logged or marked
-        fresh (None: stop). Costs nothing while off: the log's own methods are
-        swapped for wrappers only while on."""
-        log = self._log
-        if callback is None:
-            self._log_add, self._log_touch = log.add, log.touch
-            return
-        add, touch = log.add, log.touch
-
-        def observed_add(off: int, n: int) -> int:
-            callback(off, n)
-            return add(off, n)
-
-        def observed_touch(off: int, n: int) -> None:
-            callback(off, n)
-            touch(off, n)
-
-        self._log_add, self._log_touch = observed_add, observed_touch
+        fresh (None: stop). While off it costs one comparison per range."""
+        self._observer = callback
 
     def _touch(self, off: int, n: int) -> None:
         """Flush ``[off, off+n)`` at commit (fresh memory: nothing to undo)."""
-        self._log_touch(off, n)
+        if self._observer is not None:
+            self._observer(off, n)
+        self._log.touch(off, n)
 
     def _overflow(self, n: int) -> None:
         """Link a new log segment big enough for an ``n``-byte entry.
@@ -220,7 +206,7 @@ class Transaction:
 
     # -- allocation ------------------------------------------------------------------
 
-    def alloc(self, size: int, *, zero: bool = False) -> int:
+    def alloc(self, size: int, zero: bool = False) -> int:
         """Allocate a block of at least ``size`` bytes; returns its offset.
 
         The block's contents are undefined unless ``zero``; they are flushed
@@ -274,6 +260,7 @@ class Transaction:
 
     def _release(self) -> None:
         self._log.release()
+        self._u64 = None  # type: ignore[assignment]
 
 
 def live_entries(pool: Pool) -> list[tuple[int, int, int]]:

@@ -1,13 +1,17 @@
 """The undo log's hot path: append entries, and commit.
 
-Two implementations of one interface, writing the same bytes:
+Typed Python, compiled where a compiler was present at install time (C
+types in ``_undolog.pxd``) and interpreted elsewhere; the entry format is
+documented in ``_tx``.
 
-* ``UndoLog`` from the C extension ``_undolog_c`` (built at install time when
-  a compiler is present), used when the media flushes through libpmem or
-  does not flush at all: one C call per ``add`` and one per commit;
-* :class:`PyUndoLog`, pure Python, used with every other media (the crash
-  simulator, wrappers that observe flushes, msync) and wherever the
-  extension is missing. ``BLIZZARD_PURE_PYTHON=1`` forces it.
+Flushing: the log makes every range durable through its media. When the
+media offers ``native()`` C functions (libpmem's, or none for DRAM) the
+compiled log calls them directly, without entering Python; otherwise --
+the crash simulator, msync, any wrapper that observes flushes, or the
+interpreted build -- it calls the media's ``flush`` / ``drain`` /
+``persist`` methods, one call per range and per fence, so a wrapping media
+sees every range the log makes durable. Structures flush the ranges they
+write outside the log (fresh heap) through :meth:`UndoLog.flush` too.
 
 The interface: ``add(off, n) -> 1`` (logged and persisted), ``0`` (no room
 left in the current area: the caller links an overflow segment with
@@ -15,78 +19,97 @@ left in the current area: the caller links an overflow segment with
 ``touch(off, n)`` (flush at commit); ``commit() -> bool`` (flush the
 touched ranges, fence, retire the transaction; False if nothing was
 logged); ``reset()``; ``release()``; attributes ``pos``, ``txid``,
-``logged``. The entry format is documented in ``_tx``.
+``logged``.
 """
 
 from __future__ import annotations
 
-import os
 import struct
-from collections.abc import Callable
-from zlib import crc32
 
-try:
-    from blizzard.pmem._undolog_c import UndoLog as CUndoLog
-except ImportError:  # no compiler at install time: the pure-Python log is used
-    CUndoLog = None
+import cython
 
+from blizzard.pmem.media import Media
+
+if cython.compiled:
+    from cython.cimports.blizzard.pmem._mem import address, call_fence, call_range, crc32, move
+else:
+    from blizzard.pmem._mem import address, call_fence, call_range, crc32, move
+from blizzard.pmem._mem import views
+
+if not cython.compiled:  # the compiled build has these as C constants (_undolog.pxd)
+    ENTRY_HEADER_SIZE = 24
+    LINE_MASK = 63  # ranges whose gap stays within a cache line are flushed together
 ENTRY_HEADER = struct.Struct("<IIQQ")
-ENTRY_HEADER_SIZE = ENTRY_HEADER.size
-_pack_fields = struct.Struct("<IQQ").pack  # the CRC covers these bytes, then the old range
-_pack_header = ENTRY_HEADER.pack_into
-_WORD = struct.Struct("<Q")
-assert ENTRY_HEADER_SIZE == 24
+assert ENTRY_HEADER.size == ENTRY_HEADER_SIZE
 
 
-class PyUndoLog:
-    """Pure-Python undo log; flushes through the media's own methods."""
+class UndoLog:
+    """Appends undo entries and commits; see the module docstring."""
 
-    __slots__ = (
-        "_area_end",
-        "_buf",
-        "_data_lo",
-        "_drain",
-        "_end",
-        "_flush",
-        "_log_start",
-        "_persist",
-        "_ranges",
-        "_size",
-        "_txid_off",
-        "pos",
-        "txid",
-    )
-    pos: int  # where the next entry goes
-    txid: int  # the running transaction's id (the log header's, once committed)
-    _end: int  # where the current log segment ends
-
-    def __init__(
-        self,
-        buf: memoryview,
-        size: int,
-        data_lo: int,
-        log_start: int,
-        area_end: int,
-        txid_off: int,
-        flush: Callable[[int, int], None],
-        drain: Callable[[], None],
-        persist: Callable[[int, int], None],
-    ) -> None:
-        self._buf = buf
+    def __init__(self, media: Media, size: int, data_lo: int, log_start: int, area_end: int,
+                 txid_off: int) -> None:
+        if log_start >= area_end or area_end > size or txid_off + 8 > size or size > media.size:
+            raise ValueError("undo log regions outside the media")
+        self._u8, self._u32, self._u64 = views(media.buf, size)
         self._size = size
         self._data_lo = data_lo
         self._log_start = log_start
         self._area_end = area_end
-        self._txid_off = txid_off
-        self._flush, self._drain, self._persist = flush, drain, persist
+        self._txid_word = txid_off >> 3
+        assert not txid_off & 7
+        self._media_flush, self._media_drain, self._media_persist = (
+            media.flush, media.drain, media.persist)
+        native = media.native()
+        #: Whether this log flushes through the media's C functions (compiled build only).
+        self.native = False
+        self._c_flush = self._c_drain = self._c_persist = self._base = 0
+        if cython.compiled and native is not None:
+            self.native = True
+            self._c_flush, self._c_drain, self._c_persist = native
+            self._base = address(self._u8)
+        if not cython.compiled:
+            # Interpreted, the three methods below would only add a call per range.
+            self.flush, self.drain, self.persist = (  # type: ignore[method-assign]
+                media.flush, media.drain, media.persist)
         self._ranges: list[tuple[int, int]] = []
+        self.pos = self._end = log_start  # (reset() sets them, and the txid)
+        self.txid = 0
         self.reset()
 
     @property
     def logged(self) -> bool:
         return self.pos != self._log_start
 
+    # -- making ranges durable ---------------------------------------------------------
+
+    def flush(self, off: int, n: int) -> None:
+        """Start writing back ``[off, off+n)``; durable at the next fence."""
+        if self.native:
+            if self._c_flush:
+                call_range(self._c_flush, self._base + off, n)
+        else:
+            self._media_flush(off, n)
+
+    def persist(self, off: int, n: int) -> None:
+        """Flush ``[off, off+n)`` and fence."""
+        if self.native:
+            if self._c_persist:
+                call_range(self._c_persist, self._base + off, n)
+        else:
+            self._media_persist(off, n)
+
+    def drain(self) -> None:
+        """The fence: every flush issued before is durable when this returns."""
+        if self.native:
+            if self._c_drain:
+                call_fence(self._c_drain)
+        else:
+            self._media_drain()
+
+    # -- the log ---------------------------------------------------------------------------
+
     def add(self, off: int, n: int) -> int:
+        """Log ``[off, off+n)`` as an entry and persist it; see the module docstring."""
         if off < self._data_lo or n <= 0 or off + n > self._size:
             return -1
         pos = self.pos
@@ -94,76 +117,62 @@ class PyUndoLog:
         end = body + n
         if end > self._end:
             return 0
-        buf = self._buf
-        old = buf[off : off + n]
-        _pack_header(
-            buf, pos, crc32(old, crc32(_pack_fields(n, self.txid, off))), n, self.txid, off
-        )
-        buf[body:end] = old
-        self._persist(pos, end - pos)
+        # [crc | len | txid | off | old bytes]; the CRC covers everything after itself
+        self._u32[(pos >> 2) + 1] = n
+        self._u64[(pos >> 3) + 1] = self.txid
+        self._u64[(pos >> 3) + 2] = off
+        move(self._u8, body, off, n)
+        self._u32[pos >> 2] = crc32(self._u8, pos + 4, end - pos - 4)
+        self.persist(pos, end - pos)
         self.pos = (end + 7) & ~7
         self._ranges.append((off, n))
         return 1
 
     def touch(self, off: int, n: int) -> None:
+        """Flush ``[off, off+n)`` at commit (fresh memory: nothing to undo)."""
         self._ranges.append((off, n))
 
     def commit(self) -> bool:
+        """Flush the touched ranges (merged), fence, retire the transaction."""
         ranges = self._ranges
         if self.pos == self._log_start:
             ranges.clear()
             return False
         if ranges:
             ranges.sort()
-            flush = self._flush
-            start, end = ranges[0][0], ranges[0][0] + ranges[0][1]
+            start, end = ranges[0]
+            end += start
             for off, n in ranges:
-                if off <= ((end + 63) & ~63):  # same or next cache line: merge
+                if off <= ((end + LINE_MASK) & ~LINE_MASK):  # same or next cache line: merge
                     if off + n > end:
                         end = off + n
                 else:
-                    flush(start, end - start)
+                    self.flush(start, end - start)
                     start, end = off, off + n
-            self._persist(start, end - start)  # the last flush and the fence in one call
+            self.persist(start, end - start)  # the last flush and the fence in one call
         else:
-            self._drain()
+            self.drain()
         self.txid += 1
-        _WORD.pack_into(self._buf, self._txid_off, self.txid)
-        self._persist(self._txid_off, 8)
+        self._u64[self._txid_word] = self.txid
+        self.persist(self._txid_word << 3, 8)
         ranges.clear()
         self.pos = self._log_start
         self._end = self._area_end
         return True
 
     def reset(self) -> None:
+        """Forget the transaction (after an abort, or at open); rereads the txid."""
         self._ranges.clear()
         self.pos = self._log_start
         self._end = self._area_end
-        self.txid = _WORD.unpack_from(self._buf, self._txid_off)[0]
+        self.txid = self._u64[self._txid_word]
 
     def move_to(self, pos: int, end: int) -> None:
+        """Continue the log in another area (an overflow segment)."""
+        if pos > end or end > self._size:
+            raise ValueError("undo log area outside the pool")
         self.pos, self._end = pos, end
 
     def release(self) -> None:
-        self._buf = None  # type: ignore[assignment]
-
-
-def make_undo_log(media, *, size: int, data_lo: int, log_start: int, area_end: int, txid_off: int):
-    """The fastest undo log this media allows (see the module docstring)."""
-    native = media.native()
-    if CUndoLog is not None and native is not None and not os.environ.get("BLIZZARD_PURE_PYTHON"):
-        flush, drain, persist = native
-        return CUndoLog(
-            media.buf, size, data_lo, log_start, area_end, txid_off, flush, drain, persist
-        )
-    return PyUndoLog(
-        media.buf,
-        size,
-        data_lo,
-        log_start,
-        area_end,
-        txid_off,
-        media.flush,
-        media.drain,
-        media.persist,
-    )
+        """Let go of the pool's memory (the pool is closing)."""
+        self._u8 = self._u32 = self._u64 = None  # type: ignore[assignment]

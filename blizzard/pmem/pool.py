@@ -82,7 +82,8 @@ class Pool:
         self.abort_hooks: list = []
         self._untracked_flush: tuple | None = None  # (flush, was an instance attribute)
         #: Called by ``close()`` before the mapping is released, so handles built
-        #: on the pool (the structures) can refuse further use with PoolClosedError.
+        #: on the pool (the structures) can refuse further use with PoolClosedError
+        #: and whatever holds views of the pool's memory (a core) lets go of them.
         self.close_hooks: list = []
         try:
             self._read_header(layout)
@@ -444,6 +445,9 @@ class Pool:
         tx = getattr(self, "_tx", None)
         if tx is not None:
             tx._release()
+        allocator = getattr(self, "_allocator", None)
+        if allocator is not None:
+            allocator.release()
         u64 = getattr(self, "_u64", None)
         if u64 is not None:
             u64.release()

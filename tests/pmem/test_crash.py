@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 
+import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +27,8 @@ from blizzard.exceptions import PoolFullError
 from blizzard.pmem import CrashSimMedia, Pool, all_or_nothing, random_chooser
 from tests.conftest import budget
 from tests.pmem.strategies import OPS, Abort, pattern, run_ops
+
+pytestmark = pytest.mark.interpreted  # run again on the interpreted build
 
 POOL_SIZE = 2 << 20
 LOG_SIZE = 4096  # entries past 4 KiB go to overflow segments in the heap

@@ -29,6 +29,8 @@ from blizzard.exceptions import PoolFullError, UndoLogFullError
 from blizzard.pmem import CHUNK_SIZE, SMALL_MAX, DramMedia, Pool, Root
 from tests.pmem.strategies import OPS, PICK, Abort, pattern, pick_block, run_ops
 
+pytestmark = pytest.mark.interpreted  # run again on the interpreted build
+
 POOL_SIZE = 2 << 20  # small, so allocations run out of room often
 LOG_SIZE = 4096  # small, so transactions overflow into log segments often
 class PoolMachine(RuleBasedStateMachine):

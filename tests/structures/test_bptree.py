@@ -165,7 +165,7 @@ def test_against_sorted_dict_randomised():
 
 BPTreeMachine = make_machine(
     lambda pool, create: PBPlusTree(pool, "t", key_codec=int, fanout=4 if create else None))
-TestBPTreeMachine = BPTreeMachine.TestCase
+TestBPTreeMachine = pytest.mark.interpreted(BPTreeMachine.TestCase)
 TestBPTreeMachine.settings = settings(max_examples=budget(30), stateful_step_count=30,
                                       deadline=None)
 

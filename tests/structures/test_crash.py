@@ -18,6 +18,8 @@ from blizzard.structures import PHashMap, PQueue, registry_for
 from blizzard.structures import _hashcore as H
 from tests.conftest import budget
 
+pytestmark = pytest.mark.interpreted  # run again on the interpreted build
+
 MEDIA_BYTES = 2 << 20
 # BLIZZARD_CRASH_EXAMPLES=500 BLIZZARD_CRASH_RANDOM=1 pytest tests/structures/test_crash.py
 # runs a longer, non-derandomized hunt.

@@ -194,7 +194,7 @@ class HashMapMachine(RuleBasedStateMachine):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-TestHashMapMachine = HashMapMachine.TestCase
+TestHashMapMachine = pytest.mark.interpreted(HashMapMachine.TestCase)
 TestHashMapMachine.settings = settings(max_examples=budget(40), stateful_step_count=30)
 
 

@@ -18,6 +18,8 @@ from blizzard.structures import PBPlusTree, PSkipList
 from tests.conftest import budget
 from tests.structures.test_crash import verify
 
+pytestmark = pytest.mark.interpreted  # run again on the interpreted build
+
 # our own budget (12 crash tests): independent of the PHashMap/PQueue crash tests' settings
 crash_settings = settings(max_examples=budget(25), deadline=None,
                           suppress_health_check=[HealthCheck.too_slow,

@@ -181,5 +181,5 @@ class QueueMachine(RuleBasedStateMachine):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-TestQueueMachine = QueueMachine.TestCase
+TestQueueMachine = pytest.mark.interpreted(QueueMachine.TestCase)
 TestQueueMachine.settings = settings(max_examples=budget(40), stateful_step_count=30)

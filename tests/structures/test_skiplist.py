@@ -183,6 +183,6 @@ def test_against_sorted_dict_randomised(load, monkeypatch):
 
 SkipListMachine = make_machine(
     lambda pool, create: PSkipList(pool, "s", key_codec=int, seed=7 if create else None))
-TestSkipListMachine = SkipListMachine.TestCase
+TestSkipListMachine = pytest.mark.interpreted(SkipListMachine.TestCase)
 TestSkipListMachine.settings = settings(max_examples=budget(30), stateful_step_count=30,
                                         deadline=None)

@@ -1,0 +1,178 @@
+"""Byte-level primitives on a pool's memory, the same in both builds.
+
+Hot code reads and writes the mapping through views: ``u8`` (bytes),
+``u32`` and ``u64`` (aligned little-endian words) -- ``u64[off >> 3]`` is an
+8-byte load, compiled to one instruction and interpreted as a memoryview
+index. What a view cannot say in one expression (copy bytes in and out,
+compare, CRC, move within the pool, call libpmem) is here, each function
+with two bodies: the compiled one (C types in ``_mem.pxd``, libc and zlib
+calls) and the interpreted one (slices of the memoryview). Both have the
+same effect on the same bytes; nowhere else do the builds differ.
+
+Offsets are trusted: callers validate them where they enter a pool.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import cython
+
+if cython.compiled:
+    from cython.cimports.blizzard.pmem._zlib import crc32 as zcrc32
+    from cython.cimports.cpython.bytes import PyBytes_FromStringAndSize
+    from cython.cimports.libc.string import memcmp, memcpy, memmove, memset
+
+#: The views a hot class keeps of a pool's memory.
+Views = tuple[memoryview, memoryview, memoryview]
+
+
+def views(buf: memoryview, size: int) -> Views:
+    """``(u8, u32, u64)`` views of the first ``size`` bytes of ``buf``."""
+    u8 = buf[:size]
+    return u8, u8.cast("I"), u8.cast("Q")
+
+
+def read(u8: memoryview, off: int, n: int) -> bytes:
+    """A copy of ``[off, off+n)``."""
+    if cython.compiled:
+        return PyBytes_FromStringAndSize(
+            cython.cast(cython.p_char, cython.address(u8[off])), n)
+    return u8[off:off + n].tobytes()
+
+
+def write(u8: memoryview, off: int, data: bytes) -> None:
+    """Store ``data`` at ``off``."""
+    if cython.compiled:
+        memcpy(cython.address(u8[off]), cython.cast(cython.p_char, data), len(data))
+    else:
+        u8[off:off + len(data)] = data
+
+
+def write_view(u8: memoryview, off: int, data) -> None:
+    """Store any bytes-like ``data`` (a memoryview slice of a record, say) at ``off``."""
+    if cython.compiled:
+        if data.shape[0]:  # a typed view (const in _mem.pxd: read-only buffers are fine)
+            memcpy(cython.address(u8[off]), cython.address(data[0]), data.shape[0])
+    else:
+        u8[off:off + len(data)] = data
+
+
+def equal(u8: memoryview, off: int, data: bytes) -> bool:
+    """Whether ``[off, off+len(data))`` holds ``data``."""
+    if cython.compiled:
+        return memcmp(cython.address(u8[off]), cython.cast(cython.p_char, data), len(data)) == 0
+    return u8[off:off + len(data)] == data
+
+
+def move(u8: memoryview, target: int, source: int, n: int) -> None:
+    """Copy ``[source, source+n)`` to ``[target, target+n)`` (ranges may overlap)."""
+    if cython.compiled:
+        if n > 0:
+            memmove(cython.address(u8[target]), cython.address(u8[source]), n)
+    else:
+        u8[target:target + n] = u8[source:source + n]
+
+
+def fill_zero(u8: memoryview, off: int, n: int) -> None:
+    """Zero ``[off, off+n)``."""
+    if cython.compiled:
+        if n > 0:
+            memset(cython.address(u8[off]), 0, n)
+    else:
+        u8[off:off + n] = bytes(n)
+
+
+def crc32(u8: memoryview, off: int, n: int, crc: int = 0) -> int:
+    """CRC-32 of ``[off, off+n)`` continuing from ``crc`` (as ``zlib.crc32``)."""
+    if cython.compiled:
+        return zcrc32(crc, cython.address(u8[off]), n)
+    return zlib.crc32(u8[off:off + n], crc)
+
+
+def address(u8: memoryview) -> int:
+    """The address of ``u8[0]`` (compiled builds; 0 interpreted, where nothing uses it)."""
+    if cython.compiled:
+        return cython.cast(cython.size_t, cython.address(u8[0]))
+    return 0
+
+
+def call_range(function: int, address: int, n: int) -> None:
+    """Call the C function at ``function`` (libpmem's flush or persist) on a range.
+
+    Compiled builds only: the interpreted undo log flushes through the
+    media's Python methods instead.
+    """
+    if cython.compiled:
+        cython.cast("range_fn", function)(address, n)
+    else:
+        raise AssertionError("native flushes need the compiled build")
+
+
+def call_fence(function: int) -> None:
+    """Call the C function at ``function`` (libpmem's drain); compiled builds only."""
+    if cython.compiled:
+        cython.cast("fence_fn", function)()
+    else:
+        raise AssertionError("native fences need the compiled build")
+
+
+def write_from(u8: memoryview, off: int, data: bytes, start: int, n: int) -> None:
+    """Store ``data[start:start+n]`` at ``off`` (a value that ends an Op record, say)."""
+    if cython.compiled:
+        if n > 0:
+            memcpy(cython.address(u8[off]), cython.cast(cython.p_char, data) + start, n)
+    else:
+        u8[off:off + n] = data[start:start + n]
+
+
+def find_low32(u64: memoryview, first: int, count: int, value: int, start: int) -> int:
+    """Index ``i >= start`` of the first of the ``count`` words from word ``first`` whose
+    low 32 bits are ``value``; -1 if none (a hash table's slot array, say)."""
+    if cython.compiled:
+        for i in range(start, count):
+            if cython.cast(cython.uint, u64[first + i]) == value:
+                return i
+        return -1
+    # interpreted: one bytes.find over the words beats a loop of index operations
+    raw = u64[first:first + count].tobytes()
+    needle = value.to_bytes(4, "little")
+    at = raw.find(needle, start * 8)
+    while at >= 0 and at & 7:
+        at = raw.find(needle, at + 1)
+    return at >> 3 if at >= 0 else -1
+
+
+def u32_of(data: bytes, pos: int) -> int:
+    """The little-endian u32 at ``data[pos:pos+4]`` (the caller checked the length)."""
+    if cython.compiled:
+        p = cython.cast("const_bytes", data) + pos
+        return p[0] | (p[1] << 8) | (p[2] << 16) | (cython.cast(cython.uint, p[3]) << 24)
+    return int.from_bytes(data[pos:pos + 4], "little")
+
+
+def get_u64(u8: memoryview, off: int) -> int:
+    """The little-endian u64 at ``off``, which need not be 8-aligned."""
+    if cython.compiled:
+        value = 0
+        memcpy(cython.address(value), cython.address(u8[off]), 8)
+        return value
+    return int.from_bytes(u8[off:off + 8], "little")
+
+
+def set_u64(u8: memoryview, off: int, value: int) -> None:
+    """Store ``value`` as a little-endian u64 at ``off``, which need not be 8-aligned."""
+    if cython.compiled:
+        memcpy(cython.address(u8[off]), cython.address(value), 8)
+    else:
+        u8[off:off + 8] = value.to_bytes(8, "little")
+
+
+def store_u32(p, value: int) -> None:
+    """Store ``value`` as a little-endian u32 at address ``p`` (compiled builds only: a
+    record under construction)."""
+    if cython.compiled:
+        p[0], p[1] = value & 0xFF, (value >> 8) & 0xFF
+        p[2], p[3] = (value >> 16) & 0xFF, value >> 24
+    else:
+        raise AssertionError("addresses exist in the compiled build only")

@@ -1,0 +1,121 @@
+"""The same seeded operations through the compiled and the interpreted build.
+
+A test builds a pool image, then plays a *scenario* (a function of a pool
+and a seed, below) twice: in its own process (the compiled build, when it is
+in use) and in a child process started with ``BLIZZARD_PURE=1`` (the
+interpreted build of the same sources). A scenario yields after every step;
+both sides record a digest of the whole pool there, and the test asserts the
+two lists are equal, naming the first step where the pools differ.
+
+Replay a scenario by hand::
+
+    BLIZZARD_PURE=1 python -m tests.twin SCENARIO IMAGE SEED   # prints the digests
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from blizzard import _compiled
+from blizzard.exceptions import PoolFullError
+from blizzard.pmem import DramMedia, Pool
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD_TIMEOUT_S = 600
+
+Scenario = Callable[[Pool, int], Iterator[None]]
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(fn: Scenario) -> Scenario:
+    SCENARIOS[fn.__name__] = fn
+    return fn
+
+
+def digests(name: str, image: bytes, seed: int) -> list[str]:
+    """Play scenario ``name`` on a copy of ``image``; a digest of the pool after each step."""
+    pool = Pool.open(DramMedia.from_bytes(image))
+    out = []
+    try:
+        for _ in SCENARIOS[name](pool, seed):
+            out.append(hashlib.sha256(pool.buf).hexdigest())
+        out.append(hashlib.sha256(pool.buf).hexdigest())
+    finally:
+        pool.close()
+    return out
+
+
+def interpreted_digests(name: str, image: bytes, seed: int, workdir: Path) -> list[str]:
+    """:func:`digests` in a child process running the interpreted build."""
+    path = workdir / f"{name}-{seed}.image"
+    path.write_bytes(image)
+    env = dict(os.environ, BLIZZARD_PURE="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.twin", name, str(path), str(seed)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=False)
+    assert done.returncode == 0, f"interpreted run failed:\n{done.stderr}"
+    result = json.loads(done.stdout)
+    assert result["build"].startswith("interpreted"), result["build"]
+    return result["digests"]
+
+
+def assert_same(name: str, image: bytes, seed: int, workdir: Path) -> None:
+    """Both builds, same scenario and seed: the same pool after every step."""
+    ours = digests(name, image, seed)
+    theirs = interpreted_digests(name, image, seed, workdir)
+    assert len(ours) == len(theirs), (len(ours), len(theirs))
+    for step, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        assert a == b, (
+            f"scenario {name} seed {seed}: the pools differ after step {step}; replay with "
+            f"BLIZZARD_PURE=1 python -m tests.twin {name} IMAGE {seed}")
+
+
+# -- scenarios -------------------------------------------------------------------------
+
+
+def _transaction(pool: Pool, rng: random.Random, live: list[int], abort: bool) -> list[int]:
+    """One transaction of random allocs, writes and frees; returns the live blocks."""
+    blocks = list(live)
+    try:
+        with pool.transaction() as tx:
+            for _ in range(rng.randrange(1, 6)):
+                action = rng.random()
+                if action < 0.4 or not blocks:
+                    size = rng.choice([8, 64, 100, 3000, 70_000])
+                    off = tx.alloc(size)
+                    pool.buf[off:off + size] = rng.randbytes(size)
+                    blocks.append(off)
+                elif action < 0.8:
+                    off = blocks[rng.randrange(len(blocks))]
+                    n = min(pool.usable_size(off), rng.choice([8, 16, 5000]))
+                    tx.write(off, rng.randbytes(n))
+                else:
+                    tx.free(blocks.pop(rng.randrange(len(blocks))))
+            if abort:
+                raise KeyError("abort")
+    except (KeyError, PoolFullError):  # both roll back
+        return live
+    return blocks
+
+
+@scenario
+def transactions(pool: Pool, seed: int) -> Iterator[None]:
+    """Commits, aborts, frees and undo-log overflow segments (a 4 KiB log)."""
+    live: list[int] = []
+    for step in range(60):
+        live = _transaction(pool, random.Random(seed * 1000 + step), live, step % 7 == 3)
+        yield
+    pool.check()
+
+
+if __name__ == "__main__":
+    name, image_path, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    result = digests(name, Path(image_path).read_bytes(), seed)
+    print(json.dumps({"build": _compiled.describe(), "digests": result}))

@@ -48,7 +48,9 @@ class RecordingBuildExt(build_ext):
             path.unlink(missing_ok=True)  # a failed build must not look current
         super().run()
         record = json.dumps({"sources": dict(sorted(self._built.items()))}, indent=1) + "\n"
-        targets = [HERE / RECORD] if self.inplace else [HERE / RECORD, Path(self.build_lib) / RECORD]
+        targets = [HERE / RECORD]
+        if not self.inplace:
+            targets.append(Path(self.build_lib) / RECORD)
         for path in targets:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(record)

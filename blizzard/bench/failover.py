@@ -150,7 +150,8 @@ class Writer(threading.Thread):
         return count
 
 
-def _wait(predicate, timeout_s: float, what: str):
+def wait_for(predicate, timeout_s: float, what: str, *, poll_s: float = 0.02):
+    """``predicate()``'s first true value, polled; BenchmarkError after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()
@@ -158,7 +159,7 @@ def _wait(predicate, timeout_s: float, what: str):
             return value
         if time.monotonic() > deadline:
             raise BenchmarkError(f"{what}: not within {timeout_s:.0f} s")
-        time.sleep(0.02)
+        time.sleep(poll_s)
 
 
 def _settled(cluster: Cluster) -> tuple[int, int] | None:
@@ -177,9 +178,9 @@ def _settled(cluster: Cluster) -> tuple[int, int] | None:
 
 def one_kill(cluster: Cluster, writer: Writer) -> Kill:
     """Kill the leader once, measure, restart it."""
-    leader, term = _wait(lambda: _settled(cluster), SETTLE_TIMEOUT_S, "a settled cluster")
+    leader, term = wait_for(lambda: _settled(cluster), SETTLE_TIMEOUT_S, "a settled cluster")
     mark = time.monotonic()
-    _wait(lambda: writer.completed_after(mark) >= WRITES_BETWEEN_KILLS or writer.error,
+    wait_for(lambda: writer.completed_after(mark) >= WRITES_BETWEEN_KILLS or writer.error,
           SETTLE_TIMEOUT_S, "writes flowing")
     if writer.error:
         raise BenchmarkError(f"the writer failed: {writer.error!r}")
@@ -200,7 +201,7 @@ def one_kill(cluster: Cluster, writer: Writer) -> Kill:
         else:
             time.sleep(POLL_S)
     horizon = elected + RESUMED_S
-    _wait(lambda: (writer.done and writer.done[-1] > horizon) or writer.error,
+    wait_for(lambda: (writer.done and writer.done[-1] > horizon) or writer.error,
           RESUME_TIMEOUT_S, "writes flowing again after the election")
     if writer.error:
         raise BenchmarkError(f"the writer failed: {writer.error!r}")
@@ -234,7 +235,7 @@ def run_kills(kills: int = DEFAULT_KILLS, *, directory: str = "/dev/shm", keep: 
     try:
         for node in range(1, NODES + 1):
             cluster.start(node)
-        _wait(lambda: _settled(cluster), START_TIMEOUT_S, "a leader")
+        wait_for(lambda: _settled(cluster), START_TIMEOUT_S, "a leader")
         writer = Writer(config)
         writer.start()
         results = []

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from blizzard.bench import _report
-from blizzard.bench.failover import Cluster
+from blizzard.bench.failover import Cluster, wait_for
 from blizzard.cluster import config as configmod
 from blizzard.cluster.client import connect
 from blizzard.cluster.ports import port_block
@@ -125,17 +125,6 @@ def _summary(latencies: list[float]) -> dict[str, float]:
             "max_ms": ordered[-1] * 1000}
 
 
-def _wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchmarkError(f"{what}: not within {timeout_s:.0f} s")
-        time.sleep(0.05)
-
-
 def run_snapshot(keys: int = DEFAULT_KEYS, *, seconds: float = DEFAULT_SECONDS,
         directory: str = "/dev/shm", keep: bool = False, progress=None) -> dict[str, Any]:
     progress = progress or (lambda line: None)
@@ -155,13 +144,13 @@ def run_snapshot(keys: int = DEFAULT_KEYS, *, seconds: float = DEFAULT_SECONDS,
         progress(f"{keys:,} keys in every node's pool ({size >> 20} MiB), index {index}")
         for node in range(1, NODES + 1):
             cluster.start(node)
-        leader = _wait(lambda: _leader(cluster), START_TIMEOUT_S, "a leader")
+        leader = wait_for(lambda: _leader(cluster), START_TIMEOUT_S, "a leader", poll_s=0.05)
         putter = Putter(config)
         putter.start()
         t0 = time.monotonic()
         time.sleep(seconds)
         baseline = _summary(putter.between(t0, time.monotonic()))
-        leader = _wait(lambda: _leader(cluster), START_TIMEOUT_S, "a leader")
+        leader = wait_for(lambda: _leader(cluster), START_TIMEOUT_S, "a leader", poll_s=0.05)
         follower = next(n for n in range(1, NODES + 1) if n != leader)
         cluster.kill(follower)
         progress(f"node {follower} killed; writing past the leader's compaction point")
@@ -185,7 +174,7 @@ def run_snapshot(keys: int = DEFAULT_KEYS, *, seconds: float = DEFAULT_SECONDS,
             return ("applied" in mine and mine.get("snapshots_installed", 0) >= 1
                     and mine["applied"] >= lead.get("commit", 1 << 62) - 10)
 
-        _wait(caught_up, CATCH_UP_TIMEOUT_S, f"node {follower} catching up")
+        wait_for(caught_up, CATCH_UP_TIMEOUT_S, f"node {follower} catching up", poll_s=0.05)
         caught = time.monotonic()
         during = _summary(putter.between(restarted, caught))
         sent = cluster.status(leader)

@@ -463,15 +463,7 @@ class Client:
 
     def _follow(self, local, leader: int) -> None:
         """Talk to ``leader`` from the next request on, if it is known and elsewhere."""
-        index = self._index_of.get(leader)
-        if self.failover and index is not None and index != local.index:
-            if local.conn is not None:
-                local.conn.close()
-                with self._all_lock:
-                    if local.conn in self._all:
-                        self._all.remove(local.conn)
-                local.conn = None
-            local.index = index
+        self._to_leader(local, leader)
         self._preferred = local.index
 
     def _where(self, local) -> str:

@@ -4,7 +4,7 @@
     blizzard pool create|info|check P   manage pool files
     blizzard bench pool|structures|ordered|raft-core|cluster|replication|report [...]   benchmarks
     blizzard bench pool|structures|ordered|raft-core|cluster|frames [...]   benchmarks
-    blizzard serve --config C --node N  run one cluster node (Raft + client protocol)
+    blizzard serve --config C --node N  run one cluster node (Raft or physical + client protocol)
     blizzard cluster up|down|status     a local cluster of `serve` processes
     blizzard mirror serve|promote|status --config C [--node N]   physical replication
     blizzard certs create --dir D --nodes N   a CA, node and client certificates
@@ -344,13 +344,16 @@ def _cmd_cluster_status(args: argparse.Namespace) -> int:
             rows.append((str(status.get("node", key)), role, *["-"] * 7))
             continue
         match = status.get("match")
-        rows.append((str(status["node"]), status["role"], str(status["term"]),
+        ops_per_s = status.get("ops_per_s")
+        # a physical node's term is its epoch ("2.2"), and it keeps no Raft log
+        rows.append((str(status["node"]), status["role"], str(status.get("epoch",
+                                                                         status["term"])),
                      str(status["leader"]), str(status["commit"]), str(status["applied"]),
-                     str(status["log_entries"]),
+                     str(status.get("log_entries", "-")),
                      " ".join(f"{p}:{m}" for p, m in sorted(match.items(), key=lambda pm:
                                                              int(pm[0])))
                      if match else "-",
-                     f"{status['ops_per_s']:.0f}"))
+                     "-" if ops_per_s is None else f"{ops_per_s:.0f}"))
     print(table(columns, rows, "<" * len(columns)))
     return 1 if down else 0
 
@@ -385,7 +388,8 @@ def _cmd_mirror_promote(args: argparse.Namespace) -> int:
     result = request_promote(args.config, args.node)
     print(f"node {result['node']} promoted: epoch {result['epoch']}, position "
           f"{result['position']}, fenced nodes {result['fenced'] or 'none'}, "
-          f"{result['recovered_entries']} undo entries rolled back; open it as primary")
+          f"{result['recovered_entries']} undo entries rolled back; under `blizzard serve` it "
+          "now serves clients as primary (a `mirror serve` backup exits: open it as primary)")
     return 0
 
 
@@ -483,8 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options")
     bench.set_defaults(func=_cmd_bench)
 
-    serve = sub.add_parser("serve", help="run one node of a cluster (Raft + client protocol)",
-                           description="Run one node of a cluster until SIGTERM or SIGINT.")
+    serve = sub.add_parser("serve", help="run one node of a cluster (+ client protocol)",
+                           description="Run one node of a cluster until SIGTERM or SIGINT: a "
+                                       "Raft node, or with [replication] backend = "
+                                       "\"physical\" the primary or a backup (see "
+                                       "docs/physical.md).")
     serve.add_argument("--config", required=True, help="the cluster's TOML file")
     serve.add_argument("--node", type=int, required=True, help="this node's id")
     serve.set_defaults(func=_cmd_serve)

@@ -616,8 +616,8 @@ class Client:
         none); ``counters`` holds this client's; ``nodes`` every node's status."""
         nodes = self.node_statuses()
         answered = [s for s in nodes.values() if "term" in s]
-        best = max(answered, key=lambda s: (s.get("role") == "leader", s["term"], s["commit"]),
-                   default={})
+        best = max(answered, key=lambda s: (s.get("role") in ("leader", "primary"), s["term"],
+                                            s.get("commit") or 0), default={})
         return {"backend": "remote", "transport": None, "node": None, "role": "client",
                 "term": best.get("term"), "leader": best.get("leader") or None,
                 "commit": best.get("commit"), "applied": best.get("applied"),

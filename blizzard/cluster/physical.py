@@ -55,6 +55,7 @@ from blizzard.replication.physical.mirror import FENCE_MODES, MirroredMedia
 from blizzard.replication.physical.replicator import PhysicalReplicator
 from blizzard.replication.physical.state import MirrorState, epoch_text, first_epoch, next_epoch
 from blizzard.replication.physical.tcp import TcpMirrorTransport
+from blizzard.replication.sessions import SessionStateMachine
 from blizzard.structures.registry import registry_for
 
 log = logging.getLogger("blizzard.mirror")
@@ -82,7 +83,7 @@ def acks_needed(config: ClusterConfig, acks: int | None) -> int:
 
 # -- the Store's backend ------------------------------------------------------------------------
 
-OPTIONS = ("acks", "fence", "ready_timeout_s")
+OPTIONS = ("acks", "fence", "ready_timeout_s", "primary")
 
 
 def options(config: ClusterConfig) -> tuple[int | None, str, float]:
@@ -103,6 +104,19 @@ def options(config: ClusterConfig) -> tuple[int | None, str, float]:
     if not isinstance(ready, int | float) or isinstance(ready, bool) or ready <= 0:
         raise ConfigError(f"replication.ready_timeout_s: a positive number, got {ready!r}")
     return acks, fence, float(ready)
+
+
+def initial_primary(config: ClusterConfig) -> int:
+    """``[replication] primary``: the node that is the first primary of a new
+    cluster under ``blizzard serve`` (default: the first of ``[[nodes]]``)."""
+    check_options(config, OPTIONS)
+    config.require_nodes("the physical backend")
+    ids = [n.id for n in config.nodes]
+    primary = config.replication.options.get("primary", ids[0])
+    if isinstance(primary, bool) or primary not in ids:
+        raise ConfigError(f"replication.primary: the id of the first primary, one of "
+                          f"{', '.join(map(str, ids))}; got {primary!r}")
+    return primary
 
 
 class PhysicalBackend:
@@ -164,13 +178,19 @@ BACKENDS.register("physical", PhysicalBackend)
 
 def open_primary(config: ClusterConfig | str | os.PathLike[str], node_id: int, *,
                  acks: int | None = None, fence: str = "sync",
-                 ready_timeout_s: float = READY_TIMEOUT_S) -> PhysicalReplicator:
+                 ready_timeout_s: float = READY_TIMEOUT_S,
+                 sessions: bool = False) -> PhysicalReplicator:
     """Open node ``node_id``'s pool as the primary; see the module docstring.
 
     Waits until enough backups are in sync (resynchronised if needed) for the
     rule; raises :class:`MirrorUnavailableError` if they are not within
     ``ready_timeout_s``, :class:`DeposedError` if a backup holds a newer epoch,
     :class:`PromoteError` if this node is a backup.
+
+    With ``sessions``, Ops are applied through the session table
+    (:class:`~blizzard.replication.sessions.SessionStateMachine`: submit
+    enveloped Ops, ``sessions.wrap``), as the client server does: a retried
+    write is applied once, on this primary or on one promoted after it.
     """
     config = _load(config)
     directory = config.node_dir(node_id)
@@ -215,7 +235,15 @@ def open_primary(config: ClusterConfig | str | os.PathLike[str], node_id: int, *
             mirror.close()
         state.close()
         raise
-    replicator = PhysicalReplicator(registry_for(pool), mirror)
+    machine = registry_for(pool)
+    if sessions:
+        try:
+            machine = SessionStateMachine(machine, pool)
+        except BaseException:
+            pool.close()
+            state.close()
+            raise
+    replicator = PhysicalReplicator(machine, mirror)
     replicator.pool = pool
     replicator.node_id = node_id
     replicator.mirror_state = state

@@ -526,13 +526,20 @@ def node_logging(node_id: int, level: int = logging.INFO) -> Iterator[None]:
 
 def serve(config: ClusterConfig | str | os.PathLike[str], node_id: int, *,
           stop: threading.Event | None = None) -> int:
-    """Run node ``node_id`` and its client server until SIGTERM/SIGINT (or ``stop``)."""
+    """Run node ``node_id`` and its client server until SIGTERM/SIGINT (or ``stop``).
+
+    A physical cluster's node (``[replication] backend = "physical"``) runs
+    as primary or backup instead (:mod:`blizzard.cluster.physical_server`)."""
     if not isinstance(config, ClusterConfig):
         config = configmod.load(config)
+    if config.replication.backend == "physical":
+        from blizzard.cluster.physical_server import serve_physical
+
+        return serve_physical(config, node_id, stop=stop)
     if config.replication.backend != "raft":
         raise configmod.ConfigError(
-            f"replication.backend: blizzard serve runs raft nodes; this config's backend is "
-            f"{config.replication.backend!r}")
+            f"replication.backend: blizzard serve runs raft and physical nodes; this config's "
+            f"backend is {config.replication.backend!r}")
     config.require_nodes("blizzard serve")
     node = config.node(node_id)
     if node.client is None:

@@ -48,7 +48,7 @@ class PhysicalReplicator(Replicator):
         self._apply_one = getattr(state_machine, "apply_one", None)
         self._lock = threading.Lock()
         self._stopped = False
-        self._ready_timeout_s = ready_timeout_s
+        self.ready_timeout_s = ready_timeout_s
         self.submitted = 0
         self.unacknowledged = 0
         self._pending: deque[tuple[int, int, Any, Callable[[Any, Any], None]]] = deque()
@@ -108,11 +108,11 @@ class PhysicalReplicator(Replicator):
         if self._stopped:
             raise ReplicatorStoppedError("the replicator is stopped")
         self._check_deposed()
-        if not mirror.ready() and not mirror.wait_ready(self._ready_timeout_s):
+        if not mirror.ready() and not mirror.wait_ready(self.ready_timeout_s):
             self._check_deposed()
             raise MirrorUnavailableError(
                 f"fewer than {mirror.need} backup(s) in sync after "
-                f"{self._ready_timeout_s} s ({_describe(mirror)}); nothing was applied")
+                f"{self.ready_timeout_s} s ({_describe(mirror)}); nothing was applied")
         sm = self._sm
         index = sm.last_applied + 1
         apply_one = self._apply_one

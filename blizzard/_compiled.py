@@ -41,6 +41,12 @@ MODULES: tuple[str, ...] = (
     "blizzard.pmem._undolog",
     "blizzard.pmem._alloc",
     "blizzard.pmem._tx",
+    "blizzard.structures.ops",
+    "blizzard.structures._corebase",
+    "blizzard.structures._hashcore",
+    "blizzard.structures.registry",
+    "blizzard.structures._mapping",
+    "blizzard.replication.local",
 )
 
 ENV_PURE = "BLIZZARD_PURE"

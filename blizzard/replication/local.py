@@ -15,12 +15,8 @@ from blizzard.exceptions import ReplicatorStoppedError
 from blizzard.replication.base import Replicator, StateMachine
 
 
-class LocalReplicator(Replicator):
-    """Apply every submitted Op immediately through ``state_machine``.
-
-    Cost: one call into the state machine and one pool transaction per Op
-    (with a state machine offering ``apply_one``, no batch list is built).
-    """
+class LocalApply:
+    """The hot half of :class:`LocalReplicator`: ``submit``, typed (``local.pxd``)."""
 
     def __init__(self, state_machine: StateMachine) -> None:
         self._sm = state_machine
@@ -41,6 +37,14 @@ class LocalReplicator(Replicator):
         if isinstance(result, BaseException):
             raise result
         return result
+
+
+class LocalReplicator(LocalApply, Replicator):
+    """Apply every submitted Op immediately through ``state_machine``.
+
+    Cost: one call into the state machine and one pool transaction per Op
+    (with a state machine offering ``apply_one``, no batch list is built).
+    """
 
     def start(self) -> None:
         self._stopped = False

@@ -8,15 +8,21 @@ Each structure has one header block (its named root) that starts alike::
     80     | 16   | value codec name (UTF-8, NUL padded)
 
 The rest of the header is the kind's own (see each core's module docstring).
+
+Typed Python (C types in ``_corebase.pxd``): the registry's apply loop calls
+``apply`` through this base, a C call into a compiled core.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import cython
 
 from blizzard.exceptions import StructureCorruptError
+from blizzard.pmem._mem import views
 
-if TYPE_CHECKING:
+if not cython.compiled and TYPE_CHECKING:  # compiled: cimported in the .pxd
     from blizzard.pmem import Transaction
     from blizzard.structures.registry import Registry
 
@@ -27,7 +33,11 @@ CODEC_NAME_BYTES = 16
 
 class CoreBase:
     """Binds a core to its registry and header; subclasses set the class
-    attributes and implement ``reload``."""
+    attributes and implement ``reload`` and ``apply``.
+
+    ``u8``, ``u32`` and ``u64`` view the pool's memory (see
+    :mod:`blizzard.pmem._mem`): ``u64[off >> 3]`` is the 8-byte word at ``off``.
+    """
 
     magic: bytes = b""
     label: str = ""  # "map", "queue"...: for error messages
@@ -37,6 +47,7 @@ class CoreBase:
         self.registry = registry
         self.pool = registry.pool
         self.buf = self.pool.buf
+        self.u8, self.u32, self.u64 = views(self.buf, self.pool.size)
         self.media = self.pool.media
         self.name = name
         self.header_off = header_off
@@ -66,6 +77,14 @@ class CoreBase:
         self.header_off = header_off
         self.reload()
         return True
+
+    def release(self) -> None:
+        """Let go of the views of the pool's memory (the pool is closing)."""
+        self.u8 = self.u32 = self.u64 = None
+
+    def apply(self, tx: Transaction, index: int, code: int, record: bytes, start: int) -> Any:
+        """Apply one Op (the registry has checked its header); returns its result."""
+        raise NotImplementedError
 
     @classmethod
     def _new_header(cls, tx: Transaction, key_codec: str, value_codec: str) -> int:

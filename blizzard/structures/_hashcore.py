@@ -59,6 +59,9 @@ Why it is shaped so:
   the slots the first time a page is touched after open or abort; it only
   grows otherwise, so a transaction never overwrites an entry that a roll
   back could make live again.
+
+Typed Python: C types in ``_hashcore.pxd``; the pool's words are read and
+written through the core's views (``u64[off >> 3]``, see ``blizzard.pmem._mem``).
 """
 
 from __future__ import annotations
@@ -69,31 +72,67 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from zlib import crc32
 
+import cython
+
 from blizzard.exceptions import OpDecodeError, StructureCorruptError
-from blizzard.pmem import Transaction
 from blizzard.structures._corebase import CoreBase
-from blizzard.structures.ops import OpCode, key_bounds
+
+if cython.compiled:
+    from cython.cimports.blizzard.pmem._mem import (
+        equal,
+        find_low32,
+        get_u64,
+        move,
+        read,
+        set_u64,
+        write,
+        write_from,
+    )
+    from cython.cimports.blizzard.structures.ops import (
+        MAP_CLEAR,
+        MAP_DELETE,
+        MAP_POP,
+        MAP_PUT,
+        key_bounds,
+    )
+else:
+    from blizzard.pmem._mem import (
+        equal,
+        find_low32,
+        get_u64,
+        move,
+        read,
+        set_u64,
+        write,
+        write_from,
+    )
+    from blizzard.structures.ops import MAP_CLEAR, MAP_DELETE, MAP_POP, MAP_PUT, key_bounds
+
+if not cython.compiled and TYPE_CHECKING:  # compiled: cimported in the .pxd
+    from blizzard.pmem import Transaction
 
 if TYPE_CHECKING:
     from blizzard.structures.registry import Registry
 
 TAG = b"phashmap"
 MAGIC = b"BLZHMAP1"
-TOP_OFF = 128
-TOP_MAX = 1024
+if not cython.compiled:  # the compiled build has these as C constants (_hashcore.pxd)
+    TOP_OFF = 128
+    TOP_MAX = 1024
+    PAGE_BYTES = 4096
+    SLOTS = 32
+    SLOTS_OFF = 16
+    HEAP_START = 272  # SLOTS_OFF + SLOTS * 8
+    INLINE_MAX = 1024  # entries above this keep their value in a block of its own
+    LOAD_SPLIT = 24  # entries per bucket before a split
+    LOAD_MERGE = 8  # entries per bucket below which the last bucket merges back
+EXT = 0xFFFFFFFF  # an entry's vlen when its value lives in a block of its own
 SEG_SLOTS = 1024
 SEG_BYTES = SEG_SLOTS * 8
 HEADER_BYTES = TOP_OFF + TOP_MAX * 8
 BUCKETS_MAX = TOP_MAX * SEG_SLOTS
-PAGE_BYTES = 4096
-SLOTS = 32
-SLOTS_OFF = 16
-HEAP_START = SLOTS_OFF + SLOTS * 8
-INLINE_MAX = 1024  # entries above this keep their value in a block of its own
 KEY_BYTES_MAX = INLINE_MAX - 24 - 8
-LOAD_SPLIT = 24  # entries per bucket before a split
-LOAD_MERGE = 8  # entries per bucket below which the last bucket merges back
-EXT = 0xFFFFFFFF
+assert HEAP_START == SLOTS_OFF + SLOTS * 8
 assert HEAP_START + INLINE_MAX <= PAGE_BYTES
 assert LOAD_MERGE * 2 < LOAD_SPLIT < SLOTS
 assert SEG_SLOTS & (SEG_SLOTS - 1) == 0
@@ -104,7 +143,7 @@ _HDR = struct.Struct("<II")
 _EXT = struct.Struct("<QQ")
 _HOT = struct.Struct("<QQQ")  # count, applied, nbuckets at +8
 _SLOTS = struct.Struct(f"<{SLOTS}Q")
-POS_MASK = 0xFFFF << 32
+POS_MASK = 0xFFFF << 32  # a slot's entry position
 _ZERO_HEAD = bytes(HEAP_START)
 _NOT_FOUND = None
 
@@ -121,11 +160,9 @@ class HashCore(CoreBase):
 
     opgroup = 1
     tag = TAG
-
     magic = MAGIC
     label = "map"
     header_bytes = HEADER_BYTES
-
 
     # -- creating and loading ----------------------------------------------------------
 
@@ -135,7 +172,7 @@ class HashCore(CoreBase):
         buf = registry.pool.buf
         off = cls._new_header(tx, key_codec, value_codec)
         seg = tx.alloc(SEG_BYTES, zero=True)
-        page = _new_page(tx, buf)
+        page = new_page(tx)
         _U64.pack_into(buf, seg, page)
         _U64.pack_into(buf, off + TOP_OFF, seg)
         _U64.pack_into(buf, off + 24, 1)
@@ -161,7 +198,7 @@ class HashCore(CoreBase):
         self.pages = pages
         self._set_buckets(nbuckets)
         self._tops: dict[int, int] = {}
-        self._gen = -1
+        self._serial = 0  # the transaction that last undo-logged the hot header fields
 
     def _set_buckets(self, nbuckets: int) -> None:
         self.nbuckets = nbuckets
@@ -188,90 +225,78 @@ class HashCore(CoreBase):
         return h & self.hi_mask if b < self.split else b
 
     def find(self, kb: bytes, h: int) -> tuple[int, int, int] | None:
-        """``(page, slot byte index in the page, slot)`` of key ``kb``, or None."""
-        buf = self.buf
-        hb = _U32.pack(h)
+        """``(page, slot byte index in the page, slot)`` of key ``kb``, or None.
+
+        Cost: per page of the bucket's chain, a scan of its slots for the
+        hash; a key comparison per slot whose hash matches.
+        """
+        u64 = self.u64
+        klen = len(kb)
         b = h & self.lo_mask
         if b < self.split:
             b = h & self.hi_mask
         page = self.pages[b]
-        prefix = _U32.pack(len(kb)) + kb
         while page:
-            raw = buf[page:page + HEAP_START].tobytes()
-            i = raw.find(hb, SLOTS_OFF)
+            slots = (page + SLOTS_OFF) >> 3
+            i = find_low32(u64, slots, SLOTS, h, 0)
             while i >= 0:
-                if not i & 7:
-                    s = _U64.unpack_from(raw, i)[0]
-                    e = page + ((s >> 32) & 0xFFFF)
-                    if e != page and buf[e + 4:e + 8 + len(kb)].tobytes() == prefix:
-                        return page, i, s
-                i = raw.find(hb, i + 1)
-            page = _U64.unpack_from(raw, 0)[0]
+                s = u64[slots + i]
+                pos = (s >> 32) & 0xFFFF
+                if pos and self._key_is(page + pos, kb, klen):
+                    return page, SLOTS_OFF + 8 * i, s
+                i = find_low32(u64, slots, SLOTS, h, i + 1)
+            page = u64[page >> 3]
         return None
+
+    def _key_is(self, e: int, kb: bytes, klen: int) -> bool:
+        """Whether the entry at ``e`` holds key ``kb`` (of ``klen`` bytes)."""
+        return self.u32[(e >> 2) + 1] == klen and equal(self.u8, e + 8, kb)
 
     def get(self, kb: bytes) -> bytes | None:
         """The value stored under ``kb``, or None. Cost: one page read per chain page.
 
-        The slot gives the entry's position and exact length, so a hit reads
-        the slot array and the entry with one copy each; ``prefix`` (klen +
-        key) checks length and key in one comparison.
+        The slot gives the entry's position and exact length (``n``, for an
+        inline value), so a hit copies the value out with no further reads.
         """
-        buf = self.buf
-        h = crc32(kb)
-        b = h & self.lo_mask
-        if b < self.split:
-            b = h & self.hi_mask
-        page = self.pages[b]
-        hb = _U32.pack(h)
-        prefix = _U32.pack(len(kb)) + kb
-        while page:
-            raw = buf[page:page + HEAP_START].tobytes()
-            i = raw.find(hb, SLOTS_OFF)
-            while i >= 0:
-                if not i & 7:
-                    s = _U64.unpack_from(raw, i)[0]
-                    e = page + ((s >> 32) & 0xFFFF)
-                    n = s >> 48
-                    if n:
-                        entry = buf[e:e + n].tobytes()
-                        if entry.startswith(prefix, 4):
-                            return entry[len(prefix) + 4:]
-                    elif e != page and buf[e + 4:e + 4 + len(prefix)].tobytes() == prefix:
-                        return self._value(e)
-                i = raw.find(hb, i + 1)
-            page = _U64.unpack_from(raw, 0)[0]
-        return None
+        found = self.find(kb, crc32(kb))
+        if found is None:
+            return None
+        page, _, s = found
+        n = s >> 48
+        e = page + ((s >> 32) & 0xFFFF)
+        if n:
+            start = 8 + len(kb)
+            return read(self.u8, e + start, n - start)
+        return self._value(e)
 
     def _value(self, e: int) -> bytes:
-        buf = self.buf
-        v, k = _HDR.unpack_from(buf, e)
-        ke = e + 8 + k
+        u32 = self.u32
+        v = u32[e >> 2]
+        ke = e + 8 + u32[(e >> 2) + 1]
         if v != EXT:
-            return buf[ke:ke + v].tobytes()
-        vlen, block = _EXT.unpack_from(buf, ke)
-        return buf[block:block + vlen].tobytes()
+            return read(self.u8, ke, v)
+        # an out-of-line value: u64 length, u64 block (at any alignment, after the key)
+        return read(self.u8, get_u64(self.u8, ke + 8), get_u64(self.u8, ke))
 
     def chain(self, b: int) -> list[int]:
         pages = []
         page = self.pages[b]
         while page:
             pages.append(page)
-            page = _U64.unpack_from(self.buf, page)[0]
+            page = self.u64[page >> 3]
         return pages
 
-    def live(self, page: int) -> Iterator[tuple[int, int, int]]:
+    def live(self, page: int) -> list[tuple[int, int, int]]:
         """``(slot index, slot, entry offset)`` of every live slot of ``page``."""
         slots = _SLOTS.unpack_from(self.buf, page + SLOTS_OFF)
-        for i, s in enumerate(slots):
-            if s:
-                yield i, s, page + ((s >> 32) & 0xFFFF)
+        return [(i, s, page + ((s >> 32) & 0xFFFF)) for i, s in enumerate(slots) if s]
 
     def items_raw(self) -> Iterator[tuple[bytes, bytes]]:
         """Every ``(key, value)`` as bytes, bucket by bucket."""
         buf = self.buf
         for b in range(self.nbuckets):
             for page in self.chain(b):
-                for _, _, e in list(self.live(page)):
+                for _, _, e in self.live(page):
                     k = _HDR.unpack_from(buf, e)[1]
                     yield buf[e + 8:e + 8 + k].tobytes(), self._value(e)
 
@@ -279,7 +304,7 @@ class HashCore(CoreBase):
         buf = self.buf
         for b in range(self.nbuckets):
             for page in self.chain(b):
-                for _, _, e in list(self.live(page)):
+                for _, _, e in self.live(page):
                     k = _HDR.unpack_from(buf, e)[1]
                     yield buf[e + 8:e + 8 + k].tobytes()
 
@@ -329,17 +354,17 @@ class HashCore(CoreBase):
 
     def apply(self, tx: Transaction, index: int, code: int, record: bytes, start: int) -> Any:
         """Apply one Op; validates the record before touching anything."""
-        if code == OpCode.MAP_PUT:
+        if code == MAP_PUT:
             ks, ke = key_bounds(record, start, "MAP_PUT", KEY_BYTES_MAX)
             self._hot(tx)
-            self.put(tx, record[ks:ke], memoryview(record)[ke:])
+            self.put(tx, record[ks:ke], record, ke)
             result = None
-        elif code == OpCode.MAP_DELETE or code == OpCode.MAP_POP:
+        elif code in (MAP_DELETE, MAP_POP):
             kb = record[start:]
             self._hot(tx)
-            old = self.delete(tx, kb, code == OpCode.MAP_POP)
-            result = old if code == OpCode.MAP_POP else old is not None
-        elif code == OpCode.MAP_CLEAR:
+            old = self.delete(tx, kb, code == MAP_POP)
+            result = old if code == MAP_POP else old is not None
+        elif code == MAP_CLEAR:
             if start != len(record):
                 raise OpDecodeError("MAP_CLEAR takes no arguments")
             self._hot(tx)
@@ -347,167 +372,174 @@ class HashCore(CoreBase):
             result = None
         else:
             raise OpDecodeError(f"opcode {code:#x} does not apply to a map")
-        _HOT.pack_into(self.buf, self.header_off + 8, self.count, index, self.nbuckets)
+        hot = (self.header_off >> 3) + 1  # [count, applied, nbuckets]
+        self.u64[hot] = self.count
+        self.u64[hot + 1] = index
+        self.u64[hot + 2] = self.nbuckets
         self._applied = index
         return result
 
     def _hot(self, tx: Transaction) -> None:
         """Undo-log [count, applied, nbuckets] once per transaction."""
-        gen = self.registry.txgen
-        if self._gen != gen:
-            self._gen = gen
+        if self._serial != tx.serial:
+            self._serial = tx.serial
             tx.add(self.header_off + 8, 24)
 
     def _top(self, page: int) -> int:
         """Next free heap offset of ``page`` (computed on first touch, then cached)."""
-        top = self._tops.get(page)
-        if top is None:
-            buf = self.buf
-            top = HEAP_START
-            for _, _, e in self.live(page):
-                v, k = _HDR.unpack_from(buf, e)
-                end = e - page + (entry_size(k, v) if v != EXT else (24 + k + 7) & ~7)
+        cached = self._tops.get(page)
+        if cached is not None:
+            return cached
+        u64 = self.u64
+        slots = (page + SLOTS_OFF) >> 3
+        top = HEAP_START
+        for i in range(SLOTS):
+            s = u64[slots + i]
+            if s:
+                end = ((s >> 32) & 0xFFFF) + self._size_at(page + ((s >> 32) & 0xFFFF))
                 if end > top:
                     top = end
-            self._tops[page] = top
+        self._tops[page] = top
         return top
 
-    def _write_entry(self, at: int, kb: bytes, vb, block: int) -> None:
+    def _write_entry(self, tx: Transaction, at: int, kb: bytes, value: bytes, vstart: int,
+                     block: int) -> None:
         """Store an entry at ``at`` (free heap): flushed now, durable at the commit's fence,
-        never undo-logged (no committed slot references free heap)."""
-        buf = self.buf
+        never undo-logged (no committed slot references free heap). Its value is
+        ``value[vstart:]``, or lives in ``block``."""
+        u32 = self.u32
         klen = len(kb)
+        vlen = len(value) - vstart
         ke = at + 8 + klen
+        u32[(at >> 2) + 1] = klen
+        write(self.u8, at + 8, kb)
         if block:
-            _HDR.pack_into(buf, at, EXT, klen)
-            buf[at + 8:ke] = kb
-            _EXT.pack_into(buf, ke, len(vb), block)
-            self.media.flush(at, ke + 16 - at)
+            u32[at >> 2] = EXT
+            set_u64(self.u8, ke, vlen)
+            set_u64(self.u8, ke + 8, block)
+            tx.flush(at, ke + 16 - at)
         else:
-            vlen = len(vb)
-            _HDR.pack_into(buf, at, vlen, klen)
-            buf[at + 8:ke] = kb
-            buf[ke:ke + vlen] = vb
-            self.media.flush(at, ke + vlen - at)
+            u32[at >> 2] = vlen
+            write_from(self.u8, ke, value, vstart, vlen)
+            tx.flush(at, ke + vlen - at)
 
     def _set_slot(self, tx: Transaction, page: int, i: int, value: int) -> None:
         """Undo-log and store slot byte index ``i`` of ``page``."""
         if page not in self._tops:
             self._top(page)  # before the first change: see the module docstring
         tx.add(page + i, 8)
-        _U64.pack_into(self.buf, page + i, value)
+        self.u64[(page + i) >> 3] = value
 
-    def put(self, tx: Transaction, kb: bytes, vb) -> None:
-        """Insert or replace. Cost: 2 undo entries; a split now and then."""
+    def put(self, tx: Transaction, kb: bytes, value: bytes, vstart: int = 0) -> None:
+        """Insert or replace ``kb`` -> ``value[vstart:]``. Cost: 2 undo entries; a split
+        now and then (an Op's value is the rest of its record: no copy is made)."""
         h = crc32(kb)
         klen = len(kb)
-        n = 8 + klen + len(vb)
+        vlen = len(value) - vstart
+        n = 8 + klen + vlen
         block = 0
         if n > INLINE_MAX:
-            vlen = len(vb)
             block = tx.alloc(vlen)
-            self.buf[block:block + vlen] = vb
+            write_from(self.u8, block, value, vstart, vlen)
             n = 0
             need = (24 + klen + 7) & ~7
         else:
             need = (n + 7) & ~7
         tag = h | (n << 48)
-        # find(kb, h), inline: this is the hot write path
-        buf = self.buf
-        hb = _U32.pack(h)
-        b = h & self.lo_mask
-        if b < self.split:
-            b = h & self.hi_mask
-        page = self.pages[b]
-        prefix = _U32.pack(klen) + kb
-        found = False
-        while page:
-            raw = buf[page:page + HEAP_START].tobytes()
-            i = raw.find(hb, SLOTS_OFF)
-            while i >= 0:
-                if not i & 7:
-                    old = _U64.unpack_from(raw, i)[0]
-                    e = page + ((old >> 32) & 0xFFFF)
-                    if e != page and buf[e + 4:e + 8 + klen].tobytes() == prefix:
-                        found = True
-                        break
-                i = raw.find(hb, i + 1)
-            if found:
-                break
-            page = _U64.unpack_from(raw, 0)[0]
-        if found:
-            old_block = 0 if old >> 48 else self._block_of(page + ((old >> 32) & 0xFFFF))
-            top = self._tops.get(page)
-            if top is None:
-                top = self._top(page)
-            if top + need <= PAGE_BYTES:
-                self._write_entry(page + top, kb, vb, block)
-                self._tops[page] = top + need
-                tx.add(page + i, 8)
-                _U64.pack_into(self.buf, page + i, tag | (top << 32))
-            else:
-                self._set_slot(tx, page, i, 0)
-                self._insert(tx, b, tag, kb, vb, block, need)
-            if old_block:
-                tx.free(old_block)
+        found = self.find(kb, h)
+        if found is None:
+            b = h & self.lo_mask
+            if b < self.split:
+                b = h & self.hi_mask
+            self._insert(tx, b, tag, kb, value, vstart, block, need)
+            self.count += 1
+            if self.count > LOAD_SPLIT * self.nbuckets and self.nbuckets < BUCKETS_MAX:
+                self._split(tx)
             return
-        self._insert(tx, b, tag, kb, vb, block, need)
-        self.count += 1
-        if self.count > LOAD_SPLIT * self.nbuckets and self.nbuckets < BUCKETS_MAX:
-            self._split(tx)
+        page, i, old = found
+        old_block = 0 if old >> 48 else self._block_of(page + ((old >> 32) & 0xFFFF))
+        top = self._top(page)
+        if top + need <= PAGE_BYTES:
+            self._write_entry(tx, page + top, kb, value, vstart, block)
+            self._tops[page] = top + need
+            tx.add(page + i, 8)
+            self.u64[(page + i) >> 3] = tag | (top << 32)
+        else:
+            self._set_slot(tx, page, i, 0)
+            b = h & self.lo_mask
+            if b < self.split:
+                b = h & self.hi_mask
+            self._insert(tx, b, tag, kb, value, vstart, block, need)
+        if old_block:
+            tx.free(old_block)
 
     def _block_of(self, e: int) -> int:
-        v, k = _HDR.unpack_from(self.buf, e)
-        return _EXT.unpack_from(self.buf, e + 8 + k)[1] if v == EXT else 0
+        """The block of an out-of-line value (0 for an inline one)."""
+        if self.u32[e >> 2] != EXT:
+            return 0
+        return get_u64(self.u8, e + 16 + self.u32[(e >> 2) + 1])
 
-    def _insert(self, tx: Transaction, b: int, tag: int, kb: bytes, vb, block: int,
-                need: int) -> None:
+    def _insert(self, tx: Transaction, b: int, tag: int, kb: bytes, value: bytes, vstart: int,
+                block: int, need: int) -> None:
         """Place a new entry in bucket ``b``'s chain: free space, compaction or a new page."""
-        u64_slots = _SLOTS.unpack_from
-        buf = self.buf
+        u64 = self.u64
         prev = 0
         page = self.pages[b]
         while page:
-            slots = u64_slots(buf, page + SLOTS_OFF)
-            if 0 in slots:
+            slots = (page + SLOTS_OFF) >> 3
+            free = find_low32(u64, slots, SLOTS, 0, 0)
+            while free >= 0 and u64[slots + free]:  # a live slot whose hash is 0
+                free = find_low32(u64, slots, SLOTS, 0, free + 1)
+            if free >= 0:
                 top = self._top(page)
                 if top + need > PAGE_BYTES:
-                    live = sum(self._size_at(page + ((s >> 32) & 0xFFFF)) for s in slots if s)
-                    if HEAP_START + live + need > PAGE_BYTES:
+                    if HEAP_START + self._live_bytes(page) + need > PAGE_BYTES:
                         prev = page
-                        page = _U64.unpack_from(buf, page)[0]
+                        page = u64[page >> 3]
                         continue
                     page = self._compact(tx, b, prev, page)
                     top = self._top(page)
-                i = SLOTS_OFF + 8 * slots.index(0)
-                self._write_entry(page + top, kb, vb, block)
+                self._write_entry(tx, page + top, kb, value, vstart, block)
                 self._tops[page] = top + need
-                self._set_slot(tx, page, i, tag | (top << 32))
+                self._set_slot(tx, page, SLOTS_OFF + 8 * free, tag | (top << 32))
                 return
             prev = page
-            page = _U64.unpack_from(buf, page)[0]
-        page = _new_page(tx, buf)
-        self._write_entry(page + HEAP_START, kb, vb, block)
-        _U64.pack_into(buf, page + SLOTS_OFF, tag | (HEAP_START << 32))
-        self._tops[page] = HEAP_START + need
+            page = u64[page >> 3]
+        page = new_page(tx)
+        top = HEAP_START
+        self._write_entry(tx, page + top, kb, value, vstart, block)
+        u64[(page + SLOTS_OFF) >> 3] = tag | (top << 32)
+        self._tops[page] = top + need
         self._link(tx, b, prev, page)
 
+    def _live_bytes(self, page: int) -> int:
+        """Heap bytes the live entries of ``page`` take."""
+        u64 = self.u64
+        slots = (page + SLOTS_OFF) >> 3
+        total = 0
+        for i in range(SLOTS):
+            s = u64[slots + i]
+            if s:
+                total += self._size_at(page + ((s >> 32) & 0xFFFF))
+        return total
+
     def _size_at(self, e: int) -> int:
-        v, k = _HDR.unpack_from(self.buf, e)
+        v = self.u32[e >> 2]
+        k = self.u32[(e >> 2) + 1]
         return (24 + k + 7) & ~7 if v == EXT else (8 + k + v + 7) & ~7
 
     def _link(self, tx: Transaction, b: int, prev: int, page: int) -> None:
         """Make ``page`` follow ``prev`` in bucket ``b``'s chain (or head it)."""
         if prev:
             tx.add(prev, 8)
-            _U64.pack_into(self.buf, prev, page)
+            self.u64[prev >> 3] = page
         else:
             self._set_dir(tx, b, page)
 
     def _set_dir(self, tx: Transaction, b: int, page: int) -> None:
         word = self.segs[b // SEG_SLOTS] + 8 * (b % SEG_SLOTS)
         tx.add(word, 8)
-        _U64.pack_into(self.buf, word, page)
+        self.u64[word >> 3] = page
         if b == len(self.pages):
             self.pages.append(page)
         else:
@@ -515,15 +547,20 @@ class HashCore(CoreBase):
 
     def _compact(self, tx: Transaction, b: int, prev: int, page: int) -> int:
         """Replace ``page`` by a fresh copy holding only its live entries."""
-        buf = self.buf
-        fresh = _new_page(tx, buf)
+        u64 = self.u64
+        fresh = new_page(tx)
+        u64[fresh >> 3] = u64[page >> 3]  # the next page
+        old_slots = (page + SLOTS_OFF) >> 3
+        new_slots = (fresh + SLOTS_OFF) >> 3
         top = HEAP_START
-        buf[fresh:fresh + 8] = buf[page:page + 8]
-        for i, h, e in list(self.live(page)):
-            n = self._size_at(e)
-            buf[fresh + top:fresh + top + n] = buf[e:e + n]
-            _U64.pack_into(buf, fresh + SLOTS_OFF + 8 * i, (h & ~POS_MASK) | (top << 32))
-            top += n
+        for i in range(SLOTS):
+            s = u64[old_slots + i]
+            if s:
+                e = page + ((s >> 32) & 0xFFFF)
+                n = self._size_at(e)
+                move(self.u8, fresh + top, e, n)
+                u64[new_slots + i] = (s & ~POS_MASK) | (top << 32)
+                top += n
         self._tops[fresh] = top
         self._link(tx, b, prev, fresh)
         self._tops.pop(page, None)
@@ -569,19 +606,19 @@ class HashCore(CoreBase):
 
     def _build(self, tx: Transaction, entries: list[tuple[int, int]]) -> int:
         """Copy ``entries`` into a fresh chain of pages; returns its first page."""
-        buf = self.buf
-        first = page = _new_page(tx, buf)
+        u64 = self.u64
+        first = page = new_page(tx)
         top = HEAP_START
         slot = 0
         for h, e in entries:
             n = self._size_at(e)
             if slot == SLOTS or top + n > PAGE_BYTES:
                 self._tops[page] = top
-                nxt = _new_page(tx, buf)
-                _U64.pack_into(buf, page, nxt)
+                nxt = new_page(tx)
+                u64[page >> 3] = nxt
                 page, top, slot = nxt, HEAP_START, 0
-            buf[page + top:page + top + n] = buf[e:e + n]
-            _U64.pack_into(buf, page + SLOTS_OFF + 8 * slot, (h & ~POS_MASK) | (top << 32))
+            move(self.u8, page + top, e, n)
+            u64[((page + SLOTS_OFF) >> 3) + slot] = (h & ~POS_MASK) | (top << 32)
             top += n
             slot += 1
         self._tops[page] = top
@@ -635,7 +672,7 @@ class HashCore(CoreBase):
         """Free every page, value block and segment but the first; one empty bucket."""
         for b in range(self.nbuckets):
             for page in self.chain(b):
-                for _, _, e in list(self.live(page)):
+                for _, _, e in self.live(page):
                     block = self._block_of(e)
                     if block:
                         tx.free(block)
@@ -650,7 +687,7 @@ class HashCore(CoreBase):
         tx.add(seg, n)
         self.buf[seg:seg + n] = bytes(n)
         self.pages = []
-        self._set_dir(tx, 0, _new_page(tx, self.buf))
+        self._set_dir(tx, 0, new_page(tx))
         self._tops[self.pages[0]] = HEAP_START
         self.count = 0
         self._set_buckets(1)
@@ -783,7 +820,8 @@ def _rev_bits(x: int, n: int) -> int:
     return _rev32(x) >> (32 - n) if n else 0
 
 
-def _new_page(tx: Transaction, buf) -> int:
+def new_page(tx: Transaction) -> int:
+    """A fresh bucket page: no next page, every slot empty (its heap is left as it is)."""
     page = tx.alloc(PAGE_BYTES)
-    buf[page:page + HEAP_START] = _ZERO_HEAD
+    tx._buf[page:page + HEAP_START] = _ZERO_HEAD
     return page

@@ -16,6 +16,11 @@ Where a persistent map differs from ``dict`` on purpose (each is in
 * values are stored encoded, so mutating a value after reading it (or
   after ``setdefault``) changes only your copy: write it back with
   ``m[k] = v``, as with :mod:`shelve` (``writeback=False``).
+
+The hot half (codecs, Op submission, reads through the core) is
+:class:`MapFace`, typed Python (``_mapping.pxd``): compiled, it is an
+extension type whose methods are the C slots of every map class, so a put or
+a get runs no interpreted code on its way to the replicator or the core.
 """
 
 from __future__ import annotations
@@ -39,32 +44,8 @@ class _NoType:
     """Matches no key's type: codecs other than bytes always run."""
 
 
-class PersistentMap(MutableMapping):
-    """Base of the persistent maps; see :class:`~blizzard.structures.PHashMap`."""
-
-    tag: bytes = b""  # the tag of this kind's root in the pool
-    _core_type: type = object
-    _kind = "map"
-    key_bytes_max = 0
-    _put_code = _delete_code = _pop_code = _clear_code = 0
-
-    def __init__(self, pool: Pool, name: str, *, key_codec: CodecLike, value_codec: CodecLike,
-                 replicator: Replicator | None, linearizable: bool | None,
-                 raw: bool = False) -> None:
-        registry = registry_for(pool)
-        replicator = replicator if replicator is not None else registry.replicator
-        core = registry.open_structure(
-            name, self.tag,
-            None if key_codec is None else get_codec(key_codec).name,
-            None if value_codec is None else get_codec(value_codec).name,
-            replicator, ("bytes", "bytes"))
-        if not isinstance(core, self._core_type):
-            raise StructureKindError(f"{name!r} is not a {self._kind}")
-        self.pool = pool
-        # with a replicator that applies on another thread, reads hold its lock
-        self._bind(name, locked_reads(core, replicator.read_lock), replicator, linearizable,
-                   raw)
-        registry.attach(self)
+class MapFace:
+    """The hot methods of :class:`PersistentMap`, bound by ``_bind``."""
 
     def _bind(self, name: str, core: Any, replicator: Replicator, linearizable: bool | None,
               raw: bool) -> None:
@@ -84,6 +65,10 @@ class PersistentMap(MutableMapping):
         self._venc, self._vdec = vc.encode, vc.decode
         self._encoder = Encoder(name)
         self._put_op = self._encoder.two
+        cls = type(self)
+        self._put, self._delete = cls._put_code, cls._delete_code
+        self._pop, self._clear = cls._pop_code, cls._clear_code
+        self._key_bytes_max = cls.key_bytes_max
         # bytes codecs are the identity on bytes: the hot paths skip their calls
         self._kraw: Any = bytes if kc is BYTES else _NoType
         self._vraw = vc is BYTES
@@ -93,18 +78,6 @@ class PersistentMap(MutableMapping):
         if linearizable is None:
             linearizable = replicator.linearizable_default
         self._barrier = replicator.read_barrier if linearizable else None
-
-    def _pool_closed(self) -> None:
-        """The pool closed: every later use raises PoolClosedError (see ``_closed``)."""
-        close_handle(self)
-
-    def _iterate(self, items: Iterator[Any]) -> Iterator[Any]:
-        """``items`` (from the core), as PoolClosedError if the pool closes meanwhile."""
-        try:
-            yield from items
-        except ValueError as error:
-            reraise_if_closed(self, error)
-            raise
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -149,6 +122,82 @@ class PersistentMap(MutableMapping):
         self._read()
         return self._core.count
 
+    # -- writes (each one Op) --------------------------------------------------------------
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        kb = key if type(key) is self._kraw else self._kenc(key)
+        if len(kb) > self._key_bytes_max:
+            raise KeyTooLongError(f"keys are at most {self._key_bytes_max} bytes encoded, "
+                                  f"got {len(kb)}")
+        vb = value if type(value) is self._vraw_type else self._venc(value)
+        self._submit(self._encoder.two(self._put, kb, vb))
+
+    def __delitem__(self, key: Any) -> None:
+        try:
+            kb = self._kenc(key)
+        except EncodeError:
+            raise KeyError(key) from None
+        if not self._submit(self._encoder.one(self._delete, kb)):
+            raise KeyError(key)
+
+    def pop(self, key: Any, default: Any = _MISSING) -> Any:
+        """Remove ``key`` and return its value, atomically (one Op)."""
+        try:
+            kb = self._kenc(key)
+        except EncodeError:
+            raw = None
+        else:
+            raw = self._submit(self._encoder.one(self._pop, kb))
+        if raw is None:
+            if default is _MISSING:
+                raise KeyError(key)
+            return default
+        return self._vdec(raw)
+
+    def clear(self) -> None:
+        """Remove everything (one Op; frees every block)."""
+        self._submit(self._encoder.zero(self._clear))
+
+
+class PersistentMap(MapFace, MutableMapping):
+    """Base of the persistent maps; see :class:`~blizzard.structures.PHashMap`."""
+
+    tag: bytes = b""  # the tag of this kind's root in the pool
+    _core_type: type = object
+    _kind = "map"
+    key_bytes_max = 0
+    _put_code = _delete_code = _pop_code = _clear_code = 0
+
+    def __init__(self, pool: Pool, name: str, *, key_codec: CodecLike, value_codec: CodecLike,
+                 replicator: Replicator | None, linearizable: bool | None,
+                 raw: bool = False) -> None:
+        registry = registry_for(pool)
+        replicator = replicator if replicator is not None else registry.replicator
+        core = registry.open_structure(
+            name, self.tag,
+            None if key_codec is None else get_codec(key_codec).name,
+            None if value_codec is None else get_codec(value_codec).name,
+            replicator, ("bytes", "bytes"))
+        if not isinstance(core, self._core_type):
+            raise StructureKindError(f"{name!r} is not a {self._kind}")
+        self.pool = pool
+        # with a replicator that applies on another thread, reads hold its lock
+        self._bind(name, locked_reads(core, replicator.read_lock), replicator, linearizable,
+                   raw)
+        registry.attach(self)
+
+    def _pool_closed(self) -> None:
+        """The pool closed: every later use raises PoolClosedError (see ``_closed``)."""
+        close_handle(self)
+
+    def _iterate(self, items: Iterator[Any]) -> Iterator[Any]:
+        """``items`` (from the core), as PoolClosedError if the pool closes meanwhile."""
+        try:
+            yield from items
+        except ValueError as error:
+            reraise_if_closed(self, error)
+            raise
+
     def _items(self) -> Iterator[tuple[Any, Any]]:
         """Every ``(key, value)`` decoded, read as a scan (not one lookup per key)."""
         raise NotImplementedError
@@ -161,38 +210,6 @@ class PersistentMap(MutableMapping):
         """Raw ``(key, value)`` bytes, without codecs."""
         raise NotImplementedError
 
-    # -- writes (each one Op) --------------------------------------------------------------
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        kb = key if type(key) is self._kraw else self._kenc(key)
-        if len(kb) > self.key_bytes_max:
-            raise KeyTooLongError(f"keys are at most {self.key_bytes_max} bytes encoded, "
-                                  f"got {len(kb)}")
-        self._submit(self._put_op(self._put_code, kb, value if type(value) is self._vraw_type
-                                  else self._venc(value)))
-
-    def __delitem__(self, key: Any) -> None:
-        try:
-            kb = self._kenc(key)
-        except EncodeError:
-            raise KeyError(key) from None
-        if not self._submit(self._encoder.one(self._delete_code, kb)):
-            raise KeyError(key)
-
-    def pop(self, key: Any, default: Any = _MISSING) -> Any:
-        """Remove ``key`` and return its value, atomically (one Op)."""
-        try:
-            kb = self._kenc(key)
-        except EncodeError:
-            raw = None
-        else:
-            raw = self._submit(self._encoder.one(self._pop_code, kb))
-        if raw is None:
-            if default is _MISSING:
-                raise KeyError(key)
-            return default
-        return self._vdec(raw)
-
     def setdefault(self, key: Any, default: Any = None) -> Any:
         """``m[key]`` if present, else store ``default`` and return it.
 
@@ -200,10 +217,6 @@ class PersistentMap(MutableMapping):
         map (write it back with ``m[key] = value``), as with :mod:`shelve`.
         """
         return super().setdefault(key, default)
-
-    def clear(self) -> None:
-        """Remove everything (one Op; frees every block)."""
-        self._submit(self._encoder.zero(self._clear_code))
 
     # -- inspection ----------------------------------------------------------------------
 

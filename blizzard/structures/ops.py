@@ -16,6 +16,8 @@ structure never mutates itself. Format version 1 (little-endian)::
 A record is exactly ``8 + n + a`` bytes long, so truncation and trailing
 garbage are both detected. The number of argument fields is fixed per
 opcode (``ARITY``). Decoding is the exact inverse of encoding.
+
+Typed Python (C types and the opcodes as C constants in ``ops.pxd``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import enum
 import struct
 from typing import NamedTuple
 
+import cython
+
 from blizzard.exceptions import (
     InvalidArgumentError,
     InvalidNameError,
@@ -31,16 +35,21 @@ from blizzard.exceptions import (
     OpVersionError,
 )
 
-OP_VERSION = 1
+if cython.compiled:
+    from cython.cimports.blizzard.pmem._mem import store_u32, u32_of
+    from cython.cimports.cpython.bytes import PyBytes_FromStringAndSize
+    from cython.cimports.libc.string import memcpy
+else:
+    from blizzard.pmem._mem import u32_of
+
+if not cython.compiled:  # the compiled build has these as C constants (ops.pxd)
+    OP_VERSION = 1
+    HEAD_SIZE = 8
 HEAD = struct.Struct("<BBBxI")
-HEAD_SIZE = HEAD.size
 U32 = struct.Struct("<I")
 NAME_BYTES_MAX = 48
 ARGS_BYTES_MAX = (1 << 32) - 1
-assert HEAD_SIZE == 8
-
-
-_KEY_LEN = struct.Struct("<I")
+assert HEAD.size == HEAD_SIZE == 8
 
 
 class OpCode(enum.IntEnum):
@@ -63,6 +72,20 @@ class OpCode(enum.IntEnum):
     ORD_POPITEM = 0x34  # args: index (i64 LE); result: (key, value), or an IndexError
     ORD_INIT = 0x3F  # args: parameters (u64 LE); only on a fresh, never-written structure
 
+
+#: The opcodes as plain ints, for hot code (C constants in the compiled build: ops.pxd).
+if not cython.compiled:
+    CREATE, DROP = int(OpCode.CREATE), int(OpCode.DROP)
+    MAP_PUT, MAP_DELETE = int(OpCode.MAP_PUT), int(OpCode.MAP_DELETE)
+    MAP_POP, MAP_CLEAR = int(OpCode.MAP_POP), int(OpCode.MAP_CLEAR)
+    QUEUE_PUT, QUEUE_GET, QUEUE_CLEAR = (
+        int(OpCode.QUEUE_PUT), int(OpCode.QUEUE_GET), int(OpCode.QUEUE_CLEAR))
+    ORD_PUT, ORD_DELETE, ORD_POP = int(OpCode.ORD_PUT), int(OpCode.ORD_DELETE), int(OpCode.ORD_POP)
+    ORD_CLEAR, ORD_POPITEM, ORD_INIT = (
+        int(OpCode.ORD_CLEAR), int(OpCode.ORD_POPITEM), int(OpCode.ORD_INIT))
+assert list(OpCode) == [
+    CREATE, DROP, MAP_PUT, MAP_DELETE, MAP_POP, MAP_CLEAR, QUEUE_PUT, QUEUE_GET, QUEUE_CLEAR,
+    ORD_PUT, ORD_DELETE, ORD_POP, ORD_CLEAR, ORD_POPITEM, ORD_INIT]
 
 #: Number of argument fields per opcode.
 ARITY: dict[int, int] = {
@@ -170,35 +193,60 @@ def decode(record: bytes) -> Op:
 
 
 class Encoder:
-    """Pre-built headers for one structure's hot Ops, so encoding is a pack and a join.
+    """One structure's Op records, built without intermediate objects.
 
-    ``map_put(key, value)`` and friends return the same bytes as
-    ``encode(Op(name, ...))``, with no intermediate objects.
+    ``two(MAP_PUT, key, value)``, ``one(code, field)`` and ``zero(code)``
+    return the same bytes as ``encode(Op(name, code, fields))``, for the
+    opcodes whose fields are bytes (codecs' output).
     """
 
-    __slots__ = ("_name", "_put1", "_put2")
-
     def __init__(self, name: str) -> None:
-        raw = name_bytes(name)
-        self._name = raw
-        n = len(raw)
-        # header + name + (for two-field ops) the first field's length
-        self._put2 = struct.Struct(f"<BBBxI{n}sI")
-        self._put1 = struct.Struct(f"<BBBxI{n}s")
+        self._name = name_bytes(name)
 
     def two(self, code: int, first: bytes, rest: bytes) -> bytes:
         """A two-field Op (MAP_PUT)."""
-        k = len(first)
-        return (self._put2.pack(OP_VERSION, code, len(self._name), 4 + k + len(rest),
-                                self._name, k) + first + rest)
+        return record(code, self._name, first, rest)
 
     def one(self, code: int, field: bytes) -> bytes:
         """A one-field Op (MAP_DELETE, MAP_POP, QUEUE_PUT)."""
-        return self._put1.pack(OP_VERSION, code, len(self._name), len(field), self._name) + field
+        return record(code, self._name, None, field)
 
     def zero(self, code: int) -> bytes:
         """An Op without arguments (QUEUE_GET, clears, DROP)."""
-        return self._put1.pack(OP_VERSION, code, len(self._name), 0, self._name)
+        return record(code, self._name, None, b"")
+
+
+def record(code: int, name: bytes, first: bytes | None, rest: bytes) -> bytes:
+    """The record ``[head | name | u32 len(first) | first | rest]`` (no ``first``: one
+    field, or none when ``rest`` is empty); ``name`` is valid (see :func:`name_bytes`).
+
+    The compiled build writes the fields straight into one new bytes object.
+    """
+    if type(rest) is not bytes:
+        rest = bytes(rest)
+    if first is not None and type(first) is not bytes:
+        first = bytes(first)
+    n = len(name)
+    args = len(rest) if first is None else 4 + len(first) + len(rest)
+    if args > ARGS_BYTES_MAX:
+        raise InvalidArgumentError(f"Op arguments of {args} bytes exceed {ARGS_BYTES_MAX}")
+    if cython.compiled:
+        out = PyBytes_FromStringAndSize(cython.NULL, HEAD_SIZE + n + args)
+        p = cython.cast(cython.p_uchar, out)
+        p[0], p[1], p[2], p[3] = OP_VERSION, code, n, 0
+        store_u32(p + 4, args)
+        memcpy(p + HEAD_SIZE, cython.cast(cython.p_char, name), n)
+        at = HEAD_SIZE + n
+        if first is not None:
+            store_u32(p + at, len(first))
+            memcpy(p + at + 4, cython.cast(cython.p_char, first), len(first))
+            at += 4 + len(first)
+        memcpy(p + at, cython.cast(cython.p_char, rest), len(rest))
+        return out
+    head = HEAD.pack(OP_VERSION, code, n, args) + name
+    if first is None:
+        return head + rest
+    return head + U32.pack(len(first)) + first + rest
 
 
 def key_bounds(record: bytes, start: int, what: str, key_bytes_max: int) -> tuple[int, int]:
@@ -207,7 +255,7 @@ def key_bounds(record: bytes, start: int, what: str, key_bytes_max: int) -> tupl
     size = len(record)
     if start + 4 > size:
         raise OpDecodeError(f"{what} truncated inside its key length")
-    klen = _KEY_LEN.unpack_from(record, start)[0]
+    klen = u32_of(record, start)
     ks = start + 4
     if ks + klen > size:
         raise OpDecodeError(f"{what} key runs past the record's end")

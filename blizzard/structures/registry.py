@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import attrs
+import cython
 
 from blizzard.exceptions import (
     CodecMismatchError,
@@ -40,7 +41,12 @@ from blizzard.pmem import Pool, Transaction
 from blizzard.replication.base import Replicator
 from blizzard.replication.local import LocalReplicator
 from blizzard.structures import ops
-from blizzard.structures.ops import HEAD, OP_VERSION, OpCode
+from blizzard.structures.ops import OP_VERSION, OpCode
+
+if cython.compiled:
+    from cython.cimports.blizzard.pmem._mem import u32_of
+else:
+    from blizzard.pmem._mem import u32_of
 
 REGISTRY_ROOT = "blizzard.registry"
 REGISTRY_TAG = b"registry"
@@ -49,7 +55,6 @@ REGISTRY_SIZE = 64
 SNAPSHOT_MAGIC = b"BLZSNAP1"
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
-_HEAD_UNPACK = HEAD.unpack_from
 
 
 class Core(Protocol):
@@ -69,6 +74,7 @@ class Core(Protocol):
     def reload(self) -> None: ...
     def rebind(self, header_off: int) -> bool: ...
     def kill(self) -> None: ...
+    def release(self) -> None: ...
     def destroy(self, tx: Transaction) -> None: ...
     def check(self) -> None: ...
     def dump(self) -> Iterator[tuple[bytes, ...]]: ...
@@ -211,25 +217,26 @@ class Registry:
         """Apply one Op in its own transaction (the LocalReplicator's fast path)."""
         if index <= self._applied:
             return None
+        data = record if type(record) is bytes else bytes(record)  # the cores read bytes
         self.txgen += 1
         # A rollback rebuilds the volatile state through the pool's abort hook.
         with self._transaction() as tx:
             # the common case inline (a valid Op for an existing structure): one call less
             core = None
-            if len(record) >= 8:
-                version, code, n, a = _HEAD_UNPACK(record, 0)
-                if version == OP_VERSION and 8 + n + a == len(record):
-                    core = self._cores.get(record[8:8 + n])
+            if len(data) >= 8:
+                version, code, n, a = data[0], data[1], data[2], u32_of(data, 4)
+                if version == OP_VERSION and 8 + n + a == len(data):
+                    core = self._cores.get(data[8:8 + n])
                     if core is not None and code >> 4 != core.opgroup:
                         core = None
             if core is not None:
                 try:
-                    result = core.apply(tx, index, code, record, 8 + n)
+                    result = core.apply(tx, index, code, data, 8 + n)
                 except OpDecodeError as exc:
                     result = exc
                     self._stamp(tx, index)
             else:
-                result = self._apply(tx, index, record)
+                result = self._apply(tx, index, data)
         self._applied = index
         return result
 
@@ -251,11 +258,13 @@ class Registry:
         return results
 
     def _apply(self, tx: Transaction, index: int, record: bytes) -> Any:
+        if type(record) is not bytes:
+            record = bytes(record)  # the cores read records as bytes
         try:
             size = len(record)
             if size < 8:
                 ops.decode_head(record)  # raises the precise error
-            version, code, n, a = HEAD.unpack_from(record, 0)
+            version, code, n, a = record[0], record[1], record[2], u32_of(record, 4)
             if version != OP_VERSION or 8 + n + a != size:
                 ops.decode_head(record)
             core = self._cores.get(record[8:8 + n])
@@ -324,6 +333,9 @@ class Registry:
         for face in list(self._faces.values()):
             face._pool_closed()
         self._faces.clear()
+        # a view left on the pool's memory would keep its mapping from being released
+        for core in [*self._cores.values(), *self._dropped]:
+            core.release()
 
     # -- structure management -------------------------------------------------------
 

@@ -200,7 +200,7 @@ class BPTreeCore(CoreBase):
 
     def kill(self) -> None:
         """The tree was dropped (or rolled back out of existence): look empty."""
-        self.dead = True
+        super().kill()
         self.count = 0
         self.height = 1
         self.root = 0

@@ -78,9 +78,17 @@ class CoreBase:
         self.reload()
         return True
 
+    def kill(self) -> None:
+        """The structure was dropped (or rolled back out of existence): from now on it
+        looks empty (subclasses reset their state) and never reads the pool again."""
+        self.dead = True
+        self.release()
+
     def release(self) -> None:
-        """Let go of the views of the pool's memory (the pool is closing)."""
-        self.u8 = self.u32 = self.u64 = None
+        """Let go of the views of the pool's memory (the pool is closing, or the
+        structure is gone): a mapping with views left cannot be unmapped, nor its
+        file's lock released."""
+        self.u8 = self.u32 = self.u64 = None  # type: ignore[assignment]
 
     def apply(self, tx: Transaction, index: int, code: int, record: bytes, start: int) -> Any:
         """Apply one Op (the registry has checked its header); returns its result."""

@@ -209,7 +209,7 @@ class HashCore(CoreBase):
 
     def kill(self) -> None:
         """The map was dropped (or rolled back out of existence): look empty."""
-        self.dead = True
+        super().kill()
         self.count = 0
         self.pages = [0]
         self._set_buckets(1)

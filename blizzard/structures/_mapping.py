@@ -65,7 +65,7 @@ class MapFace:
         self._venc, self._vdec = vc.encode, vc.decode
         self._encoder = Encoder(name)
         self._put_op = self._encoder.two
-        cls = type(self)
+        cls: Any = type(self)  # a PersistentMap subclass: it sets the codes
         self._put, self._delete = cls._put_code, cls._delete_code
         self._pop, self._clear = cls._pop_code, cls._clear_code
         self._key_bytes_max = cls.key_bytes_max

@@ -113,7 +113,7 @@ class QueueCore(CoreBase):
         self._empty_gen = -1
 
     def kill(self) -> None:
-        self.dead = True
+        super().kill()
         self.count = 0
 
     @property

@@ -215,7 +215,7 @@ class SkipListCore(CoreBase):
 
     def kill(self) -> None:
         """The skiplist was dropped (or rolled back out of existence): look empty."""
-        self.dead = True
+        super().kill()
         self.count = 0
         self.level = 1
         self.buf = memoryview(bytearray(HEADER_BYTES + 64))

@@ -26,9 +26,8 @@ cdef class HashCore(CoreBase):
     cdef dict _tops
 
     @cython.locals(klen=Py_ssize_t, b=Py_ssize_t, page=Py_ssize_t, slots=Py_ssize_t,
-                   i=Py_ssize_t, s=uint64_t, pos=Py_ssize_t)
+                   i=Py_ssize_t, s=uint64_t, e=Py_ssize_t)
     cpdef find(self, bytes kb, uint32_t h)
-    cdef bint _key_is(self, Py_ssize_t e, bytes kb, Py_ssize_t klen) except -1
     @cython.locals(n=Py_ssize_t, e=Py_ssize_t, s=uint64_t, page=Py_ssize_t,
                    start=Py_ssize_t)
     cpdef get(self, bytes kb)

@@ -230,6 +230,8 @@ class HashCore(CoreBase):
         Cost: per page of the bucket's chain, a scan of its slots for the
         hash; a key comparison per slot whose hash matches.
         """
+        u8 = self.u8
+        u32 = self.u32
         u64 = self.u64
         klen = len(kb)
         b = h & self.lo_mask
@@ -241,16 +243,13 @@ class HashCore(CoreBase):
             i = find_low32(u64, slots, SLOTS, h, 0)
             while i >= 0:
                 s = u64[slots + i]
-                pos = (s >> 32) & 0xFFFF
-                if pos and self._key_is(page + pos, kb, klen):
+                e = page + ((s >> 32) & 0xFFFF)
+                # a live slot whose entry has this key's length and bytes
+                if e != page and u32[(e >> 2) + 1] == klen and equal(u8, e + 8, kb):
                     return page, SLOTS_OFF + 8 * i, s
                 i = find_low32(u64, slots, SLOTS, h, i + 1)
             page = u64[page >> 3]
         return None
-
-    def _key_is(self, e: int, kb: bytes, klen: int) -> bool:
-        """Whether the entry at ``e`` holds key ``kb`` (of ``klen`` bytes)."""
-        return self.u32[(e >> 2) + 1] == klen and equal(self.u8, e + 8, kb)
 
     def get(self, kb: bytes) -> bytes | None:
         """The value stored under ``kb``, or None. Cost: one page read per chain page.

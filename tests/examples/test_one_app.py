@@ -4,6 +4,7 @@ cluster, and a client of three ``blizzard serve`` processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -33,8 +34,12 @@ def data_dir():
 
 
 def _app(*args: str) -> subprocess.Popen:
+    # faulthandler: a process that hangs is aborted by _exit_status, and prints where
+    # each of its threads was
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
     return subprocess.Popen([sys.executable, str(APP), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                            env=env)
 
 
 def _expect_run(output: str, who: str, backend: str) -> None:
@@ -86,6 +91,19 @@ class _Lines:
             self.lines.append(line)
         return "".join(self.lines)
 
+    def exit_status(self, timeout: float = TIMEOUT_S) -> int:
+        """The process's exit status; a process still running after ``timeout`` is
+        aborted, and the failure shows its threads' stacks."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            self.proc.wait(TIMEOUT_S)
+            with contextlib.suppress(AssertionError):
+                self.until("never printed", timeout=5)
+            raise AssertionError(f"still running {timeout} s after SIGTERM:\n"
+                                 + "".join(self.lines)) from None
+
 
 def _cluster_toml(data_dir: Path, backend: str) -> Path:
     config = configmod.local_cluster(3, data_dir / "data", base_port=port_block(6),
@@ -111,8 +129,8 @@ def test_embedded_raft_in_three_processes(data_dir):
         assert sorted(roles.values()).count("leader") <= 1, roles
         for app in apps.values():
             app.send_signal(signal.SIGTERM)
-        for node, app in apps.items():
-            assert app.wait(TIMEOUT_S) == 0, "".join(lines[node].lines)
+        for node in apps:
+            assert lines[node].exit_status() == 0, "".join(lines[node].lines)
             assert f"node{node}: closed" in lines[node].until("closed")
     finally:
         for app in apps.values():

@@ -2,8 +2,8 @@
 
     blizzard demo                       pool, structures, a 3-node cluster: end to end
     blizzard pool create|info|check P   manage pool files
-    blizzard bench pool|structures|ordered|raft-core|cluster|replication|report [...]   benchmarks
-    blizzard bench pool|structures|ordered|raft-core|cluster|frames [...]   benchmarks
+    blizzard bench pool|structures|layers|ordered|raft-core|cluster|replication|frames|report
+                                        benchmarks (`blizzard bench NAME --help`)
     blizzard serve --config C --node N  run one cluster node (Raft or physical + client protocol)
     blizzard cluster up|down|status     a local cluster of `serve` processes
     blizzard mirror serve|promote|status --config C [--node N]   physical replication
@@ -34,6 +34,7 @@ BENCHMARKS = {
     "failover": "blizzard.bench.failover",
     "snapshot": "blizzard.bench.snapshot",
     "frames": "blizzard.bench.frames",
+    "layers": "blizzard.bench.layers",
 }
 MODES = ("pmem", "msync", "none")
 MODE_HELP = ("durability: pmem = cache-line flushes (libpmem), msync = msync per fence, "

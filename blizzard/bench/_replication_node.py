@@ -159,10 +159,17 @@ def _raft(config: str, node_id: int, count: bool) -> int:
 
 
 def _primary(config: str, node_id: int, fence: str, acks: str) -> int:
-    from blizzard.cluster.physical import close_primary, open_primary
+    from blizzard.cluster import config as configmod
+    from blizzard.cluster.physical import (
+        close_primary,
+        close_transport,
+        mirror_transport,
+        open_primary,
+    )
 
+    transport = mirror_transport(configmod.load(config), node_id)
     rep = open_primary(config, node_id, acks=None if acks == "all" else int(acks), fence=fence,
-                       ready_timeout_s=120)
+                       ready_timeout_s=120, transport=transport)
     rep.mirror._inflight_max = 4096 if fence == "pipelined" else rep.mirror._inflight_max
     work = Workload(rep.pool, rep, rep.submit_callback,
                     rep.settle if fence == "pipelined" else None)
@@ -179,7 +186,7 @@ def _primary(config: str, node_id: int, fence: str, acks: str) -> int:
     handlers = {"open": work.open, "load": work.load, "latency": work.latency,
                 "count": work.count, "counters": counters,
                 "status": lambda: {"status": rep.mirror.status()},
-                "quit": lambda: close_primary(rep)}
+                "quit": lambda: (close_primary(rep), close_transport(transport))}
     return serve(handlers, {"node": node_id, "system": f"physical-{fence}"})
 
 
@@ -187,11 +194,14 @@ def _backup(config: str, node_id: int) -> int:
     import attrs
 
     from blizzard.cluster import config as configmod
+    from blizzard.cluster.physical import backup_transports, close_transport, mirror_transport
     from blizzard.replication.physical.backup import BackupServer
 
     cfg = configmod.load(config)
+    transport = mirror_transport(cfg, node_id)
     server = BackupServer(cfg.node_dir(node_id), cfg.node(node_id).raft, node=node_id,
-                          cluster_id=cfg.cluster_id, mode=cfg.durability)
+                          cluster_id=cfg.cluster_id, mode=cfg.durability,
+                          **backup_transports(transport))
     stop = threading.Event()
 
     def counters() -> dict[str, Any]:
@@ -200,6 +210,7 @@ def _backup(config: str, node_id: int) -> int:
     def quit_() -> None:
         stop.set()
         server.close()
+        close_transport(transport)
 
     handlers = {"counters": counters, "status": lambda: {"status": server.info()},
                 "quit": quit_}

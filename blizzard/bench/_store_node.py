@@ -144,14 +144,18 @@ def _backup(config: str, node: int) -> int:
     import attrs
 
     from blizzard.cluster import config as configmod
+    from blizzard.cluster.physical import backup_transports, close_transport, mirror_transport
     from blizzard.replication.physical import frames
     from blizzard.replication.physical.backup import BackupServer
 
     cfg = configmod.load(config)
+    transport = mirror_transport(cfg, node)
     server = BackupServer(cfg.node_dir(node), cfg.node(node).raft, node=node,
-                          cluster_id=cfg.cluster_id, mode=cfg.durability)
+                          cluster_id=cfg.cluster_id, mode=cfg.durability,
+                          **backup_transports(transport))
     stop = threading.Event()
-    ack_bytes = len(frames.ack(0)) + 4  # one acknowledgement per fence, length-prefixed
+    # one acknowledgement per fence, with its channel's framing (TCP: a length prefix)
+    ack_bytes = len(frames.ack(0)) + _channel_header_bytes(cfg.transport.kind)
 
     def counters() -> dict[str, Any]:
         stats = attrs.asdict(server.stats)
@@ -162,10 +166,21 @@ def _backup(config: str, node: int) -> int:
     def quit_() -> None:
         stop.set()
         server.close()
+        close_transport(transport)
 
     handlers = {"counters": counters, "status": lambda: {"status": {"role": "backup"}},
                 "quit": quit_}
     return serve(handlers, {"node": node, "backend": "physical-backup"})
+
+
+def _channel_header_bytes(kind: str) -> int:
+    """What a mirror channel adds to each message: TCP's 4-byte length, DPDK's
+    channel header (its frames' own headers are not counted, as TCP's are not)."""
+    if kind == "dpdk":
+        from blizzard.replication.physical.dpdk import HEADER_BYTES
+
+        return HEADER_BYTES
+    return 4
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,6 +51,9 @@ from blizzard.exceptions import BenchmarkError
 STRUCTURES = ("hashmap", "queue", "bptree", "skiplist")
 VALUES = (64, 1024)
 SYSTEMS = ("logical", "physical-sync", "physical-pipelined")
+#: Each system over DPDK memif links instead of TCP: the name with this suffix.
+DPDK = "-dpdk"
+KNOWN_SYSTEMS = SYSTEMS + tuple(s + DPDK for s in SYSTEMS)
 DEFAULT_OPS = 4000
 DEFAULT_LATENCY_OPS = 500
 DEFAULT_WINDOW = 500
@@ -102,15 +105,17 @@ class Cluster:
 
         self.system = system
         directory = workdir / (system + ("-count" if count else ""))
+        self.transport = "dpdk" if system.endswith(DPDK) else "tcp"
         config = local_cluster(3, directory, base_port=free_port_block(6),
                                cluster_id="bench", pool_size=pool_size,
-                               log_pool_size=256 << 20, durability="pmem")
+                               log_pool_size=256 << 20, durability="pmem",
+                               transport={"kind": self.transport})
         path = directory / "cluster.toml"
         directory.mkdir(parents=True, exist_ok=True)
         path.write_text(dump(config))
         self.nodes: list[NodeProcess] = []
         try:
-            if system == "logical":
+            if system.removesuffix(DPDK) == "logical":
                 for i in (1, 2, 3):
                     argv = ["-m", NODE, "raft", str(path), str(i)] + (["count"] if count else [])
                     self.nodes.append(NodeProcess(f"raft node {i}", argv,
@@ -122,7 +127,7 @@ class Cluster:
                     self.nodes.append(NodeProcess(f"backup {i}", ["-m", NODE, "backup",
                                                                   str(path), str(i)],
                                                   directory / f"node{i}.log"))
-                fence = system.removeprefix("physical-")
+                fence = system.removesuffix(DPDK).removeprefix("physical-")
                 self.load = NodeProcess("primary 1", ["-m", NODE, "primary", str(path), "1",
                                                       fence, "all"], directory / "node1.log")
                 self.nodes.insert(0, self.load)
@@ -148,7 +153,7 @@ def _account(row: Row, system: str, before: list[dict], after: list[dict], ops: 
     """Wire and flush figures per op from counters taken around a run of ``ops``."""
     if not ops:
         return
-    if system == "logical":
+    if system.removesuffix(DPDK) == "logical":
         row.bytes_per_op = sum(_delta(b, a, "bytes_sent") for b, a in zip(before, after,
                                                                          strict=True)) / ops
         row.messages_per_op = sum(_delta(b, a, "messages_sent")
@@ -162,7 +167,8 @@ def _account(row: Row, system: str, before: list[dict], after: list[dict], ops: 
     backup_messages = sum(_delta(b, a, "batches") for b, a in zip(before[1:], after[1:],
                                                                   strict=True))
     row.messages_per_op = (_delta(primary_b, primary_a, "messages_sent") + backup_messages) / ops
-    row.bytes_per_op += backup_messages * 13 / ops  # each ACK: 4-byte length + 9 bytes
+    # each ACK: 9 bytes plus the channel's framing (TCP: 4-byte length; DPDK: channel header)
+    row.bytes_per_op += backup_messages * (9 + _channel_header_bytes(system)) / ops
     row.round_trips_per_op = _delta(primary_b, primary_a, "round_trips") / ops
     row.flushes_per_op_primary = _delta(primary_b, primary_a, "flushes") / ops
     row.fences_per_op_primary = _delta(primary_b, primary_a, "fences") / ops
@@ -171,6 +177,14 @@ def _account(row: Row, system: str, before: list[dict], after: list[dict], ops: 
         backups) / ops
     row.fences_per_op_backup = sum(_delta(b, a, "fences") for b, a in backups) / len(
         backups) / ops
+
+
+def _channel_header_bytes(system: str) -> int:
+    if system.endswith(DPDK):
+        from blizzard.replication.physical.dpdk import HEADER_BYTES
+
+        return HEADER_BYTES
+    return 4
 
 
 def run_system(cluster: Cluster, structures, values, ops: int, latency_ops: int, window: int,
@@ -240,7 +254,7 @@ def run(*, ops: int, latency_ops: int, window: int, systems, structures, values,
                 got = run_system(cluster, structures, values, ops, latency_ops, window, step)
             finally:
                 cluster.kill()
-            if system == "logical" and count:
+            if system.removesuffix(DPDK) == "logical" and count:
                 counting = Cluster(workdir, system, pool_size, count=True)
                 try:
                     count_logical_flushes(counting, got, min(ops, COUNT_OPS_MAX), window, step)
@@ -277,6 +291,9 @@ def format_rows(rows: list[Row]) -> str:
     if ratio_lines:
         out += ["", "physical / logical, this run (bytes on the wire per op; throughput "
                 "logical / physical):", *("  " + x for x in ratio_lines)]
+    dpdk_lines = transport_ratios(rows)
+    if dpdk_lines:
+        out += ["", "over DPDK / over TCP, this run:", *("  " + x for x in dpdk_lines)]
     return "\n".join(out)
 
 
@@ -301,6 +318,22 @@ def ratios(rows: list[Row]) -> list[str]:
                          f"throughput {'-' if speed is None else f'{speed:.1f}x'}")
         if parts:
             lines.append(f"{kind} {vbytes} B: " + "; ".join(parts))
+    return lines
+
+
+def transport_ratios(rows: list[Row]) -> list[str]:
+    """Each system over DPDK against itself over TCP, this run: throughput, p50, CPU."""
+    by = {(r.system, r.structure, r.value_bytes): r for r in rows}
+    lines = []
+    for (system, kind, vbytes), dpdk in by.items():
+        tcp = by.get((system.removesuffix(DPDK), kind, vbytes))
+        if not system.endswith(DPDK) or tcp is None:
+            continue
+        parts = []
+        for name, a, b in (("ops/s", dpdk.rate, tcp.rate), ("p50", dpdk.p50_us, tcp.p50_us),
+                           ("cpu/op", dpdk.cpu_us_per_op, tcp.cpu_us_per_op)):
+            parts.append(f"{name} {a / b:.2f}x" if a and b else f"{name} -")
+        lines.append(f"{system.removesuffix(DPDK)} {kind} {vbytes} B: " + ", ".join(parts))
     return lines
 
 
@@ -337,7 +370,9 @@ def main(argv: list[str] | None = None) -> int:
                              f"{QUICK_LATENCY_OPS})")
     parser.add_argument("--window", type=int, default=DEFAULT_WINDOW,
                         help=f"logical: requests in flight (default {DEFAULT_WINDOW})")
-    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help=f"of {', '.join(KNOWN_SYSTEMS)} (-dpdk: over DPDK memif "
+                             "links instead of TCP); default %(default)s")
     parser.add_argument("--structures", default=",".join(STRUCTURES))
     parser.add_argument("--values", default=",".join(map(str, VALUES)),
                         help="value sizes in bytes, comma-separated (default 64,1024)")
@@ -350,8 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     systems = tuple(s for s in args.systems.split(",") if s)
     structures = tuple(s for s in args.structures.split(",") if s)
     for s in systems:
-        if s not in SYSTEMS:
-            parser.error(f"--systems: unknown {s!r} (known: {', '.join(SYSTEMS)})")
+        if s not in KNOWN_SYSTEMS:
+            parser.error(f"--systems: unknown {s!r} (known: {', '.join(KNOWN_SYSTEMS)})")
     for s in structures:
         if s not in STRUCTURES:
             parser.error(f"--structures: unknown {s!r} (known: {', '.join(STRUCTURES)})")

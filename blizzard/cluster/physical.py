@@ -43,6 +43,7 @@ from blizzard.exceptions import (
     ChannelClosedError,
     ConfigError,
     DeposedError,
+    DpdkUnavailableError,
     MirrorProtocolError,
     MirrorUnavailableError,
     PromoteError,
@@ -51,6 +52,7 @@ from blizzard.pmem import FileMedia, Pool
 from blizzard.pmem import _layout as L
 from blizzard.replication.physical import frames
 from blizzard.replication.physical.backup import POOL_FILE, BackupServer
+from blizzard.replication.physical.channel import MirrorTransport
 from blizzard.replication.physical.mirror import FENCE_MODES, MirroredMedia
 from blizzard.replication.physical.replicator import PhysicalReplicator
 from blizzard.replication.physical.state import MirrorState, epoch_text, first_epoch, next_epoch
@@ -138,13 +140,16 @@ class PhysicalBackend:
                 f"node: the physical backend opens this node's pool as the primary: pass "
                 f"node=<id> (one of {ids}); the other nodes run `blizzard mirror serve`")
         config.node(node)
-        if config.transport.kind != "tcp":
-            raise ConfigError(f"transport.kind: the physical backend mirrors over tcp only "
-                              f"(got {config.transport.kind!r})")
-        self.replicator = open_primary(config, node, acks=acks, fence=fence,
-                                       ready_timeout_s=ready)
+        transport = mirror_transport(config, node)
+        try:
+            self.replicator = open_primary(config, node, acks=acks, fence=fence,
+                                           ready_timeout_s=ready, transport=transport)
+        except BaseException:
+            close_transport(transport)
+            raise
+        self._mirror_transport = transport
         self.pool = self.replicator.pool
-        self.transport = "tcp"
+        self.transport = config.transport.kind
 
     def status(self) -> dict[str, Any]:
         rep = self.replicator
@@ -167,10 +172,55 @@ class PhysicalBackend:
                 "counters": counters, "backups": mirror.backups()}
 
     def close(self) -> None:
-        close_primary(self.replicator)
+        try:
+            close_primary(self.replicator)
+        finally:
+            close_transport(self._mirror_transport)
 
 
 BACKENDS.register("physical", PhysicalBackend)
+
+
+# -- the mirror's transport ---------------------------------------------------------------------
+
+MIRROR_TRANSPORTS = ("tcp", "dpdk")
+
+
+def mirror_transport(config: ClusterConfig, node_id: int) -> MirrorTransport:
+    """The transport node ``node_id`` mirrors over, from ``[transport] kind``:
+    ``tcp``, or ``dpdk`` (memif links between the nodes' processes, started
+    here: close it with :func:`close_transport`). One per process and node,
+    shared by the node's backup server and primary in turn."""
+    kind = config.transport.kind
+    if kind == "tcp":
+        return TcpMirrorTransport()
+    if kind != "dpdk":
+        raise ConfigError(f"transport.kind: the physical backend mirrors over "
+                          f"{' or '.join(MIRROR_TRANSPORTS)}, got {kind!r}")
+    try:
+        from blizzard.replication.physical.dpdk import DpdkMirrorTransport
+        from blizzard.replication.transport.dpdk.options import parse
+    except (ImportError, OSError) as exc:
+        raise ConfigError(f"transport.kind: the transport 'dpdk' is not available here: "
+                          f"{exc}") from exc
+    options = parse(dict(config.transport.options), node_id, base_dir=config.base_dir)
+    if options.af_packet:
+        raise ConfigError("transport.nodes: the mirror runs over memif links only "
+                          "(af_packet drops frames under load)")
+    try:
+        return DpdkMirrorTransport(node_id, mirror_peers(config, node_id),
+                                   run_dir=config.data_dir, cluster_id=config.cluster_id,
+                                   options=options)
+    except DpdkUnavailableError as exc:
+        raise ConfigError(f"transport.kind: the transport 'dpdk' is not available here: "
+                          f"{exc}") from exc
+
+
+def close_transport(transport: MirrorTransport) -> None:
+    """Stop a transport of :func:`mirror_transport` (TCP's holds nothing)."""
+    close = getattr(transport, "close", None)
+    if close is not None:
+        close()
 
 
 # -- the primary --------------------------------------------------------------------------------
@@ -179,7 +229,8 @@ BACKENDS.register("physical", PhysicalBackend)
 def open_primary(config: ClusterConfig | str | os.PathLike[str], node_id: int, *,
                  acks: int | None = None, fence: str = "sync",
                  ready_timeout_s: float = READY_TIMEOUT_S,
-                 sessions: bool = False) -> PhysicalReplicator:
+                 sessions: bool = False,
+                 transport: MirrorTransport | None = None) -> PhysicalReplicator:
     """Open node ``node_id``'s pool as the primary; see the module docstring.
 
     Waits until enough backups are in sync (resynchronised if needed) for the
@@ -191,6 +242,8 @@ def open_primary(config: ClusterConfig | str | os.PathLike[str], node_id: int, *
     (:class:`~blizzard.replication.sessions.SessionStateMachine`: submit
     enveloped Ops, ``sessions.wrap``), as the client server does: a retried
     write is applied once, on this primary or on one promoted after it.
+    ``transport``: what the mirror runs over (TCP by default;
+    :func:`mirror_transport` gives the config's); the caller keeps it.
     """
     config = _load(config)
     directory = config.node_dir(node_id)
@@ -219,7 +272,7 @@ def open_primary(config: ClusterConfig | str | os.PathLike[str], node_id: int, *
                           create_size=config.pool_size if fresh else None)
         mirror = MirroredMedia(inner, mirror_peers(config, node_id), node=node_id, epoch=epoch,
                                seq=seq, cluster_id=config.cluster_id, acks=acks,
-                               fence=fence).start()
+                               fence=fence, transport=transport).start()
         if not mirror.wait_ready(ready_timeout_s):
             if mirror.deposed is not None:
                 raise DeposedError(f"node {node_id} was deposed: a backup holds epoch "
@@ -288,9 +341,14 @@ def serve_backup(config: ClusterConfig | str | os.PathLike[str], node_id: int, *
     def on_promote() -> frames.State:
         return server.describe(text=json.dumps(promote_here(config, server, acks=acks)))
 
-    server = BackupServer(config.node_dir(node_id), node.raft, node=node_id,
-                          cluster_id=config.cluster_id, mode=config.durability,
-                          on_promote=on_promote)
+    transport = mirror_transport(config, node_id)
+    try:
+        server = BackupServer(config.node_dir(node_id), node.raft, node=node_id,
+                              cluster_id=config.cluster_id, mode=config.durability,
+                              on_promote=on_promote, **backup_transports(transport))
+    except BaseException:
+        close_transport(transport)
+        raise
     log.info("node %d: backup up (pid %d, mirror %s:%d, epoch %s, position %s/%d%s)", node_id,
              os.getpid(), *server.address, epoch_text(server.state.epoch),
              epoch_text(server.state.position[0]), server.state.position[1],
@@ -300,9 +358,18 @@ def serve_backup(config: ClusterConfig | str | os.PathLike[str], node_id: int, *
             pass
     finally:
         server.close()
+        close_transport(transport)
     log.info("node %d: %s", node_id, "promoted: open it as primary" if server.promoted.is_set()
              else "backup stopped")
     return 0
+
+
+def backup_transports(transport: MirrorTransport) -> dict[str, MirrorTransport]:
+    """A :class:`BackupServer`'s ``transport`` and, when that is not TCP, TCP as
+    its ``control`` (requests from processes that are no node)."""
+    if isinstance(transport, TcpMirrorTransport):
+        return {"transport": transport}
+    return {"transport": transport, "control": TcpMirrorTransport()}
 
 
 def promote_here(config: ClusterConfig, server: BackupServer, *,

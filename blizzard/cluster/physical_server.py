@@ -112,6 +112,8 @@ class PhysicalNode:
             1, thread_name_prefix=f"node{node_id}-pool")
         self.promotions = 0
         self.demotions = 0
+        #: what the mirror runs over, in both roles (one DPDK context per process)
+        self.transport = physical.mirror_transport(config, node_id)
 
     # -- what clients are told ------------------------------------------------------------
 
@@ -202,7 +204,8 @@ class PhysicalNode:
 
         server = BackupServer(config.node_dir(node_id), config.node(node_id).raft,
                               node=node_id, cluster_id=config.cluster_id,
-                              mode=config.durability, on_promote=on_promote)
+                              mode=config.durability, on_promote=on_promote,
+                              **physical.backup_transports(self.transport))
         self.backup = server
         self.epoch = server.state.epoch
         self.role = BACKUP
@@ -232,7 +235,7 @@ class PhysicalNode:
                 rep = physical.open_primary(self.config, self.node_id, acks=self.acks,
                                             fence=self.fence,
                                             ready_timeout_s=self.ready_timeout_s,
-                                            sessions=True)
+                                            sessions=True, transport=self.transport)
             except MirrorUnavailableError as exc:
                 log.warning("%s; retrying", exc)
                 stop.wait(OPEN_RETRY_S)
@@ -305,6 +308,7 @@ class PhysicalNode:
 
     def close(self) -> None:
         self.worker.shutdown(wait=True)
+        physical.close_transport(self.transport)
 
 
 class PhysicalClientServer(ClientServer):
@@ -382,9 +386,6 @@ def serve_physical(config: ClusterConfig, node_id: int, *,
                           "client address)")
     physical.options(config)
     physical.initial_primary(config)
-    if config.transport.kind != "tcp":
-        raise ConfigError(f"transport.kind: the physical backend mirrors over tcp only "
-                          f"(got {config.transport.kind!r})")
     exposure.check(config, node_id, ("client",))
     # the mirror protocol has no TLS: a mirror port off loopback needs insecure = true
     exposure.check(config, node_id, ("raft",), tls=False,
@@ -395,12 +396,12 @@ def serve_physical(config: ClusterConfig, node_id: int, *,
         tls = tlsmod.server_context(ca_file=str(tls_files.ca), cert_file=str(tls_files.cert),
                                     key_file=str(tls_files.key))
     policy = AccessPolicy(config.auth, tls=tls is not None)
+    member = PhysicalNode(config, node_id)  # the mirror's transport starts here
     stop = stop or threading.Event()
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, lambda signum, frame: stop.set())
                     for sig in (signal.SIGTERM, signal.SIGINT)}
-    member = PhysicalNode(config, node_id)
     server = PhysicalClientServer(member, node.client, tls=tls, policy=policy)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name=f"node{node_id}-clients",
@@ -411,8 +412,8 @@ def serve_physical(config: ClusterConfig, node_id: int, *,
         asyncio.run_coroutine_threadsafe(server.start(), loop).result()
         config.node_dir(node_id).mkdir(parents=True, exist_ok=True)
         record = record_serving(config, node_id)
-        log.info("node %d: up (pid %d, physical, mirror %s:%d, data %s)", node_id, os.getpid(),
-                 *node.raft, config.node_dir(node_id))
+        log.info("node %d: up (pid %d, physical, mirror %s:%d over %s, data %s)", node_id,
+                 os.getpid(), *node.raft, config.transport.kind, config.node_dir(node_id))
         member.run(stop)
     finally:
         log.info("node %d: shutting down", node_id)

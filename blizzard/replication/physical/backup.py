@@ -87,11 +87,17 @@ class BackupServer:
 
     ``on_promote()``, when given, is called (on the requesting channel's
     thread) for a PROMOTE request; it returns the STATE to answer, or raises.
+
+    ``transport`` carries the primary's stream (TCP by default). A transport
+    that is not TCP (DPDK) reaches nodes only: then the backup also listens
+    on TCP at ``address`` (``control``), where status, fencing and promotion
+    requests arrive from any process -- and a primary over TCP is served too.
     """
 
     def __init__(self, directory: str | os.PathLike[str], address: tuple[str, int], *,
                  node: int, cluster_id: str = "blizzard", mode: str = "pmem",
                  transport: MirrorTransport | None = None,
+                 control: MirrorTransport | None = None,
                  on_promote: Callable[[], frames.State] | None = None) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -111,7 +117,19 @@ class BackupServer:
         self._current: Channel | None = None
         self._consistent_at: int | None = None
         self._transport = transport or TcpMirrorTransport()
-        self.listener = self._transport.listen(address, self._on_channel)
+        self.listeners = []
+        if control is not None:
+            self.listeners.append(control.listen(address, self._on_channel))
+        try:
+            self.listeners.append(self._transport.listen(address, self._on_channel))
+        except BaseException:
+            for listener in self.listeners:
+                listener.close()
+            if self.media is not None:
+                self.media.close()
+            self.state.close()
+            raise
+        self.listener = self.listeners[0]
         self.address = self.listener.address
 
     # -- requests ----------------------------------------------------------------------------
@@ -307,7 +325,8 @@ class BackupServer:
             return media
 
     def close(self) -> None:
-        self.listener.close()
+        for listener in self.listeners:
+            listener.close()
         with self._lock:
             if self._current is not None:
                 self._current.close()

@@ -40,12 +40,15 @@ KINDS = ("h", "b", "s", "q")
 class PhysicalCluster:
     """``blizzard serve`` processes of one physical cluster, owned (and killed) here."""
 
-    def __init__(self, n: int = 3, *, tls: bool = False, acks: int | str = 1) -> None:
+    def __init__(self, n: int = 3, *, tls: bool = False, acks: int | str = 1,
+                 transport: str = "tcp") -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="physical-serve-", dir="/dev/shm"))
         settings = tls_settings(self.dir / "certs", n) if tls else {}
         config = configmod.local_cluster(
             n, self.dir, base_port=port_block(2 * n), pool_size="16M",
-            replication={"backend": "physical", "acks": acks}, **settings)
+            replication={"backend": "physical", "acks": acks},
+            transport={"kind": transport, **({"memory_mb": 128} if transport == "dpdk" else {})},
+            **settings)
         self.path = self.dir / "cluster.toml"
         self.path.write_text(configmod.dump(config))
         self.config = configmod.load(self.path)
@@ -201,14 +204,16 @@ def test_a_backup_names_the_primary(physical_cluster):
         assert client.status()["leader"] == 1
 
 
-def test_sigkill_primary_promote_and_the_client_continues(physical_cluster):
+@pytest.mark.parametrize("transport", ["tcp", "dpdk"])
+def test_sigkill_primary_promote_and_the_client_continues(physical_cluster, transport):
     """SIGKILL the primary while a remote client writes to all four structures;
     promote a backup; the client's write in flight completes on the promoted
     node, which holds every acknowledged write exactly once, and writing goes
-    on. The old primary, restarted, rejoins as a backup of the new epoch."""
+    on. The old primary, restarted, rejoins as a backup of the new epoch.
+    Over DPDK the mirror's fences travel on memif links between the processes."""
     seed = int(os.environ.get("BLIZZARD_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
-    c = physical_cluster()
+    c = physical_cluster(transport=transport)
     for node_id in (1, 2, 3):
         c.start(node_id)
     c.await_role(1, "primary")

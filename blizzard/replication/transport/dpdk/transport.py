@@ -418,6 +418,12 @@ class DpdkTransport:
         self.stats.bytes_sent += n
         return True
 
+    def link_up(self, peer: int) -> bool:
+        """Whether the link to ``peer`` is up (as of the last link check, every
+        MAINTAIN_S): ``send`` to a peer whose link is down returns False."""
+        link = self._links.get(peer)
+        return link is not None and link.up
+
     def send_raw(self, target: int, frame: bytes) -> bool:
         """Send one frame exactly as given to ``target``'s link (tests, diagnostics:
         see :func:`frames.frame`). False if the link is down or the frame too big."""

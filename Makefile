@@ -34,7 +34,7 @@ test: $(BUILT)
 	$(PURE_RUN)
 
 soak: $(BUILT)
-	$(PY) -m pytest -q --hypothesis-profile=soak -m "slow or not slow"
+	$(PY) -m pytest -q --hypothesis-profile=soak -m "slow or not slow" --timeout 7200
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check blizzard tests examples

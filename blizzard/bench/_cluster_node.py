@@ -6,7 +6,8 @@ and then answers one JSON line on stdout per command line on stdin:
 
 ``status``                the node's Raft status (role, leader, indexes);
 ``load N WINDOW PREFIX [STALL]``  N puts of 16-byte keys (``PREFIX`` + a
-                          counter) and 64-byte values, through ``submit_callback``
+                          counter) and 64-byte values (``BLIZZARD_BENCH_VALUE_BYTES``
+                          in the environment sets another size), through ``submit_callback``
                           with at most WINDOW requests in flight; returns ops
                           and seconds (stops if nothing completes for STALL s);
 ``latency N PREFIX [S]``  N synchronous puts one after another (at most S
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import statistics
 import sys
 import threading
@@ -37,8 +39,10 @@ from collections.abc import Callable
 from typing import Any
 
 KEY_BYTES = 16
-VALUE_BYTES = 64
-VALUE = bytes(range(VALUE_BYTES))
+#: The size of the values put; ``blizzard bench cluster --value-bytes`` sets it
+#: for its children through the environment.
+VALUE_BYTES = int(os.environ.get("BLIZZARD_BENCH_VALUE_BYTES", "64"))
+VALUE = bytes(i & 0xFF for i in range(VALUE_BYTES))
 MAP_NAME = "bench"
 
 

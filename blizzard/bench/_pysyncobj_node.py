@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         dset = d.set
 
         def put(i: int) -> None:
-            dset(keys[i], VALUE, sync=True, timeout=10)
+            dset(keys[i], VALUE, sync=True, timeout=10)  # VALUE_BYTES from the environment
 
         return sync_latency(len(keys), put, float(max_seconds))
 

@@ -57,7 +57,7 @@ from typing import Any
 import blizzard
 from blizzard._argparse import ArgumentParser
 from blizzard.bench import _report
-from blizzard.bench._cluster_node import MAP_NAME, VALUE, make_key, summarize
+from blizzard.bench._cluster_node import MAP_NAME, VALUE_BYTES, make_key, summarize
 from blizzard.cluster.config import RaftConfig
 from blizzard.cluster.ports import port_block
 from blizzard.exceptions import BenchmarkError
@@ -122,6 +122,9 @@ class Result:
     latency: dict[str, Any] = field(default_factory=dict)
     cpu_us_per_op: float | None = None
     cpu_by_process: list[float] = field(default_factory=list)
+    #: payload bytes copied per op by stage (blizzard Raft systems), one figure per
+    #: process in the order of ``cpu_by_process`` (see blizzard.replication.copies)
+    copies_per_op: dict[str, list[float]] = field(default_factory=dict)
     lost: int | None = None
     unanswered: int = 0
     not_issued: int = 0
@@ -141,9 +144,20 @@ class Result:
 
 RAFT_DEFAULTS = RaftConfig()  # what a cluster config gets when it says nothing
 
+#: The size of the values every system puts (``--value-bytes``; children read
+#: it from ``BLIZZARD_BENCH_VALUE_BYTES``).
+_VALUE = {"bytes": VALUE_BYTES}
+
+
+def _value() -> bytes:
+    return bytes(i & 0xFF for i in range(_VALUE["bytes"]))
+
+
 def _child_env() -> dict[str, str]:
-    """The environment for a child: this blizzard importable, output unbuffered."""
+    """The environment for a child: this blizzard importable, output unbuffered,
+    the value size of the run."""
     env = dict(os.environ)
+    env["BLIZZARD_BENCH_VALUE_BYTES"] = str(_VALUE["bytes"])
     root = str(Path(blizzard.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
@@ -297,6 +311,7 @@ def bench_local(workdir: Path, ops: int, latency_ops: int, warmup: int) -> Resul
     from blizzard.structures import PHashMap
 
     result = Result("blizzard-local", note="FileMedia pmem, LocalReplicator, one put per call")
+    VALUE = _value()
     path = workdir / "local.pool"
     pool = Pool.create(path, _pool_bytes(ops + latency_ops + warmup), mode="pmem")
     try:
@@ -408,7 +423,15 @@ def bench_blizzard(workdir: Path, ops: int, latency_ops: int, warmup: int, windo
         if step:
             step(f"blizzard{suffix}: {n:,} puts on {where}, window {window}")
         term, count = _term(nodes), node.call("count")["count"]
+        order = [node, *(x for x in nodes if x is not node)]
+        copies = [x.call("status")["status"].get("copies", {}) for x in order]
         _measure(nodes, node, f"load {n} {window} {tag}", result)
+        if result.ops:
+            after = [x.call("status")["status"].get("copies", {}) for x in order]
+            result.copies_per_op = {
+                stage: [round((a.get(stage, 0) - b.get(stage, 0)) / result.ops, 1)
+                        for a, b in zip(after, copies, strict=True)]
+                for stage in after[0]}
         if not on_follower:
             now = _wait(leader, START_TIMEOUT_S, "a leader known to every Blizzard node")
             if now != node_id:
@@ -479,6 +502,7 @@ def bench_client(workdir: Path, ops: int, latency_ops: int, warmup: int, window:
                  processes: list, step=None, raft: dict[str, int] | None = None,
                  tls: bool = False) -> Result:
     """3 ``blizzard serve`` processes; the load from a remote client in this process."""
+    VALUE = _value()
     from blizzard.client import connect
     from blizzard.cluster.config import load
     from blizzard.structures import ops as opmod
@@ -617,7 +641,7 @@ def bench_pysyncobj(workdir: Path, conf: str, ops: int, latency_ops: int, warmup
     first = on_leader.call("status")["status"]["self"]
     if step:
         step(f"pysyncobj ({what}): {ops:,} sets on the leader, window {window}")
-    _measure(nodes, on_leader, f"load {ops} {window} t", r)
+    _measure(nodes, on_leader, f"load {ops} {window} t", r)  # its load reads VBYTES from env
     if step:
         step(f"pysyncobj ({what}): up to {latency_ops:,} synchronous sets "
              f"(at most {LATENCY_MAX_S:.0f} s)")
@@ -871,7 +895,8 @@ def notes(results: list[Result]) -> list[str]:
 
 
 NOTES = [
-    "ops/s: puts of 16-byte keys and 64-byte values, with 'in flight' asynchronous requests "
+    "ops/s: puts of 16-byte keys and --value-bytes values (64 unless said), with 'in flight' "
+    "asynchronous requests "
     "outstanding, issued from inside the process named; p50/p99: synchronous puts, one after "
     "another.",
     "failed: requests that completed with an error or never did; lost: puts missing from the map "
@@ -905,6 +930,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"synchronous puts timed one by one (default "
                              f"{DEFAULT_LATENCY_OPS:,}; --quick: {QUICK_LATENCY_OPS}; "
                              f"at most {LATENCY_MAX_S:.0f} s each)")
+    parser.add_argument("--value-bytes", type=int, default=VALUE_BYTES,
+                        help=f"size of the values put (default {VALUE_BYTES})")
     parser.add_argument("--window", type=int, default=DEFAULT_WINDOW,
                         help=f"asynchronous requests in flight (default {DEFAULT_WINDOW})")
     parser.add_argument("--quick", action="store_true", help="a short run (a few seconds)")
@@ -932,7 +959,11 @@ def main(argv: list[str] | None = None) -> int:
     latency_ops = args.latency_ops or (QUICK_LATENCY_OPS if args.quick else DEFAULT_LATENCY_OPS)
     systems = tuple(s for s in args.systems.split(",") if s)
     transports = tuple(t for t in args.transport.split(",") if t)
+    if args.value_bytes < 1:
+        parser.error("--value-bytes must be at least 1")
+    _VALUE["bytes"] = args.value_bytes
     params = {"ops": ops, "latency_ops": latency_ops, "window": args.window,
+              "value_bytes": args.value_bytes,
               "systems": list(systems), "dir": args.dir, "quick": args.quick,
               "tls": args.tls, "election_ticks": args.election_ticks,
               "transports": list(transports)}
@@ -963,7 +994,8 @@ def main(argv: list[str] | None = None) -> int:
                     "(python -m pstats FILE)")
     verdict = targets(results)
     _report.print_report(
-        run_, body, title=f"blizzard bench cluster: {ops:,} puts per throughput run, "
+        run_, body, title=f"blizzard bench cluster: {ops:,} puts of {args.value_bytes} B values "
+                          f"per throughput run, "
                           f"{args.window} in flight, {latency_ops:,} synchronous puts",
         targets=verdict, notes=notes(results))
     _report.write_json(args.json, run_.record(

@@ -182,6 +182,7 @@ class RaftBackend:
                 counters[key] = status[key]
         counters.update({f"transport_{k}": v
                          for k, v in attrs.asdict(rep.transport.stats).items()})
+        counters.update({f"copied_{stage}": n for stage, n in status.get("copies", {}).items()})
         counters.update(ops=rep.state_machine.last_applied,
                         bytes_sent=rep.transport.stats.bytes_sent,
                         messages_sent=rep.transport.stats.frames_sent)

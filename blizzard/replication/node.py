@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import operator
 import random
 import time
 from collections import deque
@@ -49,9 +50,18 @@ from blizzard.exceptions import (
     SnapshotInstallError,
 )
 from blizzard.replication.base import StateMachine
+from blizzard.replication.copies import Copies
 from blizzard.replication.raft import messages
 from blizzard.replication.raft.core import Config, Raft, Role
-from blizzard.replication.raft.messages import NONE, ConfChange, ConfState, MsgSnap, SnapshotMeta
+from blizzard.replication.raft.messages import (
+    NONE,
+    ConfChange,
+    ConfState,
+    MsgApp,
+    MsgProp,
+    MsgSnap,
+    SnapshotMeta,
+)
 from blizzard.replication.sessions import ENVELOPE
 from blizzard.replication.snapshots import (
     SEND_BYTES_PER_TURN,
@@ -70,6 +80,8 @@ PROPOSALS_PER_TURN_MAX = 512
 PENDING_PROPOSALS_MAX = 100_000
 SNAPSHOT_ENTRIES_DEFAULT = 100_000
 SNAPSHOT_TAIL_ENTRIES_DEFAULT = 5_000  # as etcd's snapshot catch-up entries
+
+_data_of = operator.itemgetter(3)  # Entry.data
 
 #: ``callback(key, result, error)``: the outcome of a submitted entry.
 Settled = Callable[[tuple[int, int], Any, BaseException | None], None]
@@ -148,6 +160,14 @@ class Node:
         self.ops_per_s = 0.0
         self._cpu_mark = (time.monotonic(), time.process_time())
         self.cpu_percent = 0.0
+        #: Payload bytes copied on their way from the network to the structures
+        #: (see :mod:`blizzard.replication.copies`); the log and the state
+        #: machine add their own stages when they can count.
+        self.copies = Copies()
+        for part in (storage, state_machine):
+            count_copies = getattr(part, "count_copies", None)
+            if count_copies is not None:
+                count_copies(self.copies)
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -180,6 +200,9 @@ class Node:
             log.warning("node %d dropped a frame from node %d addressed %d -> %d",
                         self.node_id, source, msg.source, msg.target)
             return
+        cls = type(msg)
+        if cls is MsgApp or cls is MsgProp:  # decoding cut the entries' data out of the frame
+            self.copies.counts["frame_to_entries"] += sum(map(len, map(_data_of, msg.entries)))
         self.raft.step(msg)
         self.wake()
 
@@ -485,6 +508,11 @@ class Node:
             "voters": sorted(raft.voters),
             "learners": sorted(raft.learners),
         }
+        copies = self.copies.snapshot()
+        stats = getattr(self.transport, "stats", None)
+        if stats is not None:  # a bare Sender (the simulator's) has none
+            copies["socket_to_buffer"] += stats.bytes_copied
+        status["copies"] = copies
         transport_status = getattr(self.transport, "status", None)
         if transport_status is not None:  # a bare Sender (the simulator's) has none
             status["transport"] = transport_status()

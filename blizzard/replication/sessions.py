@@ -133,6 +133,7 @@ class SessionStateMachine:
         self._inner = inner
         self._pool = pool
         self._buf = pool.buf
+        self._copies: dict[str, int] | None = None  # see count_copies
         root = pool.root(ROOT)
         if root is None:
             with pool.transaction() as tx:
@@ -141,6 +142,15 @@ class SessionStateMachine:
                 tx.set_root(ROOT, off, TAG)
             root = pool.root(ROOT)
         self._bind(root)
+
+    def count_copies(self, copies) -> None:
+        """Count, in ``copies`` (a :class:`~blizzard.replication.copies.Copies`),
+        the Op bytes cut out of ``bytes`` entries (``log_to_apply``); the inner
+        state machine counts its own stages if it can."""
+        self._copies = copies.counts
+        count_copies = getattr(self._inner, "count_copies", None)
+        if count_copies is not None:
+            count_copies(copies)
 
     def _bind(self, root) -> None:
         if root is None or root.tag != TAG:
@@ -226,6 +236,7 @@ class SessionStateMachine:
         owners: list[tuple[int, int, int]] = []  # (position in batch, client, seq)
         latest: dict[int, tuple[int, int]] = {}  # client -> (seq, position) within this batch
         last_applied = self.last_applied
+        copies = self._copies
         for position, (index, data) in enumerate(batch):
             if index <= last_applied or not data:
                 continue  # a replay, or the leader's empty entry
@@ -246,8 +257,11 @@ class SessionStateMachine:
                     continue
                 latest[client] = (seq, position)
                 owners.append((position, client, seq))
-            fresh.append((index, data[ENVELOPE.size:]))
+            op = data[ENVELOPE.size:]  # a copy when ``data`` is bytes, a view over a view
+            fresh.append((index, op))
             fresh_at.append(position)
+            if copies is not None and type(op) is not memoryview:
+                copies["log_to_apply"] += len(op)
         try:
             with self._pool.transaction() as tx:
                 inner_results = self._inner.apply(fresh) if fresh else []

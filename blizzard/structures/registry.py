@@ -121,6 +121,7 @@ class Registry:
         self._cores: dict[bytes, Core] = {}
         self._applied = 0
         self._local: LocalReplicator | None = None
+        self._copies: dict[str, int] | None = None  # see count_copies
         # Cores that DROP or restore removed in the running transaction: killed once it
         # commits, brought back by the rebuild if it rolls back (handles hold them).
         self._dropped: list[Core] = []
@@ -240,6 +241,12 @@ class Registry:
         self._applied = index
         return result
 
+    def count_copies(self, copies) -> None:
+        """Count, in ``copies`` (:class:`~blizzard.replication.copies.Copies`), the Op
+        argument bytes (keys, values, items) handed to the structures, which copy
+        them once into their own blocks: the stage ``apply_to_structure``."""
+        self._copies = copies.counts
+
     def apply(self, batch: list[tuple[int, bytes]]) -> list[Any]:
         """Apply committed entries in one transaction; see the StateMachine contract."""
         results: list[Any] = []
@@ -269,6 +276,8 @@ class Registry:
                 ops.decode_head(record)
             core = self._cores.get(record[8:8 + n])
             if core is not None and code >> 4 == core.opgroup:
+                if self._copies is not None:
+                    self._copies["apply_to_structure"] += size - 8 - n
                 return core.apply(tx, index, code, record, 8 + n)
             if code == OpCode.CREATE:
                 result = self._create(tx, record, 8 + n, 8 + n)

@@ -9,6 +9,8 @@ import attrs
 
 import blizzard
 from blizzard.cluster.store import Store
+from blizzard.replication import copies
+from blizzard.replication.sessions import ENVELOPE
 
 
 def test_raft_status_counts_wire_and_flushes_per_op(cluster_config):
@@ -34,4 +36,62 @@ def test_raft_status_counts_wire_and_flushes_per_op(cluster_config):
         assert counters["flushes_per_op"] > 0 and counters["fences_per_op"] > 0
     finally:
         for store in raw_stores.values():
+            store.close()
+
+
+def test_raft_status_counts_payload_copies_by_stage(cluster_config):
+    """Every node counts the payload bytes it copied between the socket and the
+    structures, by stage (blizzard.replication.copies). A follower over TCP
+    copies each entry out of the socket twice (the stream's buffer, the
+    frame), once more to decode it, once into its Raft log, its Op once out
+    of the session envelope, and the map copies each put's key and value
+    exactly once into its blocks."""
+    config = attrs.evolve(cluster_config, replication=attrs.evolve(
+        cluster_config.replication, backend="raft", options={}))
+    stores: dict[int, Store] = {}
+
+    def caught_up(store: Store, commit: int) -> dict:
+        deadline = time.monotonic() + 30
+        while store.status()["applied"] < commit:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        return store.status()["counters"]
+
+    try:
+        for node in config.nodes:
+            stores[node.id] = blizzard.open(config, node=node.id)
+        deadline = time.monotonic() + 30
+        while not any(s.status()["role"] == "leader" for s in stores.values()):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        leader = next(s for s in stores.values() if s.status()["role"] == "leader")
+        followers = [s for s in stores.values() if s is not leader]
+        h = leader.hashmap("h")
+        h[b"first"] = b"x"  # the map's creation and a first put: not measured
+        commit = leader.status()["commit"]
+        before = [caught_up(s, commit) for s in followers]
+        term = leader.status()["term"]
+        puts, value = 50, b"v" * 1024
+        for i in range(puts):
+            h[b"k%03d" % i] = value
+        commit = leader.status()["commit"]
+        arguments = 4 + 4 + len(value)  # key length u32 + key + value
+        op_bytes = 8 + len(b"h") + arguments  # Op head, structure name, arguments
+        entry_bytes = ENVELOPE.size + op_bytes
+        for store, was in zip(followers, before, strict=True):
+            now = caught_up(store, commit)
+            copied = {stage: now[f"copied_{stage}"] - was[f"copied_{stage}"]
+                      for stage in copies.STAGES}
+            # frames hold more than entries; the leader may send an entry twice
+            assert copied["socket_to_buffer"] >= 2 * puts * entry_bytes, copied
+            assert copied["frame_to_entries"] >= puts * entry_bytes, copied
+            if leader.status()["term"] == term:  # no election re-proposed anything
+                assert copied["entries_to_log"] == puts * entry_bytes, copied
+            assert copied["log_to_apply"] == puts * op_bytes, copied
+            assert copied["apply_to_structure"] == puts * arguments, copied
+        counters = leader.status()["counters"]
+        assert set(k for k in counters if k.startswith("copied_")) == {
+            f"copied_{s}" for s in copies.STAGES}
+    finally:
+        for store in stores.values():
             store.close()

@@ -105,6 +105,7 @@ class PmemStorage(EntryListReads):
         self._buf = pool.buf
         self._media = pool.media
         self._segment_bytes = segment_bytes
+        self._copies: dict[str, int] | None = None  # see count_copies
         root = pool.root(name)
         if root is None:
             self._root = self._create(name, conf_state or ConfState())
@@ -277,6 +278,11 @@ class PmemStorage(EntryListReads):
             if b.index != a.index + 1 or b.term < a.term:
                 raise LogCorruptError(f"entries {a.index} -> {b.index} out of order")
 
+    def count_copies(self, copies) -> None:
+        """Add the entry bytes this log copies into its records to ``copies``
+        (a :class:`~blizzard.replication.copies.Copies`), stage ``entries_to_log``."""
+        self._copies = copies.counts
+
     # -- Storage protocol (reads) ---------------------------------------------------------
 
     def initial_state(self) -> tuple[HardState, ConfState]:
@@ -362,6 +368,8 @@ class PmemStorage(EntryListReads):
         if pos > run_start:
             flush(run_start, pos - run_start)
         self._store_last_index(entries[-1].index)
+        if self._copies is not None:
+            self._copies["entries_to_log"] += sum(len(entry.data) for entry in new)
         return True
 
     def _end_position(self) -> tuple[int, int]:

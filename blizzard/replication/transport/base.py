@@ -36,6 +36,9 @@ class TransportStats:
     connects: int = 0
     refused: int = 0  # inbound connections refused (bad handshake, TLS, cluster id)
     bad_frames: int = 0  # oversized or malformed input
+    # bytes of received frames copied in user space on their way to the receiver
+    # (see blizzard.replication.copies: the stage socket_to_buffer)
+    bytes_copied: int = 0
 
 
 class Transport(Protocol):

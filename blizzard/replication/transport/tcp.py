@@ -348,6 +348,9 @@ class TcpTransport:
             payload = await reader.readexactly(n)
             stats.frames_received += 1
             stats.bytes_received += n + 4
+            # the stream's buffer took the bytes from the socket's, then readexactly
+            # copied them out into ``payload``: two copies
+            stats.bytes_copied += 2 * n
             receiver = self._receiver
             if receiver is not None:
                 try:

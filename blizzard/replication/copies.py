@@ -1,0 +1,57 @@
+"""Counting the copies of replicated payload between the network and the structures.
+
+A replicated Op travels from a socket (or a DPDK frame) to the structure it
+changes. Each time its bytes are copied in user space on the way, the stage
+that copied them adds the number of bytes here, so "the log is the network
+buffer" is a measured claim rather than an assumed one. The stages, in the
+order an Op meets them on a follower:
+
+``socket_to_buffer``
+    a transport copied frame bytes into a Python buffer it owns (asyncio's
+    stream buffer, then the frame's ``bytes``: two copies per byte);
+``frame_to_entries``
+    decoding a frame cut each entry's data out of it (``bytes`` slices);
+``entries_to_log``
+    the Raft log wrote entry data that lived elsewhere into its records;
+``log_to_apply``
+    applying cut an Op's bytes out of its entry before handing them to the
+    structures (stripping the session envelope from a ``bytes`` entry);
+``apply_to_structure``
+    the Op's argument bytes (key, value) the structures copied into their
+    own blocks: the one copy that must remain.
+
+What is not a copy: the kernel filling a buffer we handed it (``recv_into``),
+a CRC or a parse reading bytes where they lie, a flush.
+
+The counter is per node and never reset; a node's ``status()`` reports it
+under ``copies`` (and the store's ``counters`` as ``copied_<stage>``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["STAGES", "Copies"]
+
+STAGES = ("socket_to_buffer", "frame_to_entries", "entries_to_log", "log_to_apply",
+          "apply_to_structure")
+
+
+class Copies:
+    """Bytes copied per stage (see the module docstring); add with ``add(stage, n)``
+    or, on hot paths, ``counts[stage] += n``."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = dict.fromkeys(STAGES, 0)
+
+    def add(self, stage: str, n: int) -> None:
+        if stage not in self.counts:
+            raise KeyError(f"unknown copy stage {stage!r}; stages: {', '.join(STAGES)}")
+        self.counts[stage] += n
+
+    def snapshot(self) -> dict[str, int]:
+        """A copy of the counts (JSON-able)."""
+        return dict(self.counts)
+
+    def __repr__(self) -> str:
+        return f"Copies({self.counts})"

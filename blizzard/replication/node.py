@@ -143,6 +143,7 @@ class Node:
         # key -> (callback, entry): the entry is proposed again if the leader changes
         self._waiting: dict[tuple[int, int], tuple[Settled, bytes]] = {}
         self._leader = NONE  # the leader the waiting entries were last proposed to
+        self._leader_term = 0  # ...in this term
         self._reads: dict[bytes, ReadDone] = {}
         self._reads_at: list[tuple[int, ReadDone]] = []
         self._read_ids = itertools.count(1)
@@ -152,6 +153,7 @@ class Node:
         self.on_conf_change: ConfChanged | None = None
         self._conf_waiting: dict[int, tuple[bytes, ReadDone]] = {}  # index -> (entry, callback)
         self.reproposed = 0  # entries proposed again after a leader change
+        self.resubmits_held = 0  # resubmissions a leader already held (see submit)
         self._image_job: ImageJob | None = None  # the leader's image for lagging followers
         self._receiver = ImageReceiver(node_id, images) if images is not None else None
         self.snapshots_sent = 0
@@ -210,11 +212,27 @@ class Node:
         """Queue an enveloped entry; ``callback(key, result, error)`` runs when it is
         applied here (``error`` None), or when the proposal is dropped for want of
         a leader (``error`` a :class:`NotLeaderError`). Resubmitting the same
-        envelope replaces the callback."""
+        envelope replaces the callback; on a leader whose term has not changed
+        since the first submission, that is all it does.
+
+        A requester retries an entry that takes long to apply, not knowing
+        why. A leader holds (or has queued) every entry still waiting here in
+        its current term: each is proposed again as soon as the leader or the
+        term changes (``_leader_changed``), so another copy in its log would
+        only be replicated, persisted and recognised as a duplicate on every
+        node -- work that, under load, makes the next retries come sooner.
+        """
         key = tuple(ENVELOPE.unpack_from(data, 0)[1:])
         if len(self._proposals) >= PENDING_PROPOSALS_MAX:
             raise ProposalDroppedError("too many pending proposals")
-        self._waiting[key] = (callback, data)
+        waiting = self._waiting
+        held = key in waiting
+        waiting[key] = (callback, data)
+        raft = self.raft
+        if (held and raft.role == Role.LEADER and self._leader == self.node_id
+                and self._leader_term == raft.term):
+            self.resubmits_held += 1
+            return
         self._proposals.append(data)
         self.wake()
 
@@ -291,7 +309,7 @@ class Node:
                 send(msg.target, encode(msg))
             self._apply(rd)
             raft.advance(rd)
-        if raft.lead != self._leader:
+        if raft.lead != self._leader or raft.term != self._leader_term:
             self._leader_changed(raft.lead)
         if self._image_job is not None:
             self._image_work()
@@ -339,7 +357,8 @@ class Node:
             self._image_job = None
 
     def _leader_changed(self, leader: int) -> None:
-        """A new leader is known: propose every waiting entry again, now.
+        """A new leader, or a new term, is known: propose every waiting entry
+        again, now.
 
         An entry forwarded to (or appended by) the old leader may be lost
         with it; waiting for the requester to time out would stall writes
@@ -348,6 +367,7 @@ class Node:
         proposing what the new leader may already hold.
         """
         self._leader = leader
+        self._leader_term = self.raft.term
         if self._reads:
             # ReadIndex requests sent to the old leader may never be answered
             reads, self._reads = self._reads, {}
@@ -501,6 +521,7 @@ class Node:
             "cpu_s": round(time.process_time(), 3),
             "bad_frames": self.bad_frames,
             "reproposed": self.reproposed,
+            "resubmits_held": self.resubmits_held,
             "snapshots_sent": self.snapshots_sent,
             "snapshots_installed": self.snapshots_installed,
             "snapshots_refused": self._receiver.installs_refused if self._receiver else 0,

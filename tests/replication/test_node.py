@@ -174,3 +174,48 @@ def test_the_asyncio_runner_yields_between_turns_that_wake_it_again():
 
     turns_seen = asyncio.run(main())
     assert 0 < turns_seen < turns_max, turns_seen
+
+
+def test_a_leader_holds_an_entry_resubmitted_in_its_term_once():
+    """A requester that retries an entry its leader already holds adds nothing to
+    the log (each copy would be replicated, persisted and dropped as a duplicate
+    on every node); the last callback given is the one answered."""
+    nodes, run, _ = cluster()
+    run(ticks=40)
+    leader = next(n for n in nodes.values() if n.raft.role == Role.LEADER)
+    create = ops.encode(ops.Op("m", ops.OpCode.CREATE, (b"phashmap", b"bytes", b"bytes")))
+    answers = []
+    leader.submit(wrap(5, 1, create), lambda key, result, error: answers.append(("c", error)))
+    run()
+    last = leader.raft.log.last_index()
+    put = wrap(5, 2, ops.encode(ops.Op("m", ops.OpCode.MAP_PUT, (b"k", b"v"))))
+    leader.submit(put, lambda key, result, error: answers.append(("first", error)))
+    leader.turn()  # in the leader's log, not yet committed
+    leader.submit(put, lambda key, result, error: answers.append(("second", error)))
+    leader.submit(put, lambda key, result, error: answers.append(("third", error)))
+    run()
+    assert answers == [("c", None), ("third", None)]
+    assert leader.resubmits_held == 2
+    assert leader.raft.log.last_index() == last + 1
+    assert all(n.state_machine._inner.core("m").get(b"k") == b"v" for n in nodes.values())
+
+
+def test_an_entry_resubmitted_to_a_follower_is_forwarded_again():
+    """A follower cannot know whether the leader got its forwarded entry: a retry
+    goes to the leader again (the session table applies it once)."""
+    nodes, run, _ = cluster()
+    run(ticks=40)
+    follower = next(n for n in nodes.values() if n.raft.role != Role.LEADER)
+    create = ops.encode(ops.Op("q", ops.OpCode.CREATE, (b"pqueue", b"bytes", b"bytes")))
+    answers = []
+    follower.submit(wrap(6, 1, create), lambda key, result, error: answers.append(error))
+    run()
+    put = wrap(6, 2, ops.encode(ops.Op("q", ops.OpCode.QUEUE_PUT, (b"once",))))
+    follower.submit(put, lambda key, result, error: answers.append(error))
+    follower.turn()
+    follower.submit(put, lambda key, result, error: answers.append(error))
+    run()
+    assert answers == [None, None]
+    assert follower.resubmits_held == 0
+    assert all(list(n.state_machine._inner.core("q").values()) == [b"once"]
+               for n in nodes.values())

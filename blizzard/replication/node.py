@@ -38,6 +38,7 @@ import itertools
 import logging
 import operator
 import random
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -78,6 +79,7 @@ log = logging.getLogger("blizzard.node")
 # timeout even on a busy machine.
 PROPOSALS_PER_TURN_MAX = 512
 PENDING_PROPOSALS_MAX = 100_000
+FORWARDED_KEYS_MAX = 1 << 20  # forwarded keys a leader remembers in a term (_step_forwarded)
 SNAPSHOT_ENTRIES_DEFAULT = 100_000
 SNAPSHOT_TAIL_ENTRIES_DEFAULT = 5_000  # as etcd's snapshot catch-up entries
 
@@ -154,6 +156,11 @@ class Node:
         self._conf_waiting: dict[int, tuple[bytes, ReadDone]] = {}  # index -> (entry, callback)
         self.reproposed = 0  # entries proposed again after a leader change
         self.resubmits_held = 0  # resubmissions a leader already held (see submit)
+        self.forwards_held = 0  # forwarded entries a leader already held (_step_forwarded)
+        # keys of the entries followers forwarded that this leader appended in
+        # ``_forwarded_term`` (see _hold_forwarded)
+        self._forwarded: dict[tuple[int, int], None] = {}
+        self._forwarded_term = 0
         self._image_job: ImageJob | None = None  # the leader's image for lagging followers
         self._receiver = ImageReceiver(node_id, images) if images is not None else None
         self.snapshots_sent = 0
@@ -205,8 +212,55 @@ class Node:
         cls = type(msg)
         if cls is MsgApp or cls is MsgProp:  # decoding cut the entries' data out of the frame
             self.copies.counts["frame_to_entries"] += sum(map(len, map(_data_of, msg.entries)))
+            if cls is MsgProp and self.raft.role == Role.LEADER:
+                self._step_forwarded(msg)
+                self.wake()
+                return
         self.raft.step(msg)
         self.wake()
+
+    def _step_forwarded(self, msg: MsgProp) -> None:
+        """Append the entries a follower forwarded, but those this leader already
+        appended in its term (the follower's requester retried: see ``submit``).
+
+        A follower cannot know whether its forward arrived, so it forwards a
+        retry again; the leader can. What it appended in its term commits
+        unless the term ends, and then every follower proposes its waiting
+        entries again. Keys are remembered once the core took them, until
+        the leader applies them: a key forwarded after that (the same request
+        sent to another node, whose waiter needs an entry applied after it
+        arrived) is appended again, and the session table answers it. A
+        follower that applied the entry before this leader did and forwards
+        the key anew meanwhile is held once, then its retry goes through.
+        """
+        raft = self.raft
+        forwarded = self._forwarded
+        if self._forwarded_term != raft.term or len(forwarded) > FORWARDED_KEYS_MAX:
+            forwarded.clear()  # forgetting only lets a duplicate through
+            self._forwarded_term = raft.term
+        unpack = ENVELOPE.unpack_from
+        fresh: list = []
+        keys: dict[tuple[int, int], None] = {}
+        for entry in msg.entries:
+            try:
+                key = tuple(unpack(entry.data, 0)[1:])
+            except struct.error:  # not enveloped: the core and the state machine judge it
+                fresh.append(entry)
+                continue
+            if key in forwarded or key in keys:
+                self.forwards_held += 1
+                continue
+            fresh.append(entry)
+            keys[key] = None
+        if not fresh:
+            return
+        if len(fresh) < len(msg.entries):
+            msg = MsgProp(msg.source, msg.target, msg.term, tuple(fresh))
+        before = raft.log.last_index()
+        raft.step(msg)
+        if (raft.role == Role.LEADER and raft.term == self._forwarded_term
+                and raft.log.last_index() - before == len(fresh)):
+            forwarded.update(keys)
 
     def submit(self, data: bytes, callback: Settled) -> None:
         """Queue an enveloped entry; ``callback(key, result, error)`` runs when it is
@@ -425,11 +479,14 @@ class Node:
             batch = [(e.index, e.data if e.type == normal else b"") for e in committed]
             results = self.state_machine.apply(batch) if batch else []
             waiting = self._waiting
-            if waiting:
+            forwarded = self._forwarded
+            if waiting or forwarded:
                 unpack = ENVELOPE.unpack_from
                 for (_, data), result in zip(batch, results, strict=True):
                     if data:
                         key = tuple(unpack(data, 0)[1:])
+                        if forwarded:  # applied: a new forward is another request's
+                            forwarded.pop(key, None)
                         waiter = waiting.pop(key, None)
                         if waiter is not None:
                             waiter[0](key, result, None)
@@ -522,6 +579,7 @@ class Node:
             "bad_frames": self.bad_frames,
             "reproposed": self.reproposed,
             "resubmits_held": self.resubmits_held,
+            "forwards_held": self.forwards_held,
             "snapshots_sent": self.snapshots_sent,
             "snapshots_installed": self.snapshots_installed,
             "snapshots_refused": self._receiver.installs_refused if self._receiver else 0,

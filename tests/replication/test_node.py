@@ -200,22 +200,28 @@ def test_a_leader_holds_an_entry_resubmitted_in_its_term_once():
     assert all(n.state_machine._inner.core("m").get(b"k") == b"v" for n in nodes.values())
 
 
-def test_an_entry_resubmitted_to_a_follower_is_forwarded_again():
-    """A follower cannot know whether the leader got its forwarded entry: a retry
-    goes to the leader again (the session table applies it once)."""
+def test_a_leader_appends_an_entry_forwarded_twice_in_its_term_once():
+    """A follower cannot know whether the leader got its forwarded entry, so a
+    retry is forwarded again; the leader, which appended it already in this
+    term, appends it once."""
     nodes, run, _ = cluster()
     run(ticks=40)
+    leader = next(n for n in nodes.values() if n.raft.role == Role.LEADER)
     follower = next(n for n in nodes.values() if n.raft.role != Role.LEADER)
     create = ops.encode(ops.Op("q", ops.OpCode.CREATE, (b"pqueue", b"bytes", b"bytes")))
     answers = []
     follower.submit(wrap(6, 1, create), lambda key, result, error: answers.append(error))
     run()
+    last = leader.raft.log.last_index()
     put = wrap(6, 2, ops.encode(ops.Op("q", ops.OpCode.QUEUE_PUT, (b"once",))))
     follower.submit(put, lambda key, result, error: answers.append(error))
-    follower.turn()
+    follower.turn()  # forwarded...
     follower.submit(put, lambda key, result, error: answers.append(error))
+    follower.turn()  # ...and forwarded again
     run()
     assert answers == [None, None]
     assert follower.resubmits_held == 0
+    assert leader.forwards_held == 1
+    assert leader.raft.log.last_index() == last + 1
     assert all(list(n.state_machine._inner.core("q").values()) == [b"once"]
                for n in nodes.values())

@@ -157,6 +157,7 @@ class Node:
         self.reproposed = 0  # entries proposed again after a leader change
         self.resubmits_held = 0  # resubmissions a leader already held (see submit)
         self.forwards_held = 0  # forwarded entries a leader already held (_step_forwarded)
+        self._led: set[tuple[int, int]] = set()  # waiting keys the leader sent back (_note_led)
         # keys of the entries followers forwarded that this leader appended in
         # ``_forwarded_term`` (see _hold_forwarded)
         self._forwarded: dict[tuple[int, int], None] = {}
@@ -217,7 +218,26 @@ class Node:
                 self.wake()
                 return
         self.raft.step(msg)
+        if cls is MsgApp and self._waiting:
+            self._note_led(msg)
         self.wake()
+
+    def _note_led(self, msg: MsgApp) -> None:
+        """Remember which entries waiting here the leader of this term sent: it
+        holds them, so they commit unless the term ends (see ``submit``)."""
+        raft = self.raft
+        if msg.term != raft.term or raft.lead != msg.source:
+            return
+        waiting = self._waiting
+        led = self._led
+        unpack = ENVELOPE.unpack_from
+        size = ENVELOPE.size
+        for entry in msg.entries:
+            data = entry.data
+            if len(data) >= size:
+                key = tuple(unpack(data, 0)[1:])
+                if key in waiting:
+                    led.add(key)
 
     def _step_forwarded(self, msg: MsgProp) -> None:
         """Append the entries a follower forwarded, but those this leader already
@@ -275,6 +295,10 @@ class Node:
         term changes (``_leader_changed``), so another copy in its log would
         only be replicated, persisted and recognised as a duplicate on every
         node -- work that, under load, makes the next retries come sooner.
+        A follower knows as much of the entries the leader of this term sent
+        it (``_note_led``); any other retry is forwarded again, since a
+        forward can be lost (a dropped connection, a leader refusing
+        proposals) while the leader and term stay.
         """
         key = tuple(ENVELOPE.unpack_from(data, 0)[1:])
         if len(self._proposals) >= PENDING_PROPOSALS_MAX:
@@ -283,8 +307,8 @@ class Node:
         held = key in waiting
         waiting[key] = (callback, data)
         raft = self.raft
-        if (held and raft.role == Role.LEADER and self._leader == self.node_id
-                and self._leader_term == raft.term):
+        if (held and self._leader_term == raft.term and self._leader == raft.lead != NONE
+                and (raft.role == Role.LEADER or key in self._led)):
             self.resubmits_held += 1
             return
         self._proposals.append(data)
@@ -293,6 +317,7 @@ class Node:
     def forget(self, key: tuple[int, int]) -> None:
         """Stop waiting for the entry of ``key`` (its requester gave up)."""
         self._waiting.pop(key, None)
+        self._led.discard(key)
 
     def read(self, callback: ReadDone) -> None:
         """``callback(None)`` once this node has applied everything committed
@@ -328,6 +353,7 @@ class Node:
     def fail_pending(self, error: BaseException) -> None:
         """Answer every waiting proposal and read with ``error`` (the node stops)."""
         waiting, self._waiting = self._waiting, {}
+        self._led.clear()
         for key, (callback, _) in waiting.items():
             callback(key, None, error)
         reads = [*self._reads.values(), *(done for _, done in self._reads_at),
@@ -422,6 +448,7 @@ class Node:
         """
         self._leader = leader
         self._leader_term = self.raft.term
+        self._led.clear()  # what the old leader held may be lost
         if self._reads:
             # ReadIndex requests sent to the old leader may never be answered
             reads, self._reads = self._reads, {}
@@ -471,6 +498,7 @@ class Node:
         if rd.snapshot is not None:
             self._restore(rd.snapshot)
             self.applied = rd.snapshot.meta.index
+            self._led.clear()  # entries applied by the image settle no waiter here
         committed = rd.committed_entries
         if committed:
             normal = messages.EntryType.NORMAL
@@ -480,6 +508,7 @@ class Node:
             results = self.state_machine.apply(batch) if batch else []
             waiting = self._waiting
             forwarded = self._forwarded
+            led = self._led
             if waiting or forwarded:
                 unpack = ENVELOPE.unpack_from
                 for (_, data), result in zip(batch, results, strict=True):
@@ -487,6 +516,8 @@ class Node:
                         key = tuple(unpack(data, 0)[1:])
                         if forwarded:  # applied: a new forward is another request's
                             forwarded.pop(key, None)
+                        if led:
+                            led.discard(key)
                         waiter = waiting.pop(key, None)
                         if waiter is not None:
                             waiter[0](key, result, None)

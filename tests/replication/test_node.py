@@ -225,3 +225,38 @@ def test_a_leader_appends_an_entry_forwarded_twice_in_its_term_once():
     assert leader.raft.log.last_index() == last + 1
     assert all(list(n.state_machine._inner.core("q").values()) == [b"once"]
                for n in nodes.values())
+
+
+def test_a_follower_holds_a_retry_of_an_entry_its_leader_sent_back():
+    """Once the leader of this term has sent a follower the entry a retry is
+    for, the follower does not forward it again: the entry commits unless the
+    term ends (and then it is proposed again)."""
+    nodes, run, wire = cluster()
+    run(ticks=40)
+    leader = next(n for n in nodes.values() if n.raft.role == Role.LEADER)
+    follower = next(n for n in nodes.values() if n.raft.role != Role.LEADER)
+    create = ops.encode(ops.Op("q", ops.OpCode.CREATE, (b"pqueue", b"bytes", b"bytes")))
+    answers = []
+    follower.submit(wrap(8, 1, create), lambda key, result, error: answers.append(error))
+    run()
+    last = leader.raft.log.last_index()
+    put = wrap(8, 2, ops.encode(ops.Op("q", ops.OpCode.QUEUE_PUT, (b"once",))))
+    follower.submit(put, lambda key, result, error: answers.append(error))
+
+    def deliver() -> None:
+        frames, wire.frames = wire.frames, []
+        for source, target, payload in frames:
+            nodes[target].receive(source, payload)
+
+    follower.turn()  # forwarded
+    deliver()
+    leader.turn()  # appended, sent to the followers (not yet committed)
+    deliver()
+    follower.submit(put, lambda key, result, error: answers.append(error))
+    assert follower.resubmits_held == 1
+    run()
+    assert answers == [None, None]
+    assert leader.forwards_held == 0
+    assert leader.raft.log.last_index() == last + 1
+    assert all(list(n.state_machine._inner.core("q").values()) == [b"once"]
+               for n in nodes.values())

@@ -44,8 +44,12 @@ MODULES: tuple[str, ...] = (
     "blizzard.structures.ops",
     "blizzard.structures._corebase",
     "blizzard.structures._hashcore",
+    "blizzard.structures._queuecore",
+    "blizzard.structures._bptreecore",
+    "blizzard.structures._skiplistcore",
     "blizzard.structures.registry",
     "blizzard.structures._mapping",
+    "blizzard.structures.queue",
     "blizzard.replication.local",
 )
 

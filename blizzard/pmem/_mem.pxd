@@ -27,3 +27,8 @@ cpdef unsigned int u32_of(bytes data, Py_ssize_t pos) noexcept
 cpdef unsigned long long get_u64(unsigned char[::1] u8, Py_ssize_t off) noexcept
 cpdef void set_u64(unsigned char[::1] u8, Py_ssize_t off, unsigned long long value) noexcept
 cdef void store_u32(unsigned char *p, uint32_t value) noexcept
+@cython.locals(value32=uint32_t)
+# (these three raise on a bad offset, or a view let go of: None)
+cpdef long long get_u32(unsigned char[::1] u8, Py_ssize_t off) except -1
+cpdef long get_u16(unsigned char[::1] u8, Py_ssize_t off) except -1
+cpdef int set_u16(unsigned char[::1] u8, Py_ssize_t off, unsigned int value) except -1

@@ -176,3 +176,24 @@ def store_u32(p, value: int) -> None:
         p[2], p[3] = (value >> 16) & 0xFF, value >> 24
     else:
         raise AssertionError("addresses exist in the compiled build only")
+
+
+def get_u32(u8: memoryview, off: int) -> int:
+    """The little-endian u32 at ``off``, which need not be 4-aligned."""
+    if cython.compiled:
+        value32 = 0
+        memcpy(cython.address(value32), cython.address(u8[off]), 4)
+        return value32
+    return int.from_bytes(u8[off:off + 4], "little")
+
+
+def get_u16(u8: memoryview, off: int) -> int:
+    """The little-endian u16 at ``off``."""
+    return u8[off] | (u8[off + 1] << 8)
+
+
+def set_u16(u8: memoryview, off: int, value: int) -> int:
+    """Store ``value`` as a little-endian u16 at ``off``; returns 0."""
+    u8[off] = value & 0xFF
+    u8[off + 1] = value >> 8
+    return 0

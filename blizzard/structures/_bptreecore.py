@@ -58,6 +58,11 @@ Why it is shaped so:
 * Reads bisect decoded key lists cached per node (``_nodes``), dropped on
   reload; the pool stays authoritative -- values are always read from it,
   and ``check`` compares every cached list against the pool.
+
+Typed Python: C types in ``_bptreecore.pxd``. Hot paths read the pool
+through the core's views and ``blizzard.pmem._mem`` (entries are unaligned:
+``get_u32``; slots are u16: ``get_u16``); splits, merges and checks keep
+whole-node ``struct`` reads.
 """
 
 from __future__ import annotations
@@ -68,10 +73,44 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
+import cython
+
 from blizzard.exceptions import InvalidArgumentError, OpDecodeError, StructureCorruptError
-from blizzard.pmem import Transaction
 from blizzard.structures._corebase import CoreBase
-from blizzard.structures.ops import OpCode, key_bounds
+
+if cython.compiled:
+    from cython.cimports.blizzard.pmem._mem import (
+        get_u16,
+        get_u32,
+        get_u64,
+        move,
+        read,
+        set_u16,
+        write,
+    )
+    from cython.cimports.blizzard.structures.ops import (
+        ORD_CLEAR,
+        ORD_DELETE,
+        ORD_INIT,
+        ORD_POP,
+        ORD_POPITEM,
+        ORD_PUT,
+        key_bounds,
+    )
+else:
+    from blizzard.pmem._mem import get_u16, get_u32, get_u64, move, read, set_u16, write
+    from blizzard.structures.ops import (
+        ORD_CLEAR,
+        ORD_DELETE,
+        ORD_INIT,
+        ORD_POP,
+        ORD_POPITEM,
+        ORD_PUT,
+        key_bounds,
+    )
+
+if not cython.compiled and TYPE_CHECKING:  # compiled: cimported in the .pxd
+    from blizzard.pmem import Transaction
 
 if TYPE_CHECKING:
     from blizzard.structures.registry import Registry
@@ -83,14 +122,15 @@ HEADER_BYTES = 128
 FANOUT_DEFAULT = 64
 FANOUT_MIN = 4
 FANOUT_MAX = 256
-KEY_BYTES_MAX = 256
-VALUE_INLINE_MAX = 128  # larger values live in a block of their own
+if not cython.compiled:  # the compiled build has these as C constants (_bptreecore.pxd)
+    KEY_BYTES_MAX = 256
+    VALUE_INLINE_MAX = 128  # larger values live in a block of their own
+    NODE_HEAD = 16
+    LEAF = 1
+    INTERNAL = 2
+EXT = 0xFFFFFFFF
 ENTRY_MAX = 8 + KEY_BYTES_MAX + VALUE_INLINE_MAX
 ENTRY_BYTES_TYPICAL = 112  # heap bytes per slot: room for 16-byte keys, 64-byte values, updates
-NODE_HEAD = 16
-LEAF = 1
-INTERNAL = 2
-EXT = 0xFFFFFFFF
 HEIGHT_MAX = 32
 
 _U64 = struct.Struct("<Q")
@@ -102,12 +142,6 @@ _NODE = struct.Struct("<BBHIQ")  # kind, 0, n, 0, next
 _PARAMS = struct.Struct("<II")  # fanout, node_bytes at +40
 _I64 = struct.Struct("<q")
 _U32 = struct.Struct("<I")
-_ORD_PUT = int(OpCode.ORD_PUT)
-_ORD_DELETE = int(OpCode.ORD_DELETE)
-_ORD_POP = int(OpCode.ORD_POP)
-_ORD_POPITEM = int(OpCode.ORD_POPITEM)
-_ORD_CLEAR = int(OpCode.ORD_CLEAR)
-_ORD_INIT = int(OpCode.ORD_INIT)
 
 
 def heap_start(fanout: int) -> int:
@@ -186,17 +220,7 @@ class BPTreeCore(CoreBase):
         # keys (entry 0's read as b"") and children
         self._nodes: dict[int, tuple[list[bytes], Children]] = {}
         self._tops: dict[int, int] = {}
-        self._gen = -1
-
-    @property
-    def height(self) -> int:
-        return self._height
-
-    @height.setter
-    def height(self, value: int) -> None:
-        # the hot loops iterate over a prebuilt range of the internal levels
-        self._height = value
-        self._inner_levels = range(value - 1)
+        self._serial = 0  # the transaction that last undo-logged the hot header fields
 
     def kill(self) -> None:
         """The tree was dropped (or rolled back out of existence): look empty."""
@@ -214,50 +238,45 @@ class BPTreeCore(CoreBase):
 
     def _load(self, node: int) -> tuple[list[bytes], Children]:
         """Decode (and cache) the keys, and for internal nodes the children, of ``node``."""
-        buf = self.buf
-        kind, _, n, _, _ = _NODE.unpack_from(buf, node)
-        slots = struct.unpack_from(f"<{n}H", buf, node + NODE_HEAD)
+        u8 = self.u8
+        n = get_u16(u8, node + 2)
         keys = []
-        hdr = _HDR.unpack_from
-        for s in slots:
-            e = node + s
-            k = hdr(buf, e)[1]
-            keys.append(buf[e + 8:e + 8 + k].tobytes())
-        entry: tuple[list[bytes], Children]
-        if kind == LEAF:
-            entry = (keys, None)
-        else:
-            ptrs = [_U64.unpack_from(buf, node + s + 8 + len(kb))[0]
-                    for s, kb in zip(slots, keys, strict=True)]
-            if keys:
-                keys[0] = b""
-            entry = (keys, ptrs)
+        ptrs: list[int] | None = None if u8[node] == LEAF else []
+        for i in range(n):
+            e = node + get_u16(u8, node + NODE_HEAD + 2 * i)
+            k = get_u32(u8, e + 4)
+            keys.append(read(u8, e + 8, k))
+            if ptrs is not None:
+                ptrs.append(get_u64(u8, e + 8 + k))
+        if ptrs is not None and keys:
+            keys[0] = b""
+        entry: tuple[list[bytes], Children] = (keys, ptrs)
         self._nodes[node] = entry
         return entry
 
     def _entry(self, node: int, i: int) -> int:
         """Absolute offset of entry ``i`` of ``node``."""
-        return node + _U16.unpack_from(self.buf, node + NODE_HEAD + 2 * i)[0]
+        return node + get_u16(self.u8, node + NODE_HEAD + 2 * i)
 
     def _value_at(self, e: int) -> bytes:
-        buf = self.buf
-        v, k = _HDR.unpack_from(buf, e)
-        ke = e + 8 + k
+        u8 = self.u8
+        v = get_u32(u8, e)
+        ke = e + 8 + get_u32(u8, e + 4)
         if v != EXT:
-            return buf[ke:ke + v].tobytes()
-        vlen, block = _EXT.unpack_from(buf, ke)
-        return buf[block:block + vlen].tobytes()
+            return read(u8, ke, v)
+        return read(u8, get_u64(u8, ke + 8), get_u64(u8, ke))  # length, block
 
     def _block_at(self, e: int) -> int:
-        v, k = _HDR.unpack_from(self.buf, e)
-        return _EXT.unpack_from(self.buf, e + 8 + k)[1] if v == EXT else 0
+        if get_u32(self.u8, e) != EXT:
+            return 0
+        return get_u64(self.u8, e + 16 + get_u32(self.u8, e + 4))
 
     def _size_at(self, e: int) -> int:
-        v, k = _HDR.unpack_from(self.buf, e)
-        return 8 + k + (16 if v == EXT else v)
+        v = get_u32(self.u8, e)
+        return 8 + get_u32(self.u8, e + 4) + (16 if v == EXT else v)
 
     def _next(self, leaf: int) -> int:
-        return _U64.unpack_from(self.buf, leaf + 8)[0]
+        return self.u64[(leaf + 8) >> 3]
 
     def _blobs(self, node: int) -> list[tuple[bytes, bytes]]:
         """Every entry of ``node`` as ``(key, entry bytes)``, in order (keys as stored)."""
@@ -323,7 +342,7 @@ class BPTreeCore(CoreBase):
         nodes = self._nodes
         node = self.root
         try:
-            for _ in self._inner_levels:
+            for _depth in range(self.height - 1):
                 keys, ptrs = nodes[node]
                 node = ptrs[bisect_right(keys, kb) - 1]
             keys = nodes[node][0]
@@ -332,11 +351,11 @@ class BPTreeCore(CoreBase):
             return self.get(kb)
         i = bisect_left(keys, kb)
         if i < len(keys) and keys[i] == kb:
-            buf = self.buf
-            e = node + _U16.unpack_from(buf, node + NODE_HEAD + 2 * i)[0]
-            v, k = _HDR.unpack_from(buf, e)
+            u8 = self.u8
+            e = node + get_u16(u8, node + NODE_HEAD + 2 * i)
+            v = get_u32(u8, e)
             if v != EXT:
-                return buf[e + 8 + k:e + 8 + k + v].tobytes()
+                return read(u8, e + 8 + len(kb), v)  # the entry's key is kb
             return self._value_at(e)
         return None
 
@@ -384,12 +403,10 @@ class BPTreeCore(CoreBase):
                     reverse: bool, values: bool = True) -> Iterator[tuple[bytes, bytes | None]]:
         """``(key, value)`` with lo <(=) key <(=) hi, in order. Cost: one leaf walk.
 
-        Keys and slot positions of one leaf are copied before it is yielded
-        from; mutating the tree while iterating gives unspecified results.
+        Keys and values of one leaf are copied before it is yielded from (no
+        view of the pool is held while the caller runs: a pool closed meanwhile
+        is noticed); mutating the tree while iterating gives unspecified results.
         """
-        buf = self.buf
-        hdr = _HDR.unpack_from
-        size = self.node_bytes
         start = hi if reverse else lo
         for leaf in self.leaves(reverse, start):
             keys = self._leaf_keys(leaf)
@@ -399,17 +416,7 @@ class BPTreeCore(CoreBase):
             j = n if hi is None else (bisect_right(keys, hi) if hi_incl
                                       else bisect_left(keys, hi))
             if i < j:
-                vals: list[bytes | None]
-                if values:
-                    # one copy of the node, then bytes slices: cheaper than a view per value
-                    raw = buf[leaf:leaf + size].tobytes()
-                    vals = []
-                    for s in struct.unpack_from(f"<{j - i}H", raw, NODE_HEAD + 2 * i):
-                        v, k = hdr(raw, s)
-                        vals.append(raw[s + 8 + k:s + 8 + k + v] if v != EXT
-                                    else self._value_at(leaf + s))
-                else:
-                    vals = [None] * (j - i)
+                vals = self._values(leaf, i, j) if values else [None] * (j - i)
                 if reverse:
                     vals.reverse()
                     yield from zip(keys[j - 1:i - 1 if i else None:-1], vals, strict=True)
@@ -417,6 +424,17 @@ class BPTreeCore(CoreBase):
                     yield from zip(keys[i:j], vals, strict=True)
             if (j < n) if not reverse else (i > 0):
                 return
+
+    def _values(self, leaf: int, i: int, j: int) -> list[bytes | None]:
+        """The values of entries ``i`` to ``j - 1`` of ``leaf``: a scan's hot loop."""
+        u8 = self.u8
+        vals: list[bytes | None] = []
+        for s in range(i, j):
+            e = leaf + get_u16(u8, leaf + NODE_HEAD + 2 * s)
+            v = get_u32(u8, e)
+            vals.append(read(u8, e + 8 + get_u32(u8, e + 4), v) if v != EXT
+                        else self._value_at(e))
+        return vals
 
     def item_at(self, index: int) -> tuple[bytes, bytes]:
         """The ``index``-th item (negative from the end). Cost: O(height + |index| / fanout)."""
@@ -461,17 +479,17 @@ class BPTreeCore(CoreBase):
     def apply(self, tx: Transaction, index: int, code: int, record: bytes, start: int) -> Any:
         """Apply one Op; validates the record before touching anything."""
         result: Any  # None, bool, bytes, a pair, or an exception instance to raise
-        if code == _ORD_PUT:
+        if code == ORD_PUT:
             ks, ke = key_bounds(record, start, "ORD_PUT", KEY_BYTES_MAX)
             self._hot(tx)
-            self.put(tx, bytes(record[ks:ke]), memoryview(record)[ke:])
+            self.put(tx, record[ks:ke], record[ke:])
             result = None
-        elif code in (_ORD_DELETE, _ORD_POP):
+        elif code in (ORD_DELETE, ORD_POP):
             kb = bytes(record[start:])
             self._hot(tx)
             old = self.delete(tx, kb) if len(kb) <= KEY_BYTES_MAX else None
-            result = old if code == _ORD_POP else old is not None
-        elif code == _ORD_POPITEM:
+            result = old if code == ORD_POP else old is not None
+        elif code == ORD_POPITEM:
             if len(record) - start != 8:
                 raise OpDecodeError("ORD_POPITEM takes an 8-byte index")
             i = _I64.unpack_from(record, start)[0]
@@ -482,13 +500,13 @@ class BPTreeCore(CoreBase):
             else:
                 kb = self.item_at(i)[0]
                 result = (kb, self.delete(tx, kb))
-        elif code == _ORD_CLEAR:
+        elif code == ORD_CLEAR:
             if start != len(record):
                 raise OpDecodeError("ORD_CLEAR takes no arguments")
             self._hot(tx)
             self.clear(tx)
             result = None
-        elif code == _ORD_INIT:
+        elif code == ORD_INIT:
             if len(record) - start != 8:
                 raise OpDecodeError("ORD_INIT takes an 8-byte parameter")
             fanout = _U64.unpack_from(record, start)[0]
@@ -498,15 +516,23 @@ class BPTreeCore(CoreBase):
             result = self._init(tx, fanout)
         else:
             raise OpDecodeError(f"opcode {code:#x} does not apply to a B+tree")
-        _HOT.pack_into(self.buf, self.header_off + 8, self.count, index, self.root, self.height)
+        self._store_hot(index)
         self._applied = index
         return result
 
+    def _store_hot(self, applied: int) -> None:
+        """Write [count, applied, root, height] from memory (undo-logged by ``_hot``)."""
+        u64 = self.u64
+        w = (self.header_off >> 3) + 1
+        u64[w] = self.count
+        u64[w + 1] = applied
+        u64[w + 2] = self.root
+        u64[w + 3] = self.height
+
     def _hot(self, tx: Transaction) -> None:
         """Undo-log [count, applied, root, height] once per transaction."""
-        gen = self.registry.txgen
-        if self._gen != gen:
-            self._gen = gen
+        if self._serial != tx.serial:
+            self._serial = tx.serial
             tx.add(self.header_off + 8, 32)
 
     def _init(self, tx: Transaction, fanout: int) -> Any:
@@ -669,7 +695,7 @@ class BPTreeCore(CoreBase):
             fresh = []
             for blob in extra:
                 buf[node + top:node + top + len(blob)] = blob
-                self.media.flush(node + top, len(blob))
+                tx.flush(node + top, len(blob))
                 fresh.append(top)
                 top += len(blob)
             self._tops[node] = top
@@ -725,21 +751,22 @@ class BPTreeCore(CoreBase):
 
     # -- the operations ----------------------------------------------------------------
 
-    def _new_blob(self, tx: Transaction, kb: bytes, vb) -> bytes:
+    def _new_blob(self, tx: Transaction, kb: bytes, vb: bytes) -> bytes:
+        """A leaf entry for ``kb`` -> ``vb``: the value inline, or in a new block."""
         vlen = len(vb)
         if vlen <= VALUE_INLINE_MAX:
             return _HDR.pack(vlen, len(kb)) + kb + vb
         block = tx.alloc(vlen)
-        self.buf[block:block + vlen] = vb
+        write(self.u8, block, vb)
         return leaf_blob(kb, vb, block)
 
-    def put(self, tx: Transaction, kb: bytes, vb) -> None:
+    def put(self, tx: Transaction, kb: bytes, vb: bytes) -> None:
         """Insert or replace. Cost: 2 undo entries; now and then a bounded split."""
-        buf = self.buf
+        u8 = self.u8
         nodes = self._nodes
         leaf = self.root
         try:
-            for _ in self._inner_levels:
+            for _depth in range(self.height - 1):
                 keys, ptrs = nodes[leaf]
                 leaf = ptrs[bisect_right(keys, kb) - 1]
             keys = nodes[leaf][0]
@@ -749,27 +776,22 @@ class BPTreeCore(CoreBase):
         n = len(keys)
         i = bisect_left(keys, kb)
         found = i < n and keys[i] == kb
-        vlen = len(vb)
-        if vlen <= VALUE_INLINE_MAX:
-            blob = _HDR.pack(vlen, len(kb)) + kb + vb
-        else:
-            blob = self._new_blob(tx, kb, vb)
+        blob = self._new_blob(tx, kb, vb)
         size = len(blob)
-        top = self._tops.get(leaf)
-        if top is None:
+        top = self._tops.get(leaf, -1)
+        if top < 0:
             top = self._top(leaf)
         slot_at = leaf + NODE_HEAD + 2 * i
         if found:
-            old = self._entry(leaf, i)
-            block = self._block_at(old)
+            block = self._block_at(self._entry(leaf, i))
             if block:
                 tx.free(block)
             if top + size <= self.node_bytes:
-                buf[leaf + top:leaf + top + size] = blob
-                self.media.flush(leaf + top, size)
+                write(u8, leaf + top, blob)
+                tx.flush(leaf + top, size)
                 self._tops[leaf] = top + size
                 tx.add(slot_at, 2)
-                _U16.pack_into(buf, slot_at, top)
+                set_u16(u8, slot_at, top)
                 if self.height > 1 and 3 * n < self.fanout and self._underfull(leaf, n):
                     self._rebalance(tx, self._path(kb), self.height - 1)
                 return
@@ -779,15 +801,15 @@ class BPTreeCore(CoreBase):
             return
         self.count += 1
         if n < self.fanout and top + size <= self.node_bytes:
-            buf[leaf + top:leaf + top + size] = blob
-            self.media.flush(leaf + top, size)
+            # the entry into free heap (flushed, not logged), then the logged slot array
+            write(u8, leaf + top, blob)
+            tx.flush(leaf + top, size)
             self._tops[leaf] = top + size
             end = leaf + NODE_HEAD + 2 * n
             tx.add(leaf, end + 2 - leaf)
-            if i < n:
-                buf[slot_at + 2:end + 2] = buf[slot_at:end].tobytes()
-            _U16.pack_into(buf, slot_at, top)
-            _U16.pack_into(buf, leaf + 2, n + 1)
+            move(u8, slot_at + 2, slot_at, end - slot_at)
+            set_u16(u8, slot_at, top)
+            set_u16(u8, leaf + 2, n + 1)
             keys.insert(i, kb)
             return
         entries = self._blobs(leaf)
@@ -855,10 +877,10 @@ class BPTreeCore(CoreBase):
 
     def load(self, tx: Transaction, items: list[tuple[bytes, ...]]) -> None:
         """Bulk insert (snapshot restore) inside ``tx``."""
-        self._gen = self.registry.txgen  # a fresh header: nothing to undo-log
+        self._serial = tx.serial  # a fresh header: nothing to undo-log
         for key, value in items:
-            self.put(tx, key, value)
-        _HOT.pack_into(self.buf, self.header_off + 8, self.count, 0, self.root, self.height)
+            self.put(tx, bytes(key), bytes(value))
+        self._store_hot(0)
 
     # -- checking ------------------------------------------------------------------------
 

@@ -45,9 +45,15 @@ def close_handle(handle: Any) -> None:
     handle._get = handle._submit = handle._barrier = closed
 
 
-def reraise_if_closed(handle: Any, error: ValueError) -> None:
-    """An iterator started before the pool closed meets the released mapping
-    (a ValueError): say so as PoolClosedError; other errors pass unchanged."""
+#: What an iterator started before the pool closed meets: the released mapping
+#: (ValueError), or a core's views of it, let go of (None: a TypeError when
+#: interpreted, an IndexError compiled). Caught only to call :func:`reraise_if_closed`.
+CLOSED_ERRORS = (ValueError, TypeError, IndexError)
+
+
+def reraise_if_closed(handle: Any, error: Exception) -> None:
+    """An iterator started before the pool closed meets one of :data:`CLOSED_ERRORS`:
+    say so as PoolClosedError; other errors (or with the pool open) pass unchanged."""
     pool = handle.pool  # None for the remote client's faces
     if pool is not None and pool.closed:
         raise PoolClosedError(closed_message(handle)) from error

@@ -31,7 +31,7 @@ from typing import Any
 from blizzard.exceptions import EncodeError, KeyTooLongError, StructureKindError
 from blizzard.pmem import Pool
 from blizzard.replication.base import Replicator
-from blizzard.structures._closed import close_handle, reraise_if_closed
+from blizzard.structures._closed import CLOSED_ERRORS, close_handle, reraise_if_closed
 from blizzard.structures._locking import locked_reads
 from blizzard.structures.codecs import BYTES, CodecLike, get_codec
 from blizzard.structures.ops import Encoder
@@ -194,7 +194,7 @@ class PersistentMap(MapFace, MutableMapping):
         """``items`` (from the core), as PoolClosedError if the pool closes meanwhile."""
         try:
             yield from items
-        except ValueError as error:
+        except CLOSED_ERRORS as error:
             reraise_if_closed(self, error)
             raise
 

@@ -56,10 +56,20 @@ import struct
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import cython
+
 from blizzard.exceptions import OpDecodeError, StructureCorruptError
-from blizzard.pmem import Transaction
 from blizzard.structures._corebase import CoreBase
-from blizzard.structures.ops import OpCode
+
+if cython.compiled:
+    from cython.cimports.blizzard.pmem._mem import read, write_from
+    from cython.cimports.blizzard.structures.ops import QUEUE_CLEAR, QUEUE_GET, QUEUE_PUT
+else:
+    from blizzard.pmem._mem import read, write_from
+    from blizzard.structures.ops import QUEUE_CLEAR, QUEUE_GET, QUEUE_PUT
+
+if not cython.compiled and TYPE_CHECKING:  # compiled: cimported in the .pxd
+    from blizzard.pmem import Transaction
 
 if TYPE_CHECKING:
     from blizzard.structures.registry import Registry
@@ -67,10 +77,11 @@ if TYPE_CHECKING:
 TAG = b"pqueue"
 MAGIC = b"BLZPQUE1"
 HEADER_BYTES = 128
-CHUNK_BYTES = 4096
-CHUNK_HEAD = 16
-INLINE_MAX = 1024
-FLAG_EXT = 1
+if not cython.compiled:  # the compiled build has these as C constants (_queuecore.pxd)
+    CHUNK_BYTES = 4096
+    CHUNK_HEAD = 16
+    INLINE_MAX = 1024
+    FLAG_EXT = 1
 assert CHUNK_HEAD + INLINE_MAX + 8 <= CHUNK_BYTES
 
 _HOT = struct.Struct("<QQQQQQQ")  # count, applied, head, head_pos, tail, tail_pos, removed
@@ -82,7 +93,12 @@ _LINK = struct.Struct("<QQ")
 
 
 class QueueCore(CoreBase):
-    """Apply side and read side of one persistent queue."""
+    """Apply side and read side of one persistent queue.
+
+    Typed Python (C types in ``_queuecore.pxd``): words of the header, the
+    chunks and the entries are read and written through the core's views
+    (``u64[off >> 3]``; every field here is 8-aligned, see the layout).
+    """
 
     opgroup = 2
     tag = TAG
@@ -91,13 +107,12 @@ class QueueCore(CoreBase):
     label = "queue"
     header_bytes = HEADER_BYTES
 
-
     @classmethod
     def create(cls, registry: Registry, tx: Transaction, name: str, key_codec: str,
                value_codec: str) -> QueueCore:
         buf = registry.pool.buf
         off = cls._new_header(tx, key_codec, value_codec)
-        chunk = _new_chunk(tx, buf)
+        chunk = _new_chunk(tx)
         _HOT.pack_into(buf, off + 8, 0, 0, chunk, CHUNK_HEAD, chunk, CHUNK_HEAD, 0)
         tx.set_root(name, off, TAG)
         return cls(registry, name, off)
@@ -109,8 +124,8 @@ class QueueCore(CoreBase):
     def reload(self) -> None:
         (self.count, self._applied, self.head, self.head_pos, self.tail,
          self.tail_pos, self.removed) = _HOT.unpack_from(self.buf, self.header_off + 8)
-        self._gen = -1
-        self._empty_gen = -1
+        self._serial = 0  # the transaction that last undo-logged the hot header fields
+        self._empty_serial = 0  # the transaction that last emptied the queue
 
     def kill(self) -> None:
         super().kill()
@@ -122,43 +137,42 @@ class QueueCore(CoreBase):
 
     # -- reading -----------------------------------------------------------------------
 
-    def _read(self, chunk: int, pos: int) -> tuple[bytes, int, int]:
-        """(value, entry size, EXT block or 0) of the entry at ``chunk + pos``."""
-        buf = self.buf
-        e = chunk + pos
-        n, flags = _HDR.unpack_from(buf, e)
-        if flags & FLAG_EXT:
-            vlen, block = _EXT.unpack_from(buf, e + 8)
-            return buf[block:block + vlen].tobytes(), 24, block
-        return buf[e + 8:e + 8 + n].tobytes(), (8 + n + 7) & ~7, 0
+    def _value(self, e: int) -> bytes:
+        """The value of the entry at ``e``."""
+        if self.u32[(e >> 2) + 1] & FLAG_EXT:
+            w = e >> 3
+            return read(self.u8, self.u64[w + 2], self.u64[w + 1])
+        return read(self.u8, e + 8, self.u32[e >> 2])
+
+    def _size(self, e: int) -> int:
+        """Chunk bytes taken by the entry at ``e``."""
+        if self.u32[(e >> 2) + 1] & FLAG_EXT:
+            return 24
+        return (8 + self.u32[e >> 2] + 7) & ~7
 
     def peek(self) -> bytes | None:
         if not self.count:
             return None
-        return self._read(self.head, self.head_pos)[0]
+        return self._value(self.head + self.head_pos)
 
     def positions(self) -> Iterator[tuple[int, int]]:
         """``(chunk, position)`` of every entry, head to tail."""
-        buf = self.buf
         chunk, pos = self.head, self.head_pos
-        for _ in range(self.count):
-            if chunk != self.tail:
-                nxt, end = _LINK.unpack_from(buf, chunk)
-                if pos >= end:
-                    chunk, pos = nxt, CHUNK_HEAD
+        for _ in range(self.count):  # (no view held across a yield: see PQueue.__iter__)
+            if chunk != self.tail and pos >= self.u64[(chunk >> 3) + 1]:  # past its end
+                chunk, pos = self.u64[chunk >> 3], CHUNK_HEAD
             yield chunk, pos
-            n, flags = _HDR.unpack_from(buf, chunk + pos)
-            pos += 24 if flags & FLAG_EXT else (8 + n + 7) & ~7
+            pos += self._size(chunk + pos)
 
     def values(self) -> Iterator[bytes]:
         for chunk, pos in self.positions():
-            yield self._read(chunk, pos)[0]
+            yield self._value(chunk + pos)
 
     def values_from(self, skip: int) -> Iterator[bytes]:
         """Values from the ``skip``-th entry after the head on; the skipped
         entries cost a header read each, not a copy."""
         for chunk, pos in itertools.islice(self.positions(), skip, None):
-            yield self._read(chunk, pos)[0]
+            yield self._value(chunk + pos)
 
     def page(self, start: int | None, limit: int) -> tuple[int, list[bytes]]:
         """``(seq, values)``: up to ``limit`` values from sequence number ``start``
@@ -174,16 +188,16 @@ class QueueCore(CoreBase):
     # -- applying ----------------------------------------------------------------------
 
     def apply(self, tx: Transaction, index: int, code: int, record: bytes, start: int) -> Any:
-        if code == OpCode.QUEUE_PUT:
+        if code == QUEUE_PUT:
             self._hot(tx)
-            self.put(tx, memoryview(record)[start:])
+            self.put(tx, record, start)
             result = None
-        elif code == OpCode.QUEUE_GET:
+        elif code == QUEUE_GET:
             if start != len(record):
                 raise OpDecodeError("QUEUE_GET takes no arguments")
             self._hot(tx)
             result = self.get(tx)
-        elif code == OpCode.QUEUE_CLEAR:
+        elif code == QUEUE_CLEAR:
             if start != len(record):
                 raise OpDecodeError("QUEUE_CLEAR takes no arguments")
             self._hot(tx)
@@ -192,36 +206,49 @@ class QueueCore(CoreBase):
         else:
             raise OpDecodeError(f"opcode {code:#x} does not apply to a queue")
         self._applied = index
-        _HOT.pack_into(self.buf, self.header_off + 8, self.count, index, self.head, self.head_pos,
-                       self.tail, self.tail_pos, self.removed)
+        self._store_hot(index)
         return result
 
+    def _store_hot(self, applied: int) -> None:
+        """Write the header's hot fields from memory (undo-logged by ``_hot``)."""
+        u64 = self.u64
+        w = (self.header_off >> 3) + 1
+        u64[w] = self.count
+        u64[w + 1] = applied
+        u64[w + 2] = self.head
+        u64[w + 3] = self.head_pos
+        u64[w + 4] = self.tail
+        u64[w + 5] = self.tail_pos
+        u64[w + 6] = self.removed
+
     def _hot(self, tx: Transaction) -> None:
-        gen = self.registry.txgen
-        if self._gen != gen:
-            self._gen = gen
+        """Undo-log the header's hot range [count .. removed] once per transaction."""
+        if self._serial != tx.serial:
+            self._serial = tx.serial
             tx.add(self.header_off + 8, _HOT.size)
 
-    def put(self, tx: Transaction, value) -> None:
-        """Append. Cost: the header's undo entry; a chunk every ~50 small entries."""
-        buf = self.buf
-        vlen = len(value)
-        if not self.count and self._empty_gen != self.registry.txgen:
+    def put(self, tx: Transaction, data: bytes, start: int = 0) -> None:
+        """Append ``data[start:]``. Cost: the header's undo entry; a chunk every ~50
+        small entries."""
+        u64, u32 = self.u64, self.u32
+        vlen = len(data) - start
+        if not self.count and self._empty_serial != tx.serial:
             # empty since an earlier transaction: rewind, the chunk's entries are all consumed
             self.head_pos = self.tail_pos = CHUNK_HEAD
         block = 0
         if 8 + vlen > INLINE_MAX:
             block = tx.alloc(vlen)
-            buf[block:block + vlen] = value
+            write_from(self.u8, block, data, start, vlen)
             need = 24
         else:
             need = (8 + vlen + 7) & ~7
         tail, pos = self.tail, self.tail_pos
         if pos + need > CHUNK_BYTES:
-            fresh = _new_chunk(tx, buf)
+            fresh = _new_chunk(tx)
             if self.count:
                 tx.add(tail, 16)
-                _LINK.pack_into(buf, tail, fresh, pos)
+                u64[tail >> 3] = fresh  # next
+                u64[(tail >> 3) + 1] = pos  # end
             else:  # emptied earlier in this transaction: the old tail has nothing unread
                 tx.free(tail)
                 self.head, self.head_pos = fresh, CHUNK_HEAD
@@ -229,13 +256,16 @@ class QueueCore(CoreBase):
             pos = CHUNK_HEAD
         e = tail + pos
         if block:
-            _HDR.pack_into(buf, e, vlen & 0xFFFFFFFF, FLAG_EXT)
-            _EXT.pack_into(buf, e + 8, vlen, block)
-            self.media.flush(e, 24)
+            u32[e >> 2] = vlen & 0xFFFFFFFF
+            u32[(e >> 2) + 1] = FLAG_EXT
+            u64[(e >> 3) + 1] = vlen
+            u64[(e >> 3) + 2] = block
+            tx.flush(e, 24)
         else:
-            _HDR.pack_into(buf, e, vlen, 0)
-            buf[e + 8:e + 8 + vlen] = value
-            self.media.flush(e, 8 + vlen)
+            u32[e >> 2] = vlen
+            u32[(e >> 2) + 1] = 0
+            write_from(self.u8, e + 8, data, start, vlen)
+            tx.flush(e, 8 + vlen)
         self.tail_pos = pos + need
         self.count += 1
 
@@ -244,37 +274,36 @@ class QueueCore(CoreBase):
         if not self.count:
             return None
         head = self.head
-        value, size, block = self._read(head, self.head_pos)
-        if block:
-            tx.free(block)
-        self.head_pos += size
+        e = head + self.head_pos
+        value = self._value(e)
+        if self.u32[(e >> 2) + 1] & FLAG_EXT:
+            tx.free(self.u64[(e >> 3) + 2])
+        self.head_pos += self._size(e)
         self.count -= 1
         self.removed += 1
-        if head != self.tail:
-            nxt, end = _LINK.unpack_from(self.buf, head)
-            if self.head_pos >= end:
-                tx.free(head)
-                self.head, self.head_pos = nxt, CHUNK_HEAD
+        if head != self.tail and self.head_pos >= self.u64[(head >> 3) + 1]:  # its end
+            self.head, self.head_pos = self.u64[head >> 3], CHUNK_HEAD
+            tx.free(head)
         if not self.count:
-            self._empty_gen = self.registry.txgen
+            self._empty_serial = tx.serial
         return value
 
     def clear(self, tx: Transaction) -> None:
         """Drop every entry: free value blocks and every chunk but the tail."""
-        buf = self.buf
+        u64 = self.u64
         for chunk, pos in list(self.positions()):
-            flags = _HDR.unpack_from(buf, chunk + pos)[1]
-            if flags & FLAG_EXT:
-                tx.free(_EXT.unpack_from(buf, chunk + pos + 8)[1])
+            e = chunk + pos
+            if self.u32[(e >> 2) + 1] & FLAG_EXT:
+                tx.free(u64[(e >> 3) + 2])
         chunk = self.head
         while chunk != self.tail:
-            nxt = _U64.unpack_from(buf, chunk)[0]
+            nxt = u64[chunk >> 3]
             tx.free(chunk)
             chunk = nxt
         self.head, self.head_pos = self.tail, self.tail_pos
         self.removed += self.count
         self.count = 0
-        self._empty_gen = self.registry.txgen
+        self._empty_serial = tx.serial
 
     def destroy(self, tx: Transaction) -> None:
         self.clear(tx)
@@ -287,11 +316,10 @@ class QueueCore(CoreBase):
             if len(item) == 2 and item[0] == REMOVED_FIELD and len(item[1]) == 8:
                 self.removed = _U64.unpack(item[1])[0]
             elif len(item) == 1:
-                self.put(tx, item[0])
+                self.put(tx, bytes(item[0]), 0)
             else:
                 raise OpDecodeError(f"queue {self.name!r}: a snapshot item of {len(item)} fields")
-        _HOT.pack_into(self.buf, self.header_off + 8, self.count, 0, self.head, self.head_pos,
-                       self.tail, self.tail_pos, self.removed)
+        self._store_hot(0)
 
     # -- checking ------------------------------------------------------------------------
 
@@ -351,7 +379,8 @@ class QueueCore(CoreBase):
             fail(f"count is {count} but {seen} entries lie between head and tail")
 
 
-def _new_chunk(tx: Transaction, buf) -> int:
+def _new_chunk(tx: Transaction) -> int:
+    """A fresh chunk: no next chunk, no end yet (its entry space is left as it is)."""
     chunk = tx.alloc(CHUNK_BYTES)
-    buf[chunk:chunk + CHUNK_HEAD] = bytes(CHUNK_HEAD)
+    tx._buf[chunk:chunk + CHUNK_HEAD] = bytes(CHUNK_HEAD)
     return chunk

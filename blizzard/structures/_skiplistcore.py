@@ -50,6 +50,10 @@ Why it is shaped so:
   reload or abort and rebuilt from the pool on first use; links, keys and
   values are always read from the pool, and ``check`` compares the index
   with level 1.
+
+Typed Python: C types in ``_skiplistcore.pxd``. A node's fields are read
+through the core's views: ``u8[x]`` the height, ``u32[(x >> 2) + 1]`` and
+``+ 2`` klen and vlen, ``u64[(x >> 3) + 2 + l]`` link l (the head alike).
 """
 
 from __future__ import annotations
@@ -59,10 +63,37 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
+import cython
+
 from blizzard.exceptions import InvalidArgumentError, OpDecodeError, StructureCorruptError
-from blizzard.pmem import Transaction
+from blizzard.pmem._mem import views
 from blizzard.structures._corebase import CoreBase
-from blizzard.structures.ops import OpCode, key_bounds
+
+if cython.compiled:
+    from cython.cimports.blizzard.pmem._mem import get_u64, read, write
+    from cython.cimports.blizzard.structures.ops import (
+        ORD_CLEAR,
+        ORD_DELETE,
+        ORD_INIT,
+        ORD_POP,
+        ORD_POPITEM,
+        ORD_PUT,
+        key_bounds,
+    )
+else:
+    from blizzard.pmem._mem import get_u64, read, write
+    from blizzard.structures.ops import (
+        ORD_CLEAR,
+        ORD_DELETE,
+        ORD_INIT,
+        ORD_POP,
+        ORD_POPITEM,
+        ORD_PUT,
+        key_bounds,
+    )
+
+if not cython.compiled and TYPE_CHECKING:  # compiled: cimported in the .pxd
+    from blizzard.pmem import Transaction
 
 if TYPE_CHECKING:
     from blizzard.structures.registry import Registry
@@ -70,26 +101,22 @@ if TYPE_CHECKING:
 TAG = b"pskiplst"
 MAGIC = b"BLZSKL01"
 LAYOUT_VERSION = 1
-LEVEL_MAX = 32
-HEAD_OFF = 128
+if not cython.compiled:  # the compiled build has these as C constants (_skiplistcore.pxd)
+    LEVEL_MAX = 32
+    HEAD_OFF = 128
+    KEY_BYTES_MAX = 1024
+    VALUE_INLINE_MAX = 4096
+    NODE_HEAD = 16
+    TALL = 2  # towers at least this high are indexed in DRAM (a quarter of the nodes)
+    RUN_MAX = 64  # nodes a forward scan reads between yields
 HEADER_BYTES = HEAD_OFF + 8 * LEVEL_MAX
-KEY_BYTES_MAX = 1024
-VALUE_INLINE_MAX = 4096
 SEED_DEFAULT = 0x5EED_B122_A4D5_0001
 EXT = 0xFFFFFFFF
-NODE_HEAD = 16
 _MASK = (1 << 64) - 1
-TALL = 2  # towers at least this high are indexed in DRAM (a quarter of the nodes)
 
 _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
 _U32 = struct.Struct("<I")
-_ORD_PUT = int(OpCode.ORD_PUT)
-_ORD_DELETE = int(OpCode.ORD_DELETE)
-_ORD_POP = int(OpCode.ORD_POP)
-_ORD_POPITEM = int(OpCode.ORD_POPITEM)
-_ORD_CLEAR = int(OpCode.ORD_CLEAR)
-_ORD_INIT = int(OpCode.ORD_INIT)
 _NODE = struct.Struct("<BxxxII")  # height, klen, vlen
 _EXT = struct.Struct("<QQ")
 _HOT = struct.Struct("<QQQQ")  # count, applied, level, rng at +8
@@ -211,7 +238,7 @@ class SkipListCore(CoreBase):
         if not 1 <= self.level <= LEVEL_MAX:
             raise StructureCorruptError(f"skiplist {self.name!r}: level {self.level}")
         self._tall: _TallIndex | None = None  # built on first use
-        self._gen = -1
+        self._serial = 0  # the transaction that last undo-logged the hot header fields
 
     def kill(self) -> None:
         """The skiplist was dropped (or rolled back out of existence): look empty."""
@@ -219,6 +246,7 @@ class SkipListCore(CoreBase):
         self.count = 0
         self.level = 1
         self.buf = memoryview(bytearray(HEADER_BYTES + 64))
+        self.u8, self.u32, self.u64 = views(self.buf, len(self.buf))  # an empty head
         self.head = HEAD_OFF - NODE_HEAD
         self._tall = _TallIndex([])
 
@@ -235,43 +263,37 @@ class SkipListCore(CoreBase):
     def _key(self, node: int) -> bytes:
         # read from the node, not a DRAM cache: the key shares cache lines with the links
         # the search reads anyway, where a dict of a million keys misses twice
-        h, klen, _ = _NODE.unpack_from(self.buf, node)
-        ks = node + NODE_HEAD + 8 * h
-        return self.buf[ks:ks + klen].tobytes()
+        return read(self.u8, node + NODE_HEAD + 8 * self.u8[node], self.u32[(node >> 2) + 1])
 
     def _value(self, node: int) -> bytes:
-        buf = self.buf
-        h, klen, vlen = _NODE.unpack_from(buf, node)
-        vs = node + NODE_HEAD + 8 * h + klen
+        u32 = self.u32
+        vlen = u32[(node >> 2) + 2]
+        vs = node + NODE_HEAD + 8 * self.u8[node] + u32[(node >> 2) + 1]
         if vlen != EXT:
-            return buf[vs:vs + vlen].tobytes()
-        n, block = _EXT.unpack_from(buf, vs)
-        return buf[block:block + n].tobytes()
+            return read(self.u8, vs, vlen)
+        return read(self.u8, get_u64(self.u8, vs + 8), get_u64(self.u8, vs))  # length, block
 
     def _block(self, node: int) -> int:
-        buf = self.buf
-        h, klen, vlen = _NODE.unpack_from(buf, node)
-        return _EXT.unpack_from(buf, node + NODE_HEAD + 8 * h + klen)[1] if vlen == EXT else 0
+        if self.u32[(node >> 2) + 2] != EXT:
+            return 0
+        return get_u64(self.u8, node + NODE_HEAD + 8 * self.u8[node]
+                       + self.u32[(node >> 2) + 1] + 8)
 
     def _next(self, node: int, level: int = 0) -> int:
-        return _U64.unpack_from(self.buf, node + NODE_HEAD + 8 * level)[0]
+        return self.u64[(node >> 3) + 2 + level]
 
     def _preds(self, kb: bytes) -> list[int]:
         """For each level, the last node (or the head) with a key < ``kb``."""
-        buf = self.buf
-        unpack = _U64.unpack_from
-        load = self._key
+        u64 = self.u64
         x = self.head
         preds = [x] * self.level
         for lvl in range(self.level - 1, -1, -1):
-            at = NODE_HEAD + 8 * lvl
-            nxt = unpack(buf, x + at)[0]
+            nxt = u64[(x >> 3) + 2 + lvl]
             while nxt:
-                k = load(nxt)
-                if k >= kb:
+                if self._key(nxt) >= kb:
                     break
                 x = nxt
-                nxt = unpack(buf, x + at)[0]
+                nxt = u64[(x >> 3) + 2 + lvl]
             preds[lvl] = x
         return preds
 
@@ -297,103 +319,83 @@ class SkipListCore(CoreBase):
 
     def _lower(self, kb: bytes, strict: bool) -> int:
         """The first node with key >= ``kb`` (> with ``strict``), or 0."""
-        buf = self.buf
-        unpack = _U64.unpack_from
-        load = self._key
-        nxt = unpack(buf, self._start(kb) + NODE_HEAD)[0]
+        u64 = self.u64
+        nxt = u64[(self._start(kb) >> 3) + 2]
         while nxt:
-            k = load(nxt)
+            k = self._key(nxt)
             if k > kb or (k == kb and not strict):
                 return nxt
-            nxt = unpack(buf, nxt + NODE_HEAD)[0]
+            nxt = u64[(nxt >> 3) + 2]
         return 0
 
     def _before(self, kb: bytes | None, inclusive: bool) -> int:
         """The last node with key < ``kb`` (<= with ``inclusive``; None: the last node), or 0."""
-        buf = self.buf
-        unpack = _U64.unpack_from
-        load = self._key
+        u64 = self.u64
         if kb is None:
             x = self.head
             for lvl in range(self.level - 1, -1, -1):
-                at = NODE_HEAD + 8 * lvl
-                nxt = unpack(buf, x + at)[0]
+                nxt = u64[(x >> 3) + 2 + lvl]
                 while nxt:
                     x = nxt
-                    nxt = unpack(buf, x + at)[0]
+                    nxt = u64[(x >> 3) + 2 + lvl]
         else:
             x = self._start(kb)
-            nxt = unpack(buf, x + NODE_HEAD)[0]
+            nxt = u64[(x >> 3) + 2]
             while nxt:
-                k = load(nxt)
+                k = self._key(nxt)
                 if k > kb or (k == kb and not inclusive):
                     break
                 x = nxt
-                nxt = unpack(buf, x + NODE_HEAD)[0]
+                nxt = u64[(x >> 3) + 2]
         return 0 if x == self.head else x
 
     def _find(self, kb: bytes) -> tuple[int, int]:
         """``(level-0 predecessor of kb, the node holding kb or 0)``."""
-        buf = self.buf
-        unpack = _U64.unpack_from
-        load = self._key
+        u64 = self.u64
         x = self._start(kb)
-        nxt = unpack(buf, x + NODE_HEAD)[0]
+        nxt = u64[(x >> 3) + 2]
         while nxt:
-            k = load(nxt)
+            k = self._key(nxt)
             if k >= kb:
                 return x, nxt if k == kb else 0
             x = nxt
-            nxt = unpack(buf, x + NODE_HEAD)[0]
+            nxt = u64[(x >> 3) + 2]
         return x, 0
 
     def get(self, kb: bytes) -> bytes | None:
         """The value under ``kb``, or None. Cost: a bisect over the tall towers, then
         about 3 level-0 nodes read (expected)."""
-        buf = self.buf
-        unpack = _U64.unpack_from
-        node_head = _NODE.unpack_from
+        u8, u32, u64 = self.u8, self.u32, self.u64
         tall = self._tall
         if tall is None:
             tall = self._index()
         x = tall.before(kb) or self.head
-        nxt = unpack(buf, x + NODE_HEAD)[0]
+        nxt = u64[(x >> 3) + 2]
         while nxt:
-            h, klen, vlen = node_head(buf, nxt)
-            ks = nxt + NODE_HEAD + 8 * h
-            k = buf[ks:ks + klen].tobytes()
+            ks = nxt + NODE_HEAD + 8 * u8[nxt]
+            klen = u32[(nxt >> 2) + 1]
+            k = read(u8, ks, klen)
             if k >= kb:
                 if k != kb:
                     return None
+                vlen = u32[(nxt >> 2) + 2]
                 if vlen != EXT:
-                    return buf[ks + klen:ks + klen + vlen].tobytes()
+                    return read(u8, ks + klen, vlen)
                 return self._value(nxt)
-            nxt = unpack(buf, nxt + NODE_HEAD)[0]
+            nxt = u64[(nxt >> 3) + 2]
         return None
 
     def items_range(self, lo: bytes | None, hi: bytes | None, lo_incl: bool, hi_incl: bool,
                     reverse: bool, values: bool = True) -> Iterator[tuple[bytes, bytes | None]]:
         """``(key, value)`` with lo <(=) key <(=) hi. Forwards: one search, then level-0
-        links; backwards: one O(log n) search per item (there are no back links)."""
+        links, read in runs of :data:`RUN_MAX` nodes (no view of the pool is held
+        while the caller runs: a pool closed meanwhile is noticed); backwards: one
+        O(log n) search per item (there are no back links)."""
         if not reverse:
-            buf = self.buf
-            unpack = _U64.unpack_from
-            node_head = _NODE.unpack_from
             x = self._next(self.head) if lo is None else self._lower(lo, not lo_incl)
             while x:
-                # inline: one header read gives the key and the value (a scan's hot loop)
-                h, klen, vlen = node_head(buf, x)
-                ks = x + NODE_HEAD + 8 * h
-                kb = buf[ks:ks + klen].tobytes()
-                if hi is not None and (kb > hi or (kb == hi and not hi_incl)):
-                    return
-                if not values:
-                    yield kb, None
-                elif vlen != EXT:
-                    yield kb, buf[ks + klen:ks + klen + vlen].tobytes()
-                else:
-                    yield kb, self._value(x)
-                x = unpack(buf, x + NODE_HEAD)[0]
+                items, x = self._run(x, hi, hi_incl, values)
+                yield from items
             return
         x = self._before(hi, hi_incl)
         while x:
@@ -402,6 +404,29 @@ class SkipListCore(CoreBase):
                 return
             yield kb, self._value(x) if values else None
             x = self._before(kb, False)
+
+    def _run(self, x: int, hi: bytes | None, hi_incl: bool, values: bool
+             ) -> tuple[list[tuple[bytes, bytes | None]], int]:
+        """``(items, next node)``: up to RUN_MAX items from node ``x`` on, up to ``hi``
+        (next node 0 when the range or the list ends): a scan's hot loop."""
+        u8, u32, u64 = self.u8, self.u32, self.u64
+        items: list[tuple[bytes, bytes | None]] = []
+        for _ in range(RUN_MAX):
+            ks = x + NODE_HEAD + 8 * u8[x]
+            klen, vlen = u32[(x >> 2) + 1], u32[(x >> 2) + 2]
+            kb = read(u8, ks, klen)
+            if hi is not None and (kb > hi or (kb == hi and not hi_incl)):
+                return items, 0
+            if not values:
+                items.append((kb, None))
+            elif vlen != EXT:
+                items.append((kb, read(u8, ks + klen, vlen)))
+            else:
+                items.append((kb, self._value(x)))
+            x = u64[(x >> 3) + 2]
+            if not x:
+                break
+        return items, x
 
     def item_at(self, index: int) -> tuple[bytes, bytes]:
         """The ``index``-th item. Cost: O(log n) for -1, else O(index) level-0 links."""
@@ -440,17 +465,17 @@ class SkipListCore(CoreBase):
     def apply(self, tx: Transaction, index: int, code: int, record: bytes, start: int) -> Any:
         """Apply one Op; validates the record before touching anything."""
         result: Any  # None, bool, bytes, a pair, or an exception instance to raise
-        if code == _ORD_PUT:
+        if code == ORD_PUT:
             ks, ke = key_bounds(record, start, "ORD_PUT", KEY_BYTES_MAX)
             self._hot(tx)
-            self.put(tx, bytes(record[ks:ke]), memoryview(record)[ke:])
+            self.put(tx, record[ks:ke], record[ke:])
             result = None
-        elif code in (_ORD_DELETE, _ORD_POP):
+        elif code in (ORD_DELETE, ORD_POP):
             kb = bytes(record[start:])
             self._hot(tx)
             old = self.delete(tx, kb)
-            result = old if code == _ORD_POP else old is not None
-        elif code == _ORD_POPITEM:
+            result = old if code == ORD_POP else old is not None
+        elif code == ORD_POPITEM:
             if len(record) - start != 8:
                 raise OpDecodeError("ORD_POPITEM takes an 8-byte index")
             i = _I64.unpack_from(record, start)[0]
@@ -461,13 +486,13 @@ class SkipListCore(CoreBase):
             else:
                 kb = self.item_at(i)[0]
                 result = (kb, self.delete(tx, kb))
-        elif code == _ORD_CLEAR:
+        elif code == ORD_CLEAR:
             if start != len(record):
                 raise OpDecodeError("ORD_CLEAR takes no arguments")
             self._hot(tx)
             self.clear(tx)
             result = None
-        elif code == _ORD_INIT:
+        elif code == ORD_INIT:
             if len(record) - start != 8:
                 raise OpDecodeError("ORD_INIT takes an 8-byte parameter")
             seed = _U64.unpack_from(record, start)[0]
@@ -480,39 +505,46 @@ class SkipListCore(CoreBase):
                 result = None
         else:
             raise OpDecodeError(f"opcode {code:#x} does not apply to a skiplist")
-        _HOT.pack_into(self.buf, self.header_off + 8, self.count, index, self.level, self.rng)
+        self._store_hot(index)
         self._applied = index
         return result
 
+    def _store_hot(self, applied: int) -> None:
+        """Write [count, applied, level, rng] from memory (undo-logged by ``_hot``)."""
+        u64 = self.u64
+        w = (self.header_off >> 3) + 1
+        u64[w] = self.count
+        u64[w + 1] = applied
+        u64[w + 2] = self.level
+        u64[w + 3] = self.rng
+
     def _hot(self, tx: Transaction) -> None:
         """Undo-log [count, applied, level, rng] once per transaction."""
-        gen = self.registry.txgen
-        if self._gen != gen:
-            self._gen = gen
+        if self._serial != tx.serial:
+            self._serial = tx.serial
             tx.add(self.header_off + 8, 32)
 
-    def _new_node(self, tx: Transaction, h: int, kb: bytes, vb) -> int:
+    def _new_node(self, tx: Transaction, h: int, kb: bytes, vb: bytes) -> int:
         """A fresh node (links zero) holding ``kb`` and ``vb``."""
-        buf = self.buf
+        u8 = self.u8
         klen, vlen = len(kb), len(vb)
         inline = vlen <= VALUE_INLINE_MAX
         ks = NODE_HEAD + 8 * h
         node = tx.alloc(ks + klen + (vlen if inline else 16))
-        _NODE.pack_into(buf, node, h, klen, vlen if inline else EXT)
-        buf[node + 8 + 4:node + ks] = bytes(4 + 8 * h)
-        buf[node + ks:node + ks + klen] = kb
+        write(u8, node, _NODE.pack(h, klen, vlen if inline else EXT) + bytes(4 + 8 * h) + kb)
         if inline:
-            buf[node + ks + klen:node + ks + klen + vlen] = vb
+            write(u8, node + ks + klen, vb)
         else:
             block = tx.alloc(vlen)
-            buf[block:block + vlen] = vb
-            _EXT.pack_into(buf, node + ks + klen, vlen, block)
+            write(u8, block, vb)
+            write(u8, node + ks + klen, _EXT.pack(vlen, block))
         return node
 
     def _link(self, tx: Transaction, x: int, lvl: int, target: int) -> None:
-        at = x + NODE_HEAD + 8 * lvl
-        tx.add(at, 8)
-        _U64.pack_into(self.buf, at, target)
+        """Undo-log and set link ``lvl`` of node ``x``."""
+        w = (x >> 3) + 2 + lvl
+        tx.add(w << 3, 8)
+        self.u64[w] = target
 
     def _preds_for(self, kb: bytes, height: int, pred0: int) -> list[int]:
         """Predecessors of ``kb`` on levels 0..height-1; the tall index answers levels 0
@@ -526,12 +558,12 @@ class SkipListCore(CoreBase):
         buf = self.buf
         pred0, x = self._find(kb)
         if x:
-            h, klen, vlen = _NODE.unpack_from(buf, x)
+            h, klen, vlen = self.u8[x], self.u32[(x >> 2) + 1], self.u32[(x >> 2) + 2]
             if vlen == len(vb) and vlen != EXT:
                 if vlen:
                     vs = x + NODE_HEAD + 8 * h + klen
                     tx.add(vs, vlen)
-                    buf[vs:vs + vlen] = vb
+                    write(self.u8, vs, vb)
                 return
             preds = self._preds_for(kb, h, pred0)
             block = self._block(x)
@@ -554,8 +586,7 @@ class SkipListCore(CoreBase):
             preds += [self.head] * (h - len(preds))
             self.level = h
         for lvl in range(h):
-            nxt = self._next(preds[lvl], lvl)
-            _U64.pack_into(buf, node + NODE_HEAD + 8 * lvl, nxt)
+            self.u64[(node >> 3) + 2 + lvl] = self._next(preds[lvl], lvl)
             self._link(tx, preds[lvl], lvl, node)
         if h >= TALL:
             self._index().set(kb, node)
@@ -605,10 +636,10 @@ class SkipListCore(CoreBase):
 
     def load(self, tx: Transaction, items: list[tuple[bytes, ...]]) -> None:
         """Bulk insert (snapshot restore) inside ``tx``."""
-        self._gen = self.registry.txgen  # a fresh header: nothing to undo-log
+        self._serial = tx.serial  # a fresh header: nothing to undo-log
         for key, value in items:
-            self.put(tx, key, value)
-        _HOT.pack_into(self.buf, self.header_off + 8, self.count, 0, self.level, self.rng)
+            self.put(tx, bytes(key), bytes(value))
+        self._store_hot(0)
 
     # -- checking ------------------------------------------------------------------------
 

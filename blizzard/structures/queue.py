@@ -11,6 +11,10 @@ layout (linked chunks of entries) is documented in
 >>> jobs.put("a"); jobs.put("b")
 >>> jobs.get(), len(jobs), list(jobs)
 ('a', 1, ['b'])
+
+The hot half (``put``, ``get_nowait``, the first try of ``get``) is
+:class:`QueueFace`, typed Python (``queue.pxd``): compiled, an extension type
+whose methods call the Op encoder and the replicator without interpreted code.
 """
 
 from __future__ import annotations
@@ -19,25 +23,112 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import cython
+
 from blizzard.exceptions import Empty, InvalidArgumentError, StructureKindError
 from blizzard.pmem import Pool
 from blizzard.replication.base import Replicator
-from blizzard.structures._closed import close_handle, reraise_if_closed
+from blizzard.structures._closed import CLOSED_ERRORS, close_handle, reraise_if_closed
 from blizzard.structures._locking import locked_reads
 from blizzard.structures._queuecore import TAG, QueueCore
 from blizzard.structures.codecs import BYTES, CodecLike, get_codec
-from blizzard.structures.ops import Encoder, OpCode
+from blizzard.structures.ops import Encoder
 from blizzard.structures.registry import register_kind, registry_for
+
+if cython.compiled:
+    from cython.cimports.blizzard.structures.ops import QUEUE_CLEAR, QUEUE_GET, QUEUE_PUT
+else:
+    from blizzard.structures.ops import QUEUE_CLEAR, QUEUE_GET, QUEUE_PUT
 
 register_kind(TAG, QueueCore.create, QueueCore.open)
 
-_PUT = int(OpCode.QUEUE_PUT)
-_GET = int(OpCode.QUEUE_GET)
-_CLEAR = int(OpCode.QUEUE_CLEAR)
 POLL_INTERVAL_MAX = 0.05  # seconds between polls of a blocking get
 
 
-class PQueue:
+class QueueFace:
+    """The hot methods of :class:`PQueue`, bound by ``_bind``."""
+
+    def _bind(self, name: str, core: Any, replicator: Replicator, linearizable: bool | None,
+              raw: bool) -> None:
+        """Wire the face to a core (reads) and a replicator (writes); ``raw``:
+        values are bytes in and out, whatever the stored codec."""
+        self._replicator = replicator
+        self._core = core
+        self.name = name
+        codec = BYTES if raw else get_codec(core.value_codec)
+        self.value_codec = codec
+        self._venc = codec.encode
+        self._vdec = codec.decode
+        self._vraw = codec is BYTES  # the identity on bytes: the hot paths skip its calls
+        self._encoder = Encoder(name)
+        self._get_op = self._encoder.zero(QUEUE_GET)
+        self._clear_op = self._encoder.zero(QUEUE_CLEAR)
+        self._submit = replicator.submit
+        if linearizable is None:
+            linearizable = replicator.linearizable_default
+        self._barrier = replicator.read_barrier if linearizable else None
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Append ``item`` at the tail.
+
+        ``block`` and ``timeout`` are accepted for :class:`queue.Queue`'s
+        signature and change nothing: the queue is unbounded, so a put never
+        waits and never raises :class:`queue.Full`. (A pool with no room left
+        raises :class:`~blizzard.exceptions.PoolFullError`, and nothing is
+        appended.)
+        """
+        vb = item if self._vraw and type(item) is bytes else self._venc(item)
+        self._submit(self._encoder.one(QUEUE_PUT, vb))
+
+    def put_nowait(self, item: Any) -> None:
+        """``put(item)``: a put never waits."""
+        self.put(item)
+
+    def get_nowait(self) -> Any:
+        """``get(block=False)``: the head item, or :class:`blizzard.Empty` at once."""
+        raw = self._submit(self._get_op)
+        if raw is None:
+            raise Empty(f"queue {self.name!r} is empty")
+        return raw if self._vraw else self._vdec(raw)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Remove and return the head item, waiting for one as
+        :meth:`queue.Queue.get` does.
+
+        With ``block`` (the default) and ``timeout`` None, wait until an item
+        is there; with a ``timeout`` (seconds, >= 0), raise
+        :class:`blizzard.Empty` if none arrived in that time. Without
+        ``block``, raise Empty at once if the queue is empty. Items put by
+        other threads, or by other nodes of a cluster, end the wait; the wait
+        polls the queue's length, backing off to :data:`POLL_INTERVAL_MAX`.
+        """
+        if block and timeout is not None and timeout < 0:
+            raise InvalidArgumentError(f"timeout must be a non-negative number, got {timeout}")
+        raw = self._submit(self._get_op)
+        if raw is not None:
+            return raw if self._vraw else self._vdec(raw)
+        if not block:
+            raise Empty(f"queue {self.name!r} is empty")
+        return self._wait(timeout)
+
+    def _wait(self, timeout: float | None) -> Any:
+        """The queue was empty: poll until an item comes (see :meth:`get`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.0005
+        while True:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Empty(f"queue {self.name!r} is still empty after {timeout} s")
+            if deadline is not None:
+                pause = min(pause, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)
+            pause = min(max(pause, 0.0005) * 2, POLL_INTERVAL_MAX)
+            if self._core.count:
+                raw = self._submit(self._get_op)
+                if raw is not None:
+                    return self._vdec(raw)
+
+
+class PQueue(QueueFace):
     """A FIFO queue that lives in a pool, bound to ``name``; opens or creates it.
 
     ``value_codec`` (``bytes`` by default) is fixed at creation. Values may
@@ -78,89 +169,15 @@ class PQueue:
                    raw)
         registry.attach(self)
 
-    def _bind(self, name: str, core: Any, replicator: Replicator, linearizable: bool | None,
-              raw: bool) -> None:
-        """Wire the face to a core (reads) and a replicator (writes); ``raw``:
-        values are bytes in and out, whatever the stored codec."""
-        self._replicator = replicator
-        self._core = core
-        self.name = name
-        codec = BYTES if raw else get_codec(core.value_codec)
-        self.value_codec = codec
-        self._venc = codec.encode
-        self._vdec = codec.decode
-        encoder = Encoder(name)
-        self._get_op = encoder.zero(_GET)
-        self._one = encoder.one
-        self._clear_op = encoder.zero(_CLEAR)
-        self._submit = replicator.submit
-        if linearizable is None:
-            linearizable = replicator.linearizable_default
-        self._barrier = replicator.read_barrier if linearizable else None
-
     def _pool_closed(self) -> None:
         """The pool closed: every later use raises PoolClosedError (see ``_closed``)."""
         close_handle(self)
 
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        """Append ``item`` at the tail.
-
-        ``block`` and ``timeout`` are accepted for :class:`queue.Queue`'s
-        signature and change nothing: the queue is unbounded, so a put never
-        waits and never raises :class:`queue.Full`. (A pool with no room left
-        raises :class:`~blizzard.exceptions.PoolFullError`, and nothing is
-        appended.)
-        """
-        self._submit(self._one(_PUT, self._venc(item)))
-
-    def put_nowait(self, item: Any) -> None:
-        """``put(item)``: a put never waits."""
-        self._submit(self._one(_PUT, self._venc(item)))
-
     def put_many(self, items: Iterable[Any]) -> None:
         """Append every item, in order (one Op each)."""
-        one, enc, submit = self._one, self._venc, self._submit
+        put = self.put
         for item in items:
-            submit(one(_PUT, enc(item)))
-
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        """Remove and return the head item, waiting for one as
-        :meth:`queue.Queue.get` does.
-
-        With ``block`` (the default) and ``timeout`` None, wait until an item
-        is there; with a ``timeout`` (seconds, >= 0), raise
-        :class:`blizzard.Empty` if none arrived in that time. Without
-        ``block``, raise Empty at once if the queue is empty. Items put by
-        other threads, or by other nodes of a cluster, end the wait; the wait
-        polls the queue's length, backing off to :data:`POLL_INTERVAL_MAX`.
-        """
-        if block and timeout is not None and timeout < 0:
-            raise InvalidArgumentError(f"timeout must be a non-negative number, got {timeout}")
-        raw = self._submit(self._get_op)
-        if raw is not None:
-            return self._vdec(raw)
-        if not block:
-            raise Empty(f"queue {self.name!r} is empty")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.0005
-        while True:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise Empty(f"queue {self.name!r} is still empty after {timeout} s")
-            if deadline is not None:
-                pause = min(pause, max(0.0, deadline - time.monotonic()))
-            time.sleep(pause)
-            pause = min(max(pause, 0.0005) * 2, POLL_INTERVAL_MAX)
-            if self._core.count:
-                raw = self._submit(self._get_op)
-                if raw is not None:
-                    return self._vdec(raw)
-
-    def get_nowait(self) -> Any:
-        """``get(block=False)``: the head item, or :class:`blizzard.Empty` at once."""
-        raw = self._submit(self._get_op)
-        if raw is None:
-            raise Empty(f"queue {self.name!r} is empty")
-        return self._vdec(raw)
+            put(item)
 
     def peek(self) -> Any:
         """The head item, left in place; :class:`blizzard.Empty` if empty."""
@@ -192,7 +209,7 @@ class PQueue:
         try:
             for raw in self._core.values():
                 yield vdec(raw)
-        except ValueError as error:
+        except CLOSED_ERRORS as error:
             reraise_if_closed(self, error)
             raise
 

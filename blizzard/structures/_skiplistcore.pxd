@@ -1,0 +1,52 @@
+# C types for _skiplistcore.py (_TallIndex stays a Python class).
+cimport cython
+from libc.stdint cimport uint32_t
+from blizzard.pmem._tx cimport Transaction
+from blizzard.structures._corebase cimport CoreBase
+
+cpdef enum:
+    LEVEL_MAX = 32
+    HEAD_OFF = 128
+    KEY_BYTES_MAX = 1024
+    VALUE_INLINE_MAX = 4096
+    NODE_HEAD = 16
+    TALL = 2
+    RUN_MAX = 64
+
+cdef uint32_t EXT
+
+
+cdef class SkipListCore(CoreBase):
+    cdef public Py_ssize_t head, count, level
+    cdef public object rng, _tall
+    cdef Py_ssize_t _applied, _serial
+
+    cpdef bytes _key(self, Py_ssize_t node)
+    @cython.locals(vlen=uint32_t, vs=Py_ssize_t)
+    cpdef bytes _value(self, Py_ssize_t node)
+    cpdef Py_ssize_t _block(self, Py_ssize_t node) except -1
+    cpdef Py_ssize_t _next(self, Py_ssize_t node, Py_ssize_t level=*) except -1
+    @cython.locals(x=Py_ssize_t, lvl=Py_ssize_t, nxt=Py_ssize_t, preds=list)
+    cpdef list _preds(self, bytes kb)
+    cpdef Py_ssize_t _start(self, bytes kb) except -1
+    @cython.locals(nxt=Py_ssize_t, k=bytes)
+    cpdef Py_ssize_t _lower(self, bytes kb, bint strict) except -1
+    @cython.locals(x=Py_ssize_t, nxt=Py_ssize_t, k=bytes)
+    cpdef tuple _find(self, bytes kb)
+    @cython.locals(x=Py_ssize_t, nxt=Py_ssize_t, ks=Py_ssize_t, klen=Py_ssize_t, k=bytes,
+                   vlen=uint32_t)
+    cpdef get(self, bytes kb)
+    @cython.locals(ks=Py_ssize_t, klen=Py_ssize_t, vlen=uint32_t, kb=bytes, items=list)
+    cpdef tuple _run(self, Py_ssize_t x, hi, bint hi_incl, bint values)
+    cpdef apply(self, Transaction tx, Py_ssize_t index, int code, bytes record, Py_ssize_t start)
+    @cython.locals(w=Py_ssize_t)
+    cdef _store_hot(self, Py_ssize_t applied)
+    cdef _hot(self, Transaction tx)
+    @cython.locals(klen=Py_ssize_t, vlen=Py_ssize_t, inline=bint, ks=Py_ssize_t,
+                   node=Py_ssize_t, block=Py_ssize_t)
+    cpdef Py_ssize_t _new_node(self, Transaction tx, Py_ssize_t h, bytes kb, bytes vb) except -1
+    @cython.locals(w=Py_ssize_t)
+    cdef _link(self, Transaction tx, Py_ssize_t x, Py_ssize_t lvl, Py_ssize_t target)
+    @cython.locals(pred0=Py_ssize_t, x=Py_ssize_t, h=Py_ssize_t, klen=Py_ssize_t,
+                   vlen=uint32_t, vs=Py_ssize_t, node=Py_ssize_t, lvl=Py_ssize_t, block=Py_ssize_t)
+    cpdef put(self, Transaction tx, bytes kb, bytes vb)

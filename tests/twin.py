@@ -149,6 +149,52 @@ def structures(pool: Pool, seed: int) -> Iterator[None]:
     queue.check()
 
 
+class _Abort(Exception):
+    """Rolls back a batch of Ops (the scenario below raises it on purpose)."""
+
+
+@scenario
+def batches(pool: Pool, seed: int) -> Iterator[None]:
+    """Ops in batches of one outer transaction each, a quarter of them rolled back:
+    the cores rebuild from the rolled-back pool, the queue empties and refills
+    within one transaction (its positions are rewound only by a later one), and
+    every structure is cleared now and then."""
+    from blizzard.structures import PBPlusTree, PHashMap, PQueue, PSkipList
+
+    rng = random.Random(seed)
+    maps = [PHashMap(pool, "h"), PBPlusTree(pool, "b"), PSkipList(pool, "s")]
+    queue = PQueue(pool, "q")
+    keys = [rng.randbytes(rng.choice([1, 8, 16])) for _ in range(200)]
+    yield
+    for batch in range(STRUCTURE_STEPS // 8):
+        try:
+            with pool.transaction():
+                for _ in range(rng.randrange(1, 12)):
+                    action = rng.random()
+                    m = maps[rng.randrange(3)]
+                    if action < 0.4:
+                        m[keys[rng.randrange(len(keys))]] = rng.randbytes(rng.choice([0, 8, 200]))
+                    elif action < 0.55:
+                        m.pop(keys[rng.randrange(len(keys))], None)
+                    elif action < 0.75:
+                        queue.put(rng.randbytes(rng.choice([8, 64, 1500])))
+                    elif action < 0.95:
+                        if len(queue):
+                            queue.get()
+                    elif action < 0.975:
+                        queue.clear()
+                    else:
+                        m.clear()
+                if batch % 4 == 3:
+                    raise _Abort
+        except _Abort:
+            pass
+        yield
+    for m in maps:
+        m.check()
+    queue.check()
+
+
 if __name__ == "__main__":
     name, image_path, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
     result = digests(name, Path(image_path).read_bytes(), seed)

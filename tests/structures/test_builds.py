@@ -20,3 +20,12 @@ def test_compiled_and_interpreted_builds_apply_ops_to_identical_pools(tmp_path, 
     image = bytes(pool.buf)
     pool.close()
     twin.assert_same("structures", image, seed, tmp_path)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_compiled_and_interpreted_builds_roll_back_batches_to_identical_pools(tmp_path, seed):
+    """Batches of Ops in outer transactions, some rolled back, on every structure."""
+    pool = Pool.create(DramMedia(8 << 20), log_size=4096)
+    image = bytes(pool.buf)
+    pool.close()
+    twin.assert_same("batches", image, seed, tmp_path)

@@ -298,7 +298,7 @@ class RemoteQueue(_Remote, PQueue):
 
     def put_many(self, items: Iterable[Any]) -> None:
         """Append many items, pipelined: their order in the queue is not guaranteed."""
-        one, enc = self._one, self._venc
+        one, enc = self._encoder.one, self._venc
         _raise_first(self.client.submit_many([one(OpCode.QUEUE_PUT, enc(i)) for i in items]))
 
 

@@ -31,8 +31,9 @@ cdef class BPTreeCore(CoreBase):
     @cython.locals(node=Py_ssize_t, _depth=Py_ssize_t, keys=list, i=Py_ssize_t, e=Py_ssize_t,
                    v=uint32_t)
     cpdef get(self, bytes kb)
-    @cython.locals(vals=list, s=Py_ssize_t, e=Py_ssize_t, v=uint32_t)
-    cpdef list _values(self, Py_ssize_t leaf, Py_ssize_t i, Py_ssize_t j)
+    @cython.locals(raw=bytes, last=Py_ssize_t, vals=list, s=Py_ssize_t, p=Py_ssize_t, v=uint32_t,
+                   ks=Py_ssize_t)
+    cpdef list _values(self, Py_ssize_t leaf, Py_ssize_t i, Py_ssize_t j, list keys)
     cpdef apply(self, Transaction tx, Py_ssize_t index, int code, bytes record, Py_ssize_t start)
     @cython.locals(w=Py_ssize_t)
     cdef _store_hot(self, Py_ssize_t applied)

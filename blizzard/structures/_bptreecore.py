@@ -86,6 +86,7 @@ if cython.compiled:
         move,
         read,
         set_u16,
+        u32_of,
         write,
     )
     from cython.cimports.blizzard.structures.ops import (
@@ -98,7 +99,7 @@ if cython.compiled:
         key_bounds,
     )
 else:
-    from blizzard.pmem._mem import get_u16, get_u32, get_u64, move, read, set_u16, write
+    from blizzard.pmem._mem import get_u16, get_u32, get_u64, move, read, set_u16, u32_of, write
     from blizzard.structures.ops import (
         ORD_CLEAR,
         ORD_DELETE,
@@ -416,7 +417,7 @@ class BPTreeCore(CoreBase):
             j = n if hi is None else (bisect_right(keys, hi) if hi_incl
                                       else bisect_left(keys, hi))
             if i < j:
-                vals = self._values(leaf, i, j) if values else [None] * (j - i)
+                vals = self._values(leaf, i, j, keys) if values else [None] * (j - i)
                 if reverse:
                     vals.reverse()
                     yield from zip(keys[j - 1:i - 1 if i else None:-1], vals, strict=True)
@@ -425,15 +426,24 @@ class BPTreeCore(CoreBase):
             if (j < n) if not reverse else (i > 0):
                 return
 
-    def _values(self, leaf: int, i: int, j: int) -> list[bytes | None]:
-        """The values of entries ``i`` to ``j - 1`` of ``leaf``: a scan's hot loop."""
-        u8 = self.u8
+    def _values(self, leaf: int, i: int, j: int, keys: list[bytes]) -> list[bytes | None]:
+        """The values of entries ``i`` to ``j - 1`` of ``leaf``, whose cached keys are
+        ``keys``: a scan's hot loop, slicing one copy of the leaf (cheaper, interpreted,
+        than a read from the pool per value; the same compiled)."""
+        raw = read(self.u8, leaf, self.node_bytes)
+        last = len(raw) - 8  # where the last entry header could start
         vals: list[bytes | None] = []
-        for s in range(i, j):
-            e = leaf + get_u16(u8, leaf + NODE_HEAD + 2 * s)
-            v = get_u32(u8, e)
-            vals.append(read(u8, e + 8 + get_u32(u8, e + 4), v) if v != EXT
-                        else self._value_at(e))
+        s = i
+        for p in struct.unpack_from(f"<{j - i}H", raw, NODE_HEAD + 2 * i):
+            if p > last:
+                raise StructureCorruptError(f"B+tree {self.name!r}: leaf {leaf}, slot {s}")
+            v = u32_of(raw, p)
+            if v != EXT:
+                ks = p + 8 + len(keys[s])  # the entry's key is the cached one
+                vals.append(raw[ks:ks + v])
+            else:
+                vals.append(self._value_at(leaf + p))
+            s += 1
         return vals
 
     def item_at(self, index: int) -> tuple[bytes, bytes]:

@@ -230,7 +230,8 @@ class QueueCore(CoreBase):
     def put(self, tx: Transaction, data: bytes, start: int = 0) -> None:
         """Append ``data[start:]``. Cost: the header's undo entry; a chunk every ~50
         small entries."""
-        u64, u32 = self.u64, self.u32
+        u64 = self.u64  # (one view a line: a tuple of views would box them)
+        u32 = self.u32
         vlen = len(data) - start
         if not self.count and self._empty_serial != tx.serial:
             # empty since an earlier transaction: rewind, the chunk's entries are all consumed

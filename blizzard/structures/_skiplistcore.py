@@ -365,7 +365,9 @@ class SkipListCore(CoreBase):
     def get(self, kb: bytes) -> bytes | None:
         """The value under ``kb``, or None. Cost: a bisect over the tall towers, then
         about 3 level-0 nodes read (expected)."""
-        u8, u32, u64 = self.u8, self.u32, self.u64
+        u8 = self.u8  # (one view a line: a tuple of views would box them)
+        u32 = self.u32
+        u64 = self.u64
         tall = self._tall
         if tall is None:
             tall = self._index()
@@ -409,7 +411,9 @@ class SkipListCore(CoreBase):
              ) -> tuple[list[tuple[bytes, bytes | None]], int]:
         """``(items, next node)``: up to RUN_MAX items from node ``x`` on, up to ``hi``
         (next node 0 when the range or the list ends): a scan's hot loop."""
-        u8, u32, u64 = self.u8, self.u32, self.u64
+        u8 = self.u8  # (one view a line: a tuple of views would box them)
+        u32 = self.u32
+        u64 = self.u64
         items: list[tuple[bytes, bytes | None]] = []
         for _ in range(RUN_MAX):
             ks = x + NODE_HEAD + 8 * u8[x]

@@ -363,24 +363,18 @@ def _cmd_cluster_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_mirror_serve(args: argparse.Namespace) -> int:
-    import signal
     import threading
 
+    from blizzard._signals import stop_on_signals
     from blizzard.cluster.physical import serve_backup
     from blizzard.cluster.server import node_logging
 
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set())
-                for sig in (signal.SIGTERM, signal.SIGINT)}
-    with node_logging(args.node):
+    with node_logging(args.node), stop_on_signals(threading.Event()) as stop:
         try:
             return serve_backup(args.config, args.node, stop=stop, acks=args.acks)
         except OSError as exc:  # the mirror port taken, a data directory not writable
             print(f"blizzard: error: backup {args.node} cannot start: {exc}", file=sys.stderr)
             return 1
-        finally:  # run inside another program, leave its signals as they were
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
 
 def _cmd_mirror_promote(args: argparse.Namespace) -> int:

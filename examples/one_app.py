@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 
 import blizzard
 
@@ -47,15 +46,20 @@ def main(argv: list[str]) -> None:
     if len(argv) not in (2, 3):
         raise SystemExit("usage: one_app.py CONFIG [NODE]")
     node = int(argv[2]) if len(argv) == 3 else None
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    with blizzard.open(argv[1], node=node) as store:
-        who = "app" if node is None else f"node{node}"
-        run(store, who)
-        if node is not None:
-            print(f"{who}: serving the other nodes until interrupted", flush=True)
-            stop.wait()
+    # SIGTERM stops the node as Ctrl-C does: KeyboardInterrupt unwinds the `with`,
+    # which closes the store (a handler that set a threading.Event could deadlock
+    # with the main thread waiting on that very event).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    who = "app" if node is None else f"node{node}"
+    try:
+        with blizzard.open(argv[1], node=node) as store:
+            run(store, who)
+            if node is not None:
+                print(f"{who}: serving the other nodes until interrupted", flush=True)
+                while True:
+                    signal.pause()
+    except KeyboardInterrupt:
+        pass
     print(f"{who}: closed", flush=True)
 
 

@@ -45,17 +45,17 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from blizzard._signals import stop_on_signals
 from blizzard.cluster import config as configmod
 from blizzard.cluster import exposure, physical
 from blizzard.cluster import protocol as proto
 from blizzard.cluster.access import AccessPolicy
-from blizzard.cluster.config import ClusterConfig
+from blizzard.cluster.config import ClusterConfig, NodeConfig
 from blizzard.cluster.protocol import Kind, Request
 from blizzard.cluster.server import (
     REQUEST_TIMEOUT_S,
@@ -398,10 +398,13 @@ def serve_physical(config: ClusterConfig, node_id: int, *,
     policy = AccessPolicy(config.auth, tls=tls is not None)
     member = PhysicalNode(config, node_id)  # the mirror's transport starts here
     stop = stop or threading.Event()
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, lambda signum, frame: stop.set())
-                    for sig in (signal.SIGTERM, signal.SIGINT)}
+    with stop_on_signals(stop):
+        return _serve_until(config, node_id, node, member, tls, policy, stop)
+
+
+def _serve_until(config: ClusterConfig, node_id: int, node: NodeConfig, member: PhysicalNode,
+                 tls: ssl.SSLContext | None, policy: AccessPolicy, stop: threading.Event) -> int:
+    """:func:`serve_physical`'s node, from start to a clean stop."""
     server = PhysicalClientServer(member, node.client, tls=tls, policy=policy)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name=f"node{node_id}-clients",
@@ -424,7 +427,5 @@ def serve_physical(config: ClusterConfig, node_id: int, *,
         member.close()
         if record is not None:
             forget_serving(record)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     log.info("node %d: stopped", node_id)
     return 0

@@ -44,11 +44,12 @@ from typing import Any, NamedTuple
 
 import attrs
 
+from blizzard._signals import stop_on_signals
 from blizzard.cluster import config as configmod
 from blizzard.cluster import exposure
 from blizzard.cluster import protocol as proto
 from blizzard.cluster.access import AccessPolicy, Principal
-from blizzard.cluster.config import AuthConfig, ClusterConfig
+from blizzard.cluster.config import AuthConfig, ClusterConfig, NodeConfig
 from blizzard.cluster.protocol import Kind, ReadKind, Request, Response, Status
 from blizzard.cluster.replicator import RaftReplicator
 from blizzard.exceptions import (
@@ -554,9 +555,14 @@ def serve(config: ClusterConfig | str | os.PathLike[str], node_id: int, *,
     policy = AccessPolicy(config.auth, tls=tls is not None)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda signum, frame: stop.set())
         faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it stuck?
+    with stop_on_signals(stop):
+        return _serve_until(config, node_id, node, tls, policy, stop)
+
+
+def _serve_until(config: ClusterConfig, node_id: int, node: NodeConfig, tls: ssl.SSLContext | None,
+                 policy: AccessPolicy, stop: threading.Event) -> int:
+    """:func:`serve`'s node, from start to a clean stop."""
     replicator = RaftReplicator(config, node_id)
     server = ClientServer(replicator, node.client, tls=tls, policy=policy)
     try:

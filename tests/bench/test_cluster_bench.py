@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,15 +19,6 @@ from blizzard.pmem import _libpmem
 pytestmark = pytest.mark.skipif(not _libpmem.available(), reason="libpmem1 not installed")
 
 HAVE_PYSYNCOBJ = cluster.pysyncobj_version() is not None
-
-
-@pytest.fixture
-def shm_dir():
-    """A private directory under /dev/shm, so cleanup can be checked exactly."""
-    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
-    d = Path(tempfile.mkdtemp(prefix="blizzard-bench-test-", dir=base))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def _node_processes(marker: str) -> list[int]:

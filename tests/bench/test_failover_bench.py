@@ -6,20 +6,12 @@ cleanup), not the speed.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
-
 from blizzard.bench import failover
 
 
-def test_one_kill_is_measured_and_nothing_is_left_behind():
-    base = Path(tempfile.mkdtemp(prefix="blizzard-bench-test-", dir="/dev/shm"))
-    try:
-        summary = failover.run_kills(1, directory=str(base))
-        assert list(base.iterdir()) == []  # the run's directory is gone
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+def test_one_kill_is_measured_and_nothing_is_left_behind(shm_dir):
+    summary = failover.run_kills(1, directory=str(shm_dir))
+    assert list(shm_dir.iterdir()) == []  # the run's directory is gone
     [kill] = summary["kills"]
     assert kill["new_leader"] != kill["leader"]
     assert 0 < kill["election_ms"] < 30_000 and 0 < kill["pause_ms"] < 30_000

@@ -4,21 +4,10 @@ leaves no pool files behind. Small runs: these check the harness, not the speed.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from blizzard.bench import layers
-
-
-@pytest.fixture
-def shm_dir():
-    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
-    d = Path(tempfile.mkdtemp(prefix="blizzard-bench-test-", dir=base))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_the_layers_add_up_to_the_put(shm_dir):

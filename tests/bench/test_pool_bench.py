@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -26,15 +23,6 @@ def _pmemobj_loadable() -> bool:
 
 
 pytestmark = pytest.mark.skipif(not _libpmem.available(), reason="libpmem1 not installed")
-
-
-@pytest.fixture
-def shm_dir():
-    """A private directory under /dev/shm, so cleanup can be checked exactly."""
-    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
-    d = Path(tempfile.mkdtemp(prefix="blizzard-bench-test-", dir=base))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_run_small(shm_dir):

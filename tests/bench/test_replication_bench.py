@@ -4,9 +4,6 @@ behind. A tiny run: it checks the harness and the accounting, not the speed."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -14,13 +11,6 @@ from blizzard.bench import replication
 from blizzard.pmem import _libpmem
 
 pytestmark = pytest.mark.skipif(not _libpmem.available(), reason="libpmem1 not installed")
-
-
-@pytest.fixture
-def shm_dir():
-    d = Path(tempfile.mkdtemp(prefix="blizzard-bench-test-", dir="/dev/shm"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_quick_run_reports_both_sides(shm_dir, capsys):

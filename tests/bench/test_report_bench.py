@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -19,14 +17,6 @@ from blizzard.pmem import _libpmem
 pytestmark = pytest.mark.skipif(not _libpmem.available(), reason="libpmem1 not installed")
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture
-def shm_dir():
-    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
-    d = Path(tempfile.mkdtemp(prefix="blizzard-report-test-", dir=base))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def _tables(markdown: str, heading: str) -> list[dict[str, str]]:

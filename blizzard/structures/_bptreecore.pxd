@@ -16,7 +16,7 @@ cdef uint32_t EXT
 
 cdef class BPTreeCore(CoreBase):
     cdef public Py_ssize_t count, root, height, fanout, node_bytes, heap, heap_bytes
-    cdef Py_ssize_t _applied, _serial
+    cdef Py_ssize_t _applied
     cdef public dict _nodes, _tops
 
     @cython.locals(n=Py_ssize_t, i=Py_ssize_t, e=Py_ssize_t, k=Py_ssize_t, keys=list)
@@ -37,7 +37,6 @@ cdef class BPTreeCore(CoreBase):
     cpdef apply(self, Transaction tx, Py_ssize_t index, int code, bytes record, Py_ssize_t start)
     @cython.locals(w=Py_ssize_t)
     cdef _store_hot(self, Py_ssize_t applied)
-    cdef _hot(self, Transaction tx)
     @cython.locals(vlen=Py_ssize_t, block=Py_ssize_t)
     cpdef bytes _new_blob(self, Transaction tx, bytes kb, bytes vb)
     @cython.locals(leaf=Py_ssize_t, _depth=Py_ssize_t, keys=list, n=Py_ssize_t, i=Py_ssize_t,

@@ -183,6 +183,7 @@ class BPTreeCore(CoreBase):
     magic = MAGIC
     label = "B+tree"
     header_bytes = HEADER_BYTES
+    hot_bytes = 32  # count, applied, root, height
 
 
     # -- creating and loading ----------------------------------------------------------
@@ -538,12 +539,6 @@ class BPTreeCore(CoreBase):
         u64[w + 1] = applied
         u64[w + 2] = self.root
         u64[w + 3] = self.height
-
-    def _hot(self, tx: Transaction) -> None:
-        """Undo-log [count, applied, root, height] once per transaction."""
-        if self._serial != tx.serial:
-            self._serial = tx.serial
-            tx.add(self.header_off + 8, 32)
 
     def _init(self, tx: Transaction, fanout: int) -> Any:
         """Set the fanout of a tree no Op has touched yet; else an error result."""

@@ -9,5 +9,8 @@ cdef class CoreBase:
     cdef public unsigned long long[::1] u64
     cdef public Py_ssize_t header_off
     cdef public bint dead
+    cdef Py_ssize_t _serial, _hot_bytes
+
+    cdef _hot(self, Transaction tx)
 
     cpdef apply(self, Transaction tx, Py_ssize_t index, int code, bytes record, Py_ssize_t start)

@@ -42,6 +42,7 @@ class CoreBase:
     magic: bytes = b""
     label: str = ""  # "map", "queue"...: for error messages
     header_bytes: int = 0
+    hot_bytes: int = 0  # the header's range at +8 that an Op changes (counts, positions)
 
     def __init__(self, registry: Registry, name: str, header_off: int) -> None:
         self.registry = registry
@@ -52,6 +53,8 @@ class CoreBase:
         self.name = name
         self.header_off = header_off
         self.dead = False
+        self._hot_bytes = self.hot_bytes
+        self._serial = 0
         buf = self.buf
         if bytes(buf[header_off:header_off + 8]) != self.magic:
             raise StructureCorruptError(f"{self.label} {name!r}: bad magic in its header block")
@@ -61,6 +64,18 @@ class CoreBase:
 
     def reload(self) -> None:
         raise NotImplementedError
+
+    def _hot(self, tx: Transaction) -> None:
+        """Undo-log the header's hot range once per outermost transaction.
+
+        Every Op rewrites the same few header words; logging them at the first
+        Op of a transaction is enough to roll all of them back, and saves a log
+        entry per Op of a batch. ``reload`` sets ``_serial`` to 0, so a header
+        re-read after a rollback or a restore is logged afresh.
+        """
+        if self._serial != tx.serial:
+            self._serial = tx.serial
+            tx.add(self.header_off + 8, self._hot_bytes)
 
     def rebind(self, header_off: int) -> bool:
         """Follow this structure to a new header block (a snapshot restore put a

@@ -21,7 +21,7 @@ cdef uint64_t POS_MASK
 
 cdef class HashCore(CoreBase):
     cdef public Py_ssize_t count, nbuckets, lo_mask, hi_mask, split
-    cdef Py_ssize_t _applied, _serial
+    cdef Py_ssize_t _applied
     cdef public list pages, segs
     cdef dict _tops
 
@@ -37,7 +37,6 @@ cdef class HashCore(CoreBase):
     cpdef list chain(self, Py_ssize_t b)
     @cython.locals(ks=Py_ssize_t, ke=Py_ssize_t, hot=Py_ssize_t)
     cpdef apply(self, Transaction tx, Py_ssize_t index, int code, bytes record, Py_ssize_t start)
-    cdef _hot(self, Transaction tx)
     @cython.locals(end=Py_ssize_t, slots=Py_ssize_t, i=Py_ssize_t, s=uint64_t, top=Py_ssize_t)
     cpdef Py_ssize_t _top(self, Py_ssize_t page) except -1
     @cython.locals(klen=Py_ssize_t, vlen=Py_ssize_t, ke=Py_ssize_t)

@@ -163,6 +163,7 @@ class HashCore(CoreBase):
     magic = MAGIC
     label = "map"
     header_bytes = HEADER_BYTES
+    hot_bytes = 24  # count, applied, nbuckets
 
     # -- creating and loading ----------------------------------------------------------
 
@@ -377,12 +378,6 @@ class HashCore(CoreBase):
         self.u64[hot + 2] = self.nbuckets
         self._applied = index
         return result
-
-    def _hot(self, tx: Transaction) -> None:
-        """Undo-log [count, applied, nbuckets] once per transaction."""
-        if self._serial != tx.serial:
-            self._serial = tx.serial
-            tx.add(self.header_off + 8, 24)
 
     def _top(self, page: int) -> int:
         """Next free heap offset of ``page`` (computed on first touch, then cached)."""

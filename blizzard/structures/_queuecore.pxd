@@ -12,7 +12,7 @@ cpdef enum:
 
 cdef class QueueCore(CoreBase):
     cdef public Py_ssize_t count, head, head_pos, tail, tail_pos, removed
-    cdef Py_ssize_t _applied, _serial, _empty_serial
+    cdef Py_ssize_t _applied, _empty_serial
 
     @cython.locals(w=Py_ssize_t)
     cpdef bytes _value(self, Py_ssize_t e)
@@ -20,7 +20,6 @@ cdef class QueueCore(CoreBase):
     cpdef apply(self, Transaction tx, Py_ssize_t index, int code, bytes record, Py_ssize_t start)
     @cython.locals(w=Py_ssize_t)
     cdef _store_hot(self, Py_ssize_t applied)
-    cdef _hot(self, Transaction tx)
     @cython.locals(vlen=Py_ssize_t, block=Py_ssize_t, need=Py_ssize_t, tail=Py_ssize_t,
                    pos=Py_ssize_t, fresh=Py_ssize_t, e=Py_ssize_t)
     cpdef put(self, Transaction tx, bytes data, Py_ssize_t start=*)

@@ -106,6 +106,7 @@ class QueueCore(CoreBase):
     magic = MAGIC
     label = "queue"
     header_bytes = HEADER_BYTES
+    hot_bytes = _HOT.size  # count .. removed
 
     @classmethod
     def create(cls, registry: Registry, tx: Transaction, name: str, key_codec: str,
@@ -220,12 +221,6 @@ class QueueCore(CoreBase):
         u64[w + 4] = self.tail
         u64[w + 5] = self.tail_pos
         u64[w + 6] = self.removed
-
-    def _hot(self, tx: Transaction) -> None:
-        """Undo-log the header's hot range [count .. removed] once per transaction."""
-        if self._serial != tx.serial:
-            self._serial = tx.serial
-            tx.add(self.header_off + 8, _HOT.size)
 
     def put(self, tx: Transaction, data: bytes, start: int = 0) -> None:
         """Append ``data[start:]``. Cost: the header's undo entry; a chunk every ~50

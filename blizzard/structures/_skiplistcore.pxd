@@ -19,7 +19,7 @@ cdef uint32_t EXT
 cdef class SkipListCore(CoreBase):
     cdef public Py_ssize_t head, count, level
     cdef public object rng, _tall
-    cdef Py_ssize_t _applied, _serial
+    cdef Py_ssize_t _applied
 
     cpdef bytes _key(self, Py_ssize_t node)
     @cython.locals(vlen=uint32_t, vs=Py_ssize_t)
@@ -41,7 +41,6 @@ cdef class SkipListCore(CoreBase):
     cpdef apply(self, Transaction tx, Py_ssize_t index, int code, bytes record, Py_ssize_t start)
     @cython.locals(w=Py_ssize_t)
     cdef _store_hot(self, Py_ssize_t applied)
-    cdef _hot(self, Transaction tx)
     @cython.locals(klen=Py_ssize_t, vlen=Py_ssize_t, inline=bint, ks=Py_ssize_t,
                    node=Py_ssize_t, block=Py_ssize_t)
     cpdef Py_ssize_t _new_node(self, Transaction tx, Py_ssize_t h, bytes kb, bytes vb) except -1

@@ -212,6 +212,7 @@ class SkipListCore(CoreBase):
     magic = MAGIC
     label = "skiplist"
     header_bytes = HEADER_BYTES
+    hot_bytes = 32  # count, applied, level, rng
 
     # -- creating and loading ----------------------------------------------------------
 
@@ -521,12 +522,6 @@ class SkipListCore(CoreBase):
         u64[w + 1] = applied
         u64[w + 2] = self.level
         u64[w + 3] = self.rng
-
-    def _hot(self, tx: Transaction) -> None:
-        """Undo-log [count, applied, level, rng] once per transaction."""
-        if self._serial != tx.serial:
-            self._serial = tx.serial
-            tx.add(self.header_off + 8, 32)
 
     def _new_node(self, tx: Transaction, h: int, kb: bytes, vb: bytes) -> int:
         """A fresh node (links zero) holding ``kb`` and ``vb``."""

@@ -237,12 +237,6 @@ def test_sigkill_primary_promote_and_the_client_continues(physical_cluster, tran
     assert client.status()["leader"] == promoted
     assert_acknowledged(client, writer.acked, seed)
 
-    if transport == "dpdk":
-        # Known bug: over DPDK the new primary does not always resynchronise the
-        # restarted old primary (its memif link to the new process never comes up);
-        # the rejoin is checked over TCP only until that is fixed.
-        client.close()
-        return
     c.start(1)  # deposed: it rejoins as a backup and is resynchronised
     status = c.await_role(1, "backup", in_sync=True)
     assert status["leader"] == promoted and status["demotions"] == 1

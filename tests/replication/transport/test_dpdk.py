@@ -101,6 +101,67 @@ def test_duplicates_dropped_reordered_fragments_reassembled_lost_ones_forgotten(
     assert link["duplicates"] >= 3
 
 
+# -- a peer killed and restarted: one teardown of its link at a time -------------------
+
+# Fault injection, preloaded into both processes of the test below: munmap()
+# on EAL's interrupt thread waits 30 ms, holding open the window in which
+# memif's own teardown of a link (the peer hung up) is still under way.
+SLOW_MUNMAP_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
+
+int munmap(void *addr, size_t length)
+{
+    static int (*real)(void *, size_t);
+    char name[16] = {0};
+    if (real == NULL)
+        real = (int (*)(void *, size_t))dlsym(RTLD_NEXT, "munmap");
+    prctl(PR_GET_NAME, name);
+    if (strncmp(name, "eal-intr", 8) == 0) {
+        struct timespec pause = {0, 30000000};
+        nanosleep(&pause, NULL);
+    }
+    return real(addr, length);
+}
+"""
+
+
+def test_a_link_whose_peer_died_is_torn_down_once_and_comes_back(tmp_path, monkeypatch):
+    """When a peer dies, memif tears the link down on EAL's interrupt thread
+    (closing the queues' descriptors, unmapping and freeing the shared
+    regions), and the transport, seeing the link down, stops the device,
+    which runs that teardown as well. Both at once closed descriptors and
+    freed regions twice (DPDK: "EAL: Error: Invalid memory"; whatever had
+    been handed the same descriptor or block meanwhile was lost with them,
+    and a restarted peer then never got its link back). With the interrupt
+    thread's teardown slowed to hold that window open, each node is killed
+    and restarted in turn: the survivor's link comes back, messages flow,
+    and the survivor tore nothing down twice."""
+    source, library = tmp_path / "slow_munmap.c", tmp_path / "slow_munmap.so"
+    source.write_text(SLOW_MUNMAP_C)
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(library), str(source), "-ldl"],
+                   check=True, capture_output=True, timeout=120)
+    monkeypatch.setenv("LD_PRELOAD", str(library))
+    cluster = HostCluster("dpdk", 2)
+    try:
+        cluster.start_all()
+        cluster.wait_links()
+        for victim, survivor in ((1, 2), (2, 1)):
+            cluster.kill(victim)
+            reborn = cluster.start(victim)
+            cluster.wait_links()
+            cluster.hosts[survivor].call(f"send {victim} 5 100")
+            cluster.wait_inbox(victim, lambda box, s=survivor: box.get(s, {}).get("count") == 5)
+            assert reborn.inbox()[survivor]["intact"]
+            log = cluster.hosts[survivor].log()
+            assert "Invalid memory" not in log and "Unregistering" not in log, log[-3000:]
+    finally:
+        cluster.close()
+
+
 # -- net_af_packet on a veth pair, each end in its own network namespace --------------
 
 

@@ -31,7 +31,7 @@
  * Invariants: a staged frame is owned by its link until tx_burst accepts it
  * (then by the driver); an mbuf taken from a receive ring is freed in the
  * same bz_poll that reports it, or kept in the link's pending array for the
- * next one. Nothing here allocates after bz_ctx_new / bz_link_add.
+ * next one. Nothing on the data path allocates.
  */
 
 #include <errno.h>
@@ -46,11 +46,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <rte_alarm.h>
 #include <rte_bus_vdev.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
 #include <rte_hash_crc.h>
+#include <rte_interrupts.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
 #include <rte_pause.h>
@@ -202,12 +204,126 @@ void bz_ctx_free(bz_ctx *c)
     free(c);
 }
 
+/* -- the control path, on EAL's interrupt thread ---------------------------------------
+ *
+ * memif runs its side of a link's control path on EAL's interrupt thread:
+ * the handshake, and the teardown when the peer hangs up (memif_disconnect:
+ * it closes the queues' descriptors and frees and unmaps the shared regions).
+ * Stopping the device from another thread runs that same teardown, and
+ * nothing in memif keeps the two apart: the transport noticing a link down
+ * (the interrupt thread has just marked it down, first thing) and stopping
+ * it at once ran both together: descriptors closed twice (the second time,
+ * whatever had been given that number meanwhile: a new control socket, a
+ * region, a socket of the application) and regions freed twice into
+ * rte_malloc's heap ("EAL: Error: Invalid memory"; or, if the block had
+ * been handed out again meanwhile, someone else's). EAL knows its interrupt
+ * sources by descriptor number and keeps their handles in that heap: a
+ * reconnecting client could be left never hearing its server while the
+ * interrupt thread logged "Unregistering with invalid input parameter"
+ * over and over, which is how a restarted peer's link stayed down for good.
+ *
+ * So every call that adds, starts, stops or removes a device runs on the
+ * interrupt thread itself, queued there as an alarm, one at a time with
+ * memif's own handlers; the caller waits for it. */
+
+#define BZ_CONTROL_WAIT_NS 30000000000LL /* 30 s: the interrupt thread is stuck */
+
+enum { CONTROL_QUEUED, CONTROL_RUNNING, CONTROL_DONE, CONTROL_ABANDONED };
+
+struct bz_control {
+    int (*fn)(void *arg);
+    void *arg;
+    int result;
+    int state;
+};
+
+static void control_run(void *arg)
+{
+    struct bz_control *k = arg;
+    int expected = CONTROL_QUEUED;
+    if (!__atomic_compare_exchange_n(&k->state, &expected, CONTROL_RUNNING, 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        free(k); /* its caller gave up waiting before it ran */
+        return;
+    }
+    k->result = k->fn(k->arg);
+    __atomic_store_n(&k->state, CONTROL_DONE, __ATOMIC_RELEASE);
+}
+
+/* fn(arg) on the interrupt thread; its result, or -ETIMEDOUT if the thread
+ * did not take it up within BZ_CONTROL_WAIT_NS (it is then never run). */
+static int on_interrupt_thread(int (*fn)(void *arg), void *arg)
+{
+    if (rte_thread_is_intr())
+        return fn(arg);
+    struct bz_control *k = malloc(sizeof(*k));
+    if (k == NULL)
+        return -ENOMEM;
+    k->fn = fn;
+    k->arg = arg;
+    k->result = 0;
+    k->state = CONTROL_QUEUED;
+    int ret = rte_eal_alarm_set(1, control_run, k);
+    if (ret < 0) {
+        free(k);
+        return ret;
+    }
+    const struct timespec nap = {0, 20000};
+    int64_t deadline = now_ns() + BZ_CONTROL_WAIT_NS;
+    for (;;) {
+        int state = __atomic_load_n(&k->state, __ATOMIC_ACQUIRE);
+        if (state == CONTROL_DONE)
+            break;
+        if (state == CONTROL_QUEUED && now_ns() > deadline) {
+            int expected = CONTROL_QUEUED;
+            if (__atomic_compare_exchange_n(&k->state, &expected, CONTROL_ABANDONED, 0,
+                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                return -ETIMEDOUT; /* control_run frees it */
+        }
+        nanosleep(&nap, NULL);
+    }
+    ret = k->result;
+    free(k);
+    return ret;
+}
+
+struct link_call {
+    bz_ctx *c;
+    int link;
+};
+
+static int link_call(int (*fn)(void *arg), bz_ctx *c, int link)
+{
+    struct link_call call = {c, link};
+    return on_interrupt_thread(fn, &call);
+}
+
+struct link_add_call {
+    bz_ctx *c;
+    uint32_t peer;
+    const char *vdev_name, *vdev_args;
+    unsigned frame_bytes, ring_size;
+};
+
+static int link_add(void *arg);
+
 /* Creates the device (a vdev: net_memif or net_af_packet) and configures one
  * receive and one transmit queue; bz_link_start connects it. Returns the
  * link's index, or a negative errno. */
 int bz_link_add(bz_ctx *c, uint32_t peer, const char *vdev_name, const char *vdev_args,
                 unsigned frame_bytes, unsigned ring_size)
 {
+    struct link_add_call call = {c, peer, vdev_name, vdev_args, frame_bytes, ring_size};
+    return on_interrupt_thread(link_add, &call);
+}
+
+static int link_add(void *arg)
+{
+    struct link_add_call *a = arg;
+    bz_ctx *c = a->c;
+    uint32_t peer = a->peer;
+    const char *vdev_name = a->vdev_name, *vdev_args = a->vdev_args;
+    unsigned frame_bytes = a->frame_bytes, ring_size = a->ring_size;
     if (c->n_links >= BZ_LINKS_MAX)
         return -ENOSPC;
     if (strlen(vdev_name) >= BZ_NAME_MAX)
@@ -251,9 +367,10 @@ int bz_link_payload_max(bz_ctx *c, int link)
     return (int)c->links[link]->payload_max;
 }
 
-int bz_link_start(bz_ctx *c, int link)
+static int link_start(void *arg)
 {
-    struct bz_link *l = c->links[link];
+    struct link_call *a = arg;
+    struct bz_link *l = a->c->links[a->link];
     if (!l->added)
         return -ENODEV;
     if (l->started)
@@ -268,15 +385,31 @@ int bz_link_start(bz_ctx *c, int link)
     return ret;
 }
 
+int bz_link_start(bz_ctx *c, int link)
+{
+    return link_call(link_start, c, link);
+}
+
+static int link_stop(void *arg)
+{
+    struct link_call *a = arg;
+    struct bz_link *l = a->c->links[a->link];
+    if (!l->started)
+        return 0;
+    l->started = 0;
+    return rte_eth_dev_stop(l->port);
+}
+
+/* Frames staged or taken but not reported are dropped here, on the caller's
+ * thread (the loop's: they are its own). */
 int bz_link_stop(bz_ctx *c, int link)
 {
     struct bz_link *l = c->links[link];
     drop_pending(l);
     drop_staged(l);
-    if (!l->started)
+    if (!l->started) /* only this caller's own calls change it */
         return 0;
-    l->started = 0;
-    return rte_eth_dev_stop(l->port);
+    return link_call(link_stop, c, link);
 }
 
 int bz_link_up(bz_ctx *c, int link)
@@ -290,15 +423,24 @@ int bz_link_up(bz_ctx *c, int link)
     return state.link_status == RTE_ETH_LINK_UP;
 }
 
-int bz_link_remove(bz_ctx *c, int link)
+static int link_remove(void *arg)
 {
-    struct bz_link *l = c->links[link];
+    struct link_call *a = arg;
+    struct bz_link *l = a->c->links[a->link];
     if (!l->added)
         return 0;
-    bz_link_stop(c, link);
+    link_stop(arg);
     rte_eth_dev_close(l->port);
     l->added = 0;
     return rte_vdev_uninit(l->name);
+}
+
+int bz_link_remove(bz_ctx *c, int link)
+{
+    struct bz_link *l = c->links[link];
+    drop_pending(l);
+    drop_staged(l);
+    return link_call(link_remove, c, link);
 }
 
 int bz_link_doorbell(bz_ctx *c, int link, uint32_t *peer_flag, const char *bell_path)

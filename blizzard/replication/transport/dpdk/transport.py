@@ -21,6 +21,13 @@ is what memif's receive interrupt does, which DPDK 22.11's memif driver does
 not offer (its receive rings stay in polling mode). af_packet links have
 no doorbell: a sleeping node polls them every ``sleep_us`` instead.
 
+Links are added, started, stopped and removed on EAL's interrupt thread (the
+helper queues each such call there and waits for it), the thread on which
+memif runs its side of a link: its handshake, and its teardown when the
+peer dies. A stop from the loop's thread could run that teardown a second
+time at the same moment (descriptors closed twice, shared regions freed
+twice); run there, it comes after memif's own and finds nothing left to do.
+
 Invariants: every frame staged by a loop turn is flushed before the loop
 waits; a message is handed to the receiver at most once per sender session;
 the outbox of a link is bounded (frames that do not fit are dropped and
@@ -56,6 +63,7 @@ log = logging.getLogger("blizzard.transport.dpdk")
 RX_MAX = 256  # frames taken per poll
 MAINTAIN_S = 0.02  # link state checks
 RECONNECT_S = 0.1  # a memif client retries its server this often while down
+HANDSHAKE_MAX_S = 3.2  # the longest a memif client's handshake in progress is given
 REFUSAL_LINES_PER_S = 20  # log lines for refused frames; the rest are counted
 SOCKET_PATH_MAX = 107
 FLAG_BYTES = 64
@@ -68,7 +76,8 @@ class _Link:
     """One peer's link: its device, its state, its reassembler."""
 
     __slots__ = ("args", "down_since", "frame_bytes", "iface", "index", "kind", "last_try",
-                 "name", "peer", "reassembler", "removed", "role", "socket", "up")
+                 "name", "patience", "peer", "reached", "reassembler", "removed", "role",
+                 "socket", "up")
 
     def __init__(self, peer: int, kind: str, name: str, args: str, frame_bytes: int) -> None:
         self.peer = peer
@@ -80,6 +89,8 @@ class _Link:
         self.up = False
         self.down_since = 0.0
         self.last_try = 0.0
+        self.reached = False  # the last start reached the peer (a memif handshake began)
+        self.patience = RECONNECT_S  # how long that start is given to bring the link up
         self.role = ""
         self.socket: Path | None = None
         self.iface = ""
@@ -295,6 +306,7 @@ class DpdkTransport:
         link.last_try = time.monotonic()
         with eal.control:
             result = self._lib.bz_link_start(self._ctx, link.index)
+        link.reached = result >= 0
         if result < 0 and link.kind != "memif":
             raise DpdkError(f"cannot start {link.name} ({link.args}): "
                             f"{self._ffi.string(self._lib.bz_strerror(result)).decode()}")
@@ -364,7 +376,14 @@ class DpdkTransport:
     # -- link upkeep --------------------------------------------------------------------
 
     def _maintain(self) -> None:
-        """Every MAINTAIN_S: notice links going up or down; reconnect memif clients."""
+        """Every MAINTAIN_S: notice links going up or down; reconnect memif clients.
+
+        A client whose last start was refused (its server is not listening)
+        tries again every RECONNECT_S. One whose start reached the server is
+        in memif's handshake, a few messages each way on both processes' EAL
+        interrupt threads: cutting it off after a fixed RECONNECT_S could cut
+        off every attempt on a loaded machine, so each such attempt is given
+        twice as long as the last (up to HANDSHAKE_MAX_S) before the next."""
         now = time.monotonic()
         lib = self._lib
         for link in self._by_index:
@@ -374,6 +393,7 @@ class DpdkTransport:
             if up != link.up:
                 link.up = up
                 if up:
+                    link.patience = RECONNECT_S
                     log.info("node %d: link to node %d up (%s)", self.node_id, link.peer,
                              link.kind)
                 else:
@@ -385,7 +405,9 @@ class DpdkTransport:
                         lib.bz_link_stop(self._ctx, link.index)
                     if link.role != "client":
                         self._try_start(link)
-            if not up and link.role == "client" and now - link.last_try >= RECONNECT_S:
+            if not up and link.role == "client" and now - link.last_try >= link.patience:
+                link.patience = (min(2 * link.patience, HANDSHAKE_MAX_S) if link.reached
+                                 else RECONNECT_S)
                 with eal.control:
                     lib.bz_link_stop(self._ctx, link.index)
                 self._try_start(link)

@@ -62,7 +62,7 @@ def equal(u8: memoryview, off: int, data: bytes) -> bool:
     """Whether ``[off, off+len(data))`` holds ``data``."""
     if cython.compiled:
         return memcmp(cython.address(u8[off]), cython.cast(cython.p_char, data), len(data)) == 0
-    return u8[off:off + len(data)] == data
+    return u8[off:off + len(data)].tobytes() == data  # (faster than comparing the view)
 
 
 def move(u8: memoryview, target: int, source: int, n: int) -> None:

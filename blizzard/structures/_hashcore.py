@@ -252,6 +252,35 @@ class HashCore(CoreBase):
             page = u64[page >> 3]
         return None
 
+    def _find_interpreted(self, kb: bytes, h: int) -> tuple[int, int, int] | None:
+        """``find`` as the interpreted build runs it fastest (it is ``find`` there).
+
+        The same search, shaped for the interpreter: each index into a view
+        costs about 0.1 µs there, so a page's header and slots are copied out
+        once and searched with ``bytes.find`` (one C call for all 32 slots),
+        and a candidate's key length and key are compared in one slice.
+        """
+        b = h & self.lo_mask
+        if b < self.split:
+            b = h & self.hi_mask
+        page = self.pages[b]
+        buf = self.buf  # the pool's memoryview, in either build
+        hb = _U32.pack(h)
+        prefix = _U32.pack(len(kb)) + kb
+        end = 8 + len(kb)
+        while page:
+            raw = buf[page:page + HEAP_START].tobytes()
+            i = raw.find(hb, SLOTS_OFF)
+            while i >= 0:
+                if not i & 7:  # a slot's low word, not bytes straddling two slots
+                    s = _U64.unpack_from(raw, i)[0]
+                    e = page + ((s >> 32) & 0xFFFF)
+                    if e != page and buf[e + 4:e + end].tobytes() == prefix:
+                        return page, i, s
+                i = raw.find(hb, i + 1)
+            page = _U64.unpack_from(raw, 0)[0]
+        return None
+
     def get(self, kb: bytes) -> bytes | None:
         """The value stored under ``kb``, or None. Cost: one page read per chain page.
 
@@ -798,6 +827,9 @@ class HashCore(CoreBase):
             fail(f"page {page}: free heap starts at {cached}, below a live entry ending at {top}")
         return used
 
+
+if not cython.compiled:  # one call less per lookup (find is a C method when compiled)
+    HashCore.find = HashCore._find_interpreted  # type: ignore[method-assign]
 
 _R_END = 1 << 32
 _REV8 = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))

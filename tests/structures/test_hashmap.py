@@ -217,3 +217,29 @@ def test_directory_segments_come_and_go(monkeypatch):
     assert m._core.nbuckets == 1 and len(m._core.segs) == 1
     m.check()
     registry_for(pool).check()
+
+
+def test_both_lookups_agree_even_on_hash_bytes_that_straddle_two_slots():
+    """The interpreted lookup searches a page's slots as bytes, where a hash can
+    also match across two slots. Both finders are asked for every such byte
+    pattern of a one-bucket map (none is a key's hash: no slot is found), and
+    for each of its keys (the same slot is found)."""
+    pool = new_pool()
+    m = PHashMap(pool, "m", key_codec=bytes, value_codec=bytes)
+    keys = [b"k%d" % i for i in range(5)]
+    for k in keys:
+        m[k] = k * 3
+    core = m._core
+    assert core.nbuckets == 1  # every hash lands in the one page searched below
+    page = core.pages[0]
+    slots = bytes(core.buf[page + H.SLOTS_OFF:page + H.HEAP_START])
+    straddling = {int.from_bytes(slots[i:i + 4], "little")
+                  for i in range(1, len(slots) - 4) if i & 7}
+    words = {int.from_bytes(slots[i:i + 4], "little") for i in range(0, len(slots), 8)}
+    for h in straddling - words:
+        assert core._find_interpreted(b"absent", h) is None
+        assert core.find(b"absent", h) is None
+    for k in keys:
+        found = core.find(k, H.crc32(k))
+        assert found is not None and core._find_interpreted(k, H.crc32(k)) == found
+    pool.close()

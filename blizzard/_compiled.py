@@ -51,6 +51,11 @@ MODULES: tuple[str, ...] = (
     "blizzard.structures._mapping",
     "blizzard.structures.queue",
     "blizzard.replication.local",
+    "blizzard.replication.raft.quorum",
+    "blizzard.replication.raft.progress",
+    "blizzard.replication.raft.raftlog",
+    "blizzard.replication.raft.storage",
+    "blizzard.replication.raft.core",
 )
 
 ENV_PURE = "BLIZZARD_PURE"

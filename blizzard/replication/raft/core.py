@@ -14,6 +14,10 @@ own progress ``match`` is its *persisted* last index (advanced in
 ``advance()``), so the leader counts itself towards a quorum only for
 entries it has made durable; only entries of the current term are committed
 by counting replicas (section 5.4.2), earlier ones commit with them.
+
+Typed Python: ``core.pxd`` makes ``Raft`` an extension type with C fields
+and C-callable handlers for the entry path (propose, send, acknowledge,
+commit); the same source runs interpreted.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Callable, Iterable
 from itertools import count, repeat
 
 import attrs
+import cython
 
 from blizzard.exceptions import CompactedError, ProposalDroppedError
 from blizzard.replication.raft import quorum
@@ -57,15 +62,18 @@ from blizzard.replication.raft.messages import (
 from blizzard.replication.raft.progress import Progress, ProgressState
 from blizzard.replication.raft.raftlog import RaftLog
 from blizzard.replication.raft.readonly import ReadOnly, ReadState
-from blizzard.replication.raft.storage import Storage
+from blizzard.replication.raft.storage import Storage, data_bytes
 
 __all__ = ["Config", "ProposalDroppedError", "Raft", "Ready", "Role", "SoftState"]
 
 _type_of = operator.itemgetter(2)  # Entry.type
-_data_of = operator.itemgetter(3)  # Entry.data
 _NORMAL = EntryType.NORMAL
 _CONF_CHANGE = EntryType.CONF_CHANGE
+# Roles and progress states are always members of their enums: hot code
+# compares them by identity.
+_PROBE = ProgressState.PROBE
 _REPLICATE = ProgressState.REPLICATE
+_SNAPSHOT = ProgressState.SNAPSHOT
 
 
 class Role(enum.IntEnum):
@@ -73,6 +81,12 @@ class Role(enum.IntEnum):
     PRE_CANDIDATE = 1
     CANDIDATE = 2
     LEADER = 3
+
+
+_FOLLOWER = Role.FOLLOWER
+_PRE_CANDIDATE = Role.PRE_CANDIDATE
+_CANDIDATE = Role.CANDIDATE
+_LEADER = Role.LEADER
 
 
 @attrs.frozen
@@ -129,6 +143,16 @@ class Ready:
     messages: tuple[Message, ...]
     committed_entries: tuple[Entry, ...]
     read_states: tuple[ReadState, ...]
+
+
+def _has_conf_change(entries: tuple[Entry, ...]) -> bool:
+    """Whether a membership change is among ``entries``."""
+    if cython.compiled:  # a C loop over the types (members of EntryType: compared by identity)
+        for entry in entries:  # noqa: SIM110 (any() of a generator: a closure Cython refuses)
+            if cython.cast(tuple, entry)[2] is _CONF_CHANGE:  # entry.type, read from the tuple
+                return True
+        return False
+    return _CONF_CHANGE in map(_type_of, entries)  # scanned in C
 
 
 class Raft:
@@ -196,7 +220,7 @@ class Raft:
 
     def propose_batch(self, items: Iterable[bytes]) -> None:
         """Propose several entries at once; they travel in the same MsgApps."""
-        if self.role == Role.LEADER:
+        if self.role is _LEADER:
             self._check_accepting()
             items = items if isinstance(items, (list, tuple)) else list(items)
             if not self._admit(sum(map(len, items))):
@@ -205,12 +229,12 @@ class Raft:
             return
         if self.lead == NONE:
             raise ProposalDroppedError("no leader is known")
-        entries = tuple(Entry(0, 0, _NORMAL, data) for data in items)
+        entries = tuple([Entry(0, 0, _NORMAL, data) for data in items])
         self.msgs.append(MsgProp(self.id, self.lead, 0, entries))
 
     def propose_conf_change(self, change: ConfChange) -> None:
         """Propose one membership change; it takes effect when applied."""
-        if self.role != Role.LEADER:
+        if self.role is not _LEADER:
             if self.lead == NONE:
                 raise ProposalDroppedError("no leader is known")
             entry = Entry(0, 0, _CONF_CHANGE, change.encode())
@@ -225,7 +249,7 @@ class Raft:
     def read_index(self, context: bytes) -> None:
         """Request a linearizable read; a ``ReadState`` with ``context`` comes back
         in a later ``Ready``. ``context`` must be unique among pending reads."""
-        if self.role == Role.LEADER:
+        if self.role is _LEADER:
             self._handle_read_index(self.id, context)
         elif self.lead == NONE:
             raise ProposalDroppedError("no leader is known")
@@ -234,7 +258,7 @@ class Raft:
 
     def transfer_leadership(self, target: int) -> None:
         """Ask the leader to hand leadership to ``target`` (ignored elsewhere)."""
-        if self.role != Role.LEADER or target == self.id or target not in self.voters:
+        if self.role is not _LEADER or target == self.id or target not in self.voters:
             return
         if self._lead_transferee == target:
             return
@@ -334,7 +358,7 @@ class Raft:
             # Set before applying: a membership change may advance the commit
             # index, and what it newly commits belongs to the next Ready.
             log.applied = committed[-1].index
-            if _CONF_CHANGE in map(_type_of, committed):  # scanned in C: usually absent
+            if _has_conf_change(committed):  # usually absent
                 for entry in committed:
                     if entry.type is _CONF_CHANGE:
                         self._apply_conf_change(entry)
@@ -365,7 +389,7 @@ class Raft:
         if ready.entries:
             last = ready.entries[-1]
             log.stable_to(last.index, last.term)
-        if self.role == Role.LEADER:
+        if self.role is _LEADER:
             progress = self.prs.get(self.id)
             stable = log.stable_last_index()
             if progress is not None and progress.maybe_update(stable) and self._maybe_commit():
@@ -412,7 +436,7 @@ class Raft:
         self._tick = self._tick_election
 
     def _become_pre_candidate(self) -> None:
-        assert self.role != Role.LEADER
+        assert self.role is not _LEADER
         # Neither the term nor the vote change: a pre-candidate disturbs nobody.
         self._votes = {}
         self.lead = NONE
@@ -423,7 +447,7 @@ class Raft:
         self._tick = self._tick_election
 
     def _become_candidate(self) -> None:
-        assert self.role != Role.LEADER
+        assert self.role is not _LEADER
         self._reset(self.term + 1)
         self.vote = self.id
         self.role = Role.CANDIDATE
@@ -431,7 +455,7 @@ class Raft:
         self._tick = self._tick_election
 
     def _become_leader(self) -> None:
-        assert self.role == Role.CANDIDATE
+        assert self.role is _CANDIDATE
         self._reset(self.term)
         self.lead = self.id
         self.role = Role.LEADER
@@ -454,7 +478,7 @@ class Raft:
         return self.id in self.voters and self.log.pending_snapshot is None
 
     def _hup(self, *, transfer: bool) -> None:
-        if self.role == Role.LEADER or not self._promotable():
+        if self.role is _LEADER or not self._promotable():
             return
         log = self.log
         if log.committed > log.applied:
@@ -530,7 +554,7 @@ class Raft:
                 return
             self._lead_transferee = NONE  # a transfer that took too long is abandoned
             for node, progress in self.prs.items():
-                if node != self.id and progress.state == ProgressState.SNAPSHOT:
+                if node != self.id and progress.state is _SNAPSHOT:
                     progress.become_probe()  # the snapshot was probably lost: retry
         if self._heartbeat_elapsed >= config.heartbeat_tick:
             self._heartbeat_elapsed = 0
@@ -575,12 +599,12 @@ class Raft:
         if cls is MsgApp or cls is MsgHeartbeat or cls is MsgSnap:
             self._become_follower(m.term, m.source)
             self._step(m)
-        elif (cls is MsgPreVoteResp and self.role == Role.PRE_CANDIDATE) or (
-            cls is MsgVoteResp and self.role == Role.CANDIDATE
+        elif (cls is MsgPreVoteResp and self.role is _PRE_CANDIDATE) or (
+            cls is MsgVoteResp and self.role is _CANDIDATE
         ):
             result = self._poll(m.source, not m.reject)
             if result == quorum.VoteResult.WON:
-                if self.role == Role.PRE_CANDIDATE:
+                if self.role is _PRE_CANDIDATE:
                     self._campaign(pre_vote=False, transfer=False)
                 else:
                     self._become_leader()
@@ -651,7 +675,7 @@ class Raft:
         if not self._bcast_pending:
             return
         self._bcast_pending = False
-        if self.role != Role.LEADER:
+        if self.role is not _LEADER:
             return
         for node in self.prs:
             if node != self.id:
@@ -695,9 +719,9 @@ class Raft:
             if entries:
                 progress.sent_entries(entries[-1].index)
             else:
-                progress.probe_sent = progress.state != _REPLICATE
+                progress.probe_sent = progress.state is not _REPLICATE
                 return sent
-            if progress.state != _REPLICATE:
+            if progress.state is not _REPLICATE:
                 return sent
         return sent
 
@@ -729,7 +753,7 @@ class Raft:
         first_in_term = log.term(log.committed) != self.term
         if self._uncommitted_bytes:
             newly = log.entries(log.committed + 1, index + 1)
-            released = sum(map(len, map(_data_of, newly)))
+            released = data_bytes(newly)
             self._uncommitted_bytes = max(0, self._uncommitted_bytes - released)
         log.committed = index
         if first_in_term and self._reads_waiting_commit:
@@ -745,7 +769,7 @@ class Raft:
             if m.log_term > 0:
                 hint = self.log.find_conflict_by_term(hint, m.log_term)
             if progress.maybe_decrease_to(m.index, hint):
-                if progress.state == _REPLICATE:
+                if progress.state is _REPLICATE:
                     progress.become_probe()
                 self._send_append(m.source)
             return
@@ -753,9 +777,9 @@ class Raft:
         if not progress.maybe_update(m.index):
             return
         state = progress.state
-        if state == ProgressState.PROBE:
+        if state is _PROBE:
             progress.become_replicate()
-        elif state == ProgressState.SNAPSHOT:
+        elif state is _SNAPSHOT:
             if progress.match >= progress.pending_snapshot:
                 progress.become_replicate()
         else:
@@ -769,7 +793,7 @@ class Raft:
 
     def _handle_heartbeat_response(self, m: MsgHeartbeatResp, progress: Progress) -> None:
         progress.probe_sent = False
-        if progress.state == _REPLICATE and progress.inflights.full():
+        if progress.state is _REPLICATE and progress.inflights.full():
             progress.inflights.free_first_one()
         if progress.match < self.log.last_index():
             self._send_append(m.source)
@@ -882,7 +906,7 @@ class Raft:
             return  # never remove the last voter
         conf_state = ConfState(tuple(sorted(voters)), tuple(sorted(learners)))
         self._set_conf_state(entry.index, conf_state, reset_history=False)
-        if self.role != Role.LEADER:
+        if self.role is not _LEADER:
             return
         for member in voters | learners:
             progress = self.prs.get(member)

@@ -13,6 +13,10 @@ States:
   unacknowledged messages at a time (pipelining with a bounded window).
 - SNAPSHOT: the follower needs entries the leader compacted away; a MsgSnap
   is in flight and nothing else is sent until it is acknowledged.
+
+Typed Python: ``progress.pxd`` gives the classes their C fields (the leader
+touches a progress on every acknowledgement). A state is always one of the
+``ProgressState`` members, so hot code compares it by identity.
 """
 
 from __future__ import annotations
@@ -29,10 +33,13 @@ class ProgressState(enum.IntEnum):
     SNAPSHOT = 2
 
 
+PROBE = ProgressState.PROBE
+REPLICATE = ProgressState.REPLICATE
+SNAPSHOT = ProgressState.SNAPSHOT
+
+
 class Inflights:
     """The last index of every unacknowledged MsgApp, oldest first, bounded."""
-
-    __slots__ = ("_queue", "inflight_max")
 
     def __init__(self, inflight_max: int) -> None:
         assert inflight_max >= 1
@@ -69,21 +76,10 @@ class Inflights:
 class Progress:
     """One follower's replication state, as tracked by the leader."""
 
-    __slots__ = (
-        "inflights",
-        "is_learner",
-        "match",
-        "next",
-        "pending_snapshot",
-        "probe_sent",
-        "recent_active",
-        "state",
-    )
-
     def __init__(self, *, next_index: int, inflight_max: int, is_learner: bool = False) -> None:
         self.match = 0
         self.next = next_index
-        self.state = ProgressState.PROBE
+        self.state = PROBE
         self.probe_sent = False
         self.pending_snapshot = 0
         self.recent_active = False
@@ -104,20 +100,20 @@ class Progress:
 
     def become_probe(self) -> None:
         """Fall back to probing (after a rejection, a snapshot, or a new term)."""
-        if self.state == ProgressState.SNAPSHOT:
+        if self.state is SNAPSHOT:
             pending = self.pending_snapshot
-            self._reset_state(ProgressState.PROBE)
+            self._reset_state(PROBE)
             self.next = max(self.match + 1, pending + 1)
         else:
-            self._reset_state(ProgressState.PROBE)
+            self._reset_state(PROBE)
             self.next = self.match + 1
 
     def become_replicate(self) -> None:
-        self._reset_state(ProgressState.REPLICATE)
+        self._reset_state(REPLICATE)
         self.next = self.match + 1
 
     def become_snapshot(self, snapshot_index: int) -> None:
-        self._reset_state(ProgressState.SNAPSHOT)
+        self._reset_state(SNAPSHOT)
         self.pending_snapshot = snapshot_index
 
     def maybe_update(self, index: int) -> bool:
@@ -133,7 +129,7 @@ class Progress:
 
     def sent_entries(self, last_index: int) -> None:
         """A MsgApp ending at ``last_index`` went out (pipelining in REPLICATE)."""
-        if self.state == ProgressState.REPLICATE:
+        if self.state is REPLICATE:
             self.next = last_index + 1
             self.inflights.add(last_index)
         else:
@@ -146,7 +142,7 @@ class Progress:
         REPLICATE a rejection means the window was wrong: restart at match+1.
         In PROBE jump to just after the follower's hint.
         """
-        if self.state == ProgressState.REPLICATE:
+        if self.state is REPLICATE:
             if rejected <= self.match:
                 return False
             self.next = self.match + 1
@@ -160,8 +156,8 @@ class Progress:
     def is_paused(self) -> bool:
         """Whether the leader must hold back MsgApps to this follower for now."""
         state = self.state
-        if state == ProgressState.PROBE:
+        if state is PROBE:
             return self.probe_sent
-        if state == ProgressState.REPLICATE:
+        if state is REPLICATE:
             return self.inflights.full()
         return True

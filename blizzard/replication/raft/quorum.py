@@ -8,6 +8,9 @@ majority configs (the incoming and the outgoing one during joint consensus);
 a decision needs a majority in both. An empty majority config agrees with
 everything (it is "no constraint"), which is what makes the joint rules
 reduce to the simple ones when the outgoing half is empty.
+
+Compiled by Cython where available (``quorum.pxd``): the leader counts a
+quorum on every acknowledgement.
 """
 
 from __future__ import annotations
@@ -50,11 +53,11 @@ def majority_committed_index(voters: Collection[int], acked: Mapping[int, int]) 
         return INDEX_MAX
     get = acked.get
     if count == 3:  # the common case, without sorting a list
-        a, b, c = (get(voter, 0) for voter in voters)
+        a, b, c = [get(voter, 0) for voter in voters]
         if a > b:
             a, b = b, a
         return b if c >= b else (a if c <= a else c)
-    indexes = sorted((get(voter, 0) for voter in voters), reverse=True)
+    indexes = sorted([get(voter, 0) for voter in voters], reverse=True)
     return indexes[majority(count) - 1]
 
 

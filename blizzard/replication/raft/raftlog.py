@@ -8,6 +8,9 @@ they are never read.
 
 Invariants: ``applied <= committed <= last_index()``; a pending snapshot
 ``s`` implies ``offset == s.meta.index + 1`` at the time it was installed.
+
+Typed Python: ``raftlog.pxd`` gives the indexes C types (every message the
+core handles reads the log).
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ __all__ = ["RaftLog"]
 
 
 class RaftLog:
-    __slots__ = ("applied", "committed", "offset", "pending_snapshot", "storage", "unstable")
-
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self.unstable: list[Entry] = []

@@ -30,6 +30,8 @@ from blizzard.replication.raft.messages import (
 
 from .harness import Network
 
+pytestmark = pytest.mark.interpreted  # run again on the interpreted build
+
 TESTDATA = Path(__file__).parent / "testdata"
 REWRITE = os.environ.get("BLIZZARD_REWRITE", "") not in ("", "0")
 

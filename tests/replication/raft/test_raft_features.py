@@ -25,6 +25,8 @@ from blizzard.replication.raft.readonly import ReadState
 
 from .harness import Network
 
+pytestmark = pytest.mark.interpreted  # run again on the interpreted build
+
 
 def elect_by_ticks(net: Network, node_id: int) -> None:
     net.nodes[node_id].campaign()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from blizzard.replication.raft.core import Config, Raft, Role
 from blizzard.replication.raft.messages import (
     ConfState,
@@ -18,6 +20,8 @@ from blizzard.replication.raft.messages import (
 from blizzard.replication.raft.storage import MemoryStorage
 
 from .harness import Network, make_node
+
+pytestmark = pytest.mark.interpreted  # run again on the interpreted build
 
 NO_PRE_VOTE = {"pre_vote": False, "check_quorum": False}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -17,6 +18,8 @@ from blizzard.replication.raft.core import Role
 from blizzard.replication.raft.messages import ConfChange, ConfChangeType, EntryType
 
 from .harness import Network
+
+pytestmark = pytest.mark.interpreted  # run again on the interpreted build
 
 NODES = (1, 2, 3)
 

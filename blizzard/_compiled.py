@@ -51,6 +51,7 @@ MODULES: tuple[str, ...] = (
     "blizzard.structures._mapping",
     "blizzard.structures.queue",
     "blizzard.replication.local",
+    "blizzard.replication.raft.messages",
     "blizzard.replication.raft.quorum",
     "blizzard.replication.raft.progress",
     "blizzard.replication.raft.raftlog",

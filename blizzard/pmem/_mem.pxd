@@ -24,6 +24,8 @@ cpdef Py_ssize_t find_low32(unsigned long long[::1] u64, Py_ssize_t first, Py_ss
 @cython.locals(p=const_bytes)
 cpdef unsigned int u32_of(bytes data, Py_ssize_t pos) noexcept
 @cython.locals(value=uint64_t)
+cpdef unsigned long long u64_of(bytes data, Py_ssize_t pos) noexcept
+@cython.locals(value=uint64_t)
 cpdef unsigned long long get_u64(unsigned char[::1] u8, Py_ssize_t off) noexcept
 cpdef void set_u64(unsigned char[::1] u8, Py_ssize_t off, unsigned long long value) noexcept
 cdef void store_u32(unsigned char *p, uint32_t value) noexcept

@@ -151,6 +151,15 @@ def u32_of(data: bytes, pos: int) -> int:
     return int.from_bytes(data[pos:pos + 4], "little")
 
 
+def u64_of(data: bytes, pos: int) -> int:
+    """The little-endian u64 at ``data[pos:pos+8]`` (the caller checked the length)."""
+    if cython.compiled:
+        value = 0
+        memcpy(cython.address(value), cython.cast("const_bytes", data) + pos, 8)
+        return value
+    return int.from_bytes(data[pos:pos + 8], "little")
+
+
 def get_u64(u8: memoryview, off: int) -> int:
     """The little-endian u64 at ``off``, which need not be 8-aligned."""
     if cython.compiled:

@@ -4,8 +4,9 @@ The core, its log, progress tracking, quorum maths and in-memory storage are
 typed Python compiled by Cython; ``BLIZZARD_PURE=1`` runs the same sources
 interpreted. Nodes of both builds talk to each other in a real cluster, so
 the same seeded run must send the same messages (compared as their wire
-frames), persist the same hard states and commit the same entries, and the
-simulator must reach the same result. The interpreted side runs in a child
+frames, which each node decodes before stepping), persist the same hard
+states and commit the same entries, and the simulator must reach the same
+result. The interpreted side runs in a child
 process (``python -m tests.replication.raft.test_builds SEED`` prints it).
 """
 
@@ -23,7 +24,7 @@ import pytest
 
 from blizzard import _compiled
 from blizzard.replication.raft.core import Config, Raft
-from blizzard.replication.raft.messages import ConfState, encode
+from blizzard.replication.raft.messages import ConfState, decode, encode
 from blizzard.replication.raft.sim import Simulator
 from blizzard.replication.raft.storage import MemoryStorage
 
@@ -82,7 +83,9 @@ def cluster_digest(seed: int) -> str:
             digest.update(frame)
             if rng.random() < 0.05:
                 continue  # lost
-            cores[message.target].step(message)
+            received = decode(frame)
+            assert received == message
+            cores[received.target].step(received)
         if round_ % 50 == 49:
             for core in cores.values():
                 index = core.log.applied - 8

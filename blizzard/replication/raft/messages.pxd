@@ -1,0 +1,16 @@
+# C types for messages.py: the decoder's cursor.
+cimport cython
+
+
+cdef class _Reader:
+    cdef public bytes buf
+    cdef public Py_ssize_t pos
+    @cython.locals(end=Py_ssize_t)
+    cpdef tuple unpack(self, fmt)
+    @cython.locals(end=Py_ssize_t)
+    cpdef bytes take(self, Py_ssize_t length)
+    cpdef bytes blob(self)
+    @cython.locals(end=Py_ssize_t, pos=Py_ssize_t, header=Py_ssize_t, _=Py_ssize_t,
+                   term=cython.ulonglong, index=cython.ulonglong, kind=Py_ssize_t,
+                   length=Py_ssize_t, out=list)
+    cpdef tuple entries(self, Py_ssize_t count)

@@ -57,6 +57,8 @@ MODULES: tuple[str, ...] = (
     "blizzard.replication.raft.raftlog",
     "blizzard.replication.raft.storage",
     "blizzard.replication.raft.core",
+    "blizzard.replication.sessions",
+    "blizzard.replication._settle",
 )
 
 ENV_PURE = "BLIZZARD_PURE"

@@ -195,6 +195,69 @@ def batches(pool: Pool, seed: int) -> Iterator[None]:
     queue.check()
 
 
+@scenario
+def sessions(pool: Pool, seed: int) -> Iterator[None]:
+    """Enveloped Ops through a session table of 16 slots: retries within a batch
+    and across batches, stale requests, more clients than slots (evictions),
+    results of every kind (None, bytes inline and in a block, ints, pairs,
+    errors), entries that are not envelopes, empty entries and replays; and a
+    batch that does not fit, applied again one Op at a time."""
+    from blizzard.replication.sessions import SessionStateMachine, wrap
+    from blizzard.structures import PBPlusTree, PHashMap, PQueue, ops, registry_for
+
+    rng = random.Random(seed)
+    PHashMap(pool, "h")
+    PQueue(pool, "q")
+    PBPlusTree(pool, "b")
+    table = SessionStateMachine(registry_for(pool), pool, capacity=16)
+    clients = [rng.getrandbits(64) | 1 for _ in range(24)]
+    seqs = dict.fromkeys(clients, 0)
+    sent: list[bytes] = []  # envelopes applied, for retries
+    keys = [rng.randbytes(rng.choice([1, 8, 16])) for _ in range(40)]
+    last = (-1).to_bytes(8, "little", signed=True)  # popitem's index: the last item
+
+    def op() -> bytes:
+        action = rng.random()
+        key = keys[rng.randrange(len(keys))]
+        if action < 0.3:
+            size = rng.choice([0, 8, 30, 200, 1 << 16])  # 64 KiB: a batch may not fit
+            return ops.encode(ops.Op("h", ops.OpCode.MAP_PUT, (key, rng.randbytes(size))))
+        if action < 0.45:
+            return ops.encode(ops.Op("h", ops.OpCode.MAP_POP, (key,)))  # bytes, or KeyError
+        if action < 0.6:
+            return ops.encode(ops.Op("q", ops.OpCode.QUEUE_PUT, (rng.randbytes(40),)))
+        if action < 0.75:
+            return ops.encode(ops.Op("q", ops.OpCode.QUEUE_GET, ()))  # bytes > 24, or an error
+        if action < 0.85:
+            return ops.encode(ops.Op("b", ops.OpCode.ORD_PUT, (key, rng.randbytes(8))))
+        if action < 0.95:
+            return ops.encode(ops.Op("b", ops.OpCode.ORD_POPITEM, (last,)))  # a pair
+        return ops.encode(ops.Op("nowhere", ops.OpCode.MAP_PUT, (key, b"")))  # an error
+
+    yield
+    for _ in range(STRUCTURE_STEPS // 8):
+        index = table.last_applied
+        batch = []
+        if rng.random() < 0.1:
+            batch.append((index, wrap(clients[0], 1, op())))  # a replay of an applied index
+        for _ in range(rng.randrange(1, 10)):
+            index += 1
+            action = rng.random()
+            if action < 0.15 and sent:
+                data = sent[rng.randrange(max(0, len(sent) - 30), len(sent))]  # a retry
+            elif action < 0.2:
+                data = rng.choice([b"", b"\x01short", b"\x07" + bytes(20)])  # not envelopes
+            else:
+                client = clients[rng.randrange(len(clients))]
+                seqs[client] += 1
+                data = wrap(client, seqs[client], op())
+                sent.append(data)
+            batch.append((index, data))
+        table.apply(batch)
+        yield
+    pool.check()
+
+
 if __name__ == "__main__":
     name, image_path, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
     result = digests(name, Path(image_path).read_bytes(), seed)

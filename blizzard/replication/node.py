@@ -50,6 +50,7 @@ from blizzard.exceptions import (
     ProposalDroppedError,
     SnapshotInstallError,
 )
+from blizzard.replication._settle import batch_of, settle
 from blizzard.replication.base import StateMachine
 from blizzard.replication.copies import Copies
 from blizzard.replication.raft import messages
@@ -502,25 +503,10 @@ class Node:
         committed = rd.committed_entries
         if committed:
             normal = messages.EntryType.NORMAL
-            # Membership entries are the core's business: the state machine
-            # only records that their index was applied.
-            batch = [(e.index, e.data if e.type == normal else b"") for e in committed]
-            results = self.state_machine.apply(batch) if batch else []
-            waiting = self._waiting
-            forwarded = self._forwarded
-            led = self._led
-            if waiting or forwarded:
-                unpack = ENVELOPE.unpack_from
-                for (_, data), result in zip(batch, results, strict=True):
-                    if data:
-                        key = tuple(unpack(data, 0)[1:])
-                        if forwarded:  # applied: a new forward is another request's
-                            forwarded.pop(key, None)
-                        if led:
-                            led.discard(key)
-                        waiter = waiting.pop(key, None)
-                        if waiter is not None:
-                            waiter[0](key, result, None)
+            batch = batch_of(committed, normal)
+            results = self.state_machine.apply(batch)
+            if self._waiting or self._forwarded:
+                settle(batch, results, self._waiting, self._forwarded, self._led)
             self.applied = committed[-1].index
             if self.on_conf_change is not None or self._conf_waiting:
                 for entry in committed:

@@ -28,13 +28,25 @@ from __future__ import annotations
 import builtins
 import struct
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import cython
 
 from blizzard import exceptions
 from blizzard.exceptions import BlizzardError, EnvelopeError, PoolFullError, StaleRequestError
 from blizzard.pmem import Pool
+from blizzard.pmem._mem import views
 from blizzard.replication.base import StateMachine
 
+if not cython.compiled and TYPE_CHECKING:  # compiled: cimported in the .pxd
+    from blizzard.pmem import Transaction
+
+if not cython.compiled:  # the compiled build has these as C constants (sessions.pxd)
+    ENVELOPE_SIZE = 17
+    SLOT_SIZE = 48
+    HEADER_SIZE = 64
+    PROBE_MAX = 8
+    INLINE_MAX = 24
 ENVELOPE = struct.Struct("<BQQ")
 ENVELOPE_VERSION = 1
 ROOT = "blizzard.sessions"
@@ -42,14 +54,10 @@ TAG = b"sessions"
 MAGIC = b"BLZSES01"
 _HEADER = struct.Struct("<8sQQ")
 _SLOT = struct.Struct("<QQIB3x24s")
-SLOT_SIZE = 48
-HEADER_SIZE = 64
 CAPACITY_DEFAULT = 16384
-PROBE_MAX = 8
-INLINE_MAX = 24
 SNAPSHOT_MAGIC = b"BLZSSN01"
 _SNAP_SESSION = struct.Struct("<QQBI")
-assert _SLOT.size == SLOT_SIZE
+assert _SLOT.size == SLOT_SIZE and ENVELOPE.size == ENVELOPE_SIZE
 
 
 def wrap(client: int, seq: int, op: bytes) -> bytes:
@@ -61,6 +69,7 @@ def wrap(client: int, seq: int, op: bytes) -> bytes:
 
 _NONE, _TRUE, _FALSE, _INT, _BYTES, _STR, _ERROR, _PAIR = range(8)
 _PAIR_HEAD = struct.Struct("<I")  # a pair of bytes (an ordered map's popitem): len(first)
+_BUFFERS = (bytes, bytearray, memoryview)
 
 
 def encode_result(value: Any) -> tuple[int, bytes]:
@@ -73,12 +82,12 @@ def encode_result(value: Any) -> tuple[int, bytes]:
         return _FALSE, b""
     if isinstance(value, int):
         return _INT, value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
-    if isinstance(value, bytes | bytearray | memoryview):
+    if isinstance(value, _BUFFERS):
         return _BYTES, bytes(value)
     if isinstance(value, str):
         return _STR, value.encode("utf-8")
-    if isinstance(value, tuple) and len(value) == 2 and all(
-            isinstance(v, bytes | bytearray | memoryview) for v in value):
+    if (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], _BUFFERS)
+            and isinstance(value[1], _BUFFERS)):
         return _PAIR, _PAIR_HEAD.pack(len(value[0])) + bytes(value[0]) + bytes(value[1])
     if isinstance(value, BaseException):
         args = value.args
@@ -126,14 +135,20 @@ class _Duplicate(NamedTuple):
 
 
 class SessionStateMachine:
-    """A :class:`StateMachine` that applies enveloped Ops at most once per (client, seq)."""
+    """A :class:`StateMachine` that applies enveloped Ops at most once per (client, seq).
+
+    Typed Python (C types in ``sessions.pxd``): every replica runs ``apply``
+    for every entry, so the envelope is read and the table probed through
+    views of the pool's memory (``u64[off >> 3]`` is the word at ``off``).
+    """
 
     def __init__(self, inner: StateMachine, pool: Pool, *,
                  capacity: int = CAPACITY_DEFAULT) -> None:
         self._inner = inner
         self._pool = pool
         self._buf = pool.buf
-        self._copies: dict[str, int] | None = None  # see count_copies
+        self._transaction = pool.transaction
+        self._copies = None  # see count_copies
         root = pool.root(ROOT)
         if root is None:
             with pool.transaction() as tx:
@@ -142,6 +157,8 @@ class SessionStateMachine:
                 tx.set_root(ROOT, off, TAG)
             root = pool.root(ROOT)
         self._bind(root)
+        # a mapping with views left cannot be unmapped: let go of them at close
+        pool.close_hooks.append(self._release)
 
     def count_copies(self, copies) -> None:
         """Count, in ``copies`` (a :class:`~blizzard.replication.copies.Copies`),
@@ -158,8 +175,14 @@ class SessionStateMachine:
         magic, self._applied, self._capacity = _HEADER.unpack_from(self._buf, root.off)
         if magic != MAGIC:
             raise exceptions.PoolCorruptError(f"session table has magic {magic!r}")
+        if root.off & 7:
+            raise exceptions.PoolCorruptError(f"session table at {root.off} is not 8-aligned")
         self._off = root.off
         self._slots = root.off + HEADER_SIZE
+        self._u64 = views(self._buf, self._pool.size)[2]
+
+    def _release(self) -> None:
+        self._u64 = None  # type: ignore[assignment]
 
     def reload(self) -> None:
         """The pool was replaced wholesale (a snapshot image): read the table
@@ -189,9 +212,8 @@ class SessionStateMachine:
 
     def sessions(self) -> Iterator[tuple[int, int, int, bytes]]:
         """``(client, last seq, result kind, result bytes)`` of every session, in slot order."""
-        buf = self._buf
-        for i in range(self._capacity):
-            client = int.from_bytes(buf[self._slots + i * SLOT_SIZE:][:8], "little")
+        clients = [self._u64[(self._slots + i * SLOT_SIZE) >> 3] for i in range(self._capacity)]
+        for client in clients:
             if client:
                 yield (client, *self._lookup(client))
 
@@ -237,11 +259,12 @@ class SessionStateMachine:
         latest: dict[int, tuple[int, int]] = {}  # client -> (seq, position) within this batch
         last_applied = self.last_applied
         copies = self._copies
+        unpack = ENVELOPE.unpack_from
         for position, (index, data) in enumerate(batch):
             if index <= last_applied or not data:
                 continue  # a replay, or the leader's empty entry
             try:
-                version, client, seq = ENVELOPE.unpack_from(data, 0)
+                version, client, seq = unpack(data, 0)
                 if version != ENVELOPE_VERSION:
                     raise EnvelopeError(f"envelope version {version}")
             except (struct.error, EnvelopeError) as exc:
@@ -250,37 +273,43 @@ class SessionStateMachine:
                 continue
             if client:
                 seen = latest.get(client)
-                done_seq = seen[0] if seen else self._lookup(client)[0]
+                done_seq = seen[0] if seen is not None else self._last_seq(client)
                 if seq <= done_seq:
-                    original = seen[1] if seen and seen[0] == seq else None
+                    original = seen[1] if seen is not None and seen[0] == seq else None
                     results[position] = _Duplicate(client, seq, original)
                     continue
                 latest[client] = (seq, position)
                 owners.append((position, client, seq))
-            op = data[ENVELOPE.size:]  # a copy when ``data`` is bytes, a view over a view
+            op = data[ENVELOPE_SIZE:]  # a copy when ``data`` is bytes, a view over a view
             fresh.append((index, op))
             fresh_at.append(position)
             if copies is not None and type(op) is not memoryview:
                 copies["log_to_apply"] += len(op)
+        last = batch[-1][0]
         try:
-            with self._pool.transaction() as tx:
+            with self._transaction() as tx:
                 inner_results = self._inner.apply(fresh) if fresh else []
                 for position, result in zip(fresh_at, inner_results, strict=True):
                     results[position] = result
                 for position, client, seq in owners:
                     if latest[client][0] == seq:
                         self._record(tx, client, seq, results[position])
-                tx.write(self._off + 8, batch[-1][0].to_bytes(8, "little"))
+                self._stamp(tx, last)
         except PoolFullError:
             # The batch rolled back whole. Apply its Ops one at a time, so only
             # the ones that do not fit fail -- the same ones on every replica,
             # since replicas apply the same Ops to pools of the same size.
             self._apply_one_by_one(batch, results, fresh, fresh_at, owners, latest)
-        self._applied = batch[-1][0]
+        self._applied = last
         for position, result in enumerate(results):
             if type(result) is _Duplicate:
                 results[position] = self._duplicate(result, results)
         return results
+
+    def _stamp(self, tx: Transaction, index: int) -> None:
+        """Record ``index`` as the last one applied through this table (undo-logged)."""
+        tx.add(self._off + 8, 8)
+        self._u64[(self._off + 8) >> 3] = index
 
     def _apply_one_by_one(self, batch, results, fresh, fresh_at, owners, latest) -> None:
         owner_of = {position: (client, seq) for position, client, seq in owners}
@@ -293,14 +322,14 @@ class SessionStateMachine:
                 with self._pool.transaction() as tx:
                     self._finish_entry(tx, index, position, exc, owner_of, latest, results)
         with self._pool.transaction() as tx:
-            tx.write(self._off + 8, batch[-1][0].to_bytes(8, "little"))
+            self._stamp(tx, batch[-1][0])
 
     def _finish_entry(self, tx, index, position, result, owner_of, latest, results) -> None:
         results[position] = result
         owner = owner_of.get(position)
         if owner is not None and latest[owner[0]][0] == owner[1]:
             self._record(tx, owner[0], owner[1], result)
-        tx.write(self._off + 8, index.to_bytes(8, "little"))
+        self._stamp(tx, index)
 
     def _duplicate(self, dup: _Duplicate, results: list[Any]) -> Any:
         if dup.same_batch is not None:
@@ -314,51 +343,74 @@ class SessionStateMachine:
 
     # -- the table -------------------------------------------------------------------------
 
-    def _probe(self, client: int) -> range:
-        start = client % self._capacity
-        return range(start, start + min(PROBE_MAX, self._capacity))
+    def _slot_of(self, client: int) -> int:
+        """The offset of ``client``'s slot, or -1 if it has none."""
+        u64 = self._u64
+        capacity = self._capacity
+        start = client % capacity
+        for i in range(start, start + min(PROBE_MAX, capacity)):
+            pos = self._slots + (i % capacity) * SLOT_SIZE
+            if u64[pos >> 3] == client:
+                return pos
+        return -1
+
+    def _last_seq(self, client: int) -> int:
+        """The last seq applied for ``client``; 0 if unknown."""
+        pos = self._slot_of(client)
+        return self._u64[(pos + 8) >> 3] if pos >= 0 else 0
 
     def _lookup(self, client: int) -> tuple[int, int, bytes]:
         """(last seq, result kind, result bytes) for ``client``; seq 0 if unknown."""
-        buf = self._buf
-        for i in self._probe(client):
-            pos = self._slots + (i % self._capacity) * SLOT_SIZE
-            slot_client, seq, length, kind, inline = _SLOT.unpack_from(buf, pos)
-            if slot_client == client:
-                if length <= INLINE_MAX:
-                    return seq, kind, inline[:length]
-                off = int.from_bytes(inline[:8], "little")
-                return seq, kind, bytes(buf[off:off + length])
-        return 0, _NONE, b""
+        pos = self._slot_of(client)
+        if pos < 0:
+            return 0, _NONE, b""
+        u64 = self._u64
+        word = u64[(pos + 16) >> 3]
+        length = word & 0xFFFFFFFF
+        kind = (word >> 32) & 0xFF
+        if length <= INLINE_MAX:
+            return u64[(pos + 8) >> 3], kind, bytes(self._buf[pos + 24:pos + 24 + length])
+        off = u64[(pos + 24) >> 3]
+        return u64[(pos + 8) >> 3], kind, bytes(self._buf[off:off + length])
 
-    def _record(self, tx, client: int, seq: int, result: Any) -> None:
-        buf = self._buf
-        target = None
-        oldest = None
-        for i in self._probe(client):
-            pos = self._slots + (i % self._capacity) * SLOT_SIZE
-            slot_client, slot_seq, length, _, inline = _SLOT.unpack_from(buf, pos)
+    def _record(self, tx: Transaction, client: int, seq: int, result: Any) -> None:
+        u64 = self._u64
+        capacity = self._capacity
+        start = client % capacity
+        target = -1
+        oldest = -1
+        oldest_seq = 0
+        for i in range(start, start + min(PROBE_MAX, capacity)):
+            pos = self._slots + (i % capacity) * SLOT_SIZE
+            slot_client = u64[pos >> 3]
             if slot_client == client or slot_client == 0:
-                target = (pos, length, inline)
+                target = pos
                 break
-            if oldest is None or slot_seq < oldest[3]:
-                oldest = (pos, length, inline, slot_seq)
-        if target is None:
-            target = oldest[:3]  # evict the least recent session among the probed
-        pos, old_length, old_inline = target
-        if old_length > INLINE_MAX:
-            tx.free(int.from_bytes(old_inline[:8], "little"))
+            slot_seq = u64[(pos + 8) >> 3]
+            if oldest < 0 or slot_seq < oldest_seq:
+                oldest, oldest_seq = pos, slot_seq
+        if target < 0:
+            target = oldest  # evict the least recent session among the probed
+        pos = target
+        if u64[(pos + 16) >> 3] & 0xFFFFFFFF > INLINE_MAX:
+            tx.free(u64[(pos + 24) >> 3])
         try:
             kind, data = encode_result(result)
         except TypeError:
             kind, data = _NONE, b""
         if kind == _ERROR:
             data = data[:INLINE_MAX]  # inline: recording a failure must not allocate
-        if len(data) <= INLINE_MAX:
-            inline = data
-        else:
-            block = tx.alloc(len(data))
-            buf[block:block + len(data)] = data
-            inline = block.to_bytes(8, "little")
+        n = len(data)
         tx.add(pos, SLOT_SIZE)
-        _SLOT.pack_into(buf, pos, client, seq, len(data), kind, inline)
+        u64[pos >> 3] = client
+        u64[(pos + 8) >> 3] = seq
+        u64[(pos + 16) >> 3] = n | (kind << 32)
+        u64[(pos + 24) >> 3] = 0
+        u64[(pos + 32) >> 3] = 0
+        u64[(pos + 40) >> 3] = 0
+        if n > INLINE_MAX:
+            block = tx.alloc(n)
+            self._buf[block:block + n] = data
+            u64[(pos + 24) >> 3] = block
+        elif n:
+            self._buf[pos + 24:pos + 24 + n] = data

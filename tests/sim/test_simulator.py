@@ -10,7 +10,7 @@ import pytest
 
 from blizzard.replication import sessions
 from blizzard.replication.raft import pmem_storage
-from blizzard.sim import SafetyViolation, Simulator
+from blizzard.sim import SafetyViolation, Simulator, checks
 from blizzard.sim.__main__ import EXIT_CODES, main, run_one
 from tests.conftest import budget
 
@@ -45,9 +45,14 @@ def test_the_sweep_crashes_replicas_both_ways():
 
 def test_a_session_table_that_forgets_is_caught(monkeypatch):
     """Planted bug: retries are never recognised, so a retried request applies
-    twice -- the exactly-once check names it."""
-    monkeypatch.setattr(sessions.SessionStateMachine, "_lookup",
-                        lambda self, client: (0, 0, b""))
+    twice -- the exactly-once check names it. (The compiled table is an
+    immutable type: the replicas get a subclass whose table forgets.)"""
+
+    class Forgetful(sessions.SessionStateMachine):
+        def _last_seq(self, client):
+            return 0
+
+    monkeypatch.setattr(checks, "SessionStateMachine", Forgetful)
     with pytest.raises(SafetyViolation, match="exactly once"):
         for seed in range(40):
             Simulator(seed, steps=STEPS).run()

@@ -29,3 +29,13 @@ def test_compiled_and_interpreted_builds_roll_back_batches_to_identical_pools(tm
     image = bytes(pool.buf)
     pool.close()
     twin.assert_same("batches", image, seed, tmp_path)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_compiled_and_interpreted_session_tables_record_identical_bytes(tmp_path, seed):
+    """Enveloped Ops through the session table (retries, evictions, every result
+    kind, a batch that does not fit): the same table and results in both builds."""
+    pool = Pool.create(DramMedia(1 << 20), log_size=4096)
+    image = bytes(pool.buf)
+    pool.close()
+    twin.assert_same("sessions", image, seed, tmp_path)

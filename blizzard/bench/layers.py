@@ -19,6 +19,17 @@ down, and subtracting the measurement of the layer below:
 * ``flush``: ``apply_one`` on a pool in ``pmem`` mode minus the same on a pool
   in ``none`` mode (libpmem's cache-line flushes and fences).
 
+A replica applies the same puts as committed Raft entries, in batches (one
+transaction each), each Op in its session envelope. A second table gives,
+per entry, in batches of ``APPLY_BATCH`` on a pool in ``pmem`` mode:
+
+* ``registry``: the registry's ``apply`` of the bare Op records;
+* ``session table``: the :class:`~blizzard.replication.sessions.SessionStateMachine`'s
+  ``apply`` of the enveloped entries (one client per request in flight, as
+  the cluster's requesters have) minus the registry's;
+* ``replica apply``: the two together, what a follower's state machine costs
+  per entry.
+
 The layers below the face run on pools in ``none`` mode, so their figures
 exclude flushing, which has its own row. Each figure is the least CPU time
 per put over ``--repeats`` runs (this thread's CPU time, the steadier figure
@@ -40,6 +51,7 @@ from blizzard._argparse import ArgumentParser
 from blizzard.bench import _report
 from blizzard.bench._report import command_line, table
 from blizzard.pmem import Pool
+from blizzard.replication.sessions import SessionStateMachine, wrap
 from blizzard.structures import PHashMap
 from blizzard.structures.registry import registry_for
 
@@ -47,6 +59,10 @@ VALUE_BYTES = 64
 #: The layers from the top of the put path to the bottom, as reported.
 LAYERS = ("codec", "Op record", "face", "replicator", "registry", "transaction",
           "structure", "flush")
+#: The rows of the replica's apply, as reported.
+APPLY_ROWS = ("registry", "session table", "replica apply")
+APPLY_BATCH = 32  # entries per batch (one pool transaction)
+APPLY_CLIENTS = 2000  # sessions, one per request in flight (bench cluster's window)
 
 
 def _keys(n: int, run: int) -> list[str]:
@@ -67,6 +83,14 @@ class _Pools:
         self.pools = {mode: Pool.create(workdir / f"{mode}.pool", size, mode=mode)
                       for mode in ("pmem", "none")}
         self._made = 0
+        self._sessions: SessionStateMachine | None = None
+
+    def sessions(self) -> SessionStateMachine:
+        """A session table over the ``pmem`` pool's registry (made once)."""
+        if self._sessions is None:
+            pool = self.pools["pmem"]
+            self._sessions = SessionStateMachine(registry_for(pool), pool)
+        return self._sessions
 
     def fresh_map(self, mode: str) -> PHashMap:
         self._made += 1
@@ -123,6 +147,23 @@ def measure(pools: _Pools, ops: int, run: int) -> dict[str, float]:
 
     out["tx put"] = _cpu_per_op(core_puts, ops)
     out["tx"] = _cpu_per_op(empty_transactions, ops)
+
+    def replica_applies(enveloped: bool) -> Callable[[], None]:
+        m = pools.fresh_map("pmem")
+        machine = pools.sessions() if enveloped else registry_for(pools.pools["pmem"])
+        entries = records(m)
+        if enveloped:  # fresh clients each run: every request is new to the table
+            clients = [(run + 1) << 32 | c for c in range(APPLY_CLIENTS)]
+            entries = [wrap(clients[i % APPLY_CLIENTS], i // APPLY_CLIENTS + 1, op)
+                       for i, op in enumerate(entries)]
+        first = machine.last_applied + 1
+        batches = [[(first + i, entries[i]) for i in range(at, min(at + APPLY_BATCH, ops))]
+                   for at in range(0, ops, APPLY_BATCH)]
+        apply = machine.apply
+        return lambda: [apply(batch) for batch in batches]
+
+    out["registry batches"] = _cpu_per_op(replica_applies(False), ops)
+    out["session batches"] = _cpu_per_op(replica_applies(True), ops)
     return out
 
 
@@ -140,6 +181,14 @@ def layers(best: dict[str, float]) -> dict[str, float]:
         "flush": us["apply_one pmem"] - us["apply_one none"],
         "total": us["put"],
     }
+
+
+def apply_rows(best: dict[str, float]) -> dict[str, float]:
+    """µs per entry of a replica's apply, from the least CPU time of each entry point."""
+    registry = best["registry batches"] * 1e6
+    sessions = best["session batches"] * 1e6
+    return {"registry": registry, "session table": sessions - registry,
+            "replica apply": sessions}
 
 
 def run(ops: int, repeats: int, directory: str | None,
@@ -186,15 +235,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [[name, f"{per_layer[name]:.2f}", f"{100 * per_layer[name] / total:.0f}%"]
             for name in LAYERS]
     rows.append(["total (m[key] = value)", f"{total:.2f}", "100%"])
+    applying = apply_rows(best)
+    apply_table = [[name, f"{applying[name]:.2f}"] for name in APPLY_ROWS]
     notes = [f"build: {build}" + (f" ({_compiled.reason})" if _compiled.reason else ""),
              "cpu µs/op: least CPU time per put over the runs; layers are differences "
-             "of entry points (see the module's docstring), so a small one can be noise"]
+             "of entry points (see the module's docstring), so a small one can be noise",
+             f"a replica's apply: committed puts in batches of {APPLY_BATCH}, one transaction "
+             f"each, {APPLY_CLIENTS} clients' session envelopes; cpu µs/op per entry"]
     _report.print_report(
-        record, [table(["layer", "cpu µs/op", "share"], rows)],
+        record, [table(["layer", "cpu µs/op", "share"], rows),
+                 table(["a replica's apply", "cpu µs/op"], apply_table)],
         title=f"blizzard bench layers: {args.ops:,} puts of str keys and {VALUE_BYTES}-byte "
               "values into an empty PHashMap", notes=notes)
     _report.write_json(args.json, record.record(
-        results={"layers_us": per_layer, "entry_points_s": best}, notes=notes))
+        results={"layers_us": per_layer, "apply_us": applying, "entry_points_s": best},
+        notes=notes))
     return 0
 
 

@@ -28,8 +28,7 @@ cdef class SessionStateMachine:
                    last=Py_ssize_t)
     cpdef list apply(self, batch)
     cpdef _stamp(self, Transaction tx, Py_ssize_t index)
-    @cython.locals(u64="unsigned long long[::1]", capacity=Py_ssize_t, start=Py_ssize_t,
-                   i=Py_ssize_t, pos=Py_ssize_t)
+    @cython.locals(capacity=Py_ssize_t, start=Py_ssize_t, i=Py_ssize_t, pos=Py_ssize_t)
     cpdef Py_ssize_t _slot_of(self, unsigned long long client) except -2
     @cython.locals(pos=Py_ssize_t)
     cpdef unsigned long long _last_seq(self, unsigned long long client) except? 0
@@ -40,6 +39,7 @@ cdef class SessionStateMachine:
                    i=Py_ssize_t, pos=Py_ssize_t, target=Py_ssize_t, oldest=Py_ssize_t,
                    oldest_seq=cython.ulonglong, slot_client=cython.ulonglong,
                    slot_seq=cython.ulonglong, kind=cython.ulonglong, n=Py_ssize_t,
+                   old_length=cython.ulonglong,
                    block=Py_ssize_t)
     cpdef _record(self, Transaction tx, unsigned long long client, unsigned long long seq,
                   result)

@@ -345,12 +345,12 @@ class SessionStateMachine:
 
     def _slot_of(self, client: int) -> int:
         """The offset of ``client``'s slot, or -1 if it has none."""
-        u64 = self._u64
+        # (self._u64 each time: compiled, a local copy would acquire and release the view)
         capacity = self._capacity
         start = client % capacity
         for i in range(start, start + min(PROBE_MAX, capacity)):
             pos = self._slots + (i % capacity) * SLOT_SIZE
-            if u64[pos >> 3] == client:
+            if self._u64[pos >> 3] == client:
                 return pos
         return -1
 
@@ -392,7 +392,8 @@ class SessionStateMachine:
         if target < 0:
             target = oldest  # evict the least recent session among the probed
         pos = target
-        if u64[(pos + 16) >> 3] & 0xFFFFFFFF > INLINE_MAX:
+        old_length = u64[(pos + 16) >> 3] & 0xFFFFFFFF
+        if old_length > INLINE_MAX:
             tx.free(u64[(pos + 24) >> 3])
         try:
             kind, data = encode_result(result)
@@ -405,9 +406,10 @@ class SessionStateMachine:
         u64[pos >> 3] = client
         u64[(pos + 8) >> 3] = seq
         u64[(pos + 16) >> 3] = n | (kind << 32)
-        u64[(pos + 24) >> 3] = 0
-        u64[(pos + 32) >> 3] = 0
-        u64[(pos + 40) >> 3] = 0
+        if old_length:  # else the inline bytes are zero already (past a length, they are)
+            u64[(pos + 24) >> 3] = 0
+            u64[(pos + 32) >> 3] = 0
+            u64[(pos + 40) >> 3] = 0
         if n > INLINE_MAX:
             block = tx.alloc(n)
             self._buf[block:block + n] = data

@@ -17,6 +17,9 @@ def test_the_layers_add_up_to_the_put(shm_dir):
     assert all(seconds > 0 for seconds in best.values()), best
     # the core's put writes an entry and undo-logs it: more than an empty transaction
     assert per_layer["structure"] > 0
+    # a replica's apply: the session table costs something on top of the registry
+    applying = layers.apply_rows(best)
+    assert applying["replica apply"] > applying["registry"] > 0
     assert list(shm_dir.iterdir()) == []  # its pools are gone
 
 
@@ -25,10 +28,11 @@ def test_the_command_prints_every_layer_and_writes_json(shm_dir, capsys):
     assert layers.main(["--ops", "300", "--repeats", "1", "--dir", str(shm_dir), "--quiet",
                         "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    for name in (*layers.LAYERS, "total (m[key] = value)"):
+    for name in (*layers.LAYERS, "total (m[key] = value)", *layers.APPLY_ROWS):
         assert name in text, text
     record = json.loads(out.read_text())
     assert set(record["results"]["layers_us"]) == {*layers.LAYERS, "total"}
+    assert set(record["results"]["apply_us"]) == set(layers.APPLY_ROWS)
     assert record["params"]["build"] in ("compiled", "interpreted")
 
 

@@ -5,6 +5,11 @@ from blizzard.replication.raft.progress cimport Progress
 from blizzard.replication.raft.raftlog cimport RaftLog
 
 
+# The entry types, as the ints entries hold.
+cdef long _NORMAL, _CONF_CHANGE
+
+
+@cython.locals(kind=cython.long)
 cpdef bint _has_conf_change(tuple entries) except -1
 
 

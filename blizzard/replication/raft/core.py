@@ -26,7 +26,6 @@ import enum
 import operator
 import random
 from collections.abc import Callable, Iterable
-from itertools import count, repeat
 
 import attrs
 import cython
@@ -57,7 +56,8 @@ from blizzard.replication.raft.messages import (
     MsgVoteResp,
     Snapshot,
     SnapshotMeta,
-    new_entry,
+    untracked_entries,
+    untracked_entry,
 )
 from blizzard.replication.raft.progress import Progress, ProgressState
 from blizzard.replication.raft.raftlog import RaftLog
@@ -67,8 +67,9 @@ from blizzard.replication.raft.storage import Storage, data_bytes
 __all__ = ["Config", "ProposalDroppedError", "Raft", "Ready", "Role", "SoftState"]
 
 _type_of = operator.itemgetter(2)  # Entry.type
-_NORMAL = EntryType.NORMAL
-_CONF_CHANGE = EntryType.CONF_CHANGE
+# Entries hold their type as a plain int (see EntryType): compared by value.
+_NORMAL = EntryType.NORMAL.value
+_CONF_CHANGE = EntryType.CONF_CHANGE.value
 # Roles and progress states are always members of their enums: hot code
 # compares them by identity.
 _PROBE = ProgressState.PROBE
@@ -147,9 +148,10 @@ class Ready:
 
 def _has_conf_change(entries: tuple[Entry, ...]) -> bool:
     """Whether a membership change is among ``entries``."""
-    if cython.compiled:  # a C loop over the types (members of EntryType: compared by identity)
-        for entry in entries:  # noqa: SIM110 (any() of a generator: a closure Cython refuses)
-            if cython.cast(tuple, entry)[2] is _CONF_CHANGE:  # entry.type, read from the tuple
+    if cython.compiled:  # a C loop over the types, compared as C integers
+        for entry in entries:
+            kind = cython.cast(tuple, entry)[2]  # entry.type, read from the tuple
+            if kind == _CONF_CHANGE:
                 return True
         return False
     return _CONF_CHANGE in map(_type_of, entries)  # scanned in C
@@ -197,7 +199,7 @@ class Raft:
             # The state machine already holds entries past the snapshot: their
             # membership changes will not be handed out again, so replay them.
             for entry in storage.entries(snapshot_index + 1, self.log.applied + 1):
-                if entry.type is _CONF_CHANGE:
+                if entry.type == _CONF_CHANGE:
                     self._apply_conf_change(entry)
         self._become_follower(self.term, NONE)
 
@@ -229,7 +231,7 @@ class Raft:
             return
         if self.lead == NONE:
             raise ProposalDroppedError("no leader is known")
-        entries = tuple([Entry(0, 0, _NORMAL, data) for data in items])
+        entries = tuple([untracked_entry(0, 0, _NORMAL, data) for data in items])
         self.msgs.append(MsgProp(self.id, self.lead, 0, entries))
 
     def propose_conf_change(self, change: ConfChange) -> None:
@@ -237,7 +239,7 @@ class Raft:
         if self.role is not _LEADER:
             if self.lead == NONE:
                 raise ProposalDroppedError("no leader is known")
-            entry = Entry(0, 0, _CONF_CHANGE, change.encode())
+            entry = untracked_entry(0, 0, _CONF_CHANGE, change.encode())
             self.msgs.append(MsgProp(self.id, self.lead, 0, (entry,)))
             return
         self._check_accepting()
@@ -360,7 +362,7 @@ class Raft:
             log.applied = committed[-1].index
             if _has_conf_change(committed):  # usually absent
                 for entry in committed:
-                    if entry.type is _CONF_CHANGE:
+                    if entry.type == _CONF_CHANGE:
                         self._apply_conf_change(entry)
         soft_state = self._prev_soft_state
         if self.lead != soft_state.leader or self.role != soft_state.role:
@@ -483,7 +485,7 @@ class Raft:
         log = self.log
         if log.committed > log.applied:
             pending = log.entries(log.applied + 1, log.committed + 1)
-            if any(entry.type is _CONF_CHANGE for entry in pending):
+            if any(entry.type == _CONF_CHANGE for entry in pending):
                 return  # apply the membership change first
         if self.config.pre_vote and not transfer:
             self._campaign(pre_vote=True, transfer=False)
@@ -637,11 +639,10 @@ class Raft:
         if self.id not in self.prs:
             raise ProposalDroppedError("this leader was removed from the cluster")
 
-    def _append_data(self, items: Iterable[bytes], kind: EntryType) -> None:
+    def _append_data(self, items: Iterable[bytes], kind: int) -> None:
         log = self.log
-        term = self.term
         index = log.last_index()
-        entries = list(map(new_entry, zip(repeat(term), count(index + 1), repeat(kind), items)))
+        entries = untracked_entries(self.term, index + 1, kind, items)
         if entries:
             log.append(entries)
             self._bcast_pending = True
@@ -659,7 +660,7 @@ class Raft:
         if self._lead_transferee != NONE or self.id not in self.prs:
             return  # dropped; the proposer retries
         for entry in m.entries:
-            if entry.type is _CONF_CHANGE:
+            if entry.type == _CONF_CHANGE:
                 if self._pending_conf_index > self.log.applied:
                     # Keep one change in flight at a time; this one is dropped.
                     self._append_data((b"",), _NORMAL)

@@ -1,5 +1,16 @@
-# C types for messages.py: the decoder's cursor.
+# C types for messages.py: the decoder's cursor, and entries built untracked
+# by the garbage collector.
 cimport cython
+
+
+cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(object op)
+
+
+cpdef untracked_entry(term, index, kind, bytes data)
+cdef inline void _put(object entry, Py_ssize_t position, object value) noexcept
+@cython.locals(out=list)
+cpdef list untracked_entries(term, first, kind, items)
 
 
 cdef class _Reader:

@@ -25,6 +25,8 @@ from __future__ import annotations
 import enum
 import functools
 import struct
+from collections.abc import Iterable
+from itertools import count, repeat
 from typing import NamedTuple
 
 import attrs
@@ -34,6 +36,9 @@ from blizzard.exceptions import MessageDecodeError
 
 if cython.compiled:
     from cython.cimports.blizzard.pmem._mem import u32_of, u64_of
+    from cython.cimports.cpython.ref import Py_INCREF
+    from cython.cimports.cpython.tuple import PyTuple_SET_ITEM
+    from cython.cimports.cpython.type import PyType_GenericAlloc
 
 __all__ = [
     "ConfChange",
@@ -62,6 +67,8 @@ __all__ = [
     "decode",
     "encode",
     "new_entry",
+    "untracked_entries",
+    "untracked_entry",
 ]
 
 NONE = 0  # "no node": node ids are >= 1.
@@ -70,6 +77,10 @@ U64_MAX = (1 << 64) - 1
 
 
 class EntryType(enum.IntEnum):
+    """The kinds of entry, by name. An ``Entry`` holds its type as the plain
+    int (``entry.type == EntryType.NORMAL`` holds either way), so an entry is
+    made of ints and bytes only and the garbage collector can ignore it."""
+
     NORMAL = 0
     CONF_CHANGE = 1
 
@@ -86,16 +97,59 @@ class Entry(NamedTuple):
     A named tuple rather than an attrs class because entries are created and
     copied per proposal on the hot path: ``new_entry((term, index, type, data))``
     builds one in C, several times faster than a generated ``__init__``.
+    ``type`` is an int, the value of an ``EntryType``.
     """
 
     term: int
     index: int
-    type: EntryType = EntryType.NORMAL
+    type: int = 0
     data: bytes = b""
 
 
 new_entry = functools.partial(tuple.__new__, Entry)
 """Build an ``Entry`` from a (term, index, type, data) tuple without Python code."""
+
+ENTRY_TYPE_COUNT = len(EntryType)  # wire values are 0 .. ENTRY_TYPE_COUNT - 1
+
+
+def untracked_entry(term: int, index: int, kind: int, data: bytes) -> Entry:
+    """``Entry(term, index, kind, data)``, which the garbage collector never visits.
+
+    Compiled, the entry is built in place (no argument tuples) and untracked
+    at once: it holds only ints and bytes, so it can be part of no reference
+    cycle. CPython untracks plain tuples of atoms by itself, but never a
+    tuple subclass, so without this every collection of the oldest
+    generation would walk every entry the log keeps in memory. Interpreted,
+    it is ``new_entry``.
+    """
+    if cython.compiled:
+        entry = PyType_GenericAlloc(Entry, 4)
+        PyObject_GC_UnTrack(entry)  # noqa: F821 (declared in messages.pxd)
+        _put(entry, 0, term)
+        _put(entry, 1, index)
+        _put(entry, 2, kind)
+        _put(entry, 3, data)
+        return entry
+    return new_entry((term, index, kind, data))
+
+
+def _put(entry: Entry, position: int, value: object) -> None:
+    """Fill a field of a tuple just allocated (compiled only)."""
+    Py_INCREF(value)
+    PyTuple_SET_ITEM(entry, position, value)
+
+
+def untracked_entries(term: int, first: int, kind: int, items: Iterable[bytes]) -> list[Entry]:
+    """Entries ``first, first + 1, ...`` of ``term`` and ``kind`` carrying ``items``,
+    built by ``untracked_entry`` (the leader's append)."""
+    if cython.compiled:
+        out = []
+        index = first
+        for data in items:
+            out.append(untracked_entry(term, index, kind, data))
+            index += 1
+        return out
+    return list(map(new_entry, zip(repeat(term), count(first), repeat(kind), items)))
 
 
 @attrs.frozen
@@ -326,8 +380,7 @@ _RESP = struct.Struct("<B")  # reject
 _COMMIT = struct.Struct("<Q")
 _SNAP_META = struct.Struct("<QQ")
 
-_ENTRY_TYPES = tuple(EntryType)  # indexed by the wire value
-assert all(kind == position for position, kind in enumerate(_ENTRY_TYPES))
+assert [int(kind) for kind in EntryType] == list(range(ENTRY_TYPE_COUNT))
 _KINDS: tuple[type, ...] = (
     MsgApp,
     MsgAppResp,
@@ -446,7 +499,6 @@ class _Reader:
         pos = self.pos
         unpack_from = _ENTRY.unpack_from
         header = _ENTRY.size
-        types = _ENTRY_TYPES
         out = []
         append = out.append
         for _ in range(count):
@@ -460,11 +512,14 @@ class _Reader:
             else:
                 term, index, kind, length = unpack_from(buf, pos)
             pos += header
-            if kind >= len(types):
+            if kind >= ENTRY_TYPE_COUNT:
                 raise MessageDecodeError(f"unknown entry type {kind}")
             if pos + length > end:
                 raise MessageDecodeError("truncated frame")
-            append(new_entry((term, index, types[kind], buf[pos : pos + length])))
+            if cython.compiled:
+                append(untracked_entry(term, index, kind, buf[pos : pos + length]))
+            else:  # the same entry, without a Python call more
+                append(new_entry((term, index, kind, buf[pos : pos + length])))
             pos += length
         self.pos = pos
         return tuple(out)

@@ -64,12 +64,13 @@ from zlib import crc32
 from blizzard.exceptions import BlizzardError, LogCorruptError, SnapshotOutOfDateError
 from blizzard.pmem import Pool
 from blizzard.replication.raft.messages import (
+    ENTRY_TYPE_COUNT,
     ConfState,
     Entry,
-    EntryType,
     HardState,
     Snapshot,
     SnapshotMeta,
+    untracked_entry,
 )
 from blizzard.replication.raft.storage import EntryListReads
 
@@ -158,12 +159,12 @@ class PmemStorage(EntryListReads):
                     break
                 crc, n, term, rec_index, kind = RECORD.unpack_from(buf, pos)
                 body_end = pos + RECORD_HEADER_SIZE + n
-                if (rec_index != index or body_end > end or kind > 1
+                if (rec_index != index or body_end > end or kind >= ENTRY_TYPE_COUNT
                         or crc != crc32(buf[pos + 4:body_end], prev)):
                     break
                 if index > offset:
-                    entries.append(Entry(term, index, EntryType(kind),
-                                         bytes(buf[pos + RECORD_HEADER_SIZE:body_end])))
+                    entries.append(untracked_entry(term, index, kind,
+                                                   bytes(buf[pos + RECORD_HEADER_SIZE:body_end])))
                     positions.append(pos)
                 prev = crc
                 index += 1

@@ -4,12 +4,14 @@ everything acknowledged."""
 
 from __future__ import annotations
 
+import gc
 import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from blizzard import _compiled
 from blizzard.pmem import CrashSimMedia, DramMedia, Pool, all_or_nothing, random_chooser
 from blizzard.replication.raft.messages import (
     ConfState,
@@ -103,6 +105,9 @@ def test_append_read_reopen(tmp_path):
         log = PmemStorage(pool)
         assert log.first_index() == 101 and log.last_index() == 199
         assert log.entries(101, 200) == entries[100:]
+        # Read back as the hot paths build them: ints and bytes, untracked when compiled.
+        assert {(type(e.type), gc.is_tracked(e)) for e in log.entries(101, 200)} == {
+            (int, not _compiled.compiled())}
         assert log.initial_state() == (HardState(1, 2, 50), ConfState((1, 2, 3)))
         assert log.snapshot().data == b"state"
         with pytest.raises(CompactedError):

@@ -3,10 +3,12 @@ transfer, snapshots, membership changes, learners, batching and pipelining."""
 
 from __future__ import annotations
 
+import gc
 import random
 
 import pytest
 
+from blizzard import _compiled
 from blizzard.exceptions import ProposalDroppedError
 from blizzard.replication.raft.core import Config, Raft, Role
 from blizzard.replication.raft.messages import (
@@ -103,6 +105,25 @@ def test_follower_forwards_proposals_to_the_leader():
     assert any(type(m) is MsgProp for m in net.nodes[3].msgs)
     net.stabilize()
     assert net.data_applied(1) == [b"via 3"]
+
+
+def test_entries_a_leader_appends_or_forwards_hold_ints_and_escape_the_collector():
+    """The log's entries are ints and bytes only (the type too), so the
+    collector need not walk them; the compiled build untracks them when built."""
+    net = Network(3)
+    net.elect(1)
+    net.nodes[3].propose(b"via 3")
+    net.nodes[1].propose_batch([b"a", b"b"])
+    net.nodes[1].propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, 4))
+    forwarded = [e for m in net.nodes[3].msgs if type(m) is MsgProp for e in m.entries]
+    net.stabilize()
+    logs = [net.storages[node].entries(1, net.storages[node].last_index() + 1)
+            for node in (1, 2, 3)]
+    assert [e.type for e in logs[0]] == [0, 0, 0, 1, 0]  # the empty entry, a, b, change, via 3
+    assert [e.data for e in logs[0]][1:3] == [b"a", b"b"]
+    expected = {(int, int, int, bytes, not _compiled.compiled())}
+    for entry in [*forwarded, *logs[0], *logs[1], *logs[2]]:
+        assert {(*map(type, entry), gc.is_tracked(entry))} == expected, entry
 
 
 def test_proposal_without_leader_is_dropped():

@@ -15,7 +15,8 @@ order an Op meets them on a follower:
     the Raft log wrote entry data that lived elsewhere into its records;
 ``log_to_apply``
     applying cut an Op's bytes out of its entry before handing them to the
-    structures (stripping the session envelope from a ``bytes`` entry);
+    structures (stripping the session envelope from a ``bytes`` entry; none
+    when the registry reads each Op where it lies, after its envelope);
 ``apply_to_structure``
     the Op's argument bytes (key, value) the structures copied into their
     own blocks: the one copy that must remain.

@@ -20,13 +20,15 @@ cdef class SessionStateMachine:
     cdef unsigned long long[::1] _u64
     cdef public Py_ssize_t _applied
     cdef Py_ssize_t _capacity, _off, _slots
+    cdef bint _in_place
 
     @cython.locals(tx=Transaction, results=list, fresh=list, fresh_at=list, owners=list,
-                   latest=dict, last_applied=Py_ssize_t, copies=dict,
+                   latest=dict, last_applied=Py_ssize_t, copies=dict, in_place=bint,
                    position=Py_ssize_t, index=Py_ssize_t, version=int, client=cython.ulonglong,
                    seq=cython.ulonglong, done_seq=cython.ulonglong, seen=tuple,
                    last=Py_ssize_t)
     cpdef list apply(self, batch)
+    cpdef _inner_apply(self, list fresh)
     cpdef _stamp(self, Transaction tx, Py_ssize_t index)
     @cython.locals(capacity=Py_ssize_t, start=Py_ssize_t, i=Py_ssize_t, pos=Py_ssize_t)
     cpdef Py_ssize_t _slot_of(self, unsigned long long client) except -2

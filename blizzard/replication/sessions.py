@@ -145,6 +145,9 @@ class SessionStateMachine:
     def __init__(self, inner: StateMachine, pool: Pool, *,
                  capacity: int = CAPACITY_DEFAULT) -> None:
         self._inner = inner
+        # A registry applies each Op where it lies in its entry, after the envelope
+        # (``apply_at``); other state machines get the Op cut out of its entry.
+        self._in_place = hasattr(inner, "apply_at")
         self._pool = pool
         self._buf = pool.buf
         self._transaction = pool.transaction
@@ -162,8 +165,9 @@ class SessionStateMachine:
 
     def count_copies(self, copies) -> None:
         """Count, in ``copies`` (a :class:`~blizzard.replication.copies.Copies`),
-        the Op bytes cut out of ``bytes`` entries (``log_to_apply``); the inner
-        state machine counts its own stages if it can."""
+        the Op bytes cut out of ``bytes`` entries (``log_to_apply``: none when
+        the inner state machine applies them in place); the inner state machine
+        counts its own stages if it can."""
         self._copies = copies.counts
         count_copies = getattr(self._inner, "count_copies", None)
         if count_copies is not None:
@@ -259,6 +263,7 @@ class SessionStateMachine:
         latest: dict[int, tuple[int, int]] = {}  # client -> (seq, position) within this batch
         last_applied = self.last_applied
         copies = self._copies
+        in_place = self._in_place
         unpack = ENVELOPE.unpack_from
         for position, (index, data) in enumerate(batch):
             if index <= last_applied or not data:
@@ -280,15 +285,18 @@ class SessionStateMachine:
                     continue
                 latest[client] = (seq, position)
                 owners.append((position, client, seq))
-            op = data[ENVELOPE_SIZE:]  # a copy when ``data`` is bytes, a view over a view
-            fresh.append((index, op))
+            if in_place:
+                fresh.append((index, data))
+            else:
+                op = data[ENVELOPE_SIZE:]  # a copy when ``data`` is bytes, a view over a view
+                fresh.append((index, op))
+                if copies is not None and type(op) is not memoryview:
+                    copies["log_to_apply"] += len(op)
             fresh_at.append(position)
-            if copies is not None and type(op) is not memoryview:
-                copies["log_to_apply"] += len(op)
         last = batch[-1][0]
         try:
             with self._transaction() as tx:
-                inner_results = self._inner.apply(fresh) if fresh else []
+                inner_results = self._inner_apply(fresh) if fresh else []
                 for position, result in zip(fresh_at, inner_results, strict=True):
                     results[position] = result
                 for position, client, seq in owners:
@@ -306,6 +314,12 @@ class SessionStateMachine:
                 results[position] = self._duplicate(result, results)
         return results
 
+    def _inner_apply(self, fresh: list[tuple[int, bytes]]) -> list[Any]:
+        """The inner state machine's apply of the fresh entries (see ``_in_place``)."""
+        if self._in_place:
+            return self._inner.apply_at(fresh, ENVELOPE_SIZE)
+        return self._inner.apply(fresh)
+
     def _stamp(self, tx: Transaction, index: int) -> None:
         """Record ``index`` as the last one applied through this table (undo-logged)."""
         tx.add(self._off + 8, 8)
@@ -316,7 +330,7 @@ class SessionStateMachine:
         for (index, op), position in zip(fresh, fresh_at, strict=True):
             try:
                 with self._pool.transaction() as tx:
-                    result = self._inner.apply([(index, op)])[0]
+                    result = self._inner_apply([(index, op)])[0]
                     self._finish_entry(tx, index, position, result, owner_of, latest, results)
             except PoolFullError as exc:
                 with self._pool.transaction() as tx:

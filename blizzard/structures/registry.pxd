@@ -13,8 +13,9 @@ cdef class Registry:
 
     @cython.locals(core=CoreBase, version=int, code=int, n=Py_ssize_t, a=Py_ssize_t, data=bytes)
     cpdef apply_one(self, Py_ssize_t index, record)
-    @cython.locals(applied=Py_ssize_t, index=Py_ssize_t)
     cpdef list apply(self, batch)
+    @cython.locals(applied=Py_ssize_t, index=Py_ssize_t)
+    cpdef list apply_at(self, batch, Py_ssize_t start)
     @cython.locals(core=CoreBase, version=int, code=int, n=Py_ssize_t, a=Py_ssize_t,
-                   size=Py_ssize_t)
-    cpdef _apply(self, tx, Py_ssize_t index, record)
+                   size=Py_ssize_t, name_end=Py_ssize_t)
+    cpdef _apply(self, tx, Py_ssize_t index, record, Py_ssize_t start=*)

@@ -249,6 +249,12 @@ class Registry:
 
     def apply(self, batch: list[tuple[int, bytes]]) -> list[Any]:
         """Apply committed entries in one transaction; see the StateMachine contract."""
+        return self.apply_at(batch, 0)
+
+    def apply_at(self, batch: list[tuple[int, bytes]], start: int) -> list[Any]:
+        """:meth:`apply` of entries whose Op record begins ``start`` bytes in (after
+        a session envelope, say): the cores read each record where it lies, so
+        no copy of it is cut out of its entry."""
         results: list[Any] = []
         applied = self._applied
         self.txgen += 1
@@ -259,26 +265,31 @@ class Registry:
                 if index <= applied:
                     results.append(None)
                     continue
-                results.append(self._apply(tx, index, record))
+                results.append(self._apply(tx, index, record, start))
                 applied = index
         self._applied = applied
         return results
 
-    def _apply(self, tx: Transaction, index: int, record: bytes) -> Any:
+    def _apply(self, tx: Transaction, index: int, record: bytes, start: int = 0) -> Any:
+        """Apply the Op record at ``record[start:]`` (it runs to the end)."""
         if type(record) is not bytes:
             record = bytes(record)  # the cores read records as bytes
         try:
-            size = len(record)
+            size = len(record) - start
             if size < 8:
-                ops.decode_head(record)  # raises the precise error
-            version, code, n, a = record[0], record[1], record[2], u32_of(record, 4)
+                ops.decode_head(record[start:])  # raises the precise error
+            version, code = record[start], record[start + 1]
+            n, a = record[start + 2], u32_of(record, start + 4)
             if version != OP_VERSION or 8 + n + a != size:
-                ops.decode_head(record)
-            core = self._cores.get(record[8:8 + n])
+                ops.decode_head(record[start:])
+            name_end = start + 8 + n
+            core = self._cores.get(record[start + 8:name_end])
             if core is not None and code >> 4 == core.opgroup:
                 if self._copies is not None:
                     self._copies["apply_to_structure"] += size - 8 - n
-                return core.apply(tx, index, code, record, 8 + n)
+                return core.apply(tx, index, code, record, name_end)
+            if start:  # the rare Ops below read their record from its start
+                record = record[start:]
             if code == OpCode.CREATE:
                 result = self._create(tx, record, 8 + n, 8 + n)
             elif code == OpCode.DROP:

@@ -78,6 +78,24 @@ def test_invalid_ops_are_results_and_still_count():
     reg.check()
 
 
+def test_records_are_applied_where_they_lie_after_a_prefix():
+    """apply_at(batch, start) reads each Op after ``start`` bytes of its entry (a
+    session envelope): the same results, errors and pool as apply of the bare Ops."""
+    entries = [(1, create("m")), (2, put("m", b"a", b"1")), (3, b"\x01junk"),
+               (4, put("nope", b"k", b"v")), (5, ops.encode(Op("m", OpCode.QUEUE_GET))),
+               (6, ops.encode(Op("m", OpCode.MAP_POP, (b"a",)))),
+               (7, ops.encode(Op("m", OpCode.DROP))), (8, b"")]
+    image = bytes(Pool.create(DramMedia(16 << 20)).buf)
+    pool, other_pool = (Pool.open(DramMedia.from_bytes(image)) for _ in range(2))
+    reg, other = registry_for(pool), registry_for(other_pool)
+    bare = reg.apply(entries)
+    prefixed = other.apply_at([(i, b"ENVELOPE-" + op) for i, op in entries], 9)
+    assert [(type(r), str(r)) for r in prefixed] == [(type(r), str(r)) for r in bare]
+    assert bare[5] == b"1" and bare[6] is None
+    assert other.last_applied == reg.last_applied == 8
+    assert bytes(other_pool.buf) == bytes(pool.buf)
+
+
 def test_an_exception_rolls_the_whole_batch_back():
     pool = Pool.create(DramMedia(2 << 20))
     reg = registry_for(pool)

@@ -158,14 +158,21 @@ def sync_latency(n: int, put: Callable[[int], None], max_seconds: float) -> dict
 
 
 def serve(handlers: dict[str, Callable[..., Any]], ready: dict[str, Any]) -> int:
-    """The command loop: one JSON reply per line read, until ``quit`` or EOF."""
+    """The command loop: one JSON reply per line read, until ``quit`` or EOF.
+
+    Every system's node freezes its start-up heap first, as ``blizzard serve``
+    does (:mod:`blizzard._heap`): the same for all, PySyncObj's included.
+    """
+    from blizzard._heap import freeze_startup_heap
+
+    frozen = freeze_startup_heap()
     out = sys.stdout
 
     def reply(obj: Any) -> None:
         out.write(json.dumps(obj) + "\n")
         out.flush()
 
-    reply({"ready": True, **ready})
+    reply({"ready": True, "heap_frozen": frozen, **ready})
     for line in sys.stdin:
         words = line.split()
         if not words:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import faulthandler
+import gc
 import json
 import logging
 import os
@@ -456,7 +457,8 @@ class ClientServer:
         status = self.replicator.node.status()
         status.update(pid=os.getpid(), client=f"{self.address[0]}:{self.address[1]}",
                       requests=self.requests, refused=self.refused,
-                      connections=len(self._connections))
+                      connections=len(self._connections),
+                      heap_frozen=gc.get_freeze_count())  # see blizzard._heap
         return status
 
 

@@ -58,6 +58,8 @@ def test_cluster_up_status_down(data_dir):
 
     with connect(config) as client:
         client.hashmap("m")[b"k"] = b"v"
+        # each `blizzard serve` froze its start-up heap (blizzard._heap)
+        assert all(s["heap_frozen"] > 10_000 for s in client.node_statuses().values())
 
     status = _run("cluster", "status", "--config", str(config))
     assert status.returncode == 0, status.stderr

@@ -3,5 +3,5 @@ cimport cython
 
 
 cpdef list batch_of(committed, normal)
-@cython.locals(key=tuple, waiter=tuple)
+@cython.locals(key=tuple, waiter=tuple, size=Py_ssize_t)
 cpdef settle(list batch, results, dict waiting, dict forwarded, set led)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from blizzard.replication.sessions import ENVELOPE
+from blizzard.replication.sessions import ENVELOPE, ENVELOPE_VERSION
 
 #: ``callback(key, result, error)``, the outcome of a submitted entry (node.Settled).
 _Settled = Callable[[tuple[int, int], Any, BaseException | None], None]
@@ -32,10 +32,16 @@ def settle(batch: list[tuple[int, bytes]], results: Sequence[Any],
            forwarded: dict[tuple[int, int], None], led: set[tuple[int, int]]) -> None:
     """Hand each applied entry's result to the callback waiting for it, if any;
     an entry applied is no longer forwarded (a new forward of its key is
-    another request's) nor held on the leader's word (``led``)."""
+    another request's) nor held on the leader's word (``led``).
+
+    An entry that is not a session envelope (too short, another version: the
+    state machine answered it with an EnvelopeError) has no waiter: no node
+    submits one, so it settles nothing.
+    """
     unpack = ENVELOPE.unpack_from
+    size = ENVELOPE.size
     for (_, data), result in zip(batch, results, strict=True):
-        if not data:
+        if len(data) < size or data[0] != ENVELOPE_VERSION:
             continue
         _, client, seq = unpack(data, 0)
         key = (client, seq)

@@ -112,6 +112,23 @@ def test_a_malformed_frame_is_counted_and_dropped():
     assert sum(n.raft.role == Role.LEADER for n in nodes.values()) == 1
 
 
+def test_a_committed_entry_that_is_not_an_envelope_settles_nothing_and_breaks_nothing():
+    # Only envelopes are submitted through a node, but the log may hold other
+    # data (an older writer, a bug elsewhere): every replica must apply past
+    # it, and settle the entries waiting beside it.
+    nodes, run, _ = cluster()
+    run(ticks=40)
+    leader = next(n for n in nodes.values() if n.raft.role == Role.LEADER)
+    answers = []
+    create = ops.encode(ops.Op("m", ops.OpCode.CREATE, (b"phashmap", b"bytes", b"bytes")))
+    leader.submit(wrap(7, 1, create), lambda key, result, error: answers.append((key, error)))
+    leader.raft.propose_batch([b"\x01short", b"\x09" + bytes(20)])  # too short; a bad version
+    run()  # the three commit in one batch while (7, 1) waits
+    assert answers == [((7, 1), None)]
+    assert len({n.applied for n in nodes.values()}) == 1
+    assert all(n.state_machine._inner.core("m") is not None for n in nodes.values())
+
+
 def test_a_waiting_entry_is_proposed_again_when_a_new_leader_is_known():
     """The leader dies with a forwarded entry; no requester retries: the node
     proposes it again as soon as it learns the new leader, and it applies once."""

@@ -15,6 +15,7 @@ cpdef bint equal(unsigned char[::1] u8, Py_ssize_t off, bytes data) noexcept
 cpdef void move(unsigned char[::1] u8, Py_ssize_t target, Py_ssize_t source, Py_ssize_t n) noexcept
 cpdef void fill_zero(unsigned char[::1] u8, Py_ssize_t off, Py_ssize_t n) noexcept
 cpdef unsigned int crc32(unsigned char[::1] u8, Py_ssize_t off, Py_ssize_t n, unsigned int crc=*) noexcept
+cpdef unsigned int crc32_bytes(bytes data) noexcept
 cpdef size_t address(unsigned char[::1] u8) noexcept
 cdef void call_range(size_t function, size_t address, size_t n) noexcept nogil
 cdef void call_fence(size_t function) noexcept nogil

@@ -90,6 +90,13 @@ def crc32(u8: memoryview, off: int, n: int, crc: int = 0) -> int:
     return zlib.crc32(u8[off:off + n], crc)
 
 
+def crc32_bytes(data: bytes) -> int:
+    """``zlib.crc32(data)``, without a call through Python when compiled (a key's hash)."""
+    if cython.compiled:
+        return zcrc32(0, cython.cast("const_bytes", data), len(data))
+    return zlib.crc32(data)
+
+
 def address(u8: memoryview) -> int:
     """The address of ``u8[0]`` (compiled builds; 0 interpreted, where nothing uses it)."""
     if cython.compiled:

@@ -8,6 +8,7 @@ cpdef enum:
     TOP_OFF = 128
     TOP_MAX = 1024
     PAGE_BYTES = 4096
+    PAGE_SHIFT = 12
     SLOTS = 32
     SLOTS_OFF = 16
     HEAP_START = 272
@@ -23,12 +24,12 @@ cdef class HashCore(CoreBase):
     cdef public Py_ssize_t count, nbuckets, lo_mask, hi_mask, split
     cdef Py_ssize_t _applied
     cdef public list pages, segs
-    cdef dict _tops
+    cdef unsigned short[::1] _tops
 
     @cython.locals(klen=Py_ssize_t, b=Py_ssize_t, page=Py_ssize_t, slots=Py_ssize_t,
                    i=Py_ssize_t, s=uint64_t, e=Py_ssize_t)
-    cpdef find(self, bytes kb, uint32_t h)
-    @cython.locals(n=Py_ssize_t, e=Py_ssize_t, s=uint64_t, page=Py_ssize_t,
+    cpdef (Py_ssize_t, Py_ssize_t, uint64_t) find(self, bytes kb, uint32_t h)
+    @cython.locals(n=Py_ssize_t, e=Py_ssize_t, s=uint64_t, page=Py_ssize_t, _i=Py_ssize_t,
                    start=Py_ssize_t)
     cpdef get(self, bytes kb)
     @cython.locals(v=uint32_t, ke=Py_ssize_t)
@@ -48,6 +49,9 @@ cdef class HashCore(CoreBase):
                    page=Py_ssize_t, i=Py_ssize_t, old=uint64_t,
                    old_block=Py_ssize_t, top=Py_ssize_t)
     cpdef put(self, Transaction tx, bytes kb, bytes value, Py_ssize_t vstart=*)
+    @cython.locals(h=uint32_t, page=Py_ssize_t, i=Py_ssize_t, slot=uint64_t, e=Py_ssize_t,
+                   block=Py_ssize_t, b=Py_ssize_t)
+    cpdef delete(self, Transaction tx, bytes kb, bint want_value)
     @cython.locals(ke=Py_ssize_t)
     cpdef Py_ssize_t _block_of(self, Py_ssize_t e) except -1
     @cython.locals(prev=Py_ssize_t, page=Py_ssize_t, slots=Py_ssize_t, free=Py_ssize_t,
@@ -62,12 +66,14 @@ cdef class HashCore(CoreBase):
                    i=Py_ssize_t, s=uint64_t, e=Py_ssize_t, n=Py_ssize_t)
     cpdef Py_ssize_t _compact(self, Transaction tx, Py_ssize_t b, Py_ssize_t prev,
                               Py_ssize_t page) except -1
-    @cython.locals(first=Py_ssize_t, page=Py_ssize_t, top=Py_ssize_t, slot=Py_ssize_t,
-                   h=uint64_t, e=Py_ssize_t, n=Py_ssize_t, nxt=Py_ssize_t)
-    cpdef Py_ssize_t _build(self, Transaction tx, list entries) except -1
+    @cython.locals(fresh=Py_ssize_t, page=Py_ssize_t, top=Py_ssize_t, slot=Py_ssize_t,
+                   source=Py_ssize_t, slots=Py_ssize_t, i=Py_ssize_t, s=uint64_t,
+                   e=Py_ssize_t, n=Py_ssize_t, nxt=Py_ssize_t)
+    cpdef Py_ssize_t _build(self, Transaction tx, Py_ssize_t first, Py_ssize_t second,
+                            uint64_t mask, uint64_t want) except -1
     cdef _link(self, Transaction tx, Py_ssize_t b, Py_ssize_t prev, Py_ssize_t page)
     @cython.locals(word=Py_ssize_t)
     cdef _set_dir(self, Transaction tx, Py_ssize_t b, Py_ssize_t page)
 
 
-cpdef Py_ssize_t new_page(Transaction tx) except -1
+cpdef Py_ssize_t new_page(Transaction tx, unsigned char[::1] u8) except -1

@@ -58,7 +58,10 @@ Why it is shaped so:
 * The next free heap byte of a page (``_tops``) is volatile, recomputed from
   the slots the first time a page is touched after open or abort; it only
   grows otherwise, so a transaction never overwrites an entry that a roll
-  back could make live again.
+  back could make live again. It is kept in an array indexed by page
+  number, ``offset >> PAGE_SHIFT`` (two 4 KiB blocks never share one): 2
+  bytes per 4 KiB of pool, and a lookup is one load, where a dict of the
+  pages of a large map cost a few cache misses.
 
 Typed Python: C types in ``_hashcore.pxd``; the pool's words are read and
 written through the core's views (``u64[off >> 3]``, see ``blizzard.pmem._mem``).
@@ -66,11 +69,11 @@ written through the core's views (``u64[off >> 3]``, see ``blizzard.pmem._mem``)
 
 from __future__ import annotations
 
+import array
 import itertools
 import struct
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
-from zlib import crc32
 
 import cython
 
@@ -78,8 +81,10 @@ from blizzard.exceptions import OpDecodeError, StructureCorruptError
 from blizzard.structures._corebase import CoreBase
 
 if cython.compiled:
+    from cython.cimports.blizzard.pmem._mem import crc32_bytes as crc32
     from cython.cimports.blizzard.pmem._mem import (
         equal,
+        fill_zero,
         find_low32,
         get_u64,
         move,
@@ -96,8 +101,11 @@ if cython.compiled:
         key_bounds,
     )
 else:
+    from zlib import crc32
+
     from blizzard.pmem._mem import (
         equal,
+        fill_zero,
         find_low32,
         get_u64,
         move,
@@ -120,6 +128,7 @@ if not cython.compiled:  # the compiled build has these as C constants (_hashcor
     TOP_OFF = 128
     TOP_MAX = 1024
     PAGE_BYTES = 4096
+    PAGE_SHIFT = 12  # page >> PAGE_SHIFT: the page's number (index of its top in _tops)
     SLOTS = 32
     SLOTS_OFF = 16
     HEAP_START = 272  # SLOTS_OFF + SLOTS * 8
@@ -133,6 +142,8 @@ HEADER_BYTES = TOP_OFF + TOP_MAX * 8
 BUCKETS_MAX = TOP_MAX * SEG_SLOTS
 KEY_BYTES_MAX = INLINE_MAX - 24 - 8
 assert HEAP_START == SLOTS_OFF + SLOTS * 8
+assert PAGE_BYTES == 1 << PAGE_SHIFT
+assert PAGE_BYTES < 1 << 16  # a page's top fits a u16 of _tops
 assert HEAP_START + INLINE_MAX <= PAGE_BYTES
 assert LOAD_MERGE * 2 < LOAD_SPLIT < SLOTS
 assert SEG_SLOTS & (SEG_SLOTS - 1) == 0
@@ -144,7 +155,6 @@ _EXT = struct.Struct("<QQ")
 _HOT = struct.Struct("<QQQ")  # count, applied, nbuckets at +8
 _SLOTS = struct.Struct(f"<{SLOTS}Q")
 POS_MASK = 0xFFFF << 32  # a slot's entry position
-_ZERO_HEAD = bytes(HEAP_START)
 _NOT_FOUND = None
 
 
@@ -173,7 +183,7 @@ class HashCore(CoreBase):
         buf = registry.pool.buf
         off = cls._new_header(tx, key_codec, value_codec)
         seg = tx.alloc(SEG_BYTES, zero=True)
-        page = new_page(tx)
+        page = new_page(tx, buf)
         _U64.pack_into(buf, seg, page)
         _U64.pack_into(buf, off + TOP_OFF, seg)
         _U64.pack_into(buf, off + 24, 1)
@@ -198,7 +208,8 @@ class HashCore(CoreBase):
             pages.extend(struct.unpack_from(f"<{want}Q", buf, seg))
         self.pages = pages
         self._set_buckets(nbuckets)
-        self._tops: dict[int, int] = {}
+        # the next free heap byte of each page touched since, by page number; 0: not known
+        self._tops = array.array("H", bytes(2 * ((self.pool.size >> PAGE_SHIFT) + 1)))
         self._serial = 0  # the transaction that last undo-logged the hot header fields
 
     def _set_buckets(self, nbuckets: int) -> None:
@@ -225,15 +236,14 @@ class HashCore(CoreBase):
         b = h & self.lo_mask
         return h & self.hi_mask if b < self.split else b
 
-    def find(self, kb: bytes, h: int) -> tuple[int, int, int] | None:
-        """``(page, slot byte index in the page, slot)`` of key ``kb``, or None.
+    def find(self, kb: bytes, h: int) -> tuple[int, int, int]:
+        """``(page, slot byte index in the page, slot)`` of key ``kb``; page 0 if absent.
 
         Cost: per page of the bucket's chain, a scan of its slots for the
-        hash; a key comparison per slot whose hash matches.
+        hash; a key comparison per slot whose hash matches. (Compiled, the
+        triple is a C struct, and the views are read through ``self``: a view
+        bound to a local costs two atomic reference-count updates per call.)
         """
-        u8 = self.u8
-        u32 = self.u32
-        u64 = self.u64
         klen = len(kb)
         b = h & self.lo_mask
         if b < self.split:
@@ -241,18 +251,18 @@ class HashCore(CoreBase):
         page = self.pages[b]
         while page:
             slots = (page + SLOTS_OFF) >> 3
-            i = find_low32(u64, slots, SLOTS, h, 0)
+            i = find_low32(self.u64, slots, SLOTS, h, 0)
             while i >= 0:
-                s = u64[slots + i]
+                s = self.u64[slots + i]
                 e = page + ((s >> 32) & 0xFFFF)
                 # a live slot whose entry has this key's length and bytes
-                if e != page and u32[(e >> 2) + 1] == klen and equal(u8, e + 8, kb):
+                if e != page and self.u32[(e >> 2) + 1] == klen and equal(self.u8, e + 8, kb):
                     return page, SLOTS_OFF + 8 * i, s
-                i = find_low32(u64, slots, SLOTS, h, i + 1)
-            page = u64[page >> 3]
-        return None
+                i = find_low32(self.u64, slots, SLOTS, h, i + 1)
+            page = self.u64[page >> 3]
+        return 0, 0, 0
 
-    def _find_interpreted(self, kb: bytes, h: int) -> tuple[int, int, int] | None:
+    def _find_interpreted(self, kb: bytes, h: int) -> tuple[int, int, int]:
         """``find`` as the interpreted build runs it fastest (it is ``find`` there).
 
         The same search, shaped for the interpreter: each index into a view
@@ -279,7 +289,7 @@ class HashCore(CoreBase):
                         return page, i, s
                 i = raw.find(hb, i + 1)
             page = _U64.unpack_from(raw, 0)[0]
-        return None
+        return 0, 0, 0
 
     def get(self, kb: bytes) -> bytes | None:
         """The value stored under ``kb``, or None. Cost: one page read per chain page.
@@ -287,10 +297,9 @@ class HashCore(CoreBase):
         The slot gives the entry's position and exact length (``n``, for an
         inline value), so a hit copies the value out with no further reads.
         """
-        found = self.find(kb, crc32(kb))
-        if found is None:
+        page, _i, s = self.find(kb, crc32(kb))
+        if not page:
             return None
-        page, _, s = found
         n = s >> 48
         e = page + ((s >> 32) & 0xFFFF)
         if n:
@@ -355,7 +364,7 @@ class HashCore(CoreBase):
         one holding ``after`` on, and sorts each (at most a chain's entries).
         """
         buf = self.buf
-        cursor = None if after is None else (_rev32(crc32(after)), bytes(after))
+        cursor = None if after is None else (_rev32(crc32(bytes(after))), bytes(after))
         r = 0 if cursor is None else cursor[0]
         out: list[tuple[bytes, bytes | None]] = []
         level = self.nbuckets.bit_length() - 1
@@ -410,8 +419,8 @@ class HashCore(CoreBase):
 
     def _top(self, page: int) -> int:
         """Next free heap offset of ``page`` (computed on first touch, then cached)."""
-        cached = self._tops.get(page)
-        if cached is not None:
+        cached = self._tops[page >> PAGE_SHIFT]
+        if cached:
             return cached
         u64 = self.u64
         slots = (page + SLOTS_OFF) >> 3
@@ -422,7 +431,7 @@ class HashCore(CoreBase):
                 end = ((s >> 32) & 0xFFFF) + self._size_at(page + ((s >> 32) & 0xFFFF))
                 if end > top:
                     top = end
-        self._tops[page] = top
+        self._tops[page >> PAGE_SHIFT] = top
         return top
 
     def _write_entry(self, tx: Transaction, at: int, kb: bytes, value: bytes, vstart: int,
@@ -430,25 +439,24 @@ class HashCore(CoreBase):
         """Store an entry at ``at`` (free heap): flushed now, durable at the commit's fence,
         never undo-logged (no committed slot references free heap). Its value is
         ``value[vstart:]``, or lives in ``block``."""
-        u32 = self.u32
         klen = len(kb)
         vlen = len(value) - vstart
         ke = at + 8 + klen
-        u32[(at >> 2) + 1] = klen
+        self.u32[(at >> 2) + 1] = klen
         write(self.u8, at + 8, kb)
         if block:
-            u32[at >> 2] = EXT
+            self.u32[at >> 2] = EXT
             set_u64(self.u8, ke, vlen)
             set_u64(self.u8, ke + 8, block)
             tx.flush(at, ke + 16 - at)
         else:
-            u32[at >> 2] = vlen
+            self.u32[at >> 2] = vlen
             write_from(self.u8, ke, value, vstart, vlen)
             tx.flush(at, ke + vlen - at)
 
     def _set_slot(self, tx: Transaction, page: int, i: int, value: int) -> None:
         """Undo-log and store slot byte index ``i`` of ``page``."""
-        if page not in self._tops:
+        if not self._tops[page >> PAGE_SHIFT]:
             self._top(page)  # before the first change: see the module docstring
         tx.add(page + i, 8)
         self.u64[(page + i) >> 3] = value
@@ -469,8 +477,8 @@ class HashCore(CoreBase):
         else:
             need = (n + 7) & ~7
         tag = h | (n << 48)
-        found = self.find(kb, h)
-        if found is None:
+        page, i, old = self.find(kb, h)
+        if not page:
             b = h & self.lo_mask
             if b < self.split:
                 b = h & self.hi_mask
@@ -479,12 +487,11 @@ class HashCore(CoreBase):
             if self.count > LOAD_SPLIT * self.nbuckets and self.nbuckets < BUCKETS_MAX:
                 self._split(tx)
             return
-        page, i, old = found
         old_block = 0 if old >> 48 else self._block_of(page + ((old >> 32) & 0xFFFF))
         top = self._top(page)
         if top + need <= PAGE_BYTES:
             self._write_entry(tx, page + top, kb, value, vstart, block)
-            self._tops[page] = top + need
+            self._tops[page >> PAGE_SHIFT] = top + need
             tx.add(page + i, 8)
             self.u64[(page + i) >> 3] = tag | (top << 32)
         else:
@@ -523,16 +530,16 @@ class HashCore(CoreBase):
                     page = self._compact(tx, b, prev, page)
                     top = self._top(page)
                 self._write_entry(tx, page + top, kb, value, vstart, block)
-                self._tops[page] = top + need
+                self._tops[page >> PAGE_SHIFT] = top + need
                 self._set_slot(tx, page, SLOTS_OFF + 8 * free, tag | (top << 32))
                 return
             prev = page
             page = u64[page >> 3]
-        page = new_page(tx)
+        page = new_page(tx, self.u8)
         top = HEAP_START
         self._write_entry(tx, page + top, kb, value, vstart, block)
         u64[(page + SLOTS_OFF) >> 3] = tag | (top << 32)
-        self._tops[page] = top + need
+        self._tops[page >> PAGE_SHIFT] = top + need
         self._link(tx, b, prev, page)
 
     def _live_bytes(self, page: int) -> int:
@@ -571,7 +578,7 @@ class HashCore(CoreBase):
     def _compact(self, tx: Transaction, b: int, prev: int, page: int) -> int:
         """Replace ``page`` by a fresh copy holding only its live entries."""
         u64 = self.u64
-        fresh = new_page(tx)
+        fresh = new_page(tx, self.u8)
         u64[fresh >> 3] = u64[page >> 3]  # the next page
         old_slots = (page + SLOTS_OFF) >> 3
         new_slots = (fresh + SLOTS_OFF) >> 3
@@ -584,19 +591,18 @@ class HashCore(CoreBase):
                 move(self.u8, fresh + top, e, n)
                 u64[new_slots + i] = (s & ~POS_MASK) | (top << 32)
                 top += n
-        self._tops[fresh] = top
+        self._tops[fresh >> PAGE_SHIFT] = top
         self._link(tx, b, prev, fresh)
-        self._tops.pop(page, None)
+        self._tops[page >> PAGE_SHIFT] = 0
         tx.free(page)
         return fresh
 
     def delete(self, tx: Transaction, kb: bytes, want_value: bool) -> bytes | None:
         """Remove ``kb``; returns its value (or ``b""`` when not wanted), None if absent."""
         h = crc32(kb)
-        found = self.find(kb, h)
-        if found is None:
+        page, i, slot = self.find(kb, h)
+        if not page:
             return None
-        page, i, slot = found
         e = page + ((slot >> 32) & 0xFFFF)
         old = self._value(e) if want_value else b""
         block = self._block_of(e)
@@ -604,7 +610,9 @@ class HashCore(CoreBase):
         if block:
             tx.free(block)
         self.count -= 1
-        b = self.bucket(h)
+        b = h & self.lo_mask
+        if b < self.split:
+            b = h & self.hi_mask
         if page != self.pages[b] and not any(_SLOTS.unpack_from(self.buf, page + SLOTS_OFF)):
             self._unlink(tx, b, page)
         if self.count < LOAD_MERGE * (self.nbuckets - 1) and self.nbuckets > 1:
@@ -618,56 +626,60 @@ class HashCore(CoreBase):
         nxt = _U64.unpack_from(self.buf, page)[0]
         assert at > 0, "the first page of a chain is never unlinked"
         self._link(tx, b, chain[at - 1], nxt)
-        self._tops.pop(page, None)
+        self._tops[page >> PAGE_SHIFT] = 0
         tx.free(page)
 
     # -- growing and shrinking ------------------------------------------------------------
 
-    def _entries(self, b: int) -> list[tuple[int, int]]:
-        """``(h32, entry offset)`` of every entry in bucket ``b``'s chain."""
-        return [(h, e) for page in self.chain(b) for _, h, e in self.live(page)]
-
-    def _build(self, tx: Transaction, entries: list[tuple[int, int]]) -> int:
-        """Copy ``entries`` into a fresh chain of pages; returns its first page."""
-        u64 = self.u64
-        first = page = new_page(tx)
+    def _build(self, tx: Transaction, first: int, second: int, mask: int, want: int) -> int:
+        """Copy into a fresh chain of pages the entries of the chain from page ``first``,
+        then of the chain from page ``second`` (0: none), whose slot has ``slot & mask
+        == want`` (the hash's low bits), in chain and slot order; returns its first page.
+        """
+        fresh = page = new_page(tx, self.u8)
         top = HEAP_START
         slot = 0
-        for h, e in entries:
-            n = self._size_at(e)
-            if slot == SLOTS or top + n > PAGE_BYTES:
-                self._tops[page] = top
-                nxt = new_page(tx)
-                u64[page >> 3] = nxt
-                page, top, slot = nxt, HEAP_START, 0
-            move(self.u8, page + top, e, n)
-            u64[((page + SLOTS_OFF) >> 3) + slot] = (h & ~POS_MASK) | (top << 32)
-            top += n
-            slot += 1
-        self._tops[page] = top
-        return first
+        source = first
+        while source:
+            slots = (source + SLOTS_OFF) >> 3
+            for i in range(SLOTS):
+                s = self.u64[slots + i]
+                if s and (s & mask) == want:
+                    e = source + ((s >> 32) & 0xFFFF)
+                    n = self._size_at(e)
+                    if slot == SLOTS or top + n > PAGE_BYTES:
+                        self._tops[page >> PAGE_SHIFT] = top
+                        nxt = new_page(tx, self.u8)
+                        self.u64[page >> 3] = nxt
+                        page, top, slot = nxt, HEAP_START, 0
+                    move(self.u8, page + top, e, n)
+                    self.u64[((page + SLOTS_OFF) >> 3) + slot] = (s & ~POS_MASK) | (top << 32)
+                    top += n
+                    slot += 1
+            source = self.u64[source >> 3]
+            if not source:  # the first chain is done: the second one's turn
+                source, second = second, 0
+        self._tops[page >> PAGE_SHIFT] = top
+        return fresh
 
     def _free_chain(self, tx: Transaction, b: int) -> None:
         for page in self.chain(b):
-            self._tops.pop(page, None)
+            self._tops[page >> PAGE_SHIFT] = 0
             tx.free(page)
 
     def _split(self, tx: Transaction) -> None:
         """Split the split pointer's bucket s into s and s + 2**L."""
         s = self.split
         new = self.nbuckets
-        mask = self.hi_mask
-        entries = self._entries(s)
-        stay = [(h, e) for h, e in entries if h & mask == s]
-        move = [(h, e) for h, e in entries if h & mask != s]
+        mask = self.hi_mask  # bucket s's hashes have h & mask == s or == new
         if new % SEG_SLOTS == 0:
             seg = tx.alloc(SEG_BYTES, zero=True)
             top_word = self.header_off + TOP_OFF + 8 * (new // SEG_SLOTS)
             tx.add(top_word, 8)
             _U64.pack_into(self.buf, top_word, seg)
             self.segs.append(seg)
-        first_stay = self._build(tx, stay)
-        first_move = self._build(tx, move)
+        first_stay = self._build(tx, self.pages[s], 0, mask, s)
+        first_move = self._build(tx, self.pages[s], 0, mask, new)
         self._free_chain(tx, s)
         self._set_dir(tx, s, first_stay)
         self._set_dir(tx, new, first_move)
@@ -678,8 +690,7 @@ class HashCore(CoreBase):
         last = self.nbuckets - 1
         self._set_buckets(last)
         buddy = last & self.lo_mask  # last == 2**L + s after the decrement
-        entries = self._entries(buddy) + self._entries(last)
-        first = self._build(tx, entries)
+        first = self._build(tx, self.pages[buddy], self.pages[last], 0, 0)
         self._free_chain(tx, buddy)
         self._free_chain(tx, last)
         self._set_dir(tx, buddy, first)
@@ -710,8 +721,8 @@ class HashCore(CoreBase):
         tx.add(seg, n)
         self.buf[seg:seg + n] = bytes(n)
         self.pages = []
-        self._set_dir(tx, 0, new_page(tx))
-        self._tops[self.pages[0]] = HEAP_START
+        self._set_dir(tx, 0, new_page(tx, self.u8))
+        self._tops[self.pages[0] >> PAGE_SHIFT] = HEAP_START
         self.count = 0
         self._set_buckets(1)
 
@@ -822,8 +833,8 @@ class HashCore(CoreBase):
         for (_, end), (start, _) in itertools.pairwise(spans):
             if start < end:
                 fail(f"page {page}: entries overlap")
-        cached = self._tops.get(page)
-        if cached is not None and cached < top:
+        cached = self._tops[page >> PAGE_SHIFT]
+        if cached and cached < top:
             fail(f"page {page}: free heap starts at {cached}, below a live entry ending at {top}")
         return used
 
@@ -846,8 +857,9 @@ def _rev_bits(x: int, n: int) -> int:
     return _rev32(x) >> (32 - n) if n else 0
 
 
-def new_page(tx: Transaction) -> int:
-    """A fresh bucket page: no next page, every slot empty (its heap is left as it is)."""
+def new_page(tx: Transaction, u8: memoryview) -> int:
+    """A fresh bucket page: no next page, every slot empty (its heap is left as it is);
+    ``u8`` views the pool."""
     page = tx.alloc(PAGE_BYTES)
-    tx._buf[page:page + HEAP_START] = _ZERO_HEAD
+    fill_zero(u8, page, HEAP_START)
     return page

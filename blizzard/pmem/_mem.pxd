@@ -7,6 +7,9 @@ ctypedef void (*range_fn)(size_t address, size_t n) noexcept nogil
 ctypedef void (*fence_fn)() noexcept nogil
 ctypedef const unsigned char *const_bytes
 
+cpdef enum:
+    CRC_SLICED_MAX = 256
+
 
 cpdef bytes read(unsigned char[::1] u8, Py_ssize_t off, Py_ssize_t n)
 cpdef void write(unsigned char[::1] u8, Py_ssize_t off, bytes data) noexcept
@@ -16,6 +19,11 @@ cpdef void move(unsigned char[::1] u8, Py_ssize_t target, Py_ssize_t source, Py_
 cpdef void fill_zero(unsigned char[::1] u8, Py_ssize_t off, Py_ssize_t n) noexcept
 cpdef unsigned int crc32(unsigned char[::1] u8, Py_ssize_t off, Py_ssize_t n, unsigned int crc=*) noexcept
 cpdef unsigned int crc32_bytes(bytes data) noexcept
+cdef uint32_t CRC_TABLES[8][256]
+@cython.locals(c=uint32_t, lo=uint32_t, hi=uint32_t)
+cdef uint32_t _crc32_sliced(uint32_t crc, const_bytes p, Py_ssize_t n) noexcept
+@cython.locals(i=int, k=int, _=int, c=uint32_t)
+cdef void _fill_crc_tables() noexcept
 cpdef size_t address(unsigned char[::1] u8) noexcept
 cdef void call_range(size_t function, size_t address, size_t n) noexcept nogil
 cdef void call_fence(size_t function) noexcept nogil

@@ -83,9 +83,16 @@ def fill_zero(u8: memoryview, off: int, n: int) -> None:
         u8[off:off + n] = bytes(n)
 
 
+if not cython.compiled:  # a C constant in the compiled build (_mem.pxd)
+    #: Compiled, inputs shorter than this are hashed by :func:`_crc32_sliced`, longer by zlib.
+    CRC_SLICED_MAX = 256
+
+
 def crc32(u8: memoryview, off: int, n: int, crc: int = 0) -> int:
     """CRC-32 of ``[off, off+n)`` continuing from ``crc`` (as ``zlib.crc32``)."""
     if cython.compiled:
+        if n < CRC_SLICED_MAX:
+            return _crc32_sliced(crc, cython.address(u8[off]), n)
         return zcrc32(crc, cython.address(u8[off]), n)
     return zlib.crc32(u8[off:off + n], crc)
 
@@ -93,8 +100,56 @@ def crc32(u8: memoryview, off: int, n: int, crc: int = 0) -> int:
 def crc32_bytes(data: bytes) -> int:
     """``zlib.crc32(data)``, without a call through Python when compiled (a key's hash)."""
     if cython.compiled:
+        if len(data) < CRC_SLICED_MAX:
+            return _crc32_sliced(0, cython.cast("const_bytes", data), len(data))
         return zcrc32(0, cython.cast("const_bytes", data), len(data))
     return zlib.crc32(data)
+
+
+def _crc32_sliced(crc: int, p, n: int) -> int:
+    """zlib's CRC-32 of the ``n`` bytes at address ``p``, continuing from ``crc``,
+    eight bytes a step (compiled builds only).
+
+    Slicing by 8: ``CRC_TABLES[k][b]`` is the CRC of byte ``b`` followed by
+    ``k`` zero bytes, so the eight lookups of a step are independent. zlib
+    takes short inputs a byte at a time, each step waiting on the one
+    before: 155 ns for the 48 bytes of an undo entry here, against about 20.
+    """
+    c = ~crc  # (C unsigned 32-bit arithmetic throughout)
+    lo = hi = 0
+    while n >= 8:
+        memcpy(cython.address(lo), p, 4)  # little-endian words, as the pool's
+        memcpy(cython.address(hi), p + 4, 4)
+        lo ^= c
+        c = (CRC_TABLES[7][lo & 255] ^ CRC_TABLES[6][(lo >> 8) & 255]
+             ^ CRC_TABLES[5][(lo >> 16) & 255] ^ CRC_TABLES[4][lo >> 24]
+             ^ CRC_TABLES[3][hi & 255] ^ CRC_TABLES[2][(hi >> 8) & 255]
+             ^ CRC_TABLES[1][(hi >> 16) & 255] ^ CRC_TABLES[0][hi >> 24])
+        p += 8
+        n -= 8
+    while n > 0:
+        c = CRC_TABLES[0][(c ^ p[0]) & 255] ^ (c >> 8)
+        p += 1
+        n -= 1
+    return ~c
+
+
+def _fill_crc_tables() -> None:
+    """Fill ``CRC_TABLES`` (a C array of the compiled build) for :func:`_crc32_sliced`."""
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        CRC_TABLES[0][i] = c
+    for i in range(256):
+        for k in range(1, 8):
+            c = CRC_TABLES[k - 1][i]
+            CRC_TABLES[k][i] = (c >> 8) ^ CRC_TABLES[0][c & 255]
+
+
+if not cython.compiled:  # a C array in the compiled build (_mem.pxd)
+    CRC_TABLES = [[0] * 256 for _ in range(8)]
+_fill_crc_tables()
 
 
 def address(u8: memoryview) -> int:

@@ -31,11 +31,14 @@ def test_the_compiled_build_is_in_use():
     assert _compiled.describe().startswith("compiled")
 
 
-@given(st.binary(max_size=300), st.integers(0, 2**32 - 1))
-def test_crc32_matches_zlib(data, start):
-    """The undo log's CRC is zlib's CRC-32, continued from any value."""
-    buf = memoryview(bytearray(data + bytes(8)))
-    assert _mem.crc32(buf, 0, len(data), start) == zlib.crc32(data, start)
+@given(st.binary(max_size=300), st.integers(0, 2**32 - 1), st.integers(0, 7))
+def test_crc32_matches_zlib(data, start, at):
+    """The undo log's CRC and a key's hash are zlib's CRC-32 (continued from any
+    value, at any alignment), below and above the length where the compiled
+    build hands over to zlib itself."""
+    buf = memoryview(bytearray(bytes(at) + data + bytes(8)))
+    assert _mem.crc32(buf, at, len(data), start) == zlib.crc32(data, start)
+    assert _mem.crc32_bytes(data) == zlib.crc32(data)
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -13,6 +13,11 @@ cdef long _NORMAL, _CONF_CHANGE
 cpdef bint _has_conf_change(tuple entries) except -1
 
 
+cdef class Ready:
+    cdef readonly object soft_state, hard_state, snapshot
+    cdef readonly tuple entries, messages, committed_entries, read_states
+
+
 cdef class Raft:
     cdef public object config, id, _rng, vote, lead, role, _lead_transferee
     cdef public RaftLog log
@@ -31,7 +36,7 @@ cdef class Raft:
     @cython.locals(log=RaftLog, committed=tuple)
     cpdef ready(self)
     @cython.locals(log=RaftLog, progress=Progress)
-    cpdef advance(self, ready)
+    cpdef advance(self, Ready ready)
     cpdef _hard_state(self)
     cpdef _check_accepting(self)
     @cython.locals(log=RaftLog, index=cython.longlong)

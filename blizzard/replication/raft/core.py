@@ -122,7 +122,6 @@ class SoftState:
     role: Role
 
 
-@attrs.frozen
 class Ready:
     """Everything the driver must do, in this order, before ``advance(ready)``:
 
@@ -135,7 +134,14 @@ class Ready:
        reaches their index;
     4. call ``advance(ready)``; do not step, tick or propose between
        ``ready()`` and ``advance()``.
+
+    Read-only: compiled, an extension type with read-only fields (one is
+    built per node per round, and an attrs class costs several times as
+    much to build); interpreted, a plain class with slots.
     """
+
+    __slots__ = ("committed_entries", "entries", "hard_state", "messages", "read_states",
+                 "snapshot", "soft_state")
 
     soft_state: SoftState
     hard_state: HardState | None
@@ -144,6 +150,26 @@ class Ready:
     messages: tuple[Message, ...]
     committed_entries: tuple[Entry, ...]
     read_states: tuple[ReadState, ...]
+
+    def __init__(self, soft_state: SoftState, hard_state: HardState | None,
+                 entries: tuple[Entry, ...], snapshot: Snapshot | None,
+                 messages: tuple[Message, ...], committed_entries: tuple[Entry, ...],
+                 read_states: tuple[ReadState, ...]) -> None:
+        self.soft_state = soft_state
+        self.hard_state = hard_state
+        self.entries = entries
+        self.snapshot = snapshot
+        self.messages = messages
+        self.committed_entries = committed_entries
+        self.read_states = read_states
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _READY_FIELDS)
+        return f"Ready({fields})"
+
+
+_READY_FIELDS = ("soft_state", "hard_state", "entries", "snapshot", "messages",
+                 "committed_entries", "read_states")
 
 
 def _has_conf_change(entries: tuple[Entry, ...]) -> bool:
@@ -367,15 +393,8 @@ class Raft:
         soft_state = self._prev_soft_state
         if self.lead != soft_state.leader or self.role != soft_state.role:
             soft_state = self._soft_state()
-        ready = Ready(
-            soft_state=soft_state,
-            hard_state=hard_state,
-            entries=tuple(log.unstable),
-            snapshot=snapshot,
-            messages=tuple(self.msgs),
-            committed_entries=committed,
-            read_states=tuple(self.read_states),
-        )
+        ready = Ready(soft_state, hard_state, tuple(log.unstable), snapshot, tuple(self.msgs),
+                      committed, tuple(self.read_states))
         self.msgs = []
         self.read_states = []
         return ready

@@ -58,8 +58,10 @@ def _run_nodes(code: str) -> None:
     try:
         for n, proc in nodes.items():
             line = proc.stdout.readline()  # blocks until the node's write committed
-            assert line.startswith(f"node {n}: "), line + proc.stdout.read()
-            assert line.rstrip().endswith("reads back b'up'"), line
+            if not (line.startswith(f"node {n}: ")
+                    and line.rstrip().endswith("reads back b'up'")):
+                proc.kill()  # it may wait for Enter: its output ends only once it is gone
+                pytest.fail(f"node {n} printed first: {line!r}\n{proc.stdout.read()}")
         for proc in nodes.values():
             proc.stdin.write("\n")
             proc.stdin.flush()

@@ -61,7 +61,9 @@ Why it is shaped so:
   back could make live again. It is kept in an array indexed by page
   number, ``offset >> PAGE_SHIFT`` (two 4 KiB blocks never share one): 2
   bytes per 4 KiB of pool, and a lookup is one load, where a dict of the
-  pages of a large map cost a few cache misses.
+  pages of a large map cost a few cache misses. The array is the pool's,
+  shared by all its maps (``Registry.shared``), so its size does not grow
+  with the number of maps; every path that frees a page zeroes its entry.
 
 Typed Python: C types in ``_hashcore.pxd``; the pool's words are read and
 written through the core's views (``u64[off >> 3]``, see ``blizzard.pmem._mem``).
@@ -208,9 +210,14 @@ class HashCore(CoreBase):
             pages.extend(struct.unpack_from(f"<{want}Q", buf, seg))
         self.pages = pages
         self._set_buckets(nbuckets)
-        # the next free heap byte of each page touched since, by page number; 0: not known
-        self._tops = array.array("H", bytes(2 * ((self.pool.size >> PAGE_SHIFT) + 1)))
+        # the next free heap byte of each page touched since, by page number; 0: not
+        # known. One array per pool, shared by its maps (pages are never shared) and
+        # made afresh, zeroed, when the registry rebuilds its cores: never mid-transaction
+        self._tops = self.registry.shared("hash page tops", self._new_tops)
         self._serial = 0  # the transaction that last undo-logged the hot header fields
+
+    def _new_tops(self) -> array.array:
+        return array.array("H", bytes(2 * ((self.pool.size >> PAGE_SHIFT) + 1)))
 
     def _set_buckets(self, nbuckets: int) -> None:
         self.nbuckets = nbuckets
@@ -729,6 +736,7 @@ class HashCore(CoreBase):
     def destroy(self, tx: Transaction) -> None:
         """Free every block of the map, header included (DROP)."""
         self.clear(tx)
+        self._tops[self.pages[0] >> PAGE_SHIFT] = 0
         tx.free(self.pages[0])
         tx.free(self.segs[0])
         tx.free(self.header_off)

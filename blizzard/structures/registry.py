@@ -144,6 +144,7 @@ class Registry:
     def _load_cores(self) -> None:
         """(Re)build every core from the pool's roots, keeping the core objects
         handles hold wherever the pool still has their structure."""
+        self._shared: dict[str, Any] = {}  # see shared(): rebuilt with the cores
         candidates: dict[bytes, list[Core]] = {}
         for core in [*self._cores.values(), *self._dropped]:
             candidates.setdefault(core.name.encode(), []).append(core)
@@ -175,6 +176,16 @@ class Registry:
                 core.kill()
         self._cores = cores
         self._applied = applied
+
+    def shared(self, key: str, make: Callable[[], Any]) -> Any:
+        """Volatile state that the cores of this pool share, one object per ``key``:
+        made by ``make`` on first use, dropped whenever the cores are rebuilt (open,
+        rollback, snapshot image). For caches sized by the pool rather than by one
+        structure, which every structure keeping its own would multiply."""
+        value = self._shared.get(key)
+        if value is None:
+            value = self._shared[key] = make()
+        return value
 
     def _retire(self, tx: Transaction, core: Core) -> None:
         """``core`` left the pool in ``tx``: kill it (its handles then look empty)
@@ -461,6 +472,13 @@ class _ReadingRegistry:
         self.buf = pool.buf
         self.frees: list[int] = []
         self.txgen = 0
+        self._shared: dict[str, Any] = {}
+
+    def shared(self, key: str, make: Callable[[], Any]) -> Any:
+        """As :meth:`Registry.shared`: each checked core may read what others cached."""
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]
 
 
 def check_structures(pool: Pool) -> list[StructureCheck]:

@@ -499,7 +499,9 @@ class Node:
         if rd.snapshot is not None:
             self._restore(rd.snapshot)
             self.applied = rd.snapshot.meta.index
-            self._led.clear()  # entries applied by the image settle no waiter here
+            self._led.clear()  # entries applied by the image settle no waiter here...
+            if self._waiting:
+                self._settle_restored()  # ...but the session table knows their results
         committed = rd.committed_entries
         if committed:
             normal = messages.EntryType.NORMAL
@@ -523,6 +525,21 @@ class Node:
                 self._reads_at = [(i, d) for i, d in self._reads_at if i > applied]
                 for done in ready:
                     done(None)
+
+    def _settle_restored(self) -> None:
+        """Answer the waiting requests that a snapshot applied: their entries
+        reached this node inside it, so no apply here settles them, and their
+        requesters would wait for a retry to be answered from the session table.
+        Ask the table now (a state machine without one leaves them waiting)."""
+        outcome = getattr(self.state_machine, "outcome", None)
+        if outcome is None:
+            return
+        for key in list(self._waiting):
+            applied, result = outcome(*key)
+            if applied:
+                self._forwarded.pop(key, None)
+                callback = self._waiting.pop(key)[0]
+                callback(key, result, None)
 
     def _conf_applied(self, entry) -> None:
         waiting = self._conf_waiting.pop(entry.index, None)

@@ -348,12 +348,21 @@ class SessionStateMachine:
     def _duplicate(self, dup: _Duplicate, results: list[Any]) -> Any:
         if dup.same_batch is not None:
             return results[dup.same_batch]
-        client, seq = dup.client, dup.seq
+        return self.outcome(dup.client, dup.seq)[1]
+
+    def outcome(self, client: int, seq: int) -> tuple[bool, Any]:
+        """``(True, result)`` if request ``seq`` of ``client`` was applied, as a
+        retry of it would be answered (its recorded result, or
+        :class:`StaleRequestError` once a later request replaced it); ``(False,
+        None)`` if it was not. For requests whose entries arrived inside a snapshot,
+        which no apply of this node answers."""
         done_seq, kind, data = self._lookup(client)
+        if seq > done_seq:
+            return False, None
         if seq == done_seq:
-            return decode_result(kind, data)
-        return StaleRequestError(f"request {seq} of client {client:#x} is older than its latest "
-                                 f"({done_seq}); it was applied, its result is gone")
+            return True, decode_result(kind, data)
+        return True, StaleRequestError(f"request {seq} of client {client:#x} is older than its "
+                                       f"latest ({done_seq}); it was applied, its result is gone")
 
     # -- the table -------------------------------------------------------------------------
 

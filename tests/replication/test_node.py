@@ -37,7 +37,7 @@ class Wire:
         return Endpoint()
 
 
-def cluster():
+def cluster(**node_options):
     wire = Wire()
     woken: set[int] = set()
     nodes = {}
@@ -47,7 +47,7 @@ def cluster():
         nodes[i] = Node(i, storage=storage,
                         state_machine=SessionStateMachine(registry_for(data), data),
                         transport=wire.endpoint(i), wake=lambda i=i: woken.add(i),
-                        clock=lambda: 0.0, seed=i)
+                        clock=lambda: 0.0, seed=i, **node_options)
 
     def run(ticks: int = 0) -> None:
         for _ in range(max(ticks, 1)):
@@ -150,6 +150,45 @@ def test_a_waiting_entry_is_proposed_again_when_a_new_leader_is_known():
     assert nodes[follower].reproposed >= 1
     live = [n for i, n in nodes.items() if i != leader]
     assert all(list(n.state_machine._inner.core("q").values()) == [b"once"] for n in live)
+
+
+def test_requests_whose_entries_arrive_inside_a_snapshot_are_answered_by_it():
+    """A follower forwards two requests, then loses touch while the leader
+    commits them and compacts its log past them: it catches up from a snapshot,
+    which applies them here without an apply to settle them. They are answered
+    at once from the snapshot's session table -- the result of the latest
+    request, StaleRequestError for the older one -- not left to a retry."""
+    from blizzard.exceptions import StaleRequestError
+
+    nodes, run, wire = cluster(snapshot_entries=4)
+    run(ticks=40)
+    leader = next(i for i, n in nodes.items() if n.raft.role == Role.LEADER)
+    follower = next(i for i in nodes if i != leader)
+    create = ops.encode(ops.Op("q", ops.OpCode.CREATE, (b"pqueue", b"bytes", b"bytes")))
+    answers: list = []
+    nodes[leader].submit(wrap(5, 1, create), lambda key, result, error: answers.append(error))
+    run()
+    assert answers == [None]
+    for seq, item in ((1, b"a"), (2, b"b")):
+        put = ops.encode(ops.Op("q", ops.OpCode.QUEUE_PUT, (item,)))
+        nodes[follower].submit(wrap(9, seq, put),
+                               lambda key, result, error: answers.append((key, result, error)))
+    nodes[follower].turn()  # forwarded to the leader...
+    wire.dead.add(follower)  # ...and the follower hears no more
+    run()
+    for seq in range(2, 12):  # enough entries past them for the leader to compact
+        put = ops.encode(ops.Op("q", ops.OpCode.QUEUE_PUT, (b"%d" % seq,)))
+        nodes[leader].submit(wrap(5, seq, put), lambda key, result, error: None)
+        run()
+    assert nodes[leader].storage.first_index() > nodes[follower].applied + 1
+    assert answers == [None]  # the follower's two still wait
+    wire.dead.clear()
+    run(ticks=10)
+    assert nodes[follower].storage.first_index() == nodes[leader].storage.first_index()
+    assert len(answers) == 3
+    assert answers[1][0] == (9, 1) and isinstance(answers[1][1], StaleRequestError)
+    assert answers[2] == ((9, 2), None, None)
+    assert list(nodes[follower].state_machine._inner.core("q").values())[:2] == [b"a", b"b"]
 
 
 def test_the_asyncio_runner_yields_between_turns_that_wake_it_again():

@@ -301,8 +301,11 @@ def _measure(nodes: list[NodeProcess], load_node: NodeProcess, command: str,
 
 
 def _pool_bytes(entries: int) -> int:
-    """Room for ``entries`` map entries at half occupancy plus slack, in 4 KiB units."""
-    return ((64 << 20) + entries * 400 + 4095) // 4096 * 4096
+    """Room for ``entries`` map entries of this run's values at half occupancy plus
+    slack, in 4 KiB units (a value's bytes count twice: an update leaves the old
+    entry in its page until the page is compacted)."""
+    per_entry = max(400, 200 + 2 * _VALUE["bytes"])
+    return ((64 << 20) + entries * per_entry + 4095) // 4096 * 4096
 
 
 def bench_local(workdir: Path, ops: int, latency_ops: int, warmup: int) -> Result:

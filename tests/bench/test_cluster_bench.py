@@ -14,7 +14,8 @@ import pytest
 
 from blizzard.bench import _cluster_node, cluster
 from blizzard.exceptions import BenchmarkError
-from blizzard.pmem import _libpmem
+from blizzard.pmem import DramMedia, Pool, _libpmem
+from blizzard.structures import PHashMap
 
 pytestmark = pytest.mark.skipif(not _libpmem.available(), reason="libpmem1 not installed")
 
@@ -180,3 +181,17 @@ def test_helpers():
     assert s["n"] == 100 and s["p50_us"] == 51 and s["p99_us"] == 100
     assert _cluster_node.summarize([]) == {"n": 0}
     assert os.sysconf("SC_CLK_TCK") > 0
+
+
+def test_the_pools_hold_every_put_of_large_values(monkeypatch):
+    """The pools are sized for the run's values: 30,000 puts of 4 KiB (twice the
+    64 MiB slack) fit, and so would the run's updates of them."""
+    monkeypatch.setitem(cluster._VALUE, "bytes", 4096)
+    entries = 30_000
+    pool = Pool.create(DramMedia(cluster._pool_bytes(entries)))
+    m = PHashMap(pool, _cluster_node.MAP_NAME)
+    value = cluster._value()
+    with pool.transaction():
+        for i in range(entries):
+            m[_cluster_node.make_key("k", i)] = value
+    assert len(m) == entries

@@ -170,10 +170,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from blizzard._heap import freeze_startup_heap
+    from blizzard._heap import prepare_serving_heap
     from blizzard.cluster.server import node_logging, serve
 
-    freeze_startup_heap()  # this process only serves the node
+    prepare_serving_heap()  # this process only serves the node
     with node_logging(args.node):
         try:
             return serve(args.config, args.node)
@@ -367,12 +367,12 @@ def _cmd_cluster_status(args: argparse.Namespace) -> int:
 def _cmd_mirror_serve(args: argparse.Namespace) -> int:
     import threading
 
-    from blizzard._heap import freeze_startup_heap
+    from blizzard._heap import prepare_serving_heap
     from blizzard._signals import stop_on_signals
     from blizzard.cluster.physical import serve_backup
     from blizzard.cluster.server import node_logging
 
-    freeze_startup_heap()  # this process only serves the backup
+    prepare_serving_heap()  # this process only serves the backup
     with node_logging(args.node), stop_on_signals(threading.Event()) as stop:
         try:
             return serve_backup(args.config, args.node, stop=stop, acks=args.acks)

@@ -160,12 +160,13 @@ def sync_latency(n: int, put: Callable[[int], None], max_seconds: float) -> dict
 def serve(handlers: dict[str, Callable[..., Any]], ready: dict[str, Any]) -> int:
     """The command loop: one JSON reply per line read, until ``quit`` or EOF.
 
-    Every system's node freezes its start-up heap first, as ``blizzard serve``
-    does (:mod:`blizzard._heap`): the same for all, PySyncObj's included.
+    Every system's node sets its collector for serving first (its start-up heap
+    frozen, the youngest generation collected less often), as ``blizzard
+    serve`` does (:mod:`blizzard._heap`): the same for all, PySyncObj's included.
     """
-    from blizzard._heap import freeze_startup_heap
+    from blizzard._heap import prepare_serving_heap
 
-    frozen = freeze_startup_heap()
+    frozen = prepare_serving_heap()
     out = sys.stdout
 
     def reply(obj: Any) -> None:

@@ -458,7 +458,8 @@ class ClientServer:
         status.update(pid=os.getpid(), client=f"{self.address[0]}:{self.address[1]}",
                       requests=self.requests, refused=self.refused,
                       connections=len(self._connections),
-                      heap_frozen=gc.get_freeze_count())  # see blizzard._heap
+                      heap_frozen=gc.get_freeze_count(),  # see blizzard._heap
+                      gc_threshold=gc.get_threshold())
         return status
 
 

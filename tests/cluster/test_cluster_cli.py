@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from blizzard._heap import SERVING_GEN0_THRESHOLD
 from blizzard.cli import main
 from blizzard.client import connect
 from blizzard.cluster.config import dump, local_cluster
@@ -58,8 +59,10 @@ def test_cluster_up_status_down(data_dir):
 
     with connect(config) as client:
         client.hashmap("m")[b"k"] = b"v"
-        # each `blizzard serve` froze its start-up heap (blizzard._heap)
-        assert all(s["heap_frozen"] > 10_000 for s in client.node_statuses().values())
+        # each `blizzard serve` set its collector for serving (blizzard._heap)
+        statuses = client.node_statuses().values()
+        assert all(s["heap_frozen"] > 10_000 for s in statuses)
+        assert all(s["gc_threshold"][0] == SERVING_GEN0_THRESHOLD for s in statuses)
 
     status = _run("cluster", "status", "--config", str(config))
     assert status.returncode == 0, status.stderr

@@ -12,9 +12,12 @@ cpdef enum:
 
 
 cpdef bytes read(unsigned char[::1] u8, Py_ssize_t off, Py_ssize_t n)
+cpdef bytes piece(bytes data, Py_ssize_t pos, Py_ssize_t n)
 cpdef void write(unsigned char[::1] u8, Py_ssize_t off, bytes data) noexcept
 cpdef void write_view(unsigned char[::1] u8, Py_ssize_t off, const unsigned char[::1] data) noexcept
 cpdef bint equal(unsigned char[::1] u8, Py_ssize_t off, bytes data) noexcept
+@cython.locals(m=Py_ssize_t, c=int)
+cpdef int compare(unsigned char[::1] u8, Py_ssize_t off, Py_ssize_t n, bytes data) noexcept
 cpdef void move(unsigned char[::1] u8, Py_ssize_t target, Py_ssize_t source, Py_ssize_t n) noexcept
 cpdef void fill_zero(unsigned char[::1] u8, Py_ssize_t off, Py_ssize_t n) noexcept
 cpdef unsigned int crc32(unsigned char[::1] u8, Py_ssize_t off, Py_ssize_t n, unsigned int crc=*) noexcept

@@ -41,6 +41,14 @@ def read(u8: memoryview, off: int, n: int) -> bytes:
     return u8[off:off + n].tobytes()
 
 
+def piece(data: bytes, pos: int, n: int) -> bytes:
+    """``data[pos:pos+n]`` (the caller checked the bounds), compiled without the slice
+    object and generic call a slice of bytes costs there."""
+    if cython.compiled:
+        return PyBytes_FromStringAndSize(cython.cast(cython.p_char, data) + pos, n)
+    return data[pos:pos + n]
+
+
 def write(u8: memoryview, off: int, data: bytes) -> None:
     """Store ``data`` at ``off``."""
     if cython.compiled:
@@ -63,6 +71,17 @@ def equal(u8: memoryview, off: int, data: bytes) -> bool:
     if cython.compiled:
         return memcmp(cython.address(u8[off]), cython.cast(cython.p_char, data), len(data)) == 0
     return u8[off:off + len(data)].tobytes() == data  # (faster than comparing the view)
+
+
+def compare(u8: memoryview, off: int, n: int, data: bytes) -> int:
+    """``[off, off+n)`` against ``data`` in bytes order: < 0, 0 or > 0 (a key
+    lying in a node against a probe key, with no bytes object made of it)."""
+    if cython.compiled:
+        m = n if n < len(data) else len(data)
+        c = memcmp(cython.address(u8[off]), cython.cast(cython.p_char, data), m) if m else 0
+        return c if c else n - len(data)
+    key = u8[off:off + n].tobytes()
+    return (key > data) - (key < data)
 
 
 def move(u8: memoryview, target: int, source: int, n: int) -> None:

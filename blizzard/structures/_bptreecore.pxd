@@ -28,18 +28,35 @@ cdef class BPTreeCore(CoreBase):
     @cython.locals(v=uint32_t)
     cpdef Py_ssize_t _size_at(self, Py_ssize_t e) except -1
     cpdef Py_ssize_t _next(self, Py_ssize_t leaf) except -1
-    @cython.locals(node=Py_ssize_t, _depth=Py_ssize_t, keys=list, i=Py_ssize_t, e=Py_ssize_t,
-                   v=uint32_t)
+    @cython.locals(e=Py_ssize_t)
+    cdef int _key_cmp(self, Py_ssize_t node, Py_ssize_t i, bytes kb) except? -1000
+    @cython.locals(hi=Py_ssize_t, mid=Py_ssize_t, c=int)
+    cdef Py_ssize_t _bisect(self, Py_ssize_t node, Py_ssize_t lo, Py_ssize_t n, bytes kb,
+                            bint right) except -1
+    @cython.locals(node=Py_ssize_t, _depth=Py_ssize_t, e=Py_ssize_t, n=Py_ssize_t, i=Py_ssize_t)
+    cpdef (Py_ssize_t, Py_ssize_t, bint) locate(self, bytes kb)
+    @cython.locals(leaf=Py_ssize_t, i=Py_ssize_t, found=bint, e=Py_ssize_t, v=uint32_t)
     cpdef get(self, bytes kb)
-    @cython.locals(raw=bytes, last=Py_ssize_t, vals=list, s=Py_ssize_t, p=Py_ssize_t, v=uint32_t,
-                   ks=Py_ssize_t)
-    cpdef list _values(self, Py_ssize_t leaf, Py_ssize_t i, Py_ssize_t j, list keys)
+    @cython.locals(n=Py_ssize_t, s=Py_ssize_t, e=Py_ssize_t, k=Py_ssize_t, out=list)
+    cpdef list _blobs(self, Py_ssize_t node)
+    @cython.locals(raw=bytes, size=Py_ssize_t, last=Py_ssize_t, out=list, s=Py_ssize_t,
+                   p=Py_ssize_t, v=uint32_t, k=Py_ssize_t, ks=Py_ssize_t, ke=Py_ssize_t)
+    cpdef list _leaf_items(self, Py_ssize_t leaf, Py_ssize_t i, Py_ssize_t j, bint values,
+                           bint reverse)
     cpdef apply(self, Transaction tx, Py_ssize_t index, int code, bytes record, Py_ssize_t start)
     @cython.locals(w=Py_ssize_t)
     cdef _store_hot(self, Py_ssize_t applied)
-    @cython.locals(vlen=Py_ssize_t, block=Py_ssize_t)
-    cpdef bytes _new_blob(self, Transaction tx, bytes kb, bytes vb)
-    @cython.locals(leaf=Py_ssize_t, _depth=Py_ssize_t, keys=list, n=Py_ssize_t, i=Py_ssize_t,
-                   found=bint, blob=bytes, size=Py_ssize_t, top=Py_ssize_t, slot_at=Py_ssize_t,
-                   block=Py_ssize_t, end=Py_ssize_t)
+    @cython.locals(node=Py_ssize_t, n=Py_ssize_t, pos=Py_ssize_t, slots=list, keys=list,
+                   blob=bytes)
+    cpdef Py_ssize_t _build(self, Transaction tx, Py_ssize_t kind, list entries,
+                            Py_ssize_t nxt) except -1
+    @cython.locals(fanout=Py_ssize_t, heap=Py_ssize_t, sizes=list, total=Py_ssize_t,
+                   n=Py_ssize_t, best=Py_ssize_t, at=Py_ssize_t, left=Py_ssize_t, s=Py_ssize_t,
+                   load=Py_ssize_t)
+    cpdef list _halves(self, list entries)
+    @cython.locals(klen=Py_ssize_t)
+    cdef _write_entry(self, Py_ssize_t at, bytes kb, bytes vb, Py_ssize_t block)
+    @cython.locals(leaf=Py_ssize_t, i=Py_ssize_t, found=bint, n=Py_ssize_t, block=Py_ssize_t,
+                   size=Py_ssize_t, top=Py_ssize_t, slot_at=Py_ssize_t, old=Py_ssize_t,
+                   end=Py_ssize_t, cached=tuple)
     cpdef put(self, Transaction tx, bytes kb, bytes vb)

@@ -80,12 +80,15 @@ from blizzard.structures._corebase import CoreBase
 
 if cython.compiled:
     from cython.cimports.blizzard.pmem._mem import (
+        compare,
         get_u16,
         get_u32,
         get_u64,
         move,
+        piece,
         read,
         set_u16,
+        set_u64,
         u32_of,
         write,
     )
@@ -99,7 +102,19 @@ if cython.compiled:
         key_bounds,
     )
 else:
-    from blizzard.pmem._mem import get_u16, get_u32, get_u64, move, read, set_u16, u32_of, write
+    from blizzard.pmem._mem import (
+        compare,
+        get_u16,
+        get_u32,
+        get_u64,
+        move,
+        piece,
+        read,
+        set_u16,
+        set_u64,
+        u32_of,
+        write,
+    )
     from blizzard.structures.ops import (
         ORD_CLEAR,
         ORD_DELETE,
@@ -282,6 +297,17 @@ class BPTreeCore(CoreBase):
 
     def _blobs(self, node: int) -> list[tuple[bytes, bytes]]:
         """Every entry of ``node`` as ``(key, entry bytes)``, in order (keys as stored)."""
+        n = get_u16(self.u8, node + 2)
+        out = []
+        for s in struct.unpack_from(f"<{n}H", self.buf, node + NODE_HEAD):
+            e = node + s
+            k = get_u32(self.u8, e + 4)
+            out.append((read(self.u8, e + 8, k), read(self.u8, e, self._size_at(e))))
+        return out
+
+    def _blobs_interpreted(self, node: int) -> list[tuple[bytes, bytes]]:
+        """``_blobs`` as the interpreted build runs it fastest (it is ``_blobs`` there):
+        one unpack per entry header, slices of the pool's memoryview."""
         buf = self.buf
         n = _NODE.unpack_from(buf, node)[2]
         out = []
@@ -339,8 +365,74 @@ class BPTreeCore(CoreBase):
         path.append([node, -1])
         return path
 
+    def _key_cmp(self, node: int, i: int, kb: bytes) -> int:
+        """Entry ``i``'s key of ``node`` against ``kb`` (< 0, 0, > 0), compared in the pool."""
+        e = node + get_u16(self.u8, node + NODE_HEAD + 2 * i)
+        return compare(self.u8, e + 8, get_u32(self.u8, e + 4), kb)
+
+    def _bisect(self, node: int, lo: int, n: int, kb: bytes, right: bool) -> int:
+        """``bisect_left`` (``bisect_right`` if ``right``) of ``kb`` among the keys of
+        entries ``lo``..``n-1`` of ``node``, searched where they lie in the pool."""
+        hi = n
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            c = self._key_cmp(node, mid, kb)
+            if c < 0 or (right and c == 0):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def locate(self, kb: bytes) -> tuple[int, int, bool]:
+        """``(leaf, i, found)``: the leaf whose range holds ``kb``, the index where
+        ``kb`` is or would go, and whether it is there.
+
+        Compiled, each node is bisected in the pool: its keys lie side by side
+        in one block, where the cached key lists are bytes objects scattered
+        through the heap (a cache miss per comparison at 10^6 keys) compared
+        through Python's generic comparison. An internal node's entry 0 has no
+        separator: its child takes every key below entry 1's.
+        """
+        node = self.root
+        if not node:  # dropped: looks empty
+            return 0, 0, False
+        for _depth in range(self.height - 1):
+            e = self._entry(node, self._bisect(node, 1, get_u16(self.u8, node + 2), kb, True) - 1)
+            node = get_u64(self.u8, e + 8 + get_u32(self.u8, e + 4))
+        n = get_u16(self.u8, node + 2)
+        i = self._bisect(node, 0, n, kb, False)
+        return node, i, i < n and self._key_cmp(node, i, kb) == 0
+
+    def _locate_interpreted(self, kb: bytes) -> tuple[int, int, bool]:
+        """``locate`` as the interpreted build runs it fastest (it is ``locate`` there):
+        bisects over the cached key lists, one C call per node."""
+        nodes = self._nodes
+        leaf = self.root
+        try:
+            for _ in range(self.height - 1):
+                keys, ptrs = nodes[leaf]
+                leaf = ptrs[bisect_right(keys, kb) - 1]
+            keys = nodes[leaf][0]
+        except KeyError:  # a node not cached yet: load the path
+            leaf = self.find_leaf(kb)
+            keys = self._leaf_keys(leaf)
+        i = bisect_left(keys, kb)
+        return leaf, i, i < len(keys) and keys[i] == kb
+
     def get(self, kb: bytes) -> bytes | None:
-        """The value under ``kb``, or None. Cost: height bisects over cached keys, one read."""
+        """The value under ``kb``, or None. Cost: height node searches, one read."""
+        leaf, i, found = self.locate(kb)
+        if not found:
+            return None
+        e = leaf + get_u16(self.u8, leaf + NODE_HEAD + 2 * i)
+        v = get_u32(self.u8, e)
+        if v != EXT:
+            return read(self.u8, e + 8 + len(kb), v)  # the entry's key is kb
+        return self._value_at(e)
+
+    def _get_interpreted(self, kb: bytes) -> bytes | None:
+        """``get`` as the interpreted build runs it fastest (it is ``get`` there): the
+        descent of ``_locate_interpreted`` inline, one call less."""
         nodes = self._nodes
         node = self.root
         try:
@@ -350,7 +442,7 @@ class BPTreeCore(CoreBase):
             keys = nodes[node][0]
         except KeyError:  # a node not cached yet: load the path, then the fast way
             self._leaf_keys(self.find_leaf(kb))
-            return self.get(kb)
+            return self._get_interpreted(kb)
         i = bisect_left(keys, kb)
         if i < len(keys) and keys[i] == kb:
             u8 = self.u8
@@ -408,44 +500,88 @@ class BPTreeCore(CoreBase):
         Keys and values of one leaf are copied before it is yielded from (no
         view of the pool is held while the caller runs: a pool closed meanwhile
         is noticed); mutating the tree while iterating gives unspecified results.
+        Keys increase along the leaf chain, so only the first leaf is bisected
+        for the near bound; a later leaf is bisected for the far bound only if
+        its last (first, reversed) key lies beyond it.
         """
-        start = hi if reverse else lo
-        for leaf in self.leaves(reverse, start):
-            keys = self._leaf_keys(leaf)
-            n = len(keys)
-            i = 0 if lo is None else (bisect_left(keys, lo) if lo_incl
-                                      else bisect_right(keys, lo))
-            j = n if hi is None else (bisect_right(keys, hi) if hi_incl
-                                      else bisect_left(keys, hi))
+        first = True
+        for leaf in self.leaves(reverse, hi if reverse else lo):
+            n = get_u16(self.u8, leaf + 2)
+            i, j = 0, n
+            if reverse:
+                if first and hi is not None:
+                    j = self._bisect(leaf, 0, n, hi, hi_incl)
+                if lo is not None and n and self._key_cmp(leaf, 0, lo) < (0 if lo_incl else 1):
+                    i = self._bisect(leaf, 0, n, lo, not lo_incl)
+            else:
+                if first and lo is not None:
+                    i = self._bisect(leaf, 0, n, lo, not lo_incl)
+                if hi is not None and n and self._key_cmp(leaf, n - 1, hi) > (0 if hi_incl else -1):
+                    j = self._bisect(leaf, 0, n, hi, hi_incl)
+            first = False
             if i < j:
-                vals = self._values(leaf, i, j, keys) if values else [None] * (j - i)
-                if reverse:
-                    vals.reverse()
-                    yield from zip(keys[j - 1:i - 1 if i else None:-1], vals, strict=True)
-                else:
-                    yield from zip(keys[i:j], vals, strict=True)
+                yield from self._leaf_items(leaf, i, j, values, reverse)
             if (j < n) if not reverse else (i > 0):
                 return
 
-    def _values(self, leaf: int, i: int, j: int, keys: list[bytes]) -> list[bytes | None]:
-        """The values of entries ``i`` to ``j - 1`` of ``leaf``, whose cached keys are
-        ``keys``: a scan's hot loop, slicing one copy of the leaf (cheaper, interpreted,
-        than a read from the pool per value; the same compiled)."""
+    def _leaf_items(self, leaf: int, i: int, j: int, values: bool, reverse: bool
+                    ) -> list[tuple[bytes, bytes | None]]:
+        """``(key, value)`` of entries ``i`` to ``j - 1`` of ``leaf`` (value None unless
+        ``values``), reversed if ``reverse``: a scan's hot loop, slicing one copy of the
+        leaf (keys and values lie together there, where the cached keys are scattered
+        through the heap)."""
         raw = read(self.u8, leaf, self.node_bytes)
-        last = len(raw) - 8  # where the last entry header could start
-        vals: list[bytes | None] = []
+        size = len(raw)
+        last = size - 8  # where the last entry header could start
+        out: list[tuple[bytes, bytes | None]] = []
         s = i
         for p in struct.unpack_from(f"<{j - i}H", raw, NODE_HEAD + 2 * i):
             if p > last:
                 raise StructureCorruptError(f"B+tree {self.name!r}: leaf {leaf}, slot {s}")
             v = u32_of(raw, p)
-            if v != EXT:
-                ks = p + 8 + len(keys[s])  # the entry's key is the cached one
-                vals.append(raw[ks:ks + v])
-            else:
-                vals.append(self._value_at(leaf + p))
+            k = u32_of(raw, p + 4)
+            ks = p + 8
+            ke = ks + k
+            if ke > size or (v != EXT and ke + v > size):
+                raise StructureCorruptError(f"B+tree {self.name!r}: leaf {leaf}, entry {s}")
             s += 1
-        return vals
+            if not values:
+                out.append((piece(raw, ks, k), None))
+            elif v != EXT:
+                out.append((piece(raw, ks, k), piece(raw, ke, v)))
+            else:
+                out.append((piece(raw, ks, k), self._value_at(leaf + p)))
+        if reverse:
+            out.reverse()
+        return out
+
+    def _leaf_items_interpreted(self, leaf: int, i: int, j: int, values: bool, reverse: bool
+                                ) -> list[tuple[bytes, bytes | None]]:
+        """``_leaf_items`` as the interpreted build runs it fastest (it is ``_leaf_items``
+        there): the keys from the cached list, each value sliced from one copy of the
+        leaf -- one step per key where reading keys from the copy takes three."""
+        keys = self._leaf_keys(leaf)[i:j]
+        if not values:
+            vals: list[bytes | None] = [None] * (j - i)
+        else:
+            raw = read(self.u8, leaf, self.node_bytes)
+            last = len(raw) - 8  # where the last entry header could start
+            vals = []
+            s = i
+            for p in struct.unpack_from(f"<{j - i}H", raw, NODE_HEAD + 2 * i):
+                if p > last:
+                    raise StructureCorruptError(f"B+tree {self.name!r}: leaf {leaf}, slot {s}")
+                v = u32_of(raw, p)
+                if v != EXT:
+                    ks = p + 8 + len(keys[s - i])  # the entry's key is the cached one
+                    vals.append(raw[ks:ks + v])
+                else:
+                    vals.append(self._value_at(leaf + p))
+                s += 1
+        out = list(zip(keys, vals, strict=True))
+        if reverse:
+            out.reverse()
+        return out
 
     def item_at(self, index: int) -> tuple[bytes, bytes]:
         """The ``index``-th item (negative from the end). Cost: O(height + |index| / fanout)."""
@@ -572,7 +708,7 @@ class BPTreeCore(CoreBase):
         slots = []
         for _, blob in entries:
             slots.append(pos)
-            buf[node + pos:node + pos + len(blob)] = blob
+            write(self.u8, node + pos, blob)
             pos += len(blob)
         assert pos <= self.node_bytes
         struct.pack_into(f"<{n}H", buf, node + NODE_HEAD, *slots)
@@ -597,14 +733,14 @@ class BPTreeCore(CoreBase):
         sizes = [len(b) for _, b in entries]
         total = sum(sizes)
         n = len(entries)
-        best, at, left = None, 1, 0
+        best, at, left = -1, 1, 0
         for s in range(1, n):
             left += sizes[s - 1]
             load = max(s * heap, left * fanout, (n - s) * heap, (total - left) * fanout)
-            if best is None or load < best:
+            if best < 0 or load < best:
                 best, at = load, s
         halves = [entries[:at], entries[at:]]
-        assert all(self._fits(h) for h in halves), "a split half does not fit a node"
+        assert self._fits(halves[0]) and self._fits(halves[1]), "a split half does not fit"
         return halves
 
     def _free_node(self, tx: Transaction, node: int) -> None:
@@ -756,69 +892,70 @@ class BPTreeCore(CoreBase):
 
     # -- the operations ----------------------------------------------------------------
 
-    def _new_blob(self, tx: Transaction, kb: bytes, vb: bytes) -> bytes:
-        """A leaf entry for ``kb`` -> ``vb``: the value inline, or in a new block."""
-        vlen = len(vb)
-        if vlen <= VALUE_INLINE_MAX:
-            return _HDR.pack(vlen, len(kb)) + kb + vb
-        block = tx.alloc(vlen)
-        write(self.u8, block, vb)
-        return leaf_blob(kb, vb, block)
+    def _write_entry(self, at: int, kb: bytes, vb: bytes, block: int) -> None:
+        """Store the leaf entry for ``kb`` -> ``vb`` at ``at`` (``block``: the value's own
+        block, 0 = inline), the bytes of ``leaf_blob`` with no bytes object made."""
+        klen = len(kb)
+        set_u64(self.u8, at, (EXT if block else len(vb)) | klen << 32)  # vlen, klen
+        write(self.u8, at + 8, kb)
+        if block:
+            set_u64(self.u8, at + 8 + klen, len(vb))
+            set_u64(self.u8, at + 16 + klen, block)
+        else:
+            write(self.u8, at + 8 + klen, vb)
+
+    def _write_entry_interpreted(self, at: int, kb: bytes, vb: bytes, block: int) -> None:
+        """``_write_entry`` as the interpreted build runs it fastest: one write of the
+        entry's bytes."""
+        write(self.u8, at, leaf_blob(kb, vb, block))
 
     def put(self, tx: Transaction, kb: bytes, vb: bytes) -> None:
         """Insert or replace. Cost: 2 undo entries; now and then a bounded split."""
-        u8 = self.u8
-        nodes = self._nodes
-        leaf = self.root
-        try:
-            for _depth in range(self.height - 1):
-                keys, ptrs = nodes[leaf]
-                leaf = ptrs[bisect_right(keys, kb) - 1]
-            keys = nodes[leaf][0]
-        except KeyError:
-            leaf = self.find_leaf(kb)
-            keys = self._leaf_keys(leaf)
-        n = len(keys)
-        i = bisect_left(keys, kb)
-        found = i < n and keys[i] == kb
-        blob = self._new_blob(tx, kb, vb)
-        size = len(blob)
+        leaf, i, found = self.locate(kb)
+        n = get_u16(self.u8, leaf + 2)
+        block = 0
+        if len(vb) > VALUE_INLINE_MAX:
+            block = tx.alloc(len(vb))
+            write(self.u8, block, vb)
+        size = 8 + len(kb) + (16 if block else len(vb))
         top = self._tops.get(leaf, -1)
         if top < 0:
             top = self._top(leaf)
         slot_at = leaf + NODE_HEAD + 2 * i
         if found:
-            block = self._block_at(self._entry(leaf, i))
-            if block:
-                tx.free(block)
+            old = self._block_at(self._entry(leaf, i))
+            if old:
+                tx.free(old)
             if top + size <= self.node_bytes:
-                write(u8, leaf + top, blob)
+                self._write_entry(leaf + top, kb, vb, block)
                 tx.flush(leaf + top, size)
                 self._tops[leaf] = top + size
                 tx.add(slot_at, 2)
-                set_u16(u8, slot_at, top)
+                set_u16(self.u8, slot_at, top)
                 if self.height > 1 and 3 * n < self.fanout and self._underfull(leaf, n):
                     self._rebalance(tx, self._path(kb), self.height - 1)
                 return
             entries = self._blobs(leaf)
-            entries[i] = (kb, blob)
+            entries[i] = (kb, leaf_blob(kb, vb, block))
             self._replace(tx, self._path(kb), self.height - 1, entries)
             return
         self.count += 1
         if n < self.fanout and top + size <= self.node_bytes:
             # the entry into free heap (flushed, not logged), then the logged slot array
-            write(u8, leaf + top, blob)
+            self._write_entry(leaf + top, kb, vb, block)
             tx.flush(leaf + top, size)
             self._tops[leaf] = top + size
             end = leaf + NODE_HEAD + 2 * n
             tx.add(leaf, end + 2 - leaf)
-            move(u8, slot_at + 2, slot_at, end - slot_at)
-            set_u16(u8, slot_at, top)
-            set_u16(u8, leaf + 2, n + 1)
-            keys.insert(i, kb)
+            move(self.u8, slot_at + 2, slot_at, end - slot_at)
+            set_u16(self.u8, slot_at, top)
+            set_u16(self.u8, leaf + 2, n + 1)
+            cached = self._nodes.get(leaf)  # (compiled, a leaf is cached only if a scan
+            if cached is not None:          # or a split loaded it)
+                cached[0].insert(i, kb)
             return
         entries = self._blobs(leaf)
-        entries.insert(i, (kb, blob))
+        entries.insert(i, (kb, leaf_blob(kb, vb, block)))
         self._replace(tx, self._path(kb), self.height - 1, entries)
 
     def delete(self, tx: Transaction, kb: bytes) -> bytes | None:
@@ -995,3 +1132,11 @@ class BPTreeCore(CoreBase):
         for node in self._nodes:
             if node not in seen:
                 fail(f"node {node} is cached but not in the tree")
+
+
+if not cython.compiled:  # the forms shaped for the interpreter (cached key lists, fewer calls)
+    BPTreeCore.locate = BPTreeCore._locate_interpreted  # type: ignore[method-assign]
+    BPTreeCore.get = BPTreeCore._get_interpreted  # type: ignore[method-assign]
+    BPTreeCore._leaf_items = BPTreeCore._leaf_items_interpreted  # type: ignore[method-assign]
+    BPTreeCore._blobs = BPTreeCore._blobs_interpreted  # type: ignore[method-assign]
+    BPTreeCore._write_entry = BPTreeCore._write_entry_interpreted  # type: ignore[method-assign]

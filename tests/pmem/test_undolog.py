@@ -41,6 +41,17 @@ def test_crc32_matches_zlib(data, start, at):
     assert _mem.crc32_bytes(data) == zlib.crc32(data)
 
 
+@given(st.binary(max_size=40), st.binary(max_size=40), st.integers(0, 7))
+def test_compare_and_piece_agree_with_bytes(stored, probe, at):
+    """A key compared where it lies orders as bytes do (a prefix first); a piece of
+    bytes is the slice."""
+    buf = memoryview(bytearray(bytes(at) + stored + bytes(8)))
+    c = _mem.compare(buf, at, len(stored), probe)
+    assert (c > 0) - (c < 0) == (stored > probe) - (stored < probe)
+    data = bytes(at) + stored
+    assert _mem.piece(data, at, len(stored)) == stored
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_compiled_and_interpreted_builds_write_identical_pools(tmp_path, seed):
     """Same transactions, same bytes: commits, aborts and log overflow."""

@@ -163,6 +163,40 @@ def test_against_sorted_dict_randomised():
     assert list(t.items()) == list(m.items())
 
 
+@pytest.mark.interpreted
+@pytest.mark.parametrize("fanout", [4, 64])
+def test_lookups_and_ranges_agree_with_a_sorted_list(fanout):
+    """Lookups (searched in the pool when compiled) and range scans with every
+    bound kind, both directions, against a sorted list: keys of 0-6 bytes from
+    a small alphabet (many shared prefixes, the empty key), values inline and
+    in blocks of their own. Replay: the seed is the fanout."""
+    rnd = random.Random(fanout)
+    t = PBPlusTree(new_pool(32 << 20), "t", fanout=fanout)
+    ref: dict[bytes, bytes] = {}
+    for _ in range(1500):
+        k = bytes(rnd.choice(b"ab\x00\xff") for _ in range(rnd.randrange(7)))
+        ref[k] = t[k] = bytes([len(ref) & 255]) * rnd.choice([0, 5, 64, 129, 300])
+    keys = sorted(ref)
+    core = t._core
+    for k in keys:
+        assert t[k] == ref[k], (fanout, k)
+    for _ in range(300):
+        probe = bytes(rnd.choice(b"ab\x00\xff\x01") for _ in range(rnd.randrange(8)))
+        assert t.get(probe) == ref.get(probe), (fanout, probe)
+        lo, hi = sorted(rnd.sample(keys, 2)) if rnd.random() < 0.7 else (probe, None)
+        for lo_incl in (True, False):
+            for hi_incl in (True, False):
+                want = [k for k in keys if (k > lo or (lo_incl and k == lo))
+                        and (hi is None or k < hi or (hi_incl and k == hi))]
+                for reverse in (False, True):
+                    got = list(core.items_range(lo, hi, lo_incl, hi_incl, reverse))
+                    expect = [(k, ref[k]) for k in (want[::-1] if reverse else want)]
+                    assert got == expect, (fanout, lo, hi, lo_incl, hi_incl, reverse)
+                    only = list(core.items_range(lo, hi, lo_incl, hi_incl, reverse, False))
+                    assert only == [(k, None) for k, _ in expect]
+    t.check()
+
+
 BPTreeMachine = make_machine(
     lambda pool, create: PBPlusTree(pool, "t", key_codec=int, fanout=4 if create else None))
 TestBPTreeMachine = pytest.mark.interpreted(BPTreeMachine.TestCase)

@@ -38,7 +38,8 @@ from blizzard.structures import PBPlusTree, PSkipList
 KEY_BYTES = 16
 VALUE_BYTES = 64
 SCAN_KEYS = 1000
-TARGETS = {"insert": 100_000, "get": 400_000, "scan": 2_000_000}
+#: PBPlusTree's targets at 10^6 keys; its get rate is held against lmdb's in the same run.
+TARGETS: dict[str, int | str] = {"insert": 150_000, "get": "lmdb", "scan": 3_000_000}
 
 
 def make_keys(n: int, seed: int) -> list[bytes]:
@@ -189,13 +190,26 @@ HEADER = ["system", "insert ops/s", "get ops/s", f"scan keys/s ({SCAN_KEYS})",
 
 
 def targets(results: dict[str, dict[str, object]]) -> list[str]:
-    """PBPlusTree's figures against the targets."""
+    """PBPlusTree's figures against the targets (a named goal: that system's rate
+    for the same operation in this run)."""
     ours = results.get("PBPlusTree")
     if ours is None:
         return []
-    return [f"PBPlusTree {op}: {rate(ours[op])} {'keys' if op == 'scan' else 'ops'}/s "
-            f"(target >= {rate(goal)}: {'met' if ours[op] >= goal else 'MISSED'})"
-            for op, goal in TARGETS.items()]
+    lines = []
+    for op, goal in TARGETS.items():
+        unit = "keys" if op == "scan" else "ops"
+        if isinstance(goal, str):
+            other = results.get(goal)
+            if other is None:
+                lines.append(f"PBPlusTree {op}: {rate(ours[op])} {unit}/s (target >= {goal}'s "
+                             f"in the same run: no {goal} in this run)")
+                continue
+            want, said = other[op], f"{goal}'s {rate(other[op])}"
+        else:
+            want, said = goal, rate(goal)
+        verdict = "met" if ours[op] >= want else "MISSED"  # type: ignore[operator]
+        lines.append(f"PBPlusTree {op}: {rate(ours[op])} {unit}/s (target >= {said}: {verdict})")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

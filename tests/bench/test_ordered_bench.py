@@ -31,3 +31,12 @@ def test_small_run_reports_every_structure(capsys):
 def test_checkpoints_are_powers_of_ten():
     assert ordered.checkpoints(25_000) == [1000, 10_000, 25_000]
     assert ordered.checkpoints(1000) == [1000]
+
+
+def test_the_get_target_is_lmdbs_rate_in_the_same_run():
+    ours = {"insert": 160_000.0, "get": 300_000.0, "scan": 2_000_000.0}
+    lines = ordered.targets({"PBPlusTree": ours, "lmdb": {"get": 350_000.0}})
+    assert [line.rsplit(": ", 1)[1] for line in lines] == ["met)", "MISSED)", "MISSED)"]
+    assert "lmdb's 350,000" in lines[1]
+    lines = ordered.targets({"PBPlusTree": ours})
+    assert "no lmdb in this run" in lines[1]

@@ -55,9 +55,13 @@ Why it is shaped so:
   build fresh blocks and patch the parent in place (one 8-byte child
   pointer, new entries past its top, its slot array), and the previous
   leaf's ``next`` pointer: each operation is one bounded transaction.
-* Reads bisect decoded key lists cached per node (``_nodes``), dropped on
-  reload; the pool stays authoritative -- values are always read from it,
-  and ``check`` compares every cached list against the pool.
+* Compiled, a lookup bisects each node where it lies (``locate``: a slot,
+  then the key beside its entry, compared in place): a node's keys share
+  one block, where Python key lists scatter them through the heap. Decoded
+  key lists are cached per node (``_nodes``, dropped on reload) for the
+  structural paths and, interpreted, for lookups (fewer interpreted steps);
+  the pool stays authoritative -- values are always read from it, and
+  ``check`` compares every cached list against the pool.
 
 Typed Python: C types in ``_bptreecore.pxd``. Hot paths read the pool
 through the core's views and ``blizzard.pmem._mem`` (entries are unaligned:

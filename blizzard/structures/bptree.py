@@ -1,6 +1,6 @@
 """PBPlusTree: a persistent, replicated, ordered ``MutableMapping`` (a B+tree).
 
-Reads go straight to the pool (bisects over key lists cached per node);
+Reads go straight to the pool (compiled, each node bisected where it lies);
 every mutation is an Op handed to the replicator, which the pool's registry
 applies in one transaction. The persistent layout is documented in
 :mod:`blizzard.structures._bptreecore`.

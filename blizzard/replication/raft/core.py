@@ -607,9 +607,12 @@ class Raft:
             self._election_elapsed = 0
             self.lead = m.source
             self._handle_snapshot(m)
-        elif cls is MsgProp or cls is MsgReadIndex:
+        elif cls is MsgProp:
             if self.lead != NONE:
-                self.msgs.append(attrs.evolve(m, source=self.id, target=self.lead))
+                self.msgs.append(MsgProp(self.id, self.lead, m.term, m.entries))
+        elif cls is MsgReadIndex:
+            if self.lead != NONE:
+                self.msgs.append(MsgReadIndex(self.id, self.lead, m.term, m.context))
         elif cls is MsgReadIndexResp:
             self.read_states.append(ReadState(m.index, m.context))
         elif cls is MsgTimeoutNow:

@@ -25,3 +25,33 @@ cdef class _Reader:
                    term=cython.ulonglong, index=cython.ulonglong, kind=Py_ssize_t,
                    length=Py_ssize_t, out=list)
     cpdef tuple entries(self, Py_ssize_t count)
+
+
+# The records built on every round (see _Record): read-only fields; messages.py
+# marks them no_gc (they hold ints, bytes and entries only).
+cdef class _Record:
+    pass
+
+
+cdef class HardState(_Record):
+    cdef readonly object term, vote, commit
+
+
+cdef class MsgApp(_Record):
+    cdef readonly object source, target, term, log_term, index, entries, commit
+
+
+cdef class MsgAppResp(_Record):
+    cdef readonly object source, target, term, index, reject, reject_hint, log_term
+
+
+cdef class MsgHeartbeat(_Record):
+    cdef readonly object source, target, term, commit, context
+
+
+cdef class MsgHeartbeatResp(_Record):
+    cdef readonly object source, target, term, context
+
+
+cdef class MsgProp(_Record):
+    cdef readonly object source, target, term, entries

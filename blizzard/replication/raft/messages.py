@@ -17,7 +17,10 @@ where a node list is ``count u16 | id u64 ...``.
 
 Typed Python: ``messages.pxd`` makes the decoder's cursor an extension type
 that reads entry headers straight from the frame (a follower decodes every
-entry it is sent); the frames are the same bytes either way.
+entry it is sent), and the records every round builds (``HardState``,
+``MsgApp``, ``MsgAppResp``, heartbeats and their answers, ``MsgProp``)
+extension types with read-only fields; the rarer messages stay attrs classes.
+The frames are the same bytes either way.
 """
 
 from __future__ import annotations
@@ -152,13 +155,80 @@ def untracked_entries(term: int, first: int, kind: int, items: Iterable[bytes]) 
     return list(map(new_entry, zip(repeat(term), count(first), repeat(kind), items)))
 
 
-@attrs.frozen
-class HardState:
+_set = object.__setattr__  # writes a slot behind a __setattr__ that refuses
+
+
+@cython.no_gc
+@cython.cclass
+class _Record:
+    """The base of the records built on every round of the entry path (the
+    hard state, appends, their acknowledgements, heartbeats, forwarded
+    proposals): immutable values, equal and hashed by their fields, with a
+    keyword-style repr; ``__match_args__`` names the fields in order.
+
+    Compiled, each is an extension type with read-only fields, built in a few
+    stores and taking no part in garbage collection (they hold ints, bytes
+    and entries, so they can close no reference cycle); an attrs class's
+    generated ``__init__`` cost several times as much.
+    Interpreted, a plain class with slots whose ``__init__`` writes past the
+    ``__setattr__`` that refuses every later assignment.
+    """
+
+    __slots__ = ()
+    __match_args__ = ()  # the fields' names, in order
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise attrs.exceptions.FrozenInstanceError
+
+    def __delattr__(self, name: str) -> None:
+        raise attrs.exceptions.FrozenInstanceError
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return _fields(self) == _fields(other)
+
+    def __ne__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return _fields(self) != _fields(other)
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, *_fields(self)))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__match_args__)
+        return f"{type(self).__name__}({fields})"
+
+    def __reduce__(self) -> tuple:
+        return type(self), _fields(self)
+
+
+def _fields(record: _Record) -> tuple:
+    """The values of ``record``'s fields, in order."""
+    return tuple([getattr(record, name) for name in record.__match_args__])
+
+
+@cython.no_gc
+@cython.cclass
+class HardState(_Record):
     """What must be on stable storage before any message is sent."""
 
-    term: int = 0
-    vote: int = NONE
-    commit: int = 0
+    __slots__ = __match_args__ = ("term", "vote", "commit")
+
+    term: int
+    vote: int
+    commit: int
+
+    def __init__(self, term: int = 0, vote: int = NONE, commit: int = 0) -> None:
+        if cython.compiled:
+            self.term = term
+            self.vote = vote
+            self.commit = commit
+        else:
+            _set(self, "term", term)
+            _set(self, "vote", vote)
+            _set(self, "commit", commit)
 
 
 @attrs.frozen
@@ -214,9 +284,13 @@ class Snapshot:
 # --- messages -----------------------------------------------------------------
 
 
-@attrs.frozen
-class MsgApp:
+@cython.no_gc
+@cython.cclass
+class MsgApp(_Record):
     """AppendEntries: ``entries`` follow the entry at (``index``, ``log_term``)."""
+
+    __slots__ = __match_args__ = (
+        "source", "target", "term", "log_term", "index", "entries", "commit")
 
     source: int
     target: int
@@ -226,19 +300,61 @@ class MsgApp:
     entries: tuple[Entry, ...]
     commit: int
 
+    def __init__(self, source: int, target: int, term: int, log_term: int, index: int,
+                 entries: tuple[Entry, ...], commit: int) -> None:
+        if cython.compiled:
+            self.source = source
+            self.target = target
+            self.term = term
+            self.log_term = log_term
+            self.index = index
+            self.entries = entries
+            self.commit = commit
+        else:
+            _set(self, "source", source)
+            _set(self, "target", target)
+            _set(self, "term", term)
+            _set(self, "log_term", log_term)
+            _set(self, "index", index)
+            _set(self, "entries", entries)
+            _set(self, "commit", commit)
 
-@attrs.frozen
-class MsgAppResp:
+
+@cython.no_gc
+@cython.cclass
+class MsgAppResp(_Record):
     """Ack of ``index`` or, if ``reject``, a hint: the follower's log may match
     up to ``reject_hint`` whose term is ``log_term`` (fast backtracking)."""
+
+    __slots__ = __match_args__ = (
+        "source", "target", "term", "index", "reject", "reject_hint", "log_term")
 
     source: int
     target: int
     term: int
     index: int
-    reject: bool = False
-    reject_hint: int = 0
-    log_term: int = 0
+    reject: bool
+    reject_hint: int
+    log_term: int
+
+    def __init__(self, source: int, target: int, term: int, index: int, reject: bool = False,
+                 reject_hint: int = 0, log_term: int = 0) -> None:
+        if cython.compiled:
+            self.source = source
+            self.target = target
+            self.term = term
+            self.index = index
+            self.reject = reject
+            self.reject_hint = reject_hint
+            self.log_term = log_term
+        else:
+            _set(self, "source", source)
+            _set(self, "target", target)
+            _set(self, "term", term)
+            _set(self, "index", index)
+            _set(self, "reject", reject)
+            _set(self, "reject_hint", reject_hint)
+            _set(self, "log_term", log_term)
 
 
 @attrs.frozen
@@ -281,23 +397,58 @@ class MsgPreVoteResp:
     reject: bool
 
 
-@attrs.frozen
-class MsgHeartbeat:
+@cython.no_gc
+@cython.cclass
+class MsgHeartbeat(_Record):
     """Leader liveness, commit index, and the latest pending ReadIndex context."""
+
+    __slots__ = __match_args__ = ("source", "target", "term", "commit", "context")
 
     source: int
     target: int
     term: int
     commit: int
-    context: bytes = b""
+    context: bytes
+
+    def __init__(self, source: int, target: int, term: int, commit: int,
+                 context: bytes = b"") -> None:
+        if cython.compiled:
+            self.source = source
+            self.target = target
+            self.term = term
+            self.commit = commit
+            self.context = context
+        else:
+            _set(self, "source", source)
+            _set(self, "target", target)
+            _set(self, "term", term)
+            _set(self, "commit", commit)
+            _set(self, "context", context)
 
 
-@attrs.frozen
-class MsgHeartbeatResp:
+@cython.no_gc
+@cython.cclass
+class MsgHeartbeatResp(_Record):
+    """A follower answers a heartbeat, echoing its ReadIndex context."""
+
+    __slots__ = __match_args__ = ("source", "target", "term", "context")
+
     source: int
     target: int
     term: int
-    context: bytes = b""
+    context: bytes
+
+    def __init__(self, source: int, target: int, term: int, context: bytes = b"") -> None:
+        if cython.compiled:
+            self.source = source
+            self.target = target
+            self.term = term
+            self.context = context
+        else:
+            _set(self, "source", source)
+            _set(self, "target", target)
+            _set(self, "term", term)
+            _set(self, "context", context)
 
 
 @attrs.frozen
@@ -340,14 +491,30 @@ class MsgReadIndexResp:
     context: bytes
 
 
-@attrs.frozen
-class MsgProp:
+@cython.no_gc
+@cython.cclass
+class MsgProp(_Record):
     """A follower forwards proposals (entries without term/index) to the leader."""
+
+    __slots__ = __match_args__ = ("source", "target", "term", "entries")
 
     source: int
     target: int
     term: int
     entries: tuple[Entry, ...]
+
+    def __init__(self, source: int, target: int, term: int,
+                 entries: tuple[Entry, ...]) -> None:
+        if cython.compiled:
+            self.source = source
+            self.target = target
+            self.term = term
+            self.entries = entries
+        else:
+            _set(self, "source", source)
+            _set(self, "target", target)
+            _set(self, "term", term)
+            _set(self, "entries", entries)
 
 
 Message = (

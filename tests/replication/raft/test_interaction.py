@@ -39,8 +39,7 @@ REWRITE = os.environ.get("BLIZZARD_REWRITE", "") not in ("", "0")
 def describe(m: Message) -> str:
     """One line per message: kind, route, term, then the fields that matter."""
     fields = []
-    for name in type(m).__attrs_attrs__:
-        key = name.name
+    for key in type(m).__match_args__:
         if key in ("source", "target", "term"):
             continue
         value = getattr(m, key)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import gc
+import pickle
 import struct
 import sys
 
@@ -173,3 +175,89 @@ def test_untracked_entries_own_their_fields_exactly_once():
         del entries
         gc.collect()
         assert (sys.getrefcount(data), sys.getrefcount(term)) == before
+
+
+# The records built every round: the same values in both builds.
+RECORDS = [
+    (m.HardState, (4, 2, 9)),
+    (m.MsgApp, (1, 2, 3, 3, 8, (m.Entry(3, 9, 0, b"x"),), 8)),
+    (m.MsgAppResp, (2, 1, 3, 9, True, 5, 2)),
+    (m.MsgHeartbeat, (1, 2, 3, 8, b"ctx")),
+    (m.MsgHeartbeatResp, (2, 1, 3, b"ctx")),
+    (m.MsgProp, (2, 1, 0, (m.Entry(0, 0, 0, b"p"),))),
+]
+
+
+@pytest.mark.interpreted
+@pytest.mark.parametrize(("cls", "values"), RECORDS, ids=lambda r: getattr(r, "__name__", ""))
+def test_records_are_values_by_their_fields(cls, values):
+    """Built positionally or by keyword, a record equals and hashes like any
+    other with the same fields, differs when one field does, and never
+    equals a record of another kind or a tuple."""
+    names = cls.__match_args__
+    assert len(names) == len(values)
+    record = cls(*values)
+    assert [getattr(record, name) for name in names] == list(values)
+    same = cls(**dict(zip(names, values, strict=True)))
+    assert (record == same, record != same) == (True, False)  # both operators
+    assert hash(record) == hash(same)
+    for position, name in enumerate(names):
+        changed = list(values)
+        changed[position] = b"other" if isinstance(values[position], (bytes, tuple)) else 77
+        other = cls(*changed)
+        assert (record == other, record != other) == (False, True), name
+    assert record != values and record != tuple(values)
+    for other_cls, other_values in RECORDS:
+        if other_cls is not cls:
+            assert record != other_cls(*other_values)
+    assert len({record, same}) == 1
+
+
+@pytest.mark.interpreted
+@pytest.mark.parametrize(("cls", "values"), RECORDS, ids=lambda r: getattr(r, "__name__", ""))
+def test_records_refuse_assignment(cls, values):
+    """Assigning, deleting or adding an attribute raises; the record is unchanged."""
+    record = cls(*values)
+    for name in (*cls.__match_args__, "unknown"):
+        with pytest.raises(AttributeError):
+            setattr(record, name, 1)
+        with pytest.raises(AttributeError):
+            delattr(record, name)
+    assert record == cls(*values)
+
+
+@pytest.mark.interpreted
+@pytest.mark.parametrize(("cls", "values"), RECORDS, ids=lambda r: getattr(r, "__name__", ""))
+def test_records_repr_pickle_and_copy(cls, values):
+    """The repr names every field and evaluates back to an equal record;
+    pickling and copying give equal records of the same class."""
+    record = cls(*values)
+    text = repr(record)
+    fields = ", ".join(f"{name}={value!r}" for name, value in zip(cls.__match_args__, values,
+                                                                    strict=True))
+    assert text == f"{cls.__name__}({fields})"
+    assert eval(text, vars(m)) == record
+    for back in (pickle.loads(pickle.dumps(record)), copy.copy(record), copy.deepcopy(record)):
+        assert back == record and type(back) is cls
+
+
+@pytest.mark.interpreted
+def test_record_defaults_are_the_documented_ones():
+    assert m.HardState() == m.HardState(0, m.NONE, 0)
+    assert m.MsgAppResp(1, 2, 3, 4) == m.MsgAppResp(1, 2, 3, 4, False, 0, 0)
+    assert m.MsgHeartbeat(1, 2, 3, 4) == m.MsgHeartbeat(1, 2, 3, 4, b"")
+    assert m.MsgHeartbeatResp(1, 2, 3) == m.MsgHeartbeatResp(1, 2, 3, b"")
+    with pytest.raises(TypeError):
+        m.MsgApp(1, 2, 3)
+
+
+@pytest.mark.interpreted
+def test_records_are_extension_types_untracked_by_the_collector_when_compiled():
+    """Compiled, a record is a C struct the collector never visits (it holds
+    ints, bytes and entries); interpreted, a slotted class without a dict."""
+    compiled = _compiled.compiled()
+    for cls, values in RECORDS:
+        record = cls(*values)
+        assert not hasattr(record, "__dict__")
+        assert gc.is_tracked(record) is not compiled, cls
+        assert (type(cls.__init__).__name__ == "wrapper_descriptor") is compiled, cls

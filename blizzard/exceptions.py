@@ -164,6 +164,13 @@ class MessageDecodeError(BlizzardError, ValueError):
     """A Raft message frame is truncated, malformed or of an unknown kind."""
 
 
+class ReceiveRegionLostError(MessageDecodeError):
+    """Entries received straight into the Raft log's free tail were overwritten
+    before the node could take them (the log changed meanwhile: another
+    leader's entries were appended, say): the frame is dropped, as a lost one
+    would be, and the leader sends the entries again."""
+
+
 class DpdkUnavailableError(BlizzardError, ImportError):
     """The DPDK transport cannot run here: its native module was not built
     (Debian's ``dpdk`` and ``libdpdk-dev`` missing at install time) or DPDK's

@@ -177,7 +177,8 @@ class RaftBackend:
         rep = self.replicator
         status = rep.status()
         counters: dict[str, Any] = {"submitted": rep.submitted}
-        for key in ("log_entries", "first_index", "last_index", "ops_per_s", "bad_frames"):
+        for key in ("log_entries", "first_index", "last_index", "ops_per_s", "bad_frames",
+                    "received_in_place"):
             if key in status:
                 counters[key] = status[key]
         counters.update({f"transport_{k}": v

@@ -10,7 +10,11 @@ order an Op meets them on a follower:
     a transport copied frame bytes into a Python buffer it owns (asyncio's
     stream buffer, then the frame's ``bytes``: two copies per byte);
 ``frame_to_entries``
-    decoding a frame cut each entry's data out of it (``bytes`` slices);
+    decoding a frame cut each entry's data out of it (``bytes`` slices).
+    Entries received straight into the Raft log (TCP without TLS, see
+    :mod:`~blizzard.replication.transport.tcp`) are cut from their records,
+    which stay where they landed: the one copy left before the structures';
+    the core, the log's reads and the apply share that ``bytes``;
 ``entries_to_log``
     the Raft log wrote entry data that lived elsewhere into its records;
 ``log_to_apply``

@@ -175,6 +175,7 @@ class Node:
         #: (see :mod:`blizzard.replication.copies`); the log and the state
         #: machine add their own stages when they can count.
         self.copies = Copies()
+        self.received_in_place = 0  # entries the transport received straight into the log
         for part in (storage, state_machine):
             count_copies = getattr(part, "count_copies", None)
             if count_copies is not None:
@@ -220,6 +221,63 @@ class Node:
                 return
         self.raft.step(msg)
         if cls is MsgApp and self._waiting:
+            self._note_led(msg)
+        self.wake()
+
+    # -- receiving entries straight into the log -------------------------------------------
+    #
+    # A transport that can receive a frame's tail into memory it is handed asks
+    # the node (its region sink) where: ``reserve_region`` looks at a MsgApp's
+    # fixed part and, when its entries would go exactly at the end of the log
+    # (this node follows that leader in that term, and its log ends at the
+    # entry they follow, durably or received in place), hands out the log's own free
+    # space; the transport receives the records there and calls
+    # ``region_received``. Every other frame, and a MsgApp the log cannot take
+    # where it lies, arrives as bytes through ``receive``.
+
+    head_bytes = messages.APP_HEAD_BYTES
+
+    def wants_regions(self, source: int) -> bool:
+        """Whether frames from ``source`` may be received into the log: it leads
+        this follower, whose log can take entries in place. Otherwise the
+        transport reads whole bursts of frames at once (a leader's answers)."""
+        raft = self.raft
+        return (raft.lead == source and raft.role is Role.FOLLOWER
+                and hasattr(self.storage, "tail_region"))
+
+    def reserve_region(self, source: int, head: bytes, length: int) -> memoryview | None:
+        """Where to receive the ``length`` bytes that follow ``head`` (the frame's
+        first :attr:`head_bytes`), or None: deliver the whole frame to ``receive``."""
+        tail_region = getattr(self.storage, "tail_region", None)
+        fields = messages.decode_app_head(head) if tail_region is not None else None
+        if fields is None:
+            return None
+        msg_source, target, term, log_term, index, _, count = fields
+        raft = self.raft
+        if (msg_source != source or target != self.node_id or not count
+                or term != raft.term or raft.lead != source or raft.role is not Role.FOLLOWER
+                or raft.log.pending_snapshot is not None or raft.log.last_index() != index):
+            return None
+        # the log checks its own end: the last record, or the last received in place
+        return tail_region(index + 1, log_term, length)
+
+    def region_received(self, source: int, head: bytes, region: memoryview) -> None:
+        """The records of the MsgApp ``head`` arrived in ``region`` (from
+        :meth:`reserve_region`): step it with the entries they hold."""
+        _, target, term, log_term, index, commit, count = messages.decode_app_head(head)
+        try:
+            entries = self.storage.received_entries(region, count)
+        except MessageDecodeError as exc:
+            self.bad_frames += 1
+            log.warning("node %d dropped entries received in place from node %d: %s",
+                        self.node_id, source, exc)
+            return
+        self.received_in_place += len(entries)
+        # each entry's data was cut from its record, which stays where it landed
+        self.copies.counts["frame_to_entries"] += sum(map(len, map(_data_of, entries)))
+        msg = MsgApp(source, target, term, log_term, index, tuple(entries), commit)
+        self.raft.step(msg)
+        if self._waiting:
             self._note_led(msg)
         self.wake()
 
@@ -611,6 +669,7 @@ class Node:
             "cpu_percent": round(self.cpu_percent, 1),
             "cpu_s": round(time.process_time(), 3),
             "bad_frames": self.bad_frames,
+            "received_in_place": self.received_in_place,
             "reproposed": self.reproposed,
             "resubmits_held": self.resubmits_held,
             "forwards_held": self.forwards_held,
@@ -656,6 +715,9 @@ class RaftNode(Node):
         self.wake = self._event.set
         self._running = True
         self.transport.set_receiver(self.receive)
+        set_region_sink = getattr(self.transport, "set_region_sink", None)
+        if set_region_sink is not None:  # it can receive entries straight into the log
+            set_region_sink(self)
         await self.transport.start()
         self._ticker = loop.call_later(self.tick_s, self._tick)
         self._task = loop.create_task(self._loop())

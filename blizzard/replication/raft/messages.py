@@ -11,7 +11,13 @@ Frame layout (little endian)::
 
     version u8 | kind u8 | source u64 | target u64 | term u64 | body (per kind)
 
-Entries are ``term u64 | index u64 | type u8 | length u32 | data``; a
+Entries are laid out exactly as the records of the Raft log in a pool
+(:mod:`~blizzard.replication.raft.pmem_storage`), so a follower can receive
+them straight into its log: ``crc u32 (0 on the wire) | length u32 | term
+u64 | index u64 | type u8 | pad 7 | data | pad to 8 bytes`` (pads zero; the
+type is read as a u64, so a non-zero pad is an unknown type). A MsgApp's
+fixed part (header, then ``log_term | index | commit | count``) is
+:data:`APP_HEAD_BYTES` long and its records follow. A
 snapshot is ``index u64 | term u64 | voters | learners | length u32 | data``
 where a node list is ``count u16 | id u64 ...``.
 
@@ -68,6 +74,7 @@ __all__ = [
     "Snapshot",
     "SnapshotMeta",
     "decode",
+    "decode_app_head",
     "encode",
     "new_entry",
     "untracked_entries",
@@ -75,7 +82,7 @@ __all__ = [
 ]
 
 NONE = 0  # "no node": node ids are >= 1.
-VERSION = 1
+VERSION = 2  # 2: entries in the Raft log's record layout
 U64_MAX = (1 << 64) - 1
 
 
@@ -536,7 +543,11 @@ Message = (
 # --- codec --------------------------------------------------------------------
 
 _HEADER = struct.Struct("<BBQQQ")
-_ENTRY = struct.Struct("<QQBI")
+#: An entry's record header, as in the log: crc, length, term, index and the
+#: type as a u64 (a u8 and 7 zero bytes).
+RECORD = struct.Struct("<IIQQQ")
+RECORD_HEADER_BYTES = 32
+_ZEROS = bytes(8)
 _U8 = struct.Struct("<B")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -546,6 +557,13 @@ _VOTE = struct.Struct("<QQB")  # log_term, index, transfer
 _RESP = struct.Struct("<B")  # reject
 _COMMIT = struct.Struct("<Q")
 _SNAP_META = struct.Struct("<QQ")
+assert RECORD.size == RECORD_HEADER_BYTES
+#: Bytes of a MsgApp frame before its first record (where a follower can
+#: receive the rest straight into its log).
+APP_HEAD_BYTES = _HEADER.size + _APP.size
+_APP_HEAD = struct.Struct("<BBQQQQQQI")  # _HEADER and _APP in one
+assert _APP_HEAD.size == APP_HEAD_BYTES
+KIND_APP = 0  # MsgApp's kind on the wire
 
 assert [int(kind) for kind in EntryType] == list(range(ENTRY_TYPE_COUNT))
 _KINDS: tuple[type, ...] = (
@@ -564,6 +582,7 @@ _KINDS: tuple[type, ...] = (
     MsgProp,
 )
 _KIND_OF = {cls: number for number, cls in enumerate(_KINDS)}
+assert _KINDS[KIND_APP] is MsgApp
 assert len(_KINDS) < 256
 
 
@@ -579,11 +598,15 @@ def _put_bytes(out: list[bytes], data: bytes) -> None:
 
 
 def _put_entries(out: list[bytes], entries: tuple[Entry, ...]) -> None:
-    pack = _ENTRY.pack
+    pack = RECORD.pack
+    zeros = _ZEROS
     for entry in entries:
         data = entry.data
-        out.append(pack(entry.term, entry.index, entry.type, len(data)))
+        n = len(data)
+        out.append(pack(0, n, entry.term, entry.index, entry.type))
         out.append(data)
+        if n & 7:
+            out.append(zeros[n & 7:])
 
 
 def _put_nodes(out: list[bytes], nodes: tuple[int, ...]) -> None:
@@ -658,36 +681,43 @@ class _Reader:
 
     def entries(self, count: int) -> tuple[Entry, ...]:
         # Each entry needs at least a header, so a huge count cannot allocate.
-        if count * _ENTRY.size > len(self.buf) - self.pos:
+        if count * RECORD_HEADER_BYTES > len(self.buf) - self.pos:
             raise MessageDecodeError("truncated frame")
         # The hot path of a receiving transport: locals, no method calls per entry.
         buf = self.buf
         end = len(buf)
         pos = self.pos
-        unpack_from = _ENTRY.unpack_from
-        header = _ENTRY.size
+        unpack_from = RECORD.unpack_from
+        header = RECORD_HEADER_BYTES
         out = []
         append = out.append
         for _ in range(count):
             if pos + header > end:
                 raise MessageDecodeError("truncated frame")
             if cython.compiled:  # the same little-endian fields, read in place
-                term = u64_of(buf, pos)
-                index = u64_of(buf, pos + 8)
-                kind = buf[pos + 16]
-                length = u32_of(buf, pos + 17)
+                crc = u32_of(buf, pos)
+                length = u32_of(buf, pos + 4)
+                term = u64_of(buf, pos + 8)
+                index = u64_of(buf, pos + 16)
+                kind = u64_of(buf, pos + 24)
             else:
-                term, index, kind, length = unpack_from(buf, pos)
+                crc, length, term, index, kind = unpack_from(buf, pos)
             pos += header
             if kind >= ENTRY_TYPE_COUNT:
                 raise MessageDecodeError(f"unknown entry type {kind}")
-            if pos + length > end:
+            if crc:
+                raise MessageDecodeError("an entry's CRC field is not 0 on the wire")
+            stop = pos + length
+            padded = stop + (-length & 7)  # records are padded to 8 bytes
+            if padded > end:
                 raise MessageDecodeError("truncated frame")
+            if padded != stop and buf[stop:padded] != _ZEROS[:padded - stop]:
+                raise MessageDecodeError("an entry's padding is not zero")
             if cython.compiled:
-                append(untracked_entry(term, index, kind, buf[pos : pos + length]))
+                append(untracked_entry(term, index, kind, buf[pos:stop]))
             else:  # the same entry, without a Python call more
-                append(new_entry((term, index, kind, buf[pos : pos + length])))
-            pos += length
+                append(new_entry((term, index, kind, buf[pos:stop])))
+            pos = padded
         self.pos = pos
         return tuple(out)
 
@@ -701,6 +731,17 @@ class _Reader:
         learners = self.nodes()
         meta = SnapshotMeta(index, term, ConfState(voters, learners))
         return Snapshot(meta, self.blob())
+
+
+def decode_app_head(head: bytes) -> tuple | None:
+    """``(source, target, term, log_term, index, commit, count)`` of a MsgApp
+    whose first :data:`APP_HEAD_BYTES` are ``head``; None for any other frame."""
+    if len(head) < APP_HEAD_BYTES:
+        return None
+    fields = _APP_HEAD.unpack_from(head, 0)
+    if fields[0] != VERSION or fields[1] != KIND_APP:
+        return None
+    return fields[2:]
 
 
 def decode(frame: bytes) -> Message:

@@ -51,6 +51,35 @@ Segment (a pool block of ``segment_bytes``)::
 
 Snapshot block: index u64 | term u64 | nvoters u32 | nlearners u32 | ids u64...
 | data length u64 | data.
+
+Receiving in place (the log is the network buffer). A MsgApp carries its
+entries in this record layout (:mod:`~blizzard.replication.raft.messages`),
+so a follower whose log ends exactly where the entries begin can have its
+transport receive them straight into the free space after its last record:
+
+1. :meth:`PmemStorage.tail_region` hands out a writable view of the free
+   space after the last record, or after the records received before and
+   not yet persisted (a leader pipelines its appends); when the segment
+   lacks room, the next one is linked for them first. None when the entries
+   cannot go there: the log does not end at the entry before them, or has
+   no record yet;
+2. :meth:`PmemStorage.received_entries` checks the records where they lie,
+   builds the entries the core steps (their data cut from the records: the
+   one copy left between the socket and the structures) and stamps each
+   record with its chain CRC **inverted**: until the node accepts them
+   nothing there verifies, even if a crash made ``last_index`` cover them,
+   so a rejected or stale leader's entries are never recovered;
+3. when the driver persists entries that are these very objects, ``save``
+   rights their CRCs, flushes the region once, stores ``last_index`` and
+   fences: one flush + one fence per batch, nothing copied into the log.
+
+Any other write (an ordinary append, a truncation, a snapshot) gives up
+every region not yet persisted, and unlinks a segment linked for them;
+entries received into a region given up raise
+:class:`~blizzard.exceptions.ReceiveRegionLostError` (the frame is dropped),
+and entries already taken from one are written by the ordinary path. A crash
+leaves records that never verify and, at worst, a linked segment holding
+none, which opening frees as it frees any such segment.
 """
 
 from __future__ import annotations
@@ -61,8 +90,15 @@ from collections.abc import Sequence
 from itertools import pairwise
 from zlib import crc32
 
-from blizzard.exceptions import BlizzardError, LogCorruptError, SnapshotOutOfDateError
+from blizzard.exceptions import (
+    BlizzardError,
+    LogCorruptError,
+    MessageDecodeError,
+    ReceiveRegionLostError,
+    SnapshotOutOfDateError,
+)
 from blizzard.pmem import Pool
+from blizzard.replication.raft import messages
 from blizzard.replication.raft.messages import (
     ENTRY_TYPE_COUNT,
     ConfState,
@@ -89,7 +125,31 @@ RECORD = struct.Struct("<IIQQB7x")
 RECORD_HEADER_SIZE = RECORD.size
 _RECORD_FIELDS = struct.Struct("<IQQB7x")  # what the CRC covers, before the data
 SEGMENT_BYTES_DEFAULT = 4 << 20
-assert RECORD_HEADER_SIZE == 32
+assert RECORD_HEADER_SIZE == 32 == messages.RECORD_HEADER_BYTES  # the wire's layout
+_WIRE_RECORD = messages.RECORD  # the type as a u64: its pad must be zero
+_CRC = struct.Struct("<I")
+
+
+class _Reservation:
+    """A tail region handed out for entries received in place: ``view`` until
+    its records are parsed, then their entries, positions and chain CRCs."""
+
+    __slots__ = ("crcs", "end", "entries", "first", "fresh", "positions", "prev", "seg",
+                 "start", "term_before", "view")
+
+    def __init__(self, first: int, seg: int, start: int, view: memoryview, prev: int,
+                 term_before: int, fresh: bool) -> None:
+        self.first = first  # index of the first entry expected there
+        self.seg = seg  # the segment it lies in
+        self.fresh = fresh  # that segment was linked for it, and holds no entry yet
+        self.start = start  # pool offset of the region
+        self.view: memoryview | None = view
+        self.prev = prev  # the chain's CRC before the region
+        self.term_before = term_before  # the term of the entry before the region
+        self.end = start  # pool offset after the last record, once parsed
+        self.entries: list[Entry] = []
+        self.positions: list[int] = []
+        self.crcs: list[int] = []
 
 
 class PmemStorage(EntryListReads):
@@ -107,6 +167,8 @@ class PmemStorage(EntryListReads):
         self._media = pool.media
         self._segment_bytes = segment_bytes
         self._copies: dict[str, int] | None = None  # see count_copies
+        self._reserved: _Reservation | None = None  # a region handed out, see tail_region
+        self._pending: list[_Reservation] = []  # regions parsed, not yet accepted
         root = pool.root(name)
         if root is None:
             self._root = self._create(name, conf_state or ConfState())
@@ -284,6 +346,167 @@ class PmemStorage(EntryListReads):
         (a :class:`~blizzard.replication.copies.Copies`), stage ``entries_to_log``."""
         self._copies = copies.counts
 
+    # -- receiving in place (see the module docstring) ------------------------------------
+
+    def tail_region(self, first_index: int, log_term: int, nbytes: int) -> memoryview | None:
+        """A writable view of the ``nbytes`` after the last record -- after the
+        records received in place and not yet accepted, if any -- for the
+        records of entries ``first_index``... that follow an entry of term
+        ``log_term``; None when they cannot go there. Replaces any earlier
+        region whose records were not parsed."""
+        self._drop_unparsed()
+        pending = self._pending
+        if pending:
+            last = pending[-1]
+            before, seg, pos, prev = last.entries[-1], last.seg, last.end, last.crcs[-1]
+        elif len(self._entries) > 1:
+            before, seg = self._entries[-1], self._segments[-1]
+            pos, prev = self._end_position()
+        else:
+            return None  # no record yet: the ordinary append places the first
+        if (first_index != before.index + 1 or before.term != log_term
+                or nbytes <= 0 or nbytes & 7):
+            return None
+        fresh = pos + nbytes > seg + _SEGMENT.unpack_from(self._buf, seg)[2]
+        if fresh:  # link the next segment now: the records land at its start
+            seg = self._new_segment(first_index, nbytes, prev)
+            pos = seg + SEGMENT_HEADER_SIZE
+        view = self._buf[pos:pos + nbytes]
+        self._reserved = _Reservation(first_index, seg, pos, view, prev, before.term, fresh)
+        return view
+
+    def received_entries(self, region: memoryview, count: int) -> list[Entry]:
+        """The ``count`` entries received into ``region`` (from :meth:`tail_region`).
+
+        Raises ``MessageDecodeError`` when the records are malformed or do not
+        follow the log index by index, and :class:`ReceiveRegionLostError` when
+        the region is no longer reserved; either way the region is given up.
+        """
+        res = self._reserved
+        if res is None or res.view is not region:
+            raise ReceiveRegionLostError("the log changed while the entries were received")
+        try:
+            self._take_records(res, region, count)
+        except BaseException:
+            self._drop_reservations()
+            raise
+        self._reserved = None
+        res.view = None
+        region.release()  # no view of the mapping outlives the receive
+        self._pending.append(res)
+        return res.entries
+
+    def _take_records(self, res: _Reservation, region: memoryview, count: int) -> None:
+        end = len(region)
+        if count * RECORD_HEADER_SIZE > end:
+            raise MessageDecodeError("truncated frame")
+        unpack_from = _WIRE_RECORD.unpack_from
+        pack_into = _CRC.pack_into
+        entries: list[Entry] = []
+        positions = []
+        crcs = []
+        prev = res.prev
+        term_before = res.term_before
+        expected = res.first
+        start = res.start
+        pos = 0
+        for _ in range(count):
+            if pos + RECORD_HEADER_SIZE > end:
+                raise MessageDecodeError("truncated frame")
+            crc, n, term, index, kind = unpack_from(region, pos)
+            if kind >= ENTRY_TYPE_COUNT:
+                raise MessageDecodeError(f"unknown entry type {kind}")
+            if crc:
+                raise MessageDecodeError("an entry's CRC field is not 0 on the wire")
+            if index != expected or term < term_before:
+                raise MessageDecodeError(
+                    f"entry {index} (term {term}) cannot follow {expected - 1} "
+                    f"(term {term_before}) in the log")
+            body = pos + RECORD_HEADER_SIZE
+            stop = body + n
+            if stop > end:
+                raise MessageDecodeError("truncated frame")
+            prev = crc32(region[pos + 4:stop], prev)
+            pack_into(region, pos, prev ^ 0xFFFFFFFF)  # inverted until accepted
+            entries.append(untracked_entry(term, index, kind, region[body:stop].tobytes()))
+            positions.append(start + pos)
+            crcs.append(prev)
+            term_before = term
+            expected += 1
+            pos = (stop + 7) & ~7
+        if pos != end:
+            raise MessageDecodeError(f"{end - pos} trailing bytes")
+        res.entries, res.positions, res.crcs = entries, positions, crcs
+        res.end = start + end
+
+    def _drop_unparsed(self) -> None:
+        """Give up the region handed out last, if its records were not parsed."""
+        res = self._reserved
+        if res is not None:
+            self._reserved = None
+            if res.view is not None:
+                res.view.release()
+                res.view = None
+            if res.fresh:
+                self._unlink_last_segment()
+
+    def _drop_reservations(self) -> None:
+        """Whatever is written next may overwrite the free tail: give up every
+        region not taken, and the segments linked for them."""
+        self._drop_unparsed()
+        pending, self._pending = self._pending, []
+        for res in reversed(pending):
+            if res.fresh:
+                self._unlink_last_segment()
+
+    def _unlink_last_segment(self) -> None:
+        """Unlink and free the last segment, which holds no entry (one pool transaction)."""
+        seg = self._segments.pop()
+        self._seg_first.pop()
+        with self._pool.transaction() as tx:
+            link = self._segments[-1] + 8 if self._segments else self._root + 16
+            tx.write(link, bytes(8))
+            tx.free(seg)
+
+    def _take_received(self, new: Sequence[Entry]) -> int:
+        """Make the leading entries of ``new`` that were received in place part
+        of the log (flushed, not fenced); how many they were. Regions received
+        after those stay reserved only if every earlier one was taken whole."""
+        pending = self._pending
+        count = 0
+        whole = 0  # regions taken whole
+        for res in pending:
+            if count == len(new):
+                break  # the regions after these stay reserved, in order
+            received = res.entries
+            i = 0
+            while i < len(received) and count < len(new) and new[count] is received[i]:
+                i += 1
+                count += 1
+            if i:
+                self._accept(res, i)
+            if i < len(received):  # not what the log takes next: its space goes
+                self._drop_reservations()
+                return count
+            whole += 1
+        del pending[:whole]
+        return count
+
+    def _accept(self, res: _Reservation, count: int) -> None:
+        """The first ``count`` records of ``res`` join the log: their CRCs
+        righted, one flush."""
+        res.fresh = False  # its segment holds entries now
+        buf = self._buf
+        pack_into = _CRC.pack_into
+        positions = res.positions
+        for pos, crc in zip(positions[:count], res.crcs[:count], strict=False):
+            pack_into(buf, pos, crc)
+        last = positions[count - 1]
+        end = (last + RECORD_HEADER_SIZE + len(res.entries[count - 1].data) + 7) & ~7
+        self._media.flush(res.start, end - res.start)
+        self._entries.extend(res.entries[:count])
+        self._positions.extend(positions[:count])
+
     # -- Storage protocol (reads) ---------------------------------------------------------
 
     def initial_state(self) -> tuple[HardState, ConfState]:
@@ -341,6 +564,17 @@ class PmemStorage(EntryListReads):
                 return False
             keep += skip
             first += skip
+        if self._pending:
+            # entries received in place are taken where they lie (module docstring)
+            taken = self._take_received(new) if keep == len(entries) else 0
+            if taken:
+                new = new[taken:]
+                if not new:
+                    self._store_last_index(entries[-1].index)
+                    return True
+                keep += taken
+                first += taken
+        self._drop_reservations()  # whatever follows overwrites the tail
         if keep < len(entries):
             self._truncate(first - 1)
         buf = self._buf
@@ -405,6 +639,7 @@ class PmemStorage(EntryListReads):
 
     def _truncate(self, last: int) -> None:
         """Forget entries after ``last`` durably, before anything overwrites them."""
+        self._drop_reservations()
         offset = self._entries[0].index
         # The first record cut off is made unverifiable in the same fence, or
         # it would still chain after ``last`` if its replacement never landed.
@@ -456,6 +691,7 @@ class PmemStorage(EntryListReads):
         offset = self._entries[0].index
         if meta.index <= offset:
             return
+        self._drop_reservations()  # the segments they lie in may go
         if meta.index > self.last_index():
             raise BlizzardError(
                 f"compacting to {meta.index} past the log's end {self.last_index()}")
@@ -481,6 +717,7 @@ class PmemStorage(EntryListReads):
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         """Replace the whole log with ``snapshot`` (a follower catching up)."""
+        self._drop_reservations()
         meta = snapshot.meta
         if meta.index < self._snapshot.meta.index:
             raise SnapshotOutOfDateError(meta.index)

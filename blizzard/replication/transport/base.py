@@ -23,6 +23,30 @@ import attrs
 Receiver = Callable[[int, bytes], None]
 
 
+class RegionSink(Protocol):
+    """Where a transport that can receive into given memory puts a frame's rest.
+
+    The node running a transport offers itself (``set_region_sink``, when the
+    transport has one). While ``wants_regions(source)`` holds, the transport
+    reads each frame from ``source`` longer than ``head_bytes`` up to that
+    many bytes, calls ``reserve_region(source, head, length)`` and, given a
+    writable view of exactly ``length`` bytes, receives the frame's remaining
+    bytes straight into it and calls ``region_received(source, head, view)``
+    instead of the receiver. Given None, it delivers the frame whole, as
+    bytes, to the receiver. A region whose connection breaks half-way is
+    never handed back. Only TCP without TLS does this today: TLS decrypts
+    into OpenSSL's buffers, and DPDK delivers frames out of its own mbufs.
+    """
+
+    head_bytes: int
+
+    def wants_regions(self, source: int) -> bool: ...
+
+    def reserve_region(self, source: int, head: bytes, length: int) -> memoryview | None: ...
+
+    def region_received(self, source: int, head: bytes, region: memoryview) -> None: ...
+
+
 @attrs.define
 class TransportStats:
     """Counters since start; a transport exposes one of these as ``stats``."""

@@ -12,6 +12,21 @@ Wire format (little endian)::
     reply     (listener -> dialler): status u8 (0 accepted, else a refusal code)
     frames    (dialler -> listener): length u32 | payload
 
+Receiving (without TLS) reads non-blocking sockets with ``recv_into`` from a
+reader callback of the loop, until the socket is empty, so a frame's bytes
+can go where the node wants them: a node may
+offer itself as the transport's region sink (``set_region_sink``, see
+:class:`~blizzard.replication.transport.base.RegionSink`). On a connection
+from the node it follows, the transport then reads each frame's first
+``head_bytes`` (a MsgApp's fixed part) and no further, asks the sink for a
+region for the rest, and receives the rest straight into it: the Raft log's
+free tail, so the entries land where they will stay. Any other frame, and
+every frame on other connections (read in bursts of many frames per system
+call), is delivered whole as ``bytes``. With TLS the stream path reads
+frames: the records are decrypted into OpenSSL's buffers and cannot land in
+the log, so they are copied as before (and counted, see
+:mod:`~blizzard.replication.copies`).
+
 A listener refuses (and logs one line saying why) a wrong magic or version,
 an unknown node id, another cluster's id, and -- with TLS -- any peer whose
 certificate its CA did not sign, or whose certificate is not the node
@@ -29,6 +44,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import ssl
 import struct
 from collections import deque
@@ -36,7 +52,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from blizzard.replication.transport.base import Receiver, TransportStats
+from blizzard.replication.transport.base import Receiver, RegionSink, TransportStats
 from blizzard.replication.transport.registry import TRANSPORTS, TransportSpec
 from blizzard.replication.transport.tls import (
     common_name,
@@ -61,6 +77,15 @@ HANDSHAKE_TIMEOUT_S = 5.0
 BACKOFF_MIN_S = 0.02
 BACKOFF_MAX_S = 2.0
 CLUSTER_ID_BYTES_MAX = 255
+#: The most of a frame read before asking the region sink where the rest goes
+#: (a MsgApp's fixed part is 54 bytes); frames no longer than this carry no entry.
+HEAD_BYTES_MAX = 64
+#: What one read takes from a connection not read into regions (bursts of frames).
+READ_BYTES = 256 << 10
+#: The most one readiness callback reads from one connection before letting
+#: the loop run other callbacks (the others' reads, the node's turn).
+READ_BYTES_PER_CALL = 4 << 20
+ACCEPTS_PER_CALL = 16
 
 REFUSALS = {
     1: "bad magic or version",
@@ -117,9 +142,12 @@ class TcpTransport:
         self._outbox_frames_max = outbox_frames_max
         self._rng = random.Random(seed)
         self._receiver: Receiver | None = None
-        self._server: asyncio.base_events.Server | None = None
+        self._server: asyncio.base_events.Server | None = None  # with TLS
+        self._listener: socket.socket | None = None  # without
         self._peers = {nid: _Peer(nid, addr) for nid, addr in peers.items() if nid != node_id}
         self._inbound: set[asyncio.Task] = set()
+        self._inbound_plain: set[_Inbound] = set()
+        self._sink: RegionSink | None = None
         self._running = False
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -127,11 +155,24 @@ class TcpTransport:
     def set_receiver(self, receiver: Receiver) -> None:
         self._receiver = receiver
 
+    def set_region_sink(self, sink: RegionSink | None) -> None:
+        """Receive frames' tails where ``sink`` says (see the module docstring);
+        on connections without TLS only."""
+        self._sink = sink
+
     async def start(self) -> None:
         host, port = self._addresses[self.node_id]
-        # TLS is started per connection (not by the server), so that a failed
-        # handshake is logged and counted like any other refusal.
-        self._server = await asyncio.start_server(self._accept, host, port, reuse_address=True)
+        if self._server_ssl is None:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            listener = socket.create_server((host, port), family=family, backlog=128)
+            listener.setblocking(False)
+            asyncio.get_running_loop().add_reader(listener.fileno(), self._accept_plain)
+            self._listener = listener
+        else:
+            # TLS is started per connection (not by the server), so that a failed
+            # handshake is logged and counted like any other refusal.
+            self._server = await asyncio.start_server(self._accept, host, port,
+                                                      reuse_address=True)
         self._running = True
         for peer in self._peers.values():
             peer.task = asyncio.get_running_loop().create_task(self._dial_loop(peer))
@@ -139,6 +180,8 @@ class TcpTransport:
     @property
     def address(self) -> tuple[str, int]:
         """The address actually listened on (port 0 in the config picks a free one)."""
+        if self._listener is not None:
+            return self._listener.getsockname()[:2]
         assert self._server is not None, "not started"
         return self._server.sockets[0].getsockname()[:2]
 
@@ -172,12 +215,18 @@ class TcpTransport:
         self._running = False
         if self._server is not None:
             self._server.close()
+        if self._listener is not None:
+            asyncio.get_running_loop().remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
         tasks = [p.task for p in self._peers.values() if p.task] + list(self._inbound)
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for inbound in list(self._inbound_plain):
+            inbound.close()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
@@ -271,6 +320,23 @@ class TcpTransport:
 
     # -- receiving ----------------------------------------------------------------------
 
+    def _accept_plain(self) -> None:
+        """The listener without TLS is readable: take the connections waiting."""
+        listener = self._listener
+        for _ in range(ACCEPTS_PER_CALL):
+            if listener is None:
+                return
+            try:
+                conn, address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors, say: the next accept may work
+                log.warning("node %d could not accept a connection: %s", self.node_id, exc)
+                return
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _Inbound(self, conn, address)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._inbound.add(task)
@@ -308,24 +374,25 @@ class TcpTransport:
                          f"bad handshake (magic {magic!r}, version {version})")
             return None
         cluster = await asyncio.wait_for(reader.readexactly(cluster_len), HANDSHAKE_TIMEOUT_S)
-        if cluster != self._cluster:
-            theirs = cluster.decode("utf-8", "replace")
-            self._refuse(writer, peer_name, 3, f"node {source} belongs to cluster {theirs!r}, "
-                                               f"not {self._cluster.decode()!r}")
+        refusal = self._hello_refusal(source, cluster, writer.get_extra_info("peercert"))
+        if refusal is not None:
+            self._refuse(writer, peer_name, *refusal)
             return None
-        if source not in self._peers:
-            self._refuse(writer, peer_name, 2, f"unknown node id {source}")
-            return None
-        if self._server_ssl is not None:
-            peercert = writer.get_extra_info("peercert")
-            if node_of(peercert) != source:
-                self._refuse(writer, peer_name, 4,
-                             f"claims to be node {source} with the certificate of "
-                             f"{common_name(peercert)!r} (node {source}'s is "
-                             f"{node_name(source)!r})")
-                return None
         writer.write(b"\0")
         return source
+
+    def _hello_refusal(self, source: int, cluster: bytes, peercert) -> tuple[int, str] | None:
+        """Why a dialler's hello (past magic and version) is refused: (code, reason)."""
+        if cluster != self._cluster:
+            theirs = cluster.decode("utf-8", "replace")
+            return 3, (f"node {source} belongs to cluster {theirs!r}, "
+                       f"not {self._cluster.decode()!r}")
+        if source not in self._peers:
+            return 2, f"unknown node id {source}"
+        if self._server_ssl is not None and node_of(peercert) != source:
+            return 4, (f"claims to be node {source} with the certificate of "
+                       f"{common_name(peercert)!r} (node {source}'s is {node_name(source)!r})")
+        return None
 
     def _refuse(self, writer, peer_name, code: int, why: str) -> None:
         self.stats.refused += 1
@@ -351,14 +418,249 @@ class TcpTransport:
             # the stream's buffer took the bytes from the socket's, then readexactly
             # copied them out into ``payload``: two copies
             stats.bytes_copied += 2 * n
-            receiver = self._receiver
-            if receiver is not None:
-                try:
-                    receiver(source, payload)
-                except Exception:  # a bad message must not take the connection down
-                    stats.bad_frames += 1
-                    log.exception("node %d: receiver failed on a frame from node %d",
-                                  self.node_id, source)
+            self._deliver(source, payload)
+
+    def _deliver(self, source: int, payload: bytes) -> None:
+        receiver = self._receiver
+        if receiver is not None:
+            try:
+                receiver(source, payload)
+            except Exception:  # a bad message must not take the connection down
+                self.stats.bad_frames += 1
+                log.exception("node %d: receiver failed on a frame from node %d",
+                              self.node_id, source)
+
+
+class _Inbound:
+    """One inbound connection without TLS, read with ``recv_into``: the hello,
+    then frames (see the module docstring).
+
+    Bytes are read into ``head`` (the hello, or frames), or into ``target`` (the
+    rest of one frame: a region of the sink's, or a buffer of its own for a
+    frame too long for ``head``). While the sink wants regions from this
+    connection's node, a read into ``head`` stops ``head_bytes`` into the first
+    frame not yet handled, so no byte of a long frame's tail lands in ``head``;
+    otherwise a read takes whatever has arrived, up to :data:`READ_BYTES`.
+    One readiness callback reads until the socket is empty (or
+    :data:`READ_BYTES_PER_CALL`), so a frame read in two parts costs no extra
+    turn of the loop.
+    """
+
+    def __init__(self, owner: TcpTransport, sock: socket.socket, peer_name) -> None:
+        self.owner = owner
+        self.sock: socket.socket | None = sock
+        self.fd = sock.fileno()
+        self.source: int | None = None  # set by the hello
+        self.peer_name = peer_name
+        self.head = bytearray(READ_BYTES)
+        self.view = memoryview(self.head)
+        self.filled = 0
+        self.want = _HELLO.size  # bytes of the hello ``head`` must hold
+        self.cluster_len = -1  # the hello's cluster id length, once read
+        self.target: memoryview | None = None
+        self.target_filled = 0
+        self.frame_head = b""  # the first bytes of the frame whose rest is read
+        self.in_region = False
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        owner._inbound_plain.add(self)
+        loop.add_reader(self.fd, self._readable)
+        self.timer: asyncio.TimerHandle | None = loop.call_later(HANDSHAKE_TIMEOUT_S,
+                                                                self._no_hello)
+
+    def _readable(self) -> None:
+        budget = READ_BYTES_PER_CALL
+        while budget > 0:
+            sock = self.sock
+            if sock is None:
+                return
+            buf = self.get_buffer()
+            try:
+                nbytes = sock.recv_into(buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.close()
+                return
+            if not nbytes:
+                self.close()
+                return
+            budget -= nbytes
+            self.buffer_updated(nbytes)
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is None:
+            return
+        self.owner._inbound_plain.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+        self.loop.remove_reader(self.fd)
+        sock.close()
+        # A region half received is never handed over: the log's next write
+        # reuses its space (its records never verify, see pmem_storage).
+        self.target = None
+
+    def get_buffer(self) -> memoryview:
+        if self.target is not None:
+            return self.target[self.target_filled:]
+        if self.source is None:
+            return self.view[self.filled:self.want]
+        if self._regions():
+            want = 4 + self._head_bytes()
+            if self.filled < want:
+                return self.view[self.filled:want]
+        return self.view[self.filled:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.target is not None:
+            self.target_filled += nbytes
+            if self.target_filled == len(self.target):
+                self._rest_done()
+            return
+        self.filled += nbytes
+        if self.source is None:
+            self._hello()
+        else:
+            self._frames()
+
+    # -- the hello ----------------------------------------------------------------------
+
+    def _no_hello(self) -> None:
+        if self.source is None and self.sock is not None:
+            self._refuse(1, "no handshake")
+
+    def _refuse(self, code: int, why: str) -> None:
+        owner = self.owner
+        owner.stats.refused += 1
+        log.warning("node %d refused a connection from %s: %s", owner.node_id,
+                    self.peer_name, why)
+        with contextlib.suppress(OSError):
+            self.sock.send(bytes([code]))  # one byte into an empty send buffer
+        self.close()
+
+    def _hello(self) -> None:
+        if self.filled < self.want:
+            return
+        magic, version, source, cluster_len = _HELLO.unpack_from(self.head, 0)
+        if self.cluster_len < 0:
+            if magic != MAGIC or version != VERSION:
+                self._refuse(1, f"bad handshake (magic {magic!r}, version {version})")
+                return
+            self.cluster_len = cluster_len
+            self.want = _HELLO.size + cluster_len
+            if cluster_len:
+                return
+        cluster = bytes(self.head[_HELLO.size:self.want])
+        refusal = self.owner._hello_refusal(source, cluster, None)
+        if refusal is not None:
+            self._refuse(*refusal)
+            return
+        self.timer.cancel()
+        try:
+            self.sock.send(b"\0")  # one byte into an empty send buffer
+        except OSError:
+            self.close()
+            return
+        self.source = source
+        self.filled = 0
+
+    # -- frames -------------------------------------------------------------------------
+
+    def _regions(self) -> bool:
+        sink = self.owner._sink
+        return sink is not None and sink.wants_regions(self.source)
+
+    def _head_bytes(self) -> int:
+        sink = self.owner._sink
+        return min(sink.head_bytes, HEAD_BYTES_MAX) if sink is not None else HEAD_BYTES_MAX
+
+    def _frames(self) -> None:
+        """Handle every frame complete in ``head``; start reading the rest of a
+        long one elsewhere; keep the bytes of an incomplete one at the front."""
+        owner = self.owner
+        stats = owner.stats
+        head = self.head
+        head_bytes = self._head_bytes()
+        pos = 0
+        filled = self.filled
+        while filled - pos >= 4 and self.sock is not None:
+            (n,) = _LEN.unpack_from(head, pos)
+            if n > owner._frame_bytes_max:
+                stats.bad_frames += 1
+                log.warning("node %d dropped the connection from node %d (%s): "
+                            "frame of %d bytes exceeds the %d-byte limit",
+                            owner.node_id, self.source, self.peer_name, n,
+                            owner._frame_bytes_max)
+                self.close()
+                return
+            if filled - pos >= 4 + n:  # the whole frame is in ``head``
+                payload = bytes(head[pos + 4:pos + 4 + n])
+                pos += 4 + n
+                stats.frames_received += 1
+                stats.bytes_received += n + 4
+                if n > head_bytes:  # shorter frames hold no entry: no payload copied
+                    stats.bytes_copied += n
+                owner._deliver(self.source, payload)
+                continue
+            if n > head_bytes and filled - pos <= 4 + head_bytes and self._regions():
+                if filled - pos == 4 + head_bytes:  # its head, and nothing more: a region
+                    self._start_rest(n, bytes(head[pos + 4:pos + 4 + head_bytes]))
+                    pos = filled
+            elif pos + 4 + n > len(head):  # too long for ``head``: a buffer of its own
+                self._start_rest(n, bytes(head[pos + 4:filled]), region=False)
+                pos = filled
+            break
+        if pos:  # keep an incomplete frame's bytes at the front
+            rest = filled - pos
+            head[:rest] = head[pos:filled]
+            filled = rest
+        self.filled = filled
+
+    def _start_rest(self, n: int, frame_head: bytes, *, region: bool = True) -> None:
+        """The first bytes of a frame of ``n`` are in: receive the rest into a
+        region of the sink's, or else into a buffer."""
+        sink = self.owner._sink
+        length = n - len(frame_head)
+        view = None
+        if region and sink is not None and self._regions():
+            try:
+                view = sink.reserve_region(self.source, frame_head, length)
+            except Exception:  # a confused sink must not take the connection down
+                log.exception("node %d: the region sink failed on a frame from node %d",
+                              self.owner.node_id, self.source)
+            if view is not None and len(view) != length:
+                view = None
+        self.frame_head = frame_head
+        if view is not None:
+            self.in_region = True
+            self.target = view
+            self.target_filled = 0
+        else:
+            self.in_region = False
+            self.target = memoryview(bytearray(n))
+            self.target[:len(frame_head)] = frame_head
+            self.target_filled = len(frame_head)
+
+    def _rest_done(self) -> None:
+        owner = self.owner
+        stats = owner.stats
+        target, self.target = self.target, None
+        stats.frames_received += 1
+        if self.in_region:
+            stats.bytes_received += len(self.frame_head) + len(target) + 4
+            try:
+                owner._sink.region_received(self.source, self.frame_head, target)
+            except Exception:
+                stats.bad_frames += 1
+                log.exception("node %d: the region sink failed on a frame from node %d",
+                              owner.node_id, self.source)
+            return
+        payload = bytes(target)
+        stats.bytes_received += len(payload) + 4
+        # the head's bytes were copied into the buffer, then the whole into ``payload``
+        stats.bytes_copied += len(payload) + len(self.frame_head)
+        owner._deliver(self.source, payload)
 
 
 def _build(spec: TransportSpec) -> TcpTransport:

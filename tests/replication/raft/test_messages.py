@@ -103,9 +103,16 @@ def test_unknown_version_kind_and_bad_fields():
     with pytest.raises(MessageDecodeError, match="boolean"):
         decode(good[:-1] + b"\x02")
     entry = encode(m.MsgProp(1, 2, 0, (m.Entry(1, 1, m.EntryType.NORMAL, b"x"),)))
-    position = len(entry) - 1 - 4 - 1  # the entry's type byte
+    position = len(entry) - 8 - 8  # the entry's type byte (then 7 zero bytes, 1 + 7 of data)
     with pytest.raises(MessageDecodeError, match="entry type"):
         decode(entry[:position] + b"\x07" + entry[position + 1 :])
+    with pytest.raises(MessageDecodeError, match="entry type"):  # a non-zero pad in the header
+        decode(entry[:position + 3] + b"\x01" + entry[position + 4 :])
+    with pytest.raises(MessageDecodeError, match="padding"):
+        decode(entry[:-1] + b"\x01")
+    crc = len(entry) - 8 - 32  # the record's CRC field
+    with pytest.raises(MessageDecodeError, match="CRC"):
+        decode(entry[:crc] + b"\x01" + entry[crc + 1 :])
     with pytest.raises(MessageDecodeError, match="expected bytes"):
         decode("not bytes")  # type: ignore[arg-type]
 

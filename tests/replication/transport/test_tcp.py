@@ -263,3 +263,72 @@ def test_a_dialler_refuses_a_listener_with_another_nodes_certificate(pki, caplog
         for t in (one, impostor):
             await t.stop()
     asyncio.run(main())
+
+
+class _Regions:
+    """A region sink that lends a buffer of its own for every long frame (the
+    node lends its Raft log: tests/replication/test_receive_into_log.py)."""
+
+    head_bytes = 54
+
+    def __init__(self, wanted: bool) -> None:
+        self.wanted = wanted
+        self.frames: list[bytes] = []
+
+    def wants_regions(self, source: int) -> bool:
+        return self.wanted
+
+    def reserve_region(self, source: int, head: bytes, length: int) -> memoryview | None:
+        return memoryview(bytearray(length)) if head[0] != 0xFF else None
+
+    def region_received(self, source: int, head: bytes, region: memoryview) -> None:
+        self.frames.append(head + bytes(region))
+
+
+@pytest.mark.parametrize("wanted", [True, False], ids=["regions", "bursts"])
+def test_frames_cut_anywhere_arrive_whole(wanted):
+    """Frames of every size (empty to longer than one read), written in chunks
+    cut at random, each arrive once and whole: through regions (or, refused one,
+    as bytes) while the sink wants them, as bytes from bursts otherwise."""
+    import random
+
+    from blizzard.replication.transport import tcp
+
+    rng = random.Random(7)
+    sizes = [0, 1, 53, 54, 55, 64, 65, 200, 4096, tcp.READ_BYTES + 3, 9]
+    frames = [bytes([0xFF if i % 3 == 0 else 1]) + rng.randbytes(max(n - 1, 0))
+              if n else b"" for i, n in enumerate(sizes * 3)]
+
+    async def main():
+        (port,) = free_ports(1)
+        node = TcpTransport(1, {1: ("127.0.0.1", port), 2: ("127.0.0.1", 1)}, seed=1)
+        got: list[bytes] = []
+        sink = _Regions(wanted)
+        node.set_receiver(lambda src, payload: got.append(payload))
+        node.set_region_sink(sink)
+        await node.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(struct.pack("<4sBQB", b"BLZT", 1, 2, 8) + b"blizzard")
+            assert await reader.readexactly(1) == b"\0"
+            stream = b"".join(struct.pack("<I", len(f)) + f for f in frames)
+            pos = 0
+            while pos < len(stream):
+                step = rng.choice([1, 3, 60, 1000, 70_000])
+                writer.write(stream[pos:pos + step])
+                await writer.drain()
+                pos += step
+                if rng.random() < 0.1:
+                    await asyncio.sleep(0.001)
+            await until(lambda: len(got) + len(sink.frames) == len(frames))
+            writer.close()
+        finally:
+            await node.stop()
+        if wanted:
+            long_ok = [f for f in frames if len(f) > sink.head_bytes and f[0] != 0xFF]
+            assert sink.frames == long_ok
+            assert got == [f for f in frames if f not in long_ok]
+        else:
+            assert sink.frames == [] and got == frames
+
+    asyncio.run(main())

@@ -13,6 +13,11 @@ polls the links; ``polling`` says how, and how it backs off when idle).
 ``send`` stages frames; they leave in one burst per link when the loop
 next waits.
 
+Received messages reach the node as ``bytes`` (copied out of the mbufs and
+reassembled), not straight into its Raft log as TCP without TLS can: this
+transport offers no ``set_region_sink`` (receiving into the log here needs
+the log's pool registered with DPDK as external memory).
+
 Doorbells: a node that goes to sleep raises a flag word in
 ``socket_dir/node<ID>.flag`` (a small mapped file); a peer that sends while
 the flag is up sends one byte to the node's datagram socket

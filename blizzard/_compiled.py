@@ -46,6 +46,7 @@ MODULES: tuple[str, ...] = (
     "blizzard.structures._hashcore",
     "blizzard.structures._queuecore",
     "blizzard.structures._bptreecore",
+    "blizzard.structures._keyindex",
     "blizzard.structures._skiplistcore",
     "blizzard.structures.registry",
     "blizzard.structures._mapping",

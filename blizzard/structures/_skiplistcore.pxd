@@ -1,8 +1,9 @@
-# C types for _skiplistcore.py (_TallIndex stays a Python class).
+# C types for _skiplistcore.py.
 cimport cython
 from libc.stdint cimport uint32_t
 from blizzard.pmem._tx cimport Transaction
 from blizzard.structures._corebase cimport CoreBase
+from blizzard.structures._keyindex cimport KeyIndex
 
 cpdef enum:
     LEVEL_MAX = 32
@@ -18,7 +19,8 @@ cdef uint32_t EXT
 
 cdef class SkipListCore(CoreBase):
     cdef public Py_ssize_t head, count, level
-    cdef public object rng, _tall
+    cdef public object rng
+    cdef public KeyIndex _tall
     cdef Py_ssize_t _applied
 
     cpdef bytes _key(self, Py_ssize_t node)
@@ -28,13 +30,14 @@ cdef class SkipListCore(CoreBase):
     cpdef Py_ssize_t _next(self, Py_ssize_t node, Py_ssize_t level=*) except -1
     @cython.locals(x=Py_ssize_t, lvl=Py_ssize_t, nxt=Py_ssize_t, preds=list)
     cpdef list _preds(self, bytes kb)
+    @cython.locals(tall=KeyIndex)
     cpdef Py_ssize_t _start(self, bytes kb) except -1
     @cython.locals(nxt=Py_ssize_t, k=bytes)
     cpdef Py_ssize_t _lower(self, bytes kb, bint strict) except -1
     @cython.locals(x=Py_ssize_t, nxt=Py_ssize_t, k=bytes)
     cpdef tuple _find(self, bytes kb)
     @cython.locals(x=Py_ssize_t, nxt=Py_ssize_t, ks=Py_ssize_t, klen=Py_ssize_t, k=bytes,
-                   vlen=uint32_t)
+                   vlen=uint32_t, tall=KeyIndex)
     cpdef get(self, bytes kb)
     @cython.locals(ks=Py_ssize_t, klen=Py_ssize_t, vlen=uint32_t, kb=bytes, items=list)
     cpdef tuple _run(self, Py_ssize_t x, hi, bint hi_incl, bint values)

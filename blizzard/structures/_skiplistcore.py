@@ -41,8 +41,11 @@ Why it is shaped so:
   frees the block. An update of the same length rewrites the value in place;
   otherwise a new node of the same height replaces the old one.
 * Searching starts from a DRAM index of the tall towers (height >= 2: a
-  quarter of the nodes, the contents of level 1), chunked sorted lists
-  bisected in O(log n); from the last tall node below the key, level 0 is
+  quarter of the nodes, the contents of level 1): a
+  :class:`~blizzard.structures._keyindex.KeyIndex`, chunks of sorted keys
+  binary-searched by an 8-byte word of each key in a C array (compiled),
+  O(log n) with whole keys compared only among equal words; from the last
+  tall node below the key, level 0 is
   followed for about 3 links. Inserts and deletes of towers no higher than
   2 get both their predecessors from it; taller towers (1 in 16) search
   from the head. Keys are read from the nodes themselves (they share cache
@@ -59,7 +62,6 @@ through the core's views: ``u8[x]`` the height, ``u32[(x >> 2) + 1]`` and
 from __future__ import annotations
 
 import struct
-from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -68,6 +70,7 @@ import cython
 from blizzard.exceptions import InvalidArgumentError, OpDecodeError, StructureCorruptError
 from blizzard.pmem._mem import views
 from blizzard.structures._corebase import CoreBase
+from blizzard.structures._keyindex import KeyIndex
 
 if cython.compiled:
     from cython.cimports.blizzard.pmem._mem import get_u64, read, write
@@ -140,69 +143,6 @@ def height_of(z: int) -> int:
     return h
 
 
-class _TallIndex:
-    """The keys and nodes of the tall towers, sorted, as lists of at most 2 * LOAD:
-    O(log n) bisects, inserts moving at most 2 * LOAD references (volatile)."""
-
-    LOAD = 256
-
-    def __init__(self, pairs: list[tuple[bytes, int]]) -> None:
-        load = self.LOAD
-        self._keys = [[k for k, _ in pairs[i:i + load]] for i in range(0, len(pairs), load)]
-        self._nodes = [[x for _, x in pairs[i:i + load]] for i in range(0, len(pairs), load)]
-        self._maxes = [chunk[-1] for chunk in self._keys]
-
-    def before(self, kb: bytes) -> int:
-        """The node of the greatest key < ``kb``, or 0."""
-        maxes = self._maxes
-        i = bisect_left(maxes, kb)
-        if i == len(maxes):
-            return self._nodes[-1][-1] if maxes else 0
-        j = bisect_left(self._keys[i], kb)
-        if j:
-            return self._nodes[i][j - 1]
-        return self._nodes[i - 1][-1] if i else 0
-
-    def set(self, kb: bytes, node: int) -> None:
-        maxes = self._maxes
-        if not maxes:
-            self._keys.append([kb])
-            self._nodes.append([node])
-            maxes.append(kb)
-            return
-        i = min(bisect_left(maxes, kb), len(maxes) - 1)
-        keys, nodes = self._keys[i], self._nodes[i]
-        j = bisect_left(keys, kb)
-        if j < len(keys) and keys[j] == kb:
-            nodes[j] = node
-            return
-        keys.insert(j, kb)
-        nodes.insert(j, node)
-        maxes[i] = keys[-1]
-        if len(keys) > 2 * self.LOAD:
-            half = self.LOAD
-            self._keys[i:i + 1] = [keys[:half], keys[half:]]
-            self._nodes[i:i + 1] = [nodes[:half], nodes[half:]]
-            maxes[i:i + 1] = [keys[half - 1], keys[-1]]
-
-    def remove(self, kb: bytes) -> None:
-        maxes = self._maxes
-        i = bisect_left(maxes, kb)
-        keys, nodes = self._keys[i], self._nodes[i]
-        j = bisect_left(keys, kb)
-        assert keys[j] == kb, "removing a key the tall index does not hold"
-        del keys[j]
-        del nodes[j]
-        if keys:
-            maxes[i] = keys[-1]
-        else:
-            del self._keys[i], self._nodes[i], maxes[i]
-
-    def items(self) -> Iterator[tuple[bytes, int]]:
-        for keys, nodes in zip(self._keys, self._nodes, strict=True):
-            yield from zip(keys, nodes, strict=True)
-
-
 class SkipListCore(CoreBase):
     """Apply side and read side of one persistent skiplist."""
 
@@ -238,7 +178,7 @@ class SkipListCore(CoreBase):
             self.buf, self.header_off + 8)
         if not 1 <= self.level <= LEVEL_MAX:
             raise StructureCorruptError(f"skiplist {self.name!r}: level {self.level}")
-        self._tall: _TallIndex | None = None  # built on first use
+        self._tall: KeyIndex | None = None  # built on first use
         self._serial = 0  # the transaction that last undo-logged the hot header fields
 
     def kill(self) -> None:
@@ -249,7 +189,7 @@ class SkipListCore(CoreBase):
         self.buf = memoryview(bytearray(HEADER_BYTES + 64))
         self.u8, self.u32, self.u64 = views(self.buf, len(self.buf))  # an empty head
         self.head = HEAD_OFF - NODE_HEAD
-        self._tall = _TallIndex([])
+        self._tall = KeyIndex([])
 
     @property
     def applied(self) -> int:
@@ -298,7 +238,7 @@ class SkipListCore(CoreBase):
             preds[lvl] = x
         return preds
 
-    def _index(self) -> _TallIndex:
+    def _index(self) -> KeyIndex:
         """The volatile index of tall towers (key -> node): level 1 of the pool, in DRAM."""
         tall = self._tall
         if tall is None:
@@ -307,7 +247,7 @@ class SkipListCore(CoreBase):
             while x:
                 pairs.append((self._key(x), x))
                 x = self._next(x, TALL - 1)
-            tall = self._tall = _TallIndex(pairs)
+            tall = self._tall = KeyIndex(pairs)
         return tall
 
     def _start(self, kb: bytes) -> int:
@@ -624,7 +564,7 @@ class SkipListCore(CoreBase):
         at = self.head + NODE_HEAD
         tx.add(at, 8 * LEVEL_MAX)
         self.buf[at:at + 8 * LEVEL_MAX] = bytes(8 * LEVEL_MAX)
-        self._tall = _TallIndex([])
+        self._tall = KeyIndex([])
         self.count = 0
         self.level = 1
 

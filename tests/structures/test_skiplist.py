@@ -11,6 +11,7 @@ from sortedcontainers import SortedDict
 from blizzard.exceptions import StructureCorruptError, StructureKindError
 from blizzard.pmem import DramMedia, Pool
 from blizzard.structures import PBPlusTree, PSkipList, registry_for
+from blizzard.structures import _keyindex as K
 from blizzard.structures import _skiplistcore as S
 from tests.conftest import budget
 from tests.structures.ordered_machine import make_machine
@@ -164,11 +165,11 @@ def test_snapshot_restore_round_trip():
     u.check()
 
 
-@pytest.mark.parametrize("load", [2, S._TallIndex.LOAD])
+@pytest.mark.parametrize("load", [2, K.TALL_LOAD])
 def test_against_sorted_dict_randomised(load, monkeypatch):
     """A seeded random walk; a tiny chunk size makes the DRAM index of tall towers
     split and drop chunks all the time."""
-    monkeypatch.setattr(S._TallIndex, "LOAD", load)
+    monkeypatch.setattr(K, "TALL_LOAD", load)
     seed = 11
     rnd = random.Random(seed)
     s = PSkipList(new_pool(32 << 20), "s")

@@ -23,7 +23,8 @@ cdef uint64_t POS_MASK
 cdef class HashCore(CoreBase):
     cdef public Py_ssize_t count, nbuckets, lo_mask, hi_mask, split
     cdef Py_ssize_t _applied
-    cdef public list pages, segs
+    cdef public uint64_t[::1] pages
+    cdef public list segs
     cdef unsigned short[::1] _tops
 
     @cython.locals(klen=Py_ssize_t, b=Py_ssize_t, page=Py_ssize_t, slots=Py_ssize_t,
@@ -72,7 +73,7 @@ cdef class HashCore(CoreBase):
     cpdef Py_ssize_t _build(self, Transaction tx, Py_ssize_t first, Py_ssize_t second,
                             uint64_t mask, uint64_t want) except -1
     cdef _link(self, Transaction tx, Py_ssize_t b, Py_ssize_t prev, Py_ssize_t page)
-    @cython.locals(word=Py_ssize_t)
+    @cython.locals(word=Py_ssize_t, grown=uint64_t[::1])
     cdef _set_dir(self, Transaction tx, Py_ssize_t b, Py_ssize_t page)
 
 

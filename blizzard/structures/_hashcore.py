@@ -167,6 +167,15 @@ def entry_size(klen: int, vlen: int) -> int:
     return (24 + klen + 7) & ~7
 
 
+def _directory(capacity: int) -> memoryview:
+    """A zeroed volatile bucket directory: ``capacity`` page offsets, one C array.
+
+    Not a list of ints: a lookup is then one load from a contiguous array
+    rather than a pointer to follow to a boxed int elsewhere in memory (a
+    cache miss per get on a large map)."""
+    return memoryview(bytearray(8 * capacity)).cast("Q")
+
+
 class HashCore(CoreBase):
     """Apply side and read side of one persistent hash map."""
 
@@ -202,13 +211,15 @@ class HashCore(CoreBase):
         off = self.header_off
         self.count, self._applied, nbuckets = _HOT.unpack_from(buf, off + 8)
         self.segs = [s for s in struct.unpack_from(f"<{TOP_MAX}Q", buf, off + TOP_OFF) if s]
-        pages: list[int] = []
+        raw = bytearray(8 * max(nbuckets, 1))
+        done = 0
         for seg in self.segs:
-            want = min(SEG_SLOTS, nbuckets - len(pages))
+            want = min(SEG_SLOTS, nbuckets - done)
             if want <= 0:
                 break
-            pages.extend(struct.unpack_from(f"<{want}Q", buf, seg))
-        self.pages = pages
+            raw[8 * done:8 * (done + want)] = buf[seg:seg + 8 * want]
+            done += want
+        self.pages = memoryview(raw).cast("Q")
         self._set_buckets(nbuckets)
         # the next free heap byte of each page touched since, by page number; 0: not
         # known. One array per pool, shared by its maps (pages are never shared) and
@@ -230,7 +241,7 @@ class HashCore(CoreBase):
         """The map was dropped (or rolled back out of existence): look empty."""
         super().kill()
         self.count = 0
-        self.pages = [0]
+        self.pages = _directory(1)
         self._set_buckets(1)
 
     @property
@@ -577,10 +588,11 @@ class HashCore(CoreBase):
         word = self.segs[b // SEG_SLOTS] + 8 * (b % SEG_SLOTS)
         tx.add(word, 8)
         self.u64[word >> 3] = page
-        if b == len(self.pages):
-            self.pages.append(page)
-        else:
-            self.pages[b] = page
+        if b >= len(self.pages):  # a split past the capacity: double it
+            grown = _directory(2 * b)
+            grown[:b] = self.pages[:b]
+            self.pages = grown
+        self.pages[b] = page
 
     def _compact(self, tx: Transaction, b: int, prev: int, page: int) -> int:
         """Replace ``page`` by a fresh copy holding only its live entries."""
@@ -702,7 +714,6 @@ class HashCore(CoreBase):
         self._free_chain(tx, last)
         self._set_dir(tx, buddy, first)
         self._set_dir(tx, last, 0)
-        self.pages.pop()
         if last % SEG_SLOTS == 0:
             top_word = self.header_off + TOP_OFF + 8 * (last // SEG_SLOTS)
             tx.add(top_word, 8)
@@ -727,7 +738,7 @@ class HashCore(CoreBase):
         n = 8 * min(self.nbuckets, SEG_SLOTS)
         tx.add(seg, n)
         self.buf[seg:seg + n] = bytes(n)
-        self.pages = []
+        self.pages = _directory(1)
         self._set_dir(tx, 0, new_page(tx, self.u8))
         self._tops[self.pages[0] >> PAGE_SHIFT] = HEAP_START
         self.count = 0
@@ -800,6 +811,8 @@ class HashCore(CoreBase):
         rest = struct.unpack_from(f"<{SEG_SLOTS}Q", buf, last_seg)[(nbuckets - 1) % SEG_SLOTS + 1:]
         if any(rest):
             fail("directory holds pages past the last bucket")
+        if any(self.pages[b] for b in range(nbuckets, len(self.pages))):
+            fail("the volatile directory holds pages past the last bucket")
         if live != count:
             fail(f"count is {count} but {live} entries are live")
 

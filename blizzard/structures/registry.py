@@ -182,10 +182,7 @@ class Registry:
         made by ``make`` on first use, dropped whenever the cores are rebuilt (open,
         rollback, snapshot image). For caches sized by the pool rather than by one
         structure, which every structure keeping its own would multiply."""
-        value = self._shared.get(key)
-        if value is None:
-            value = self._shared[key] = make()
-        return value
+        return _shared(self._shared, key, make)
 
     def _retire(self, tx: Transaction, core: Core) -> None:
         """``core`` left the pool in ``tx``: kill it (its handles then look empty)
@@ -476,9 +473,15 @@ class _ReadingRegistry:
 
     def shared(self, key: str, make: Callable[[], Any]) -> Any:
         """As :meth:`Registry.shared`: each checked core may read what others cached."""
-        if key not in self._shared:
-            self._shared[key] = make()
-        return self._shared[key]
+        return _shared(self._shared, key, make)
+
+
+def _shared(table: dict[str, Any], key: str, make: Callable[[], Any]) -> Any:
+    """``table[key]``, made by ``make`` on first use (see :meth:`Registry.shared`)."""
+    value = table.get(key)
+    if value is None:
+        value = table[key] = make()
+    return value
 
 
 def check_structures(pool: Pool) -> list[StructureCheck]:

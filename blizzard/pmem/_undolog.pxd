@@ -1,5 +1,6 @@
 # C types for _undolog.py.
 cimport cython
+from libc.stdint cimport uint64_t
 
 
 cpdef enum:
@@ -19,6 +20,8 @@ cdef class UndoLog:
     cdef size_t _c_flush, _c_drain, _c_persist, _base
     cdef object _media_flush, _media_drain, _media_persist
     cdef list _ranges
+    cdef uint64_t[::1] _rv
+    cdef Py_ssize_t _nr
 
     cpdef flush(self, Py_ssize_t off, Py_ssize_t n)
     cpdef persist(self, Py_ssize_t off, Py_ssize_t n)
@@ -26,7 +29,13 @@ cdef class UndoLog:
     @cython.locals(pos=Py_ssize_t, body=Py_ssize_t, end=Py_ssize_t)
     cpdef int add(self, Py_ssize_t off, Py_ssize_t n) except -2
     cpdef touch(self, Py_ssize_t off, Py_ssize_t n)
-    @cython.locals(start=Py_ssize_t, end=Py_ssize_t, off=Py_ssize_t, n=Py_ssize_t)
+    @cython.locals(i=Py_ssize_t, grown=uint64_t[::1])
+    cdef int _note(self, Py_ssize_t off, Py_ssize_t n) except -1
+    @cython.locals(rv=uint64_t[::1], nr=Py_ssize_t, gap=Py_ssize_t, i=Py_ssize_t,
+                   j=Py_ssize_t, off=uint64_t, n=uint64_t)
+    cdef void _sort_ranges(self) noexcept
+    @cython.locals(start=Py_ssize_t, end=Py_ssize_t, off=Py_ssize_t, n=Py_ssize_t, i=Py_ssize_t,
+                   rv=uint64_t[::1])
     cpdef bint commit(self) except -1
     cpdef reset(self)
     cpdef move_to(self, Py_ssize_t pos, Py_ssize_t end)

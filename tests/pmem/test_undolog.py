@@ -59,3 +59,53 @@ def test_compiled_and_interpreted_builds_write_identical_pools(tmp_path, seed):
     image = bytes(pool.buf)
     pool.close()
     twin.assert_same("transactions", image, seed, tmp_path)
+
+
+class _Recording(DramMedia):
+    """DRAM that records the ranges made durable (no native flush: every call is seen)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.flushed: list[tuple[int, int]] = []
+
+    def flush(self, off: int, n: int) -> None:
+        self.flushed.append((off, n))
+
+    def persist(self, off: int, n: int) -> None:
+        self.flushed.append((off, n))
+
+    def native(self) -> None:
+        return None
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The commit's rule, written plainly: by offset, a range starting in the
+    same or the next cache line as the run so far joins it."""
+    out: list[list[int]] = []
+    for off, n in sorted(ranges):
+        if out and off <= (out[-1][1] + 63) & ~63:
+            out[-1][1] = max(out[-1][1], off + n)
+        else:
+            out.append([off, off + n])
+    return [(start, end - start) for start, end in out]
+
+
+@given(st.lists(st.tuples(st.integers(0, 60_000), st.integers(1, 300)), max_size=1500),
+       st.integers(0, 2**32 - 1))
+def test_a_commit_flushes_the_touched_ranges_merged_by_offset(touched, logged_at):
+    """Any number of ranges in any order (past the first array's 32 and the sort's
+    largest gap): the commit flushes exactly the merged runs, then the txid word."""
+    from blizzard.pmem._undolog import UndoLog
+
+    size = 1 << 17
+    media = _Recording(size)
+    log = UndoLog(media, size, data_lo=4096, log_start=64, area_end=4096, txid_off=8)
+    logged = 4096 + logged_at % 60_000
+    assert log.add(logged, 8) == 1
+    for off, n in touched:
+        log.touch(4096 + off, n)
+    media.flushed.clear()
+    assert log.commit()
+    want = _merged([(logged, 8)] + [(4096 + off, n) for off, n in touched])
+    assert media.flushed == want + [(8, 8)]
+    media.close()

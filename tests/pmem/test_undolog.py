@@ -107,5 +107,5 @@ def test_a_commit_flushes_the_touched_ranges_merged_by_offset(touched, logged_at
     media.flushed.clear()
     assert log.commit()
     want = _merged([(logged, 8)] + [(4096 + off, n) for off, n in touched])
-    assert media.flushed == want + [(8, 8)]
+    assert media.flushed == [*want, (8, 8)]
     media.close()

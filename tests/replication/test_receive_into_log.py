@@ -15,6 +15,7 @@ build must do the very same (answers, log, counters): compared against a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import struct
@@ -53,22 +54,53 @@ async def _read_frame(reader: asyncio.StreamReader) -> m.Message:
     return m.decode(await asyncio.wait_for(reader.readexactly(n), TIMEOUT_S))
 
 
-async def _follow(path: Path) -> dict:
-    base = port_block(2)
-    peers = {1: ("127.0.0.1", base), 2: ("127.0.0.1", base + 1)}
-    answers: asyncio.Queue = asyncio.Queue()
+class _Leaders:
+    """Nodes 1 and 3 played by the test: the node dials each to answer; what it
+    says to node ``n`` arrives in ``answers[n]``."""
 
-    async def accept(reader, writer):  # node 2 dials "node 1" to answer
-        hello = await reader.readexactly(tcp._HELLO.size)
-        await reader.readexactly(tcp._HELLO.unpack(hello)[3])
-        writer.write(b"\0")
-        try:
-            while True:
-                await answers.put(await _read_frame(reader))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+    def __init__(self, peers: dict) -> None:
+        self.peers = peers
+        self.answers = {n: asyncio.Queue() for n in peers if n != 2}
+        self.servers: list = []
 
-    server = await asyncio.start_server(accept, *peers[1])
+    async def start(self) -> None:
+        for n, queue in self.answers.items():
+            self.servers.append(await asyncio.start_server(self._accepter(queue), *self.peers[n]))
+
+    @staticmethod
+    def _accepter(queue: asyncio.Queue):
+        async def accept(reader, writer):
+            hello = await reader.readexactly(tcp._HELLO.size)
+            await reader.readexactly(tcp._HELLO.unpack(hello)[3])
+            writer.write(b"\0")
+            try:
+                while True:
+                    await queue.put(await _read_frame(reader))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+        return accept
+
+    async def dial(self, source: int) -> asyncio.StreamWriter:
+        """A connection to node 2 that says it comes from ``source``."""
+        reader, writer = await asyncio.open_connection(*self.peers[2])
+        writer.write(tcp._HELLO.pack(tcp.MAGIC, tcp.VERSION, source, len(b"blizzard"))
+                     + b"blizzard")
+        assert await asyncio.wait_for(reader.readexactly(1), TIMEOUT_S) == b"\0"
+        return writer
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+
+
+@contextlib.asynccontextmanager
+async def _follower(path: Path):
+    """Node 2 -- RaftNode, TcpTransport, a pool for its log and one for its
+    map -- following nodes 1 and 3, which the test plays (:class:`_Leaders`)."""
+    base = port_block(3)
+    peers = {1: ("127.0.0.1", base), 2: ("127.0.0.1", base + 1), 3: ("127.0.0.1", base + 2)}
+    leaders = _Leaders(peers)
+    await leaders.start()
     data = Pool.create(path / "data.pool", 16 << 20, mode="pmem")
     log_pool = Pool.create(path / "log.pool", 16 << 20, mode="pmem")
     node = RaftNode(2, storage=PmemStorage(log_pool, conf_state=m.ConfState((1, 2, 3))),
@@ -76,16 +108,33 @@ async def _follow(path: Path) -> dict:
                     transport=tcp.TcpTransport(2, peers, seed=2), tick_s=0.01,
                     election_tick=100_000, seed=2)
     await node.start()
-    out = {"answers": [], "copies": []}
     try:
-        reader, writer = await asyncio.open_connection(*peers[2])
-        writer.write(tcp._HELLO.pack(tcp.MAGIC, tcp.VERSION, 1, len(b"blizzard")) + b"blizzard")
-        assert await asyncio.wait_for(reader.readexactly(1), TIMEOUT_S) == b"\0"
+        yield node, leaders
+    finally:
+        await node.stop()
+        leaders.close()
+        data.close()
+        log_pool.close()
+
+
+def _create() -> bytes:
+    return wrap(7, 1, ops.encode(ops.Op("m", ops.OpCode.CREATE,
+                                        (b"phashmap", b"bytes", b"bytes"))))
+
+
+def _framed(msg: m.Message) -> bytes:
+    frame = m.encode(msg)
+    return _LEN.pack(len(frame)) + frame
+
+
+async def _follow(path: Path) -> dict:
+    out = {"answers": [], "copies": []}
+    async with _follower(path) as (node, leaders):
+        writer = await leaders.dial(1)
 
         async def send(msg: m.MsgApp) -> m.MsgAppResp:
-            frame = m.encode(msg)
-            writer.write(_LEN.pack(len(frame)) + frame)
-            answer = await asyncio.wait_for(answers.get(), TIMEOUT_S)
+            writer.write(_framed(msg))
+            answer = await asyncio.wait_for(leaders.answers[1].get(), TIMEOUT_S)
             out["answers"].append(repr(answer))
             return answer
 
@@ -94,10 +143,8 @@ async def _follow(path: Path) -> dict:
             return {**status["copies"], "in_place": status["received_in_place"],
                     "applied": status["applied"], "last": status["last_index"]}
 
-        create = wrap(7, 1, ops.encode(ops.Op("m", ops.OpCode.CREATE,
-                                              (b"phashmap", b"bytes", b"bytes"))))
         # the log's first records go through the ordinary append (no segment yet)
-        answer = await send(m.MsgApp(1, 2, 1, 0, 0, _entries(1, [b"", create]), 0))
+        answer = await send(m.MsgApp(1, 2, 1, 0, 0, _entries(1, [b"", _create()]), 0))
         assert (answer.index, answer.reject) == (2, False)
         out["copies"].append(copies())
         puts = [_put(seq) for seq in range(2, 12)]
@@ -118,11 +165,6 @@ async def _follow(path: Path) -> dict:
         out["copies"].append(copies())
         writer.close()
         out["entries"] = [repr(e) for e in node.storage.entries(1, 13)]
-    finally:
-        await node.stop()
-        server.close()
-        data.close()
-        log_pool.close()
     with Pool.open(path / "log.pool", mode="pmem") as pool:
         reopened = PmemStorage(pool)
         reopened.check()
@@ -153,6 +195,58 @@ def test_a_follower_receives_entries_into_its_log_and_copies_them_once(tmp_path)
     assert rejected["last"] == 12 and rejected["in_place"] == applied["in_place"]
     assert rejected["entries_to_log"] == applied["entries_to_log"]
     assert out["reopened"] == out["entries"] and len(out["entries"]) == 12
+
+
+async def _lose_region_mid_receive(path: Path) -> dict:
+    errors: list = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+    async with _follower(path) as (node, leaders):
+        old = await leaders.dial(1)
+        old.write(_framed(m.MsgApp(1, 2, 1, 0, 0, _entries(1, [b"", _create()]), 0)))
+        assert not (await asyncio.wait_for(leaders.answers[1].get(), TIMEOUT_S)).reject
+        # node 1's next frame stops half way through its records...
+        frame = _framed(m.MsgApp(1, 2, 1, 1, 2, _entries(3, [_put(2), _put(3)]), 2))
+        cut = 4 + m.APP_HEAD_BYTES + 100
+        old.write(frame[:cut])
+        deadline = asyncio.get_running_loop().time() + TIMEOUT_S
+        while node.storage._reserved is None:  # received into the log's tail, so far
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        # ...when node 3, leading term 2, appends there: the log gives up the region
+        new = await leaders.dial(3)
+        new.write(_framed(m.MsgApp(3, 2, 2, 1, 2, _entries(3, [_put(30)], 2), 2)))
+        answer = await asyncio.wait_for(leaders.answers[3].get(), TIMEOUT_S)
+        assert (answer.index, answer.reject) == (3, False)
+        received = node.transport.stats.frames_received
+        # the rest of node 1's frame arrives and goes nowhere; the connection lives on
+        old.write(frame[cut:] + _framed(m.MsgHeartbeat(1, 2, 1, 2)))
+        while node.transport.stats.frames_received < received + 2:
+            assert asyncio.get_running_loop().time() < deadline, node.transport.status()
+            await asyncio.sleep(0.01)
+        new.write(_framed(m.MsgApp(3, 2, 2, 2, 3, _entries(4, [_put(31)], 2), 4)))
+        answer = await asyncio.wait_for(leaders.answers[3].get(), TIMEOUT_S)
+        assert (answer.index, answer.reject) == (4, False)
+        while node.applied < 4:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        entries = [repr(e) for e in node.storage.entries(1, 5)]
+        status = node.transport.status()
+        node.storage.check()
+        old.close()
+        new.close()
+    assert not errors, errors
+    return {"entries": entries, "regions_lost": status["regions_lost"]}
+
+
+def test_a_region_given_up_mid_receive_costs_its_frame_not_the_connection(tmp_path):
+    """The log gives up a region its transport is still filling (another leader
+    appended, say): the rest of that frame is read and dropped, the frames after
+    it are handled, and nothing lands where the log now holds other entries."""
+    out = asyncio.run(_lose_region_mid_receive(tmp_path))
+    assert out["regions_lost"] == 1
+    assert out["entries"] == [repr(e) for e in (
+        m.Entry(1, 1, 0, b""), m.Entry(1, 2, 0, _create()),
+        m.Entry(2, 3, 0, _put(30)), m.Entry(2, 4, 0, _put(31)))]
 
 
 @pytest.mark.skipif(not _compiled.compiled(), reason=f"interpreted: {_compiled.reason}")

@@ -440,7 +440,9 @@ class PmemStorage(EntryListReads):
         res.end = start + end
 
     def _drop_unparsed(self) -> None:
-        """Give up the region handed out last, if its records were not parsed."""
+        """Give up the region handed out last, if its records were not parsed.
+        Its view is released: a transport still receiving into it finds that
+        out before its next read and drops the frame (nothing lands here after)."""
         res = self._reserved
         if res is not None:
             self._reserved = None

@@ -60,6 +60,9 @@ class TransportStats:
     connects: int = 0
     refused: int = 0  # inbound connections refused (bad handshake, TLS, cluster id)
     bad_frames: int = 0  # oversized or malformed input
+    # frames whose region (memory the receiver handed out for them) was given up
+    # while they arrived: read to their end and dropped, as a lost frame
+    regions_lost: int = 0
     # bytes of received frames copied in user space on their way to the receiver
     # (see blizzard.replication.copies: the stage socket_to_buffer)
     bytes_copied: int = 0

@@ -20,7 +20,10 @@ offer itself as the transport's region sink (``set_region_sink``, see
 from the node it follows, the transport then reads each frame's first
 ``head_bytes`` (a MsgApp's fixed part) and no further, asks the sink for a
 region for the rest, and receives the rest straight into it: the Raft log's
-free tail, so the entries land where they will stay. Any other frame, and
+free tail, so the entries land where they will stay. The sink may give a
+region up before its frame is all in (it releases the view: its log was
+written meanwhile); the rest of that frame is then read and dropped, counted
+``regions_lost``, and Raft sends its entries again. Any other frame, and
 every frame on other connections (read in bursts of many frames per system
 call), is delivered whole as ``bytes``. With TLS the stream path reads
 frames: the records are decrypted into OpenSSL's buffers and cannot land in
@@ -460,7 +463,9 @@ class _Inbound:
         self.target: memoryview | None = None
         self.target_filled = 0
         self.frame_head = b""  # the first bytes of the frame whose rest is read
+        self.rest_bytes = 0  # how many bytes that rest has
         self.in_region = False
+        self.lost = False  # its region was given up: the rest is read and dropped
         loop = asyncio.get_running_loop()
         self.loop = loop
         owner._inbound_plain.add(self)
@@ -503,7 +508,10 @@ class _Inbound:
 
     def get_buffer(self) -> memoryview:
         if self.target is not None:
-            return self.target[self.target_filled:]
+            try:
+                return self.target[self.target_filled:]
+            except ValueError:  # released: the sink gave the region up (see _lose_region)
+                return self._lose_region()
         if self.source is None:
             return self.view[self.filled:self.want]
         if self._regions():
@@ -632,6 +640,7 @@ class _Inbound:
             if view is not None and len(view) != length:
                 view = None
         self.frame_head = frame_head
+        self.rest_bytes = length
         if view is not None:
             self.in_region = True
             self.target = view
@@ -642,11 +651,28 @@ class _Inbound:
             self.target[:len(frame_head)] = frame_head
             self.target_filled = len(frame_head)
 
+    def _lose_region(self) -> memoryview:
+        """The sink released the region this frame's rest was arriving in (its
+        log was written meanwhile: another leader's entries, a compaction): read
+        the rest into a scratch buffer and drop the frame, which Raft treats as
+        lost. Reading on into the region would write over whatever the log
+        keeps there now; stopping would stall the connection."""
+        self.in_region = False
+        self.lost = True
+        self.target = memoryview(bytearray(self.rest_bytes - self.target_filled))
+        self.target_filled = 0
+        return self.target
+
     def _rest_done(self) -> None:
         owner = self.owner
         stats = owner.stats
         target, self.target = self.target, None
         stats.frames_received += 1
+        if self.lost:
+            self.lost = False
+            stats.regions_lost += 1
+            stats.bytes_received += len(self.frame_head) + self.rest_bytes + 4
+            return
         if self.in_region:
             stats.bytes_received += len(self.frame_head) + len(target) + 4
             try:

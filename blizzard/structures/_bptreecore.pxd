@@ -10,6 +10,7 @@ cpdef enum:
     NODE_HEAD = 16
     LEAF = 1
     INTERNAL = 2
+    NODE_SHIFT = 10
 
 cdef uint32_t EXT
 
@@ -17,10 +18,12 @@ cdef uint32_t EXT
 cdef class BPTreeCore(CoreBase):
     cdef public Py_ssize_t count, root, height, fanout, node_bytes, heap, heap_bytes
     cdef Py_ssize_t _applied
-    cdef public dict _nodes, _tops
+    cdef public dict _nodes
+    cdef unsigned short[::1] _tops
 
-    @cython.locals(n=Py_ssize_t, i=Py_ssize_t, e=Py_ssize_t, k=Py_ssize_t, keys=list)
     cpdef tuple _load(self, Py_ssize_t node)
+    @cython.locals(n=Py_ssize_t, i=Py_ssize_t, e=Py_ssize_t, k=Py_ssize_t, keys=list)
+    cpdef tuple _decode(self, Py_ssize_t node)
     cpdef Py_ssize_t _entry(self, Py_ssize_t node, Py_ssize_t i) except -1
     @cython.locals(v=uint32_t, ke=Py_ssize_t)
     cpdef bytes _value_at(self, Py_ssize_t e)

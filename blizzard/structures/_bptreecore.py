@@ -50,18 +50,28 @@ Why it is shaped so:
   hot fields: two undo entries, no allocation.
 * ``top`` is volatile, recomputed from the live entries on first touch and
   only grown afterwards, so a transaction never overwrites an entry that a
-  roll back could make live again. When the heap is exhausted the node is
-  copied (compacted) into a fresh block; splits, merges and borrows also
-  build fresh blocks and patch the parent in place (one 8-byte child
-  pointer, new entries past its top, its slot array), and the previous
-  leaf's ``next`` pointer: each operation is one bounded transaction.
+  roll back could make live again. It is kept in an array indexed by
+  ``node >> NODE_SHIFT`` (no two nodes of any size share a number; 0:
+  not known), one per pool shared by its trees (``Registry.shared``): a
+  lookup is one load, where a dict of ~30,000 nodes cost cache misses and
+  a boxed int. Every path that frees a node zeroes its entry; a rollback
+  rebuilds the registry's cores, and with them a zeroed array.
+* When the heap is exhausted the node is copied (compacted) into a fresh
+  block; splits, merges and borrows also build fresh blocks and patch the
+  parent in place (one 8-byte child pointer, new entries past its top, its
+  slot array), and the previous leaf's ``next`` pointer: each operation is
+  one bounded transaction.
 * Compiled, a lookup bisects each node where it lies (``locate``: a slot,
   then the key beside its entry, compared in place): a node's keys share
   one block, where Python key lists scatter them through the heap. Decoded
-  key lists are cached per node (``_nodes``, dropped on reload) for the
-  structural paths and, interpreted, for lookups (fewer interpreted steps);
-  the pool stays authoritative -- values are always read from it, and
-  ``check`` compares every cached list against the pool.
+  key lists are cached per node (``_nodes``, dropped on reload): the
+  internal nodes' for the structural paths, and interpreted the leaves'
+  too, for lookups (fewer interpreted steps). Compiled, nothing reads a
+  leaf's cached keys often enough to pay for keeping them: an insert would
+  update a list somewhere in a heap of a million objects, and the
+  collector would walk them all. The pool stays authoritative -- values
+  are always read from it, and ``check`` compares every cached list
+  against the pool.
 
 Typed Python: C types in ``_bptreecore.pxd``. Hot paths read the pool
 through the core's views and ``blizzard.pmem._mem`` (entries are unaligned:
@@ -71,6 +81,7 @@ whole-node ``struct`` reads.
 
 from __future__ import annotations
 
+import array
 import itertools
 import struct
 from bisect import bisect_left, bisect_right
@@ -148,6 +159,7 @@ if not cython.compiled:  # the compiled build has these as C constants (_bptreec
     NODE_HEAD = 16
     LEAF = 1
     INTERNAL = 2
+    NODE_SHIFT = 10  # node >> NODE_SHIFT: the node's number (index of its top in _tops)
 EXT = 0xFFFFFFFF
 ENTRY_MAX = 8 + KEY_BYTES_MAX + VALUE_INLINE_MAX
 ENTRY_BYTES_TYPICAL = 112  # heap bytes per slot: room for 16-byte keys, 64-byte values, updates
@@ -176,6 +188,7 @@ def node_bytes_for(fanout: int) -> int:
 
 assert node_bytes_for(FANOUT_MAX) <= 32 * 1024 < 1 << 16  # one small block; u16 slots reach it
 assert node_bytes_for(FANOUT_MIN) - heap_start(FANOUT_MIN) >= 4 * ENTRY_MAX
+assert node_bytes_for(FANOUT_MIN) >= 1 << NODE_SHIFT  # two nodes never share a number
 
 
 def leaf_blob(kb: bytes, vb, block: int) -> bytes:
@@ -237,10 +250,13 @@ class BPTreeCore(CoreBase):
                 f"node_bytes={self.node_bytes} height={self.height}")
         self.heap = heap_start(self.fanout)
         self.heap_bytes = self.node_bytes - self.heap
-        # node offset -> (keys, ptrs): leaves cache keys only (ptrs None), internal nodes
-        # keys (entry 0's read as b"") and children
+        # node offset -> (keys, ptrs): internal nodes keys (entry 0's read as b"") and
+        # children; interpreted, leaves too, keys only (ptrs None)
         self._nodes: dict[int, tuple[list[bytes], Children]] = {}
-        self._tops: dict[int, int] = {}
+        # the next free heap byte of each node touched since, by node number; 0: not
+        # known. One array per pool, shared by its trees, made afresh (zeroed) when the
+        # registry rebuilds its cores: never mid-transaction
+        self._tops = self.registry.shared("B+tree node tops", self._new_tops)
         self._serial = 0  # the transaction that last undo-logged the hot header fields
 
     def kill(self) -> None:
@@ -251,6 +267,9 @@ class BPTreeCore(CoreBase):
         self.root = 0
         self._nodes = {0: ([], None)}
 
+    def _new_tops(self) -> array.array:
+        return array.array("H", bytes(2 * ((self.pool.size >> NODE_SHIFT) + 1)))
+
     @property
     def applied(self) -> int:
         return self._applied
@@ -258,7 +277,13 @@ class BPTreeCore(CoreBase):
     # -- reading nodes -------------------------------------------------------------------
 
     def _load(self, node: int) -> tuple[list[bytes], Children]:
-        """Decode (and cache) the keys, and for internal nodes the children, of ``node``."""
+        """Decode and cache the keys, and for internal nodes the children, of ``node``."""
+        entry = self._decode(node)
+        self._nodes[node] = entry
+        return entry
+
+    def _decode(self, node: int) -> tuple[list[bytes], Children]:
+        """The keys, and for internal nodes the children, of ``node`` (not cached)."""
         u8 = self.u8
         n = get_u16(u8, node + 2)
         keys = []
@@ -271,9 +296,7 @@ class BPTreeCore(CoreBase):
                 ptrs.append(get_u64(u8, e + 8 + k))
         if ptrs is not None and keys:
             keys[0] = b""
-        entry: tuple[list[bytes], Children] = (keys, ptrs)
-        self._nodes[node] = entry
-        return entry
+        return keys, ptrs
 
     def _entry(self, node: int, i: int) -> int:
         """Absolute offset of entry ``i`` of ``node``."""
@@ -330,8 +353,8 @@ class BPTreeCore(CoreBase):
 
     def _top(self, node: int) -> int:
         """Next free heap offset of ``node`` (computed on first touch, then only grown)."""
-        top = self._tops.get(node)
-        if top is None:
+        top = self._tops[node >> NODE_SHIFT]
+        if not top:
             buf = self.buf
             n = _NODE.unpack_from(buf, node)[2]
             top = self.heap
@@ -339,7 +362,7 @@ class BPTreeCore(CoreBase):
                 end = s + self._size_at(node + s)
                 if end > top:
                     top = end
-            self._tops[node] = top
+            self._tops[node >> NODE_SHIFT] = top
         return top
 
     def _underfull(self, node: int, n: int) -> bool:
@@ -464,6 +487,9 @@ class BPTreeCore(CoreBase):
         return node
 
     def _leaf_keys(self, leaf: int) -> list[bytes]:
+        """The keys of ``leaf``: cached interpreted, decoded afresh compiled (see ``_nodes``)."""
+        if cython.compiled:
+            return self._decode(leaf)[0]
         return (self._nodes.get(leaf) or self._load(leaf))[0]
 
     def leaves(self, reverse: bool = False, start: bytes | None = None) -> Iterator[int]:
@@ -593,20 +619,20 @@ class BPTreeCore(CoreBase):
             if index >= self.count:
                 raise IndexError("index out of range")
             for leaf in self.leaves():
-                keys = self._leaf_keys(leaf)
-                if index < len(keys):
-                    return keys[index], self._value_at(self._entry(leaf, index))
-                index -= len(keys)
+                n = get_u16(self.u8, leaf + 2)
+                if index < n:
+                    return self._leaf_keys(leaf)[index], self._value_at(self._entry(leaf, index))
+                index -= n
         else:
             if -index > self.count:
                 raise IndexError("index out of range")
             index = -index - 1
             for leaf in self.leaves(reverse=True):
-                keys = self._leaf_keys(leaf)
-                if index < len(keys):
-                    i = len(keys) - 1 - index
-                    return keys[i], self._value_at(self._entry(leaf, i))
-                index -= len(keys)
+                n = get_u16(self.u8, leaf + 2)
+                if index < n:
+                    i = n - 1 - index
+                    return self._leaf_keys(leaf)[i], self._value_at(self._entry(leaf, i))
+                index -= n
         raise StructureCorruptError(f"B+tree {self.name!r}: count disagrees with the leaves")
 
     def rank(self, kb: bytes, right: bool) -> int:
@@ -614,10 +640,10 @@ class BPTreeCore(CoreBase):
         total = 0
         target = self.find_leaf(kb)
         for leaf in self.leaves():
-            keys = self._leaf_keys(leaf)
             if leaf == target:
+                keys = self._leaf_keys(leaf)
                 return total + (bisect_right(keys, kb) if right else bisect_left(keys, kb))
-            total += len(keys)
+            total += get_u16(self.u8, leaf + 2)
         return total
 
     def dump(self) -> Iterator[tuple[bytes, ...]]:
@@ -690,8 +716,7 @@ class BPTreeCore(CoreBase):
         nbytes = node_bytes_for(fanout)
         tx.add(self.header_off + 40, 8)
         _PARAMS.pack_into(self.buf, self.header_off + 40, fanout, nbytes)
-        tx.free(self.root)
-        self._nodes.pop(self.root, None)
+        self._free_node(tx, self.root)
         self.fanout, self.node_bytes = fanout, nbytes
         self.heap = heap_start(fanout)
         self.heap_bytes = nbytes - self.heap
@@ -716,10 +741,11 @@ class BPTreeCore(CoreBase):
             pos += len(blob)
         assert pos <= self.node_bytes
         struct.pack_into(f"<{n}H", buf, node + NODE_HEAD, *slots)
-        self._tops[node] = pos
+        self._tops[node >> NODE_SHIFT] = pos
         keys = [kb for kb, _ in entries]
         if kind == LEAF:
-            self._nodes[node] = (keys, None)
+            if not cython.compiled:  # compiled, leaves are not cached (see _nodes)
+                self._nodes[node] = (keys, None)
         else:
             ptrs = [_U64.unpack_from(blob, len(blob) - 8)[0] for _, blob in entries]
             if keys:
@@ -749,7 +775,7 @@ class BPTreeCore(CoreBase):
 
     def _free_node(self, tx: Transaction, node: int) -> None:
         self._nodes.pop(node, None)
-        self._tops.pop(node, None)
+        self._tops[node >> NODE_SHIFT] = 0
         tx.free(node)
 
     def _pred_leaf(self, path: list[list[int]], d: int, i: int) -> int:
@@ -843,7 +869,7 @@ class BPTreeCore(CoreBase):
                 tx.flush(node + top, len(blob))
                 fresh.append(top)
                 top += len(blob)
-            self._tops[node] = top
+            self._tops[node >> NODE_SHIFT] = top
             slots[i + 1:j] = fresh
             tx.add(node, NODE_HEAD + 2 * max(n, new_n))
             struct.pack_into("<H", buf, node + 2, new_n)
@@ -922,8 +948,8 @@ class BPTreeCore(CoreBase):
             block = tx.alloc(len(vb))
             write(self.u8, block, vb)
         size = 8 + len(kb) + (16 if block else len(vb))
-        top = self._tops.get(leaf, -1)
-        if top < 0:
+        top = self._tops[leaf >> NODE_SHIFT]
+        if not top:
             top = self._top(leaf)
         slot_at = leaf + NODE_HEAD + 2 * i
         if found:
@@ -933,7 +959,7 @@ class BPTreeCore(CoreBase):
             if top + size <= self.node_bytes:
                 self._write_entry(leaf + top, kb, vb, block)
                 tx.flush(leaf + top, size)
-                self._tops[leaf] = top + size
+                self._tops[leaf >> NODE_SHIFT] = top + size
                 tx.add(slot_at, 2)
                 set_u16(self.u8, slot_at, top)
                 if self.height > 1 and 3 * n < self.fanout and self._underfull(leaf, n):
@@ -948,15 +974,16 @@ class BPTreeCore(CoreBase):
             # the entry into free heap (flushed, not logged), then the logged slot array
             self._write_entry(leaf + top, kb, vb, block)
             tx.flush(leaf + top, size)
-            self._tops[leaf] = top + size
+            self._tops[leaf >> NODE_SHIFT] = top + size
             end = leaf + NODE_HEAD + 2 * n
             tx.add(leaf, end + 2 - leaf)
             move(self.u8, slot_at + 2, slot_at, end - slot_at)
             set_u16(self.u8, slot_at, top)
             set_u16(self.u8, leaf + 2, n + 1)
-            cached = self._nodes.get(leaf)  # (compiled, a leaf is cached only if a scan
-            if cached is not None:          # or a split loaded it)
-                cached[0].insert(i, kb)
+            if not cython.compiled:  # interpreted lookups bisect the leaf's cached keys
+                cached = self._nodes.get(leaf)
+                if cached is not None:
+                    cached[0].insert(i, kb)
             return
         entries = self._blobs(leaf)
         entries.insert(i, (kb, leaf_blob(kb, vb, block)))
@@ -966,15 +993,11 @@ class BPTreeCore(CoreBase):
         """Remove ``kb``; its value, or None if absent. Cost: 2 undo entries; now and then
         a merge or borrow with a sibling."""
         buf = self.buf
-        path = self._path(kb)
-        leaf = path[-1][0]
-        keys = (self._nodes.get(leaf) or self._load(leaf))[0]
-        n = len(keys)
-        i = bisect_left(keys, kb)
-        if i >= n or keys[i] != kb:
+        leaf, i, found = self.locate(kb)
+        if not found:
             return None
-        if leaf not in self._tops:
-            self._top(leaf)  # before the first change: see the module docstring
+        n = get_u16(self.u8, leaf + 2)
+        self._top(leaf)  # before the first change: see the module docstring
         e = self._entry(leaf, i)
         old = self._value_at(e)
         block = self._block_at(e)
@@ -985,10 +1008,12 @@ class BPTreeCore(CoreBase):
         tx.add(leaf, NODE_HEAD + 2 * n)
         buf[slot_at:end - 2] = buf[slot_at + 2:end].tobytes()
         _U16.pack_into(buf, leaf + 2, n - 1)
-        del keys[i]
+        cached = self._nodes.get(leaf)  # (interpreted: the leaf's keys)
+        if cached is not None:
+            del cached[0][i]
         self.count -= 1
-        if len(path) > 1 and 3 * (n - 1) < self.fanout and self._underfull(leaf, n - 1):
-            self._rebalance(tx, path, len(path) - 1)
+        if self.height > 1 and 3 * (n - 1) < self.fanout and self._underfull(leaf, n - 1):
+            self._rebalance(tx, self._path(kb), self.height - 1)
         return old
 
     def _all_nodes(self) -> Iterator[tuple[int, int]]:
@@ -1078,8 +1103,8 @@ class BPTreeCore(CoreBase):
                     fail(f"node {node}: entries overlap")
             if spans and (spans[0][0] < self.heap or spans[-1][1] > self.node_bytes):
                 fail(f"node {node}: an entry lies outside the heap")
-            top = self._tops.get(node)
-            if top is not None and spans and top < spans[-1][1]:
+            top = self._tops[node >> NODE_SHIFT]
+            if top and spans and top < spans[-1][1]:
                 fail(f"node {node}: cached heap top {top} below a live entry")
             keys = [k for k, _ in entries]
             for k in keys:

@@ -114,6 +114,39 @@ def test_updates_reuse_space():
     assert pool.stats().used < 256 << 10
 
 
+@pytest.mark.interpreted
+def test_trees_share_one_array_of_node_tops_per_pool():
+    """Each node's next free heap byte is kept in one array per pool (2 bytes per
+    KiB), by node number: a node freed -- merged away, dropped, or built in a
+    rolled back transaction -- leaves no top behind, so a block reused as a node of
+    another tree is written past its own entries only."""
+    pool = new_pool(32 << 20)
+    reg = registry_for(pool)
+    a, b = PBPlusTree(pool, "a", fanout=4), PBPlusTree(pool, "b", fanout=4)
+    for i in range(200):
+        a[b"%04d" % i] = b"a" * (i % 40)
+    with pytest.raises(RuntimeError, match="roll back"), pool.transaction():
+        for i in range(200):
+            b[b"%04d" % i] = b"r" * 30  # nodes built, then rolled back
+        raise RuntimeError("roll back")
+    for i in range(0, 200, 2):
+        del a[b"%04d" % i]  # merges free nodes
+    for i in range(300):
+        b[b"%04d" % i] = b"b" * (i % 60)  # in blocks the rollback and the merges freed
+    reg.drop("a")
+    c = PBPlusTree(pool, "c", fanout=8)
+    for i in range(300):
+        c[b"%04d" % (299 - i)] = b"c" * (i % 90)  # in the dropped tree's blocks
+    tops = reg.shared("B+tree node tops", lambda: pytest.fail("no array of tops"))
+    assert len(tops) == (pool.size >> B.NODE_SHIFT) + 1
+    live = {node >> B.NODE_SHIFT for t in (b, c) for node, _ in t._core._all_nodes()}
+    stale = [i << B.NODE_SHIFT for i in range(len(tops)) if tops[i] and i not in live]
+    assert stale == [], f"tops left for freed nodes at {stale[:5]}"
+    assert dict(b.items()) == {b"%04d" % i: b"b" * (i % 60) for i in range(300)}
+    assert dict(c.items()) == {b"%04d" % (299 - i): b"c" * (i % 90) for i in range(300)}
+    reg.check()
+
+
 def test_check_detects_corruption():
     pool = new_pool()
     t = PBPlusTree(pool, "t", fanout=4)

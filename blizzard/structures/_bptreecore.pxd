@@ -40,7 +40,7 @@ cdef class BPTreeCore(CoreBase):
     cpdef (Py_ssize_t, Py_ssize_t, bint) locate(self, bytes kb)
     @cython.locals(leaf=Py_ssize_t, i=Py_ssize_t, found=bint, e=Py_ssize_t, v=uint32_t)
     cpdef get(self, bytes kb)
-    @cython.locals(n=Py_ssize_t, s=Py_ssize_t, e=Py_ssize_t, k=Py_ssize_t, out=list)
+    @cython.locals(n=Py_ssize_t, i=Py_ssize_t, e=Py_ssize_t, k=Py_ssize_t, out=list)
     cpdef list _blobs(self, Py_ssize_t node)
     @cython.locals(raw=bytes, size=Py_ssize_t, last=Py_ssize_t, out=list, s=Py_ssize_t,
                    p=Py_ssize_t, v=uint32_t, k=Py_ssize_t, ks=Py_ssize_t, ke=Py_ssize_t)
@@ -49,14 +49,21 @@ cdef class BPTreeCore(CoreBase):
     cpdef apply(self, Transaction tx, Py_ssize_t index, int code, bytes record, Py_ssize_t start)
     @cython.locals(w=Py_ssize_t)
     cdef _store_hot(self, Py_ssize_t applied)
-    @cython.locals(node=Py_ssize_t, n=Py_ssize_t, pos=Py_ssize_t, slots=list, keys=list,
-                   blob=bytes)
+    @cython.locals(node=Py_ssize_t, n=Py_ssize_t, pos=Py_ssize_t, i=Py_ssize_t, slots=list,
+                   keys=list, blob=bytes)
     cpdef Py_ssize_t _build(self, Transaction tx, Py_ssize_t kind, list entries,
                             Py_ssize_t nxt) except -1
+    @cython.locals(total=Py_ssize_t, pair=tuple)
+    cpdef bint _fits(self, list entries) except -1
     @cython.locals(fanout=Py_ssize_t, heap=Py_ssize_t, sizes=list, total=Py_ssize_t,
                    n=Py_ssize_t, best=Py_ssize_t, at=Py_ssize_t, left=Py_ssize_t, s=Py_ssize_t,
-                   load=Py_ssize_t)
+                   load=Py_ssize_t, at_left=Py_ssize_t)
     cpdef list _halves(self, list entries)
+    @cython.locals(node=Py_ssize_t, keys=list, ptrs=list, n=Py_ssize_t, extra=list,
+                   new_n=Py_ssize_t, need=Py_ssize_t, blob=bytes, top=Py_ssize_t, e=Py_ssize_t,
+                   at=Py_ssize_t, fresh=Py_ssize_t, slots=Py_ssize_t, m=Py_ssize_t)
+    cpdef _parent_replace(self, Transaction tx, list path, Py_ssize_t d, Py_ssize_t i,
+                          Py_ssize_t j, list children)
     @cython.locals(klen=Py_ssize_t)
     cdef _write_entry(self, Py_ssize_t at, bytes kb, bytes vb, Py_ssize_t block)
     @cython.locals(leaf=Py_ssize_t, i=Py_ssize_t, found=bint, n=Py_ssize_t, block=Py_ssize_t,

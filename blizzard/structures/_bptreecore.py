@@ -326,8 +326,8 @@ class BPTreeCore(CoreBase):
         """Every entry of ``node`` as ``(key, entry bytes)``, in order (keys as stored)."""
         n = get_u16(self.u8, node + 2)
         out = []
-        for s in struct.unpack_from(f"<{n}H", self.buf, node + NODE_HEAD):
-            e = node + s
+        for i in range(n):
+            e = node + get_u16(self.u8, node + NODE_HEAD + 2 * i)
             k = get_u32(self.u8, e + 4)
             out.append((read(self.u8, e + 8, k), read(self.u8, e, self._size_at(e))))
         return out
@@ -728,25 +728,31 @@ class BPTreeCore(CoreBase):
     def _build(self, tx: Transaction, kind: int, entries: list[tuple[bytes, bytes]],
                nxt: int) -> int:
         """A fresh node holding ``entries`` (``(key, entry bytes)``); cached."""
-        buf = self.buf
         node = tx.alloc(self.node_bytes)
         n = len(entries)
         assert n <= self.fanout
-        _NODE.pack_into(buf, node, kind, 0, n, 0, nxt)
+        _NODE.pack_into(self.buf, node, kind, 0, n, 0, nxt)
         pos = self.heap
-        slots = []
-        for _, blob in entries:
-            slots.append(pos)
-            write(self.u8, node + pos, blob)
-            pos += len(blob)
+        if cython.compiled:  # each slot beside its entry: C stores
+            for i in range(n):
+                blob = entries[i][1]
+                set_u16(self.u8, node + NODE_HEAD + 2 * i, pos)
+                write(self.u8, node + pos, blob)
+                pos += len(blob)
+        else:  # one call per entry, one for the slot array
+            slots = []
+            for _, blob in entries:
+                slots.append(pos)
+                write(self.u8, node + pos, blob)
+                pos += len(blob)
+            struct.pack_into(f"<{n}H", self.buf, node + NODE_HEAD, *slots)
         assert pos <= self.node_bytes
-        struct.pack_into(f"<{n}H", buf, node + NODE_HEAD, *slots)
         self._tops[node >> NODE_SHIFT] = pos
-        keys = [kb for kb, _ in entries]
         if kind == LEAF:
             if not cython.compiled:  # compiled, leaves are not cached (see _nodes)
-                self._nodes[node] = (keys, None)
+                self._nodes[node] = ([kb for kb, _ in entries], None)
         else:
+            keys = [kb for kb, _ in entries]
             ptrs = [_U64.unpack_from(blob, len(blob) - 8)[0] for _, blob in entries]
             if keys:
                 keys[0] = b""
@@ -754,24 +760,30 @@ class BPTreeCore(CoreBase):
         return node
 
     def _fits(self, entries: list[tuple[bytes, bytes]]) -> bool:
-        return (len(entries) <= self.fanout
-                and sum(len(b) for _, b in entries) <= self.heap_bytes)
+        if len(entries) > self.fanout:
+            return False
+        total = 0
+        for pair in entries:
+            total += len(pair[1])
+        return total <= self.heap_bytes
 
     def _halves(self, entries: list[tuple[bytes, bytes]]) -> list[list[tuple[bytes, bytes]]]:
         """Split into two nodes' worth, minimising the fuller one's load."""
         fanout, heap = self.fanout, self.heap_bytes
-        sizes = [len(b) for _, b in entries]
-        total = sum(sizes)
+        sizes = [len(pair[1]) for pair in entries]
+        total = 0
+        for s in sizes:
+            total += s
         n = len(entries)
-        best, at, left = -1, 1, 0
+        best, at, left, at_left = -1, 1, 0, 0
         for s in range(1, n):
             left += sizes[s - 1]
             load = max(s * heap, left * fanout, (n - s) * heap, (total - left) * fanout)
             if best < 0 or load < best:
-                best, at = load, s
-        halves = [entries[:at], entries[at:]]
-        assert self._fits(halves[0]) and self._fits(halves[1]), "a split half does not fit"
-        return halves
+                best, at, at_left = load, s, left
+        assert (at <= fanout and n - at <= fanout and at_left <= heap
+                and total - at_left <= heap), "a split half does not fit"
+        return [entries[:at], entries[at:]]
 
     def _free_node(self, tx: Transaction, node: int) -> None:
         self._nodes.pop(node, None)
@@ -849,31 +861,34 @@ class BPTreeCore(CoreBase):
         patched in place); the others are ``(separator, child)`` entries
         written past the heap top. Falls back to rewriting the node.
         """
-        buf = self.buf
         node = path[d][0]
         keys, ptrs = self._nodes.get(node) or self._load(node)
         n = len(ptrs)
         extra = [inner_blob(k, c) for k, c in children[1:]]
         new_n = n - (j - i) + len(children)
-        need = sum(len(b) for b in extra)
+        need = 0
+        for blob in extra:
+            need += len(blob)
         top = self._top(node)
         if new_n <= self.fanout and top + need <= self.node_bytes:
             e = self._entry(node, i)
-            klen = _HDR.unpack_from(buf, e)[1]
-            tx.add(e + 8 + klen, 8)
-            _U64.pack_into(buf, e + 8 + klen, children[0][1])
-            slots = list(struct.unpack_from(f"<{n}H", buf, node + NODE_HEAD))
-            fresh = []
+            at = e + 8 + get_u32(self.u8, e + 4)  # entry i's child pointer
+            tx.add(at, 8)
+            set_u64(self.u8, at, children[0][1])
+            fresh = top
             for blob in extra:
-                buf[node + top:node + top + len(blob)] = blob
+                write(self.u8, node + top, blob)
                 tx.flush(node + top, len(blob))
-                fresh.append(top)
                 top += len(blob)
             self._tops[node >> NODE_SHIFT] = top
-            slots[i + 1:j] = fresh
             tx.add(node, NODE_HEAD + 2 * max(n, new_n))
-            struct.pack_into("<H", buf, node + 2, new_n)
-            struct.pack_into(f"<{new_n}H", buf, node + NODE_HEAD, *slots)
+            # slots i+1..j-1 give way to one per new entry: the slots from j on move
+            slots = node + NODE_HEAD
+            move(self.u8, slots + 2 * (i + len(children)), slots + 2 * j, 2 * (n - j))
+            for m in range(len(extra)):
+                set_u16(self.u8, slots + 2 * (i + 1 + m), fresh)
+                fresh += len(extra[m])
+            set_u16(self.u8, node + 2, new_n)
             keys[i + 1:j] = [k for k, _ in children[1:]]
             ptrs[i:j] = [c for _, c in children]
             if d == 0:

@@ -31,7 +31,7 @@ cdef class BPTreeCore(CoreBase):
     @cython.locals(v=uint32_t)
     cpdef Py_ssize_t _size_at(self, Py_ssize_t e) except -1
     cpdef Py_ssize_t _next(self, Py_ssize_t leaf) except -1
-    @cython.locals(e=Py_ssize_t)
+    @cython.locals(s=Py_ssize_t, e=Py_ssize_t, k=Py_ssize_t)
     cdef int _key_cmp(self, Py_ssize_t node, Py_ssize_t i, bytes kb) except? -1000
     @cython.locals(hi=Py_ssize_t, mid=Py_ssize_t, c=int)
     cdef Py_ssize_t _bisect(self, Py_ssize_t node, Py_ssize_t lo, Py_ssize_t n, bytes kb,

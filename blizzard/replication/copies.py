@@ -1,10 +1,21 @@
 """Counting the copies of replicated payload between the network and the structures.
 
-A replicated Op travels from a socket (or a DPDK frame) to the structure it
-changes. Each time its bytes are copied in user space on the way, the stage
-that copied them adds the number of bytes here, so "the log is the network
-buffer" is a measured claim rather than an assumed one. The stages, in the
-order an Op meets them on a follower:
+A replicated Op travels from the leader's log to a socket (or a DPDK
+frame), and from there to the structure it changes on each follower. Each
+time its bytes are copied in user space on the way, the stage that copied
+them adds the number of bytes here, so "the log is the network buffer" is a
+measured claim rather than an assumed one. On the leader:
+
+``entries_to_frame``
+    entry data the node copied into a frame to send it: a MsgApp encoded
+    whole (over TLS or DPDK, or entries the log cannot lend), a MsgProp
+    forwarded to the leader, and whatever the transport copied of a frame it
+    was given as parts and could not send at once (its fixed part included).
+    A leader over TCP without TLS sends its MsgApps as their fixed part plus
+    views of its log's records (``sendmsg``): nothing, when the socket takes
+    the frame whole (see :mod:`~blizzard.replication.node`);
+
+then, in the order an Op meets them on a follower:
 
 ``socket_to_buffer``
     a transport copied frame bytes into a Python buffer it owns (asyncio's
@@ -28,7 +39,9 @@ order an Op meets them on a follower:
 What is not a copy: the kernel filling a buffer we handed it (``recv_into``),
 a CRC or a parse reading bytes where they lie, a flush.
 
-The counter is per node and never reset; a node's ``status()`` reports it
+The entries a leader writes into its own log are counted too, as
+``entries_to_log`` (once per entry: the proposals it appends). The counter
+is per node and never reset; a node's ``status()`` reports it
 under ``copies`` (and the store's ``counters`` as ``copied_<stage>``).
 """
 
@@ -36,8 +49,8 @@ from __future__ import annotations
 
 __all__ = ["STAGES", "Copies"]
 
-STAGES = ("socket_to_buffer", "frame_to_entries", "entries_to_log", "log_to_apply",
-          "apply_to_structure")
+STAGES = ("entries_to_frame", "socket_to_buffer", "frame_to_entries", "entries_to_log",
+          "log_to_apply", "apply_to_structure")
 
 
 class Copies:

@@ -9,8 +9,9 @@ loop (sans I/O): whoever runs it calls
 * ``turn()`` soon after ``wake()`` was called -- the node calls the ``wake``
   it was given whenever it has work (a message stepped, a tick, a proposal);
 
-and the node calls ``transport.send(target, payload)`` (which never blocks)
-and its clock (``clock()``, seconds) for the statistics. A turn does the
+and the node calls ``transport.send(target, payload)`` (which never blocks;
+or ``send_parts``, which sends a leader's entries from its log, see
+``_send``) and its clock (``clock()``, seconds) for the statistics. A turn does the
 work in the order the core's ``Ready`` contract fixes: persist (one fence),
 send, apply (one pool transaction per batch), advance; nothing can touch
 the core in between, since a turn runs to its end.
@@ -439,13 +440,8 @@ class Node:
         while raft.has_ready():
             rd = raft.ready()
             self._persist(rd)
-            send = self.transport.send
-            encode = messages.encode
-            for msg in rd.messages:
-                if type(msg) is MsgSnap and not msg.snapshot.data and self.images is not None:
-                    self._image_for(msg.target)  # a data-less snapshot: send an image instead
-                    continue
-                send(msg.target, encode(msg))
+            if rd.messages:
+                self._send(rd.messages)
             self._apply(rd)
             raft.advance(rd)
         if raft.lead != self._leader or raft.term != self._leader_term:
@@ -453,6 +449,49 @@ class Node:
         if self._image_job is not None:
             self._image_work()
         self._maybe_compact()
+
+    # -- sending ------------------------------------------------------------------------------
+    #
+    # A MsgApp's entries are already in this node's log when it is sent (a turn
+    # persists before it sends), laid out there exactly as the frame carries
+    # them. Over a transport that takes a frame as parts (``send_parts``) and
+    # a log that lends views of its records (``record_views``), the frame is
+    # its fixed part followed by those views: no entry byte is copied into a
+    # frame here. The views live only for the call: ``send_parts`` promises to
+    # keep no reference to the parts once it returns (it copies, and counts,
+    # whatever it could not send at once), and they are released before this
+    # turn goes on to apply, advance or compact, so neither a compaction
+    # freeing their segments, a truncation after stepping down, nor a pool
+    # closing can change bytes a send still refers to. Every other message,
+    # and every message over other transports (TLS joins the parts, DPDK has
+    # no ``send_parts``), is encoded whole: its entries' data copied into the
+    # frame, counted as ``entries_to_frame``.
+
+    def _send(self, msgs) -> None:
+        transport = self.transport
+        send = transport.send
+        send_parts = getattr(transport, "send_parts", None)
+        record_views = getattr(self.storage, "record_views", None) if send_parts else None
+        encode = messages.encode
+        counts = self.copies.counts
+        for msg in msgs:
+            cls = type(msg)
+            if cls is MsgApp and msg.entries:
+                views = record_views(msg.entries) if record_views is not None else None
+                if views is not None:
+                    try:
+                        send_parts(msg.target, [messages.encode_app_head(msg), *views])
+                    finally:
+                        for view in views:
+                            view.release()
+                    continue
+                counts["entries_to_frame"] += sum(map(len, map(_data_of, msg.entries)))
+            elif cls is MsgSnap and not msg.snapshot.data and self.images is not None:
+                self._image_for(msg.target)  # a data-less snapshot: send an image instead
+                continue
+            elif cls is MsgProp:
+                counts["entries_to_frame"] += sum(map(len, map(_data_of, msg.entries)))
+            send(msg.target, encode(msg))
 
     # -- images for lagging followers (see blizzard.replication.snapshots) ----------------
 
@@ -684,6 +723,7 @@ class Node:
         stats = getattr(self.transport, "stats", None)
         if stats is not None:  # a bare Sender (the simulator's) has none
             copies["socket_to_buffer"] += stats.bytes_copied
+            copies["entries_to_frame"] += getattr(stats, "bytes_copied_sending", 0)
         status["copies"] = copies
         transport_status = getattr(self.transport, "status", None)
         if transport_status is not None:  # a bare Sender (the simulator's) has none

@@ -45,7 +45,10 @@ def test_raft_status_counts_payload_copies_by_stage(cluster_config):
     receives its entries straight into its Raft log: nothing is copied out of
     the socket nor into the log; each entry's data is cut once from its record
     (frame_to_entries), the registry reads each Op where it lies in it, and the
-    map copies each put's key and value exactly once into its blocks."""
+    map copies each put's key and value exactly once into its blocks. The
+    leader writes each entry into its log once and sends it from there
+    (its fixed part and views of the log's records, one sendmsg): no entry
+    byte is copied into a frame."""
     config = attrs.evolve(cluster_config, replication=attrs.evolve(
         cluster_config.replication, backend="raft", options={}))
     stores: dict[int, Store] = {}
@@ -70,6 +73,7 @@ def test_raft_status_counts_payload_copies_by_stage(cluster_config):
         h[b"first"] = b"x"  # the map's creation and a first put: not measured
         commit = leader.status()["commit"]
         before = [caught_up(s, commit) for s in followers]
+        leader_before = leader.status()["counters"]
         term = leader.status()["term"]
         puts, value = 50, b"v" * 1024
         for i in range(puts):
@@ -90,9 +94,15 @@ def test_raft_status_counts_payload_copies_by_stage(cluster_config):
             # the registry reads each Op where it lies in its entry, after the envelope
             assert copied["log_to_apply"] == 0, copied
             assert copied["apply_to_structure"] == puts * arguments, copied
+            assert copied["entries_to_frame"] == 0, copied  # a follower forwarded nothing
         counters = leader.status()["counters"]
         assert set(k for k in counters if k.startswith("copied_")) == {
             f"copied_{s}" for s in copies.STAGES}
+        sent = {stage: counters[f"copied_{stage}"] - leader_before[f"copied_{stage}"]
+                for stage in copies.STAGES}
+        if leader.status()["term"] == term:
+            assert sent["entries_to_log"] == puts * entry_bytes, sent  # written once
+            assert sent["entries_to_frame"] == 0, sent  # sent from the log
     finally:
         for store in stores.values():
             store.close()

@@ -2,7 +2,8 @@
 
 Node A dials node B through ``LinkProxy(A -> B)``: the proxy forwards bytes
 both ways and can *cut* the link (close its connections and refuse new ones,
-a partition) or *delay* it (every chunk waits ``delay_s``, a slow link).
+a partition), *delay* it (every chunk waits ``delay_s``, a slow link) or
+*hold* it (stop reading: the sender's socket fills, a stalled receiver).
 Cutting only A -> B, not B -> A, gives an asymmetric partition.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 
 
 class LinkProxy:
@@ -19,6 +21,19 @@ class LinkProxy:
         self.delay_s = 0.0
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def hold(self, held: bool) -> None:
+        """Stop (or resume) reading what the dialler sends."""
+        if held:
+            self._flowing.clear()
+            for writer in self._writers:  # small buffers: the sender's fill soon
+                sock = writer.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        else:
+            self._flowing.set()
 
     async def start(self) -> tuple[str, int]:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -54,6 +69,7 @@ class LinkProxy:
     async def _pipe(self, reader, writer) -> None:
         with contextlib.suppress(ConnectionError, asyncio.CancelledError):
             while not self.cut:
+                await self._flowing.wait()
                 data = await reader.read(65536)
                 if not data or self.cut:
                     break

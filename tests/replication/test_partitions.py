@@ -31,7 +31,7 @@ def _port() -> int:
 class Cluster:
     """Three nodes; node a reaches node b only through ``links[a, b]``."""
 
-    async def start(self) -> None:
+    async def start(self, **options) -> None:
         listen = {i: ("127.0.0.1", _port()) for i in IDS}
         self.links = {(a, b): LinkProxy(listen[b]) for a in IDS for b in IDS if a != b}
         via = {key: await proxy.start() for key, proxy in self.links.items()}
@@ -45,7 +45,8 @@ class Cluster:
                     transport.set_peer_address(j, via[i, j])
             node = RaftNode(i, storage=PmemStorage(log, conf_state=ConfState(IDS)),
                             state_machine=SessionStateMachine(registry_for(data), data),
-                            transport=transport, tick_s=0.01, election_tick=20, seed=i)
+                            transport=transport, tick_s=0.01, election_tick=20, seed=i,
+                            **options)
             await node.start()
             self.nodes[i], self.pools[i] = node, data
 
@@ -75,9 +76,9 @@ class Cluster:
             assert asyncio.get_running_loop().time() < deadline, f"no leader among {among}"
             await asyncio.sleep(0.02)
 
-    async def put(self, node: int, key: bytes, timeout: float = 5.0) -> bool:
+    async def put(self, node: int, key: bytes, timeout: float = 5.0, value: bytes = b"v") -> bool:
         """True if acknowledged within ``timeout``."""
-        op = ops.encode(ops.Op("m", ops.OpCode.MAP_PUT, (key, b"v")))
+        op = ops.encode(ops.Op("m", ops.OpCode.MAP_PUT, (key, value)))
         future = self.nodes[node].propose(wrap(4242, next(_seq), op))
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -160,6 +161,56 @@ def test_a_slow_link_delays_but_loses_nothing():
             await c.converge()
             assert len(c.contents(slow)) == 50
             assert c.contents(1) == c.contents(2) == c.contents(3)
+        finally:
+            await c.stop()
+    asyncio.run(main())
+
+
+def test_frames_pending_to_a_stalled_follower_survive_compaction_and_a_step_down():
+    """A leader sends its entries from its log (a MsgApp's fixed part, then
+    views of the log's records). A follower that stops reading fills the
+    leader's socket: frames are written in part and the rest copied, or
+    queued as copies. The leader then compacts its log past them (freeing
+    the segments the views showed, reused by later records) and hands its
+    leadership over; when the follower reads again, what it gets is intact
+    and the three converge to the same map."""
+    async def main():
+        c = Cluster()
+        await c.start(snapshot_entries=100)
+        try:
+            leader = await c.leader()
+            slow, other = (i for i in IDS if i != leader)
+            transport = c.nodes[leader].transport
+            deadline = asyncio.get_running_loop().time() + 10
+            while transport._peers[slow].sock is None:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.01)
+            # a small send buffer: the held link fills it after a few frames
+            transport._peers[slow].sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            c.links[leader, slow].hold(True)
+            value = bytes(range(256)) * 16
+            for burst in range(6):
+                acked = await asyncio.gather(*(
+                    c.put(leader, b"k%d-%d" % (burst, i), timeout=10, value=value)
+                    for i in range(60)))
+                assert all(acked)
+            status = c.nodes[leader].status()
+            # sends were left pending: the transport copied what the socket did not take
+            assert status["transport"]["bytes_copied_sending"] > 0
+            assert status["copies"]["entries_to_frame"] >= status["transport"][
+                "bytes_copied_sending"]
+            assert status["first_index"] > 100  # compacted past what the follower missed
+            c.nodes[leader].storage.check()
+            c.nodes[leader].transfer_leadership(other)
+            assert await c.leader(not_=leader, timeout=15.0) == other
+            assert await c.put(other, b"after", value=value)
+            c.links[leader, slow].hold(False)
+            await c.converge(timeout=30.0)
+            assert c.contents(1) == c.contents(2) == c.contents(3)
+            assert len(c.contents(slow)) == 6 * 60 + 1
+            for i in IDS:
+                c.pools[i].check()
+                c.nodes[i].storage.check()
         finally:
             await c.stop()
     asyncio.run(main())

@@ -22,7 +22,7 @@ cdef class _Reader:
     cpdef bytes take(self, Py_ssize_t length)
     cpdef bytes blob(self)
     @cython.locals(end=Py_ssize_t, pos=Py_ssize_t, header=Py_ssize_t, _=Py_ssize_t,
-                   crc=cython.uint, term=cython.ulonglong, index=cython.ulonglong,
+                   term=cython.ulonglong, index=cython.ulonglong,
                    kind=cython.ulonglong, length=Py_ssize_t, stop=Py_ssize_t,
                    padded=Py_ssize_t, out=list)
     cpdef tuple entries(self, Py_ssize_t count)

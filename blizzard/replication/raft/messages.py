@@ -4,8 +4,9 @@ Every message names its ``source`` and ``target`` node and carries the
 sender's ``term`` (0 for forwarded client requests, which are not bound to a
 term). ``encode`` and ``decode`` are exact inverses: ``decode(encode(m)) == m``
 for every message and ``encode(decode(b)) == b`` for every frame ``decode``
-accepts. Anything else (truncated frames, unknown kinds, booleans other than
-0/1, trailing bytes) raises ``MessageDecodeError``.
+accepts, up to the entries' CRC fields and pads (below). Anything else
+(truncated frames, unknown kinds, booleans other than 0/1, trailing bytes)
+raises ``MessageDecodeError``.
 
 Frame layout (little endian)::
 
@@ -13,11 +14,22 @@ Frame layout (little endian)::
 
 Entries are laid out exactly as the records of the Raft log in a pool
 (:mod:`~blizzard.replication.raft.pmem_storage`), so a follower can receive
-them straight into its log: ``crc u32 (0 on the wire) | length u32 | term
-u64 | index u64 | type u8 | pad 7 | data | pad to 8 bytes`` (pads zero; the
-type is read as a u64, so a non-zero pad is an unknown type). A MsgApp's
-fixed part (header, then ``log_term | index | commit | count``) is
-:data:`APP_HEAD_BYTES` long and its records follow. A
+them straight into its log, and a leader can send them straight from its
+own: ``crc u32 | length u32 | term u64 | index u64 | type u8 | pad 7 | data |
+pad to 8 bytes`` (the type is read as a u64, so a non-zero byte in its pad is
+an unknown type). A MsgApp's fixed part (header, then ``log_term | index |
+commit | count``) is :data:`APP_HEAD_BYTES` long and its records follow.
+
+The CRC field and the data's pad travel but mean nothing on the wire, and a
+receiver never reads them: ``encode`` writes zeros there, a leader sending
+records from its log (:func:`encode_app_head` and the log's own records)
+sends what its log holds -- its chain CRC, which seeds from the leader's
+previous record and so could not be checked against the follower's chain
+anyway, and pad bytes the log never wrote. A follower receiving in place
+stamps its own chain CRC over the field. So ``encode(decode(b)) == b`` holds
+for every accepted frame up to those bytes (exactly for frames ``encode``
+made). Frame version 3 (2 had the same layout, but its receivers rejected a
+non-zero CRC field or pad). A
 snapshot is ``index u64 | term u64 | voters | learners | length u32 | data``
 where a node list is ``count u16 | id u64 ...``.
 
@@ -76,13 +88,14 @@ __all__ = [
     "decode",
     "decode_app_head",
     "encode",
+    "encode_app_head",
     "new_entry",
     "untracked_entries",
     "untracked_entry",
 ]
 
 NONE = 0  # "no node": node ids are >= 1.
-VERSION = 2  # 2: entries in the Raft log's record layout
+VERSION = 3  # 2: entries in the Raft log's record layout; 3: CRC fields and pads ignored
 U64_MAX = (1 << 64) - 1
 
 
@@ -695,24 +708,20 @@ class _Reader:
             if pos + header > end:
                 raise MessageDecodeError("truncated frame")
             if cython.compiled:  # the same little-endian fields, read in place
-                crc = u32_of(buf, pos)
                 length = u32_of(buf, pos + 4)
                 term = u64_of(buf, pos + 8)
                 index = u64_of(buf, pos + 16)
                 kind = u64_of(buf, pos + 24)
             else:
-                crc, length, term, index, kind = unpack_from(buf, pos)
+                length, term, index, kind = unpack_from(buf, pos)[1:]
             pos += header
             if kind >= ENTRY_TYPE_COUNT:
                 raise MessageDecodeError(f"unknown entry type {kind}")
-            if crc:
-                raise MessageDecodeError("an entry's CRC field is not 0 on the wire")
+            # the CRC field and the pad are not read (see the module docstring)
             stop = pos + length
             padded = stop + (-length & 7)  # records are padded to 8 bytes
             if padded > end:
                 raise MessageDecodeError("truncated frame")
-            if padded != stop and buf[stop:padded] != _ZEROS[:padded - stop]:
-                raise MessageDecodeError("an entry's padding is not zero")
             if cython.compiled:
                 append(untracked_entry(term, index, kind, buf[pos:stop]))
             else:  # the same entry, without a Python call more
@@ -731,6 +740,15 @@ class _Reader:
         learners = self.nodes()
         meta = SnapshotMeta(index, term, ConfState(voters, learners))
         return Snapshot(meta, self.blob())
+
+
+def encode_app_head(msg: MsgApp) -> bytes:
+    """The first :data:`APP_HEAD_BYTES` of ``msg``'s frame: what precedes its
+    records. A leader sends this, then its log's records of ``msg.entries``
+    as they lie there, and the receiver reads the same frame ``encode``
+    would have made, up to the records' CRC fields and pads."""
+    return _APP_HEAD.pack(VERSION, KIND_APP, msg.source, msg.target, msg.term, msg.log_term,
+                          msg.index, msg.commit, len(msg.entries))
 
 
 def decode_app_head(head: bytes) -> tuple | None:

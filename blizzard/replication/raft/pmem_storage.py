@@ -73,6 +73,19 @@ transport receive them straight into the free space after its last record:
    rights their CRCs, flushes the region once, stores ``last_index`` and
    fences: one flush + one fence per batch, nothing copied into the log.
 
+Sending from the log. A leader's MsgApp carries entries its log already
+holds (the driver persists before it sends), so the frame's records need not
+be encoded again: :meth:`PmemStorage.record_views` hands out read-only views
+of them as they lie -- one view per segment the run of records crosses --
+and the transport sends the frame's fixed part and those views with one
+``sendmsg``. The records go out with the leader's chain CRCs and whatever
+its pads hold; the receiver reads neither (see
+:mod:`~blizzard.replication.raft.messages`). The views are valid only until
+the log next changes (a truncation, a compaction freeing segments, a
+snapshot, the pool closing): the caller releases them before it returns to
+anything that could change the log, and a transport that cannot send them
+at once copies what is left.
+
 Any other write (an ordinary append, a truncation, a snapshot) gives up
 every region not yet persisted, and unlinks a segment linked for them;
 entries received into a region given up raise
@@ -346,6 +359,52 @@ class PmemStorage(EntryListReads):
         (a :class:`~blizzard.replication.copies.Copies`), stage ``entries_to_log``."""
         self._copies = copies.counts
 
+    # -- sending from the log (see the module docstring) ----------------------------------
+
+    def record_views(self, entries: Sequence[Entry]) -> list[memoryview] | None:
+        """Read-only views of the records of ``entries`` (a run of this log's
+        entries, as a leader's MsgApp carries them) where they lie: one view
+        per segment the run crosses. None when they are not all this log's
+        durable entries (compacted away, not yet written, or another log's).
+
+        The views stay valid only until the log next changes: release them
+        before anything may truncate, compact or close it.
+        """
+        if not entries:
+            return None
+        log = self._entries
+        offset = log[0].index
+        first = entries[0].index
+        last = first + len(entries) - 1
+        if first <= offset or last > log[-1].index:
+            return None
+        at = first - offset
+        # the same objects (or, after a restart, the same index and term: the
+        # same entries, by log matching) at both ends of the run
+        head, tail = log[at], log[last - offset]
+        if entries[-1].index != last:
+            return None
+        if head is not entries[0] and head.term != entries[0].term:
+            return None
+        if tail is not entries[-1] and tail.term != entries[-1].term:
+            return None
+        buf = self._buf
+        positions = self._positions
+        seg_first = self._seg_first
+        k = bisect_right(seg_first, first) - 1
+        views = []
+        index = first
+        while index <= last:
+            stop = last
+            if k + 1 < len(seg_first) and seg_first[k + 1] <= last:
+                stop = seg_first[k + 1] - 1  # the segment's last record of the run
+            end = positions[stop - offset]
+            end = (end + RECORD_HEADER_SIZE + len(log[stop - offset].data) + 7) & ~7
+            views.append(buf[positions[index - offset]:end].toreadonly())
+            index = stop + 1
+            k += 1
+        return views
+
     # -- receiving in place (see the module docstring) ------------------------------------
 
     def tail_region(self, first_index: int, log_term: int, nbytes: int) -> memoryview | None:
@@ -413,11 +472,10 @@ class PmemStorage(EntryListReads):
         for _ in range(count):
             if pos + RECORD_HEADER_SIZE > end:
                 raise MessageDecodeError("truncated frame")
-            crc, n, term, index, kind = unpack_from(region, pos)
+            # the CRC field is the sender's (0, or its own chain CRC): stamped over below
+            n, term, index, kind = unpack_from(region, pos)[1:]
             if kind >= ENTRY_TYPE_COUNT:
                 raise MessageDecodeError(f"unknown entry type {kind}")
-            if crc:
-                raise MessageDecodeError("an entry's CRC field is not 0 on the wire")
             if index != expected or term < term_before:
                 raise MessageDecodeError(
                     f"entry {index} (term {term}) cannot follow {expected - 1} "

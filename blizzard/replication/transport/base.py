@@ -66,6 +66,9 @@ class TransportStats:
     # bytes of received frames copied in user space on their way to the receiver
     # (see blizzard.replication.copies: the stage socket_to_buffer)
     bytes_copied: int = 0
+    # bytes of frames given as parts (send_parts) that the transport copied to
+    # send them later, or at all (the stage entries_to_frame)
+    bytes_copied_sending: int = 0
 
 
 class Transport(Protocol):
@@ -85,6 +88,14 @@ class Transport(Protocol):
 
     def send(self, target: int, payload: bytes) -> bool:
         """Queue ``payload`` for ``target``; False if it was dropped. Never blocks."""
+
+    # A transport may also offer ``send_parts(target, parts) -> bool``: the
+    # frame is the concatenation of ``parts`` (bytes-like, such as views of
+    # the Raft log's records), sent without joining them where it can. The
+    # parts need stay unchanged only during the call: the transport keeps no
+    # reference to them once it returns, copying (and counting in
+    # ``bytes_copied_sending``) whatever it could not send at once. See
+    # :class:`~blizzard.replication.transport.tcp.TcpTransport`.
 
     def add_peer(self, node_id: int, address: tuple[str, int]) -> None:
         """A node joined the cluster at run time: accept its frames, send it ours."""

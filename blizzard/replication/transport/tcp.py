@@ -5,6 +5,22 @@ connection B dialled. Each outbound connection has a bounded outbox and one
 writer task that takes *everything* queued and writes it with one call, so a
 burst of Raft messages costs one system call, not one per message.
 
+Sending without TLS goes to the kernel at once: the dialled socket is a
+plain non-blocking one, and a frame handed over while nothing is queued
+ahead of it is written by ``send`` itself (``sendmsg`` of its length and
+its parts: no join, no writer task woken). A frame can be handed over as
+parts (``send_parts``): a leader sends a MsgApp as its fixed part followed
+by views of its Raft log's records, so entries go from the log to the socket
+without being copied into a frame. The transport keeps no reference to the
+parts once the call returns: what the socket did not take (a full send
+buffer), and a frame queued behind others, is copied and counted
+(``stats.bytes_copied_sending``, the stage ``entries_to_frame`` of
+:mod:`~blizzard.replication.copies`), so the caller may change or free what
+its views show right after. The outbox then holds those bytes for the writer
+task, which waits until the socket is writable. With TLS every frame goes
+through the outbox and the stream (parts joined, counted the same way):
+OpenSSL encrypts from its own buffers.
+
 Wire format (little endian)::
 
     handshake (dialler -> listener): magic b"BLZT" | version u8 | node id u64 |
@@ -99,17 +115,28 @@ REFUSALS = {
 
 
 class _Peer:
-    """One outbound connection: its outbox, its writer task, its state."""
+    """One outbound connection: its outbox, its writer task, its state.
 
-    __slots__ = ("address", "bytes_queued", "node_id", "outbox", "task", "wakeup")
+    The outbox holds byte chunks to write in order (a frame's length and its
+    payload, or the unsent rest of a frame written in part). ``sock`` is the
+    connected socket without TLS while frames may be written to it directly:
+    nothing queued, the writer task not in the middle of a write (``busy``).
+    """
+
+    __slots__ = ("address", "broken", "busy", "bytes_queued", "frames_queued", "node_id",
+                 "outbox", "sock", "task", "wakeup")
 
     def __init__(self, node_id: int, address: tuple[str, int]) -> None:
         self.node_id = node_id
         self.address = address
-        self.outbox: deque[bytes] = deque()
+        self.outbox: deque[bytes | memoryview] = deque()
         self.bytes_queued = 0
+        self.frames_queued = 0
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task | None = None
+        self.sock: socket.socket | None = None
+        self.busy = False
+        self.broken = False
 
 
 class TcpTransport:
@@ -245,18 +272,84 @@ class TcpTransport:
         n = len(payload)
         if (peer is None or n > self._frame_bytes_max
                 or peer.bytes_queued + n > self._outbox_bytes_max
-                or len(peer.outbox) >= self._outbox_frames_max):
+                or peer.frames_queued >= self._outbox_frames_max):
             self.stats.frames_dropped += 1
             return False
+        if peer.sock is not None and not peer.outbox and not peer.busy:
+            return self._send_now(peer, (_LEN.pack(n), payload), n, False)
+        self._queue(peer, payload, n)
+        return True
+
+    def send_parts(self, target: int, parts) -> bool:
+        """Send one frame, the concatenation of ``parts`` (bytes-like objects of
+        unsigned bytes); False if it was dropped. Never blocks, and keeps no
+        reference to ``parts`` once it returns (see the module docstring)."""
+        peer = self._peers.get(target)
+        n = 0
+        for part in parts:
+            n += len(part)
+        if (peer is None or n > self._frame_bytes_max
+                or peer.bytes_queued + n > self._outbox_bytes_max
+                or peer.frames_queued >= self._outbox_frames_max):
+            self.stats.frames_dropped += 1
+            return False
+        if peer.sock is not None and not peer.outbox and not peer.busy:
+            return self._send_now(peer, (_LEN.pack(n), *parts), n, True)
+        self.stats.bytes_copied_sending += n
+        self._queue(peer, b"".join(parts), n)
+        return True
+
+    def _queue(self, peer: _Peer, payload: bytes, n: int) -> None:
+        peer.outbox.append(_LEN.pack(n))
         peer.outbox.append(payload)
         peer.bytes_queued += n
+        peer.frames_queued += 1
         peer.wakeup.set()
+
+    def _send_now(self, peer: _Peer, parts, n: int, lent: bool) -> bool:
+        """Write a frame (its length first) to ``peer``'s socket at once; queue
+        what the socket does not take -- a copy of it when the parts are
+        ``lent`` (views the caller may change once this returns)."""
+        stats = self.stats
+        try:
+            sent = peer.sock.sendmsg(parts)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:  # the connection broke: the writer task reconnects
+            peer.broken = True
+            peer.sock = None
+            peer.wakeup.set()
+            stats.frames_dropped += 1
+            return False
+        stats.frames_sent += 1
+        stats.bytes_sent += sent
+        stats.writes += 1
+        if sent < n + 4:
+            rest = []
+            for part in parts:
+                size = len(part)
+                if sent >= size:
+                    sent -= size
+                    continue
+                rest.append(part[sent:] if sent else part)
+                sent = 0
+            data = b"".join(rest)  # a copy: the parts may change once we return
+            if lent:
+                stats.bytes_copied_sending += len(data)
+            peer.outbox.append(data)
+            peer.bytes_queued += len(data)
+            peer.wakeup.set()
         return True
 
     async def _dial_loop(self, peer: _Peer) -> None:
         backoff = BACKOFF_MIN_S
         while self._running:
             writer = None
+            if self._client_ssl is None:
+                if await self._dial_plain(peer):
+                    backoff = BACKOFF_MIN_S
+                backoff = await self._backoff(peer, backoff)
+                continue
             try:
                 reader, writer = await asyncio.open_connection(
                     *peer.address, ssl=self._client_ssl,
@@ -280,11 +373,105 @@ class TcpTransport:
             finally:
                 if writer is not None:
                     writer.close()
-            # Frames queued while the peer is unreachable are stale for Raft:
-            # drop them rather than replay an old burst on reconnect.
-            self._drop_outbox(peer)
-            await asyncio.sleep(backoff * (0.5 + self._rng.random()))
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
+            backoff = await self._backoff(peer, backoff)
+
+    async def _backoff(self, peer: _Peer, backoff: float) -> float:
+        """After a connection ended (or never began): wait, and say how long the
+        next wait is. Frames queued while the peer is unreachable are stale for
+        Raft: they are dropped rather than replayed as an old burst."""
+        self._drop_outbox(peer)
+        await asyncio.sleep(backoff * (0.5 + self._rng.random()))
+        return min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _dial_plain(self, peer: _Peer) -> bool:
+        """Connect to ``peer`` without TLS, say hello, and write frames until the
+        connection breaks; whether it was accepted."""
+        loop = asyncio.get_running_loop()
+        sock = None
+        try:
+            host, port = peer.address
+            error: OSError | None = None
+            for family, kind, proto, _, address in await loop.getaddrinfo(
+                    host, port, type=socket.SOCK_STREAM):
+                sock = socket.socket(family, kind, proto)
+                sock.setblocking(False)
+                try:
+                    await loop.sock_connect(sock, address)
+                    break
+                except OSError as exc:
+                    error = exc
+                    sock.close()
+                    sock = None
+            if sock is None:
+                raise error or OSError(f"no address for {host}:{port}")
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await loop.sock_sendall(sock, _HELLO.pack(MAGIC, VERSION, self.node_id,
+                                                      len(self._cluster)) + self._cluster)
+            status = await asyncio.wait_for(loop.sock_recv(sock, 1), HANDSHAKE_TIMEOUT_S)
+            if not status:
+                raise ConnectionResetError("the listener closed the connection")
+            if status[0]:
+                reason = REFUSALS.get(status[0], f"code {status[0]}")
+                log.warning("node %d refused our connection: %s", peer.node_id, reason)
+                raise ConnectionRefusedError(reason)
+            self.stats.connects += 1
+        except asyncio.CancelledError:
+            if sock is not None:
+                sock.close()
+            raise
+        except (TimeoutError, OSError):
+            if sock is not None:
+                sock.close()
+            return False
+        try:
+            await self._write_loop_plain(peer, sock)
+        except (TimeoutError, OSError):
+            pass
+        finally:
+            sock.close()
+        return True
+
+    async def _write_loop_plain(self, peer: _Peer, sock: socket.socket) -> None:
+        """Write what ``send`` queued, until the connection breaks. The listener
+        says nothing after its status byte: the socket turning readable means
+        the connection is closing."""
+        loop = asyncio.get_running_loop()
+        stats = self.stats
+        fd = sock.fileno()
+
+        def closing() -> None:
+            peer.broken = True
+            peer.sock = None
+            peer.wakeup.set()
+
+        peer.broken = False
+        peer.busy = False
+        loop.add_reader(fd, closing)
+        peer.sock = sock
+        try:
+            while True:
+                if peer.broken:
+                    raise ConnectionResetError("the connection broke")
+                if not peer.outbox:
+                    peer.wakeup.clear()
+                    await peer.wakeup.wait()
+                    continue
+                outbox = peer.outbox
+                chunks = list(outbox)
+                outbox.clear()
+                stats.frames_sent += peer.frames_queued
+                peer.frames_queued = 0
+                peer.bytes_queued = 0
+                data = b"".join(chunks)
+                peer.busy = True
+                await loop.sock_sendall(sock, data)
+                peer.busy = False
+                stats.bytes_sent += len(data)
+                stats.writes += 1
+        finally:
+            peer.sock = None
+            peer.busy = False
+            loop.remove_reader(fd)
 
     def _check_listener(self, peer: _Peer, peercert) -> None:
         """Refuse to send to a listener that is not the node we dialled."""
@@ -295,26 +482,22 @@ class TcpTransport:
             raise ConnectionRefusedError("the listener's certificate names another node")
 
     def _drop_outbox(self, peer: _Peer) -> None:
-        self.stats.frames_dropped += len(peer.outbox)
+        self.stats.frames_dropped += peer.frames_queued
         peer.outbox.clear()
         peer.bytes_queued = 0
+        peer.frames_queued = 0
 
     async def _write_loop(self, peer: _Peer, writer: asyncio.StreamWriter) -> None:
-        pack_len = _LEN.pack
         stats = self.stats
         while True:
             if not peer.outbox:
                 peer.wakeup.clear()
                 await peer.wakeup.wait()
-            parts = []
             outbox = peer.outbox
-            count = len(outbox)
-            for _ in range(count):
-                payload = outbox.popleft()
-                parts.append(pack_len(len(payload)))
-                parts.append(payload)
+            data = b"".join(outbox)  # lengths and payloads, queued by ``_queue``
+            outbox.clear()
+            count, peer.frames_queued = peer.frames_queued, 0
             peer.bytes_queued = 0
-            data = b"".join(parts)
             writer.write(data)
             stats.frames_sent += count
             stats.bytes_sent += len(data)

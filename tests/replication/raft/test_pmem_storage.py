@@ -14,12 +14,16 @@ from hypothesis import strategies as st
 from blizzard import _compiled
 from blizzard.pmem import CrashSimMedia, DramMedia, Pool, all_or_nothing, random_chooser
 from blizzard.replication.raft.messages import (
+    APP_HEAD_BYTES,
     ConfState,
     Entry,
     EntryType,
     HardState,
+    MsgApp,
     Snapshot,
     SnapshotMeta,
+    decode,
+    encode_app_head,
 )
 from blizzard.replication.raft.pmem_storage import LogCorruptError, PmemStorage
 from blizzard.replication.raft.storage import CompactedError, MemoryStorage, UnavailableError
@@ -278,3 +282,57 @@ def test_a_segment_linked_by_a_lost_append_is_unlinked_at_recovery():
     assert again.entries(6, 7)[0].data == b"fits the old segment"
     again.check()
     pool.check()
+
+
+STEPS_PER_RUN = budget(60)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_record_views_are_a_leaders_frame_of_its_entries(seed):
+    """A leader sends a MsgApp as its fixed part plus views of its log's records
+    (one per segment the run crosses): decoded, that is the MsgApp; received
+    in place by another log (its own CRC chain: a follower that installed a
+    snapshot seeds its chain anew), the entries verify there. Runs the log
+    does not hold as such get no views."""
+    rng = random.Random(seed)
+    ops = Ops(seed)
+    model = MemoryStorage()
+    log = PmemStorage(Pool.create(DramMedia(POOL_SIZE)), segment_bytes=SEGMENT_BYTES)
+    crossed = 0
+    for _ in range(STEPS_PER_RUN):
+        op = ops.next(model)
+        _do(model, op)
+        _do(log, op)
+        first, last = log.first_index(), log.last_index()
+        if last < first:
+            continue
+        a = rng.randint(first, last)
+        b = rng.randint(a, min(last, a + 12))
+        run = tuple(log.entries(a, b + 1))
+        views = log.record_views(run)
+        assert views is not None and all(v.readonly for v in views)
+        crossed += len(views) > 1
+        msg = MsgApp(1, 2, 9, log.term(a - 1), a - 1, run, 0)
+        frame = encode_app_head(msg) + b"".join(views)
+        assert decode(frame) == msg
+        # the same records received in place by a follower whose log ends at a - 1
+        follower = PmemStorage(Pool.create(DramMedia(POOL_SIZE)), segment_bytes=SEGMENT_BYTES)
+        follower.apply_snapshot(Snapshot(SnapshotMeta(a - 2, 1, ConfState((1, 2)))) if a > 2
+                                else Snapshot())
+        follower.save(None, [Entry(log.term(a - 1), a - 1, EntryType.NORMAL, b"before")]
+                      if a > 1 else [])
+        if a > 1:
+            region = follower.tail_region(a, log.term(a - 1), len(frame) - APP_HEAD_BYTES)
+            region[:] = frame[APP_HEAD_BYTES:]
+            follower.save(None, follower.received_entries(region, len(run)))
+            assert follower.entries(a, b + 1) == list(run)
+            follower.check()
+        for view in views:
+            view.release()
+        # not this log's entries, or not all of them: no views
+        assert log.record_views(()) is None
+        assert log.record_views((*run, Entry(run[-1].term, last + 1))) is None
+        assert log.record_views((Entry(run[0].term + 100, a),)) is None
+        if first > 1:
+            assert log.record_views((Entry(1, first - 1),)) is None
+    assert crossed  # some runs crossed from one segment into the next

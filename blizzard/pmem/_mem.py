@@ -269,6 +269,25 @@ def store_u32(p, value: int) -> None:
         raise AssertionError("addresses exist in the compiled build only")
 
 
+def set_u32(u8: memoryview, off: int, value: int) -> None:
+    """Store ``value`` as a little-endian u32 at ``off``, which need not be 4-aligned."""
+    if cython.compiled:
+        store_u32(cython.address(u8[off]), value)
+    else:
+        u8[off:off + 4] = value.to_bytes(4, "little")
+
+
+def set_u32s(u8: memoryview, offsets: list, values: list, count: int) -> None:
+    """Store ``values[i]`` as a little-endian u32 at ``offsets[i]``, for each ``i <
+    count`` (the CRCs of a run of log records)."""
+    if cython.compiled:
+        for i in range(count):
+            store_u32(cython.address(u8[offsets[i]]), values[i])
+    else:
+        for i in range(count):
+            u8[offsets[i]:offsets[i] + 4] = values[i].to_bytes(4, "little")
+
+
 def get_u32(u8: memoryview, off: int) -> int:
     """The little-endian u32 at ``off``, which need not be 4-aligned."""
     if cython.compiled:

@@ -12,6 +12,13 @@ cdef inline void _put(object entry, Py_ssize_t position, object value) noexcept
 @cython.locals(out=list)
 cpdef list untracked_entries(term, first, kind, items)
 
+@cython.locals(end=Py_ssize_t, pos=Py_ssize_t, body=Py_ssize_t, stop=Py_ssize_t,
+               length=Py_ssize_t, _=Py_ssize_t, prev=cython.uint, term=cython.ulonglong,
+               index=cython.ulonglong, kind=cython.ulonglong, expected=cython.ulonglong,
+               entries=list, positions=list, crcs=list, data=bytes)
+cpdef tuple take_records(unsigned char[::1] region, Py_ssize_t count, unsigned long long first,
+                         unsigned long long term_before, unsigned int crc, Py_ssize_t start)
+
 
 cdef class _Reader:
     cdef public bytes buf

@@ -46,6 +46,7 @@ from __future__ import annotations
 import enum
 import functools
 import struct
+import zlib
 from collections.abc import Iterable
 from itertools import count, repeat
 from typing import NamedTuple
@@ -56,7 +57,8 @@ import cython
 from blizzard.exceptions import MessageDecodeError
 
 if cython.compiled:
-    from cython.cimports.blizzard.pmem._mem import u32_of, u64_of
+    from cython.cimports.blizzard.pmem._mem import crc32 as crc32_at
+    from cython.cimports.blizzard.pmem._mem import get_u32, get_u64, read, set_u32, u32_of, u64_of
     from cython.cimports.cpython.ref import Py_INCREF
     from cython.cimports.cpython.tuple import PyTuple_SET_ITEM
     from cython.cimports.cpython.type import PyType_GenericAlloc
@@ -90,6 +92,7 @@ __all__ = [
     "encode",
     "encode_app_head",
     "new_entry",
+    "take_records",
     "untracked_entries",
     "untracked_entry",
 ]
@@ -749,6 +752,71 @@ def encode_app_head(msg: MsgApp) -> bytes:
     would have made, up to the records' CRC fields and pads."""
     return _APP_HEAD.pack(VERSION, KIND_APP, msg.source, msg.target, msg.term, msg.log_term,
                           msg.index, msg.commit, len(msg.entries))
+
+
+def take_records(region: memoryview, count: int, first: int, term_before: int, crc: int,
+                 start: int) -> tuple[list[Entry], list[int], list[int], int]:
+    """The entries of the ``count`` records a MsgApp's frame put in ``region``
+    (a writable view of a Raft log's free tail, see
+    :mod:`~blizzard.replication.raft.pmem_storage`), read where they lie.
+
+    The records must follow entry ``first - 1`` of term ``term_before`` index
+    by index, with terms that never fall, and fill ``region`` exactly; else
+    ``MessageDecodeError``. Each record's CRC field (the sender's: 0, or its own
+    log's chain CRC, never read) gets this log's chain CRC (continued from
+    ``crc``) *inverted*: the log rights it when
+    it accepts the entry, so a record never accepted never verifies. Returns
+    ``(entries, positions, crcs, end)``: each entry (its data cut from the
+    record: the one copy of a received entry), where each record lies and
+    where the last ends (``start`` + its offset in ``region``: the region's
+    place in the log), and the chain CRC after each.
+    """
+    end = len(region)
+    if count * RECORD_HEADER_BYTES > end:
+        raise MessageDecodeError("truncated frame")
+    entries = []
+    positions = []
+    crcs = []
+    expected = first
+    prev = crc
+    pos = 0
+    for _ in range(count):  # per received entry: C reads and writes when compiled
+        if pos + RECORD_HEADER_BYTES > end:
+            raise MessageDecodeError("truncated frame")
+        if cython.compiled:
+            length = get_u32(region, pos + 4)
+            term = get_u64(region, pos + 8)
+            index = get_u64(region, pos + 16)
+            kind = get_u64(region, pos + 24)
+        else:
+            length, term, index, kind = RECORD.unpack_from(region, pos)[1:]
+        if kind >= ENTRY_TYPE_COUNT:
+            raise MessageDecodeError(f"unknown entry type {kind}")
+        if index != expected or term < term_before:
+            raise MessageDecodeError(
+                f"entry {index} (term {term}) cannot follow {expected - 1} "
+                f"(term {term_before}) in the log")
+        body = pos + RECORD_HEADER_BYTES
+        stop = body + length
+        if stop > end:
+            raise MessageDecodeError("truncated frame")
+        if cython.compiled:
+            prev = crc32_at(region, pos + 4, stop - pos - 4, prev)
+            set_u32(region, pos, prev ^ 0xFFFFFFFF)
+            data = read(region, body, length) if length else b""  # (body may be the end)
+            entries.append(untracked_entry(term, index, kind, data))
+        else:
+            prev = zlib.crc32(region[pos + 4:stop], prev)
+            _U32.pack_into(region, pos, prev ^ 0xFFFFFFFF)
+            entries.append(new_entry((term, index, kind, region[body:stop].tobytes())))
+        positions.append(start + pos)
+        crcs.append(prev)
+        term_before = term
+        expected += 1
+        pos = (stop + 7) & ~7
+    if pos != end:
+        raise MessageDecodeError(f"{end - pos} trailing bytes")
+    return entries, positions, crcs, start + end
 
 
 def decode_app_head(head: bytes) -> tuple | None:

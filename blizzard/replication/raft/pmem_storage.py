@@ -101,16 +101,17 @@ import struct
 from bisect import bisect_right
 from collections.abc import Sequence
 from itertools import pairwise
+from operator import is_
 from zlib import crc32
 
 from blizzard.exceptions import (
     BlizzardError,
     LogCorruptError,
-    MessageDecodeError,
     ReceiveRegionLostError,
     SnapshotOutOfDateError,
 )
 from blizzard.pmem import Pool
+from blizzard.pmem._mem import set_u32s
 from blizzard.replication.raft import messages
 from blizzard.replication.raft.messages import (
     ENTRY_TYPE_COUNT,
@@ -139,8 +140,6 @@ RECORD_HEADER_SIZE = RECORD.size
 _RECORD_FIELDS = struct.Struct("<IQQB7x")  # what the CRC covers, before the data
 SEGMENT_BYTES_DEFAULT = 4 << 20
 assert RECORD_HEADER_SIZE == 32 == messages.RECORD_HEADER_BYTES  # the wire's layout
-_WIRE_RECORD = messages.RECORD  # the type as a u64: its pad must be zero
-_CRC = struct.Struct("<I")
 
 
 class _Reservation:
@@ -456,46 +455,8 @@ class PmemStorage(EntryListReads):
         return res.entries
 
     def _take_records(self, res: _Reservation, region: memoryview, count: int) -> None:
-        end = len(region)
-        if count * RECORD_HEADER_SIZE > end:
-            raise MessageDecodeError("truncated frame")
-        unpack_from = _WIRE_RECORD.unpack_from
-        pack_into = _CRC.pack_into
-        entries: list[Entry] = []
-        positions = []
-        crcs = []
-        prev = res.prev
-        term_before = res.term_before
-        expected = res.first
-        start = res.start
-        pos = 0
-        for _ in range(count):
-            if pos + RECORD_HEADER_SIZE > end:
-                raise MessageDecodeError("truncated frame")
-            # the CRC field is the sender's (0, or its own chain CRC): stamped over below
-            n, term, index, kind = unpack_from(region, pos)[1:]
-            if kind >= ENTRY_TYPE_COUNT:
-                raise MessageDecodeError(f"unknown entry type {kind}")
-            if index != expected or term < term_before:
-                raise MessageDecodeError(
-                    f"entry {index} (term {term}) cannot follow {expected - 1} "
-                    f"(term {term_before}) in the log")
-            body = pos + RECORD_HEADER_SIZE
-            stop = body + n
-            if stop > end:
-                raise MessageDecodeError("truncated frame")
-            prev = crc32(region[pos + 4:stop], prev)
-            pack_into(region, pos, prev ^ 0xFFFFFFFF)  # inverted until accepted
-            entries.append(untracked_entry(term, index, kind, region[body:stop].tobytes()))
-            positions.append(start + pos)
-            crcs.append(prev)
-            term_before = term
-            expected += 1
-            pos = (stop + 7) & ~7
-        if pos != end:
-            raise MessageDecodeError(f"{end - pos} trailing bytes")
-        res.entries, res.positions, res.crcs = entries, positions, crcs
-        res.end = start + end
+        res.entries, res.positions, res.crcs, res.end = messages.take_records(
+            region, count, res.first, res.term_before, res.prev, res.start)
 
     def _drop_unparsed(self) -> None:
         """Give up the region handed out last, if its records were not parsed.
@@ -539,10 +500,14 @@ class PmemStorage(EntryListReads):
             if count == len(new):
                 break  # the regions after these stay reserved, in order
             received = res.entries
-            i = 0
-            while i < len(received) and count < len(new) and new[count] is received[i]:
-                i += 1
-                count += 1
+            i = len(received)
+            if len(new) - count >= i and all(map(is_, new[count:count + i], received)):
+                count += i  # the usual case: the core saves the region's entries whole
+            else:
+                i = 0
+                while i < len(received) and count < len(new) and new[count] is received[i]:
+                    i += 1
+                    count += 1
             if i:
                 self._accept(res, i)
             if i < len(received):  # not what the log takes next: its space goes
@@ -556,11 +521,8 @@ class PmemStorage(EntryListReads):
         """The first ``count`` records of ``res`` join the log: their CRCs
         righted, one flush."""
         res.fresh = False  # its segment holds entries now
-        buf = self._buf
-        pack_into = _CRC.pack_into
         positions = res.positions
-        for pos, crc in zip(positions[:count], res.crcs[:count], strict=False):
-            pack_into(buf, pos, crc)
+        set_u32s(self._buf, positions, res.crcs, count)
         last = positions[count - 1]
         end = (last + RECORD_HEADER_SIZE + len(res.entries[count - 1].data) + 7) & ~7
         self._media.flush(res.start, end - res.start)

@@ -125,6 +125,9 @@ class Result:
     #: payload bytes copied per op by stage (blizzard Raft systems), one figure per
     #: process in the order of ``cpu_by_process`` (see blizzard.replication.copies)
     copies_per_op: dict[str, list[float]] = field(default_factory=dict)
+    #: transport frames sent and received per op (blizzard Raft systems), per process
+    #: in the same order: how many messages carried the puts
+    frames_per_op: dict[str, list[float]] = field(default_factory=dict)
     lost: int | None = None
     unanswered: int = 0
     not_issued: int = 0
@@ -259,6 +262,16 @@ def free_port_block(n: int) -> int:
         return port_block(n)
     except OSError as exc:
         raise BenchmarkError(str(exc)) from None
+
+
+def _per_op(before: list[dict], after: list[dict], part: str, ops: int, *,
+            digits: int = 1) -> dict[str, list[float]]:
+    """Each numeric counter of the status part ``part``, per op, per process."""
+    names = [k for k, v in after[0].get(part, {}).items()
+             if isinstance(v, int) and not isinstance(v, bool)]
+    return {name: [round((a.get(part, {}).get(name, 0) - b.get(part, {}).get(name, 0)) / ops,
+                         digits) for a, b in zip(after, before, strict=True)]
+            for name in names}
 
 
 def _wait(predicate, timeout: float, what: str) -> Any:
@@ -427,14 +440,15 @@ def bench_blizzard(workdir: Path, ops: int, latency_ops: int, warmup: int, windo
             step(f"blizzard{suffix}: {n:,} puts on {where}, window {window}")
         term, count = _term(nodes), node.call("count")["count"]
         order = [node, *(x for x in nodes if x is not node)]
-        copies = [x.call("status")["status"].get("copies", {}) for x in order]
+        before = [x.call("status")["status"] for x in order]
         _measure(nodes, node, f"load {n} {window} {tag}", result)
         if result.ops:
-            after = [x.call("status")["status"].get("copies", {}) for x in order]
-            result.copies_per_op = {
-                stage: [round((a.get(stage, 0) - b.get(stage, 0)) / result.ops, 1)
-                        for a, b in zip(after, copies, strict=True)]
-                for stage in after[0]}
+            after = [x.call("status")["status"] for x in order]
+            result.copies_per_op = _per_op(before, after, "copies", result.ops)
+            result.frames_per_op = {
+                what: figures for what, figures in _per_op(
+                    before, after, "transport", result.ops, digits=3).items()
+                if what in ("frames_sent", "frames_received")}
         if not on_follower:
             now = _wait(leader, START_TIMEOUT_S, "a leader known to every Blizzard node")
             if now != node_id:

@@ -59,6 +59,9 @@ def test_run_quick(shm_dir):
         assert r.latency["n"] == 30
         assert 0 < r.p50_us <= r.p99_us
     assert len(by["blizzard-leader"].cpu_by_process) == 3
+    frames = by["blizzard-leader"].frames_per_op  # the leader's appends reached both
+    assert set(frames) == {"frames_sent", "frames_received"}, frames
+    assert frames["frames_sent"][0] > 0 and min(frames["frames_received"][1:]) > 0, frames
     for system in ("pysyncobj", "pysyncobj-nobatch"):
         r = by[system]
         if HAVE_PYSYNCOBJ:

@@ -19,6 +19,10 @@ cpdef list untracked_entries(term, first, kind, items)
 cpdef tuple take_records(unsigned char[::1] region, Py_ssize_t count, unsigned long long first,
                          unsigned long long term_before, unsigned int crc, Py_ssize_t start)
 
+@cython.locals(count=Py_ssize_t, i=Py_ssize_t, length=Py_ssize_t, body=Py_ssize_t)
+cpdef tuple write_records(unsigned char[::1] buf, entries, Py_ssize_t first, Py_ssize_t pos,
+                          Py_ssize_t limit, unsigned int crc, list positions)
+
 
 cdef class _Reader:
     cdef public bytes buf

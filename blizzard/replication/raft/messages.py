@@ -58,7 +58,17 @@ from blizzard.exceptions import MessageDecodeError
 
 if cython.compiled:
     from cython.cimports.blizzard.pmem._mem import crc32 as crc32_at
-    from cython.cimports.blizzard.pmem._mem import get_u32, get_u64, read, set_u32, u32_of, u64_of
+    from cython.cimports.blizzard.pmem._mem import (
+        get_u32,
+        get_u64,
+        read,
+        set_u32,
+        set_u64,
+        u32_of,
+        u64_of,
+        write,
+        write_view,
+    )
     from cython.cimports.cpython.ref import Py_INCREF
     from cython.cimports.cpython.tuple import PyTuple_SET_ITEM
     from cython.cimports.cpython.type import PyType_GenericAlloc
@@ -95,6 +105,7 @@ __all__ = [
     "take_records",
     "untracked_entries",
     "untracked_entry",
+    "write_records",
 ]
 
 NONE = 0  # "no node": node ids are >= 1.
@@ -567,6 +578,7 @@ _ZEROS = bytes(8)
 _U8 = struct.Struct("<B")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
+_RECORD_FIELDS = struct.Struct("<IQQQ")  # a record past its CRC, before its data
 _APP = struct.Struct("<QQQI")  # log_term, index, commit, entry count
 _APP_RESP = struct.Struct("<QBQQ")  # index, reject, reject_hint, log_term
 _VOTE = struct.Struct("<QQB")  # log_term, index, transfer
@@ -817,6 +829,48 @@ def take_records(region: memoryview, count: int, first: int, term_before: int, c
     if pos != end:
         raise MessageDecodeError(f"{end - pos} trailing bytes")
     return entries, positions, crcs, start + end
+
+
+def write_records(buf: memoryview, entries, first: int, pos: int, limit: int, crc: int,
+                  positions: list) -> tuple[int, int, int]:
+    """Write the records of ``entries[first:]`` into ``buf`` (a Raft log's
+    mapping) from ``pos`` on, as many as end by ``limit`` (their segment's end),
+    each stamped with the log's chain CRC continued from ``crc``; append each
+    record's position to ``positions``. Returns ``(next, pos, crc)``: the first
+    entry not written (it needs the next segment), where its record would go,
+    and the chain's CRC so far. Bytes of padding are left as they were: no CRC
+    covers them.
+    """
+    count = len(entries)
+    i = first
+    while i < count:
+        entry = entries[i]
+        data = entry.data
+        length = len(data)
+        body = pos + RECORD_HEADER_BYTES
+        if body + length > limit:
+            break
+        if cython.compiled:
+            set_u32(buf, pos + 4, length)
+            set_u64(buf, pos + 8, entry.term)
+            set_u64(buf, pos + 16, entry.index)
+            set_u64(buf, pos + 24, entry.type)
+            if type(data) is bytes:
+                write(buf, body, data)
+            elif length:
+                write_view(buf, body, data)
+            crc = crc32_at(buf, pos + 4, RECORD_HEADER_BYTES - 4 + length, crc)
+            set_u32(buf, pos, crc)
+        else:
+            fields = _RECORD_FIELDS.pack(length, entry.term, entry.index, entry.type)
+            buf[pos + 4:body] = fields
+            buf[body:body + length] = data
+            crc = zlib.crc32(data, zlib.crc32(fields, crc))
+            _U32.pack_into(buf, pos, crc)
+        positions.append(pos)
+        pos = (body + length + 7) & ~7
+        i += 1
+    return i, pos, crc
 
 
 def decode_app_head(head: bytes) -> tuple | None:

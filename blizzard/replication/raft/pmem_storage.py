@@ -137,7 +137,6 @@ _SEGMENT = struct.Struct("<QQQI")
 SEGMENT_HEADER_SIZE = 64
 RECORD = struct.Struct("<IIQQB7x")
 RECORD_HEADER_SIZE = RECORD.size
-_RECORD_FIELDS = struct.Struct("<IQQB7x")  # what the CRC covers, before the data
 SEGMENT_BYTES_DEFAULT = 4 << 20
 assert RECORD_HEADER_SIZE == 32 == messages.RECORD_HEADER_BYTES  # the wire's layout
 
@@ -602,28 +601,23 @@ class PmemStorage(EntryListReads):
         buf = self._buf
         flush = self._media.flush
         seg = self._segments[-1] if self._segments else 0
+        limit = seg + _SEGMENT.unpack_from(buf, seg)[2] if seg else 0
         pos, prev = self._end_position()
         run_start = pos
-        for entry in new:
-            data = entry.data
-            n = len(data)
-            need = RECORD_HEADER_SIZE + n
-            if not seg or pos + need > seg + _SEGMENT.unpack_from(buf, seg)[2]:
-                if seg and pos > run_start:
-                    flush(run_start, pos - run_start)
-                seg = self._new_segment(entry.index, need, prev)
-                pos = run_start = seg + SEGMENT_HEADER_SIZE
-            fields = _RECORD_FIELDS.pack(n, entry.term, entry.index, entry.type)
-            body = pos + RECORD_HEADER_SIZE
-            buf[pos + 4:body] = fields
-            buf[body:body + n] = data
-            prev = crc32(data, crc32(fields, prev))
-            buf[pos:pos + 4] = prev.to_bytes(4, "little")
-            entries.append(entry)
-            self._positions.append(pos)
-            pos = (body + n + 7) & ~7
-        if pos > run_start:
-            flush(run_start, pos - run_start)
+        done = 0
+        while True:  # records up to the segment's end, then the next segment
+            written, pos, prev = messages.write_records(buf, new, done, pos, limit, prev,
+                                                        self._positions)
+            entries.extend(new[done:written])
+            if pos > run_start:
+                flush(run_start, pos - run_start)
+            if written == len(new):
+                break
+            need = RECORD_HEADER_SIZE + len(new[written].data)
+            seg = self._new_segment(new[written].index, need, prev)
+            limit = seg + _SEGMENT.unpack_from(buf, seg)[2]
+            pos = run_start = seg + SEGMENT_HEADER_SIZE
+            done = written
         self._store_last_index(entries[-1].index)
         if self._copies is not None:
             self._copies["entries_to_log"] += sum(len(entry.data) for entry in new)

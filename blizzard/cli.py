@@ -2,8 +2,9 @@
 
     blizzard demo                       pool, structures, a 3-node cluster: end to end
     blizzard pool create|info|check P   manage pool files
-    blizzard bench pool|structures|layers|ordered|raft-core|cluster|replication|frames|report
-                                        benchmarks (`blizzard bench NAME --help`)
+    blizzard bench NAME                 benchmarks (`blizzard bench NAME --help`): pool,
+                                        structures, layers, ordered, raft-core, raft-log,
+                                        cluster, replication, frames, failover, snapshot, report
     blizzard serve --config C --node N  run one cluster node (Raft or physical + client protocol)
     blizzard cluster up|down|status     a local cluster of `serve` processes
     blizzard mirror serve|promote|status --config C [--node N]   physical replication
@@ -28,6 +29,7 @@ BENCHMARKS = {
     "structures": "blizzard.bench.structures",
     "ordered": "blizzard.bench.ordered",
     "raft-core": "blizzard.bench.raft_core",
+    "raft-log": "blizzard.bench.raft_log",
     "cluster": "blizzard.bench.cluster",
     "replication": "blizzard.bench.replication",
     "report": "blizzard.bench.report",

@@ -3,7 +3,7 @@
     blizzard demo                       pool, structures, a 3-node cluster: end to end
     blizzard pool create|info|check P   manage pool files
     blizzard bench NAME                 benchmarks (`blizzard bench NAME --help`): pool,
-                                        structures, layers, ordered, raft-core, raft-log,
+                                        structures, layers, ordered, raft-core, raft-log, raft-node,
                                         cluster, replication, frames, failover, snapshot, report
     blizzard serve --config C --node N  run one cluster node (Raft or physical + client protocol)
     blizzard cluster up|down|status     a local cluster of `serve` processes
@@ -30,6 +30,7 @@ BENCHMARKS = {
     "ordered": "blizzard.bench.ordered",
     "raft-core": "blizzard.bench.raft_core",
     "raft-log": "blizzard.bench.raft_log",
+    "raft-node": "blizzard.bench.raft_node",
     "cluster": "blizzard.bench.cluster",
     "replication": "blizzard.bench.replication",
     "report": "blizzard.bench.report",

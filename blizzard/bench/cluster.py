@@ -128,6 +128,9 @@ class Result:
     #: transport frames sent and received per op (blizzard Raft systems), per process
     #: in the same order: how many messages carried the puts
     frames_per_op: dict[str, list[float]] = field(default_factory=dict)
+    #: frames whose records a follower began receiving into its Raft log, and
+    #: dropped because the log gave that region up meanwhile (Raft resent them)
+    regions_lost: int = 0
     lost: int | None = None
     unanswered: int = 0
     not_issued: int = 0
@@ -449,6 +452,13 @@ def bench_blizzard(workdir: Path, ops: int, latency_ops: int, warmup: int, windo
                 what: figures for what, figures in _per_op(
                     before, after, "transport", result.ops, digits=3).items()
                 if what in ("frames_sent", "frames_received")}
+            result.regions_lost = sum(
+                a.get("transport", {}).get("regions_lost", 0)
+                - b.get("transport", {}).get("regions_lost", 0)
+                for a, b in zip(after, before, strict=True))
+            if result.regions_lost:
+                result.note += (f"; {result.regions_lost} frames received into a log region "
+                                f"given up meanwhile (dropped, then resent)")
         if not on_follower:
             now = _wait(leader, START_TIMEOUT_S, "a leader known to every Blizzard node")
             if now != node_id:

@@ -316,3 +316,37 @@ def test_a_follower_holds_a_retry_of_an_entry_its_leader_sent_back():
     assert leader.raft.log.last_index() == last + 1
     assert all(list(n.state_machine._inner.core("q").values()) == [b"once"]
                for n in nodes.values())
+
+
+def test_a_frame_of_another_version_is_refused_by_both_receive_paths(caplog):
+    """A node of an older release (frame version 2) in the cluster: its frames
+    are refused, counted and logged naming both versions, and never reach the
+    log -- whether they arrive as a whole frame or at a log region's door."""
+    nodes, run, wire = cluster()
+    run(ticks=40)
+    leader = next(n for n in nodes.values() if n.raft.role == Role.LEADER)
+    follower = next(n for n in nodes.values() if n.raft.role != Role.LEADER)
+    leader.submit(wrap(7, 1, ops.encode(
+        ops.Op("m", ops.OpCode.CREATE, (b"phashmap", b"bytes", b"bytes")))),
+        lambda *_: None)
+    run()
+    wire.dead.add(follower.node_id)  # the leader's next MsgApp to it is captured below
+    leader.submit(wrap(7, 2, ops.encode(ops.Op("m", ops.OpCode.MAP_PUT, (b"k", b"v")))),
+                  lambda *_: None)
+    wire.dead.clear()
+    leader.turn()
+    app = next(f for s, t, f in wire.frames if t == follower.node_id)
+    wire.frames.clear()
+    old = bytes([2]) + app[1:]
+    last = follower.storage.last_index()
+    # at the region's door: the fixed part does not decode, so no region is lent
+    assert follower.reserve_region(leader.node_id, old[:follower.head_bytes],
+                                   len(old) - follower.head_bytes) is None
+    with caplog.at_level("WARNING", logger="blizzard.node"):
+        follower.receive(leader.node_id, old)
+    assert follower.bad_frames == 1
+    assert "frame version 2, where this node reads only version 3" in caplog.text
+    assert follower.storage.last_index() == last
+    follower.receive(leader.node_id, app)  # the same frame at the current version is taken
+    run()
+    assert follower.bad_frames == 1 and follower.storage.last_index() > last

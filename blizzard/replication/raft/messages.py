@@ -891,7 +891,9 @@ def decode(frame: bytes) -> Message:
     reader = _Reader(bytes(frame))  # slices of bytes are bytes: no copy per field
     version, kind, source, target, term = reader.unpack(_HEADER)
     if version != VERSION:
-        raise MessageDecodeError(f"unknown frame version {version}")
+        raise MessageDecodeError(
+            f"frame version {version}, where this node reads only version {VERSION}: "
+            f"every node of a cluster must run a release with the same frame version")
     if kind >= len(_KINDS):
         raise MessageDecodeError(f"unknown message kind {kind}")
     cls = _KINDS[kind]

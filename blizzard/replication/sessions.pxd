@@ -26,7 +26,7 @@ cdef class SessionStateMachine:
                    latest=dict, last_applied=Py_ssize_t, copies=dict, in_place=bint,
                    position=Py_ssize_t, index=Py_ssize_t, version=int, client=cython.ulonglong,
                    seq=cython.ulonglong, done_seq=cython.ulonglong, seen=tuple,
-                   last=Py_ssize_t)
+                   last=Py_ssize_t, raw=bytes)
     cpdef list apply(self, batch)
     cpdef _inner_apply(self, list fresh)
     cpdef _stamp(self, Transaction tx, Py_ssize_t index)

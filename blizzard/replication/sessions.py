@@ -36,6 +36,11 @@ from blizzard import exceptions
 from blizzard.exceptions import BlizzardError, EnvelopeError, PoolFullError, StaleRequestError
 from blizzard.pmem import Pool
 from blizzard.pmem._mem import views
+
+if cython.compiled:
+    from cython.cimports.blizzard.pmem._mem import u64_of
+else:
+    from blizzard.pmem._mem import u64_of
 from blizzard.replication.base import StateMachine
 
 if not cython.compiled and TYPE_CHECKING:  # compiled: cimported in the .pxd
@@ -268,14 +273,18 @@ class SessionStateMachine:
         for position, (index, data) in enumerate(batch):
             if index <= last_applied or not data:
                 continue  # a replay, or the leader's empty entry
-            try:
-                version, client, seq = unpack(data, 0)
-                if version != ENVELOPE_VERSION:
-                    raise EnvelopeError(f"envelope version {version}")
-            except (struct.error, EnvelopeError) as exc:
-                results[position] = EnvelopeError(
-                    f"entry {index} is not a session envelope: {exc}")
-                continue
+            raw = data if type(data) is bytes else None  # typed: C loads when compiled
+            if raw is not None and len(raw) >= ENVELOPE_SIZE and raw[0] == ENVELOPE_VERSION:
+                client, seq = u64_of(raw, 1), u64_of(raw, 9)
+            else:
+                try:
+                    version, client, seq = unpack(data, 0)
+                    if version != ENVELOPE_VERSION:
+                        raise EnvelopeError(f"envelope version {version}")
+                except (struct.error, EnvelopeError) as exc:
+                    results[position] = EnvelopeError(
+                        f"entry {index} is not a session envelope: {exc}")
+                    continue
             if client:
                 seen = latest.get(client)
                 done_seq = seen[0] if seen is not None else self._last_seq(client)

@@ -9,6 +9,7 @@ cdef class CoreBase:
     cdef public unsigned long long[::1] u64
     cdef public Py_ssize_t header_off
     cdef public bint dead
+    cdef readonly int group
     cdef Py_ssize_t _serial, _hot_bytes
 
     cdef _hot(self, Transaction tx)

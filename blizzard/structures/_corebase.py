@@ -54,6 +54,7 @@ class CoreBase:
         self.header_off = header_off
         self.dead = False
         self._hot_bytes = self.hot_bytes
+        self.group = self.opgroup  # a C field: the registry reads it for every Op
         self._serial = 0
         buf = self.buf
         if bytes(buf[header_off:header_off + 8]) != self.magic:

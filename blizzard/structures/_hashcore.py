@@ -90,6 +90,7 @@ if cython.compiled:
         find_low32,
         get_u64,
         move,
+        piece,
         read,
         set_u64,
         write,
@@ -111,6 +112,7 @@ else:
         find_low32,
         get_u64,
         move,
+        piece,
         read,
         set_u64,
         write,
@@ -413,7 +415,7 @@ class HashCore(CoreBase):
         if code == MAP_PUT:
             ks, ke = key_bounds(record, start, "MAP_PUT", KEY_BYTES_MAX)
             self._hot(tx)
-            self.put(tx, record[ks:ke], record, ke)
+            self.put(tx, piece(record, ks, ke - ks), record, ke)
             result = None
         elif code in (MAP_DELETE, MAP_POP):
             kb = record[start:]

@@ -44,9 +44,9 @@ from blizzard.structures import ops
 from blizzard.structures.ops import OP_VERSION, OpCode
 
 if cython.compiled:
-    from cython.cimports.blizzard.pmem._mem import u32_of
+    from cython.cimports.blizzard.pmem._mem import piece, u32_of
 else:
-    from blizzard.pmem._mem import u32_of
+    from blizzard.pmem._mem import piece, u32_of
 
 REGISTRY_ROOT = "blizzard.registry"
 REGISTRY_TAG = b"registry"
@@ -67,6 +67,7 @@ class Core(Protocol):
     value_codec: str
     count: int  # entries (maps) or items (queues)
     opgroup: int  # the high nibble of the opcodes it takes
+    group: int  # the same, as the instance's own (C) field
 
     @property
     def applied(self) -> int: ...
@@ -122,6 +123,7 @@ class Registry:
         self._applied = 0
         self._local: LocalReplicator | None = None
         self._copies: dict[str, int] | None = None  # see count_copies
+        self._arg_bytes = 0  # apply_to_structure bytes not yet added to _copies
         # Cores that DROP or restore removed in the running transaction: killed once it
         # commits, brought back by the rebuild if it rolls back (handles hold them).
         self._dropped: list[Core] = []
@@ -236,7 +238,7 @@ class Registry:
                 version, code, n, a = data[0], data[1], data[2], u32_of(data, 4)
                 if version == OP_VERSION and 8 + n + a == len(data):
                     core = self._cores.get(data[8:8 + n])
-                    if core is not None and code >> 4 != core.opgroup:
+                    if core is not None and code >> 4 != core.group:
                         core = None
             if core is not None:
                 try:
@@ -246,6 +248,7 @@ class Registry:
                     self._stamp(tx, index)
             else:
                 result = self._apply(tx, index, data)
+                self._count_arg_bytes()
         self._applied = index
         return result
 
@@ -268,36 +271,47 @@ class Registry:
         self.txgen += 1
         # A rollback (here or in an enclosing transaction) rebuilds the volatile
         # state through the pool's abort hook, once the pool is rolled back.
-        with self._transaction() as tx:
-            for index, record in batch:
-                if index <= applied:
-                    results.append(None)
-                    continue
-                results.append(self._apply(tx, index, record, start))
-                applied = index
+        try:
+            with self._transaction() as tx:
+                for index, record in batch:
+                    if index <= applied:
+                        results.append(None)
+                        continue
+                    results.append(self._apply(tx, index, record, start))
+                    applied = index
+        finally:
+            self._count_arg_bytes()
         self._applied = applied
         return results
 
+    def _count_arg_bytes(self) -> None:
+        """Add the Op argument bytes ``_apply`` handed to the cores to the copy counts:
+        once per batch, not per Op (a dict update per Op costs as much as the rest of
+        the dispatch)."""
+        if self._arg_bytes:
+            if self._copies is not None:
+                self._copies["apply_to_structure"] += self._arg_bytes
+            self._arg_bytes = 0
+
     def _apply(self, tx: Transaction, index: int, record: bytes, start: int = 0) -> Any:
         """Apply the Op record at ``record[start:]`` (it runs to the end)."""
-        if type(record) is not bytes:
-            record = bytes(record)  # the cores read records as bytes
+        # the cores read records as bytes (``data`` is typed: its bytes are C loads)
+        data = record if type(record) is bytes else bytes(record)
         try:
-            size = len(record) - start
+            size = len(data) - start
             if size < 8:
-                ops.decode_head(record[start:])  # raises the precise error
-            version, code = record[start], record[start + 1]
-            n, a = record[start + 2], u32_of(record, start + 4)
+                ops.decode_head(data[start:])  # raises the precise error
+            version, code = data[start], data[start + 1]
+            n, a = data[start + 2], u32_of(data, start + 4)
             if version != OP_VERSION or 8 + n + a != size:
-                ops.decode_head(record[start:])
+                ops.decode_head(data[start:])
             name_end = start + 8 + n
-            core = self._cores.get(record[start + 8:name_end])
-            if core is not None and code >> 4 == core.opgroup:
+            core = self._cores.get(piece(data, start + 8, n))
+            if core is not None and code >> 4 == core.group:
                 if self._copies is not None:
-                    self._copies["apply_to_structure"] += size - 8 - n
-                return core.apply(tx, index, code, record, name_end)
-            if start:  # the rare Ops below read their record from its start
-                record = record[start:]
+                    self._arg_bytes += size - 8 - n  # added to the counts once per batch
+                return core.apply(tx, index, code, data, name_end)
+            record = data[start:] if start else data  # the rare Ops below read it from 0
             if code == OpCode.CREATE:
                 result = self._create(tx, record, 8 + n, 8 + n)
             elif code == OpCode.DROP:

@@ -160,6 +160,8 @@ class UndoLog:
         self._nr += 1
         return 0
 
+    @cython.boundscheck(False)  # indexes stay below 2 * _nr <= len(_rv) (_note grows it)
+    @cython.wraparound(False)
     def _sort_ranges(self) -> None:
         """Sort the C array's ranges by offset, in place: a Shell sort, as a
         transaction's few ranges arrive mostly in order (compiled build)."""

@@ -270,7 +270,8 @@ class SessionStateMachine:
         copies = self._copies
         in_place = self._in_place
         unpack = ENVELOPE.unpack_from
-        for position, (index, data) in enumerate(batch):
+        for position, entry in enumerate(batch):
+            index, data = entry
             if index <= last_applied or not data:
                 continue  # a replay, or the leader's empty entry
             raw = data if type(data) is bytes else None  # typed: C loads when compiled
@@ -295,7 +296,7 @@ class SessionStateMachine:
                 latest[client] = (seq, position)
                 owners.append((position, client, seq))
             if in_place:
-                fresh.append((index, data))
+                fresh.append(entry)  # (index, data) as given: the Op lies after the envelope
             else:
                 op = data[ENVELOPE_SIZE:]  # a copy when ``data`` is bytes, a view over a view
                 fresh.append((index, op))

@@ -18,12 +18,17 @@ measured claim rather than an assumed one. On the leader:
 then, in the order an Op meets them on a follower:
 
 ``socket_to_buffer``
-    a transport copied frame bytes into a Python buffer it owns (asyncio's
-    stream buffer, then the frame's ``bytes``: two copies per byte);
+    a transport copied frame bytes into a buffer (asyncio's stream buffer,
+    then the frame's ``bytes``: two copies per byte; DPDK: out of the
+    mbufs into ``bytes``, once for a one-frame message, twice for a
+    reassembled one, or once straight into the Raft log's free tail for
+    entries received in place there). Frames no longer than a MsgApp's
+    fixed part hold no entry and are not counted;
 ``frame_to_entries``
     decoding a frame cut each entry's data out of it (``bytes`` slices).
     Entries received straight into the Raft log (TCP without TLS, see
-    :mod:`~blizzard.replication.transport.tcp`) are cut from their records,
+    :mod:`~blizzard.replication.transport.tcp`; DPDK, see
+    :mod:`~blizzard.replication.transport.dpdk.transport`) are cut from their records,
     which stay where they landed: the one copy left before the structures';
     the core, the log's reads and the apply share that ``bytes``;
 ``entries_to_log``

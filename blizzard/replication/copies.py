@@ -8,12 +8,15 @@ measured claim rather than an assumed one. On the leader:
 
 ``entries_to_frame``
     entry data the node copied into a frame to send it: a MsgApp encoded
-    whole (over TLS or DPDK, or entries the log cannot lend), a MsgProp
-    forwarded to the leader, and whatever the transport copied of a frame it
-    was given as parts and could not send at once (its fixed part included).
-    A leader over TCP without TLS sends its MsgApps as their fixed part plus
-    views of its log's records (``sendmsg``): nothing, when the socket takes
-    the frame whole (see :mod:`~blizzard.replication.node`);
+    whole (over TLS, or entries the log cannot lend), a MsgProp forwarded to
+    the leader, and whatever the transport copied of a frame it was given as
+    parts (its fixed part included): over TCP, what it could not send at
+    once; over DPDK, the whole frame, gathered from the parts into the
+    mbufs (one copy; memif's copy from the mbufs into its ring is the
+    link's, like a NIC's DMA). A leader over TCP without TLS sends its
+    MsgApps as their fixed part plus views of its log's records
+    (``sendmsg``): nothing, when the socket takes the frame whole (see
+    :mod:`~blizzard.replication.node`);
 
 then, in the order an Op meets them on a follower:
 

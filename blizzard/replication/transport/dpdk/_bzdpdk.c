@@ -1,6 +1,8 @@
 /* Blizzard's DPDK helper: the per-frame work, so Python makes few calls.
  *
- * Python (cffi, API mode) calls in here once per message sent (bz_send:
+ * Python (cffi, API mode) calls in here once per message sent (bz_send, or
+ * bz_send_parts for a message given as pieces -- a MsgApp's fixed part and
+ * views of the Raft log's records -- gathered straight into the frames:
  * fragment, frame, checksum, hand to the driver in bursts of BZ_BURST),
  * once per loop turn to retry what the ring could not take (bz_flush),
  * once per turn to take what arrived (bz_poll: bursts of BZ_BURST per link,
@@ -547,17 +549,27 @@ static void stage(bz_ctx *c, struct bz_link *l, struct rte_mbuf *m)
         flush_link(c, l);
 }
 
-/* Fragments one message into frames and stages them. Returns the number of
- * frames, or -E2BIG (too many fragments), -ENOBUFS (outbox full), -ENOMEM
- * (no mbufs), -ENOTCONN (link not started): the message is dropped whole. */
-int bz_send(bz_ctx *c, int link, uint32_t message, const uint8_t *payload, uint32_t length)
+/* Fragments one message -- the concatenation of parts[0..n_parts), length
+ * bytes in all -- into frames and stages them, copying each piece straight
+ * into the frames (no joined copy of the message first). Returns the number
+ * of frames, or -E2BIG (too many fragments), -ENOBUFS (outbox full), -ENOMEM
+ * (no mbufs), -ENOTCONN (link not started), -EINVAL (the parts do not add up
+ * to length): the message is dropped whole. The parts are not referred to
+ * once it returns. */
+int bz_send_parts(bz_ctx *c, int link, uint32_t message, const struct bz_part *parts,
+                  unsigned n_parts, uint32_t length)
 {
     struct bz_link *l = c->links[link];
     unsigned per = l->payload_max;
     unsigned count = length ? (length + per - 1) / per : 1;
     struct rte_mbuf *frames[BZ_BURST];
+    uint64_t total = 0;
     int error = 0;
-    if (!l->started)
+    for (unsigned k = 0; k < n_parts; k++)
+        total += parts[k].length;
+    if (total != length)
+        error = -EINVAL;
+    else if (!l->started)
         error = -ENOTCONN;
     else if (count > c->fragments_max || count > UINT16_MAX)
         error = -E2BIG;
@@ -568,6 +580,8 @@ int bz_send(bz_ctx *c, int link, uint32_t message, const uint8_t *payload, uint3
         return error;
     }
     uint16_t last = (uint16_t)(length - (count - 1) * per);
+    unsigned part = 0;    /* the piece being copied, */
+    uint32_t part_at = 0; /* and how much of it is copied */
     unsigned done = 0;
     while (done < count) {
         unsigned n = count - done;
@@ -602,8 +616,18 @@ int bz_send(bz_ctx *c, int link, uint32_t message, const uint8_t *payload, uint3
             h->length = (uint16_t)chunk;
             h->last = last;
             uint8_t *body = p + BZ_ETH_BYTES + BZ_HEADER_BYTES;
-            if (chunk)
-                memcpy(body, payload + at, chunk);
+            for (uint32_t filled = 0; filled < chunk;) { /* gather the pieces */
+                while (parts[part].length == part_at) {
+                    part++;
+                    part_at = 0;
+                }
+                uint32_t take = parts[part].length - part_at;
+                if (take > chunk - filled)
+                    take = chunk - filled;
+                memcpy(body + filled, parts[part].data + part_at, take);
+                filled += take;
+                part_at += take;
+            }
             uint32_t crc = rte_hash_crc(h, BZ_HEADER_BYTES - 4, 0);
             h->checksum = rte_hash_crc(body, chunk, crc);
             m->data_len = (uint16_t)(BZ_ETH_BYTES + BZ_HEADER_BYTES + chunk);
@@ -617,6 +641,13 @@ int bz_send(bz_ctx *c, int link, uint32_t message, const uint8_t *payload, uint3
      * one message per peer, so waiting would batch nothing.) */
     flush_link(c, l);
     return (int)count;
+}
+
+/* One message from one buffer (see bz_send_parts). */
+int bz_send(bz_ctx *c, int link, uint32_t message, const uint8_t *payload, uint32_t length)
+{
+    struct bz_part part = {payload, length};
+    return bz_send_parts(c, link, message, &part, 1, length);
 }
 
 /* Stages one frame exactly as given (tests and diagnostics: the frames a

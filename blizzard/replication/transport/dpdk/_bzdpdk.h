@@ -44,6 +44,11 @@ struct bz_rx {
     const uint8_t *data; /* the payload, where it lies (in its mbuf) until bz_release */
 };
 
+/* One piece of a message to send (bz_send_parts). */
+struct bz_part {
+    const uint8_t *data;
+    uint32_t length;
+};
 
 /* Counters of one link since it was added. */
 struct bz_link_counters {
@@ -103,6 +108,8 @@ void bz_link_counters(bz_ctx *c, int link, struct bz_link_counters *out);
 
 void bz_set_flag(bz_ctx *c, uint32_t *flag);
 int bz_send(bz_ctx *c, int link, uint32_t message, const uint8_t *payload, uint32_t length);
+int bz_send_parts(bz_ctx *c, int link, uint32_t message, const struct bz_part *parts,
+                  unsigned n_parts, uint32_t length);
 int bz_send_raw(bz_ctx *c, int link, const uint8_t *frame, uint32_t length);
 int bz_flush(bz_ctx *c);
 int bz_staged(bz_ctx *c);

@@ -39,7 +39,6 @@ struct bz_rx {
     uint32_t source;
     uint32_t session;
     uint32_t message;
-    uint32_t offset;   /* unused (0) */
     uint32_t length;   /* payload bytes; for a refusal, the frame's bytes */
     const uint8_t *data; /* the payload, where it lies (in its mbuf) until bz_release */
 };

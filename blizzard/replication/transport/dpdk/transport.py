@@ -42,7 +42,8 @@ sending) is the link's work, as a kernel's or a NIC's is: not counted.
 Why that copy remains. The mbufs could be the log pool's memory: here
 (DPDK 22.11, ``--no-huge``, IOVA as VA) ``rte_extmem_register`` of a mapped
 file, ``rte_pktmbuf_pool_create_extbuf`` over it and a memif receive queue
-on that pool work, and memif's receive copies each frame into it. But a
+on that pool work, and memif's receive copies each frame into it
+(``scripts/dpdk_extmem_probe.c`` tries it). But a
 frame lands where its mbuf's buffer is -- whichever one the pool hands the
 driver next, at a fixed place in a fixed carve-up of the memory -- and
 with its headers (50 bytes of Ethernet and frame header before each

@@ -8,22 +8,30 @@ measured claim rather than an assumed one. On the leader:
 
 ``entries_to_frame``
     entry data the node copied into a frame to send it: a MsgApp encoded
-    whole (over TLS or DPDK, or entries the log cannot lend), a MsgProp
-    forwarded to the leader, and whatever the transport copied of a frame it
-    was given as parts and could not send at once (its fixed part included).
-    A leader over TCP without TLS sends its MsgApps as their fixed part plus
-    views of its log's records (``sendmsg``): nothing, when the socket takes
-    the frame whole (see :mod:`~blizzard.replication.node`);
+    whole (over TLS, or entries the log cannot lend), a MsgProp forwarded to
+    the leader, and whatever the transport copied of a frame it was given as
+    parts (its fixed part included): over TCP, what it could not send at
+    once; over DPDK, the whole frame, gathered from the parts into the
+    mbufs (one copy; memif's copy from the mbufs into its ring is the
+    link's, like a NIC's DMA). A leader over TCP without TLS sends its
+    MsgApps as their fixed part plus views of its log's records
+    (``sendmsg``): nothing, when the socket takes the frame whole (see
+    :mod:`~blizzard.replication.node`);
 
 then, in the order an Op meets them on a follower:
 
 ``socket_to_buffer``
-    a transport copied frame bytes into a Python buffer it owns (asyncio's
-    stream buffer, then the frame's ``bytes``: two copies per byte);
+    a transport copied frame bytes into a buffer (asyncio's stream buffer,
+    then the frame's ``bytes``: two copies per byte; DPDK: out of the
+    mbufs into ``bytes``, once for a one-frame message, twice for a
+    reassembled one, or once straight into the Raft log's free tail for
+    entries received in place there). Frames no longer than a MsgApp's
+    fixed part hold no entry and are not counted;
 ``frame_to_entries``
     decoding a frame cut each entry's data out of it (``bytes`` slices).
     Entries received straight into the Raft log (TCP without TLS, see
-    :mod:`~blizzard.replication.transport.tcp`) are cut from their records,
+    :mod:`~blizzard.replication.transport.tcp`; DPDK, see
+    :mod:`~blizzard.replication.transport.dpdk.transport`) are cut from their records,
     which stay where they landed: the one copy left before the structures';
     the core, the log's reads and the apply share that ``bytes``;
 ``entries_to_log``

@@ -463,9 +463,10 @@ class Node:
     # turn goes on to apply, advance or compact, so neither a compaction
     # freeing their segments, a truncation after stepping down, nor a pool
     # closing can change bytes a send still refers to. Every other message,
-    # and every message over other transports (TLS joins the parts, DPDK has
-    # no ``send_parts``), is encoded whole: its entries' data copied into the
-    # frame, counted as ``entries_to_frame``.
+    # and every message over a transport without ``send_parts``, is encoded
+    # whole: its entries' data copied into the frame, counted as
+    # ``entries_to_frame``. (TLS joins the parts, DPDK gathers them into its
+    # mbufs: those transports count that copy themselves.)
 
     def _send(self, msgs) -> None:
         transport = self.transport

@@ -106,3 +106,66 @@ def test_raft_status_counts_payload_copies_by_stage(cluster_config):
     finally:
         for store in stores.values():
             store.close()
+
+
+def test_a_dpdk_cluster_receives_into_and_sends_from_its_logs():
+    """Over DPDK (net_memif, three processes) a follower copies each MsgApp's
+    records once, out of the mbufs straight into its Raft log's free tail
+    (socket_to_buffer: exactly the records' bytes), then cuts each entry's
+    data once from its record, as over TCP; the leader gathers each MsgApp
+    from its log's records into the mbufs (entries_to_frame: what the
+    transport copied, nothing joined by the node first)."""
+    from blizzard.replication.raft import messages as m
+    from tests.cluster.test_processes import ProcessCluster
+
+    cluster = ProcessCluster(transport="dpdk")
+
+    def caught_up(commit: int) -> dict[int, dict]:
+        deadline = time.monotonic() + 30
+        while True:
+            status = cluster.status()
+            if all(s.get("applied", 0) >= commit for s in status.values()):
+                return status
+            assert time.monotonic() < deadline, status
+            time.sleep(0.05)
+
+    try:
+        cluster.start_all()
+        leader = cluster.wait_for_leader()
+        with cluster.client() as client:
+            h = client.hashmap("h")
+            h[b"first"] = b"x"  # the map's creation and a first put: not measured
+            term = cluster.status()[leader]["term"]
+            before = caught_up(cluster.status()[leader]["commit"])
+            puts, value = 50, b"v" * 1024
+            for i in range(puts):
+                h[b"k%03d" % i] = value
+        status = cluster.status()
+        after = caught_up(status[leader]["commit"])
+        arguments = 4 + 4 + len(value)
+        entry_bytes = ENVELOPE.size + 8 + len(b"h") + arguments
+        one = m.MsgApp(1, 2, 1, 1, 1, (m.Entry(1, 2, 0, b"e" * entry_bytes),), 1)
+        record_bytes = len(m.encode(one)) - m.APP_HEAD_BYTES
+        same_term = all(s["term"] == term for s in status.values())
+        for node, now in after.items():
+            was = before[node]
+            copied = {stage: now["copies"][stage] - was["copies"][stage]
+                      for stage in copies.STAGES}
+            if node == leader:
+                sent = (now["transport"]["bytes_copied_sending"]
+                        - was["transport"]["bytes_copied_sending"])
+                assert copied["entries_to_frame"] == sent, copied  # the node joined nothing
+                assert sent >= 2 * puts * record_bytes, (sent, copied)  # to both followers
+                if same_term:
+                    assert copied["entries_to_log"] == puts * entry_bytes, copied
+                continue
+            if same_term:  # no election: every put went into the log where it landed
+                assert now["received_in_place"] - was["received_in_place"] == puts
+                assert copied["socket_to_buffer"] == puts * record_bytes, copied
+                assert copied["frame_to_entries"] == puts * entry_bytes, copied
+                assert copied["entries_to_log"] == 0, copied
+            assert copied["log_to_apply"] == 0, copied
+            assert copied["apply_to_structure"] == puts * arguments, copied
+            assert copied["entries_to_frame"] == 0, copied
+    finally:
+        cluster.close()

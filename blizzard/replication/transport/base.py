@@ -34,8 +34,9 @@ class RegionSink(Protocol):
     bytes straight into it and calls ``region_received(source, head, view)``
     instead of the receiver. Given None, it delivers the frame whole, as
     bytes, to the receiver. A region whose connection breaks half-way is
-    never handed back. Only TCP without TLS does this today: TLS decrypts
-    into OpenSSL's buffers, and DPDK delivers frames out of its own mbufs.
+    never handed back. TCP without TLS and DPDK do this (DPDK copies each
+    fragment out of its mbuf into the region); TLS decrypts into OpenSSL's
+    buffers, and delivers frames whole.
     """
 
     head_bytes: int

@@ -18,6 +18,13 @@
 ``stats``                    the transport's counters (and DPDK status);
 ``quit``                     stop the transport and exit.
 
+With ``"follower": DIR`` in the spec the process is a Raft node instead
+(RaftNode over a Raft log in ``DIR/log.pool``, a session table over a
+registry in ``DIR/data.pool``, no elections of its own): its peers, played
+by the test, lead it with frames sent by ``raw``. It answers ``node`` (its
+status: counters, copies by stage, the transport's) and ``entries FIRST
+END`` (its log's entries, ``repr``, after checking the log).
+
 Every message carries (source, number) and a body derived from them, so the
 receiver can tell a damaged, duplicated or reordered message. A message
 whose body is ``b"boom"`` makes the receiver raise (a bad message must not
@@ -70,11 +77,33 @@ def build(spec: dict[str, Any]):
                          cluster_id=spec["cluster_id"], options=options)
 
 
+def follower(node_id: int, nodes: list[int], transport, directory: str):
+    """A Raft node that never campaigns, for tests that play its leaders."""
+    from pathlib import Path
+
+    from blizzard.pmem import Pool
+    from blizzard.replication.node import RaftNode
+    from blizzard.replication.raft.messages import ConfState
+    from blizzard.replication.raft.pmem_storage import PmemStorage
+    from blizzard.replication.sessions import SessionStateMachine
+    from blizzard.structures import registry_for
+
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    data = Pool.create(path / "data.pool", 16 << 20, mode="pmem")
+    log_pool = Pool.create(path / "log.pool", 16 << 20, mode="pmem")
+    return RaftNode(node_id, storage=PmemStorage(log_pool, conf_state=ConfState(tuple(nodes))),
+                    state_machine=SessionStateMachine(registry_for(data), data),
+                    transport=transport, tick_s=0.01, election_tick=100_000, seed=node_id)
+
+
 class Host:
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
         self.node = spec["node"]
         self.transport = build(spec)
+        self.raft = (follower(self.node, spec["nodes"], self.transport, spec["follower"])
+                     if spec.get("follower") else None)
         self.loop = (self.transport.new_event_loop() if hasattr(self.transport, "new_event_loop")
                      else asyncio.new_event_loop())
         self.inbox: dict[int, dict[str, Any]] = defaultdict(
@@ -141,6 +170,12 @@ class Host:
                               for s, box in self.inbox.items()}}
         if cmd == "stats":
             return self.stats()
+        if cmd == "node":
+            return {"node": self.raft.status()}
+        if cmd == "entries":
+            storage = self.raft.storage
+            storage.check()
+            return {"entries": [repr(e) for e in storage.entries(int(args[0]), int(args[1]))]}
         raise ValueError(f"unknown command {cmd!r}")
 
     def run(self) -> int:
@@ -150,14 +185,16 @@ class Host:
         def loop_thread() -> None:
             asyncio.set_event_loop(self.loop)
             try:
-                self.loop.run_until_complete(self.transport.start())
+                self.loop.run_until_complete(
+                    self.transport.start() if self.raft is None else self.raft.start())
             except BaseException as exc:
                 failure.append(exc)
                 started.set()
                 return
             started.set()
             self.loop.run_forever()
-            self.loop.run_until_complete(self.transport.stop())
+            self.loop.run_until_complete(
+                self.transport.stop() if self.raft is None else self.raft.stop())
 
         thread = threading.Thread(target=loop_thread, daemon=True)
         thread.start()

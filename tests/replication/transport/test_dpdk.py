@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from blizzard.exceptions import ConfigError
 from blizzard.replication.transport.dpdk import eal, frames
 from blizzard.replication.transport.dpdk.options import DpdkOptions, parse
-from blizzard.replication.transport.dpdk.reassembly import Reassembler
+from blizzard.replication.transport.dpdk.reassembly import Reassembler, RegionMessage
 from blizzard.replication.transport.registry import TlsFiles, TransportSpec, build_transport
 from tests.replication.transport.conftest import ROOT, HostCluster
 from tests.replication.transport.host import body
@@ -253,6 +253,51 @@ def test_reassembly_delivers_each_complete_message_once_and_nothing_else(data):
     complete = {m for m in messages if not any(f[0] == m for f in lost)}
     assert sorted(m for m, _ in delivered) == sorted(complete)
     assert all(messages[m] == payload for m, payload in delivered)
+
+
+@given(st.integers(0, 3000), st.integers(1, 400), st.integers(0, 120), st.data())
+def test_a_message_cut_into_frames_lands_whole_in_a_region_in_any_order(length, per, head,
+                                                                         data):
+    """The frames say how long a message's last frame is: from its first frame
+    alone a receiver knows the message's length, and fragments placed where
+    RegionMessage says, in any order, rebuild the message after its head."""
+    message = bytes((i * 13 + 5) & 0xFF for i in range(length))
+    cut = frames.fragments(message, per, cluster=1, source=1, destination=2, session=3,
+                           message=9)
+    fields = [frames.HEADER.unpack_from(f, frames.ETH_BYTES) for f in cut]
+    payloads = [f[frames.OVERHEAD_BYTES:] for f in cut]
+    first = fields[0]
+    count, first_length, last = first[9], first[10], first[11]
+    assert count == len(cut) and all(f[9] == count and f[11] == last for f in fields)
+    assert (count - 1) * first_length + last == len(message) if count > 1 else last == length
+    if count == 1 or first_length < head:
+        return  # one frame: its own length says it; a head longer than a frame: no region
+    entry = RegionMessage(2, count, first_length, last, payloads[0][:head],
+                          memoryview(bytearray((count - 1) * first_length + last - head)))
+    region = entry.region
+    region[:first_length - head] = payloads[0][head:]
+    for index in data.draw(st.permutations(range(1, count))):
+        assert entry.fits(index, count, len(payloads[index]))
+        assert not entry.fits(index, count, len(payloads[index]) + 1)
+        at = entry.offset(index)
+        region[at:at + len(payloads[index])] = payloads[index]
+    assert entry.head + bytes(region) == message
+
+
+def test_reassembly_of_messages_received_into_regions():
+    r = Reassembler(partial_bytes_max=100)
+    assert r.fresh(1, 1) and not r.begun(1)
+    r.open_region(1, RegionMessage(2, 3, 10, 4, b"h", memoryview(bytearray(23))))
+    assert r.fresh(1, 1)  # still arriving
+    r.close_region(1)
+    assert not r.fresh(1, 1) and r.duplicates == 1  # delivered: later copies are duplicates
+    for message in range(2, 8):  # regions never completed: the oldest evicted
+        r.open_region(message, RegionMessage(2, 2, 10, 1, b"h", memoryview(bytearray(10))))
+    assert list(r.regions) == [4, 5, 6, 7] and r.evicted == 2
+    r.drop_region(7)  # fragments that disagree: forgotten, may come again whole
+    assert r.fresh(1, 7) and 7 not in r.regions
+    assert r.fresh(2, 1) and not r.regions  # a new session: its regions forgotten
+    assert r.evicted == 5
 
 
 def test_reassembly_bounds_and_sessions():

@@ -1,13 +1,16 @@
 /* Blizzard's DPDK helper: the per-frame work, so Python makes few calls.
  *
- * Python (cffi, API mode) calls in here once per message sent (bz_send:
+ * Python (cffi, API mode) calls in here once per message sent (bz_send, or
+ * bz_send_parts for a message given as pieces -- a MsgApp's fixed part and
+ * views of the Raft log's records -- gathered straight into the frames:
  * fragment, frame, checksum, hand to the driver in bursts of BZ_BURST),
  * once per loop turn to retry what the ring could not take (bz_flush),
- * once per turn to take what
- * arrived (bz_poll: bursts of BZ_BURST per link, validated, payloads copied
- * into one caller buffer), and once to wait when there is nothing to do
- * (bz_wait: spin, then sched_yield, then sleep on the asyncio loop's epoll
- * descriptor, all without the GIL).
+ * once per turn to take what arrived (bz_poll: bursts of BZ_BURST per link,
+ * validated, each payload reported where it lies in its mbuf, which is held
+ * until bz_release; Python copies it once from there -- into bytes, or with
+ * bz_rx_copy straight into the Raft log's free tail), and once to wait when
+ * there is nothing to do (bz_wait: spin, then sched_yield, then sleep on the
+ * asyncio loop's epoll descriptor, all without the GIL).
  *
  * Frame layout (little endian), after a 14-byte Ethernet header of type
  * BZ_ETHERTYPE (IEEE 802 local experimental):
@@ -24,14 +27,18 @@
  *       24    2 fragment index
  *       26    2 fragment count (>= 1)
  *       28    2 payload bytes in this frame
- *       30    2 reserved (0)
+ *       30    2 payload bytes of the message's last frame (0: not said;
+ *                every frame but the last carries the same number of bytes,
+ *                so a receiver knows the message's length from any frame
+ *                before it has them all: where each fragment goes)
  *       32    4 checksum: CRC32C of bytes 0..31 then the payload
  *       36    . payload
  *
  * Invariants: a staged frame is owned by its link until tx_burst accepts it
  * (then by the driver); an mbuf taken from a receive ring is freed in the
- * same bz_poll that reports it, or kept in the link's pending array for the
- * next one. Nothing on the data path allocates.
+ * same bz_poll that refuses it, held (its payload reported) until the next
+ * bz_release or bz_poll, or kept in the link's pending array for the next
+ * bz_poll. Nothing on the data path allocates.
  */
 
 #include <errno.h>
@@ -63,6 +70,7 @@
 #define BZ_GAPS 32 /* recent idle gaps the polling budget is chosen from */
 #define BZ_STAGED_MAX 2048
 #define BZ_NAME_MAX 64
+#define BZ_HELD_MAX 1024 /* received frames whose payloads a bz_poll reported */
 
 struct bz_header {
     uint16_t magic;
@@ -76,7 +84,7 @@ struct bz_header {
     uint16_t index;
     uint16_t count;
     uint16_t length;
-    uint16_t reserved;
+    uint16_t last;
     uint32_t checksum;
 } __attribute__((packed));
 
@@ -108,6 +116,8 @@ struct bz_ctx {
     struct bz_link *links[BZ_LINKS_MAX];
     unsigned n_links;
     unsigned rx_next;          /* round robin start of bz_poll */
+    struct rte_mbuf *held[BZ_HELD_MAX]; /* reported by bz_poll, freed by bz_release */
+    unsigned n_held;
     uint32_t *flag;            /* my "asleep" word, shared with the peers */
     int bell_fd;               /* unbound datagram socket ringing peers */
     int worked;                /* the loop had work since the last bz_wait */
@@ -200,6 +210,7 @@ void bz_ctx_free(bz_ctx *c)
     }
     if (c->bell_fd >= 0)
         close(c->bell_fd);
+    bz_release(c);
     rte_mempool_free(c->pool);
     free(c);
 }
@@ -538,17 +549,27 @@ static void stage(bz_ctx *c, struct bz_link *l, struct rte_mbuf *m)
         flush_link(c, l);
 }
 
-/* Fragments one message into frames and stages them. Returns the number of
- * frames, or -E2BIG (too many fragments), -ENOBUFS (outbox full), -ENOMEM
- * (no mbufs), -ENOTCONN (link not started): the message is dropped whole. */
-int bz_send(bz_ctx *c, int link, uint32_t message, const uint8_t *payload, uint32_t length)
+/* Fragments one message -- the concatenation of parts[0..n_parts), length
+ * bytes in all -- into frames and stages them, copying each piece straight
+ * into the frames (no joined copy of the message first). Returns the number
+ * of frames, or -E2BIG (too many fragments), -ENOBUFS (outbox full), -ENOMEM
+ * (no mbufs), -ENOTCONN (link not started), -EINVAL (the parts do not add up
+ * to length): the message is dropped whole. The parts are not referred to
+ * once it returns. */
+int bz_send_parts(bz_ctx *c, int link, uint32_t message, const struct bz_part *parts,
+                  unsigned n_parts, uint32_t length)
 {
     struct bz_link *l = c->links[link];
     unsigned per = l->payload_max;
     unsigned count = length ? (length + per - 1) / per : 1;
     struct rte_mbuf *frames[BZ_BURST];
+    uint64_t total = 0;
     int error = 0;
-    if (!l->started)
+    for (unsigned k = 0; k < n_parts; k++)
+        total += parts[k].length;
+    if (total != length)
+        error = -EINVAL;
+    else if (!l->started)
         error = -ENOTCONN;
     else if (count > c->fragments_max || count > UINT16_MAX)
         error = -E2BIG;
@@ -558,6 +579,9 @@ int bz_send(bz_ctx *c, int link, uint32_t message, const uint8_t *payload, uint3
         l->counters.frames_dropped += count;
         return error;
     }
+    uint16_t last = (uint16_t)(length - (count - 1) * per);
+    unsigned part = 0;    /* the piece being copied, */
+    uint32_t part_at = 0; /* and how much of it is copied */
     unsigned done = 0;
     while (done < count) {
         unsigned n = count - done;
@@ -590,10 +614,20 @@ int bz_send(bz_ctx *c, int link, uint32_t message, const uint8_t *payload, uint3
             h->index = (uint16_t)done;
             h->count = (uint16_t)count;
             h->length = (uint16_t)chunk;
-            h->reserved = 0;
+            h->last = last;
             uint8_t *body = p + BZ_ETH_BYTES + BZ_HEADER_BYTES;
-            if (chunk)
-                memcpy(body, payload + at, chunk);
+            for (uint32_t filled = 0; filled < chunk;) { /* gather the pieces */
+                while (parts[part].length == part_at) {
+                    part++;
+                    part_at = 0;
+                }
+                uint32_t take = parts[part].length - part_at;
+                if (take > chunk - filled)
+                    take = chunk - filled;
+                memcpy(body + filled, parts[part].data + part_at, take);
+                filled += take;
+                part_at += take;
+            }
             uint32_t crc = rte_hash_crc(h, BZ_HEADER_BYTES - 4, 0);
             h->checksum = rte_hash_crc(body, chunk, crc);
             m->data_len = (uint16_t)(BZ_ETH_BYTES + BZ_HEADER_BYTES + chunk);
@@ -607,6 +641,13 @@ int bz_send(bz_ctx *c, int link, uint32_t message, const uint8_t *payload, uint3
      * one message per peer, so waiting would batch nothing.) */
     flush_link(c, l);
     return (int)count;
+}
+
+/* One message from one buffer (see bz_send_parts). */
+int bz_send(bz_ctx *c, int link, uint32_t message, const uint8_t *payload, uint32_t length)
+{
+    struct bz_part part = {payload, length};
+    return bz_send_parts(c, link, message, &part, 1, length);
 }
 
 /* Stages one frame exactly as given (tests and diagnostics: the frames a
@@ -654,8 +695,10 @@ static int peek_all(bz_ctx *c)
     return any;
 }
 
-/* Checks one frame; on success copies its payload to buf and fills r.
- * Returns 1 reported (good or refused), 0 ignored (another protocol). */
+/* Checks one frame; on success points r->data at its payload (in the mbuf;
+ * in buf only if the mbuf is a chain, which a frame no larger than the
+ * link's frame size never is) and fills r. Returns 1 reported (good or
+ * refused), 0 ignored (another protocol). */
 static int take(bz_ctx *c, struct bz_link *l, unsigned link, struct rte_mbuf *m,
                 struct bz_rx *r, uint8_t *buf)
 {
@@ -688,6 +731,7 @@ static int take(bz_ctx *c, struct bz_link *l, unsigned link, struct rte_mbuf *m,
     r->message = h->message;
     r->index = h->index;
     r->count = h->count;
+    r->last = h->last;
     if (h->magic != BZ_MAGIC || h->version != BZ_VERSION)
         r->status = BZ_BAD_VERSION;
     else if (h->cluster != c->cluster)
@@ -703,28 +747,52 @@ static int take(bz_ctx *c, struct bz_link *l, unsigned link, struct rte_mbuf *m,
     if (r->status)
         return 1;
     const uint8_t *body = rte_pktmbuf_read(m, BZ_ETH_BYTES + BZ_HEADER_BYTES, h->length, buf);
-    if (body != buf && h->length)
-        memcpy(buf, body, h->length);
     uint32_t crc = rte_hash_crc(h, BZ_HEADER_BYTES - 4, 0);
-    if (rte_hash_crc(buf, h->length, crc) != h->checksum) {
+    if (rte_hash_crc(body, h->length, crc) != h->checksum) {
         r->status = BZ_BAD_CHECKSUM;
         return 1;
     }
     r->length = h->length;
+    r->data = body;
     return 1;
 foreign:
     l->counters.foreign++;
     return 0;
 }
 
-/* Takes up to out_max frames from the links (round robin, a burst each),
- * reports each one of ours in out[] with its payload copied into buf.
+/* Frees the mbufs of the frames the last bz_poll reported: their payloads
+ * (bz_rx.data) are gone after this. */
+void bz_release(bz_ctx *c)
+{
+    if (c->n_held)
+        rte_pktmbuf_free_bulk(c->held, c->n_held);
+    c->n_held = 0;
+}
+
+/* Copies n payload bytes of the frame r reports, from its byte skip, to dest:
+ * the one copy of a received payload (into the Raft log's free tail, say).
+ * Returns n, or -EINVAL if the payload has no such bytes. */
+int bz_rx_copy(const struct bz_rx *r, uint32_t skip, uint8_t *dest, uint32_t n)
+{
+    if (r->status != 0 || r->data == NULL || skip > r->length || n > r->length - skip)
+        return -EINVAL;
+    memcpy(dest, r->data + skip, n);
+    return (int)n;
+}
+
+/* Frees what the last call reported (bz_release), then takes up to out_max
+ * frames from the links (round robin, a burst each) and reports each one of
+ * ours in out[], its payload where it lies: its mbuf is held until the next
+ * bz_release (or bz_poll). A chained mbuf's payload is gathered into buf.
  * Frames that do not fit stay pending for the next call. */
 int bz_poll(bz_ctx *c, struct bz_rx *out, unsigned out_max, uint8_t *buf, uint32_t buf_bytes)
 {
     unsigned n = 0;
     uint32_t used = 0;
     unsigned links = c->n_links;
+    bz_release(c);
+    if (out_max > BZ_HELD_MAX)
+        out_max = BZ_HELD_MAX;
     for (unsigned step = 0; step < links && n < out_max; step++) {
         unsigned li = (c->rx_next + step) % links;
         struct bz_link *l = c->links[li];
@@ -733,16 +801,20 @@ int bz_poll(bz_ctx *c, struct bz_rx *out, unsigned out_max, uint8_t *buf, uint32
             if (m->pkt_len <= c->frame_bytes && used + m->pkt_len > buf_bytes)
                 goto full;
             struct bz_rx *r = &out[n];
+            int kept = 0;
             if (take(c, l, li, m, r, buf + used)) {
                 if (r->status == 0) {
-                    r->offset = used;
-                    used += r->length;
+                    if (r->data == buf + used)
+                        used += r->length;
+                    c->held[c->n_held++] = m;
+                    kept = 1;
                 } else {
                     l->counters.refused++;
                 }
                 n++;
             }
-            rte_pktmbuf_free(m);
+            if (!kept)
+                rte_pktmbuf_free(m);
             l->pending_at++;
         }
     }

@@ -35,12 +35,18 @@ struct bz_rx {
     uint16_t link;
     uint16_t index;
     uint16_t count;
-    uint16_t reserved;
+    uint16_t last;     /* payload bytes of the message's last frame (0: not said) */
     uint32_t source;
     uint32_t session;
     uint32_t message;
-    uint32_t offset;   /* of the payload in the caller's buffer */
     uint32_t length;   /* payload bytes; for a refusal, the frame's bytes */
+    const uint8_t *data; /* the payload, where it lies (in its mbuf) until bz_release */
+};
+
+/* One piece of a message to send (bz_send_parts). */
+struct bz_part {
+    const uint8_t *data;
+    uint32_t length;
 };
 
 /* Counters of one link since it was added. */
@@ -101,10 +107,14 @@ void bz_link_counters(bz_ctx *c, int link, struct bz_link_counters *out);
 
 void bz_set_flag(bz_ctx *c, uint32_t *flag);
 int bz_send(bz_ctx *c, int link, uint32_t message, const uint8_t *payload, uint32_t length);
+int bz_send_parts(bz_ctx *c, int link, uint32_t message, const struct bz_part *parts,
+                  unsigned n_parts, uint32_t length);
 int bz_send_raw(bz_ctx *c, int link, const uint8_t *frame, uint32_t length);
 int bz_flush(bz_ctx *c);
 int bz_staged(bz_ctx *c);
 int bz_poll(bz_ctx *c, struct bz_rx *out, unsigned out_max, uint8_t *buf, uint32_t buf_bytes);
+int bz_rx_copy(const struct bz_rx *r, uint32_t skip, uint8_t *dest, uint32_t n);
+void bz_release(bz_ctx *c);
 int bz_wait(bz_ctx *c, int epoll_fd, int64_t timeout_ns, const struct bz_policy *policy);
 void bz_wait_counters(bz_ctx *c, struct bz_wait_counters *out);
 uint32_t bz_crc(const uint8_t *data, uint32_t length, uint32_t init);

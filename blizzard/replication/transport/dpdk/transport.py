@@ -13,10 +13,51 @@ polls the links; ``polling`` says how, and how it backs off when idle).
 ``send`` stages frames; they leave in one burst per link when the loop
 next waits.
 
-Received messages reach the node as ``bytes`` (copied out of the mbufs and
-reassembled), not straight into its Raft log as TCP without TLS can: this
-transport offers no ``set_region_sink`` (receiving into the log here needs
-the log's pool registered with DPDK as external memory).
+Received frames are reported by C where they lie in their mbufs (held for
+one poll), and each payload is copied once from there. A node may offer
+itself as the region sink (``set_region_sink``, see
+:class:`~blizzard.replication.transport.base.RegionSink`): when the first
+fragment of a message from the node it follows starts with a MsgApp's fixed
+part (the sink's ``head_bytes``), the transport asks the sink once for a
+region for the records (``reserve_region``: the Raft log's free tail; the
+message's length is known from the first frame, whose header says how long
+the last one is, see :mod:`.frames`) and copies each fragment's payload,
+in C (``bz_rx_copy``), straight from its mbuf to its place there, in
+whatever order the fragments come; the last one hands the region to the
+sink (``region_received``). A fragment twice is a duplicate as ever; a
+message never completed is evicted and releases nothing into the log (the
+log replaces a region it handed out and never got back with the next one);
+a region the log gave up meanwhile (its view released: another leader's
+entries, a compaction) is written no more: the message is dropped, counted
+``regions_lost``, and Raft sends its entries again. Every other message --
+a first fragment that arrives after others of its message, too -- reaches
+the node as ``bytes``: one copy out of the mbuf for a one-frame message,
+two (out of the mbufs, then joined) for a reassembled one. Those copies are
+``stats.bytes_copied`` (the stage ``socket_to_buffer`` of
+:mod:`~blizzard.replication.copies`), for messages longer than a MsgApp's
+head (shorter ones hold no entry), as on TCP; so is the one copy into the
+log. What memif itself copies (its shared ring to our mbufs, and back on
+sending) is the link's work, as a kernel's or a NIC's is: not counted.
+
+Why that copy remains. The mbufs could be the log pool's memory: here
+(DPDK 22.11, ``--no-huge``, IOVA as VA) ``rte_extmem_register`` of a mapped
+file, ``rte_pktmbuf_pool_create_extbuf`` over it and a memif receive queue
+on that pool work, and memif's receive copies each frame into it
+(``scripts/dpdk_extmem_probe.c`` tries it). But a
+frame lands where its mbuf's buffer is -- whichever one the pool hands the
+driver next, at a fixed place in a fixed carve-up of the memory -- and
+with its headers (50 bytes of Ethernet and frame header before each
+fragment's payload), while the log wants a message's records contiguous
+right after its last record, wherever that is now. Landing a fragment
+there would need its buffer to start 50 bytes before that place, over the
+previous fragment's records or the log's last record. So a pool over the
+log's mapping would only move the mbufs into persistent memory and still
+need this one copy into the records; it is not done.
+
+Sending a MsgApp from the log (``send_parts``): its fixed part and views of
+the log's records are gathered by C straight into the frames' mbufs (one
+copy, counted ``bytes_copied_sending``: the stage ``entries_to_frame``),
+never joined into one ``bytes`` first.
 
 Doorbells: a node that goes to sleep raises a flag word in
 ``socket_dir/node<ID>.flag`` (a small mapped file); a peer that sends while
@@ -51,17 +92,17 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from blizzard.exceptions import ConfigError, DpdkError
-from blizzard.replication.transport.base import Receiver, TransportStats
+from blizzard.replication.transport.base import Receiver, RegionSink, TransportStats
 from blizzard.replication.transport.dpdk import eal, frames, native, polling
 from blizzard.replication.transport.dpdk.options import NODE_ID_MAX, DpdkOptions
-from blizzard.replication.transport.dpdk.reassembly import Reassembler
+from blizzard.replication.transport.dpdk.reassembly import Reassembler, RegionMessage
 
 log = logging.getLogger("blizzard.transport.dpdk")
 
@@ -72,6 +113,7 @@ HANDSHAKE_MAX_S = 3.2  # the longest a memif client's handshake in progress is g
 REFUSAL_LINES_PER_S = 20  # log lines for refused frames; the rest are counted
 SOCKET_PATH_MAX = 107
 FLAG_BYTES = 64
+PARTS = 16  # pieces of a message send_parts gathers without allocating
 CHECK_LOOP_NS = 2000  # while spinning, look at the loop's descriptors this often
 PREEMPTED_NS = 50_000  # a poll that lost the core this long sleeps instead (see bz_wait)
 _pools = itertools.count(1)
@@ -131,6 +173,8 @@ class DpdkTransport:
         self._run_dir = Path(run_dir)
         self._dir = self.options.socket_dir or self._run_dir / "dpdk"
         self._receiver: Receiver | None = None
+        self._sink: RegionSink | None = None
+        self._head_bytes = 0  # the sink's: messages no longer carry no entry
         self._links = {peer: self._plan(peer) for peer in nodes if peer != node_id}
         self._by_index: list[_Link] = []  # by the helper's link index (removed ones too)
         self._fragments_max = 1
@@ -147,6 +191,7 @@ class DpdkTransport:
         self._rx = self._ffi.new("struct bz_rx[]", RX_MAX)
         self._buf = self._ffi.new("uint8_t[]", RX_MAX * self.options.frame_bytes)
         self._view = self._ffi.buffer(self._buf)
+        self._parts = self._ffi.new("struct bz_part[]", PARTS)
         o = self.options
         self._policy = self._ffi.new("struct bz_policy *", {
             "spin_ns": o.spin_us * 1000, "yield_ns": o.yield_us * 1000,
@@ -190,6 +235,11 @@ class DpdkTransport:
 
     def set_receiver(self, receiver: Receiver) -> None:
         self._receiver = receiver
+
+    def set_region_sink(self, sink: RegionSink | None) -> None:
+        """Receive MsgApps' records where ``sink`` says (see the module docstring)."""
+        self._sink = sink
+        self._head_bytes = sink.head_bytes if sink is not None else 0
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -445,6 +495,48 @@ class DpdkTransport:
         self.stats.bytes_sent += n
         return True
 
+    def send_parts(self, target: int, parts: Sequence[Any]) -> bool:
+        """Send the concatenation of ``parts`` (bytes-like: a MsgApp's fixed part
+        and views of the Raft log's records) as one message, each part copied
+        by C straight into the frames' mbufs, never joined first. Nothing
+        refers to the parts once this returns. The copy is counted
+        (``stats.bytes_copied_sending``: the stage ``entries_to_frame``)."""
+        link = self._links.get(target)
+        if link is None or not link.up:
+            self.stats.frames_dropped += 1
+            return False
+        ffi = self._ffi
+        n_parts = len(parts)
+        cparts = self._parts if n_parts <= PARTS else ffi.new("struct bz_part[]", n_parts)
+        held = []
+        try:
+            total = 0
+            for k, part in enumerate(parts):
+                data = ffi.from_buffer(part)
+                held.append(data)
+                cparts[k].data = data
+                cparts[k].length = n = len(data)
+                total += n
+            if total > self.options.message_bytes_max:
+                self.stats.frames_dropped += 1
+                return False
+            if self._message == 0xFFFFFFFF:
+                self._new_session()
+            self._message += 1
+            sent = self._lib.bz_send_parts(self._ctx, link.index, self._message, cparts,
+                                           n_parts, total)
+        finally:
+            for data in held:
+                ffi.release(data)
+        if sent < 0:
+            self.stats.frames_dropped += 1
+            return False
+        stats = self.stats
+        stats.frames_sent += 1
+        stats.bytes_sent += total
+        stats.bytes_copied_sending += total
+        return True
+
     def link_up(self, peer: int) -> bool:
         """Whether the link to ``peer`` is up (as of the last link check, every
         MAINTAIN_S): ``send`` to a peer whose link is down returns False."""
@@ -468,33 +560,158 @@ class DpdkTransport:
         return self._lib.bz_wait(self._ctx, epoll_fd, timeout_ns, self._policy)
 
     def receive(self) -> int:
-        n = self._lib.bz_poll(self._ctx, self._rx, RX_MAX, self._buf, len(self._view))
+        ffi, lib = self._ffi, self._lib
+        n = lib.bz_poll(self._ctx, self._rx, RX_MAX, self._buf, len(self._view))
         if not n:
             return 0
-        rx, view, links = self._rx, self._view, self._by_index
-        for i in range(n):
-            r = rx[i]
-            if r.status:
-                self._refused(r)
-                continue
-            offset = r.offset
-            if r.count == 1:
-                if links[r.link].reassembler.single(r.session, r.message):
-                    self._deliver(r.source, view[offset:offset + r.length])
-                continue
-            message = links[r.link].reassembler.fragment(
-                r.session, r.message, r.index, r.count, view[offset:offset + r.length])
-            if message is not None:
-                self._deliver(r.source, message)
+        try:
+            rx, links, sink, buffer = self._rx, self._by_index, self._sink, ffi.buffer
+            for i in range(n):
+                r = rx[i]
+                if r.status:
+                    self._refused(r)
+                    continue
+                reassembler = links[r.link].reassembler
+                if r.count == 1:
+                    if reassembler.single(r.session, r.message) and not (
+                            sink is not None and r.length > self._head_bytes
+                            and self._single_in_place(r, i)):
+                        # one copy: out of the mbuf into ``bytes``
+                        self._deliver(r.source, buffer(r.data, r.length)[:], 1)
+                    continue
+                message = r.message
+                if not reassembler.fresh(r.session, message):
+                    continue
+                entry = reassembler.regions.get(message)
+                if entry is not None:
+                    self._region_fragment(reassembler, entry, r, i)
+                    continue
+                if (r.index == 0 and sink is not None and r.last
+                        and r.length >= self._head_bytes and not reassembler.begun(message)
+                        and self._open_region(reassembler, r, i)):
+                    continue
+                whole = reassembler.fragment(r.session, message, r.index, r.count,
+                                             buffer(r.data, r.length)[:])
+                if whole is not None:
+                    # each fragment copied out of its mbuf, then joined
+                    self._deliver(r.source, whole, 2)
+        finally:
+            lib.bz_release(self._ctx)  # the payloads' mbufs go back to the pool
         return n
 
-    def _deliver(self, source: int, payload: bytes) -> None:
+    # -- receiving into the log (the region sink) ----------------------------------------
+
+    def _reserve(self, source: int, head: bytes, length: int) -> memoryview | None:
+        try:
+            region = self._sink.reserve_region(source, head, length)
+        except Exception:  # a confused sink must not stop the node
+            log.exception("node %d: the region sink failed on a message from node %d",
+                          self.node_id, source)
+            return None
+        if region is not None and len(region) != length:
+            return None
+        return region
+
+    def _fill(self, region: memoryview, at: int, i: int, skip: int, n: int) -> bool:
+        """Copy ``n`` payload bytes of the ``i``-th frame polled, from its byte
+        ``skip``, out of its mbuf into ``region[at:]``; False if the sink gave
+        the region up meanwhile (its view is released: the log was written)."""
+        ffi = self._ffi
+        try:
+            dest = ffi.from_buffer(region)
+        except ValueError:  # released
+            return False
+        try:
+            self._lib.bz_rx_copy(self._rx + i, skip, dest + at, n)
+        finally:
+            ffi.release(dest)  # no export of the log's view outlives the copy
+        self.stats.bytes_copied += n
+        return True
+
+    def _single_in_place(self, r: Any, i: int) -> bool:
+        """A one-frame message: into the sink's region if it takes it there."""
+        source = r.source
+        if not self._sink.wants_regions(source):
+            return False
+        head_bytes = self._head_bytes
+        head = self._ffi.buffer(r.data, head_bytes)[:]
+        length = r.length - head_bytes
+        region = self._reserve(source, head, length)
+        if region is None:
+            return False
+        self._fill(region, 0, i, head_bytes, length)  # just reserved: not given up yet
+        self.stats.frames_received += 1
+        self.stats.bytes_received += r.length
+        self._region_received(source, head, region)
+        return True
+
+    def _open_region(self, reassembler: Reassembler, r: Any, i: int) -> bool:
+        """The first fragment of a message, none of which arrived before: if it
+        is one the sink takes into its region, reserve the region (its length
+        from the frame's ``last``) and copy the fragment there."""
+        source = r.source
+        per, last, count, head_bytes = r.length, r.last, r.count, self._head_bytes
+        if last > per or not self._sink.wants_regions(source):
+            return False
+        length = (count - 1) * per + last - head_bytes
+        if length <= 0:
+            return False
+        head = self._ffi.buffer(r.data, head_bytes)[:]
+        region = self._reserve(source, head, length)
+        if region is None:
+            return False
+        entry = RegionMessage(source, count, per, last, head, region)
+        reassembler.open_region(r.message, entry)
+        self._fill(region, 0, i, head_bytes, per - head_bytes)  # just reserved
+        entry.got[0] = True
+        entry.missing -= 1
+        return True
+
+    def _region_fragment(self, reassembler: Reassembler, entry: RegionMessage, r: Any,
+                         i: int) -> None:
+        """A later fragment of a message received into a region: copy it to its
+        place; the last one hands the region to the sink."""
+        index = r.index
+        if not entry.fits(index, r.count, r.length):  # fragments that disagree: garbage
+            reassembler.drop_region(r.message)
+            return
+        if entry.got[index]:
+            reassembler.duplicates += 1
+            return
+        entry.got[index] = True
+        entry.missing -= 1
+        if not entry.lost and not self._fill(entry.region, entry.offset(index), i, 0, r.length):
+            # The log gave the region up (another leader's entries, a
+            # compaction): what it holds now must not be written over. The
+            # message is lost; Raft sends its entries again.
+            entry.lost = True
+            entry.region = None
+            self.stats.regions_lost += 1
+        if entry.missing:
+            return
+        reassembler.close_region(r.message)
+        if entry.lost:
+            return
         stats = self.stats
         stats.frames_received += 1
-        stats.bytes_received += len(payload)
-        # bz_poll copied the frame out of its mbuf into our buffer, and the
-        # slice that made ``payload`` copied it again
-        stats.bytes_copied += 2 * len(payload)
+        stats.bytes_received += len(entry.head) + len(entry.region)
+        self._region_received(entry.source, entry.head, entry.region)
+
+    def _region_received(self, source: int, head: bytes, region: memoryview) -> None:
+        try:
+            self._sink.region_received(source, head, region)
+        except Exception:  # a bad message must not stop the node
+            self.stats.bad_frames += 1
+            log.exception("node %d: the region sink failed on a message from node %d",
+                          self.node_id, source)
+
+    def _deliver(self, source: int, payload: bytes, copies: int) -> None:
+        stats = self.stats
+        stats.frames_received += 1
+        n = len(payload)
+        stats.bytes_received += n
+        if n > self._head_bytes:  # a message no longer than a MsgApp's head holds no entry
+            stats.bytes_copied += copies * n
         receiver = self._receiver
         if receiver is None:
             return

@@ -7,6 +7,10 @@ ctypedef void (*range_fn)(size_t address, size_t n) noexcept nogil
 ctypedef void (*fence_fn)() noexcept nogil
 ctypedef const unsigned char *const_bytes
 
+cdef extern from *:
+    # a hint that the line at address is about to be read (never faults)
+    void prefetch "__builtin_prefetch" (const void *address) noexcept nogil
+
 cpdef enum:
     CRC_SLICED_MAX = 256
 

@@ -2,7 +2,7 @@
 cimport cython
 from libc.stdint cimport uint32_t
 from blizzard.pmem._tx cimport Transaction
-from blizzard.structures._corebase cimport CoreBase
+from blizzard.structures._corebase cimport MapCore
 
 cpdef enum:
     KEY_BYTES_MAX = 256
@@ -15,7 +15,7 @@ cpdef enum:
 cdef uint32_t EXT
 
 
-cdef class BPTreeCore(CoreBase):
+cdef class BPTreeCore(MapCore):
     cdef public Py_ssize_t count, root, height, fanout, node_bytes, heap, heap_bytes
     cdef Py_ssize_t _applied
     cdef public dict _nodes

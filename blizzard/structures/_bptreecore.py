@@ -91,7 +91,7 @@ from typing import TYPE_CHECKING, Any, cast
 import cython
 
 from blizzard.exceptions import InvalidArgumentError, OpDecodeError, StructureCorruptError
-from blizzard.structures._corebase import CoreBase
+from blizzard.structures._corebase import MapCore
 
 if cython.compiled:
     from cython.cimports.blizzard.pmem._mem import (
@@ -206,7 +206,7 @@ def inner_blob(kb: bytes, child: int) -> bytes:
 #: Typed Any because the walk's depth (not a check per step) tells which it is.
 Children = Any
 
-class BPTreeCore(CoreBase):
+class BPTreeCore(MapCore):
     """Apply side and read side of one persistent B+tree."""
 
     opgroup = 3

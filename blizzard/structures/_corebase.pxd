@@ -15,3 +15,7 @@ cdef class CoreBase:
     cdef _hot(self, Transaction tx)
 
     cpdef apply(self, Transaction tx, Py_ssize_t index, int code, bytes record, Py_ssize_t start)
+
+
+cdef class MapCore(CoreBase):
+    cpdef get(self, bytes kb)

@@ -122,5 +122,18 @@ class CoreBase:
         return off
 
 
+class MapCore(CoreBase):
+    """The core of a map (hash, B+tree, skiplist): a lookup by encoded key.
+
+    A base of its own so that a map's face can hold its core typed as this
+    class and call ``get`` as a C method (compiled): ``m[k]`` then makes no
+    Python-level call between the face and the core's probe.
+    """
+
+    def get(self, kb: bytes) -> bytes | None:
+        """The value stored under ``kb``, or None."""
+        raise NotImplementedError
+
+
 def _codec_name(buf: memoryview, off: int) -> str:
     return bytes(buf[off:off + CODEC_NAME_BYTES]).rstrip(b"\0").decode()

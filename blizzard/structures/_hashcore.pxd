@@ -2,7 +2,7 @@
 cimport cython
 from libc.stdint cimport uint32_t, uint64_t
 from blizzard.pmem._tx cimport Transaction
-from blizzard.structures._corebase cimport CoreBase
+from blizzard.structures._corebase cimport MapCore
 
 cpdef enum:
     TOP_OFF = 128
@@ -17,19 +17,23 @@ cpdef enum:
     LOAD_MERGE = 8
 
 cdef uint32_t EXT
+ctypedef unsigned char *entry_at
+ctypedef const unsigned long long *slot_words
 cdef uint64_t POS_MASK
 
 
-cdef class HashCore(CoreBase):
+cdef class HashCore(MapCore):
     cdef public Py_ssize_t count, nbuckets, lo_mask, hi_mask, split
     cdef Py_ssize_t _applied
     cdef public uint64_t[::1] pages
     cdef public list segs
     cdef unsigned short[::1] _tops
 
-    @cython.locals(klen=Py_ssize_t, b=Py_ssize_t, page=Py_ssize_t, slots=Py_ssize_t,
-                   i=Py_ssize_t, s=uint64_t, e=Py_ssize_t)
+    @cython.locals(klen=Py_ssize_t, b=Py_ssize_t, page=Py_ssize_t, slots=slot_words,
+                   i=Py_ssize_t, s=uint64_t, e=Py_ssize_t, entry=entry_at)
     cpdef (Py_ssize_t, Py_ssize_t, uint64_t) find(self, bytes kb, uint32_t h)
+    @cython.locals(first=Py_ssize_t)
+    cdef slot_words _slot_words(self, Py_ssize_t page) except NULL
     @cython.locals(n=Py_ssize_t, e=Py_ssize_t, s=uint64_t, page=Py_ssize_t, _i=Py_ssize_t,
                    start=Py_ssize_t)
     cpdef get(self, bytes kb)

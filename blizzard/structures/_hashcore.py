@@ -80,17 +80,17 @@ from typing import TYPE_CHECKING, Any
 import cython
 
 from blizzard.exceptions import OpDecodeError, StructureCorruptError
-from blizzard.structures._corebase import CoreBase
+from blizzard.structures._corebase import MapCore
 
 if cython.compiled:
     from cython.cimports.blizzard.pmem._mem import crc32_bytes as crc32
     from cython.cimports.blizzard.pmem._mem import (
-        equal,
         fill_zero,
         find_low32,
         get_u64,
         move,
         piece,
+        prefetch,
         read,
         set_u64,
         write,
@@ -103,11 +103,11 @@ if cython.compiled:
         MAP_PUT,
         key_bounds,
     )
+    from cython.cimports.libc.string import memcmp
 else:
     from zlib import crc32
 
     from blizzard.pmem._mem import (
-        equal,
         fill_zero,
         find_low32,
         get_u64,
@@ -178,7 +178,7 @@ def _directory(capacity: int) -> memoryview:
     return memoryview(bytearray(8 * capacity)).cast("Q")
 
 
-class HashCore(CoreBase):
+class HashCore(MapCore):
     """Apply side and read side of one persistent hash map."""
 
     opgroup = 1
@@ -263,6 +263,13 @@ class HashCore(CoreBase):
         hash; a key comparison per slot whose hash matches. (Compiled, the
         triple is a C struct, and the views are read through ``self``: a view
         bound to a local costs two atomic reference-count updates per call.)
+
+        The scan reads a page's slots through one pointer, whose range the
+        page's bounds check covers (``_slot_words``), not a bounds check and a
+        call per word. At 10^6 keys a lookup is three cache misses in a row
+        (the page's slots, the entry, the rest of the entry); the entry's
+        second line is prefetched as soon as its slot is found, so the last
+        two overlap.
         """
         klen = len(kb)
         b = h & self.lo_mask
@@ -270,17 +277,30 @@ class HashCore(CoreBase):
             b = h & self.hi_mask
         page = self.pages[b]
         while page:
-            slots = (page + SLOTS_OFF) >> 3
-            i = find_low32(self.u64, slots, SLOTS, h, 0)
-            while i >= 0:
-                s = self.u64[slots + i]
+            slots = self._slot_words(page)
+            for i in range(SLOTS):
+                s = slots[i]
+                if cython.cast(cython.uint, s) != h:
+                    continue
                 e = page + ((s >> 32) & 0xFFFF)
+                if e == page:  # (an empty slot, and h is 0)
+                    continue
+                entry = cython.address(self.u8[e])
+                prefetch(entry + 64)
                 # a live slot whose entry has this key's length and bytes
-                if e != page and self.u32[(e >> 2) + 1] == klen and equal(self.u8, e + 8, kb):
+                if (self.u32[(e >> 2) + 1] == klen
+                        and memcmp(entry + 8, cython.cast(cython.p_char, kb), klen) == 0):
                     return page, SLOTS_OFF + 8 * i, s
-                i = find_low32(self.u64, slots, SLOTS, h, i + 1)
             page = self.u64[page >> 3]
         return 0, 0, 0
+
+    def _slot_words(self, page: int) -> Any:
+        """(Compiled) a pointer to the slot words of ``page``, bounds-checked as a
+        whole (an offset outside the pool raises IndexError, as an index does)."""
+        first = (page + SLOTS_OFF) >> 3
+        if first < 0 or first + SLOTS > self.u64.shape[0]:
+            raise IndexError(f"map {self.name!r}: page {page} lies outside the pool")
+        return cython.address(self.u64[first])
 
     def _find_interpreted(self, kb: bytes, h: int) -> tuple[int, int, int]:
         """``find`` as the interpreted build runs it fastest (it is ``find`` there).

@@ -1,4 +1,5 @@
 # C types for _mapping.py (MapFace; PersistentMap stays a Python class).
+from blizzard.structures._corebase cimport MapCore
 from blizzard.structures.ops cimport Encoder
 
 
@@ -8,5 +9,6 @@ cdef class MapFace:
     cdef public object _kraw, _vraw_type
     cdef public bint _vraw
     cdef public Encoder _encoder
+    cdef public MapCore _reader
     cdef Py_ssize_t _key_bytes_max
     cdef int _put, _delete, _pop, _clear

@@ -28,10 +28,13 @@ from __future__ import annotations
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
+import cython
+
 from blizzard.exceptions import EncodeError, KeyTooLongError, StructureKindError
 from blizzard.pmem import Pool
 from blizzard.replication.base import Replicator
 from blizzard.structures._closed import CLOSED_ERRORS, close_handle, reraise_if_closed
+from blizzard.structures._corebase import MapCore
 from blizzard.structures._locking import locked_reads
 from blizzard.structures.codecs import BYTES, CodecLike, get_codec
 from blizzard.structures.ops import Encoder
@@ -75,6 +78,9 @@ class MapFace:
         self._vraw_type: Any = bytes if vc is BYTES else _NoType
         self._submit = replicator.submit
         self._get = core.get
+        # a local core read without a lock (not a remote one, nor one behind the
+        # replicator's lock): the compiled reads call its get as a C method
+        self._reader = core if isinstance(core, MapCore) else None
         if linearizable is None:
             linearizable = replicator.linearizable_default
         self._barrier = replicator.read_barrier if linearizable else None
@@ -93,7 +99,12 @@ class MapFace:
             raise KeyError(key) from None
         if self._barrier is not None:
             self._barrier()
-        raw = self._get(kb)
+        # compiled, a local core's get is a C call: no bound method, argument
+        # tuple or type check between m[k] and the probe (see _bind)
+        if cython.compiled and self._reader is not None:
+            raw = self._reader.get(kb)
+        else:
+            raw = self._get(kb)
         if raw is None:
             raise KeyError(key)
         return raw if self._vraw else self._vdec(raw)
@@ -105,7 +116,10 @@ class MapFace:
             return default
         if self._barrier is not None:
             self._barrier()
-        raw = self._get(kb)
+        if cython.compiled and self._reader is not None:
+            raw = self._reader.get(kb)
+        else:
+            raw = self._get(kb)
         if raw is None:
             return default
         return raw if self._vraw else self._vdec(raw)
@@ -116,6 +130,8 @@ class MapFace:
         except EncodeError:
             return False
         self._read()
+        if cython.compiled and self._reader is not None:
+            return self._reader.get(kb) is not None
         return self._get(kb) is not None
 
     def __len__(self) -> int:
@@ -188,6 +204,7 @@ class PersistentMap(MapFace, MutableMapping):
 
     def _pool_closed(self) -> None:
         """The pool closed: every later use raises PoolClosedError (see ``_closed``)."""
+        self._reader = None  # reads go through _get, which close_handle replaces
         close_handle(self)
 
     def _iterate(self, items: Iterator[Any]) -> Iterator[Any]:

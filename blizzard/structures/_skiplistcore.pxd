@@ -2,7 +2,7 @@
 cimport cython
 from libc.stdint cimport uint32_t
 from blizzard.pmem._tx cimport Transaction
-from blizzard.structures._corebase cimport CoreBase
+from blizzard.structures._corebase cimport MapCore
 from blizzard.structures._keyindex cimport KeyIndex
 
 cpdef enum:
@@ -17,7 +17,7 @@ cpdef enum:
 cdef uint32_t EXT
 
 
-cdef class SkipListCore(CoreBase):
+cdef class SkipListCore(MapCore):
     cdef public Py_ssize_t head, count, level
     cdef public object rng
     cdef public KeyIndex _tall

@@ -69,7 +69,7 @@ import cython
 
 from blizzard.exceptions import InvalidArgumentError, OpDecodeError, StructureCorruptError
 from blizzard.pmem._mem import views
-from blizzard.structures._corebase import CoreBase
+from blizzard.structures._corebase import MapCore
 from blizzard.structures._keyindex import KeyIndex
 
 if cython.compiled:
@@ -143,7 +143,7 @@ def height_of(z: int) -> int:
     return h
 
 
-class SkipListCore(CoreBase):
+class SkipListCore(MapCore):
     """Apply side and read side of one persistent skiplist."""
 
     opgroup = 3

@@ -8,8 +8,11 @@
  * an mbuf pool over it (rte_pktmbuf_pool_create_extbuf) and receives; the
  * client sends one 1000-byte frame. Prints where the frame landed.
  *
- *   gcc -O1 -o /tmp/extmem scripts/dpdk_extmem_probe.c \
- *       $(pkg-config --cflags --libs libdpdk) -lrte_bus_vdev && /tmp/extmem
+ *   gcc -O1 -DALLOW_EXPERIMENTAL_API -o /tmp/extmem scripts/dpdk_extmem_probe.c \
+ *       $(pkg-config --cflags --libs libdpdk) -lrte_bus_vdev && /tmp/extmem [DIR]
+ *
+ * (DIR, default /tmp: where the memif socket and the mapped file go.)
+ * tests/replication/transport/test_dpdk.py builds and runs it.
  *
  * Here: IOVA mode VA; registration 0; virt2iova = the address; the pool is
  * made; memif receives into it ("in the mapping? YES", the mbuf flagged
@@ -32,8 +35,8 @@
 #include <rte_memory.h>
 
 #define LEN (16u << 20)
-#define SOCKET "/tmp/blizzard-extmem-probe.sock"
-#define POOL "/dev/shm/blizzard-extmem-probe.pool"
+static char SOCKET[512] = "/tmp/blizzard-extmem-probe.sock";
+static char POOL[512] = "/tmp/blizzard-extmem-probe.pool";
 #define ELT 2048
 
 static int run(int server)
@@ -110,8 +113,12 @@ static int run(int server)
     return 1;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc > 1) {
+        snprintf(SOCKET, sizeof SOCKET, "%s/extmem-probe.sock", argv[1]);
+        snprintf(POOL, sizeof POOL, "%s/extmem-probe.pool", argv[1]);
+    }
     unlink(SOCKET);
     pid_t child = fork();
     if (child == 0) return run(1);

@@ -214,7 +214,7 @@ def find_low32(u64: memoryview, first: int, count: int, value: int, start: int) 
     """Index ``i >= start`` of the first of the ``count`` words from word ``first`` whose
     low 32 bits are ``value``; -1 if none (a hash table's slot array, say)."""
     if cython.compiled:
-        if first < 0 or start < 0 or first + count > u64.shape[0]:
+        if first < 0 or start < 0 or first + count > len(u64):
             return -1  # (no caller asks beyond the view: its slot arrays lie inside)
         for i in range(start, count):
             if cython.cast(cython.uint, u64[first + i]) == value:

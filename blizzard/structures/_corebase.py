@@ -43,6 +43,7 @@ class CoreBase:
     label: str = ""  # "map", "queue"...: for error messages
     header_bytes: int = 0
     hot_bytes: int = 0  # the header's range at +8 that an Op changes (counts, positions)
+    opgroup: int = 0  # the high nibble of the opcodes the kind takes (each kind sets it)
 
     def __init__(self, registry: Registry, name: str, header_off: int) -> None:
         self.registry = registry

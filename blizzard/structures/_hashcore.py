@@ -298,7 +298,7 @@ class HashCore(MapCore):
         """(Compiled) a pointer to the slot words of ``page``, bounds-checked as a
         whole (an offset outside the pool raises IndexError, as an index does)."""
         first = (page + SLOTS_OFF) >> 3
-        if first < 0 or first + SLOTS > self.u64.shape[0]:
+        if first < 0 or first + SLOTS > len(self.u64):
             raise IndexError(f"map {self.name!r}: page {page} lies outside the pool")
         return cython.address(self.u64[first])
 

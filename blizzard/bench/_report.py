@@ -381,6 +381,24 @@ def add_arguments(parser: argparse.ArgumentParser, *, check: bool = True) -> Non
                             help="exit status 1 if a target is missed")
 
 
+def add_log_arguments(parser: argparse.ArgumentParser, *, sizes_help: str) -> None:
+    """``--value-bytes`` and ``--dir``, as the benchmarks of a node's own work take them."""
+    parser.add_argument("--value-bytes", default="64,1024", help=sizes_help)
+    parser.add_argument("--dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None,
+                        help="where the pool files go (default /dev/shm)")
+
+
+def value_sizes(parser: argparse.ArgumentParser, text: str) -> list[int]:
+    """``--value-bytes`` as integers; a usage error names the option otherwise."""
+    try:
+        sizes = [int(x) for x in text.split(",")]
+    except ValueError:
+        parser.error(f"--value-bytes: comma-separated integers, not {text!r}")
+    if min(sizes) < 0:
+        parser.error(f"--value-bytes: sizes are at least 0, not {text!r}")
+    return sizes
+
+
 def print_report(run: Run, body: Iterable[str], *, title: str, targets: Sequence[str] = (),
                  notes: Sequence[str] = (), file=None) -> None:
     """Title, header, the body's blocks, the targets and the notes, on stdout."""

@@ -105,25 +105,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entries", type=int, default=100_000,
                         help="entries written per run and path")
     parser.add_argument("--batch", type=int, default=64, help="entries per save (per frame)")
-    parser.add_argument("--value-bytes", default="64,1024",
-                        help="comma-separated entry sizes in bytes")
     parser.add_argument("--paths", default=",".join(PATHS),
                         help=f"comma-separated, of: {', '.join(PATHS)}")
     parser.add_argument("--runs", type=int, default=5, help="measured runs per path and size")
-    parser.add_argument("--dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None,
-                        help="where the pool file goes (default /dev/shm)")
+    _report.add_log_arguments(parser, sizes_help="comma-separated entry sizes in bytes")
     _report.add_arguments(parser, check=False)
     args = parser.parse_args(argv)
-    try:
-        sizes = [int(x) for x in args.value_bytes.split(",")]
-    except ValueError:
-        parser.error(f"--value-bytes: comma-separated integers, not {args.value_bytes!r}")
+    sizes = _report.value_sizes(parser, args.value_bytes)
     paths = args.paths.split(",")
     for path in paths:
         if path not in PATHS:
             parser.error(f"--paths: unknown path {path!r}; paths: {', '.join(PATHS)}")
-    if args.entries < 1 or args.batch < 1 or args.runs < 1 or min(sizes) < 0:
-        parser.error("--entries, --batch and --runs must be at least 1, sizes at least 0")
+    if args.entries < 1 or args.batch < 1 or args.runs < 1:
+        parser.error("--entries, --batch and --runs must be at least 1")
     if args.batch * (max(sizes) + 64) * 2 > POOL_BYTES // 4:
         parser.error(f"--batch x --value-bytes too large for a {POOL_BYTES >> 20} MiB pool")
     launcher = "python -m blizzard.bench.raft_log" if argv is None else "blizzard bench raft-log"

@@ -241,19 +241,13 @@ def main(argv: list[str] | None = None) -> int:
                     "event loop or threads), pools in pmem mode.")
     parser.add_argument("--puts", type=int, default=100_000, help="puts per run and size")
     parser.add_argument("--window", type=int, default=256, help="requests in flight")
-    parser.add_argument("--value-bytes", default="64,1024",
-                        help="comma-separated value sizes in bytes")
     parser.add_argument("--runs", type=int, default=3, help="measured runs per size")
-    parser.add_argument("--dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None,
-                        help="where the pool files go (default /dev/shm)")
+    _report.add_log_arguments(parser, sizes_help="comma-separated value sizes in bytes")
     _report.add_arguments(parser, check=False)
     args = parser.parse_args(argv)
-    try:
-        sizes = [int(x) for x in args.value_bytes.split(",")]
-    except ValueError:
-        parser.error(f"--value-bytes: comma-separated integers, not {args.value_bytes!r}")
-    if args.puts < 1 or args.window < 1 or args.runs < 1 or min(sizes) < 0:
-        parser.error("--puts, --window and --runs must be at least 1, sizes at least 0")
+    sizes = _report.value_sizes(parser, args.value_bytes)
+    if args.puts < 1 or args.window < 1 or args.runs < 1:
+        parser.error("--puts, --window and --runs must be at least 1")
     launcher = "python -m blizzard.bench.raft_node" if argv is None else "blizzard bench raft-node"
     run = _report.Run("raft-node", _report.command_line(
         launcher, list(sys.argv[1:] if argv is None else argv)),

@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import os
 import threading
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,11 @@ class RaftReplicator(Replicator):
         self._inbox: list = []  # (op, deliver) from any thread, drained by the loop
         self._lanes: list[list[int]] = []  # idle [client id, next seq]; loop thread only
         self._inflight: dict[tuple[int, int], list] = {}  # key -> [envelope, deliver,
-        #                                                   deadline, last attempt, lane]
+        #                                                   deadline, last attempt, lane, key]
+        # (due, attempt's time, request), in the order they fall due: attempts to
+        # answer within attempt_timeout_s, and dropped ones to retry after a backoff
+        self._attempts: deque[tuple[float, float, list]] = deque()
+        self._backoffs: deque[tuple[float, float, list]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -188,6 +193,8 @@ class RaftReplicator(Replicator):
         for request in self._inflight.values():
             request[1](None, error)
         self._inflight.clear()
+        self._attempts.clear()
+        self._backoffs.clear()
 
     def stop(self) -> None:
         """Leave the cluster (this node stops) and close the pools."""
@@ -274,18 +281,25 @@ class RaftReplicator(Replicator):
             batch, self._inbox = self._inbox, []
         now = self._loop.time()
         deadline = now + self.request_timeout_s
+        due = now + self.attempt_timeout_s
         lanes = self._lanes
         inflight = self._inflight
+        attempts = self._attempts
         submit = self.node.submit
+        settled = self._settled
         for op, deliver in batch:
             lane = lanes.pop() if lanes else [self._new_client(), 1]
-            envelope = wrap(lane[0], lane[1], op)
-            key = (lane[0], lane[1])
-            inflight[key] = [envelope, deliver, deadline, now, lane]
+            client, seq = lane
+            key = (client, seq)
+            envelope = wrap(client, seq, op)
+            request = [envelope, deliver, deadline, now, lane, key]
+            inflight[key] = request
             try:
-                submit(envelope, self._settled)
+                submit(envelope, settled, key)
             except ProposalDroppedError:
-                inflight[key][3] = now - self.attempt_timeout_s + RETRY_BACKOFF_S
+                self._backoffs.append((now + RETRY_BACKOFF_S, now, request))
+            else:
+                attempts.append((due, now, request))
         if self._sweeper is None and inflight:
             self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
 
@@ -298,7 +312,8 @@ class RaftReplicator(Replicator):
         if request is None:
             return
         if error is not None:
-            request[3] = self._loop.time() - self.attempt_timeout_s + RETRY_BACKOFF_S
+            now = request[3] = self._loop.time()
+            self._backoffs.append((now + RETRY_BACKOFF_S, now, request))
             return
         del self._inflight[key]
         lane = request[4]
@@ -307,25 +322,39 @@ class RaftReplicator(Replicator):
         request[1](value, None)
 
     def _sweep(self) -> None:
-        """Retry attempts that went unanswered; fail requests past their deadline."""
+        """Retry attempts that went unanswered; fail requests past their deadline.
+
+        Only the attempts fallen due are visited (each queue is in the order its
+        entries fall due), not every request in flight: under load thousands
+        are, and nearly all of them are answered long before they fall due.
+        """
         self._sweeper = None
         now = self._loop.time()
-        node = self.node
-        for key, request in list(self._inflight.items()):
-            envelope, deliver, deadline, sent, lane = request
-            if now > deadline:
-                del self._inflight[key]
-                node.forget(key)
-                lane[1] += 1  # the entry may still commit later; the lane moves on
-                self._lanes.append(lane)
-                deliver(None, RequestTimeoutError(
-                    f"not committed within {self.request_timeout_s} s (is a quorum reachable?)"))
-            elif now - sent >= self.attempt_timeout_s:
-                request[3] = now
-                with contextlib.suppress(ProposalDroppedError):
-                    node.submit(envelope, self._settled)  # same envelope: applied at most once
-        if self._inflight:
+        inflight = self._inflight
+        for queue in (self._backoffs, self._attempts):
+            while queue and queue[0][0] <= now:
+                _, attempted, request = queue.popleft()
+                key = request[5]
+                if inflight.get(key) is not request or request[3] != attempted:
+                    continue  # answered, failed, or attempted again since
+                self._retry(request, now)
+        if inflight:
             self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
+
+    def _retry(self, request: list, now: float) -> None:
+        envelope, deliver, deadline, _, lane, key = request
+        if now > deadline:
+            del self._inflight[key]
+            self.node.forget(key)
+            lane[1] += 1  # the entry may still commit later; the lane moves on
+            self._lanes.append(lane)
+            deliver(None, RequestTimeoutError(
+                f"not committed within {self.request_timeout_s} s (is a quorum reachable?)"))
+            return
+        request[3] = now
+        self._attempts.append((now + self.attempt_timeout_s, now, request))
+        with contextlib.suppress(ProposalDroppedError):
+            self.node.submit(envelope, self._settled, key)  # same envelope: applied at most once
 
     def read_barrier(self) -> None:
         """Wait until this node has applied everything committed before the call."""

@@ -342,12 +342,14 @@ class Node:
                 and raft.log.last_index() - before == len(fresh)):
             forwarded.update(keys)
 
-    def submit(self, data: bytes, callback: Settled) -> None:
+    def submit(self, data: bytes, callback: Settled,
+               key: tuple[int, int] | None = None) -> None:
         """Queue an enveloped entry; ``callback(key, result, error)`` runs when it is
         applied here (``error`` None), or when the proposal is dropped for want of
         a leader (``error`` a :class:`NotLeaderError`). Resubmitting the same
         envelope replaces the callback; on a leader whose term has not changed
-        since the first submission, that is all it does.
+        since the first submission, that is all it does. ``key``, the envelope's
+        ``(client id, seq)``, saves reading it again when the caller has it.
 
         A requester retries an entry that takes long to apply, not knowing
         why. A leader holds (or has queued) every entry still waiting here in
@@ -360,7 +362,8 @@ class Node:
         forward can be lost (a dropped connection, a leader refusing
         proposals) while the leader and term stay.
         """
-        key = tuple(ENVELOPE.unpack_from(data, 0)[1:])
+        if key is None:
+            key = tuple(ENVELOPE.unpack_from(data, 0)[1:])
         if len(self._proposals) >= PENDING_PROPOSALS_MAX:
             raise ProposalDroppedError("too many pending proposals")
         waiting = self._waiting
@@ -371,8 +374,10 @@ class Node:
                 and (raft.role == Role.LEADER or key in self._led)):
             self.resubmits_held += 1
             return
-        self._proposals.append(data)
-        self.wake()
+        proposals = self._proposals
+        proposals.append(data)
+        if len(proposals) == 1:  # else a wake is pending: every append to an empty queue wakes
+            self.wake()
 
     def forget(self, key: tuple[int, int]) -> None:
         """Stop waiting for the entry of ``key`` (its requester gave up)."""

@@ -35,6 +35,7 @@ def test_the_command_reports_every_path_and_size(shm_dir, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--paths", "send"], "unknown path 'send'"),
     (["--value-bytes", "64,x"], "comma-separated integers"),
+    (["--value-bytes", "64,-1"], "at least 0"),
     (["--runs", "0"], "at least 1"),
 ])
 def test_bad_arguments_are_named(argv, message, capsys):

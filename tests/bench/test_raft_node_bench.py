@@ -40,6 +40,7 @@ def test_the_command_reports_each_size_and_leaves_the_collector_as_it_was(shm_di
 
 @pytest.mark.parametrize("argv, message", [
     (["--value-bytes", "64,x"], "comma-separated integers"),
+    (["--value-bytes", "64,-1"], "at least 0"),
     (["--window", "0"], "at least 1"),
 ])
 def test_bad_arguments_are_named(argv, message, capsys):

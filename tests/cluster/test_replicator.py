@@ -227,3 +227,33 @@ def test_submit_callback_reports_results_and_errors(cluster_config):
     finally:
         for r in reps.values():
             r.stop()
+
+
+def test_a_request_without_a_quorum_fails_at_its_deadline_then_the_node_serves(cluster_config):
+    """One node of three, alone: each attempt is dropped for want of a leader and
+    retried after a backoff until the request's deadline, when it fails with
+    RequestTimeoutError; once its peers start, the same node commits new writes."""
+    import pytest
+
+    from blizzard.cluster.replicator import RaftReplicator
+    from blizzard.exceptions import RequestTimeoutError
+    from blizzard.structures import ops
+
+    alone = RaftReplicator(cluster_config, 1, seed=1, request_timeout_s=0.6)
+    others: list[RaftReplicator] = []
+    try:
+        put = ops.encode(ops.Op("m", ops.OpCode.MAP_PUT, (b"k", b"v")))
+        started = time.monotonic()
+        with pytest.raises(RequestTimeoutError, match=r"not committed within 0\.6 s"):
+            alone.submit(put)
+        waited = time.monotonic() - started
+        assert 0.6 <= waited < 0.6 + alone.attempt_timeout_s + 2.0, waited
+        assert not alone._inflight  # the request left the replicator with its answer
+        others = [RaftReplicator(cluster_config, i, seed=i) for i in (2, 3)]
+        alone.wait_for_leader()
+        m = PHashMap(alone.pool, "m", replicator=alone)
+        m[b"k2"] = b"v2"
+        assert dict(m.items()) == {b"k2": b"v2"}  # the timed-out put was never applied
+    finally:
+        for rep in (alone, *others):
+            rep.stop()

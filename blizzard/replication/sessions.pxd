@@ -11,6 +11,8 @@ cpdef enum:
 
 
 cpdef tuple encode_result(value)
+@cython.locals(raw=bytes)
+cdef (unsigned long long, unsigned long long) _envelope_key(data)
 
 
 cdef class SessionStateMachine:
@@ -25,7 +27,7 @@ cdef class SessionStateMachine:
     @cython.locals(tx=Transaction, results=list, fresh=list, fresh_at=list, owners=list,
                    latest=dict, last_applied=Py_ssize_t, copies=dict, in_place=bint,
                    position=Py_ssize_t, index=Py_ssize_t, version=int, client=cython.ulonglong,
-                   seq=cython.ulonglong, done_seq=cython.ulonglong, seen=tuple,
+                   seq=cython.ulonglong, done_seq=cython.ulonglong, seen=object,
                    last=Py_ssize_t, raw=bytes)
     cpdef list apply(self, batch)
     cpdef _inner_apply(self, list fresh)

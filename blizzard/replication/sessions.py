@@ -70,6 +70,16 @@ def wrap(client: int, seq: int, op: bytes) -> bytes:
     return ENVELOPE.pack(ENVELOPE_VERSION, client, seq) + op
 
 
+def _envelope_key(data) -> tuple[int, int]:
+    """``(client id, seq)`` of an entry already known to be a session envelope
+    (compiled: two C loads into a C pair, no tuple or int objects)."""
+    raw = data if cython.compiled and type(data) is bytes else None
+    if raw is not None:
+        return u64_of(raw, 1), u64_of(raw, 9)
+    _, client, seq = ENVELOPE.unpack_from(data, 0)
+    return client, seq
+
+
 # -- results as bytes --------------------------------------------------------------------
 
 _NONE, _TRUE, _FALSE, _INT, _BYTES, _STR, _ERROR, _PAIR = range(8)
@@ -264,8 +274,10 @@ class SessionStateMachine:
         results: list[Any] = [None] * len(batch)
         fresh: list[tuple[int, bytes]] = []
         fresh_at: list[int] = []
-        owners: list[tuple[int, int, int]] = []  # (position in batch, client, seq)
-        latest: dict[int, tuple[int, int]] = {}  # client -> (seq, position) within this batch
+        # Per entry, no tuple and as few ints as can be: the (client, seq) of an
+        # entry at a position is read again from its envelope where needed.
+        owners: list[int] = []  # positions of the fresh entries that have a client
+        latest: dict[int, int] = {}  # client -> position of its latest fresh entry here
         last_applied = self.last_applied
         copies = self._copies
         in_place = self._in_place
@@ -289,13 +301,16 @@ class SessionStateMachine:
                     continue
             if client:
                 seen = latest.get(client)
-                done_seq = seen[0] if seen is not None else self._last_seq(client)
+                if seen is None:
+                    done_seq = self._last_seq(client)
+                else:
+                    done_seq = _envelope_key(batch[seen][1])[1]
                 if seq <= done_seq:
-                    original = seen[1] if seen is not None and seen[0] == seq else None
+                    original = seen if seen is not None and seq == done_seq else None
                     results[position] = _Duplicate(client, seq, original)
                     continue
-                latest[client] = (seq, position)
-                owners.append((position, client, seq))
+                latest[client] = position
+                owners.append(position)
             if in_place:
                 fresh.append(entry)  # (index, data) as given: the Op lies after the envelope
             else:
@@ -310,8 +325,9 @@ class SessionStateMachine:
                 inner_results = self._inner_apply(fresh) if fresh else []
                 for position, result in zip(fresh_at, inner_results, strict=True):
                     results[position] = result
-                for position, client, seq in owners:
-                    if latest[client][0] == seq:
+                for position in owners:
+                    client, seq = _envelope_key(batch[position][1])
+                    if latest[client] == position:
                         self._record(tx, client, seq, results[position])
                 self._stamp(tx, last)
         except PoolFullError:
@@ -337,7 +353,7 @@ class SessionStateMachine:
         self._u64[(self._off + 8) >> 3] = index
 
     def _apply_one_by_one(self, batch, results, fresh, fresh_at, owners, latest) -> None:
-        owner_of = {position: (client, seq) for position, client, seq in owners}
+        owner_of = {position: _envelope_key(batch[position][1]) for position in owners}
         for (index, op), position in zip(fresh, fresh_at, strict=True):
             try:
                 with self._pool.transaction() as tx:
@@ -352,7 +368,7 @@ class SessionStateMachine:
     def _finish_entry(self, tx, index, position, result, owner_of, latest, results) -> None:
         results[position] = result
         owner = owner_of.get(position)
-        if owner is not None and latest[owner[0]][0] == owner[1]:
+        if owner is not None and latest[owner[0]] == position:
             self._record(tx, owner[0], owner[1], result)
         self._stamp(tx, index)
 

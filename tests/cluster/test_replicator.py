@@ -249,6 +249,7 @@ def test_a_request_without_a_quorum_fails_at_its_deadline_then_the_node_serves(c
         waited = time.monotonic() - started
         assert 0.6 <= waited < 0.6 + alone.attempt_timeout_s + 2.0, waited
         assert not alone._inflight  # the request left the replicator with its answer
+        alone.request_timeout_s = 30.0  # the next requests wait out an election
         others = [RaftReplicator(cluster_config, i, seed=i) for i in (2, 3)]
         alone.wait_for_leader()
         m = PHashMap(alone.pool, "m", replicator=alone)
@@ -257,3 +258,36 @@ def test_a_request_without_a_quorum_fails_at_its_deadline_then_the_node_serves(c
     finally:
         for rep in (alone, *others):
             rep.stop()
+
+
+def test_an_attempt_left_unanswered_is_retried_with_the_same_envelope(cluster_config):
+    """The node loses the waiter of a request's first attempt (as a lost forward
+    would): no apply answers it, so the sweep retries it once an attempt's
+    timeout has passed, and the session table answers the retry with the
+    result recorded for the first -- the queue is popped once."""
+    from blizzard.structures import ops
+
+    reps = {i: RaftReplicator(cluster_config, i, seed=i) for i in (1, 2, 3)}
+    try:
+        rep = reps[reps[1].wait_for_leader()]
+        queue = PQueue(rep.pool, "q", replicator=rep)
+        for item in (b"first", b"second"):
+            queue.put(item)
+        node = rep.node
+        submit = node.submit
+        lost: list = []
+
+        def losing_submit(data, callback, key=None):
+            submit(data, callback, key)
+            if not lost:
+                lost.append(key)
+                node.forget(key)  # this attempt's answer will reach no one
+
+        node.submit = losing_submit
+        started = time.monotonic()
+        assert rep.submit(ops.encode(ops.Op("q", ops.OpCode.QUEUE_GET, ()))) == b"first"
+        assert time.monotonic() - started >= rep.attempt_timeout_s * 0.9
+        assert len(lost) == 1 and list(queue) == [b"second"]
+    finally:
+        for r in reps.values():
+            r.stop()

@@ -174,7 +174,7 @@ class DpdkTransport:
         self._dir = self.options.socket_dir or self._run_dir / "dpdk"
         self._receiver: Receiver | None = None
         self._sink: RegionSink | None = None
-        self._head_bytes = 0  # the sink's: messages no longer carry no entry
+        self._head_bytes = 0  # the sink's MsgApp fixed part: a message no longer has no records
         self._links = {peer: self._plan(peer) for peer in nodes if peer != node_id}
         self._by_index: list[_Link] = []  # by the helper's link index (removed ones too)
         self._fragments_max = 1

@@ -4,8 +4,10 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 BUILT   := $(VENV)/.built
-# The compiled modules' sources (typed Python: a .py beside each .pxd).
-COMPILED := $(shell find blizzard -name '*.pxd') $(patsubst %.pxd,%.py,$(shell find blizzard -name '*.pxd'))
+# The compiled modules' sources: each module of blizzard._compiled.MODULES (a .py,
+# with a .pxd beside it where it is typed), and the list itself.
+COMPILED := blizzard/_compiled.py $(shell find blizzard -name '*.pxd') \
+	$(shell python3 -c "import runpy; print(' '.join(m.replace('.', '/') + '.py' for m in runpy.run_path('blizzard/_compiled.py')['MODULES']))")
 
 .PHONY: demo test soak lint bench clean
 

@@ -60,6 +60,8 @@ MODULES: tuple[str, ...] = (
     "blizzard.replication.raft.core",
     "blizzard.replication.sessions",
     "blizzard.replication._settle",
+    "blizzard.replication.node",
+    "blizzard.cluster.replicator",
 )
 
 ENV_PURE = "BLIZZARD_PURE"

@@ -139,8 +139,9 @@ class HostCluster:
         deadline = time.monotonic() + timeout
         for node in nodes or list(self.hosts):
             while not all((links := self.hosts[node].call("links")["links"]).values()):
-                assert time.monotonic() < deadline, f"node {node}: links {links}\n" \
-                    + self.hosts[node].log()[-2000:]
+                assert time.monotonic() < deadline, f"node {node}: links {links}\n" + "".join(
+                    f"-- node {other}'s log:\n{host.log()[-2000:]}\n"
+                    for other, host in self.hosts.items())  # a link has two ends
                 time.sleep(0.05)
 
     def wait_inbox(self, node: int, predicate, timeout: float = 30.0) -> dict[int, dict]:

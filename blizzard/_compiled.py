@@ -57,6 +57,7 @@ MODULES: tuple[str, ...] = (
     "blizzard.replication.raft.progress",
     "blizzard.replication.raft.raftlog",
     "blizzard.replication.raft.storage",
+    "blizzard.replication.raft.pmem_storage",
     "blizzard.replication.raft.core",
     "blizzard.replication.sessions",
     "blizzard.replication._settle",

@@ -559,6 +559,7 @@ def serve(config: ClusterConfig | str | os.PathLike[str], node_id: int, *,
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it stuck?
+        faulthandler.enable(all_threads=True)  # a crash leaves its threads' stacks in the log
     with stop_on_signals(stop):
         return _serve_until(config, node_id, node, tls, policy, stop)
 

@@ -157,7 +157,7 @@ class ProcessCluster:
                  if p.poll() is not None]
         for node_id in self.ids:
             try:
-                tail = self.log(node_id).splitlines()[-15:]
+                tail = self.log(node_id).splitlines()[-30:]
             except OSError:
                 tail = ["(no log)"]
             lines += [f"--- node {node_id} log", *tail]
@@ -371,12 +371,14 @@ def test_followers_restarted_one_catching_up_from_a_snapshot(cluster):
     leader = cluster.wait_for_leader()
     first, second = (i for i in cluster.ids if i != leader)
     with Load(cluster, seed=2) as load:
-        wait_for(lambda: load.acknowledged() >= 50, what="50 writes")
+        wait_for(lambda: load.acknowledged() >= 50, what="50 writes", cluster=cluster)
         cluster.kill(first, signal.SIGTERM)
         assert f"node {first}: stopped" in cluster.log(first)
-        wait_for(lambda: load.acknowledged() >= 100, what="writes with a follower down")
+        wait_for(lambda: load.acknowledged() >= 100, what="writes with a follower down",
+                 cluster=cluster)
         cluster.start(first)
-        wait_for(lambda: load.acknowledged() >= 150, what="writes after the restart")
+        wait_for(lambda: load.acknowledged() >= 150, what="writes after the restart",
+                 cluster=cluster)
         cluster.kill(second)
         down_at = load.acknowledged()
 
@@ -388,7 +390,8 @@ def test_followers_restarted_one_catching_up_from_a_snapshot(cluster):
         wait_for(compacted_past_second, what="the leader compacting its log", cluster=cluster)
         assert load.acknowledged() > down_at
         cluster.start(second)
-        wait_for(lambda: load.acknowledged() >= down_at + 100, what="writes after the restart")
+        wait_for(lambda: load.acknowledged() >= down_at + 100, what="writes after the restart",
+                 cluster=cluster)
     status = cluster.wait_converged()
     assert status[second]["first_index"] > last_applied_of_second  # it got a snapshot...
     assert status[second]["snapshots_installed"] >= 1  # ...as an image of the leader's pool

@@ -10,6 +10,9 @@
                              to TARGET, PER_TURN (32; 0: all) per loop turn as
                              a Raft node would; returns how many the transport
                              accepted;
+``flood TARGET SIZE``         numbered messages of SIZE bytes to TARGET, PER_TURN
+                             per loop turn, until the process ends (answers at
+                             once);
 ``raw TARGET HEX``           one frame exactly as given (DPDK only);
 ``add NODE HOST PORT``        ``add_peer``: NODE joined the cluster (at HOST:PORT);
 ``remove NODE``              ``remove_peer``: NODE left it;
@@ -37,6 +40,7 @@ SPEC: ``{"kind": "tcp"|"dpdk", "node": 1, "nodes": [1, 2, 3], "run_dir": ...,
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import logging
 import struct
@@ -110,6 +114,7 @@ class Host:
             lambda: {"count": 0, "in_order": True, "intact": True, "duplicates": 0, "last": 0,
                      "numbers": set()})
         self.numbers: dict[int, int] = defaultdict(int)
+        self.floods: list[asyncio.Task] = []
         self.transport.set_receiver(self.receive)
 
     def receive(self, source: int, payload: bytes) -> None:
@@ -136,6 +141,10 @@ class Host:
                 await asyncio.sleep(0)
         return accepted
 
+    async def flood(self, target: int, size: int) -> None:
+        while True:
+            await self.send(target, PER_TURN, size)
+
     def links(self) -> dict[str, bool]:
         t = self.transport
         if self.spec["kind"] == "dpdk":
@@ -155,6 +164,10 @@ class Host:
             return {"links": self.links()}
         if cmd == "send":
             return {"accepted": await self.send(*map(int, args))}
+        if cmd == "flood":
+            target, size = map(int, args)
+            self.floods.append(asyncio.ensure_future(self.flood(target, size)))
+            return {}
         if cmd == "boom":
             return {"accepted": self.transport.send(int(args[0]), BOOM)}
         if cmd == "raw":
@@ -225,6 +238,7 @@ def reply(obj: Any) -> None:
 
 
 def main() -> int:
+    faulthandler.enable()  # a crash leaves its stack in the log
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     return Host(json.loads(sys.argv[1])).run()

@@ -8,6 +8,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -158,6 +159,99 @@ def test_a_link_whose_peer_died_is_torn_down_once_and_comes_back(tmp_path, monke
             assert reborn.inbox()[survivor]["intact"]
             log = cluster.hosts[survivor].log()
             assert "Invalid memory" not in log and "Unregistering" not in log, log[-3000:]
+    finally:
+        cluster.close()
+
+
+# -- a peer leaving while this node's loop is inside a burst on its link ---------------
+
+GATE_SCRIPT = r"""
+import sys, tempfile, threading, time
+from pathlib import Path
+from cffi import FFI
+from blizzard.replication.transport.dpdk import eal, native
+from blizzard.replication.transport.dpdk.options import DpdkOptions
+
+eal.start(DpdkOptions(), 1, Path(tempfile.mkdtemp(dir=sys.argv[1])))
+ffi, lib = native.load()
+assert lib.bz_gate_install() == 1  # done at start already: the same answer
+unmap = ffi.cast("int (*)(void *, size_t)", lib.bz_gate_memif_munmap())
+assert unmap != ffi.NULL
+libc_ffi = FFI()
+libc_ffi.cdef("void *mmap(void *, size_t, int, int, int, long);")
+libc = libc_ffi.dlopen(None)
+
+def mapping():
+    address = libc.mmap(libc_ffi.NULL, 4096, 3, 0x22, -1, 0)  # RW, private anonymous
+    return ffi.cast("void *", int(libc_ffi.cast("uintptr_t", address)))
+
+seq = ffi.new("uint64_t *", 1)  # odd: this context is inside a burst
+lib.bz_gate_register(seq)
+result, done = [], threading.Event()
+threading.Thread(target=lambda: (result.append(unmap(mapping(), 4096)), done.set())).start()
+assert not done.wait(0.3), "memif's munmap did not wait for the burst in flight"
+seq[0] = 2  # the burst ends
+assert done.wait(5) and result == [0], result
+started = time.monotonic()
+assert unmap(mapping(), 4096) == 0  # no burst in flight: at once
+assert time.monotonic() - started < 0.1
+lib.bz_gate_unregister(seq)
+seq[0] = 3  # forgotten: no longer waited for
+assert unmap(mapping(), 4096) == 0
+print("gated")
+"""
+
+
+def test_memif_unmaps_a_link_s_regions_only_once_bursts_in_flight_end(tmp_path):
+    """memif tears a link down on EAL's interrupt thread when its peer leaves,
+    unmapping the regions a burst on the loop's thread may still be using (a
+    node died of SIGSEGV in memif's transmit burst that way). Its reference to
+    munmap goes through the burst gate: called while a context is inside a
+    burst, it returns only once that burst has ended."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", GATE_SCRIPT, str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-1] == "gated", done.stdout
+
+
+def _pin(pid: int, cpu: int) -> None:
+    """Every thread of ``pid`` on one CPU: the interrupt thread, woken by the
+    peer's hang-up, then preempts the loop's thread wherever it is."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(tid), {cpu})
+
+
+FLOOD_BYTES = 32_000  # a message of many frames: its sender spends most of its time in bursts
+
+
+def test_a_peer_killed_while_frames_flow_both_ways_leaves_this_node_running():
+    """Each node in turn is SIGKILLed while both flood each other: the one left,
+    its threads on one CPU so the teardown preempts its loop mid-burst as often
+    as not, keeps running, and its link comes back with the peer."""
+    cpu = min(os.sched_getaffinity(0))
+    cluster = HostCluster("dpdk", 2)
+    try:
+        cluster.start_all()
+        cluster.wait_links()
+        for node, host in cluster.hosts.items():
+            _pin(host.proc.pid, cpu)
+            host.call(f"flood {3 - node} {FLOOD_BYTES}")
+        for victim in (2, 1) * 5:
+            survivor = cluster.hosts[3 - victim]
+            before = survivor.inbox().get(victim, {}).get("count", 0)
+            cluster.wait_inbox(3 - victim, lambda box, v=victim, b=before:
+                               box.get(v, {}).get("count", 0) > b + 100)
+            cluster.kill(victim)
+            time.sleep(0.3)  # the survivor tears its end of the link down
+            assert survivor.proc.poll() is None, (f"node {3 - victim} died with its peer "
+                                                  f"({survivor.proc.returncode}):\n"
+                                                  f"{survivor.log()[-3000:]}")
+            reborn = cluster.start(victim)
+            _pin(reborn.proc.pid, cpu)
+            cluster.wait_links()
+            reborn.call(f"flood {3 - victim} {FLOOD_BYTES}")
     finally:
         cluster.close()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 MODULE = "blizzard.replication.transport.dpdk._dpdk"
 HEADER = HERE / "_bzdpdk.h"
-SOURCE = HERE / "_bzdpdk.c"
+SOURCES = [HERE / "_bzdpdk.c", HERE / "_bzgate.c"]
 
 
 def pkg_config(*args: str) -> list[str] | None:
@@ -47,8 +47,8 @@ def builder():
     ffi.set_source(
         MODULE,
         '#include "_bzdpdk.h"\n',
-        sources=[str(SOURCE.relative_to(Path.cwd())) if SOURCE.is_relative_to(Path.cwd())
-                 else str(SOURCE)],
+        sources=[str(source.relative_to(Path.cwd())) if source.is_relative_to(Path.cwd())
+                 else str(source) for source in SOURCES],
         include_dirs=include_dirs,
         extra_compile_args=["-O2", *(f for f in cflags if not f.startswith("-I"))],
         # rte_vdev_init/uninit live in the vdev bus driver, which

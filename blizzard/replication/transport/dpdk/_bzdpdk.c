@@ -65,6 +65,7 @@
 #include <rte_pause.h>
 
 #include "_bzdpdk.h"
+#include "_bzgate.h"
 
 #define BZ_LINKS_MAX 64
 #define BZ_GAPS 32 /* recent idle gaps the polling budget is chosen from */
@@ -127,6 +128,7 @@ struct bz_ctx {
     int64_t gaps[BZ_GAPS];     /* how long the loop stayed idle before work came */
     unsigned n_gaps, gap_at;
     struct bz_wait_counters waits;
+    uint64_t burst_seq;        /* odd while this context's thread is in a burst (_bzgate.h) */
 };
 
 static int64_t now_ns(void)
@@ -177,6 +179,7 @@ bz_ctx *bz_ctx_new(const char *name, uint32_t cluster, uint32_t self, uint32_t s
     c->bell_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     c->last_work_ns = now_ns();
     c->budget_ns = c->cap_ns = -1; /* the policy's whole budget, at the first wait */
+    bz_gate_register(&c->burst_seq);
     return c;
 }
 
@@ -208,6 +211,7 @@ void bz_ctx_free(bz_ctx *c)
         bz_link_remove(c, (int)i);
         free(c->links[i]);
     }
+    bz_gate_unregister(&c->burst_seq);
     if (c->bell_fd >= 0)
         close(c->bell_fd);
     bz_release(c);
@@ -508,7 +512,9 @@ static unsigned flush_link(bz_ctx *c, struct bz_link *l)
         unsigned n = l->n_staged - sent;
         if (n > BZ_BURST)
             n = BZ_BURST;
+        bz_burst_enter(&c->burst_seq);
         uint16_t done = rte_eth_tx_burst(l->port, 0, l->staged + sent, (uint16_t)n);
+        bz_burst_exit(&c->burst_seq);
         l->counters.tx_bursts++;
         sent += done;
         if (done < n)
@@ -673,14 +679,16 @@ int bz_send_raw(bz_ctx *c, int link, const uint8_t *frame, uint32_t length)
 
 /* Fills the link's pending array from its receive ring if it is empty;
  * returns how many frames are pending. */
-static unsigned peek(struct bz_link *l)
+static unsigned peek(bz_ctx *c, struct bz_link *l)
 {
     if (l->pending_at < l->n_pending)
         return l->n_pending - l->pending_at;
     if (!l->started)
         return 0;
     l->pending_at = 0;
+    bz_burst_enter(&c->burst_seq);
     l->n_pending = rte_eth_rx_burst(l->port, 0, l->pending, BZ_BURST);
+    bz_burst_exit(&c->burst_seq);
     if (l->n_pending)
         l->counters.rx_bursts++;
     return l->n_pending;
@@ -690,7 +698,7 @@ static int peek_all(bz_ctx *c)
 {
     int any = 0;
     for (unsigned i = 0; i < c->n_links; i++)
-        if (peek(c->links[i]))
+        if (peek(c, c->links[i]))
             any = 1;
     return any;
 }
@@ -796,7 +804,7 @@ int bz_poll(bz_ctx *c, struct bz_rx *out, unsigned out_max, uint8_t *buf, uint32
     for (unsigned step = 0; step < links && n < out_max; step++) {
         unsigned li = (c->rx_next + step) % links;
         struct bz_link *l = c->links[li];
-        while (n < out_max && peek(l)) {
+        while (n < out_max && peek(c, l)) {
             struct rte_mbuf *m = l->pending[l->pending_at];
             if (m->pkt_len <= c->frame_bytes && used + m->pkt_len > buf_bytes)
                 goto full;
@@ -994,7 +1002,10 @@ int bz_floor_send(bz_ctx *c, int link, const uint8_t *frame, uint32_t length)
     memcpy(rte_pktmbuf_mtod(m, uint8_t *), frame, length);
     m->data_len = (uint16_t)length;
     m->pkt_len = length;
-    if (rte_eth_tx_burst(l->port, 0, &m, 1) == 1)
+    bz_burst_enter(&c->burst_seq);
+    uint16_t sent = rte_eth_tx_burst(l->port, 0, &m, 1);
+    bz_burst_exit(&c->burst_seq);
+    if (sent == 1)
         return 1;
     rte_pktmbuf_free(m);
     return 0;
@@ -1005,7 +1016,10 @@ int bz_floor_recv(bz_ctx *c, int link, uint8_t *buf, uint32_t buf_bytes)
 {
     struct bz_link *l = c->links[link];
     struct rte_mbuf *m;
-    if (rte_eth_rx_burst(l->port, 0, &m, 1) == 0)
+    bz_burst_enter(&c->burst_seq);
+    uint16_t got = rte_eth_rx_burst(l->port, 0, &m, 1);
+    bz_burst_exit(&c->burst_seq);
+    if (got == 0)
         return 0;
     uint32_t n = m->pkt_len < buf_bytes ? m->pkt_len : buf_bytes;
     const uint8_t *data = rte_pktmbuf_read(m, 0, n, buf);

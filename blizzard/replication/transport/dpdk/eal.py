@@ -85,6 +85,12 @@ def start(options: DpdkOptions, node_id: int, run_dir: Path) -> tuple[str, ...]:
             raise DpdkUnavailableError(_failed)
         _started = tuple(args)
         log.info("EAL started: %s", " ".join(args[1:]))
+        gated = lib.bz_gate_install()
+        if gated <= 0:
+            why = (ffi.string(lib.bz_strerror(gated)).decode() if gated < 0
+                   else "its reference to munmap was not found")
+            log.warning("memif links are not held back from unmapping under a burst (%s): "
+                        "a peer leaving may crash this process", why)
         return _started
 
 

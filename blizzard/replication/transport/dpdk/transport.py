@@ -73,6 +73,9 @@ memif runs its side of a link: its handshake, and its teardown when the
 peer dies. A stop from the loop's thread could run that teardown a second
 time at the same moment (descriptors closed twice, shared regions freed
 twice); run there, it comes after memif's own and finds nothing left to do.
+memif's teardown also unmaps the link's shared regions while a burst on
+the loop's thread may be inside them; the helper's burst gate
+(``_bzgate.h``) makes that unmapping wait for bursts in flight.
 
 Invariants: every frame staged by a loop turn is flushed before the loop
 waits; a message is handed to the receiver at most once per sender session;

@@ -213,6 +213,10 @@ def run_once(*, directory: str, puts: int, window: int, value_bytes: int) -> dic
             cluster.pump()
             if answered[0] == before and not room:
                 raise RuntimeError(f"no progress after {answered[0]:,} of {puts:,} puts")
+        # the followers learn the last commit from the leader's next tick, as in a
+        # cluster (Config.lazy_commit_notice): that work is counted too
+        cluster.timed(lid, leader.tick)
+        cluster.pump()
         if failed:
             raise RuntimeError(f"{len(failed)} puts failed, the first: {failed[0]!r}")
         for node in cluster.nodes.values():  # every replica holds every put

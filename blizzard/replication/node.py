@@ -139,8 +139,10 @@ class Node:
         hard_state, _ = storage.initial_state()
         applied = min(applied, hard_state.commit)  # never ahead of what the log vouches for
         applied = max(applied, storage.first_index() - 1)
+        # a node's commits reach its followers lazily (see Config.lazy_commit_notice)
         core_config = Config(id=node_id, election_tick=election_tick,
-                             heartbeat_tick=heartbeat_tick, applied=applied, **(config or {}))
+                             heartbeat_tick=heartbeat_tick, applied=applied,
+                             **{"lazy_commit_notice": True, **(config or {})})
         self.raft = Raft(core_config, storage,
                          random.Random(seed if seed is not None else node_id))
         self._proposals: deque[bytes] = deque()

@@ -125,6 +125,7 @@ def test_a_committed_entry_that_is_not_an_envelope_settles_nothing_and_breaks_no
     leader.raft.propose_batch([b"\x01short", b"\x09" + bytes(20)])  # too short; a bad version
     run()  # the three commit in one batch while (7, 1) waits
     assert answers == [((7, 1), None)]
+    run(ticks=1)  # the leader's next tick tells its followers of the commit
     assert len({n.applied for n in nodes.values()}) == 1
     assert all(n.state_machine._inner.core("m") is not None for n in nodes.values())
 
@@ -250,6 +251,7 @@ def test_a_leader_holds_an_entry_resubmitted_in_its_term_once():
     leader.submit(put, lambda key, result, error: answers.append(("second", error)))
     leader.submit(put, lambda key, result, error: answers.append(("third", error)))
     run()
+    run(ticks=1)  # the leader's next tick tells its followers of the commit
     assert answers == [("c", None), ("third", None)]
     assert leader.resubmits_held == 2
     assert leader.raft.log.last_index() == last + 1

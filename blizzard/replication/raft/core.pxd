@@ -26,9 +26,9 @@ cdef class Raft:
     cdef public list _conf_history, msgs, read_states, _reads_waiting_commit
     cdef public dict prs, _votes
     cdef public object _read_only, _prev_hard_state, _prev_soft_state, _step, _tick
-    cdef public long long _pending_conf_index, _uncommitted_bytes
+    cdef public long long _pending_conf_index, _uncommitted_bytes, _forwarded_upto
     cdef public long long _election_elapsed, _heartbeat_elapsed, _randomized_election_timeout
-    cdef public bint _bcast_pending
+    cdef public bint _bcast_pending, _commit_unsent
 
     cpdef propose_batch(self, items)
     cpdef step(self, m)

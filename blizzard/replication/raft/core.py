@@ -105,6 +105,11 @@ class Config:
     pre_vote: bool = True
     check_quorum: bool = True
     applied: int = 0  # where the driver's state machine resumes after a restart
+    #: Followers learn of a commit from the next MsgApp (which carries the commit
+    #: index) or, when none goes out sooner, from empty MsgApps one tick later;
+    #: not from MsgApps sent for each commit, as etcd's raft does (False). See
+    #: ``_tick_heartbeat``.
+    lazy_commit_notice: bool = False
 
     def __attrs_post_init__(self) -> None:
         assert self.id != NONE
@@ -214,6 +219,8 @@ class Raft:
         self._lead_transferee = NONE
         self._pending_conf_index = 0
         self._bcast_pending = False
+        self._commit_unsent = False
+        self._forwarded_upto = 0
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
         self._randomized_election_timeout = config.election_tick
@@ -414,7 +421,7 @@ class Raft:
             progress = self.prs.get(self.id)
             stable = log.stable_last_index()
             if progress is not None and progress.maybe_update(stable) and self._maybe_commit():
-                self._bcast_pending = True
+                self._commit_made()
 
     def _hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.log.committed)
@@ -437,6 +444,8 @@ class Raft:
         self._votes = {}
         self._pending_conf_index = 0
         self._bcast_pending = False
+        self._commit_unsent = False
+        self._forwarded_upto = 0
         self._uncommitted_bytes = 0
         self._read_only.clear()
         self._reads_waiting_commit = []
@@ -577,6 +586,8 @@ class Raft:
             for node, progress in self.prs.items():
                 if node != self.id and progress.state is _SNAPSHOT:
                     progress.become_probe()  # the snapshot was probably lost: retry
+        if self._commit_unsent:  # a lazy commit notice falls due (see _commit_made)
+            self._bcast_pending = True
         if self._heartbeat_elapsed >= config.heartbeat_tick:
             self._heartbeat_elapsed = 0
             self._bcast_heartbeat(self._read_only.last_context())
@@ -691,6 +702,7 @@ class Raft:
                     self._pending_conf_index = self.log.last_index()
             elif self._admit(len(entry.data)):
                 self._append_data((entry.data,), _NORMAL)
+        self._forwarded_upto = self.log.last_index()  # see _commit_made
 
     def _flush_broadcast(self) -> None:
         """Send what proposals and commits since the last Ready made necessary,
@@ -700,6 +712,7 @@ class Raft:
         self._bcast_pending = False
         if self.role is not _LEADER:
             return
+        self._commit_unsent = False  # each MsgApp carries the commit index
         for node in self.prs:
             if node != self.id:
                 self._send_append(node)
@@ -766,6 +779,28 @@ class Raft:
                 commit = min(progress.match, committed)
                 self.msgs.append(MsgHeartbeat(self.id, node, self.term, commit, context))
 
+    def _commit_made(self) -> None:
+        """The commit index advanced: tell the followers in the next Ready, or,
+        with ``lazy_commit_notice``, by the next tick at the latest.
+
+        A MsgApp sent for a commit alone costs every follower a turn (it applies
+        and answers) and the leader the answers. On a synchronous client's path
+        that is every commit, and that work contends with the next proposal's
+        messages for the CPU; under load the next MsgApp carries the commit
+        anyway. The price: an idle follower applies up to a tick later. Two
+        kinds of waiter on a follower are not made to wait for it: a proposal
+        it forwarded (while any is uncommitted, or just committed, commits go
+        out at once: that follower answers its client once it applies), and a
+        read through ReadIndex (the leader's heartbeats for it carry the commit)."""
+        if self._forwarded_upto:
+            if self.log.committed >= self._forwarded_upto:
+                self._forwarded_upto = 0
+            self._bcast_pending = True
+        elif self.config.lazy_commit_notice:
+            self._commit_unsent = True
+        else:
+            self._bcast_pending = True
+
     def _maybe_commit(self) -> bool:
         """Advance the commit index to what a quorum holds, if of this term."""
         log = self.log
@@ -808,7 +843,7 @@ class Raft:
         else:
             progress.inflights.free_le(m.index)
         if self._maybe_commit():
-            self._bcast_pending = True  # followers learn the commit in the next Ready
+            self._commit_made()
         if was_paused or progress.match < self.log.last_index():
             self._send_append(m.source, send_if_empty=False)
         if m.source == self._lead_transferee and progress.match == self.log.last_index():

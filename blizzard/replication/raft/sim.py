@@ -328,6 +328,7 @@ class Simulator:
             entries_per_msg_max=8,
             inflight_max=4,
             applied=node.applied,
+            lazy_commit_notice=True,  # as a Node's
         )
         node.core = Raft(config, node.storage, random.Random(self.rng.getrandbits(32)))
         node.role = Role.FOLLOWER

@@ -158,6 +158,106 @@ def test_pipelining_is_bounded_by_the_window():
     leader.advance(ready)
 
 
+# --- lazy commit notices ----------------------------------------------------
+
+
+def _commit_notices(net: Network) -> list[MsgApp]:
+    return [m for m in net.delivered if type(m) is MsgApp and not m.entries]
+
+
+def test_eager_commit_notice_sends_a_msgapp_per_commit():
+    """The default (etcd's raft): a commit goes out at once, in MsgApps of its own."""
+    net = Network(3)
+    leader = net.elect(1)
+    net.delivered.clear()
+    leader.propose(b"x")
+    net.stabilize()
+    assert {m.target for m in _commit_notices(net)} == {2, 3}
+    assert net.data_applied(2) == net.data_applied(3) == [b"x"]
+
+
+def test_lazy_commit_notice_waits_for_a_tick():
+    """With ``lazy_commit_notice`` no MsgApp is sent for a commit alone: the
+    leader applies at once, its followers once a tick passes."""
+    net = Network(3, lazy_commit_notice=True)
+    leader = net.elect(1)
+    net.tick(1)  # the election's empty entry: its commit reaches the followers
+    net.stabilize()
+    net.delivered.clear()
+    leader.propose(b"x")
+    net.stabilize()
+    assert _commit_notices(net) == []
+    assert net.data_applied(1) == [b"x"]
+    assert net.data_applied(2) == net.data_applied(3) == []  # stored, not known committed
+    assert net.nodes[2].log.last_index() == leader.log.committed == 2
+    net.tick(1)
+    net.stabilize()
+    assert {m.target for m in _commit_notices(net)} == {2, 3}
+    assert net.data_applied(2) == net.data_applied(3) == [b"x"]
+    net.delivered.clear()
+    net.tick(1)  # nothing new committed: no further notice
+    net.stabilize()
+    assert _commit_notices(net) == []
+
+
+def test_lazy_commit_notice_rides_on_the_next_msgapp():
+    """The next proposal's MsgApp carries the earlier commit: no tick needed,
+    and no MsgApp of its own."""
+    net = Network(3, lazy_commit_notice=True)
+    leader = net.elect(1)
+    leader.propose(b"x")
+    net.stabilize()
+    net.delivered.clear()
+    leader.propose(b"y")
+    net.stabilize()
+    assert _commit_notices(net) == []
+    assert net.data_applied(2) == net.data_applied(3) == [b"x"]  # y: at the next one
+    assert net.data_applied(1) == [b"x", b"y"]
+
+
+def test_lazy_commit_notice_does_not_delay_a_forwarded_proposal():
+    """A follower that forwarded a proposal answers its client once it applies
+    the entry: commits go out at once while a forwarded entry is uncommitted."""
+    net = Network(3, lazy_commit_notice=True)
+    leader = net.elect(1)
+    net.nodes[3].propose(b"via 3")
+    net.stabilize()
+    assert net.data_applied(3) == net.data_applied(2) == [b"via 3"]
+    net.delivered.clear()
+    leader.propose(b"x")  # and lazy again once the forwarded entries are committed
+    net.stabilize()
+    assert _commit_notices(net) == []
+    assert net.data_applied(3) == [b"via 3"]
+
+
+def test_lazy_commit_notice_does_not_delay_a_follower_read():
+    """A follower's ReadIndex is answered after a heartbeat round, and those
+    heartbeats carry the commit: the read can be served without a tick."""
+    net = Network(3, lazy_commit_notice=True)
+    leader = net.elect(1)
+    leader.propose(b"x")
+    net.stabilize()
+    assert net.data_applied(3) == []
+    net.nodes[3].read_index(b"r3")
+    net.stabilize()
+    assert net.read_states[3] == [ReadState(2, b"r3")]
+    assert net.data_applied(3) == [b"x"]
+
+
+def test_lazy_commit_notice_is_forgotten_by_a_deposed_leader():
+    """A leader that steps down does not send its pending notice as a follower."""
+    net = Network(3, lazy_commit_notice=True, pre_vote=False, check_quorum=False)
+    leader = net.elect(1)
+    leader.propose(b"x")
+    net.stabilize()
+    net.elect(2)  # node 2 holds x: it wins, and commits x in its own term
+    net.delivered.clear()
+    net.tick(1)
+    net.stabilize()
+    assert not [m for m in net.delivered if m.source == 1 and type(m) is MsgApp]
+    assert net.nodes[1].role == Role.FOLLOWER
+
+
 # --- ReadIndex ---------------------------------------------------------------
 
 

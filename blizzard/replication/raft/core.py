@@ -108,7 +108,7 @@ class Config:
     #: Followers learn of a commit from the next MsgApp (which carries the commit
     #: index) or, when none goes out sooner, from empty MsgApps one tick later;
     #: not from MsgApps sent for each commit, as etcd's raft does (False). See
-    #: ``_tick_heartbeat``.
+    #: ``Raft._commit_made``.
     lazy_commit_notice: bool = False
 
     def __attrs_post_init__(self) -> None:

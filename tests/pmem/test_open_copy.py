@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 
 import pytest
 
@@ -54,6 +55,8 @@ def test_copies_taken_while_the_owner_writes_are_consistent(tmp_path):
                     blocks.append(tx.alloc(64 + n % 3000))
                     tx.set_root(f"r{n % 20}", blocks[-1])
                 n += 1
+                if n % 20 == 0:  # a pause now and then: a starved reader still gets a copy
+                    time.sleep(0.005)
 
         writer = threading.Thread(target=write)
         writer.start()

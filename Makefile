@@ -22,10 +22,18 @@ $(STAMP): pyproject.toml setup.py scripts/install-system-deps.sh
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
+# The DPDK transport's C (a cffi module, built where libdpdk is installed).
+DPDK_DIR := blizzard/replication/transport/dpdk
+DPDK_SRC := $(wildcard $(DPDK_DIR)/_bz*.c $(DPDK_DIR)/_bz*.h) $(DPDK_DIR)/_build.py
+DPDK_SO  := $(wildcard $(DPDK_DIR)/_dpdk.*.so)
+
 # Recompile after a change to a compiled module (else Blizzard warns and runs
-# interpreted); `blizzard/_compiled.py` exits 0 when the build is current.
-$(BUILT): $(STAMP) $(wildcard $(COMPILED))
-	$(PY) blizzard/_compiled.py || $(PY) -m pip install --quiet --no-deps -e .
+# interpreted; `blizzard/_compiled.py` exits 0 when the build is current), or
+# to the DPDK transport's C (its module is older than one of its sources).
+$(BUILT): $(STAMP) $(wildcard $(COMPILED)) $(DPDK_SRC)
+	$(PY) blizzard/_compiled.py \
+		&& [ -z "$$(find $(DPDK_SRC) -newer $(DPDK_SO) 2>/dev/null)" ] \
+		|| $(PY) -m pip install --quiet --no-deps -e .
 	touch $(BUILT)
 
 demo: $(BUILT)

@@ -166,11 +166,12 @@ def test_a_link_whose_peer_died_is_torn_down_once_and_comes_back(tmp_path, monke
 # -- a peer leaving while this node's loop is inside a burst on its link ---------------
 
 GATE_SCRIPT = r"""
-import sys, tempfile, threading, time
+import errno, sys, tempfile, threading, time
 from pathlib import Path
 from cffi import FFI
-from blizzard.replication.transport.dpdk import eal, native
-from blizzard.replication.transport.dpdk.options import DpdkOptions
+from blizzard.exceptions import DpdkError
+from blizzard.replication.transport.dpdk import DpdkTransport, eal, native
+from blizzard.replication.transport.dpdk.options import DpdkOptions, parse
 
 eal.start(DpdkOptions(), 1, Path(tempfile.mkdtemp(dir=sys.argv[1])))
 ffi, lib = native.load()
@@ -198,6 +199,22 @@ assert time.monotonic() - started < 0.1
 lib.bz_gate_unregister(seq)
 seq[0] = 3  # forgotten: no longer waited for
 assert unmap(mapping(), 4096) == 0
+
+# a context the gate cannot guard is refused, with a message that says why
+held = [ffi.new("uint64_t *") for _ in range(64)]
+free = sum(lib.bz_gate_register(s) == 0 for s in held)
+assert free == 64 and lib.bz_gate_register(ffi.new("uint64_t *")) == -errno.EMFILE, free
+transport = DpdkTransport(1, [1, 2], run_dir=sys.argv[1], cluster_id="full",
+                          options=parse({"memory_mb": 64}, 1))
+loop = transport.new_event_loop()
+try:
+    loop.run_until_complete(transport.start())
+except DpdkError as exc:
+    assert "too many DPDK transports open in this process (at most 64)" in str(exc), exc
+else:
+    raise AssertionError("a 65th context was let in")
+for s in held:
+    lib.bz_gate_unregister(s)
 print("gated")
 """
 
@@ -207,7 +224,8 @@ def test_memif_unmaps_a_link_s_regions_only_once_bursts_in_flight_end(tmp_path):
     unmapping the regions a burst on the loop's thread may still be using (a
     node died of SIGSEGV in memif's transmit burst that way). Its reference to
     munmap goes through the burst gate: called while a context is inside a
-    burst, it returns only once that burst has ended."""
+    burst, it returns only once that burst has ended. A context the gate's
+    table has no room for is refused rather than left unguarded."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run([sys.executable, "-c", GATE_SCRIPT, str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=120)

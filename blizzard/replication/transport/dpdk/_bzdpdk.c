@@ -131,6 +131,25 @@ struct bz_ctx {
     uint64_t burst_seq;        /* odd while this context's thread is in a burst (_bzgate.h) */
 };
 
+/* Every burst goes through these two: memif's teardown waits for them (_bzgate.h). */
+static inline uint16_t gated_rx_burst(bz_ctx *c, struct bz_link *l, struct rte_mbuf **pkts,
+                                      uint16_t n)
+{
+    bz_burst_enter(&c->burst_seq);
+    uint16_t got = rte_eth_rx_burst(l->port, 0, pkts, n);
+    bz_burst_exit(&c->burst_seq);
+    return got;
+}
+
+static inline uint16_t gated_tx_burst(bz_ctx *c, struct bz_link *l, struct rte_mbuf **pkts,
+                                      uint16_t n)
+{
+    bz_burst_enter(&c->burst_seq);
+    uint16_t sent = rte_eth_tx_burst(l->port, 0, pkts, n);
+    bz_burst_exit(&c->burst_seq);
+    return sent;
+}
+
 static int64_t now_ns(void)
 {
     struct timespec ts;
@@ -179,7 +198,15 @@ bz_ctx *bz_ctx_new(const char *name, uint32_t cluster, uint32_t self, uint32_t s
     c->bell_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     c->last_work_ns = now_ns();
     c->budget_ns = c->cap_ns = -1; /* the policy's whole budget, at the first wait */
-    bz_gate_register(&c->burst_seq);
+    int gated = bz_gate_register(&c->burst_seq);
+    if (gated < 0) {
+        if (c->bell_fd >= 0)
+            close(c->bell_fd);
+        rte_mempool_free(c->pool);
+        free(c);
+        rte_errno = -gated;
+        return NULL;
+    }
     return c;
 }
 
@@ -512,9 +539,7 @@ static unsigned flush_link(bz_ctx *c, struct bz_link *l)
         unsigned n = l->n_staged - sent;
         if (n > BZ_BURST)
             n = BZ_BURST;
-        bz_burst_enter(&c->burst_seq);
-        uint16_t done = rte_eth_tx_burst(l->port, 0, l->staged + sent, (uint16_t)n);
-        bz_burst_exit(&c->burst_seq);
+        uint16_t done = gated_tx_burst(c, l, l->staged + sent, (uint16_t)n);
         l->counters.tx_bursts++;
         sent += done;
         if (done < n)
@@ -686,9 +711,7 @@ static unsigned peek(bz_ctx *c, struct bz_link *l)
     if (!l->started)
         return 0;
     l->pending_at = 0;
-    bz_burst_enter(&c->burst_seq);
-    l->n_pending = rte_eth_rx_burst(l->port, 0, l->pending, BZ_BURST);
-    bz_burst_exit(&c->burst_seq);
+    l->n_pending = gated_rx_burst(c, l, l->pending, BZ_BURST);
     if (l->n_pending)
         l->counters.rx_bursts++;
     return l->n_pending;
@@ -1002,9 +1025,7 @@ int bz_floor_send(bz_ctx *c, int link, const uint8_t *frame, uint32_t length)
     memcpy(rte_pktmbuf_mtod(m, uint8_t *), frame, length);
     m->data_len = (uint16_t)length;
     m->pkt_len = length;
-    bz_burst_enter(&c->burst_seq);
-    uint16_t sent = rte_eth_tx_burst(l->port, 0, &m, 1);
-    bz_burst_exit(&c->burst_seq);
+    uint16_t sent = gated_tx_burst(c, l, &m, 1);
     if (sent == 1)
         return 1;
     rte_pktmbuf_free(m);
@@ -1016,9 +1037,7 @@ int bz_floor_recv(bz_ctx *c, int link, uint8_t *buf, uint32_t buf_bytes)
 {
     struct bz_link *l = c->links[link];
     struct rte_mbuf *m;
-    bz_burst_enter(&c->burst_seq);
-    uint16_t got = rte_eth_rx_burst(l->port, 0, &m, 1);
-    bz_burst_exit(&c->burst_seq);
+    uint16_t got = gated_rx_burst(c, l, &m, 1);
     if (got == 0)
         return 0;
     uint32_t n = m->pkt_len < buf_bytes ? m->pkt_len : buf_bytes;

@@ -91,7 +91,7 @@ int bz_eal_init(int argc, char **argv);
  * 1 arranged, 0 memif's reference to munmap not found, or a negative errno. */
 int bz_gate_install(void);
 void *bz_gate_memif_munmap(void); /* what memif calls as munmap now (tests) */
-void bz_gate_register(uint64_t *seq); /* a burst sequence the gate waits on (tests) */
+int bz_gate_register(uint64_t *seq); /* a burst sequence the gate waits on (tests) */
 void bz_gate_unregister(uint64_t *seq);
 const char *bz_strerror(int error);
 int bz_errno(void);

@@ -27,15 +27,18 @@ static uint64_t *seqs[GATE_SEQS_MAX];
 static int installed;
 static void **memif_slot; /* memif's reference to munmap, once redirected */
 
-void bz_gate_register(uint64_t *seq)
+int bz_gate_register(uint64_t *seq)
 {
+    int done = -EMFILE;
     pthread_mutex_lock(&gate_lock);
     for (int i = 0; i < GATE_SEQS_MAX; i++)
         if (seqs[i] == NULL) {
             seqs[i] = seq;
+            done = 0;
             break;
         }
     pthread_mutex_unlock(&gate_lock);
+    return done;
 }
 
 void bz_gate_unregister(uint64_t *seq)

@@ -25,9 +25,11 @@
 
 #include <stdint.h>
 
-/* Registers a context's burst sequence with the gate (bz_ctx_new), and
- * forgets it (bz_ctx_free, outside any burst). */
-void bz_gate_register(uint64_t *seq);
+/* Registers a context's burst sequence with the gate (bz_ctx_new): 0, or
+ * -EMFILE when GATE_SEQS_MAX (64) contexts are registered already (an unguarded
+ * context could die with a peer, so it is refused). bz_gate_unregister
+ * forgets one (bz_ctx_free, outside any burst). */
+int bz_gate_register(uint64_t *seq);
 void bz_gate_unregister(uint64_t *seq);
 
 /* Redirects the memif driver's munmap through the gate, once per process,

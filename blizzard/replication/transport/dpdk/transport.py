@@ -88,6 +88,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import logging
 import mmap
@@ -119,6 +120,7 @@ FLAG_BYTES = 64
 PARTS = 16  # pieces of a message send_parts gathers without allocating
 CHECK_LOOP_NS = 2000  # while spinning, look at the loop's descriptors this often
 PREEMPTED_NS = 50_000  # a poll that lost the core this long sleeps instead (see bz_wait)
+GATE_CONTEXTS_MAX = 64  # transports one process can open: the burst gate's table (_bzgate.c)
 _pools = itertools.count(1)
 
 
@@ -265,8 +267,12 @@ class DpdkTransport:
             ctx = lib.bz_ctx_new(name, self._cluster, self.node_id, self._session, o.mbufs,
                                  o.frame_bytes, fragments_max)
         if ctx == ffi.NULL:
+            error = lib.bz_errno()
+            if error == errno.EMFILE:  # the burst gate's table is full (_bzgate.h)
+                raise DpdkError(f"too many DPDK transports open in this process (at most "
+                                f"{GATE_CONTEXTS_MAX}): close one before starting another")
             raise DpdkError(f"no mbuf pool of {o.mbufs} x {o.frame_bytes} bytes: "
-                            f"{ffi.string(lib.bz_strerror(lib.bz_errno())).decode()} "
+                            f"{ffi.string(lib.bz_strerror(error)).decode()} "
                             f"(raise transport.memory_mb, now {o.memory_mb})")
         self._ctx = ctx
         try:

@@ -261,5 +261,19 @@ def test_the_interpreted_follower_does_the_same(tmp_path):
     assert json.loads(done.stdout) == compiled
 
 
+def test_the_entry_cut_probe_compiles_and_times_both_cuts(tmp_path):
+    """scripts/entry_cut_probe.py, the measurement behind keeping that one cut
+    (docs/benchmarks.md): both ways of handing out an entry's data run, compiled,
+    for both record sizes."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "entry_cut_probe.py"), "--calls", "20",
+         "--repeats", "1"], cwd=tmp_path, env=dict(os.environ, HOME=str(tmp_path)),
+        capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert [line.split(" B ")[0] for line in lines] == ["114", "1074"], done.stdout
+    assert all("bytes copied out" in line and "memoryview slices" in line for line in lines)
+
+
 if __name__ == "__main__":
     print(json.dumps(follow(Path(sys.argv[1]))))

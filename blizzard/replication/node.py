@@ -86,6 +86,8 @@ SNAPSHOT_ENTRIES_DEFAULT = 100_000
 SNAPSHOT_TAIL_ENTRIES_DEFAULT = 5_000  # as etcd's snapshot catch-up entries
 
 _data_of = operator.itemgetter(3)  # Entry.data
+_LEADER = Role.LEADER  # roles are singletons: compared with ``is`` on the hot paths
+_FOLLOWER = Role.FOLLOWER
 
 #: ``callback(key, result, error)``: the outcome of a submitted entry.
 Settled = Callable[[tuple[int, int], Any, BaseException | None], None]
@@ -218,7 +220,7 @@ class Node:
         cls = type(msg)
         if cls is MsgApp or cls is MsgProp:  # decoding cut the entries' data out of the frame
             self.copies.counts["frame_to_entries"] += sum(map(len, map(_data_of, msg.entries)))
-            if cls is MsgProp and self.raft.role == Role.LEADER:
+            if cls is MsgProp and self.raft.role is _LEADER:
                 self._step_forwarded(msg)
                 self.wake()
                 return
@@ -245,7 +247,7 @@ class Node:
         this follower, whose log can take entries in place. Otherwise the
         transport reads whole bursts of frames at once (a leader's answers)."""
         raft = self.raft
-        return (raft.lead == source and raft.role is Role.FOLLOWER
+        return (raft.lead == source and raft.role is _FOLLOWER
                 and hasattr(self.storage, "tail_region"))
 
     def reserve_region(self, source: int, head: bytes, length: int) -> memoryview | None:
@@ -258,7 +260,7 @@ class Node:
         msg_source, target, term, log_term, index, _, count = fields
         raft = self.raft
         if (msg_source != source or target != self.node_id or not count
-                or term != raft.term or raft.lead != source or raft.role is not Role.FOLLOWER
+                or term != raft.term or raft.lead != source or raft.role is not _FOLLOWER
                 or raft.log.pending_snapshot is not None or raft.log.last_index() != index):
             return None
         # the log checks its own end: the last record, or the last received in place
@@ -340,7 +342,7 @@ class Node:
             msg = MsgProp(msg.source, msg.target, msg.term, tuple(fresh))
         before = raft.log.last_index()
         raft.step(msg)
-        if (raft.role == Role.LEADER and raft.term == self._forwarded_term
+        if (raft.role is _LEADER and raft.term == self._forwarded_term
                 and raft.log.last_index() - before == len(fresh)):
             forwarded.update(keys)
 
@@ -373,7 +375,7 @@ class Node:
         waiting[key] = (callback, data)
         raft = self.raft
         if (held and self._leader_term == raft.term and self._leader == raft.lead != NONE
-                and (raft.role == Role.LEADER or key in self._led)):
+                and (raft.role is _LEADER or key in self._led)):
             self.resubmits_held += 1
             return
         proposals = self._proposals
@@ -512,7 +514,7 @@ class Node:
         """One slice of copying, or of sending; between Readys, so the pool is quiet."""
         job = self._image_job
         raft = self.raft
-        if raft.role != Role.LEADER:
+        if raft.role is not _LEADER:
             job.close()  # only a leader sends snapshots; the next one makes its own
             self._image_job = None
             return

@@ -102,6 +102,12 @@ def _run_op(pool, tx, op, work: dict[int, bytes], roots: dict[str, Root]) -> Non
         largest = pool.stats().largest_free_extent
         try:
             off = tx.alloc(size, zero=zero)
+        except UndoLogFullError as exc:
+            # The block may have fit, yet taken the last extent that could
+            # hold the log's next segment (a small block opens a new run).
+            assert exc.largest_free_extent < exc.needed, (size, exc)
+            assert largest - chunks_needed(size) * CHUNK_SIZE < exc.needed, (size, largest, exc)
+            raise
         except PoolFullError:
             assert chunks_needed(size) * CHUNK_SIZE > largest, (size, largest)
             raise

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from blizzard.replication import sessions
-from blizzard.replication.raft import pmem_storage
-from blizzard.sim import SafetyViolation, Simulator, checks
+from blizzard.replication.raft.pmem_storage import PmemStorage
+from blizzard.sim import SafetyViolation, Simulator, checks, replica
 from blizzard.sim.__main__ import EXIT_CODES, main, run_one
 from tests.conftest import budget
 
@@ -61,16 +61,15 @@ def test_a_session_table_that_forgets_is_caught(monkeypatch):
 def test_a_log_that_does_not_fence_is_caught(monkeypatch):
     """Planted bug: appends are never fenced, so a power failure loses entries a
     replica acknowledged -- some check notices (which one depends on the seed)."""
-    original = pmem_storage.PmemStorage.save
+    class Unfenced(PmemStorage):
+        def save(self, hard_state=None, entries=()):
+            drain, self._media.drain = self._media.drain, lambda: None
+            try:
+                super().save(hard_state, entries)
+            finally:
+                self._media.drain = drain
 
-    def unfenced(self, hard_state=None, entries=()):
-        drain, self._media.drain = self._media.drain, lambda: None
-        try:
-            original(self, hard_state, entries)
-        finally:
-            self._media.drain = drain
-
-    monkeypatch.setattr(pmem_storage.PmemStorage, "save", unfenced)
+    monkeypatch.setattr(replica, "PmemStorage", Unfenced)  # an extension type: subclassed
     with pytest.raises(Exception):  # noqa: B017 - any check may be first to notice
         for seed in range(100, 140):
             Simulator(seed, steps=STEPS).run()

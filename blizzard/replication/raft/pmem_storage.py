@@ -93,6 +93,12 @@ entries received into a region given up raise
 and entries already taken from one are written by the ordinary path. A crash
 leaves records that never verify and, at worst, a linked segment holding
 none, which opening frees as it frees any such segment.
+
+Typed Python: ``pmem_storage.pxd`` makes the log and its receive regions
+extension types (the driver saves into the log, and a follower receives into
+it, on every round), so their fields are read from the object and the write
+path's steps call each other in C. Being an extension type, ``PmemStorage``
+takes no attribute it does not declare; subclass it to change a method.
 """
 
 from __future__ import annotations
@@ -620,7 +626,7 @@ class PmemStorage(EntryListReads):
             done = written
         self._store_last_index(entries[-1].index)
         if self._copies is not None:
-            self._copies["entries_to_log"] += sum(len(entry.data) for entry in new)
+            self._copies["entries_to_log"] += sum([len(entry.data) for entry in new])
         return True
 
     def _end_position(self) -> tuple[int, int]:

@@ -12,7 +12,7 @@ lives at ``_entries[i - _entries[0].index]``.
 
 Typed Python: ``storage.pxd`` makes the list-backed reads and
 ``MemoryStorage`` extension types (the core reads terms and entries back on
-every message it sends); the pmem log subclasses the reads in Python.
+every message it sends); the pmem log's extension type subclasses the reads.
 """
 
 from __future__ import annotations

@@ -17,9 +17,11 @@ def test_the_layers_add_up_to_the_put(shm_dir):
     assert all(seconds > 0 for seconds in best.values()), best
     # the core's put writes an entry and undo-logs it: more than an empty transaction
     assert per_layer["structure"] > 0
-    # a replica's apply: the session table costs something on top of the registry
+    # a replica's apply, both entry points timed. Which took less CPU is not asserted:
+    # 500 puts on a busy host once put the registry's alone (2.20 µs) above the registry
+    # and the session table together (2.09)
     applying = layers.apply_rows(best)
-    assert applying["replica apply"] > applying["registry"] > 0
+    assert applying["registry"] > 0 and applying["replica apply"] > 0
     assert list(shm_dir.iterdir()) == []  # its pools are gone
 
 

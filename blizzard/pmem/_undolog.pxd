@@ -29,13 +29,14 @@ cdef class UndoLog:
     @cython.locals(pos=Py_ssize_t, body=Py_ssize_t, end=Py_ssize_t)
     cpdef int add(self, Py_ssize_t off, Py_ssize_t n) except -2
     cpdef touch(self, Py_ssize_t off, Py_ssize_t n)
-    @cython.locals(i=Py_ssize_t, grown=uint64_t[::1])
+    @cython.locals(i=Py_ssize_t)
     cdef int _note(self, Py_ssize_t off, Py_ssize_t n) except -1
-    @cython.locals(rv=uint64_t[::1], nr=Py_ssize_t, gap=Py_ssize_t, i=Py_ssize_t,
+    @cython.locals(i=Py_ssize_t, grown=uint64_t[::1])
+    cdef _grow_ranges(self)
+    @cython.locals(nr=Py_ssize_t, gap=Py_ssize_t, i=Py_ssize_t,
                    j=Py_ssize_t, off=uint64_t, n=uint64_t)
     cdef void _sort_ranges(self) noexcept
-    @cython.locals(start=Py_ssize_t, end=Py_ssize_t, off=Py_ssize_t, n=Py_ssize_t, i=Py_ssize_t,
-                   rv=uint64_t[::1])
+    @cython.locals(start=Py_ssize_t, end=Py_ssize_t, off=Py_ssize_t, n=Py_ssize_t, i=Py_ssize_t)
     cpdef bint commit(self) except -1
     cpdef reset(self)
     cpdef move_to(self, Py_ssize_t pos, Py_ssize_t end)

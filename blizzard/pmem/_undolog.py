@@ -152,32 +152,37 @@ class UndoLog:
         """Append ``(off, n)`` to the C array of ranges (compiled build)."""
         i = 2 * self._nr
         if i == len(self._rv):
-            grown = _words(2 * i)
-            grown[:i] = self._rv
-            self._rv = grown
+            self._grow_ranges()
         self._rv[i] = off
         self._rv[i + 1] = n
         self._nr += 1
         return 0
+
+    def _grow_ranges(self) -> None:
+        """Double the C array of ranges. Kept out of ``_note``, which runs for every
+        undo-logged range: a function zeroes its memoryview temporaries on every call."""
+        i = len(self._rv)
+        grown = _words(2 * i)
+        grown[:i] = self._rv
+        self._rv = grown
 
     @cython.boundscheck(False)  # indexes stay below 2 * _nr <= len(_rv) (_note grows it)
     @cython.wraparound(False)
     def _sort_ranges(self) -> None:
         """Sort the C array's ranges by offset, in place: a Shell sort, as a
         transaction's few ranges arrive mostly in order (compiled build)."""
-        rv = self._rv
         nr = self._nr
         for gap in (701, 301, 132, 57, 23, 10, 4, 1):
             for i in range(gap, nr):
-                off = rv[2 * i]
-                n = rv[2 * i + 1]
+                off = self._rv[2 * i]
+                n = self._rv[2 * i + 1]
                 j = i
-                while j >= gap and rv[2 * (j - gap)] > off:
-                    rv[2 * j] = rv[2 * (j - gap)]
-                    rv[2 * j + 1] = rv[2 * (j - gap) + 1]
+                while j >= gap and self._rv[2 * (j - gap)] > off:
+                    self._rv[2 * j] = self._rv[2 * (j - gap)]
+                    self._rv[2 * j + 1] = self._rv[2 * (j - gap) + 1]
                     j -= gap
-                rv[2 * j] = off
-                rv[2 * j + 1] = n
+                self._rv[2 * j] = off
+                self._rv[2 * j + 1] = n
 
     def commit(self) -> bool:
         """Flush the touched ranges (merged), fence, retire the transaction."""
@@ -189,12 +194,11 @@ class UndoLog:
         if cython.compiled:
             if self._nr:
                 self._sort_ranges()
-                rv = self._rv
-                start = rv[0]
-                end = start + rv[1]
+                start = self._rv[0]  # (the field itself: a local view costs an acquisition)
+                end = start + self._rv[1]
                 for i in range(1, self._nr):
-                    off = rv[2 * i]
-                    n = rv[2 * i + 1]
+                    off = self._rv[2 * i]
+                    n = self._rv[2 * i + 1]
                     if off <= ((end + LINE_MASK) & ~LINE_MASK):  # as below
                         if off + n > end:
                             end = off + n

@@ -19,7 +19,8 @@ cdef class Transaction:
     cdef readonly object _observer  # Pool.track_writes's callback, or None
 
     @cython.locals(done=int)
-    cpdef add(self, Py_ssize_t off, Py_ssize_t n)
+    cpdef add(self, Py_ssize_t off, Py_ssize_t n, bint fence=*)
+    cpdef ready(self)
     cpdef write(self, Py_ssize_t off, data)
     cpdef flush(self, Py_ssize_t off, Py_ssize_t n)
     cpdef _add_word(self, Py_ssize_t word)

@@ -5,15 +5,19 @@ Protocol (one fence per ``add``, one for the commit, one to retire)::
     add(off, n):  append entry [crc | len | txid | off | old bytes] to the log,
                   persist it                          -- fence
                   (the caller then writes the range in place)
+    add(off, n, fence=False): append and flush the entry; the fence of the
+                  next add (or ready()) makes it durable, and the caller
+                  writes the range only after that fence
     commit:       flush every touched range (merged), drain   -- fence
                   txid += 1, persist the log header word     -- fence: retired
     abort/crash:  copy old bytes back in reverse order, persist, txid += 1
 
 An entry is live when its txid equals the log header's txid and its CRC-32
 matches; entries of earlier transactions carry smaller txids, so retiring a
-transaction is a single 8-byte store. A torn entry fails its CRC, and since
-entries are appended only after the previous one was persisted, nothing
-after a torn entry is live either -- and its range was not yet modified.
+transaction is a single 8-byte store. A torn entry fails its CRC; a range is
+stored to only after a fence that followed its entry and every entry before
+it, so the range of a torn entry, and of every entry after it, was not yet
+modified: recovery stops at the first entry that fails.
 
 Log entry (8-byte aligned)::
 
@@ -132,18 +136,23 @@ class Transaction:
 
     # -- the undo log ----------------------------------------------------------------
 
-    def add(self, off: int, n: int) -> None:
+    def add(self, off: int, n: int, fence: bool = True) -> None:
         """Snapshot ``[off, off+n)`` so an abort or crash restores it.
 
         Call before the first store to a range that existed before this
         transaction (fresh blocks from :meth:`alloc` need none). Costs one
         persist (a fence) of ``n + 24`` bytes; the range is flushed at commit.
+
+        ``fence=False`` saves the fence when another ``add`` will follow before
+        the range is stored to (its fence covers both), or else :meth:`ready`:
+        until one of them, the snapshot may not be durable, and a store to the
+        range could reach the media before it.
         """
         if not self._depth:
             raise TransactionError("add() outside a transaction")
         if self._observer is not None:
             self._observer(off, n)
-        done = self._log.add(off, n)
+        done = self._log.add(off, n, fence)
         if done != 1:
             if done < 0:
                 raise TransactionError(
@@ -151,8 +160,13 @@ class Transaction:
                     f"[{self._pool._dir_off}, {self._pool.size})"
                 )
             self._overflow(n)
-            done = self._log.add(off, n)
+            done = self._log.add(off, n, fence)
             assert done == 1, done
+
+    def ready(self) -> None:
+        """Make every snapshot taken with ``add(..., fence=False)`` durable (a fence, if
+        one is still owed): call before storing to its range."""
+        self._log.ready()
 
     def write(self, off: int, data: bytes | bytearray | memoryview) -> None:
         """``add(off, len(data))`` then store ``data`` at ``off``."""

@@ -16,7 +16,7 @@ cdef class UndoLog:
     cdef Py_ssize_t _size, _data_lo, _log_start, _area_end, _txid_word, _end
     cdef readonly Py_ssize_t pos
     cdef readonly unsigned long long txid
-    cdef readonly bint native
+    cdef readonly bint native, unfenced
     cdef size_t _c_flush, _c_drain, _c_persist, _base
     cdef object _media_flush, _media_drain, _media_persist
     cdef list _ranges
@@ -27,7 +27,8 @@ cdef class UndoLog:
     cpdef persist(self, Py_ssize_t off, Py_ssize_t n)
     cpdef drain(self)
     @cython.locals(pos=Py_ssize_t, body=Py_ssize_t, end=Py_ssize_t)
-    cpdef int add(self, Py_ssize_t off, Py_ssize_t n) except -2
+    cpdef int add(self, Py_ssize_t off, Py_ssize_t n, bint fence=*) except -2
+    cpdef ready(self)
     cpdef touch(self, Py_ssize_t off, Py_ssize_t n)
     @cython.locals(i=Py_ssize_t)
     cdef int _note(self, Py_ssize_t off, Py_ssize_t n) except -1

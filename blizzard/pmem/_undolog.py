@@ -13,9 +13,10 @@ interpreted build -- it calls the media's ``flush`` / ``drain`` /
 sees every range the log makes durable. Structures flush the ranges they
 write outside the log (fresh heap) through :meth:`UndoLog.flush` too.
 
-The interface: ``add(off, n) -> 1`` (logged and persisted), ``0`` (no room
+The interface: ``add(off, n, fence=True) -> 1`` (logged and persisted), ``0`` (no room
 left in the current area: the caller links an overflow segment with
 ``move_to`` and retries) or ``-1`` (range outside the data area);
+``ready()`` (fence an entry logged with ``fence=False``);
 ``touch(off, n)`` (flush at commit); ``commit() -> bool`` (flush the
 touched ranges, fence, retire the transaction; False if nothing was
 logged); ``reset()``; ``release()``; attributes ``pos``, ``txid``,
@@ -84,6 +85,8 @@ class UndoLog:
         self._nr = 0
         self.pos = self._end = log_start  # (reset() sets them, and the txid)
         self.txid = 0
+        #: An entry was logged with ``fence=False`` and no fence has followed yet.
+        self.unfenced = False
         self.reset()
 
     @property
@@ -118,8 +121,14 @@ class UndoLog:
 
     # -- the log ---------------------------------------------------------------------------
 
-    def add(self, off: int, n: int) -> int:
-        """Log ``[off, off+n)`` as an entry and persist it; see the module docstring."""
+    def add(self, off: int, n: int, fence: bool = True) -> int:
+        """Log ``[off, off+n)`` as an entry and persist it; see the module docstring.
+
+        ``fence=False`` flushes the entry without the fence: the next fenced
+        ``add``, or :meth:`ready`, makes it durable, and the range must not be
+        stored to before that. A snapshot taken first and stored to last (a
+        structure's header) then shares the fence of the entry after it.
+        """
         if off < self._data_lo or n <= 0 or off + n > self._size:
             return -1
         pos = self.pos
@@ -133,13 +142,25 @@ class UndoLog:
         self._u64[(pos >> 3) + 2] = off
         move(self._u8, body, off, n)
         self._u32[pos >> 2] = crc32(self._u8, pos + 4, end - pos - 4)
-        self.persist(pos, end - pos)
+        if fence:
+            self.persist(pos, end - pos)
+            self.unfenced = False
+        else:
+            self.flush(pos, end - pos)
+            self.unfenced = True
         self.pos = (end + 7) & ~7
         if cython.compiled:
             self._note(off, n)
         else:
             self._ranges.append((off, n))
         return 1
+
+    def ready(self) -> None:
+        """Fence if an entry logged with ``fence=False`` is not durable yet: call
+        before the first store to its range."""
+        if self.unfenced:
+            self.drain()
+            self.unfenced = False
 
     def touch(self, off: int, n: int) -> None:
         """Flush ``[off, off+n)`` at commit (fresh memory: nothing to undo)."""
@@ -226,6 +247,7 @@ class UndoLog:
         self.txid += 1
         self._u64[self._txid_word] = self.txid
         self.persist(self._txid_word << 3, 8)
+        self.unfenced = False
         ranges.clear()
         self.pos = self._log_start
         self._end = self._area_end
@@ -235,6 +257,7 @@ class UndoLog:
         """Forget the transaction (after an abort, or at open); rereads the txid."""
         self._ranges.clear()
         self._nr = 0
+        self.unfenced = False
         self.pos = self._log_start
         self._end = self._area_end
         self.txid = self._u64[self._txid_word]

@@ -704,6 +704,7 @@ class BPTreeCore(MapCore):
             result = self._init(tx, fanout)
         else:
             raise OpDecodeError(f"opcode {code:#x} does not apply to a B+tree")
+        tx.ready()  # the header's snapshot is durable (see _hot)
         self._store_hot(index)
         self._applied = index
         return result

@@ -74,10 +74,15 @@ class CoreBase:
         Op of a transaction is enough to roll all of them back, and saves a log
         entry per Op of a batch. ``reload`` sets ``_serial`` to 0, so a header
         re-read after a rollback or a restore is logged afresh.
+
+        The words are stored last, after the Op's own changes, so the snapshot
+        goes without a fence of its own: the Op's first ``add`` fences it with
+        its own entry (a put or delete saves one of its four fences), and the
+        Op calls ``tx.ready()`` before its stores in case none did.
         """
         if self._serial != tx.serial:
             self._serial = tx.serial
-            tx.add(self.header_off + 8, self._hot_bytes)
+            tx.add(self.header_off + 8, self._hot_bytes, False)
 
     def rebind(self, header_off: int) -> bool:
         """Follow this structure to a new header block (a snapshot restore put a

@@ -456,6 +456,7 @@ class HashCore(MapCore):
             result = None
         else:
             raise OpDecodeError(f"opcode {code:#x} does not apply to a map")
+        tx.ready()  # the header's snapshot is durable (see _hot)
         hot = (self.header_off >> 3) + 1  # [count, applied, nbuckets]
         self.u64[hot] = self.count
         self.u64[hot + 1] = index

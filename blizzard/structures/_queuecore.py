@@ -207,6 +207,7 @@ class QueueCore(CoreBase):
         else:
             raise OpDecodeError(f"opcode {code:#x} does not apply to a queue")
         self._applied = index
+        tx.ready()  # the header's snapshot is durable (see _hot)
         self._store_hot(index)
         return result
 

@@ -450,6 +450,7 @@ class SkipListCore(MapCore):
                 result = None
         else:
             raise OpDecodeError(f"opcode {code:#x} does not apply to a skiplist")
+        tx.ready()  # the header's snapshot is durable (see _hot)
         self._store_hot(index)
         self._applied = index
         return result

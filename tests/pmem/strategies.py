@@ -30,7 +30,7 @@ TAGS = st.binary(max_size=8).map(lambda t: t.replace(b"\0", b"_"))  # NUL tags: 
 _leaf_op = st.one_of(
     st.tuples(st.just("alloc"), SIZES, st.booleans(), st.integers(0, 255)),
     st.tuples(st.just("write"), PICK, PICK, st.integers(1, 70_000), st.integers(0, 255),
-              st.sampled_from(["write", "add"])),
+              st.sampled_from(["write", "add", "add_unfenced", "add_ready"])),
     st.tuples(st.just("free"), PICK),
     st.tuples(st.just("set_root"), st.sampled_from(ROOT_NAMES), PICK, TAGS),
     st.tuples(st.just("delete_root"), st.sampled_from(ROOT_NAMES)),
@@ -70,7 +70,8 @@ def run_ops(pool, tx, ops, work: dict[int, bytes], roots: dict[str, Root]) -> No
     """Run ``ops`` in ``tx``, updating the working model ``work``/``roots`` in step.
 
     Fresh blocks are filled by plain stores (they need no undo entry); existing
-    bytes change through ``tx.write`` or ``tx.add`` + store. A PoolFullError is
+    bytes change through ``tx.write``, or ``tx.add`` + store: fenced, or
+    ``fence=False`` followed by a fenced ``add`` or ``ready()``. A PoolFullError is
     checked to be honest and propagates, so the caller's transaction rolls
     back: an allocation really needed more than the largest free extent, or
     the undo log had to grow and no free extent could hold its next segment.
@@ -129,8 +130,16 @@ def _run_op(pool, tx, op, work: dict[int, bytes], roots: dict[str, Root]) -> Non
         data = pattern(seed, n)
         if method == "write":
             tx.write(off + rel, data)
-        else:
+        elif method == "add":
             tx.add(off + rel, n)
+            pool.buf[off + rel:off + rel + n] = data
+        elif method == "add_unfenced":  # fenced by the add after it (a header, then a slot)
+            tx.add(off + rel, n, fence=False)
+            tx.add(off + rel, min(n, 8))
+            pool.buf[off + rel:off + rel + n] = data
+        else:  # "add_ready": fenced by ready()
+            tx.add(off + rel, n, fence=False)
+            tx.ready()
             pool.buf[off + rel:off + rel + n] = data
         work[off] = old[:rel] + data + old[rel + n:]
     elif kind == "free":

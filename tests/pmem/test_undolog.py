@@ -109,3 +109,54 @@ def test_a_commit_flushes_the_touched_ranges_merged_by_offset(touched, logged_at
     want = _merged([(logged, 8)] + [(4096 + off, n) for off, n in touched])
     assert media.flushed == [*want, (8, 8)]
     media.close()
+
+
+class _Calls(DramMedia):
+    """DRAM that records every flush and fence, in order (no native flush)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.calls: list[tuple[int, ...]] = []
+
+    def flush(self, off: int, n: int) -> None:
+        self.calls.append((off, n))
+
+    def drain(self) -> None:
+        self.calls.append(())
+
+    def persist(self, off: int, n: int) -> None:
+        self.flush(off, n)
+        self.drain()
+
+    def native(self) -> None:
+        return None
+
+
+@pytest.mark.interpreted
+def test_an_entry_logged_without_a_fence_shares_the_next_ones():
+    """``add(..., fence=False)`` flushes its entry only; the next fenced ``add`` or
+    ``ready()`` fences it, and ``ready()`` fences only when one is owed."""
+    from blizzard.pmem._undolog import UndoLog
+
+    size = 1 << 16
+    media = _Calls(size)
+    log = UndoLog(media, size, data_lo=4096, log_start=64, area_end=4096, txid_off=8)
+    assert log.add(4096, 24, False) == 1  # 24 + 24 bytes at 64
+    assert media.calls == [(64, 48)] and log.unfenced
+    assert log.add(8192, 8) == 1  # 24 + 8 bytes at 112, and the fence of both
+    assert media.calls[1:] == [(112, 32), ()] and not log.unfenced
+    del media.calls[:]
+    log.ready()
+    assert media.calls == []
+    assert log.add(12288, 8, False) == 1
+    log.ready()
+    log.ready()
+    assert media.calls == [(144, 32), ()]
+    assert log.add(16384, 8, False) == 1
+    assert log.commit() and not log.unfenced
+    log.ready()
+    assert media.calls[-1] == () and media.calls[-2] == (8, 8)  # the commit's last fence
+    assert log.add(4096, 8, False) == 1
+    log.reset()  # an abort forgets what was owed: its rollback persists on its own
+    assert not log.unfenced
+    media.close()

@@ -14,10 +14,11 @@ imported, before any of these modules is:
 * ``BLIZZARD_PURE=1`` (or the older ``BLIZZARD_PURE_PYTHON=1``) forces the
   interpreted path;
 * the compiled path needs every module of :data:`MODULES` built *from the
-  current sources*: the build records a hash of each ``.py`` + ``.pxd``
-  (``_compiled.json``), so an edited source whose extension was not rebuilt
-  is noticed, and everything runs interpreted (with a warning saying how to
-  rebuild) rather than half old code.
+  current sources*: the build records a hash of each ``.py`` + ``.pxd``, with
+  the ``.pxd`` of every module it cimports (``_compiled.json``), so an edited
+  source whose extension was not rebuilt is noticed, and everything runs
+  interpreted (with a warning saying how to rebuild) rather than half old
+  code.
 
 This module imports nothing from ``blizzard``: ``setup.py`` reads
 :data:`MODULES` from it before the package is built.
@@ -31,6 +32,7 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -74,13 +76,39 @@ _ROOT = Path(__file__).resolve().parent.parent  # the directory holding the pack
 reason: str | None = None
 
 
+_PXD_CIMPORT = re.compile(rb"^[ \t]*from[ \t]+(blizzard[\w.]*)[ \t]+cimport\b", re.M)
+_PY_CIMPORT = re.compile(rb"^[ \t]*from[ \t]+cython\.cimports\.(blizzard[\w.]*)[ \t]+import\b",
+                         re.M)
+
+
+def _read(base: Path, suffix: str) -> bytes:
+    path = base.with_suffix(suffix)
+    return path.read_bytes() if path.exists() else b""
+
+
 def source_hash(module: str, root: Path | None = None) -> str:
-    """SHA-256 of a module's ``.py`` and ``.pxd``: what its extension was built from."""
-    base = (root or _ROOT).joinpath(*module.split("."))
+    """SHA-256 of what a module's extension was built from: its ``.py`` and ``.pxd``,
+    and the ``.pxd`` of every module it cimports, directly or through those: an
+    extension compiled against an older ``.pxd`` of another module (a changed class
+    layout, say) is stale too."""
+    root = root or _ROOT
+    base = root.joinpath(*module.split("."))
+    own = (_read(base, ".py"), _read(base, ".pxd"))
     digest = hashlib.sha256()
-    for suffix in (".py", ".pxd"):
-        path = base.with_suffix(suffix)
-        digest.update(path.read_bytes() if path.exists() else b"")
+    for text in own:
+        digest.update(text)
+    seen = {module}
+    todo = [*_PY_CIMPORT.findall(own[0]), *_PXD_CIMPORT.findall(own[1])]
+    interfaces = {}
+    while todo:
+        name = todo.pop().decode()
+        if name not in seen:
+            seen.add(name)
+            pxd = _read(root.joinpath(*name.split(".")), ".pxd")
+            interfaces[name] = pxd
+            todo.extend(_PXD_CIMPORT.findall(pxd))
+    for name in sorted(interfaces):
+        digest.update(name.encode() + b"\0" + interfaces[name])
     return digest.hexdigest()
 
 

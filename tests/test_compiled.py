@@ -61,6 +61,32 @@ def test_an_edited_source_makes_the_build_stale(fake_tree):
     assert _compiled._why_interpreted() == f"sources changed since the build: {module}"
 
 
+def test_an_edited_interface_makes_its_cimporters_stale(fake_tree):
+    """An extension holds the C layout of the classes it cimports: one built against
+    an older .pxd of another module -- directly or through a third -- is stale too,
+    as is one whose .py cimports a .pxd-only module that changed."""
+    first, middle, last, other = (_compiled.MODULES[i] for i in (1, 3, 6, 8))
+    path = {m: fake_tree.joinpath(*m.split(".")) for m in (first, middle, last, other)}
+    path[middle].with_suffix(".pxd").write_text(f"from {first} cimport UndoLog\n")
+    path[last].with_suffix(".pxd").write_text(f"from {middle} cimport Transaction\n")
+    path[other].with_suffix(".py").write_text(
+        "if cython.compiled:\n    from cython.cimports.blizzard.pmem._zlib import crc32\n")
+    zlib_pxd = fake_tree / "blizzard" / "pmem" / "_zlib.pxd"
+    zlib_pxd.write_text("cdef extern ...\n")
+    _build(fake_tree, _compiled.MODULES)
+    assert _compiled._why_interpreted() is None
+
+    path[first].with_suffix(".pxd").write_text("# edited\n")
+    assert _compiled._why_interpreted() == (
+        f"sources changed since the build: {first}, {middle}, {last}")
+    _build(fake_tree, _compiled.MODULES)
+    path[first].with_suffix(".py").write_text("# edited: its cimporters are not stale\n")
+    assert _compiled._why_interpreted() == f"sources changed since the build: {first}"
+    _build(fake_tree, _compiled.MODULES)
+    zlib_pxd.write_text("cdef extern, edited\n")
+    assert _compiled._why_interpreted() == f"sources changed since the build: {other}"
+
+
 def test_the_switch_wins(fake_tree, monkeypatch):
     _build(fake_tree, _compiled.MODULES)
     monkeypatch.setenv(_compiled.ENV_PURE, "1")

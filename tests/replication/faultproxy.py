@@ -15,7 +15,10 @@ import socket
 
 
 class LinkProxy:
-    def __init__(self, target: tuple[str, int]) -> None:
+    """``target`` may be set after the proxy starts (a node listening on a port
+    the kernel picked); until then the proxy refuses, like a cut link."""
+
+    def __init__(self, target: tuple[str, int] | None = None) -> None:
         self.target = target
         self.cut = False
         self.delay_s = 0.0
@@ -50,7 +53,7 @@ class LinkProxy:
                 writer.close()
 
     async def _accept(self, reader, writer) -> None:
-        if self.cut:
+        if self.cut or self.target is None:
             writer.close()
             return
         try:

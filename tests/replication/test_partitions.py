@@ -22,33 +22,35 @@ IDS = (1, 2, 3)
 _seq = itertools.count(1)
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Cluster:
     """Three nodes; node a reaches node b only through ``links[a, b]``."""
 
     async def start(self, **options) -> None:
-        listen = {i: ("127.0.0.1", _port()) for i in IDS}
-        self.links = {(a, b): LinkProxy(listen[b]) for a in IDS for b in IDS if a != b}
+        # Each node listens on a port the kernel picks as it binds (a port
+        # chosen beforehand could be taken meanwhile, by a proxy among others);
+        # the proxies to it learn its address once it listens.
+        self.links = {(a, b): LinkProxy() for a in IDS for b in IDS if a != b}
         via = {key: await proxy.start() for key, proxy in self.links.items()}
         self.nodes, self.pools = {}, {}
         for i in IDS:
             data, log = Pool.create(DramMedia(16 << 20)), Pool.create(DramMedia(16 << 20))
             PHashMap(data, "m")  # the same structure everywhere, created locally (index 1)
-            transport = TcpTransport(i, listen, seed=i)
-            for j in IDS:
-                if j != i:
-                    transport.set_peer_address(j, via[i, j])
+            peers = {j: via[i, j] for j in IDS if j != i}
+            transport = TcpTransport(i, {i: ("127.0.0.1", 0), **peers}, seed=i)
             node = RaftNode(i, storage=PmemStorage(log, conf_state=ConfState(IDS)),
                             state_machine=SessionStateMachine(registry_for(data), data),
                             transport=transport, tick_s=0.01, election_tick=20, seed=i,
                             **options)
             await node.start()
+            for j in IDS:
+                if j != i:
+                    self.links[j, i].target = transport.address
             self.nodes[i], self.pools[i] = node, data
+
+    def states(self) -> dict:
+        """Each node's role, term, leader and indexes: what a failed wait shows."""
+        keys = ("role", "term", "leader", "commit", "applied", "last_index")
+        return {i: {k: n.status()[k] for k in keys} for i, n in self.nodes.items()}
 
     async def stop(self) -> None:
         for node in self.nodes.values():
@@ -73,7 +75,8 @@ class Cluster:
             leaders = [i for i, s in roles.items() if s["role"] == "leader" and i != not_]
             if len(leaders) == 1:
                 return leaders[0]
-            assert asyncio.get_running_loop().time() < deadline, f"no leader among {among}"
+            assert asyncio.get_running_loop().time() < deadline, \
+                f"no single leader among {among} (not {not_}): {self.states()}"
             await asyncio.sleep(0.02)
 
     async def put(self, node: int, key: bytes, timeout: float = 5.0, value: bytes = b"v") -> bool:
@@ -93,7 +96,8 @@ class Cluster:
             commits = {i: n.status()["commit"] for i, n in self.nodes.items()}
             if len(set(applied.values())) == 1 and len(set(commits.values())) == 1:
                 return
-            assert asyncio.get_running_loop().time() < deadline, (applied, commits)
+            assert asyncio.get_running_loop().time() < deadline, \
+                f"not converged: {self.states()}"
             await asyncio.sleep(0.05)
 
     def contents(self, node: int) -> dict:
@@ -135,7 +139,7 @@ def test_a_leader_that_cannot_hear_its_followers_steps_down():
             c.isolate(old, inbound=True, outbound=False)
             new = await c.leader(not_=old, timeout=15.0)
             assert new != old
-            assert await c.put(new, b"after")
+            assert await c.put(new, b"after"), c.states()
             c.heal()
             await c.converge()
             assert c.contents(1) == c.contents(2) == c.contents(3)

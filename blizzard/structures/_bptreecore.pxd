@@ -13,6 +13,7 @@ cpdef enum:
     NODE_SHIFT = 10
 
 cdef uint32_t EXT
+ctypedef unsigned char *node_at
 
 
 cdef class BPTreeCore(MapCore):
@@ -33,10 +34,12 @@ cdef class BPTreeCore(MapCore):
     cpdef Py_ssize_t _next(self, Py_ssize_t leaf) except -1
     @cython.locals(s=Py_ssize_t, e=Py_ssize_t, k=Py_ssize_t)
     cdef int _key_cmp(self, Py_ssize_t node, Py_ssize_t i, bytes kb) except? -1000
-    @cython.locals(hi=Py_ssize_t, mid=Py_ssize_t, c=int)
+    @cython.locals(hi=Py_ssize_t, mid=Py_ssize_t, c=int, q=Py_ssize_t, slots=node_at,
+                   base=node_at)
     cdef Py_ssize_t _bisect(self, Py_ssize_t node, Py_ssize_t lo, Py_ssize_t n, bytes kb,
                             bint right) except -1
-    @cython.locals(node=Py_ssize_t, _depth=Py_ssize_t, e=Py_ssize_t, n=Py_ssize_t, i=Py_ssize_t)
+    @cython.locals(node=Py_ssize_t, _depth=Py_ssize_t, e=Py_ssize_t, n=Py_ssize_t, i=Py_ssize_t,
+                   p=node_at)
     cpdef (Py_ssize_t, Py_ssize_t, bint) locate(self, bytes kb)
     @cython.locals(leaf=Py_ssize_t, i=Py_ssize_t, found=bint, e=Py_ssize_t, v=uint32_t)
     cpdef get(self, bytes kb)

@@ -200,3 +200,20 @@ def test_the_pools_hold_every_put_of_large_values(monkeypatch):
         for i in range(entries):
             m[_cluster_node.make_key("k", i)] = value
     assert len(m) == entries
+
+
+def test_targets_name_the_compiled_paths_figures():
+    """The leader's rate, its synchronous p50 and the CPU a put costs summed over
+    the three processes, each against its target, met or missed."""
+    fast = cluster.Result("blizzard-leader", rate=61_000.0, latency={"p50_us": 480.0},
+                          cpu_us_per_op=24.5, cpu_by_process=[12.5, 6.0, 6.0])
+    lines = cluster.targets([fast])
+    assert any(line.startswith("3 nodes, load on the leader: 61,000 puts/s")
+               and line.endswith("met)") for line in lines), lines
+    assert any("p50: 0.48 ms (target <= 0.5 ms: met)" in line for line in lines), lines
+    assert any("CPU per replicated put, 3 processes: 24.5 µs (target <= 25 µs: met)" in line
+               for line in lines), lines
+    slow = cluster.Result("blizzard-leader", rate=59_000.0, latency={"p50_us": 510.0},
+                          cpu_us_per_op=25.5)
+    assert sum("MISSED" in line for line in cluster.targets([slow])) == 3
+    assert cluster.targets([cluster.Result("blizzard-local", rate=1.0)]) == []

@@ -1,6 +1,6 @@
 # C types for _bptreecore.py.
 cimport cython
-from libc.stdint cimport uint32_t
+from libc.stdint cimport uint32_t, uint64_t
 from blizzard.pmem._tx cimport Transaction
 from blizzard.structures._corebase cimport MapCore
 
@@ -25,6 +25,10 @@ cdef class BPTreeCore(MapCore):
     cpdef tuple _load(self, Py_ssize_t node)
     @cython.locals(n=Py_ssize_t, i=Py_ssize_t, e=Py_ssize_t, k=Py_ssize_t, keys=list)
     cpdef tuple _decode(self, Py_ssize_t node)
+    cdef inline Py_ssize_t _u16(self, Py_ssize_t off) except -1
+    cdef inline Py_ssize_t _u32(self, Py_ssize_t off) except -1
+    @cython.locals(value=uint64_t)
+    cdef inline Py_ssize_t _u64(self, Py_ssize_t off) except? -1
     cpdef Py_ssize_t _entry(self, Py_ssize_t node, Py_ssize_t i) except -1
     @cython.locals(v=uint32_t, ke=Py_ssize_t)
     cpdef bytes _value_at(self, Py_ssize_t e)
@@ -32,7 +36,7 @@ cdef class BPTreeCore(MapCore):
     @cython.locals(v=uint32_t)
     cpdef Py_ssize_t _size_at(self, Py_ssize_t e) except -1
     cpdef Py_ssize_t _next(self, Py_ssize_t leaf) except -1
-    @cython.locals(s=Py_ssize_t, e=Py_ssize_t, k=Py_ssize_t)
+    @cython.locals(e=Py_ssize_t, k=Py_ssize_t, n=Py_ssize_t, m=Py_ssize_t, c=int)
     cdef int _key_cmp(self, Py_ssize_t node, Py_ssize_t i, bytes kb) except? -1000
     @cython.locals(hi=Py_ssize_t, mid=Py_ssize_t, c=int, q=Py_ssize_t, slots=node_at,
                    base=node_at)

@@ -434,27 +434,20 @@ class BPTreeCore(MapCore):
         entries ``lo``..``n-1`` of ``node``, searched where they lie in the pool."""
         hi = n
         if cython.compiled:
-            # At 10^6 keys every step's key is a cache miss, and each depends on
-            # the last. So a step requests the entries of both keys the next step
-            # may compare before comparing its own: the next miss is on its way
-            # while this one is served, at the price of one line not used.
             slots = cython.address(self.u8[node + NODE_HEAD])
             base = cython.address(self.u8[node])
-            while lo < hi:
-                mid = (lo + hi) >> 1
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if cython.compiled:
+                # At 10^6 keys every step's key is a cache miss, and each depends
+                # on the last. So a step requests the entries of both keys the next
+                # step may compare before comparing its own: the next miss is on its
+                # way while this one is served, at the price of one line not used.
                 q = (lo + mid) >> 1
                 prefetch(base + (slots[2 * q] | (slots[2 * q + 1] << 8)) + 8)
                 q = (mid + 1 + hi) >> 1
                 if q < hi:
                     prefetch(base + (slots[2 * q] | (slots[2 * q + 1] << 8)) + 8)
-                c = self._key_cmp(node, mid, kb)
-                if c < 0 or (right and c == 0):
-                    lo = mid + 1
-                else:
-                    hi = mid
-            return lo
-        while lo < hi:
-            mid = (lo + hi) >> 1
             c = self._key_cmp(node, mid, kb)
             if c < 0 or (right and c == 0):
                 lo = mid + 1

@@ -8,6 +8,7 @@ cpdef Py_ssize_t common_prefix(bytes a, bytes b)
 @cython.locals(p=cython.p_uchar, n=Py_ssize_t, i=int, w=cython.ulonglong)
 cpdef unsigned long long word(bytes kb, Py_ssize_t skip)
 cdef long long _at(array.array values, Py_ssize_t j)
+cdef void _put(array.array values, Py_ssize_t j, long long value) noexcept
 
 
 cdef class Run:
@@ -39,6 +40,9 @@ cdef class KeyIndex:
 
     @cython.locals(i=Py_ssize_t, j=Py_ssize_t)
     cpdef long long before(self, bytes kb) except -1
+    @cython.locals(i=Py_ssize_t, j=Py_ssize_t, cap=Py_ssize_t, count=Py_ssize_t,
+                   size=Py_ssize_t, chunk=Run, chunks=list)
+    cpdef Py_ssize_t nodes_after(self, bytes kb, array.array out) except -1
     @cython.locals(n=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t, size=Py_ssize_t, chunk=Run,
                    upper=Run)
     cpdef set(self, bytes kb, long long node)

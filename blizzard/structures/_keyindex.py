@@ -80,6 +80,14 @@ def _at(values: array.array, j: int) -> int:
     return values[j]
 
 
+def _put(values: array.array, j: int, value: int) -> None:
+    """``values[j] = value`` (compiled: a store to the array's memory)."""
+    if cython.compiled:
+        values.data.as_longlongs[j] = value  # type: ignore[attr-defined]
+    else:
+        values[j] = value
+
+
 @cython.cclass
 class Run:
     """Sorted distinct keys, each with its word and a value (an integer)."""
@@ -244,6 +252,28 @@ class KeyIndex:
             if j:
                 return chunk.values[j - 1]
         return maxes.values[i - 1] if i else 0
+
+    def nodes_after(self, kb: bytes, out: array.array) -> int:
+        """Write the nodes of the first ``len(out)`` keys > ``kb``, in key order, into
+        ``out``; return how many there were. Cost: one bisect, then a copy."""
+        chunks = self.chunks
+        cap = len(out)
+        i = self.maxes.bisect(kb)
+        count = 0
+        while i < len(chunks) and count < cap:
+            chunk: Run = chunks[i]
+            size = len(chunk.keys)
+            j = 0
+            if count == 0:  # only the first chunk holds keys <= kb
+                j = chunk.bisect(kb)
+                if j < size and chunk.keys[j] == kb:
+                    j += 1
+            while j < size and count < cap:
+                _put(out, count, _at(chunk.values, j))
+                count += 1
+                j += 1
+            i += 1
+        return count
 
     def set(self, kb: bytes, node: int) -> None:
         """Map ``kb`` to ``node`` (adding it, or replacing its node)."""

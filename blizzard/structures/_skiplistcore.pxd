@@ -1,5 +1,6 @@
 # C types for _skiplistcore.py.
 cimport cython
+from cpython cimport array
 from libc.stdint cimport uint32_t
 from blizzard.pmem._tx cimport Transaction
 from blizzard.structures._corebase cimport MapCore
@@ -13,6 +14,7 @@ cpdef enum:
     NODE_HEAD = 16
     TALL = 2
     RUN_MAX = 64
+    SEGMENTS = 16
 
 cdef uint32_t EXT
 
@@ -22,6 +24,7 @@ cdef class SkipListCore(MapCore):
     cdef public object rng
     cdef public KeyIndex _tall
     cdef Py_ssize_t _applied
+    cdef array.array _ends, _cursors
 
     cpdef bytes _key(self, Py_ssize_t node)
     @cython.locals(vlen=uint32_t, vs=Py_ssize_t)
@@ -41,6 +44,10 @@ cdef class SkipListCore(MapCore):
     cpdef get(self, bytes kb)
     @cython.locals(ks=Py_ssize_t, klen=Py_ssize_t, vlen=uint32_t, kb=bytes, items=list)
     cpdef tuple _run(self, Py_ssize_t x, hi, bint hi_incl, bint values)
+    @cython.locals(tall=KeyIndex, m=Py_ssize_t, s=Py_ssize_t, c=Py_ssize_t, nxt=Py_ssize_t,
+                   steps=Py_ssize_t, active=Py_ssize_t, ends=cython.p_longlong,
+                   cur=cython.p_longlong, p=cython.p_uchar)
+    cdef _warm(self, Py_ssize_t x)
     cpdef apply(self, Transaction tx, Py_ssize_t index, int code, bytes record, Py_ssize_t start)
     @cython.locals(w=Py_ssize_t)
     cdef _store_hot(self, Py_ssize_t applied)

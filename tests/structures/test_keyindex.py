@@ -8,6 +8,7 @@ words, different keys) and keys that are prefixes of others.
 
 from __future__ import annotations
 
+import array
 from bisect import bisect_left
 
 import pytest
@@ -115,6 +116,13 @@ class KeyIndexMachine(RuleBasedStateMachine):
         assert self.index.before(kb) == want
         assert self.index._before_interpreted(kb) == want
 
+    @rule(kb=keys, cap=st.integers(0, 7))
+    def nodes_after(self, kb: bytes, cap: int) -> None:
+        out = array.array("q", bytes(8 * cap))
+        want = [x for k, x in self.model if k > kb][:cap]
+        assert self.index.nodes_after(kb, out) == len(want)
+        assert list(out[:len(want)]) == want
+
     @invariant()
     def same(self) -> None:
         self.index.check()
@@ -134,3 +142,13 @@ def test_built_from_sorted_pairs_in_chunks():
     assert index.before(b"k00000") == 0 and index.before(b"k00500") == 500
     assert index.before(b"k00500\x00") == 501 and index.before(b"z") == 1000
     assert K.KeyIndex([]).before(b"x") == 0
+
+
+def test_nodes_after_a_key_across_chunks():
+    index = K.KeyIndex([(b"k%05d" % i, i + 1) for i in range(1000)], load=16)
+    out = array.array("q", bytes(8 * 40))
+    assert index.nodes_after(b"k00010", out) == 40 and list(out) == list(range(12, 52))
+    assert index.nodes_after(b"k00009\xff", out) == 40 and out[0] == 11
+    assert index.nodes_after(b"k00990", out) == 9 and list(out[:9]) == list(range(992, 1001))
+    assert index.nodes_after(b"", out) == 40 and out[0] == 1
+    assert index.nodes_after(b"z", out) == 0 and K.KeyIndex([]).nodes_after(b"", out) == 0

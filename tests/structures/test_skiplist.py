@@ -195,3 +195,29 @@ SkipListMachine = make_machine(
 TestSkipListMachine = pytest.mark.interpreted(SkipListMachine.TestCase)
 TestSkipListMachine.settings = settings(max_examples=budget(30), stateful_step_count=30,
                                         deadline=None)
+
+
+@pytest.mark.interpreted
+def test_forward_scans_over_many_runs():
+    """Scans that cross many runs of nodes (compiled, each run first follows level 0
+    in segments from the tall towers ahead): the same items as a sorted dict, from
+    every kind of start, with deletions leaving gaps and long value nodes."""
+    rnd = random.Random(5)
+    s = PSkipList(new_pool(32 << 20), "s")
+    m = SortedDict()
+    for i in rnd.sample(range(20_000), 6000):
+        v = b"v" * rnd.choice([0, 3, 64, 200, 5000])
+        s[b"%06d" % i] = m[b"%06d" % i] = v
+    for k in rnd.sample(list(m), 2000):
+        del s[k], m[k]
+    keys = list(m)
+    assert list(s.items()) == list(m.items())
+    for _ in range(40):
+        lo, hi = sorted(rnd.sample(range(20_001), 2))
+        lo_k, hi_k = b"%06d" % lo, b"%06d" % hi
+        want = list(m.irange(lo_k, hi_k))
+        assert list(s.irange(lo_k, hi_k)) == want
+        assert list(s.irange_items(lo_k, hi_k)) == [(k, m[k]) for k in want]
+    first = keys[rnd.randrange(len(keys))]
+    assert list(s.irange(first)) == keys[keys.index(first):]
+    s.check()

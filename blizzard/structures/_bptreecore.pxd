@@ -16,6 +16,10 @@ cdef uint32_t EXT
 ctypedef unsigned char *node_at
 
 
+@cython.locals(mid=Py_ssize_t)
+cdef void _ask(node_at base, node_at slots, Py_ssize_t lo, Py_ssize_t hi, int depth) noexcept
+
+
 cdef class BPTreeCore(MapCore):
     cdef public Py_ssize_t count, root, height, fanout, node_bytes, heap, heap_bytes
     cdef Py_ssize_t _applied
@@ -38,7 +42,7 @@ cdef class BPTreeCore(MapCore):
     cpdef Py_ssize_t _next(self, Py_ssize_t leaf) except -1
     @cython.locals(e=Py_ssize_t, k=Py_ssize_t, n=Py_ssize_t, m=Py_ssize_t, c=int)
     cdef int _key_cmp(self, Py_ssize_t node, Py_ssize_t i, bytes kb) except? -1000
-    @cython.locals(hi=Py_ssize_t, mid=Py_ssize_t, c=int, q=Py_ssize_t, slots=node_at,
+    @cython.locals(hi=Py_ssize_t, mid=Py_ssize_t, c=int, step=Py_ssize_t, slots=node_at,
                    base=node_at)
     cdef Py_ssize_t _bisect(self, Py_ssize_t node, Py_ssize_t lo, Py_ssize_t n, bytes kb,
                             bint right) except -1

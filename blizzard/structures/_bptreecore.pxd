@@ -16,7 +16,7 @@ cdef uint32_t EXT
 ctypedef unsigned char *node_at
 
 
-@cython.locals(mid=Py_ssize_t)
+@cython.locals(mid=Py_ssize_t, e=node_at)
 cdef void _ask(node_at base, node_at slots, Py_ssize_t lo, Py_ssize_t hi, int depth) noexcept
 
 

@@ -195,11 +195,15 @@ assert node_bytes_for(FANOUT_MIN) >= 1 << NODE_SHIFT  # two nodes never share a 
 
 def _ask(base, slots, lo: int, hi: int, depth: int) -> None:
     """Request the entries a bisect of slots [lo, hi) may compare in its next ``depth``
-    steps: the middle one, then those of both halves (compiled ``_bisect``)."""
+    steps: the middle one, then those of both halves (compiled ``_bisect``). An entry
+    may cross a line: the line of its 24th byte is asked for too (with 16-byte keys,
+    an internal entry's child offset; a leaf's first value bytes)."""
     if lo >= hi or not depth:
         return
     mid = (lo + hi) >> 1
-    prefetch(base + (slots[2 * mid] | (slots[2 * mid + 1] << 8)) + 8)
+    e = base + (slots[2 * mid] | (slots[2 * mid + 1] << 8))
+    prefetch(e + 8)
+    prefetch(e + 31)
     _ask(base, slots, lo, mid, depth - 1)
     _ask(base, slots, mid + 1, hi, depth - 1)
 

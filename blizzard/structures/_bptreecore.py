@@ -196,8 +196,8 @@ assert node_bytes_for(FANOUT_MIN) >= 1 << NODE_SHIFT  # two nodes never share a 
 def _ask(base, slots, lo: int, hi: int, depth: int) -> None:
     """Request the entries a bisect of slots [lo, hi) may compare in its next ``depth``
     steps: the middle one, then those of both halves (compiled ``_bisect``). An entry
-    may cross a line: the line of its 24th byte is asked for too (with 16-byte keys,
-    an internal entry's child offset; a leaf's first value bytes)."""
+    may cross a line: the line of its byte 31 is asked for too (with 16-byte keys, the
+    end of an internal entry's child offset; a leaf's first value bytes)."""
     if lo >= hi or not depth:
         return
     mid = (lo + hi) >> 1

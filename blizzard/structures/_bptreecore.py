@@ -333,7 +333,7 @@ class BPTreeCore(MapCore):
 
     def _entry(self, node: int, i: int) -> int:
         """Absolute offset of entry ``i`` of ``node``."""
-        return node + get_u16(self.u8, node + NODE_HEAD + 2 * i)
+        return node + self._u16(node + NODE_HEAD + 2 * i)
 
     def _value_at(self, e: int) -> bytes:
         u8 = self.u8

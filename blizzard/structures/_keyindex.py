@@ -258,21 +258,23 @@ class KeyIndex:
         ``out``; return how many there were. Cost: one bisect, then a copy."""
         chunks = self.chunks
         cap = len(out)
-        i = self.maxes.bisect(kb)
+        i = self.maxes.bisect(kb)  # the first chunk holding a key >= kb
+        j = 0
+        if i < len(chunks):
+            chunk: Run = chunks[i]
+            j = chunk.bisect(kb)
+            if j < len(chunk.keys) and chunk.keys[j] == kb:
+                j += 1
         count = 0
         while i < len(chunks) and count < cap:
-            chunk: Run = chunks[i]
+            chunk = chunks[i]
             size = len(chunk.keys)
-            j = 0
-            if count == 0:  # only the first chunk holds keys <= kb
-                j = chunk.bisect(kb)
-                if j < size and chunk.keys[j] == kb:
-                    j += 1
             while j < size and count < cap:
                 _put(out, count, _at(chunk.values, j))
                 count += 1
                 j += 1
             i += 1
+            j = 0
         return count
 
     def set(self, kb: bytes, node: int) -> None:

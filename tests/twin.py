@@ -126,7 +126,9 @@ def structures(pool: Pool, seed: int) -> Iterator[None]:
     rng = random.Random(seed)
     maps = [PHashMap(pool, "h"), PBPlusTree(pool, "b"), PSkipList(pool, "s")]
     queue = PQueue(pool, "q")
-    keys = [rng.randbytes(rng.choice([1, 8, 16, 40])) for _ in range(400)]
+    # some keys share prefixes (a B+tree node's prefix shrinks as keys come in)
+    keys = [rng.choice([b"", b"", b"user:", b"user:00"]) + rng.randbytes(rng.choice([1, 8, 16, 40]))
+            for _ in range(400)]
     yield
     for step in range(STRUCTURE_STEPS):
         action = rng.random()

@@ -1,9 +1,9 @@
 """The persistent B+tree behind PBPlusTree: wide slotted nodes, values in linked leaves.
 
-Layout version 1. Header block (the structure's root; tag ``pbptree``)::
+Layout version 2. Header block (the structure's root; tag ``pbptree``)::
 
     offset | size | field
-    0      | 8    | magic b"BLZBPT01"
+    0      | 8    | magic b"BLZBPT02" (b"BLZBPT01": layout version 1)
     8      | 8    | count: live entries
     16     | 8    | applied: index of the last Op applied to this tree
     24     | 8    | root: offset of the root node
@@ -19,12 +19,16 @@ Node (``node_bytes`` block, the same for leaves and internal nodes)::
 
     offset | size        | field
     0      | 1           | kind: 1 leaf, 2 internal
-    1      | 1           | reserved, zero
+    1      | 1           | p: a prefix every key of the node shares (version 1: 0)
     2      | 2           | n: live entries
     4      | 4           | reserved, zero
     8      | 8           | next: the next leaf in key order (0 = last; internal: 0)
-    16     | 2*fanout    | slots: u16 offset in the node of each entry, in key order
-    heap   | ...         | entry heap, from heap = align8(16 + 2*fanout)
+    16     | 8*fanout    | slots, in key order: u64 = key word << 16 | the entry's
+           |             |   offset in the node (version 1: 2*fanout, u16 offsets)
+    heap   | ...         | entry heap, from heap = align8(16 + 8*fanout)
+
+A key's word is its bytes p..p+5 as a big-endian number, zeros past its end
+(``key_word``); an internal node's entry 0 has no key in use and word 0.
 
 Entry (unaligned, in a node's heap)::
 
@@ -40,13 +44,14 @@ key below child i is >= s_i and every key below child i-1 is < s_i (the key
 of entry 0 is not used); every leaf is at depth height-1; the leaf chain
 from the leftmost leaf visits every leaf in key order; every non-root node
 is at least a third full (3n >= fanout or 3 * live bytes >= heap bytes); an
-internal root has >= 2 children; count == entries in the leaves.
+internal root has >= 2 children; count == entries in the leaves; every key
+in use of a node has the node's first p bytes, and each slot its key's word.
 
 Why it is shaped so:
 
 * An insert or update writes the entry into the free heap past ``top``
   (nothing references it: no undo entry, a flush) and undo-logs the node's
-  header and slot array -- at most 16 + 2*fanout bytes -- and the header's
+  header and slot array -- at most 16 + 8*fanout bytes -- and the header's
   hot fields: two undo entries, no allocation.
 * ``top`` is volatile, recomputed from the live entries on first touch and
   only grown afterwards, so a transaction never overwrites an entry that a
@@ -61,6 +66,15 @@ Why it is shaped so:
   parent in place (one 8-byte child pointer, new entries past its top, its
   slot array), and the previous leaf's ``next`` pointer: each operation is
   one bounded transaction.
+* Keys that share a node's prefix compare as their words do unless the
+  words are equal, so a lookup bisects a node by its slots alone -- one
+  array, asked for in full as soon as the node's offset is known, where
+  each step of a bisect by keys waited for an entry's line -- and reads one
+  entry: the key it stops at, which also tells whether the probe shares the
+  prefix (if not, every key of the node lies on one side of it). A build
+  takes the longest prefix; an insert of a key outside it shortens p and
+  rewrites the words (within the slots it undo-logs anyway); a delete keeps
+  p. Version 1 trees (no words) keep their layout; new trees get version 2.
 * Compiled, a lookup bisects each node where it lies (``locate``: a slot,
   then the key beside its entry, compared in place): a node's keys share
   one block, where Python key lists scatter them through the heap. Decoded
@@ -75,7 +89,8 @@ Why it is shaped so:
 
 Typed Python: C types in ``_bptreecore.pxd``. Hot paths read the pool
 through the core's views and ``blizzard.pmem._mem`` (entries are unaligned:
-``get_u32``; slots are u16: ``get_u16``); splits, merges and checks keep
+``get_u32``; an entry's offset is its slot's low u16: ``get_u16``); splits,
+merges and checks keep
 whole-node ``struct`` reads.
 """
 
@@ -149,8 +164,11 @@ if TYPE_CHECKING:
     from blizzard.structures.registry import Registry
 
 TAG = b"pbptree"
-MAGIC = b"BLZBPT01"
-LAYOUT_VERSION = 1
+MAGIC = b"BLZBPT02"
+MAGIC_V1 = b"BLZBPT01"  # 2-byte slots, no key words: still read and written
+LAYOUT_VERSION = 2
+#: the layout ``create`` gives a new tree (a test makes version 1 trees with it)
+NEW_LAYOUT = LAYOUT_VERSION
 HEADER_BYTES = 128
 FANOUT_DEFAULT = 64
 FANOUT_MIN = 4
@@ -162,6 +180,8 @@ if not cython.compiled:  # the compiled build has these as C constants (_bptreec
     LEAF = 1
     INTERNAL = 2
     NODE_SHIFT = 10  # node >> NODE_SHIFT: the node's number (index of its top in _tops)
+    WORD_BYTES = 6  # key bytes in a version 2 slot, past the node's prefix
+    PREFIX_MAX = 255  # a node's prefix length is one byte
 EXT = 0xFFFFFFFF
 ENTRY_MAX = 8 + KEY_BYTES_MAX + VALUE_INLINE_MAX
 ENTRY_BYTES_TYPICAL = 112  # heap bytes per slot: room for 16-byte keys, 64-byte values, updates
@@ -178,19 +198,57 @@ _I64 = struct.Struct("<q")
 _U32 = struct.Struct("<I")
 
 
-def heap_start(fanout: int) -> int:
-    return (NODE_HEAD + 2 * fanout + 7) & ~7
+def slot_bytes(layout: int) -> int:
+    """Bytes per slot: a u16 offset (version 1), or the offset and a key word (2)."""
+    return 2 if layout == 1 else 8
 
 
-def node_bytes_for(fanout: int) -> int:
+def heap_start(fanout: int, stride: int = 8) -> int:
+    return (NODE_HEAD + stride * fanout + 7) & ~7
+
+
+def node_bytes_for(fanout: int, stride: int = 8) -> int:
     """Block size of a node: slots plus a heap holding at least four largest entries."""
     heap = max(fanout * ENTRY_BYTES_TYPICAL, 4 * ENTRY_MAX)
-    return (heap_start(fanout) + heap + 63) & ~63
+    return (heap_start(fanout, stride) + heap + 63) & ~63
 
 
 assert node_bytes_for(FANOUT_MAX) <= 32 * 1024 < 1 << 16  # one small block; u16 slots reach it
-assert node_bytes_for(FANOUT_MIN) - heap_start(FANOUT_MIN) >= 4 * ENTRY_MAX
-assert node_bytes_for(FANOUT_MIN) >= 1 << NODE_SHIFT  # two nodes never share a number
+assert node_bytes_for(FANOUT_MIN, 2) - heap_start(FANOUT_MIN, 2) >= 4 * ENTRY_MAX
+assert node_bytes_for(FANOUT_MIN, 2) >= 1 << NODE_SHIFT  # two nodes never share a number
+
+
+def key_word(kb: bytes, p: int) -> int:
+    """Bytes ``p`` .. ``p + WORD_BYTES - 1`` of ``kb`` as a big-endian number, zeros
+    past its end: keys sharing their first ``p`` bytes compare as their words do,
+    unless the words are equal."""
+    w = 0
+    n = len(kb)
+    for i in range(p, p + WORD_BYTES):
+        w = w << 8
+        if i < n:
+            w |= kb[i]
+    return w
+
+
+def shared_prefix(a: bytes, b: bytes, most: int) -> int:
+    """How many leading bytes ``a`` and ``b`` share, at most ``most``."""
+    i = 0
+    n = min(len(a), len(b), most)
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def prefix_of(keys: list[bytes]) -> int:
+    """The prefix length of a version 2 node holding ``keys``: all they share."""
+    if not keys:
+        return 0
+    first = keys[0]
+    p = min(len(first), PREFIX_MAX)
+    for k in keys:
+        p = shared_prefix(first, k, p)
+    return p
 
 
 def _ask(base, slots, lo: int, hi: int, depth: int) -> None:
@@ -230,6 +288,7 @@ class BPTreeCore(MapCore):
     tag = TAG
 
     magic = MAGIC
+    older_magics = (MAGIC_V1,)
     label = "B+tree"
     header_bytes = HEADER_BYTES
     hot_bytes = 32  # count, applied, root, height
@@ -242,7 +301,9 @@ class BPTreeCore(MapCore):
                value_codec: str) -> BPTreeCore:
         buf = registry.pool.buf
         off = cls._new_header(tx, key_codec, value_codec)
-        nbytes = node_bytes_for(FANOUT_DEFAULT)
+        if NEW_LAYOUT == 1:
+            buf[off:off + 8] = MAGIC_V1
+        nbytes = node_bytes_for(FANOUT_DEFAULT, slot_bytes(NEW_LAYOUT))
         _PARAMS.pack_into(buf, off + 40, FANOUT_DEFAULT, nbytes)
         root = tx.alloc(nbytes)
         _NODE.pack_into(buf, root, LEAF, 0, 0, 0, 0)
@@ -257,16 +318,18 @@ class BPTreeCore(MapCore):
     def reload(self) -> None:
         """Rebuild the volatile state (header fields, caches) from the pool."""
         buf = self.buf
+        self.layout = 1 if bytes(buf[self.header_off:self.header_off + 8]) == MAGIC_V1 else 2
+        self.stride = slot_bytes(self.layout)
+        self._slot_format = "H" if self.layout == 1 else "Q"
         self.count, self._applied, self.root, self.height = _HOT.unpack_from(
             buf, self.header_off + 8)
         self.fanout, self.node_bytes = _PARAMS.unpack_from(buf, self.header_off + 40)
         if not FANOUT_MIN <= self.fanout <= FANOUT_MAX or self.node_bytes != node_bytes_for(
-                self.fanout) or not 1 <= self.height <= HEIGHT_MAX:
+                self.fanout, self.stride) or not 1 <= self.height <= HEIGHT_MAX:
             raise StructureCorruptError(
                 f"B+tree {self.name!r}: bad parameters fanout={self.fanout} "
                 f"node_bytes={self.node_bytes} height={self.height}")
-        self.heap = heap_start(self.fanout)
-        self.heap_bytes = self.node_bytes - self.heap
+        self._sizes(self.fanout, self.node_bytes)
         # node offset -> (keys, ptrs): internal nodes keys (entry 0's read as b"") and
         # children; interpreted, leaves too, keys only (ptrs None)
         self._nodes: dict[int, tuple[list[bytes], Children]] = {}
@@ -275,6 +338,16 @@ class BPTreeCore(MapCore):
         # registry rebuilds its cores: never mid-transaction
         self._tops = self.registry.shared("B+tree node tops", self._new_tops)
         self._serial = 0  # the transaction that last undo-logged the hot header fields
+
+    def _sizes(self, fanout: int, node_bytes: int) -> None:
+        """Set the fanout and the sizes that follow from it."""
+        self.fanout, self.node_bytes = fanout, node_bytes
+        self.heap = heap_start(fanout, self.stride)
+        self.heap_bytes = node_bytes - self.heap
+        # the lines a descent asks for at once when it learns a child's offset:
+        # version 1, the first three (a bisect's first steps); version 2 the
+        # slots up to the fanout, at most 16 lines (the key words the bisect reads)
+        self.slots_end = 192 if self.layout == 1 else min(NODE_HEAD + 8 * fanout, 1024)
 
     def kill(self) -> None:
         """The tree was dropped (or rolled back out of existence): look empty."""
@@ -306,7 +379,7 @@ class BPTreeCore(MapCore):
         keys = []
         ptrs: list[int] | None = None if u8[node] == LEAF else []
         for i in range(n):
-            e = node + get_u16(u8, node + NODE_HEAD + 2 * i)
+            e = node + get_u16(u8, node + NODE_HEAD + self.stride * i)
             k = get_u32(u8, e + 4)
             keys.append(read(u8, e + 8, k))
             if ptrs is not None:
@@ -331,9 +404,17 @@ class BPTreeCore(MapCore):
             return value
         return get_u64(self.u8, off)
 
+    def _word_at(self, node: int, i: int) -> int:
+        """The key word in slot ``i`` of version 2 ``node``: its high 48 bits."""
+        if cython.compiled:
+            slot: cython.ulonglong = 0
+            memcpy(cython.address(slot), cython.address(self.u8[node + NODE_HEAD + 8 * i]), 8)
+            return slot >> 16
+        return get_u64(self.u8, node + NODE_HEAD + 8 * i) >> 16
+
     def _entry(self, node: int, i: int) -> int:
         """Absolute offset of entry ``i`` of ``node``."""
-        return node + self._u16(node + NODE_HEAD + 2 * i)
+        return node + self._u16(node + NODE_HEAD + self.stride * i)
 
     def _value_at(self, e: int) -> bytes:
         u8 = self.u8
@@ -360,10 +441,16 @@ class BPTreeCore(MapCore):
         n = get_u16(self.u8, node + 2)
         out = []
         for i in range(n):
-            e = node + get_u16(self.u8, node + NODE_HEAD + 2 * i)
+            e = node + get_u16(self.u8, node + NODE_HEAD + self.stride * i)
             k = get_u32(self.u8, e + 4)
             out.append((read(self.u8, e + 8, k), read(self.u8, e, self._size_at(e))))
         return out
+
+    def _slots(self, buf: Any, base: int, i: int, j: int) -> tuple[int, ...]:
+        """Slots ``i`` .. ``j - 1`` of the node at ``base`` of ``buf`` (the pool, or a
+        copy of the node: base 0); each entry's offset is its slot's low 16 bits."""
+        return struct.unpack_from(f"<{j - i}{self._slot_format}", buf,
+                                  base + NODE_HEAD + self.stride * i)
 
     def _blobs_interpreted(self, node: int) -> list[tuple[bytes, bytes]]:
         """``_blobs`` as the interpreted build runs it fastest (it is ``_blobs`` there):
@@ -371,8 +458,8 @@ class BPTreeCore(MapCore):
         buf = self.buf
         n = _NODE.unpack_from(buf, node)[2]
         out = []
-        for s in struct.unpack_from(f"<{n}H", buf, node + NODE_HEAD):
-            e = node + s
+        for s in self._slots(buf, node, 0, n):
+            e = node + (s & 0xFFFF)
             v, k = _HDR.unpack_from(buf, e)
             size = 8 + k + (16 if v == EXT else v)
             out.append((buf[e + 8:e + 8 + k].tobytes(), buf[e:e + size].tobytes()))
@@ -381,8 +468,7 @@ class BPTreeCore(MapCore):
     def _live_bytes(self, node: int) -> int:
         buf = self.buf
         n = _NODE.unpack_from(buf, node)[2]
-        return sum(self._size_at(node + s)
-                   for s in struct.unpack_from(f"<{n}H", buf, node + NODE_HEAD))
+        return sum(self._size_at(node + (s & 0xFFFF)) for s in self._slots(buf, node, 0, n))
 
     def _top(self, node: int) -> int:
         """Next free heap offset of ``node`` (computed on first touch, then only grown)."""
@@ -391,8 +477,8 @@ class BPTreeCore(MapCore):
             buf = self.buf
             n = _NODE.unpack_from(buf, node)[2]
             top = self.heap
-            for s in struct.unpack_from(f"<{n}H", buf, node + NODE_HEAD):
-                end = s + self._size_at(node + s)
+            for s in self._slots(buf, node, 0, n):
+                end = (s & 0xFFFF) + self._size_at(node + (s & 0xFFFF))
                 if end > top:
                     top = end
             self._tops[node >> NODE_SHIFT] = top
@@ -433,7 +519,7 @@ class BPTreeCore(MapCore):
         handed to a ``_mem`` function is a 208-byte struct copied per call.
         """
         if cython.compiled:
-            e = node + self._u16(node + NODE_HEAD + 2 * i)
+            e = node + self._u16(node + NODE_HEAD + self.stride * i)
             k = self._u32(e + 4)
             n = len(kb)
             m = k if k < n else n
@@ -441,12 +527,14 @@ class BPTreeCore(MapCore):
             if m:
                 c = memcmp(cython.address(self.u8[e + 8]), cython.cast(cython.p_char, kb), m)
             return c if c else k - n
-        e = node + get_u16(self.u8, node + NODE_HEAD + 2 * i)
+        e = node + get_u16(self.u8, node + NODE_HEAD + self.stride * i)
         return compare(self.u8, e + 8, get_u32(self.u8, e + 4), kb)
 
     def _bisect(self, node: int, lo: int, n: int, kb: bytes, right: bool) -> int:
         """``bisect_left`` (``bisect_right`` if ``right``) of ``kb`` among the keys of
         entries ``lo``..``n-1`` of ``node``, searched where they lie in the pool."""
+        if self.layout == 2:
+            return self._bisect_words(node, lo, n, kb, right)
         hi = n
         if cython.compiled:
             slots = cython.address(self.u8[node + NODE_HEAD])
@@ -469,6 +557,51 @@ class BPTreeCore(MapCore):
                 hi = mid
         return lo
 
+    def _bisect_words(self, node: int, lo: int, n: int, kb: bytes, right: bool) -> int:
+        """``_bisect`` in a version 2 node: by the key words in its slots, which
+        arrive with the slots, reading an entry only where words are equal --
+        then one entry, to learn whether ``kb`` shares the node's prefix at all.
+        (If not, every key of the node lies on one side of it.) ``lo`` is where
+        the keys in use start: 0 in a leaf, 1 in an internal node."""
+        first = lo
+        hi = n
+        p = self.u8[node + 1]
+        kw = key_word(kb, p)
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            w = self._word_at(node, mid)
+            if w == kw:
+                c = self._key_cmp(node, mid, kb)
+                if c < 0 or (right and c == 0):
+                    lo = mid + 1
+                else:
+                    hi = mid
+            elif w < kw:
+                lo = mid + 1
+            else:
+                hi = mid
+        if p and first < n:
+            # the entry the caller reads next: the child followed, or the key found
+            j = lo - 1 if (right and lo > first) or lo == n else lo
+            c = self._prefix_cmp(node, j, kb, p)
+            if c:
+                return first if c > 0 else n
+        return lo
+
+    def _prefix_cmp(self, node: int, i: int, kb: bytes, p: int) -> int:
+        """The first ``p`` bytes of entry ``i``'s key (the node's prefix) against
+        those of ``kb`` (< 0, 0, > 0; a shorter ``kb`` is below)."""
+        e = node + self._u16(node + NODE_HEAD + self.stride * i)
+        n = len(kb)
+        m = p if p < n else n
+        if cython.compiled:
+            c = memcmp(cython.address(self.u8[e + 8]), cython.cast(cython.p_char, kb), m)
+        else:
+            c = compare(self.u8, e + 8, m, kb[:m])
+        if c:
+            return c
+        return 1 if m < p else 0
+
     def locate(self, kb: bytes) -> tuple[int, int, bool]:
         """``(leaf, i, found)``: the leaf whose range holds ``kb``, the index where
         ``kb`` is or would go, and whether it is there.
@@ -484,12 +617,12 @@ class BPTreeCore(MapCore):
             return 0, 0, False
         for _depth in range(self.height - 1):
             i = self._bisect(node, 1, self._u16(node + 2), kb, True) - 1
-            e = node + self._u16(node + NODE_HEAD + 2 * i)
+            e = node + self._u16(node + NODE_HEAD + self.stride * i)
             node = self._u64(e + 8 + self._u32(e + 4))
-            if cython.compiled:  # the rest of the child's slots: its first steps' lines
+            if cython.compiled:  # the rest of the child's slots, all its bisect reads
                 p = cython.address(self.u8[node])
-                prefetch(p + 64)
-                prefetch(p + 128)
+                for line in range(64, self.slots_end, 64):
+                    prefetch(p + line)
         n = self._u16(node + 2)
         i = self._bisect(node, 0, n, kb, False)
         return node, i, i < n and self._key_cmp(node, i, kb) == 0
@@ -515,7 +648,7 @@ class BPTreeCore(MapCore):
         leaf, i, found = self.locate(kb)
         if not found:
             return None
-        e = leaf + self._u16(leaf + NODE_HEAD + 2 * i)
+        e = leaf + self._u16(leaf + NODE_HEAD + self.stride * i)
         v = self._u32(e)
         if v != EXT:
             return read(self.u8, e + 8 + len(kb), v)  # the entry's key is kb
@@ -537,7 +670,7 @@ class BPTreeCore(MapCore):
         i = bisect_left(keys, kb)
         if i < len(keys) and keys[i] == kb:
             u8 = self.u8
-            e = node + get_u16(u8, node + NODE_HEAD + 2 * i)
+            e = node + get_u16(u8, node + NODE_HEAD + self.stride * i)
             v = get_u32(u8, e)
             if v != EXT:
                 return read(u8, e + 8 + len(kb), v)  # the entry's key is kb
@@ -629,7 +762,8 @@ class BPTreeCore(MapCore):
         last = size - 8  # where the last entry header could start
         out: list[tuple[bytes, bytes | None]] = []
         s = i
-        for p in struct.unpack_from(f"<{j - i}H", raw, NODE_HEAD + 2 * i):
+        for slot in self._slots(raw, 0, i, j):
+            p = slot & 0xFFFF
             if p > last:
                 raise StructureCorruptError(f"B+tree {self.name!r}: leaf {leaf}, slot {s}")
             v = u32_of(raw, p)
@@ -662,7 +796,8 @@ class BPTreeCore(MapCore):
             last = len(raw) - 8  # where the last entry header could start
             vals = []
             s = i
-            for p in struct.unpack_from(f"<{j - i}H", raw, NODE_HEAD + 2 * i):
+            for slot in self._slots(raw, 0, i, j):
+                p = slot & 0xFFFF
                 if p > last:
                     raise StructureCorruptError(f"B+tree {self.name!r}: leaf {leaf}, slot {s}")
                 v = u32_of(raw, p)
@@ -778,13 +913,11 @@ class BPTreeCore(MapCore):
         if self._applied != 0 or self.count != 0:
             return InvalidArgumentError(f"B+tree {self.name!r} has fanout {self.fanout}; "
                                         "the fanout is fixed once the tree has been written")
-        nbytes = node_bytes_for(fanout)
+        nbytes = node_bytes_for(fanout, self.stride)
         tx.add(self.header_off + 40, 8)
         _PARAMS.pack_into(self.buf, self.header_off + 40, fanout, nbytes)
         self._free_node(tx, self.root)
-        self.fanout, self.node_bytes = fanout, nbytes
-        self.heap = heap_start(fanout)
-        self.heap_bytes = nbytes - self.heap
+        self._sizes(fanout, nbytes)
         self.root = self._build(tx, LEAF, [], 0)
         return None
 
@@ -796,33 +929,52 @@ class BPTreeCore(MapCore):
         node = tx.alloc(self.node_bytes)
         n = len(entries)
         assert n <= self.fanout
-        _NODE.pack_into(self.buf, node, kind, 0, n, 0, nxt)
+        keys = [pair[0] for pair in entries]
+        wide = self.layout == 2
+        first = 0 if kind == LEAF else 1  # an internal node's entry 0 has no key in use
+        p = prefix_of(keys[first:]) if wide else 0
+        _NODE.pack_into(self.buf, node, kind, p, n, 0, nxt)
         pos = self.heap
-        if cython.compiled:  # each slot beside its entry: C stores
-            for i in range(n):
-                blob = entries[i][1]
-                set_u16(self.u8, node + NODE_HEAD + 2 * i, pos)
-                write(self.u8, node + pos, blob)
-                pos += len(blob)
-        else:  # one call per entry, one for the slot array
-            slots = []
-            for _, blob in entries:
+        slots = []
+        for i in range(n):
+            blob = entries[i][1]
+            if wide and i >= first:
+                slots.append(key_word(keys[i], p) << 16 | pos)
+            else:
                 slots.append(pos)
-                write(self.u8, node + pos, blob)
-                pos += len(blob)
-            struct.pack_into(f"<{n}H", self.buf, node + NODE_HEAD, *slots)
+            write(self.u8, node + pos, blob)
+            pos += len(blob)
+        struct.pack_into(f"<{n}{self._slot_format}", self.buf, node + NODE_HEAD, *slots)
         assert pos <= self.node_bytes
         self._tops[node >> NODE_SHIFT] = pos
         if kind == LEAF:
             if not cython.compiled:  # compiled, leaves are not cached (see _nodes)
-                self._nodes[node] = ([kb for kb, _ in entries], None)
+                self._nodes[node] = (keys, None)
         else:
-            keys = [kb for kb, _ in entries]
             ptrs = [_U64.unpack_from(blob, len(blob) - 8)[0] for _, blob in entries]
             if keys:
                 keys[0] = b""
             self._nodes[node] = (keys, ptrs)
         return node
+
+    def _reword(self, node: int, p: int, keys: list[bytes] | None = None) -> None:
+        """Give version 2 ``node`` prefix length ``p`` and rewrite the key word of
+        every slot (the caller has undo-logged the header and slots): a key that
+        does not share the prefix came in, or an internal node's keys changed.
+        ``keys``: the node's keys if known (an internal node's cached list), else
+        they are read from its entries."""
+        u8 = self.u8
+        u8[node + 1] = p
+        n = self._u16(node + 2)
+        first = 0 if u8[node] == LEAF else 1
+        for i in range(first, n):
+            at = node + NODE_HEAD + 8 * i
+            off = get_u16(u8, at)
+            if keys is not None:
+                kb = keys[i]
+            else:
+                kb = read(u8, node + off + 8, get_u32(u8, node + off + 4))
+            set_u64(u8, at, key_word(kb, p) << 16 | off)
 
     def _fits(self, entries: list[tuple[bytes, bytes]]) -> bool:
         if len(entries) > self.fanout:
@@ -946,16 +1098,20 @@ class BPTreeCore(MapCore):
                 tx.flush(node + top, len(blob))
                 top += len(blob)
             self._tops[node >> NODE_SHIFT] = top
-            tx.add(node, NODE_HEAD + 2 * max(n, new_n))
+            stride = self.stride
+            tx.add(node, NODE_HEAD + stride * max(n, new_n))
             # slots i+1..j-1 give way to one per new entry: the slots from j on move
             slots = node + NODE_HEAD
-            move(self.u8, slots + 2 * (i + len(children)), slots + 2 * j, 2 * (n - j))
+            move(self.u8, slots + stride * (i + len(children)), slots + stride * j,
+                 stride * (n - j))
             for m in range(len(extra)):
-                set_u16(self.u8, slots + 2 * (i + 1 + m), fresh)
+                set_u16(self.u8, slots + stride * (i + 1 + m), fresh)
                 fresh += len(extra[m])
             set_u16(self.u8, node + 2, new_n)
             keys[i + 1:j] = [k for k, _ in children[1:]]
             ptrs[i:j] = [c for _, c in children]
+            if self.layout == 2:  # the separators changed: so may their prefix
+                self._reword(node, prefix_of(keys[1:]), keys)
             if d == 0:
                 if new_n == 1:
                     self._collapse(tx)
@@ -1031,7 +1187,8 @@ class BPTreeCore(MapCore):
         top = self._tops[leaf >> NODE_SHIFT]
         if not top:
             top = self._top(leaf)
-        slot_at = leaf + NODE_HEAD + 2 * i
+        stride = self.stride
+        slot_at = leaf + NODE_HEAD + stride * i
         if found:
             old = self._block_at(self._entry(leaf, i))
             if old:
@@ -1055,11 +1212,14 @@ class BPTreeCore(MapCore):
             self._write_entry(leaf + top, kb, vb, block)
             tx.flush(leaf + top, size)
             self._tops[leaf >> NODE_SHIFT] = top + size
-            end = leaf + NODE_HEAD + 2 * n
-            tx.add(leaf, end + 2 - leaf)
-            move(self.u8, slot_at + 2, slot_at, end - slot_at)
-            set_u16(self.u8, slot_at, top)
+            end = leaf + NODE_HEAD + stride * n
+            tx.add(leaf, end + stride - leaf)
+            move(self.u8, slot_at + stride, slot_at, end - slot_at)
             set_u16(self.u8, leaf + 2, n + 1)
+            if stride == 2:
+                set_u16(self.u8, slot_at, top)
+            else:
+                self._word_in(leaf, i, n, kb, top)
             if not cython.compiled:  # interpreted lookups bisect the leaf's cached keys
                 cached = self._nodes.get(leaf)
                 if cached is not None:
@@ -1068,6 +1228,23 @@ class BPTreeCore(MapCore):
         entries = self._blobs(leaf)
         entries.insert(i, (kb, leaf_blob(kb, vb, block)))
         self._replace(tx, self._path(kb), self.height - 1, entries)
+
+    def _word_in(self, leaf: int, i: int, n: int, kb: bytes, off: int) -> None:
+        """Fill slot ``i`` of version 2 ``leaf`` for ``kb`` at ``off``, just inserted
+        among ``n`` entries (the header and slots are undo-logged). A key that does
+        not share the leaf's prefix shortens it, and every key word is rewritten."""
+        u8 = self.u8
+        p = u8[leaf + 1]
+        if n == 0:
+            q = min(len(kb), PREFIX_MAX)
+        else:  # a neighbour's key (its lines are likely cached by the search)
+            e = leaf + self._u16(leaf + NODE_HEAD + 8 * (i + 1 if i < n else i - 1))
+            q = p
+            if p:
+                q = shared_prefix(kb, read(u8, e + 8, min(p, get_u32(u8, e + 4))), p)
+        set_u64(u8, leaf + NODE_HEAD + 8 * i, key_word(kb, q) << 16 | off)
+        if q != p:
+            self._reword(leaf, q)
 
     def delete(self, tx: Transaction, kb: bytes) -> bytes | None:
         """Remove ``kb``; its value, or None if absent. Cost: 2 undo entries; now and then
@@ -1083,10 +1260,11 @@ class BPTreeCore(MapCore):
         block = self._block_at(e)
         if block:
             tx.free(block)
-        slot_at = leaf + NODE_HEAD + 2 * i
-        end = leaf + NODE_HEAD + 2 * n
-        tx.add(leaf, NODE_HEAD + 2 * n)
-        buf[slot_at:end - 2] = buf[slot_at + 2:end].tobytes()
+        stride = self.stride
+        slot_at = leaf + NODE_HEAD + stride * i
+        end = leaf + NODE_HEAD + stride * n
+        tx.add(leaf, NODE_HEAD + stride * n)
+        buf[slot_at:end - stride] = buf[slot_at + stride:end].tobytes()
         _U16.pack_into(buf, leaf + 2, n - 1)
         cached = self._nodes.get(leaf)  # (interpreted: the leaf's keys)
         if cached is not None:
@@ -1111,8 +1289,8 @@ class BPTreeCore(MapCore):
         for node, d in list(self._all_nodes()):
             if d == self.height - 1:
                 n = _NODE.unpack_from(self.buf, node)[2]
-                for s in struct.unpack_from(f"<{n}H", self.buf, node + NODE_HEAD):
-                    block = self._block_at(node + s)
+                for s in self._slots(self.buf, node, 0, n):
+                    block = self._block_at(node + (s & 0xFFFF))
                     if block:
                         tx.free(block)
             self._free_node(tx, node)
@@ -1143,7 +1321,7 @@ class BPTreeCore(MapCore):
             raise StructureCorruptError(f"B+tree {name!r}: {msg}")
 
         off = self.header_off
-        if bytes(buf[off:off + 8]) != MAGIC:
+        if bytes(buf[off:off + 8]) != (MAGIC_V1 if self.layout == 1 else MAGIC):
             fail("bad magic")
         hot = _HOT.unpack_from(buf, off + 8)
         if hot != (self.count, self._applied, self.root, self.height):
@@ -1164,7 +1342,7 @@ class BPTreeCore(MapCore):
             seen.add(node)
             if not pool.is_allocated(node) or pool.usable_size(node) < self.node_bytes:
                 fail(f"node {node} is not an allocated {self.node_bytes}-byte block")
-            kind, _, n, _, nxt = _NODE.unpack_from(buf, node)
+            kind, p, n, _, nxt = _NODE.unpack_from(buf, node)
             leaf = d == self.height - 1
             if kind != (LEAF if leaf else INTERNAL):
                 fail(f"node {node} at depth {d} has kind {kind}")
@@ -1176,7 +1354,8 @@ class BPTreeCore(MapCore):
             if node == self.root and not leaf and n < 2:
                 fail(f"internal root has {n} children")
             entries = self._blobs(node)
-            slots = struct.unpack_from(f"<{n}H", buf, node + NODE_HEAD)
+            raw_slots = self._slots(buf, node, 0, n)
+            slots = [s & 0xFFFF for s in raw_slots]
             spans = sorted((s, s + len(b)) for s, (_, b) in zip(slots, entries, strict=True))
             for a, b in itertools.pairwise(spans):
                 if b[0] < a[1]:
@@ -1193,6 +1372,16 @@ class BPTreeCore(MapCore):
             check_keys = keys if leaf else keys[1:]
             if any(a >= b for a, b in itertools.pairwise(check_keys)):
                 fail(f"node {node}: keys out of order")
+            if self.layout == 1 and p:
+                fail(f"node {node}: a prefix length ({p}) in a version 1 node")
+            if self.layout == 2:
+                if check_keys and any(k[:p] != check_keys[0][:p] or len(k) < p
+                                      for k in check_keys):
+                    fail(f"node {node}: a key does not share the node's {p}-byte prefix")
+                words = [s >> 16 for s in raw_slots]
+                if words != [0 if not leaf and i == 0 else key_word(k, p)
+                             for i, k in enumerate(keys)]:
+                    fail(f"node {node}: a slot's key word disagrees with its key")
             for k in check_keys:
                 if (lo is not None and k < lo) or (hi is not None and k >= hi):
                     fail(f"node {node}: key {k!r:.40} outside its parent's range")

@@ -40,6 +40,7 @@ class CoreBase:
     """
 
     magic: bytes = b""
+    older_magics: tuple[bytes, ...] = ()  # earlier layouts of the kind, still read
     label: str = ""  # "map", "queue"...: for error messages
     header_bytes: int = 0
     hot_bytes: int = 0  # the header's range at +8 that an Op changes (counts, positions)
@@ -58,11 +59,14 @@ class CoreBase:
         self.group = self.opgroup  # a C field: the registry reads it for every Op
         self._serial = 0
         buf = self.buf
-        if bytes(buf[header_off:header_off + 8]) != self.magic:
+        if not self._known(bytes(buf[header_off:header_off + 8])):
             raise StructureCorruptError(f"{self.label} {name!r}: bad magic in its header block")
         self.key_codec = _codec_name(buf, header_off + KEY_CODEC_OFF)
         self.value_codec = _codec_name(buf, header_off + VALUE_CODEC_OFF)
         self.reload()
+
+    def _known(self, magic: bytes) -> bool:
+        return magic == self.magic or magic in self.older_magics
 
     def reload(self) -> None:
         raise NotImplementedError
@@ -92,7 +96,7 @@ class CoreBase:
         the same codecs: then it is another structure, which needs a new core.
         """
         buf = self.buf
-        if (bytes(buf[header_off:header_off + 8]) != self.magic
+        if (not self._known(bytes(buf[header_off:header_off + 8]))
                 or _codec_name(buf, header_off + KEY_CODEC_OFF) != self.key_codec
                 or _codec_name(buf, header_off + VALUE_CODEC_OFF) != self.value_codec):
             return False

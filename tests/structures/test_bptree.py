@@ -6,6 +6,8 @@ import random
 
 import pytest
 from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from sortedcontainers import SortedDict
 
 from blizzard.exceptions import CodecMismatchError, StructureCorruptError, StructureKindError
@@ -256,3 +258,148 @@ def test_drop_frees_every_block_of_both_ordered_maps():
     again = PBPlusTree(pool, "t")
     again[b"a"] = b"b"
     assert list(again.items()) == [(b"a", b"b")] and again.fanout == B.FANOUT_DEFAULT
+
+
+# -- version 2 nodes: a key word in each slot, past the prefix the node's keys share --
+
+
+@pytest.mark.interpreted
+def test_key_words_and_prefixes():
+    """A key word is the 6 bytes past the prefix, big-endian, zero-padded; a node's
+    prefix is what all its keys share (at most 255 bytes)."""
+    for kb, p in [(b"", 0), (b"a", 0), (b"abcdefgh", 0), (b"abcdefgh", 3), (b"ab", 5)]:
+        assert B.key_word(kb, p) == int.from_bytes(kb[p:p + 6].ljust(6, b"\0"), "big")
+    assert B.shared_prefix(b"abcd", b"abxy", 9) == 2 and B.shared_prefix(b"ab", b"ab", 1) == 1
+    assert B.prefix_of([]) == 0 and B.prefix_of([b"k" * 300]) == 255
+    assert B.prefix_of([b"user:17", b"user:1", b"user:2"]) == 5
+    assert B.prefix_of([b"user:1", b""]) == 0
+
+
+def _with_layout(layout: int, make):
+    """Create a tree in ``layout`` (version 1: a pool written before version 2)."""
+    B.NEW_LAYOUT = layout
+    try:
+        return make()
+    finally:
+        B.NEW_LAYOUT = B.LAYOUT_VERSION
+
+
+#: keys that share prefixes of every length around a 6-byte word: equal words,
+#: keys that are prefixes of others, zero bytes where the padding is
+prefixed_keys = st.builds(
+    bytes.__add__,
+    st.sampled_from([b"", b"a", b"ab", b"ab\x00", b"abcdefgh", b"abcdefghijk", b"\xff" * 7]),
+    st.binary(max_size=9) | st.sampled_from([b"", b"\x00", b"\x00" * 7, b"0123456"]))
+
+
+class PrefixedKeysMachine(RuleBasedStateMachine):
+    """Puts, deletes, lookups and scans of keys sharing long prefixes, in version 1
+    and version 2 trees (fanout 4: many nodes, splits and merges), against a
+    SortedDict; the tree's ``check`` (prefix lengths, key words) after each step."""
+
+    layout = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = new_pool(32 << 20)
+        self.t = _with_layout(self.layout, lambda: PBPlusTree(self.pool, "t", fanout=4))
+        assert self.t._core.layout == self.layout
+        self.model: SortedDict = SortedDict()
+
+    @rule(ks=st.lists(prefixed_keys, max_size=12), v=st.binary(max_size=140))
+    def put(self, ks, v):
+        for k in ks:
+            self.t[k] = self.model[k] = v
+
+    @rule(ks=st.lists(prefixed_keys, max_size=12))
+    def delete(self, ks):
+        for k in ks:
+            assert self.t.pop(k, None) == self.model.pop(k, None)
+
+    @rule(k=prefixed_keys)
+    def lookup(self, k):
+        assert self.t.get(k) == self.model.get(k)
+        assert self.t.bisect_left(k) == self.model.bisect_left(k)
+        assert self.t.bisect_right(k) == self.model.bisect_right(k)
+
+    @rule(lo=prefixed_keys, hi=prefixed_keys, reverse=st.booleans())
+    def scan(self, lo, hi, reverse):
+        want = list(self.model.irange(lo, hi, (False, True), reverse))
+        assert list(self.t.irange(lo, hi, (False, True), reverse)) == want
+
+    @rule()
+    def reopen(self):
+        self.t = PBPlusTree(self.pool, "t")
+        assert self.t._core.layout == self.layout
+
+    @invariant()
+    def agrees(self):
+        self.t.check()
+        assert list(self.t.items()) == list(self.model.items())
+
+
+class PrefixedKeysMachineV1(PrefixedKeysMachine):
+    layout = 1
+
+
+_prefixed = settings(max_examples=budget(25), stateful_step_count=25, deadline=None)
+TestPrefixedKeys = pytest.mark.interpreted(PrefixedKeysMachine.TestCase)
+TestPrefixedKeys.settings = _prefixed
+TestPrefixedKeysV1 = pytest.mark.interpreted(PrefixedKeysMachineV1.TestCase)
+TestPrefixedKeysV1.settings = _prefixed
+
+
+@pytest.mark.interpreted
+def test_version_1_trees_open_and_grow_in_their_own_layout(tmp_path):
+    """A tree written in layout version 1 (2-byte slots) opens, is read and written
+    in that layout, and keeps its node size; a new tree beside it gets version 2."""
+    path = tmp_path / "p.pool"
+    pool = Pool.create(path, 16 << 20, mode="none")
+    old = _with_layout(1, lambda: PBPlusTree(pool, "old", key_codec=int, fanout=8))
+    for i in range(200):
+        old[i] = b"%d" % i
+    assert bytes(pool.buf[old._core.header_off:old._core.header_off + 8]) == B.MAGIC_V1
+    pool.close()
+    pool = Pool.open(path, mode="none")
+    old = PBPlusTree(pool, "old")
+    new = PBPlusTree(pool, "new", key_codec=int, fanout=8)
+    assert (old._core.layout, new._core.layout) == (1, 2)
+    assert old.stats()["node_bytes"] == B.node_bytes_for(8, 2) < B.node_bytes_for(8)
+    for i in range(400):
+        if i >= 200:
+            old[i] = b"%d" % i
+        new[i] = b"%d" % i
+    for i in range(0, 400, 3):
+        del old[i], new[i]
+    assert list(old.items()) == list(new.items()) == [
+        (i, b"%d" % i) for i in range(400) if i % 3]
+    assert list(old.irange(10, 20, reverse=True)) == list(new.irange(10, 20, reverse=True))
+    old.check()
+    new.check()
+    pool.close()
+
+
+@pytest.mark.interpreted
+def test_check_detects_bad_key_words_and_prefixes():
+    """A slot's key word that disagrees with its key, a prefix longer than the keys
+    share, a prefix length in a version 1 node: each a StructureCorruptError."""
+    def tree(layout):
+        t = _with_layout(layout, lambda: PBPlusTree(new_pool(), "t", fanout=4))
+        for i in range(30):
+            t[b"key:%02d" % i] = b"v"
+        t.check()
+        return t, t._core._leftmost()
+
+    t, leaf = tree(2)
+    assert t._core.u8[leaf + 1] == len(b"key:0")  # keys 00..03 share "key:0"
+    t._core.u8[leaf + B.NODE_HEAD + 8 * 1 + 7] ^= 1  # the top byte of slot 1's word
+    with pytest.raises(StructureCorruptError, match="key word"):
+        t.check()
+    t, leaf = tree(2)
+    t._core.u8[leaf + 1] = 6  # "key:00" is not shared by the leaf's keys
+    with pytest.raises(StructureCorruptError, match="prefix"):
+        t.check()
+    t, leaf = tree(1)
+    t._core.u8[leaf + 1] = 2
+    with pytest.raises(StructureCorruptError, match="version 1"):
+        t.check()

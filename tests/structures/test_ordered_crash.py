@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blizzard.structures import PBPlusTree, PSkipList
+from blizzard.structures import _bptreecore as B
 from tests.conftest import budget
 from tests.structures.test_crash import verify
 
@@ -86,8 +87,18 @@ OPS = {
     "clear": (lambda k, v: lambda m: m.clear(), lambda k, v: lambda items: []),
 }
 
+def _bptree_v1(pool, create):
+    """A B+tree in layout version 1 (2-byte slots, no key words)."""
+    B.NEW_LAYOUT = 1
+    try:
+        return PBPlusTree(pool, "t", fanout=4 if create else None)
+    finally:
+        B.NEW_LAYOUT = B.LAYOUT_VERSION
+
+
 STRUCTURES = {
     "bptree": lambda pool, create: PBPlusTree(pool, "t", fanout=4 if create else None),
+    "bptree-v1": _bptree_v1,
     "skiplist": lambda pool, create: PSkipList(pool, "s", seed=5 if create else None),
 }
 

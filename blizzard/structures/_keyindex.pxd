@@ -2,6 +2,9 @@
 cimport cython
 from cpython cimport array
 
+cpdef enum:
+    HINTS = 4
+
 
 @cython.locals(n=Py_ssize_t, i=Py_ssize_t, pa=cython.p_uchar, pb=cython.p_uchar)
 cpdef Py_ssize_t common_prefix(bytes a, bytes b)
@@ -13,7 +16,7 @@ cdef void _put(array.array values, Py_ssize_t j, long long value) noexcept
 
 cdef class Run:
     cdef public list keys
-    cdef public array.array values, words
+    cdef public array.array values, words, hints
     cdef public Py_ssize_t skip
 
     @cython.locals(skip=Py_ssize_t)
@@ -37,8 +40,10 @@ cdef class KeyIndex:
     cdef public Py_ssize_t load
     cdef public list chunks
     cdef public Run maxes
+    cdef public Run found_run
+    cdef public Py_ssize_t found_at
 
-    @cython.locals(i=Py_ssize_t, j=Py_ssize_t)
+    @cython.locals(i=Py_ssize_t, j=Py_ssize_t, chunk=Run)
     cpdef long long before(self, bytes kb) except -1
     @cython.locals(i=Py_ssize_t, j=Py_ssize_t, cap=Py_ssize_t, count=Py_ssize_t,
                    size=Py_ssize_t, chunk=Run, chunks=list)

@@ -22,6 +22,12 @@ Keys of one workload often share long prefixes (zero-padded decimal
 numbers, names under a common path); measuring the word from the run's own
 common prefix rather than from byte 0 keeps the words distinct there.
 
+Each key also has ``HINTS`` integers of its user's (``Run.hints``, kept
+aligned with the keys, zero when a key comes in): a skiplist keeps there the
+level-0 nodes its last walk from the key's node passed, to ask for their
+lines at once next time; ``before`` leaves where it found its key in
+``found_run`` and ``found_at`` for that (compiled).
+
 Compiled (``_keyindex.pxd``), the search runs over the array's memory as C
 integers; interpreted, :meth:`Run.bisect` is ``bisect_left`` over the key
 list (a C loop there too, where a Python loop over words would be slower),
@@ -43,6 +49,9 @@ if cython.compiled:
 
 #: Keys per chunk after a split (a chunk splits at ``2 * TALL_LOAD``).
 TALL_LOAD = 256
+if not cython.compiled:  # compiled: a C constant (_keyindex.pxd)
+    #: Hints kept per key: the nodes a skiplist get last walked past it (see Run.hints).
+    HINTS = 4
 
 
 def common_prefix(a: bytes, b: bytes) -> int:
@@ -95,6 +104,10 @@ class Run:
     def __init__(self, keys: list[bytes], values: list[int]) -> None:
         self.keys = keys
         self.values = array.array("q", values)
+        # HINTS integers per key, for its user (a skiplist: the level-0 nodes a get
+        # last walked after the key's node, asked for at once by the next get
+        # there). Never trusted, only kept aligned with the keys: 0 = none.
+        self.hints = array.array("q", bytes(8 * HINTS * len(keys)))
         self._reword()
 
     def _reword(self) -> None:
@@ -176,6 +189,7 @@ class Run:
         n = len(keys)
         keys.insert(j, kb)
         self.values.insert(j, value)
+        self.hints[HINTS * j:HINTS * j] = array.array("q", bytes(8 * HINTS))
         if n and (0 < j < n or self._shares(kb, keys[1] if j == 0 else keys[0])):
             self.words.insert(j, word(kb, self.skip))
         else:  # a new first or last key outside the common prefix (or the first key)
@@ -197,12 +211,15 @@ class Run:
         del self.keys[j]
         del self.values[j]
         del self.words[j]
+        del self.hints[HINTS * j:HINTS * (j + 1)]
 
     def split(self, at: int) -> Run:
         """Keep keys ``[:at]``; the rest, as a new Run."""
         upper = Run(self.keys[at:], list(self.values[at:]))
+        upper.hints = self.hints[HINTS * at:]
         del self.keys[at:]
         del self.values[at:]
+        del self.hints[HINTS * at:]
         self._reword()
         return upper
 
@@ -210,6 +227,7 @@ class Run:
         """Raise AssertionError unless the keys are sorted and every word is right."""
         keys = self.keys
         assert len(self.values) == len(keys) == len(self.words), "lengths differ"
+        assert len(self.hints) == HINTS * len(keys), "hints not aligned with the keys"
         assert all(a < b for a, b in pairwise(keys)), "keys out of order"
         if keys:
             assert all(k[:self.skip] == keys[0][:self.skip] and len(k) >= self.skip
@@ -229,6 +247,10 @@ class KeyIndex:
         # each chunk's greatest key and its node
         self.maxes = Run([c.keys[-1] for c in self.chunks],
                          [c.values[len(c.keys) - 1] for c in self.chunks])
+        # where the last ``before`` found its key (compiled): its chunk (None if
+        # no key) and index there, for the caller to read and write its hints
+        self.found_run: Run | None = None
+        self.found_at = 0
 
     def before(self, kb: bytes) -> int:
         """The node of the greatest key < ``kb``, or 0."""
@@ -238,8 +260,16 @@ class KeyIndex:
             chunk: Run = self.chunks[i]
             j = chunk.bisect(kb)
             if j:
+                self.found_run = chunk
+                self.found_at = j - 1
                 return _at(chunk.values, j - 1)
-        return _at(maxes.values, i - 1) if i else 0
+        if not i:
+            self.found_run = None
+            return 0
+        chunk = self.chunks[i - 1]  # its last key
+        self.found_run = chunk
+        self.found_at = len(chunk.keys) - 1
+        return _at(maxes.values, i - 1)
 
     def _before_interpreted(self, kb: bytes) -> int:
         """``before`` as the interpreted build runs it fastest (it is ``before`` there):

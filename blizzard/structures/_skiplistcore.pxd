@@ -4,7 +4,7 @@ from cpython cimport array
 from libc.stdint cimport uint32_t
 from blizzard.pmem._tx cimport Transaction
 from blizzard.structures._corebase cimport MapCore
-from blizzard.structures._keyindex cimport KeyIndex
+from blizzard.structures._keyindex cimport HINTS, KeyIndex, Run
 
 cpdef enum:
     LEVEL_MAX = 32
@@ -37,10 +37,13 @@ cdef class SkipListCore(MapCore):
     cpdef Py_ssize_t _start(self, bytes kb) except -1
     @cython.locals(nxt=Py_ssize_t, k=bytes)
     cpdef Py_ssize_t _lower(self, bytes kb, bint strict) except -1
-    @cython.locals(x=Py_ssize_t, nxt=Py_ssize_t, k=bytes)
+    @cython.locals(hints=cython.p_longlong, run=Run, base=cython.p_uchar, q=Py_ssize_t)
+    cdef long long *_hinted(self, KeyIndex tall, Py_ssize_t x) noexcept
+    @cython.locals(x=Py_ssize_t, nxt=Py_ssize_t, k=bytes, hints=cython.p_longlong,
+                   seen=Py_ssize_t)
     cpdef tuple _find(self, bytes kb)
     @cython.locals(x=Py_ssize_t, nxt=Py_ssize_t, ks=Py_ssize_t, klen=Py_ssize_t, k=bytes,
-                   vlen=uint32_t, tall=KeyIndex)
+                   vlen=uint32_t, tall=KeyIndex, hints=cython.p_longlong, seen=Py_ssize_t)
     cpdef get(self, bytes kb)
     @cython.locals(ks=Py_ssize_t, klen=Py_ssize_t, vlen=uint32_t, kb=bytes, items=list)
     cpdef tuple _run(self, Py_ssize_t x, hi, bint hi_incl, bint values)

@@ -53,6 +53,12 @@ Why it is shaped so:
   reload or abort and rebuilt from the pool on first use; links, keys and
   values are always read from the pool, and ``check`` compares the index
   with level 1.
+* Compiled, the index also keeps, beside each tall node, the level-0 nodes
+  the last lookup from it walked (``_hinted``; four, ``Run.hints``): the
+  next lookup from there asks for their lines at once, so the misses of a
+  walk overlap where each waited for the last link. Hints are never
+  trusted -- the walk follows the pool's links and rewrites them -- so a
+  stale one costs a line read for nothing, and nothing else maintains them.
 * A forward scan reads level 0 in runs of RUN_MAX nodes. At 10^6 keys
   inserted in random order each node is a cache miss, and followed one by
   one each waits for the last; compiled, a run first follows level 0 from
@@ -80,6 +86,7 @@ from blizzard.structures._keyindex import KeyIndex
 
 if cython.compiled:
     from cython.cimports.blizzard.pmem._mem import get_u64, prefetch, read, write
+    from cython.cimports.blizzard.structures._keyindex import HINTS
     from cython.cimports.blizzard.structures.ops import (
         ORD_CLEAR,
         ORD_DELETE,
@@ -299,12 +306,38 @@ class SkipListCore(MapCore):
                 nxt = u64[(x >> 3) + 2]
         return 0 if x == self.head else x
 
+    def _hinted(self, tall: KeyIndex, x: int):
+        """Ask for the lines of the level-0 nodes last walked from ``x``, the node
+        ``tall.before`` just found (compiled); their hints, to be rewritten by
+        the walk (NULL if ``x`` is the head).
+
+        The index keeps, beside each tall node, the level-0 nodes the last walk
+        from it passed (``Run.hints``). Asked for at once, their misses overlap
+        where each waited for the last link; the walk itself follows the pool's
+        links, so a stale hint costs a line read for nothing, never a wrong
+        answer."""
+        hints = cython.cast(cython.p_longlong, cython.NULL)
+        run = tall.found_run
+        if x != self.head and run is not None:
+            hints = run.hints.data.as_longlongs + HINTS * tall.found_at  # type: ignore[attr-defined]
+            base = cython.address(self.u8[0])
+            for q in range(HINTS):
+                if hints[q]:
+                    prefetch(base + hints[q])
+        return hints
+
     def _find(self, kb: bytes) -> tuple[int, int]:
         """``(level-0 predecessor of kb, the node holding kb or 0)``."""
         u64 = self.u64
         x = self._start(kb)
+        if cython.compiled:
+            hints = self._hinted(self._index(), x)
+            seen = 0
         nxt = u64[(x >> 3) + 2]
         while nxt:
+            if cython.compiled and hints and seen < HINTS:
+                hints[seen] = nxt
+                seen += 1
             k = self._key(nxt)
             if k >= kb:
                 return x, nxt if k == kb else 0
@@ -322,8 +355,14 @@ class SkipListCore(MapCore):
         if tall is None:
             tall = self._index()
         x = tall.before(kb) or self.head
+        if cython.compiled:
+            hints = self._hinted(tall, x)
+            seen = 0
         nxt = u64[(x >> 3) + 2]
         while nxt:
+            if cython.compiled and hints and seen < HINTS:
+                hints[seen] = nxt
+                seen += 1
             ks = nxt + NODE_HEAD + 8 * u8[nxt]
             klen = u32[(nxt >> 2) + 1]
             k = read(u8, ks, klen)

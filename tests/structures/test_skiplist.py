@@ -8,6 +8,7 @@ import pytest
 from hypothesis import settings
 from sortedcontainers import SortedDict
 
+from blizzard import _compiled
 from blizzard.exceptions import StructureCorruptError, StructureKindError
 from blizzard.pmem import DramMedia, Pool
 from blizzard.structures import PBPlusTree, PSkipList, registry_for
@@ -220,4 +221,46 @@ def test_forward_scans_over_many_runs():
         assert list(s.irange_items(lo_k, hi_k)) == [(k, m[k]) for k in want]
     first = keys[rnd.randrange(len(keys))]
     assert list(s.irange(first)) == keys[keys.index(first):]
+    s.check()
+
+
+@pytest.mark.interpreted
+def test_lookups_ask_for_the_nodes_last_walked_and_never_trust_them():
+    """Compiled, a get or an insert records in the index, beside the tall node it
+    started from, the level-0 nodes it walked (and asks for their lines the next
+    time): after a lookup they are the nodes that follow. Hints scribbled over
+    -- other nodes, offsets inside nodes, zeros -- change no answer."""
+    rnd = random.Random(11)
+    pool = new_pool(32 << 20)
+    s = PSkipList(pool, "s")
+    m = {}
+    for i in rnd.sample(range(10_000), 4000):
+        s[b"%05d" % i] = m[b"%05d" % i] = b"%d" % i
+    core = s._core
+    tall = core._index()
+    for k in rnd.sample(sorted(m), 200):
+        assert s[k] == m[k]
+        if _compiled.compiled():
+            x = tall.before(k)
+            got = list(tall.found_run.hints[K.HINTS * tall.found_at:][:K.HINTS])
+            walk, nxt = [], core._next(x)
+            while nxt and len(walk) < K.HINTS:
+                walk.append(nxt)
+                if core._key(nxt) >= k:
+                    break
+                nxt = core._next(nxt)
+            assert got[:len(walk)] == walk
+    nodes = [x for c in tall.chunks for x in c.values]
+    for chunk in tall.chunks:  # wrong hints everywhere
+        for q in range(len(chunk.hints)):
+            chunk.hints[q] = rnd.choice([0, rnd.choice(nodes), rnd.choice(nodes) + 9,
+                                         rnd.randrange(pool.size)])
+    for k in rnd.sample(range(10_000), 2000):
+        kb = b"%05d" % k
+        assert s.get(kb) == m.get(kb)
+        if rnd.random() < 0.3:
+            s[kb] = m[kb] = b"new"
+        elif kb in m and rnd.random() < 0.3:
+            del s[kb], m[kb]
+    assert dict(s.items()) == m
     s.check()

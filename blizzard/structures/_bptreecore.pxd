@@ -26,7 +26,6 @@ cdef void _ask(node_at base, node_at slots, Py_ssize_t lo, Py_ssize_t hi, int de
 cpdef uint64_t key_word(bytes kb, Py_ssize_t p) noexcept
 @cython.locals(i=Py_ssize_t, n=Py_ssize_t)
 cpdef Py_ssize_t shared_prefix(bytes a, bytes b, Py_ssize_t most) noexcept
-@cython.locals(first=bytes, p=Py_ssize_t, k=bytes)
 cpdef Py_ssize_t prefix_of(list keys) except -1
 
 

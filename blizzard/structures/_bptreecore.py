@@ -222,6 +222,8 @@ def key_word(kb: bytes, p: int) -> int:
     """Bytes ``p`` .. ``p + WORD_BYTES - 1`` of ``kb`` as a big-endian number, zeros
     past its end: keys sharing their first ``p`` bytes compare as their words do,
     unless the words are equal."""
+    if not cython.compiled:  # one C call where the loop below takes six steps
+        return int.from_bytes(kb[p:p + WORD_BYTES].ljust(WORD_BYTES, b"\0"), "big")
     w = 0
     n = len(kb)
     for i in range(p, p + WORD_BYTES):
@@ -235,20 +237,20 @@ def shared_prefix(a: bytes, b: bytes, most: int) -> int:
     """How many leading bytes ``a`` and ``b`` share, at most ``most``."""
     i = 0
     n = min(len(a), len(b), most)
+    if not cython.compiled:  # the first byte that differs, from their bits' XOR
+        x = int.from_bytes(a[:n], "big") ^ int.from_bytes(b[:n], "big")
+        return n - (x.bit_length() + 7) // 8
     while i < n and a[i] == b[i]:
         i += 1
     return i
 
 
 def prefix_of(keys: list[bytes]) -> int:
-    """The prefix length of a version 2 node holding ``keys``: all they share."""
+    """The prefix length of a version 2 node holding ``keys`` (in order): all they
+    share, which is what the first and the last share."""
     if not keys:
         return 0
-    first = keys[0]
-    p = min(len(first), PREFIX_MAX)
-    for k in keys:
-        p = shared_prefix(first, k, p)
-    return p
+    return shared_prefix(keys[0], keys[-1], PREFIX_MAX)
 
 
 def _ask(base, slots, lo: int, hi: int, depth: int) -> None:
@@ -1238,9 +1240,14 @@ class BPTreeCore(MapCore):
         if n == 0:
             q = min(len(kb), PREFIX_MAX)
         else:  # a neighbour's key (its lines are likely cached by the search)
-            e = leaf + self._u16(leaf + NODE_HEAD + 8 * (i + 1 if i < n else i - 1))
             q = p
-            if p:
+            cached = None if cython.compiled else self._nodes.get(leaf)
+            if cached is not None:  # interpreted: the leaf's keys, before kb goes in
+                other = cached[0][i if i < n else i - 1]
+                if p and kb[:p] != other[:p]:
+                    q = shared_prefix(kb, other, p)
+            elif p:
+                e = leaf + self._u16(leaf + NODE_HEAD + 8 * (i + 1 if i < n else i - 1))
                 q = shared_prefix(kb, read(u8, e + 8, min(p, get_u32(u8, e + 4))), p)
         set_u64(u8, leaf + NODE_HEAD + 8 * i, key_word(kb, q) << 16 | off)
         if q != p:

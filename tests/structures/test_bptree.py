@@ -271,8 +271,16 @@ def test_key_words_and_prefixes():
         assert B.key_word(kb, p) == int.from_bytes(kb[p:p + 6].ljust(6, b"\0"), "big")
     assert B.shared_prefix(b"abcd", b"abxy", 9) == 2 and B.shared_prefix(b"ab", b"ab", 1) == 1
     assert B.prefix_of([]) == 0 and B.prefix_of([b"k" * 300]) == 255
-    assert B.prefix_of([b"user:17", b"user:1", b"user:2"]) == 5
-    assert B.prefix_of([b"user:1", b""]) == 0
+    assert B.prefix_of([b"user:1", b"user:17", b"user:2"]) == 5
+    assert B.prefix_of([b"", b"user:1"]) == 0
+    rnd = random.Random(3)
+    for _ in range(300):  # what the first and last of sorted keys share, all of them share
+        keys = sorted({b"ab\x00"[:rnd.randrange(4)] + rnd.randbytes(rnd.randrange(4))
+                       for _ in range(rnd.randrange(1, 6))})
+        whole = min(len(keys[0]), 255)
+        while any(k[:whole] != keys[0][:whole] or len(k) < whole for k in keys):
+            whole -= 1
+        assert B.prefix_of(keys) == whole, keys
 
 
 def _with_layout(layout: int, make):

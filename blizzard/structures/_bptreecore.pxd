@@ -26,7 +26,7 @@ cdef void _ask(node_at base, node_at slots, Py_ssize_t lo, Py_ssize_t hi, int de
 cpdef uint64_t key_word(bytes kb, Py_ssize_t p) noexcept
 @cython.locals(i=Py_ssize_t, n=Py_ssize_t)
 cpdef Py_ssize_t shared_prefix(bytes a, bytes b, Py_ssize_t most) noexcept
-cpdef Py_ssize_t prefix_of(list keys) except -1
+cpdef Py_ssize_t prefix_of(list keys, Py_ssize_t first=*) except -1
 
 
 cdef class BPTreeCore(MapCore):
@@ -105,5 +105,5 @@ cdef class BPTreeCore(MapCore):
     @cython.locals(n=Py_ssize_t, first=Py_ssize_t, i=Py_ssize_t, at=Py_ssize_t,
                    off=Py_ssize_t, kb=bytes)
     cdef _reword(self, Py_ssize_t node, Py_ssize_t p, list keys=*)
-    @cython.locals(p=Py_ssize_t, q=Py_ssize_t, e=Py_ssize_t)
+    @cython.locals(p=Py_ssize_t, q=Py_ssize_t, e=Py_ssize_t, j=Py_ssize_t)
     cdef _word_in(self, Py_ssize_t leaf, Py_ssize_t i, Py_ssize_t n, bytes kb, Py_ssize_t off)

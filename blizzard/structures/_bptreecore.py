@@ -245,12 +245,13 @@ def shared_prefix(a: bytes, b: bytes, most: int) -> int:
     return i
 
 
-def prefix_of(keys: list[bytes]) -> int:
-    """The prefix length of a version 2 node holding ``keys`` (in order): all they
-    share, which is what the first and the last share."""
-    if not keys:
+def prefix_of(keys: list[bytes], first: int = 0) -> int:
+    """The prefix length of a version 2 node holding ``keys`` (in order; those in
+    use from ``first`` on): all they share, which is what the first and the last
+    share."""
+    if len(keys) <= first:
         return 0
-    return shared_prefix(keys[0], keys[-1], PREFIX_MAX)
+    return shared_prefix(keys[first], keys[-1], PREFIX_MAX)
 
 
 def _ask(base, slots, lo: int, hi: int, depth: int) -> None:
@@ -934,7 +935,7 @@ class BPTreeCore(MapCore):
         keys = [pair[0] for pair in entries]
         wide = self.layout == 2
         first = 0 if kind == LEAF else 1  # an internal node's entry 0 has no key in use
-        p = prefix_of(keys[first:]) if wide else 0
+        p = prefix_of(keys, first) if wide else 0
         _NODE.pack_into(self.buf, node, kind, p, n, 0, nxt)
         pos = self.heap
         slots = []
@@ -1113,7 +1114,7 @@ class BPTreeCore(MapCore):
             keys[i + 1:j] = [k for k, _ in children[1:]]
             ptrs[i:j] = [c for _, c in children]
             if self.layout == 2:  # the separators changed: so may their prefix
-                self._reword(node, prefix_of(keys[1:]), keys)
+                self._reword(node, prefix_of(keys, 1), keys)
             if d == 0:
                 if new_n == 1:
                     self._collapse(tx)
@@ -1247,8 +1248,10 @@ class BPTreeCore(MapCore):
                 if p and kb[:p] != other[:p]:
                     q = shared_prefix(kb, other, p)
             elif p:
-                e = leaf + self._u16(leaf + NODE_HEAD + 8 * (i + 1 if i < n else i - 1))
-                q = shared_prefix(kb, read(u8, e + 8, min(p, get_u32(u8, e + 4))), p)
+                j = i + 1 if i < n else i - 1
+                if self._prefix_cmp(leaf, j, kb, p):  # (compared in place: no bytes made)
+                    e = self._entry(leaf, j)
+                    q = shared_prefix(kb, read(u8, e + 8, min(p, get_u32(u8, e + 4))), p)
         set_u64(u8, leaf + NODE_HEAD + 8 * i, key_word(kb, q) << 16 | off)
         if q != p:
             self._reword(leaf, q)

@@ -124,10 +124,15 @@ class RaftReplicator(Replicator):
         self._lanes: list[list[int]] = []  # idle [client id, next seq]; loop thread only
         self._inflight: dict[tuple[int, int], list] = {}  # key -> [envelope, deliver,
         #                                                   deadline, last attempt, lane, key]
-        # (due, attempt's time, request), in the order they fall due: attempts to
-        # answer within attempt_timeout_s, and dropped ones to retry after a backoff
-        self._attempts: deque[tuple[float, float, list]] = deque()
-        self._backoffs: deque[tuple[float, float, list]] = deque()
+        # (due, attempts' time, [key, ...]), in the order they fall due: attempts
+        # to answer within attempt_timeout_s, and dropped ones to retry after a
+        # backoff. One entry for all the requests sent at once, and keys, not
+        # the requests: an answered request is freed at once by its reference
+        # count, where queues holding every request of the last
+        # attempt_timeout_s kept thousands alive under load, for the collector
+        # to walk again at each collection (see blizzard._heap).
+        self._attempts: deque[tuple[float, float, list[tuple[int, int]]]] = deque()
+        self._backoffs: deque[tuple[float, float, list[tuple[int, int]]]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -287,6 +292,8 @@ class RaftReplicator(Replicator):
         attempts = self._attempts
         submit = self.node.submit
         settled = self._settled
+        sent: list[tuple[int, int]] = []
+        dropped: list[tuple[int, int]] = []
         for op, deliver in batch:
             lane = lanes.pop() if lanes else [self._new_client(), 1]
             client, seq = lane
@@ -297,9 +304,13 @@ class RaftReplicator(Replicator):
             try:
                 submit(envelope, settled, key)
             except ProposalDroppedError:
-                self._backoffs.append((now + RETRY_BACKOFF_S, now, request))
+                dropped.append(key)
             else:
-                attempts.append((due, now, request))
+                sent.append(key)
+        if sent:
+            attempts.append((due, now, sent))
+        if dropped:
+            self._backoffs.append((now + RETRY_BACKOFF_S, now, dropped))
         if self._sweeper is None and inflight:
             self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
 
@@ -313,7 +324,7 @@ class RaftReplicator(Replicator):
             return
         if error is not None:
             now = request[3] = self._loop.time()
-            self._backoffs.append((now + RETRY_BACKOFF_S, now, request))
+            self._backoffs.append((now + RETRY_BACKOFF_S, now, [key]))
             return
         del self._inflight[key]
         lane = request[4]
@@ -331,17 +342,23 @@ class RaftReplicator(Replicator):
         self._sweeper = None
         now = self._loop.time()
         inflight = self._inflight
+        again: list[tuple[int, int]] = []
         for queue in (self._backoffs, self._attempts):
             while queue and queue[0][0] <= now:
-                _, attempted, request = queue.popleft()
-                key = request[5]
-                if inflight.get(key) is not request or request[3] != attempted:
-                    continue  # answered, failed, or attempted again since
-                self._retry(request, now)
+                _, attempted, keys = queue.popleft()
+                for key in keys:
+                    request = inflight.get(key)
+                    # else answered, failed, or attempted again since
+                    if request is not None and request[3] == attempted:
+                        self._retry(request, now, again)
+        if again:
+            self._attempts.append((now + self.attempt_timeout_s, now, again))
         if inflight:
             self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
 
-    def _retry(self, request: list, now: float) -> None:
+    def _retry(self, request: list, now: float, again: list[tuple[int, int]]) -> None:
+        """Fail ``request`` past its deadline, else send it again (its key joins
+        ``again``, the attempts made now)."""
         envelope, deliver, deadline, _, lane, key = request
         if now > deadline:
             del self._inflight[key]
@@ -352,7 +369,7 @@ class RaftReplicator(Replicator):
                 f"not committed within {self.request_timeout_s} s (is a quorum reachable?)"))
             return
         request[3] = now
-        self._attempts.append((now + self.attempt_timeout_s, now, request))
+        again.append(key)
         with contextlib.suppress(ProposalDroppedError):
             self.node.submit(envelope, self._settled, key)  # same envelope: applied at most once
 

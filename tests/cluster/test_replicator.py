@@ -229,6 +229,42 @@ def test_submit_callback_reports_results_and_errors(cluster_config):
             r.stop()
 
 
+def test_an_answered_request_is_released_at_once(cluster_config):
+    """Nothing of a request outlives its answer: the retry queues name requests
+    by key, so its callback (and envelope) are freed by their reference counts
+    as soon as it is answered, not when its attempt would have fallen due.
+    Under load, thousands of answered requests kept alive that long cost the
+    collector a walk over each at every collection."""
+    import threading
+    import weakref
+
+    from blizzard.structures import ops
+
+    class Answer:
+        def __init__(self) -> None:
+            self.got = threading.Event()
+
+        def __call__(self, result, error) -> None:
+            self.got.set()
+
+    reps = {i: RaftReplicator(cluster_config, i, seed=i) for i in (1, 2, 3)}
+    try:
+        rep = reps[reps[1].wait_for_leader()]
+        rep.attempt_timeout_s = 60.0  # an attempt falls due long after this test
+        put = ops.encode(ops.Op("m", ops.OpCode.MAP_PUT, (b"k", b"v")))
+        answers = [Answer() for _ in range(20)]
+        refs = [weakref.ref(a) for a in answers]
+        for answer in answers:
+            rep.submit_callback(put, answer)
+        assert all(a.got.wait(30) for a in answers)
+        del answer, answers
+        _wait(lambda: all(r() is None for r in refs), timeout=5.0)
+        assert rep._attempts  # the attempts are still queued, by key
+    finally:
+        for r in reps.values():
+            r.stop()
+
+
 def test_a_request_without_a_quorum_fails_at_its_deadline_then_the_node_serves(cluster_config):
     """One node of three, alone: each attempt is dropped for want of a leader and
     retried after a backoff until the request's deadline, when it fails with

@@ -108,7 +108,8 @@ class Result:
 
     ``cpu_us_per_op`` is the CPU time of every process of the system during
     the throughput run, per op, summed (``cpu_by_process`` keeps them apart:
-    the load's process first). ``failed`` counts requests that completed
+    the load's process first; its time making the run's keys is left out).
+    ``failed`` counts requests that completed
     with an error or never did (``unanswered``, and ``not_issued`` after a
     stall); ``lost`` the puts (windowed and synchronous) the map did not grow
     by -- anything but 0 is a bug. ``note`` says why a system was skipped or
@@ -310,6 +311,9 @@ def _measure(nodes: list[NodeProcess], load_node: NodeProcess, command: str,
         result.note = (result.note + "; " if result.note else "") + \
             f"{reply['failed']} failed, e.g. {reply['errors'][0]}"
     if result.ops:
+        # the load node's CPU time spent making its keys before the first request
+        # is the harness's, not the system's
+        after[0] -= reply.get("prep_cpu_seconds", 0.0)
         result.cpu_by_process = [round((a - b) * 1e6 / result.ops, 1)
                                  for a, b in zip(after, before, strict=True)]
         result.cpu_us_per_op = round(sum(result.cpu_by_process), 1)

@@ -30,7 +30,8 @@ cdef class HashCore(MapCore):
     cdef unsigned short[::1] _tops
 
     @cython.locals(klen=Py_ssize_t, b=Py_ssize_t, page=Py_ssize_t, slots=slot_words,
-                   i=Py_ssize_t, s=uint64_t, e=Py_ssize_t, entry=entry_at, nxt=Py_ssize_t, more=slot_words)
+                   i=Py_ssize_t, s=uint64_t, e=Py_ssize_t, entry=entry_at, nxt=Py_ssize_t,
+                   more=slot_words)
     cpdef (Py_ssize_t, Py_ssize_t, uint64_t) find(self, bytes kb, uint32_t h)
     @cython.locals(first=Py_ssize_t)
     cdef slot_words _slot_words(self, Py_ssize_t page) except NULL

@@ -799,11 +799,12 @@ class BPTreeCore(MapCore):
             last = len(raw) - 8  # where the last entry header could start
             vals = []
             s = i
+            unpack = _U32.unpack_from  # one C call per value length, not a Python one
             for slot in self._slots(raw, 0, i, j):
                 p = slot & 0xFFFF
                 if p > last:
                     raise StructureCorruptError(f"B+tree {self.name!r}: leaf {leaf}, slot {s}")
-                v = u32_of(raw, p)
+                v = unpack(raw, p)[0]
                 if v != EXT:
                     ks = p + 8 + len(keys[s - i])  # the entry's key is the cached one
                     vals.append(raw[ks:ks + v])

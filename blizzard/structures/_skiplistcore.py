@@ -409,13 +409,17 @@ class SkipListCore(MapCore):
         for _ in range(RUN_MAX):
             ks = x + NODE_HEAD + 8 * u8[x]
             klen, vlen = u32[(x >> 2) + 1], u32[(x >> 2) + 2]
-            kb = read(u8, ks, klen)
+            # (interpreted, a call to read costs more than the slice itself)
+            kb = read(u8, ks, klen) if cython.compiled else u8[ks:ks + klen].tobytes()
             if hi is not None and (kb > hi or (kb == hi and not hi_incl)):
                 return items, 0
             if not values:
                 items.append((kb, None))
             elif vlen != EXT:
-                items.append((kb, read(u8, ks + klen, vlen)))
+                if cython.compiled:
+                    items.append((kb, read(u8, ks + klen, vlen)))
+                else:
+                    items.append((kb, u8[ks + klen:ks + klen + vlen].tobytes()))
             else:
                 items.append((kb, self._value(x)))
             x = u64[(x >> 3) + 2]

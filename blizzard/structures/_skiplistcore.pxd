@@ -45,7 +45,8 @@ cdef class SkipListCore(MapCore):
     @cython.locals(x=Py_ssize_t, nxt=Py_ssize_t, ks=Py_ssize_t, klen=Py_ssize_t, k=bytes,
                    vlen=uint32_t, tall=KeyIndex, hints=cython.p_longlong, seen=Py_ssize_t)
     cpdef get(self, bytes kb)
-    @cython.locals(ks=Py_ssize_t, klen=Py_ssize_t, vlen=uint32_t, kb=bytes, items=list)
+    @cython.locals(ks=Py_ssize_t, klen=Py_ssize_t, vlen=uint32_t, kb=bytes, items=list,
+                   vs=Py_ssize_t)
     cpdef tuple _run(self, Py_ssize_t x, hi, bint hi_incl, bint values)
     @cython.locals(tall=KeyIndex, m=Py_ssize_t, s=Py_ssize_t, c=Py_ssize_t, nxt=Py_ssize_t,
                    steps=Py_ssize_t, active=Py_ssize_t, ends=cython.p_longlong,

@@ -416,10 +416,9 @@ class SkipListCore(MapCore):
             if not values:
                 items.append((kb, None))
             elif vlen != EXT:
-                if cython.compiled:
-                    items.append((kb, read(u8, ks + klen, vlen)))
-                else:
-                    items.append((kb, u8[ks + klen:ks + klen + vlen].tobytes()))
+                vs = ks + klen
+                items.append((kb, read(u8, vs, vlen) if cython.compiled
+                               else u8[vs:vs + vlen].tobytes()))
             else:
                 items.append((kb, self._value(x)))
             x = u64[(x >> 3) + 2]
